@@ -1,0 +1,110 @@
+/**
+ * The default configuration of a run, in one place.
+ *
+ * Every hyperparameter is documented where it is declared. The defaults are sized for the
+ * embedded quick start: a real RLAIF run of the committed pretrained checkpoint on 2 CPU cores
+ * in a few minutes.
+ */
+import { fileURLToPath } from "node:url";
+
+/** Repository root, so defaults resolve no matter which directory the CLI runs from. */
+export const REPO_ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
+
+/** The pretrained checkpoint committed with the project (produced by `rlaif pretrain`). */
+export const DEFAULT_CHECKPOINT = `${REPO_ROOT}checkpoints/default/model.safetensors`;
+
+/** Hyperparameters of one training run (mirrors rlaif.common.v1.RunConfig). */
+export interface RunSettings {
+  /** Optimizer steps. Each step samples promptsPerStep × samplesPerPrompt completions. */
+  steps: number;
+  /** Prompts per step. */
+  promptsPerStep: number;
+  /** Completions per prompt (G). */
+  samplesPerPrompt: number;
+  /** Adam learning rate α in θ ← θ + α∇J. */
+  learningRate: number;
+  /** Discount γ of the returns-to-go R_t = Σ_{k≥t} γ^{k−t} r_k. */
+  gamma: number;
+  /** β of the KL penalty to the frozen reference policy. */
+  klCoef: number;
+  /** Entropy bonus coefficient. */
+  entropyCoef: number;
+  /** Global gradient-norm clip threshold (0 = off). */
+  maxGradNorm: number;
+  /** Decay of the moving-average baseline b ← d·b + (1−d)·mean(R). */
+  baselineDecay: number;
+  /** Publish new weights to the Policy replicas every this many steps. */
+  publishEvery: number;
+  /** Seed for prompt order and sampler seeds. */
+  seed: number;
+  /** New tokens per completion. */
+  maxNewTokens: number;
+  /** Sampling temperature (1 = the policy's own distribution, as REINFORCE assumes). */
+  temperature: number;
+  /** Top-k filter at sampling (0 = off). */
+  topK: number;
+  /** Top-p filter at sampling (1 = off). */
+  topP: number;
+  /** Training prompts; empty = held-out prompts from the bundled corpus. */
+  prompts: string[];
+}
+
+/** Where the services are and what they load. */
+export interface ServiceSettings {
+  /** NATS server URL; empty = the embedded in-memory bus. */
+  natsUrl: string;
+  /** Address (host:port) of an external FeedbackService; empty = the built-in rule scorer. */
+  feedbackAddress: string;
+  /** Address of the Policy service, for a Rollout worker served on its own. */
+  policyAddress: string;
+  /** Checkpoint the Policy serves and the Optimizer starts from. */
+  checkpoint: string;
+  /** Compute backend: auto (native → wasm → cpu), tensorflow, wasm or cpu. */
+  backend: "auto" | "tensorflow" | "wasm" | "cpu";
+  /** Deadline of each call to Policy or Feedback, in milliseconds. */
+  rpcTimeoutMs: number;
+  /** How long the Optimizer waits for one step's trajectories before failing the run. */
+  stepTimeoutMs: number;
+}
+
+/** The whole configuration: a file (YAML or JSON) overridden by flags. */
+export interface RlaifConfig {
+  run: RunSettings;
+  services: ServiceSettings;
+  /** Directory for the run's checkpoints and metrics. */
+  out: string;
+}
+
+/** Defaults; see each field's documentation for why it has this value. */
+export function defaultConfig(): RlaifConfig {
+  return {
+    run: {
+      steps: 20,
+      promptsPerStep: 8,
+      samplesPerPrompt: 4,
+      learningRate: 3e-4,
+      gamma: 1,
+      klCoef: 0.05,
+      entropyCoef: 0,
+      maxGradNorm: 1,
+      baselineDecay: 0.9,
+      publishEvery: 1,
+      seed: 1,
+      maxNewTokens: 24,
+      temperature: 1,
+      topK: 0,
+      topP: 1,
+      prompts: [],
+    },
+    services: {
+      natsUrl: "",
+      feedbackAddress: "",
+      policyAddress: "",
+      checkpoint: DEFAULT_CHECKPOINT,
+      backend: "auto",
+      rpcTimeoutMs: 60_000,
+      stepTimeoutMs: 300_000,
+    },
+    out: "runs",
+  };
+}

@@ -1,0 +1,147 @@
+/**
+ * The rollout pipeline for one prompt: sample G completions from the Policy, score them with the
+ * Feedback service, score them again under the frozen reference weights, and assemble one
+ * Trajectory per completion. Shared by the queue worker and the ad-hoc Collect rpc, so both
+ * produce identical trajectories.
+ */
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  type SamplingParamsSchema,
+  type Trajectory,
+  TrajectorySchema,
+} from "../core/gen/rlaif/common/v1/types_pb.js";
+import type { ScoreRequestSchema, ScoreResponse } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
+import {
+  type GenerateRequestSchema,
+  type GenerateResponse,
+  type LogprobsRequestSchema,
+  type LogprobsResponse,
+  WeightsSelector,
+} from "../core/gen/rlaif/policy/v1/policy_pb.js";
+import { PeerError, RlaifError, ValidationError } from "../core/src/errors.js";
+
+/** Options every outgoing call takes (the deadline in particular). */
+export interface CallOptions {
+  timeoutMs?: number;
+  metadata?: Record<string, string>;
+}
+
+/** The part of a PolicyService client the pipeline uses. */
+export interface PolicyCaller {
+  generate(req: MessageInitShape<typeof GenerateRequestSchema>, opts?: CallOptions): Promise<GenerateResponse>;
+  logprobs(req: MessageInitShape<typeof LogprobsRequestSchema>, opts?: CallOptions): Promise<LogprobsResponse>;
+}
+
+/** The part of a FeedbackService client the pipeline uses. */
+export interface FeedbackCaller {
+  score(req: MessageInitShape<typeof ScoreRequestSchema>, opts?: CallOptions): Promise<ScoreResponse>;
+}
+
+/** One prompt to collect for. */
+export interface CollectJob {
+  runId: string;
+  step: number;
+  index: number;
+  prompt: string;
+  samples: number;
+  sampling: MessageInitShape<typeof SamplingParamsSchema>;
+  /** Refuse samples from weights older than this (0 = any). */
+  minWeightsVersion: number;
+  /** W3C trace context to pass on to the peers. */
+  traceparent?: string;
+}
+
+/** The Policy still serves weights older than the job allows; retry after the replica swaps. */
+export class StaleWeightsError extends RlaifError {}
+
+/** Checks an external scorer's answer: one finite score per item, token rewards sized right. */
+export function checkScores(res: ScoreResponse, completions: { tokens: number }[]): void {
+  if (res.scores.length !== completions.length) {
+    throw new ValidationError("scores", `feedback returned ${res.scores.length} scores for ${completions.length} items`);
+  }
+  res.scores.forEach((s, i) => {
+    if (!Number.isFinite(s.reward)) throw new ValidationError(`scores[${i}].reward`, `must be finite, got ${s.reward}`);
+    const n = s.tokenRewards.length;
+    if (n !== 0 && n !== completions[i]?.tokens) {
+      throw new ValidationError(`scores[${i}].token_rewards`, `has ${n} entries for ${completions[i]?.tokens} tokens`);
+    }
+    if (s.tokenRewards.some((r) => !Number.isFinite(r))) {
+      throw new ValidationError(`scores[${i}].token_rewards`, "must all be finite");
+    }
+  });
+}
+
+/** Trajectory id: unique per run, step, prompt and sample; the Optimizer applies each id once. */
+export function trajectoryId(runId: string, step: number, index: number, sample: number): string {
+  return `${runId}.${step}.${index}.${sample}`;
+}
+
+/**
+ * Sample, score and reference-score the completions of one prompt.
+ * Throws StaleWeightsError when the Policy's version is older than `job.minWeightsVersion`, and
+ * PeerError when a peer fails (the caller gives the job back for redelivery: nothing is lost).
+ */
+export async function collectPrompt(
+  policy: PolicyCaller,
+  feedback: FeedbackCaller,
+  job: CollectJob,
+  timeoutMs: number,
+): Promise<Trajectory[]> {
+  const opts: CallOptions = { timeoutMs, metadata: job.traceparent ? { traceparent: job.traceparent } : {} };
+  const peer = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
+    try {
+      return await call();
+    } catch (cause) {
+      throw new PeerError(`${what} failed: ${(cause as Error).message}`, { cause });
+    }
+  };
+  // 1. Sample G completions with their behaviour log-probs and the weights version.
+  const gen = await peer("Policy.Generate", () =>
+    policy.generate({ prompts: [job.prompt], samplesPerPrompt: job.samples, sampling: job.sampling }, opts),
+  );
+  const version = Number(gen.weightsVersion);
+  if (version < job.minWeightsVersion) {
+    throw new StaleWeightsError(`policy serves v${version}, job needs v${job.minWeightsVersion} or newer`);
+  }
+  // 2. Score them with the AI feedback service.
+  const items = gen.completions.map((c) => ({ prompt: job.prompt, completion: c.text }));
+  const scores = await peer("Feedback.Score", () => feedback.score({ items }, opts));
+  checkScores(
+    scores,
+    gen.completions.map((c) => ({ tokens: c.tokens.length })),
+  );
+  // 3. Log-probs of the same tokens under the frozen reference policy (for the KL penalty).
+  const ref = await peer("Policy.Logprobs", () =>
+    policy.logprobs(
+      {
+        weights: WeightsSelector.REFERENCE,
+        sequences: gen.completions.map((c) => ({ promptTokens: c.promptTokens, completionTokens: c.tokens })),
+      },
+      opts,
+    ),
+  );
+  // 4. One trajectory per completion.
+  return gen.completions.map((c, i) => {
+    const score = scores.scores[i];
+    return create(TrajectorySchema, {
+      id: trajectoryId(job.runId, job.step, job.index, c.sampleIndex),
+      runId: job.runId,
+      step: BigInt(job.step),
+      promptIndex: job.index,
+      sampleIndex: c.sampleIndex,
+      prompt: job.prompt,
+      completion: c.text,
+      promptTokens: c.promptTokens,
+      completionTokens: c.tokens,
+      behaviourLogprobs: c.logprobs,
+      referenceLogprobs: ref.results[i]?.logprobs ?? [],
+      reward: score?.reward ?? 0,
+      tokenRewards: score?.tokenRewards ?? [],
+      weightsVersion: gen.weightsVersion,
+      scorerId: scores.scorerId,
+      scorerVersion: scores.scorerVersion,
+      rationale: score?.rationale ?? "",
+      finishReason: c.finishReason,
+    });
+  });
+}

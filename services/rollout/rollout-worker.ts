@@ -1,0 +1,125 @@
+/**
+ * The Rollout worker loop: pull a prompt job from the work queue, collect its trajectories,
+ * publish them, and only then ack the job. A crash at any point leaves the job unacked, so it is
+ * redelivered; trajectories are published with their id as `Nats-Msg-Id`, so a redelivered job
+ * that had already published them produces duplicates the bus drops. Nothing is lost or doubled.
+ */
+import { randomBytes } from "node:crypto";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { PromptJobSchema, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
+import type { Bus, Queue, QueueMessage } from "../core/src/bus/bus.js";
+import { type FeedbackCaller, type PolicyCaller, StaleWeightsError, collectPrompt } from "./collect.js";
+
+/** Counters reported by RolloutService.GetStatus. */
+export interface RolloutCounters {
+  jobsCompleted: number;
+  trajectoriesPublished: number;
+  jobsFailed: number;
+  lastWeightsVersion: number;
+}
+
+/** Worker tuning. */
+export interface RolloutWorkerOptions {
+  /** Durable consumer group of the jobs queue; workers of one group share the jobs. */
+  group: string;
+  /** Deadline of each Policy/Feedback call. */
+  rpcTimeoutMs: number;
+  /** Called with a line to log (failures, malformed jobs). */
+  log?: (line: string) => void;
+}
+
+/** A fresh W3C traceparent (version 00, sampled), so one sample can be followed across services. */
+export function newTraceparent(): string {
+  return `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
+}
+
+/** Pulls prompt jobs and publishes scored trajectories until stopped. */
+export class RolloutWorker {
+  readonly counters: RolloutCounters = { jobsCompleted: 0, trajectoriesPublished: 0, jobsFailed: 0, lastWeightsVersion: 0 };
+  private running = false;
+  private loop: Promise<void> | null = null;
+
+  constructor(
+    private readonly bus: Bus,
+    private readonly policy: PolicyCaller,
+    private readonly feedback: FeedbackCaller,
+    private readonly opts: RolloutWorkerOptions,
+  ) {}
+
+  /** Start the pull loop (idempotent). */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  /** Stop after the job in hand; resolves when the loop has exited. */
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    const jobs = await this.bus.queue("jobs");
+    const trajectories = await this.bus.queue("trajectories");
+    while (this.running) {
+      let msgs: QueueMessage[];
+      try {
+        msgs = await jobs.pull(this.opts.group, { max: 1, expiresMs: 1000 });
+      } catch (err) {
+        if (!this.running) break;
+        this.opts.log?.(`rollout: pulling jobs failed: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 500));
+        continue;
+      }
+      for (const msg of msgs) await this.handle(msg, trajectories);
+    }
+  }
+
+  private async handle(msg: QueueMessage, out: Queue): Promise<void> {
+    let job: ReturnType<typeof fromBinary<typeof PromptJobSchema>>;
+    try {
+      job = fromBinary(PromptJobSchema, msg.data);
+    } catch (err) {
+      // A job nobody can decode would be redelivered forever: log it and drop it.
+      this.opts.log?.(`rollout: dropping undecodable job ${msg.msgId}: ${(err as Error).message}`);
+      await msg.ack();
+      return;
+    }
+    const traceparent = msg.headers.traceparent ?? newTraceparent();
+    try {
+      const trajs = await collectPrompt(
+        this.policy,
+        this.feedback,
+        {
+          runId: job.runId,
+          step: Number(job.step),
+          index: job.index,
+          prompt: job.prompt,
+          samples: job.samples,
+          sampling: job.sampling ?? {},
+          minWeightsVersion: Number(job.minWeightsVersion),
+          traceparent,
+        },
+        this.opts.rpcTimeoutMs,
+      );
+      for (const t of trajs) {
+        const ack = await out.publish(toBinary(TrajectorySchema, t), { msgId: t.id, headers: { traceparent } });
+        if (!ack.duplicate) this.counters.trajectoriesPublished++;
+        this.counters.lastWeightsVersion = Number(t.weightsVersion);
+      }
+      await msg.ack();
+      this.counters.jobsCompleted++;
+    } catch (err) {
+      if (err instanceof StaleWeightsError) {
+        // The replica has not swapped to the job's version yet: give it back shortly.
+        await msg.nak(100);
+        return;
+      }
+      this.counters.jobsFailed++;
+      const delay = Math.min(5000, 250 * 2 ** Math.min(msg.deliveryCount, 5));
+      this.opts.log?.(`rollout: job ${msg.msgId} failed (attempt ${msg.deliveryCount}), retrying in ${delay} ms: ${(err as Error).message}`);
+      await msg.nak(delay);
+    }
+  }
+}
