@@ -1,0 +1,124 @@
+/**
+ * Every NATS name the system uses — streams, subjects, durable consumers, KV and Object Store
+ * buckets, KV keys and weight object names — in one module.
+ *
+ * Why one module: the services run as separate processes (and k8s NetworkPolicies / NATS
+ * permissions are written against these names), so a name spelled twice is a name that can drift.
+ * Every producer and consumer derives its names from `subjectsFor(namespace)`.
+ *
+ * Why a namespace: concurrent runs (and tests) on one NATS server must not share streams, durable
+ * consumers or the latest-weights pointer. A namespace prefixes every stream, subject and bucket;
+ * without one, the production names below are used unchanged.
+ */
+
+import { ValidationError } from "../errors.js";
+import type { QueueName } from "./bus.js";
+
+/** The NATS names of one work queue: the JetStream stream and the single subject it captures. */
+export interface QueueNames {
+  /** JetStream stream name (no dots, upper case by convention). */
+  readonly stream: string;
+  /** The subject published to; the stream captures exactly this subject. */
+  readonly subject: string;
+}
+
+/** All names for one namespace; see `subjectsFor`. */
+export interface Subjects {
+  /** The namespace these names were derived from ("" when none). */
+  readonly namespace: string;
+  /** Work-queue streams keyed by the bus's queue names. */
+  readonly queues: Readonly<Record<QueueName, QueueNames>>;
+  /** KV bucket holding the latest-weights pointer and run state. */
+  readonly kvBucket: string;
+  /** Object Store bucket holding weight blobs. */
+  readonly objectBucket: string;
+}
+
+/**
+ * KV key of the latest-weights pointer. Policy replicas watch it and the Optimizer moves it with
+ * compare-and-set, so both sides must spell it identically.
+ */
+export const LATEST_WEIGHTS_KEY = "weights.latest";
+
+/** Production names (no namespace), documented in one place for operators and k8s manifests. */
+const BASE = {
+  jobsStream: "RLAIF_JOBS",
+  jobsSubject: "rlaif.jobs",
+  trajectoriesStream: "RLAIF_TRAJECTORIES",
+  trajectoriesSubject: "rlaif.trajectories",
+  kvBucket: "rlaif_state",
+  objectBucket: "rlaif_weights",
+} as const;
+
+/** Namespaces become one subject token and part of stream/bucket names, so they must be plain. */
+const NAMESPACE_RE = /^[A-Za-z0-9_-]{1,48}$/;
+/** Durable consumer names and run ids: one NATS token, no wildcards or dots. */
+const TOKEN_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Names for a namespace (or the production names when `namespace` is empty or omitted).
+ * With namespace `t1`: stream `t1_RLAIF_JOBS`, subject `t1.rlaif.jobs`, KV `t1_rlaif_state`,
+ * objects `t1_rlaif_weights`. Throws `ValidationError` for a namespace NATS cannot carry.
+ */
+export function subjectsFor(namespace = ""): Subjects {
+  if (namespace !== "" && !NAMESPACE_RE.test(namespace)) {
+    throw new ValidationError(
+      "namespace",
+      `"${namespace}" must match ${NAMESPACE_RE} (letters, digits, _ -)`,
+    );
+  }
+  const stream = (name: string) => (namespace ? `${namespace}_${name}` : name);
+  const subject = (name: string) => (namespace ? `${namespace}.${name}` : name);
+  return {
+    namespace,
+    queues: {
+      jobs: { stream: stream(BASE.jobsStream), subject: subject(BASE.jobsSubject) },
+      trajectories: { stream: stream(BASE.trajectoriesStream), subject: subject(BASE.trajectoriesSubject) },
+    },
+    kvBucket: stream(BASE.kvBucket),
+    objectBucket: stream(BASE.objectBucket),
+  };
+}
+
+/**
+ * The durable consumer name of a consumer group. Validated here because a bad name would only
+ * fail deep inside the JetStream API with a less helpful message.
+ */
+export function consumerName(group: string): string {
+  if (!TOKEN_RE.test(group)) {
+    throw new ValidationError("consumer", `"${group}" must match ${TOKEN_RE} (letters, digits, _ -)`);
+  }
+  return group;
+}
+
+/** KV key holding the state of one training run, so `rlaif` commands can find a run by id. */
+export function runStateKey(runId: string): string {
+  if (!TOKEN_RE.test(runId)) {
+    throw new ValidationError("runId", `"${runId}" must match ${TOKEN_RE} (letters, digits, _ -)`);
+  }
+  return `runs.${runId}.state`;
+}
+
+/**
+ * Object Store name of weights version `version`. Zero-padded so names sort by version, and
+ * ending in `.safetensors` because that is the layout (readable from Python).
+ */
+export function weightsObjectName(version: number): string {
+  if (!Number.isSafeInteger(version) || version < 0) {
+    throw new ValidationError("version", `${version} must be a non-negative integer`);
+  }
+  return `weights/v${String(version).padStart(8, "0")}.safetensors`;
+}
+
+/** NATS KV key syntax: tokens of letters, digits, `_ - / =` separated by single dots. */
+const KV_KEY_RE = /^[-/=\w]+(\.[-/=\w]+)*$/;
+
+/**
+ * Throws `ValidationError` unless `key` is a valid KV key. Both bus implementations call it, so a
+ * key that works embedded also works on NATS (which would reject it with an untyped error).
+ */
+export function assertKvKey(key: string): void {
+  if (!KV_KEY_RE.test(key)) {
+    throw new ValidationError("key", `"${key}" is not a KV key (letters, digits, _ - / = and single dots)`);
+  }
+}
