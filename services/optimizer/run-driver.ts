@@ -96,7 +96,7 @@ export class RunDriver {
       step: 0,
       modelKind: this.learner.modelKind,
     });
-    const reference = { objectName: first.objectName, sha256: first.sha256 };
+    const reference = { objectName: first.objectName, sha256: first.sha256, version: Number(first.version) };
     this.weightsVersion = Number(first.version);
     let trajectories = 0;
     let tokens = 0;

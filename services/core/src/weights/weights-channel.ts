@@ -25,7 +25,7 @@ export interface PublishWeightsInput {
   step: number;
   modelKind: string;
   /** The run's reference weights; omit on a run's first publish to make this blob the reference. */
-  reference?: { objectName: string; sha256: string };
+  reference?: { objectName: string; sha256: string; version: number };
 }
 
 function decodeManifest(entry: KvEntry): WeightsManifest {
@@ -60,6 +60,7 @@ export async function publishWeights(bus: Bus, input: PublishWeightsInput): Prom
       sizeBytes: BigInt(info.size),
       referenceObjectName: input.reference?.objectName ?? objectName,
       referenceSha256: input.reference?.sha256 ?? info.sha256,
+      referenceVersion: BigInt(input.reference?.version ?? version),
       modelKind: input.modelKind,
       createdUnixMs: BigInt(Date.now()),
     });

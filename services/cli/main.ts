@@ -1,0 +1,58 @@
+/**
+ * The `rlaif` command: dispatches to a command module, turns configuration mistakes into a
+ * message that says what to fix (exit 2) and other failures into one error line (exit 1).
+ */
+import { ConfigError, ValidationError } from "../core/src/errors.js";
+import { type CommandSpec, helpText, parseCommand, type ParsedCommand } from "./args.js";
+import { pretrainCommand } from "./commands/pretrain.js";
+import { serveCommand } from "./commands/serve.js";
+import { trainCommand } from "./commands/train.js";
+import { upCommand } from "./commands/up.js";
+
+/** A command: its declared command line and what it does with the parsed result. */
+export interface Command {
+  spec: CommandSpec;
+  run(parsed: ParsedCommand): Promise<void>;
+}
+
+const COMMANDS: readonly Command[] = [trainCommand, serveCommand, upCommand, pretrainCommand];
+
+function usage(): string {
+  const rows = COMMANDS.map((c) => `  ${c.spec.name.padEnd(10)}${c.spec.summary}`).join("\n");
+  return `rlaif — reinforcement learning from AI feedback, as gRPC + NATS services\n\nUsage: rlaif <command> [flags]\n\nCommands:\n${rows}\n\nRun 'rlaif <command> --help' for a command's flags.\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(usage());
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS.find((c) => c.spec.name === name);
+  if (!command) {
+    process.stderr.write(`rlaif: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    const parsed = parseCommand(command.spec, rest);
+    if (parsed.help) {
+      process.stdout.write(helpText(command.spec));
+      return 0;
+    }
+    await command.run(parsed);
+    return 0;
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof ValidationError) {
+      process.stderr.write(`rlaif ${name}: ${err.message}\nRun 'rlaif ${name} --help' for the valid flags.\n`);
+      return 2;
+    }
+    process.stderr.write(`rlaif ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+    if (process.env.RLAIF_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    return 1;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+process.exitCode = code;
+// Every command closes what it opened; should a library still hold a handle, do not hang.
+setTimeout(() => process.exit(code), 3000).unref();

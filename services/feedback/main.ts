@@ -1,0 +1,23 @@
+/**
+ * Starts the Feedback service as a gRPC server (health and reflection included), on its own or
+ * inside the embedded cluster.
+ */
+import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
+import { FeedbackService, ruleFeedbackService } from "./feedback-service.js";
+
+/** Where to listen. */
+export interface FeedbackServerOptions {
+  host?: string;
+  port: number;
+  log?: (line: string) => void;
+}
+
+/** Serve the built-in rule scorer. */
+export function startFeedbackServer(opts: FeedbackServerOptions): Promise<RunningServer> {
+  return startServer({
+    ...(opts.host ? { host: opts.host } : {}),
+    port: opts.port,
+    services: [implement(FeedbackService, ruleFeedbackService())],
+    ...(opts.log ? { log: opts.log } : {}),
+  });
+}

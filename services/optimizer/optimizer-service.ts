@@ -1,0 +1,72 @@
+/**
+ * rlaif.optimizer.v1.OptimizerService handlers over a RunController. A RunConfig's zero fields
+ * take the configured defaults, so callers in other languages only set what they change.
+ */
+import { create, type MessageShape } from "@bufbuild/protobuf";
+import { RunConfigSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
+import { OptimizerService } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
+import type { RunSettings } from "../core/src/config/defaults.js";
+import type { ServiceImpl } from "../core/src/grpc/adapter.js";
+import type { RunController } from "./run-controller.js";
+
+/** Run settings from an API RunConfig: set fields win, zero fields keep `base`. */
+export function settingsFromRunConfig(c: MessageShape<typeof RunConfigSchema>, base: RunSettings): RunSettings {
+  const or = <T>(v: T, fallback: T): T => (v ? v : fallback);
+  const s = c.sampling;
+  return {
+    ...base,
+    steps: or(c.steps, base.steps),
+    promptsPerStep: or(c.promptsPerStep, base.promptsPerStep),
+    samplesPerPrompt: or(c.samplesPerPrompt, base.samplesPerPrompt),
+    learningRate: or(c.learningRate, base.learningRate),
+    gamma: or(c.gamma, base.gamma),
+    klCoef: or(c.klCoef, base.klCoef),
+    entropyCoef: or(c.entropyCoef, base.entropyCoef),
+    maxGradNorm: or(c.maxGradNorm, base.maxGradNorm),
+    baselineDecay: or(c.baselineDecay, base.baselineDecay),
+    publishEvery: or(c.publishEvery, base.publishEvery),
+    seed: c.seed ? Number(c.seed & 0xffffffffn) : base.seed,
+    maxNewTokens: or(s?.maxNewTokens ?? 0, base.maxNewTokens),
+    temperature: or(s?.temperature ?? 0, base.temperature),
+    topK: or(s?.topK ?? 0, base.topK),
+    topP: or(s?.topP ?? 0, base.topP),
+    prompts: c.prompts.length ? [...c.prompts] : base.prompts,
+  };
+}
+
+/** The OptimizerService handlers. */
+export function optimizerService(runs: RunController, base: RunSettings): ServiceImpl<typeof OptimizerService> {
+  return {
+    async startRun(req) {
+      const run = await runs.start(settingsFromRunConfig(req.config ?? create(RunConfigSchema), base), req.runId || undefined);
+      return { runId: run.runId };
+    },
+    getStatus(req) {
+      const run = runs.get(req.runId);
+      const last = runs.lastMetrics(run);
+      return {
+        runId: run.runId,
+        state: run.state,
+        step: run.driver.step,
+        error: run.error,
+        ...(last ? { lastMetrics: last } : {}),
+        ...(run.summary ? { summary: run.summary } : {}),
+      };
+    },
+    async *watchMetrics(req, ctx) {
+      for await (const metrics of runs.watch(req.runId, ctx.signal)) yield { metrics };
+    },
+    checkpoint(req) {
+      const c = runs.checkpoint(req.runId);
+      return { path: c.path, step: c.step, weightsVersion: BigInt(c.weightsVersion), sha256: c.sha256 };
+    },
+    pauseRun(req) {
+      return { state: runs.setPaused(req.runId, true) };
+    },
+    resumeRun(req) {
+      return { state: runs.setPaused(req.runId, false) };
+    },
+  };
+}
+
+export { OptimizerService };

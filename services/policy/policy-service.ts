@@ -1,0 +1,135 @@
+/**
+ * rlaif.policy.v1.PolicyService handlers over a PolicyReplica. Field-level rules (counts, sizes,
+ * ranges) are checked by the shared gRPC layer; what depends on the model (does a prompt fit in
+ * the context window?) is checked here and reported as INVALID_ARGUMENT naming the field.
+ */
+import type { MessageShape } from "@bufbuild/protobuf";
+import type { SamplingParamsSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
+import { FinishReason } from "../core/gen/rlaif/common/v1/types_pb.js";
+import { PolicyService, WeightsSelector } from "../core/gen/rlaif/policy/v1/policy_pb.js";
+import type { ServiceImpl } from "../core/src/grpc/adapter.js";
+import { ValidationError } from "../core/src/errors.js";
+import { decode, encode } from "../core/src/model/tokenizer.js";
+import type { GenerationResult, SamplingOptions } from "./loaded-model.js";
+import type { PolicyReplica } from "./policy-replica.js";
+
+/** New tokens generated when a request leaves max_new_tokens at 0. */
+export const DEFAULT_MAX_NEW_TOKENS = 32;
+
+const FINISH: Record<GenerationResult["finishReason"], FinishReason> = {
+  length: FinishReason.LENGTH,
+  eos: FinishReason.EOS,
+  context: FinishReason.CONTEXT,
+};
+
+/** Sampling options from the request, with the server defaults filled in. */
+export function samplingOptions(p: MessageShape<typeof SamplingParamsSchema> | undefined): SamplingOptions {
+  return {
+    maxNewTokens: p?.maxNewTokens || DEFAULT_MAX_NEW_TOKENS,
+    temperature: p?.temperature ?? 0,
+    topK: p?.topK ?? 0,
+    topP: p?.topP && p.topP > 0 ? p.topP : 1,
+    seed: Number((p?.seed ?? 0n) & 0xffffffffn),
+    stopAtEos: !p?.ignoreEos,
+  };
+}
+
+/** Throws INVALID_ARGUMENT unless BOS + prompt + `extra` tokens fit in the context window. */
+function checkFits(field: string, tokens: number, extra: number, context: number, what: string): void {
+  if (1 + tokens + extra > context) {
+    throw new ValidationError(
+      field,
+      `${tokens} prompt tokens + ${extra} ${what} + BOS exceed the model's context of ${context} tokens`,
+    );
+  }
+}
+
+/** The PolicyService handlers. */
+export function policyService(replica: PolicyReplica): ServiceImpl<typeof PolicyService> {
+  return {
+    async generate(req) {
+      const params = samplingOptions(req.sampling);
+      const samples = req.samplesPerPrompt || 1;
+      const encoded = req.prompts.map(encode);
+      return replica.withModels(({ model, version }) => {
+        encoded.forEach((t, i) => {
+          checkFits(`prompts[${i}]`, t.length, 0, model.contextLength - 1, "(at least one new token)");
+        });
+        const rows = encoded.flatMap((t) => Array.from({ length: samples }, () => t));
+        const results = model.generate(rows, params);
+        return {
+          weightsVersion: BigInt(version),
+          completions: results.map((r, row) => ({
+            promptIndex: Math.floor(row / samples),
+            sampleIndex: row % samples,
+            text: decode(r.tokens),
+            promptTokens: rows[row],
+            tokens: r.tokens,
+            logprobs: r.logprobs,
+            finishReason: FINISH[r.finishReason],
+          })),
+        };
+      });
+    },
+
+    async *generateStream(req, ctx) {
+      const params = samplingOptions(req.sampling);
+      const prompt = encode(req.prompt);
+      // Tokens are produced under the replica's queue and handed to the stream as they come.
+      const { version, results } = await replica.withModels(({ model, version }) => {
+        checkFits("prompt", prompt.length, 0, model.contextLength - 1, "(at least one new token)");
+        return { version, results: model.generate([prompt], params) };
+      });
+      const result = results[0] as GenerationResult;
+      let text = "";
+      for (let i = 0; i < result.tokens.length; i++) {
+        if (ctx.signal.aborted) return;
+        const token = result.tokens[i] as number;
+        const full = decode(result.tokens.slice(0, i + 1));
+        const piece = full.startsWith(text) ? full.slice(text.length) : full;
+        text = full;
+        yield {
+          index: i,
+          token,
+          text: piece,
+          logprob: result.logprobs[i] as number,
+          weightsVersion: BigInt(version),
+          finishReason: i === result.tokens.length - 1 ? FINISH[result.finishReason] : FinishReason.UNSPECIFIED,
+        };
+      }
+    },
+
+    async logprobs(req) {
+      const seqs = req.sequences.map((s) => ({
+        prompt: s.promptTokens.length ? [...s.promptTokens] : encode(s.prompt),
+        completion: s.completionTokens.length ? [...s.completionTokens] : encode(s.completion),
+      }));
+      return replica.withModels((current, reference) => {
+        const chosen = req.weights === WeightsSelector.REFERENCE ? reference : current;
+        seqs.forEach((s, i) => {
+          if (s.completion.length === 0) throw new ValidationError(`sequences[${i}].completion`, "must not be empty");
+          checkFits(`sequences[${i}]`, s.prompt.length, s.completion.length, chosen.model.contextLength, "completion tokens");
+        });
+        const lps = chosen.model.logprobs(
+          seqs.map((s) => s.prompt),
+          seqs.map((s) => s.completion),
+        );
+        return { weightsVersion: BigInt(chosen.version), results: lps.map((logprobs) => ({ logprobs })) };
+      });
+    },
+
+    async getInfo() {
+      return replica.withModels((current, reference) => ({
+        modelKind: current.model.kind,
+        tokenizer: "byte-level: ids 0-255 are UTF-8 bytes, 256 is BOS, 257 is EOS",
+        vocabSize: current.model.vocabSize,
+        contextLength: current.model.contextLength,
+        parameterCount: BigInt(current.model.parameterCount),
+        weightsVersion: BigInt(current.version),
+        referenceVersion: BigInt(reference.version),
+        backend: current.model.backend,
+        configJson: current.model.configJson,
+      }));
+    },
+  };
+}
