@@ -44,3 +44,63 @@ export class WeightsError extends RlaifError {}
 
 /** A peer service (Policy, Feedback) failed or timed out after retries. */
 export class PeerError extends RlaifError {}
+
+/**
+ * A thing the caller named (a run, a checkpoint, a weights version) does not exist. A distinct
+ * class so the gRPC layer can answer NOT_FOUND instead of INTERNAL and callers know not to retry.
+ */
+export class NotFoundError extends RlaifError {}
+
+/**
+ * The system is not in a state where the call can run (a run is already active, the run is not
+ * paused). The gRPC layer answers FAILED_PRECONDITION: retrying unchanged will not help until the
+ * state changes.
+ */
+export class PreconditionError extends RlaifError {}
+
+/**
+ * A gRPC call failed with a status. Carries the numeric status `code` (grpc-js `status` enum) and
+ * the server's `details`, so callers branch on the code (retry UNAVAILABLE, never retry
+ * INVALID_ARGUMENT) instead of parsing messages. A handler may also throw one to answer with an
+ * exact status.
+ */
+export class RpcError extends RlaifError {
+  readonly code: number;
+  readonly details: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  constructor(
+    code: number,
+    details: string,
+    options?: { cause?: unknown; metadata?: Readonly<Record<string, string>>; method?: string },
+  ) {
+    super(`${options?.method ? `${options.method}: ` : ""}${rpcCodeName(code)}: ${details}`, options);
+    this.code = code;
+    this.details = details;
+    this.metadata = options?.metadata ?? {};
+  }
+}
+
+const RPC_CODE_NAMES = [
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
+];
+
+/** The canonical name of a gRPC status code (e.g. 14 → "UNAVAILABLE"), for messages and logs. */
+export function rpcCodeName(code: number): string {
+  return RPC_CODE_NAMES[code] ?? `CODE_${code}`;
+}
