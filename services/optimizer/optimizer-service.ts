@@ -11,24 +11,25 @@ import type { RunController } from "./run-controller.js";
 
 /** Run settings from an API RunConfig: set fields win, zero fields keep `base`. */
 export function settingsFromRunConfig(c: MessageShape<typeof RunConfigSchema>, base: RunSettings): RunSettings {
-  const or = <T>(v: T, fallback: T): T => (v ? v : fallback);
   const s = c.sampling;
+  // Sampling params use 0 for "server default" (proto3 scalars); RunConfig scalars have presence.
+  const or = <T>(v: T, fallback: T): T => (v ? v : fallback);
   return {
     ...base,
-    steps: or(c.steps, base.steps),
-    promptsPerStep: or(c.promptsPerStep, base.promptsPerStep),
-    samplesPerPrompt: or(c.samplesPerPrompt, base.samplesPerPrompt),
-    learningRate: or(c.learningRate, base.learningRate),
-    gamma: or(c.gamma, base.gamma),
-    klCoef: or(c.klCoef, base.klCoef),
-    entropyCoef: or(c.entropyCoef, base.entropyCoef),
-    maxGradNorm: or(c.maxGradNorm, base.maxGradNorm),
-    baselineDecay: or(c.baselineDecay, base.baselineDecay),
-    publishEvery: or(c.publishEvery, base.publishEvery),
-    seed: c.seed ? Number(c.seed & 0xffffffffn) : base.seed,
+    steps: c.steps ?? base.steps,
+    promptsPerStep: c.promptsPerStep ?? base.promptsPerStep,
+    samplesPerPrompt: c.samplesPerPrompt ?? base.samplesPerPrompt,
+    learningRate: c.learningRate ?? base.learningRate,
+    gamma: c.gamma ?? base.gamma,
+    klCoef: c.klCoef ?? base.klCoef,
+    entropyCoef: c.entropyCoef ?? base.entropyCoef,
+    maxGradNorm: c.maxGradNorm ?? base.maxGradNorm,
+    baselineDecay: c.baselineDecay ?? base.baselineDecay,
+    publishEvery: c.publishEvery ?? base.publishEvery,
+    seed: c.seed !== undefined ? Number(c.seed & 0xffffffffn) : base.seed,
     maxNewTokens: or(s?.maxNewTokens ?? 0, base.maxNewTokens),
-    temperature: or(s?.temperature ?? 0, base.temperature),
-    topK: or(s?.topK ?? 0, base.topK),
+    temperature: s ? s.temperature : base.temperature,
+    topK: s ? s.topK : base.topK,
     topP: or(s?.topP ?? 0, base.topP),
     prompts: c.prompts.length ? [...c.prompts] : base.prompts,
   };

@@ -19,6 +19,8 @@ import {
   WeightsSelector,
 } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import { PeerError, RlaifError, ValidationError } from "../core/src/errors.js";
+import { scoreResponseRules } from "../core/src/grpc/rules.js";
+import { validate } from "../core/src/grpc/validation.js";
 
 /** Options every outgoing call takes (the deadline in particular). */
 export interface CallOptions {
@@ -54,19 +56,16 @@ export interface CollectJob {
 /** The Policy still serves weights older than the job allows; retry after the replica swaps. */
 export class StaleWeightsError extends RlaifError {}
 
-/** Checks an external scorer's answer: one finite score per item, token rewards sized right. */
-export function checkScores(res: ScoreResponse, completions: { tokens: number }[]): void {
-  if (res.scores.length !== completions.length) {
-    throw new ValidationError("scores", `feedback returned ${res.scores.length} scores for ${completions.length} items`);
-  }
+/**
+ * Checks a scorer's answer like any untrusted input: the API's response rules (one finite score
+ * per item), plus what only the caller knows — per-token rewards match the completion's tokens.
+ */
+export function checkScores(res: ScoreResponse, tokenCounts: number[]): void {
+  validate(scoreResponseRules(tokenCounts.length), res);
   res.scores.forEach((s, i) => {
-    if (!Number.isFinite(s.reward)) throw new ValidationError(`scores[${i}].reward`, `must be finite, got ${s.reward}`);
     const n = s.tokenRewards.length;
-    if (n !== 0 && n !== completions[i]?.tokens) {
-      throw new ValidationError(`scores[${i}].token_rewards`, `has ${n} entries for ${completions[i]?.tokens} tokens`);
-    }
-    if (s.tokenRewards.some((r) => !Number.isFinite(r))) {
-      throw new ValidationError(`scores[${i}].token_rewards`, "must all be finite");
+    if (n !== 0 && n !== tokenCounts[i]) {
+      throw new ValidationError(`scores[${i}].token_rewards`, `has ${n} entries for ${tokenCounts[i]} tokens`);
     }
   });
 }
@@ -108,7 +107,7 @@ export async function collectPrompt(
   const scores = await peer("Feedback.Score", () => feedback.score({ items }, opts));
   checkScores(
     scores,
-    gen.completions.map((c) => ({ tokens: c.tokens.length })),
+    gen.completions.map((c) => c.tokens.length),
   );
   // 3. Log-probs of the same tokens under the frozen reference policy (for the KL penalty).
   const ref = await peer("Policy.Logprobs", () =>

@@ -49,7 +49,7 @@ export type ValueAt<M, P extends string> = P extends `${infer K}.${infer R}`
     ? M[P]
     : never;
 /** The rule object of a message: for each (dotted) field, the rules its value must pass, in order. */
-export type RuleMap<M> = { readonly [P in FieldPath<M>]?: ReadonlyArray<Rule<ValueAt<M, P>>> };
+export type RuleMap<M> = { readonly [P in FieldPath<M>]?: ReadonlyArray<Rule<NonNullable<ValueAt<M, P>>>> };
 
 /**
  * Bind rules to a message type. Keys are resolved against the descriptor now, so a rule for a
@@ -86,6 +86,8 @@ export function defineRules<Desc extends DescMessage>(
         // A rule on a field inside an unset sub-message does not apply (unset = server default);
         // `required()` on the sub-message itself is how to demand it.
         if (value === undefined && keys.length > 1) continue;
+        // An unset `optional` scalar means "use the default": only `required()` applies to it.
+        if (value === undefined && !list.includes(REQUIRED as Rule<unknown>)) continue;
         for (const rule of list) {
           const v = rule(value);
           if (v) return { at: `${path}${v.at}`, reason: v.reason };
@@ -202,8 +204,11 @@ export function pattern(re: RegExp, help?: string): Rule<string> {
 
 /** A message field is set: proto3 cannot express "required", so the API says it here. */
 export function required(): Rule<unknown> {
-  return check((v) => v !== undefined && v !== null, "is required");
+  return REQUIRED;
 }
+
+/** The one `required()` rule, so the checker can tell it apart from rules on a value. */
+const REQUIRED: Rule<unknown> = check((v) => v !== undefined && v !== null, "is required");
 
 /** An enum field holds one of the enum's declared values, not an unknown number from a newer client. */
 export function definedEnum(desc: DescEnum): Rule<number> {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rlaif/common/v1/types.proto.
  */
 export const file_rlaif_common_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChtybGFpZi9jb21tb24vdjEvdHlwZXMucHJvdG8SD3JsYWlmLmNvbW1vbi52MSJ9Cg5TYW1wbGluZ1BhcmFtcxIWCg5tYXhfbmV3X3Rva2VucxgBIAEoDRITCgt0ZW1wZXJhdHVyZRgCIAEoAhINCgV0b3BfaxgDIAEoDRINCgV0b3BfcBgEIAEoAhIMCgRzZWVkGAUgASgEEhIKCmlnbm9yZV9lb3MYBiABKAgiqQEKCVByb21wdEpvYhIOCgZydW5faWQYASABKAkSDAoEc3RlcBgCIAEoBBINCgVpbmRleBgDIAEoDRIOCgZwcm9tcHQYBCABKAkSDwoHc2FtcGxlcxgFIAEoDRIxCghzYW1wbGluZxgGIAEoCzIfLnJsYWlmLmNvbW1vbi52MS5TYW1wbGluZ1BhcmFtcxIbChNtaW5fd2VpZ2h0c192ZXJzaW9uGAcgASgEIqQDCgpUcmFqZWN0b3J5EgoKAmlkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIMCgRzdGVwGAMgASgEEhQKDHByb21wdF9pbmRleBgEIAEoDRIUCgxzYW1wbGVfaW5kZXgYBSABKA0SDgoGcHJvbXB0GAYgASgJEhIKCmNvbXBsZXRpb24YByABKAkSFQoNcHJvbXB0X3Rva2VucxgIIAMoDRIZChFjb21wbGV0aW9uX3Rva2VucxgJIAMoDRIaChJiZWhhdmlvdXJfbG9ncHJvYnMYCiADKAISGgoScmVmZXJlbmNlX2xvZ3Byb2JzGAsgAygCEg4KBnJld2FyZBgMIAEoARIVCg10b2tlbl9yZXdhcmRzGA0gAygCEhcKD3dlaWdodHNfdmVyc2lvbhgOIAEoBBIRCglzY29yZXJfaWQYDyABKAkSFgoOc2NvcmVyX3ZlcnNpb24YECABKAkSEQoJcmF0aW9uYWxlGBEgASgJEjQKDWZpbmlzaF9yZWFzb24YEiABKA4yHS5ybGFpZi5jb21tb24udjEuRmluaXNoUmVhc29uIvoBCg9XZWlnaHRzTWFuaWZlc3QSDwoHdmVyc2lvbhgBIAEoBBIOCgZydW5faWQYAiABKAkSDAoEc3RlcBgDIAEoBBITCgtvYmplY3RfbmFtZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkSEgoKc2l6ZV9ieXRlcxgGIAEoBBIdChVyZWZlcmVuY2Vfb2JqZWN0X25hbWUYByABKAkSGAoQcmVmZXJlbmNlX3NoYTI1NhgIIAEoCRISCgptb2RlbF9raW5kGAkgASgJEhcKD2NyZWF0ZWRfdW5peF9tcxgKIAEoAxIZChFyZWZlcmVuY2VfdmVyc2lvbhgLIAEoBCK1AgoJUnVuQ29uZmlnEg0KBXN0ZXBzGAEgASgNEhgKEHByb21wdHNfcGVyX3N0ZXAYAiABKA0SGgoSc2FtcGxlc19wZXJfcHJvbXB0GAMgASgNEjEKCHNhbXBsaW5nGAQgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zEhUKDWxlYXJuaW5nX3JhdGUYBSABKAISDQoFZ2FtbWEYBiABKAISDwoHa2xfY29lZhgHIAEoAhIVCg1tYXhfZ3JhZF9ub3JtGAggASgCEhUKDXB1Ymxpc2hfZXZlcnkYCSABKA0SDAoEc2VlZBgKIAEoBBIPCgdwcm9tcHRzGAsgAygJEhYKDmJhc2VsaW5lX2RlY2F5GAwgASgCEhQKDGVudHJvcHlfY29lZhgNIAEoAiLyAQoLU3RlcE1ldHJpY3MSDgoGcnVuX2lkGAEgASgJEgwKBHN0ZXAYAiABKAQSEwoLbWVhbl9yZXdhcmQYAyABKAESEgoKc3RkX3Jld2FyZBgEIAEoARIKCgJrbBgFIAEoARIPCgdlbnRyb3B5GAYgASgBEhEKCWdyYWRfbm9ybRgHIAEoARIMCgRsb3NzGAggASgBEhQKDHRyYWplY3RvcmllcxgJIAEoDRIZChF0b2tlbnNfcGVyX3NlY29uZBgKIAEoARIXCg93ZWlnaHRzX3ZlcnNpb24YCyABKAQSFAoMd2FsbF9zZWNvbmRzGAwgASgBIv8BCgpSdW5TdW1tYXJ5Eg4KBnJ1bl9pZBgBIAEoCRINCgVzdGVwcxgCIAEoDRIUCgx0cmFqZWN0b3JpZXMYAyABKA0SGQoRZmlyc3RfbWVhbl9yZXdhcmQYBCABKAESGAoQbGFzdF9tZWFuX3Jld2FyZBgFIAEoARIQCghmaW5hbF9rbBgGIAEoARIdChVmaW5hbF93ZWlnaHRzX3ZlcnNpb24YByABKAQSFAoMd2FsbF9zZWNvbmRzGAggASgBEhkKEXRva2Vuc19wZXJfc2Vjb25kGAkgASgBEgwKBG1vZGUYCiABKAkSFwoPY2hlY2twb2ludF9wYXRoGAsgASgJKnkKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQARIVChFGSU5JU0hfUkVBU09OX0VPUxACEhkKFUZJTklTSF9SRUFTT05fQ09OVEVYVBADYgZwcm90bzM");
+  fileDesc("ChtybGFpZi9jb21tb24vdjEvdHlwZXMucHJvdG8SD3JsYWlmLmNvbW1vbi52MSJ9Cg5TYW1wbGluZ1BhcmFtcxIWCg5tYXhfbmV3X3Rva2VucxgBIAEoDRITCgt0ZW1wZXJhdHVyZRgCIAEoAhINCgV0b3BfaxgDIAEoDRINCgV0b3BfcBgEIAEoAhIMCgRzZWVkGAUgASgEEhIKCmlnbm9yZV9lb3MYBiABKAgiqQEKCVByb21wdEpvYhIOCgZydW5faWQYASABKAkSDAoEc3RlcBgCIAEoBBINCgVpbmRleBgDIAEoDRIOCgZwcm9tcHQYBCABKAkSDwoHc2FtcGxlcxgFIAEoDRIxCghzYW1wbGluZxgGIAEoCzIfLnJsYWlmLmNvbW1vbi52MS5TYW1wbGluZ1BhcmFtcxIbChNtaW5fd2VpZ2h0c192ZXJzaW9uGAcgASgEIqQDCgpUcmFqZWN0b3J5EgoKAmlkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIMCgRzdGVwGAMgASgEEhQKDHByb21wdF9pbmRleBgEIAEoDRIUCgxzYW1wbGVfaW5kZXgYBSABKA0SDgoGcHJvbXB0GAYgASgJEhIKCmNvbXBsZXRpb24YByABKAkSFQoNcHJvbXB0X3Rva2VucxgIIAMoDRIZChFjb21wbGV0aW9uX3Rva2VucxgJIAMoDRIaChJiZWhhdmlvdXJfbG9ncHJvYnMYCiADKAISGgoScmVmZXJlbmNlX2xvZ3Byb2JzGAsgAygCEg4KBnJld2FyZBgMIAEoARIVCg10b2tlbl9yZXdhcmRzGA0gAygCEhcKD3dlaWdodHNfdmVyc2lvbhgOIAEoBBIRCglzY29yZXJfaWQYDyABKAkSFgoOc2NvcmVyX3ZlcnNpb24YECABKAkSEQoJcmF0aW9uYWxlGBEgASgJEjQKDWZpbmlzaF9yZWFzb24YEiABKA4yHS5ybGFpZi5jb21tb24udjEuRmluaXNoUmVhc29uIvoBCg9XZWlnaHRzTWFuaWZlc3QSDwoHdmVyc2lvbhgBIAEoBBIOCgZydW5faWQYAiABKAkSDAoEc3RlcBgDIAEoBBITCgtvYmplY3RfbmFtZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkSEgoKc2l6ZV9ieXRlcxgGIAEoBBIdChVyZWZlcmVuY2Vfb2JqZWN0X25hbWUYByABKAkSGAoQcmVmZXJlbmNlX3NoYTI1NhgIIAEoCRISCgptb2RlbF9raW5kGAkgASgJEhcKD2NyZWF0ZWRfdW5peF9tcxgKIAEoAxIZChFyZWZlcmVuY2VfdmVyc2lvbhgLIAEoBCKbBAoJUnVuQ29uZmlnEhIKBXN0ZXBzGAEgASgNSACIAQESHQoQcHJvbXB0c19wZXJfc3RlcBgCIAEoDUgBiAEBEh8KEnNhbXBsZXNfcGVyX3Byb21wdBgDIAEoDUgCiAEBEjEKCHNhbXBsaW5nGAQgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zEhoKDWxlYXJuaW5nX3JhdGUYBSABKAJIA4gBARISCgVnYW1tYRgGIAEoAkgEiAEBEhQKB2tsX2NvZWYYByABKAJIBYgBARIaCg1tYXhfZ3JhZF9ub3JtGAggASgCSAaIAQESGgoNcHVibGlzaF9ldmVyeRgJIAEoDUgHiAEBEhEKBHNlZWQYCiABKARICIgBARIPCgdwcm9tcHRzGAsgAygJEhsKDmJhc2VsaW5lX2RlY2F5GAwgASgCSAmIAQESGQoMZW50cm9weV9jb2VmGA0gASgCSAqIAQFCCAoGX3N0ZXBzQhMKEV9wcm9tcHRzX3Blcl9zdGVwQhUKE19zYW1wbGVzX3Blcl9wcm9tcHRCEAoOX2xlYXJuaW5nX3JhdGVCCAoGX2dhbW1hQgoKCF9rbF9jb2VmQhAKDl9tYXhfZ3JhZF9ub3JtQhAKDl9wdWJsaXNoX2V2ZXJ5QgcKBV9zZWVkQhEKD19iYXNlbGluZV9kZWNheUIPCg1fZW50cm9weV9jb2VmIvIBCgtTdGVwTWV0cmljcxIOCgZydW5faWQYASABKAkSDAoEc3RlcBgCIAEoBBITCgttZWFuX3Jld2FyZBgDIAEoARISCgpzdGRfcmV3YXJkGAQgASgBEgoKAmtsGAUgASgBEg8KB2VudHJvcHkYBiABKAESEQoJZ3JhZF9ub3JtGAcgASgBEgwKBGxvc3MYCCABKAESFAoMdHJhamVjdG9yaWVzGAkgASgNEhkKEXRva2Vuc19wZXJfc2Vjb25kGAogASgBEhcKD3dlaWdodHNfdmVyc2lvbhgLIAEoBBIUCgx3YWxsX3NlY29uZHMYDCABKAEi/wEKClJ1blN1bW1hcnkSDgoGcnVuX2lkGAEgASgJEg0KBXN0ZXBzGAIgASgNEhQKDHRyYWplY3RvcmllcxgDIAEoDRIZChFmaXJzdF9tZWFuX3Jld2FyZBgEIAEoARIYChBsYXN0X21lYW5fcmV3YXJkGAUgASgBEhAKCGZpbmFsX2tsGAYgASgBEh0KFWZpbmFsX3dlaWdodHNfdmVyc2lvbhgHIAEoBBIUCgx3YWxsX3NlY29uZHMYCCABKAESGQoRdG9rZW5zX3Blcl9zZWNvbmQYCSABKAESDAoEbW9kZRgKIAEoCRIXCg9jaGVja3BvaW50X3BhdGgYCyABKAkqeQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBABEhUKEUZJTklTSF9SRUFTT05fRU9TEAISGQoVRklOSVNIX1JFQVNPTl9DT05URVhUEANiBnByb3RvMw");
 
 /**
  * How a policy turns next-token distributions into tokens.
@@ -369,7 +369,8 @@ export const WeightsManifestSchema: GenMessage<WeightsManifest> = /*@__PURE__*/
   messageDesc(file_rlaif_common_v1_types, 3);
 
 /**
- * Hyperparameters and shape of one training run.
+ * Hyperparameters and shape of one training run. Every scalar is optional: an unset field takes
+ * the Optimizer's configured default, and a set one (even 0, e.g. gamma) is used as given.
  *
  * @generated from message rlaif.common.v1.RunConfig
  */
@@ -377,23 +378,23 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
   /**
    * Number of optimizer steps.
    *
-   * @generated from field: uint32 steps = 1;
+   * @generated from field: optional uint32 steps = 1;
    */
-  steps: number;
+  steps?: number | undefined;
 
   /**
    * Prompts per step.
    *
-   * @generated from field: uint32 prompts_per_step = 2;
+   * @generated from field: optional uint32 prompts_per_step = 2;
    */
-  promptsPerStep: number;
+  promptsPerStep?: number | undefined;
 
   /**
    * Completions sampled per prompt (G).
    *
-   * @generated from field: uint32 samples_per_prompt = 3;
+   * @generated from field: optional uint32 samples_per_prompt = 3;
    */
-  samplesPerPrompt: number;
+  samplesPerPrompt?: number | undefined;
 
   /**
    * Sampling parameters used by the Rollout workers.
@@ -405,44 +406,44 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
   /**
    * Adam learning rate.
    *
-   * @generated from field: float learning_rate = 5;
+   * @generated from field: optional float learning_rate = 5;
    */
-  learningRate: number;
+  learningRate?: number | undefined;
 
   /**
    * Discount factor γ of the returns-to-go, in [0, 1].
    *
-   * @generated from field: float gamma = 6;
+   * @generated from field: optional float gamma = 6;
    */
-  gamma: number;
+  gamma?: number | undefined;
 
   /**
    * Coefficient β of the KL penalty to the reference policy.
    *
-   * @generated from field: float kl_coef = 7;
+   * @generated from field: optional float kl_coef = 7;
    */
-  klCoef: number;
+  klCoef?: number | undefined;
 
   /**
    * Global gradient-norm clipping threshold; 0 disables clipping.
    *
-   * @generated from field: float max_grad_norm = 8;
+   * @generated from field: optional float max_grad_norm = 8;
    */
-  maxGradNorm: number;
+  maxGradNorm?: number | undefined;
 
   /**
    * Publish new weights every this many steps (>= 1).
    *
-   * @generated from field: uint32 publish_every = 9;
+   * @generated from field: optional uint32 publish_every = 9;
    */
-  publishEvery: number;
+  publishEvery?: number | undefined;
 
   /**
    * Seed of the run: prompt order, initialisation of the sampler seeds.
    *
-   * @generated from field: uint64 seed = 10;
+   * @generated from field: optional uint64 seed = 10;
    */
-  seed: bigint;
+  seed?: bigint | undefined;
 
   /**
    * Prompts to train on; empty means the built-in held-out corpus prompts.
@@ -454,16 +455,16 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
   /**
    * Decay of the moving-average baseline, in [0, 1).
    *
-   * @generated from field: float baseline_decay = 12;
+   * @generated from field: optional float baseline_decay = 12;
    */
-  baselineDecay: number;
+  baselineDecay?: number | undefined;
 
   /**
    * Entropy bonus coefficient.
    *
-   * @generated from field: float entropy_coef = 13;
+   * @generated from field: optional float entropy_coef = 13;
    */
-  entropyCoef: number;
+  entropyCoef?: number | undefined;
 };
 
 /**
