@@ -39,6 +39,12 @@ export interface ParsedCommand {
   help: boolean;
 }
 
+/** A command: its declared command line and what it does with the parsed result. */
+export interface Command {
+  spec: CommandSpec;
+  run(parsed: ParsedCommand): Promise<void>;
+}
+
 /** The `--help` text of a command. */
 export function helpText(spec: CommandSpec): string {
   const rows: [string, string][] = [["--config <file>", "YAML or JSON config file; flags override it"]];

@@ -3,17 +3,11 @@
  * message that says what to fix (exit 2) and other failures into one error line (exit 1).
  */
 import { ConfigError, ValidationError } from "../core/src/errors.js";
-import { type CommandSpec, helpText, parseCommand, type ParsedCommand } from "./args.js";
+import { type Command, helpText, parseCommand } from "./args.js";
 import { pretrainCommand } from "./commands/pretrain.js";
 import { serveCommand } from "./commands/serve.js";
 import { trainCommand } from "./commands/train.js";
 import { upCommand } from "./commands/up.js";
-
-/** A command: its declared command line and what it does with the parsed result. */
-export interface Command {
-  spec: CommandSpec;
-  run(parsed: ParsedCommand): Promise<void>;
-}
 
 const COMMANDS: readonly Command[] = [trainCommand, serveCommand, upCommand, pretrainCommand];
 

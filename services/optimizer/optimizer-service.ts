@@ -2,7 +2,7 @@
  * rlaif.optimizer.v1.OptimizerService handlers over a RunController. A RunConfig's zero fields
  * take the configured defaults, so callers in other languages only set what they change.
  */
-import { create, type MessageShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { RunConfigSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { OptimizerService } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
@@ -57,8 +57,8 @@ export function optimizerService(runs: RunController, base: RunSettings): Servic
     async *watchMetrics(req, ctx) {
       for await (const metrics of runs.watch(req.runId, ctx.signal)) yield { metrics };
     },
-    checkpoint(req) {
-      const c = runs.checkpoint(req.runId);
+    async checkpoint(req) {
+      const c = await runs.checkpoint(req.runId);
       return { path: c.path, step: c.step, weightsVersion: BigInt(c.weightsVersion), sha256: c.sha256 };
     },
     pauseRun(req) {
@@ -71,3 +71,22 @@ export function optimizerService(runs: RunController, base: RunSettings): Servic
 }
 
 export { OptimizerService };
+
+/** The API RunConfig of run settings (every field set), for clients such as `rlaif up`. */
+export function runConfigFromSettings(s: RunSettings): MessageInitShape<typeof RunConfigSchema> {
+  return {
+    steps: s.steps,
+    promptsPerStep: s.promptsPerStep,
+    samplesPerPrompt: s.samplesPerPrompt,
+    sampling: { maxNewTokens: s.maxNewTokens, temperature: s.temperature, topK: s.topK, topP: s.topP },
+    learningRate: s.learningRate,
+    gamma: s.gamma,
+    klCoef: s.klCoef,
+    maxGradNorm: s.maxGradNorm,
+    publishEvery: s.publishEvery,
+    seed: BigInt(s.seed),
+    prompts: s.prompts,
+    baselineDecay: s.baselineDecay,
+    entropyCoef: s.entropyCoef,
+  };
+}

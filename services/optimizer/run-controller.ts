@@ -70,6 +70,8 @@ export class RunController {
       throw new PreconditionError(`run ${active.runId} is still active; wait for it or start this one elsewhere`);
     }
     if (this.runs.has(runId)) throw new PreconditionError(`a run with id "${runId}" already exists`);
+    // Only the latest run keeps its model in memory (for Checkpoint); free the previous one.
+    active?.learner.dispose();
     const prompts = settings.prompts.length ? settings.prompts : this.opts.defaultPrompts();
     const learner = await this.opts.newLearner(settings);
     const dir = join(this.opts.outDir, runId);
@@ -107,7 +109,7 @@ export class RunController {
     try {
       const summary = await run.driver.run();
       const path = join(run.dir, "final.safetensors");
-      run.learner.saveCheckpoint(path, { runId: run.runId, step: String(summary.steps) });
+      await run.learner.saveCheckpoint(path, { runId: run.runId, step: String(summary.steps) });
       summary.checkpointPath = path;
       run.summary = summary;
       run.state = RunState.SUCCEEDED;
@@ -160,11 +162,11 @@ export class RunController {
   }
 
   /** Write a checkpoint of the run's current weights under its directory. */
-  checkpoint(runId: string): { path: string; step: number; weightsVersion: number; sha256: string } {
+  async checkpoint(runId: string): Promise<{ path: string; step: number; weightsVersion: number; sha256: string }> {
     const run = this.get(runId);
     const step = run.driver.step;
     const path = join(run.dir, `step-${String(step).padStart(6, "0")}.safetensors`);
-    const sha256 = run.learner.saveCheckpoint(path, { runId: run.runId, step: String(step) });
+    const sha256 = await run.learner.saveCheckpoint(path, { runId: run.runId, step: String(step) });
     return { path, step, weightsVersion: run.driver.weightsVersion, sha256 };
   }
 
@@ -177,6 +179,15 @@ export class RunController {
     run.driver.paused = paused;
     run.state = paused ? RunState.PAUSED : RunState.RUNNING;
     return run.state;
+  }
+
+  /** Cancel the latest run if it is still going, wait for it to end, and free its model. */
+  async dispose(): Promise<void> {
+    const run = this.latest;
+    if (!run) return;
+    run.driver.cancel();
+    await run.done;
+    run.learner.dispose();
   }
 
   /** Last metrics of a run, as a fresh message (or undefined before the first step). */

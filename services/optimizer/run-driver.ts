@@ -26,11 +26,13 @@ import { publishWeights } from "../core/src/weights/weights-channel.js";
 export interface Learner {
   readonly modelKind: string;
   /** One policy-gradient update on these trajectories. */
-  step(trajectories: Trajectory[]): { loss: number; gradNorm: number; entropy: number };
+  step(trajectories: Trajectory[]): Promise<{ loss: number; gradNorm: number; entropy: number }>;
   /** Current weights in the safetensors layout published to replicas. */
   weightsBlob(): Uint8Array;
-  /** Write a checkpoint file (atomically); returns its SHA-256. */
-  saveCheckpoint(path: string, metadata: Record<string, string>): string;
+  /** Write a checkpoint file (atomically); resolves with its SHA-256. */
+  saveCheckpoint(path: string, metadata: Record<string, string>): Promise<string>;
+  /** Free the model and optimiser state. */
+  dispose(): void;
 }
 
 /** Options of one run. */
@@ -75,6 +77,8 @@ export function sampleKl(trajs: Trajectory[]): number {
 /** Drives one run; `paused` is polled between steps. */
 export class RunDriver {
   paused = false;
+  /** Set by `cancel()`; the loop stops at its next check with RunFailedError. */
+  private cancelled = false;
   step = 0;
   weightsVersion = 0;
   readonly history: StepMetrics[] = [];
@@ -84,6 +88,15 @@ export class RunDriver {
     private readonly learner: Learner,
     private readonly opts: RunOptions,
   ) {}
+
+  /** Stop the run at the next step boundary or pull (the current update is not interrupted). */
+  cancel(): void {
+    this.cancelled = true;
+  }
+
+  private checkCancelled(): void {
+    if (this.cancelled) throw new RunFailedError(`run ${this.opts.runId} was cancelled at step ${this.step}`);
+  }
 
   /** Run every step; resolves with the summary (checkpointing is the caller's choice). */
   async run(): Promise<RunSummary> {
@@ -101,11 +114,12 @@ export class RunDriver {
     let trajectories = 0;
     let tokens = 0;
     for (let step = 1; step <= settings.steps; step++) {
-      while (this.paused) await new Promise((r) => setTimeout(r, 100));
+      while (this.paused && !this.cancelled) await new Promise((r) => setTimeout(r, 100));
+      this.checkCancelled();
       const stepStart = performance.now();
       await this.queueJobs(step);
       const { trajs, msgs } = await this.gather(step);
-      const update = this.learner.step(trajs);
+      const update = await this.learner.step(trajs);
       for (const m of msgs) await m.ack();
       if (step % settings.publishEvery === 0 || step === settings.steps) {
         const manifest = await publishWeights(this.bus, {
@@ -189,6 +203,7 @@ export class RunDriver {
     const msgs = new Map<string, QueueMessage>();
     const deadline = performance.now() + stepTimeoutMs;
     while (byId.size < need) {
+      this.checkCancelled();
       if (performance.now() > deadline) {
         throw new RunFailedError(
           `step ${step}: only ${byId.size} of ${need} trajectories arrived within ${stepTimeoutMs} ms — are the Rollout, Policy and Feedback services running?`,

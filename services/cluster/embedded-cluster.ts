@@ -1,0 +1,85 @@
+/**
+ * The four services in one process (DESIGN §6, embedded default): real gRPC servers on loopback
+ * ports and one bus — the in-memory bus without a NATS URL, NATS JetStream with one. The code
+ * path is the distributed one; only the process boundaries are missing.
+ */
+import type { Bus } from "../core/src/bus/bus.js";
+import { MemoryBus } from "../core/src/bus/memory-bus.js";
+import { NatsBus } from "../core/src/bus/nats-bus.js";
+import type { RlaifConfig } from "../core/src/config/defaults.js";
+import { startFeedbackServer } from "../feedback/main.js";
+import { type OptimizerServer, startOptimizerServer } from "../optimizer/main.js";
+import { type PolicyServer, startPolicyServer } from "../policy/main.js";
+import { type RolloutServer, startRolloutServer } from "../rollout/main.js";
+
+/** The bus a configuration asks for: NATS when a URL is set, else in-memory. */
+export async function connectBus(natsUrl: string): Promise<Bus> {
+  return natsUrl ? NatsBus.connect(natsUrl) : new MemoryBus();
+}
+
+/** Addresses and handles of an embedded cluster. */
+export interface EmbeddedCluster {
+  bus: Bus;
+  policy: PolicyServer;
+  rollout: RolloutServer;
+  optimizer: OptimizerServer;
+  /** Address of the Feedback service in use (built-in or external). */
+  feedbackAddress: string;
+  close(): Promise<void>;
+}
+
+/** Start Feedback (unless an external one is configured), Policy, Rollout and Optimizer. */
+export async function startEmbeddedCluster(config: RlaifConfig, log?: (line: string) => void): Promise<EmbeddedCluster> {
+  const { services } = config;
+  const host = "127.0.0.1";
+  const logOpt = log ? { log } : {};
+  const bus = await connectBus(services.natsUrl);
+  const closers: (() => Promise<void>)[] = [() => bus.close()];
+  const close = async () => {
+    for (const c of closers.reverse()) await c().catch(() => undefined);
+  };
+  try {
+    let feedbackAddress = services.feedbackAddress;
+    if (!feedbackAddress) {
+      const feedback = await startFeedbackServer({ host, port: 0, ...logOpt });
+      closers.push(() => feedback.shutdown(1000));
+      feedbackAddress = feedback.address;
+    }
+    const policy = await startPolicyServer({
+      host,
+      port: 0,
+      checkpoint: services.checkpoint,
+      bus,
+      backend: services.backend,
+      ...logOpt,
+    });
+    closers.push(() => policy.close());
+    const rollout = await startRolloutServer({
+      host,
+      port: 0,
+      policyAddress: policy.server.address,
+      feedbackAddress,
+      rpcTimeoutMs: services.rpcTimeoutMs,
+      bus,
+      ...logOpt,
+    });
+    closers.push(() => rollout.close());
+    const optimizer = await startOptimizerServer({
+      host,
+      port: 0,
+      bus,
+      checkpoint: services.checkpoint,
+      settings: config.run,
+      outDir: config.out,
+      stepTimeoutMs: services.stepTimeoutMs,
+      backend: services.backend,
+      mode: "embedded",
+      ...logOpt,
+    });
+    closers.push(() => optimizer.close());
+    return { bus, policy, rollout, optimizer, feedbackAddress, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * A local distributed cluster for `rlaif up`: a `nats-server` from PATH on a free port and one
+ * `rlaif serve` process per service, each on its own free port. Everything is torn down by
+ * `close()` (SIGTERM, then SIGKILL after a grace period), and on a failed start.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { startNatsServer } from "../core/src/bus/nats-server.js";
+import { REPO_ROOT, type RlaifConfig } from "../core/src/config/defaults.js";
+import { RlaifError } from "../core/src/errors.js";
+
+/** Path of the `rlaif` entry point the service processes run. */
+const BIN = `${REPO_ROOT}bin/rlaif.js`;
+
+/** How long a service may take to start listening (model load included). */
+const START_TIMEOUT_MS = 120_000;
+
+/** A running local cluster. */
+export interface LocalCluster {
+  natsUrl: string;
+  /** host:port of each service ("feedback" is the external one when configured). */
+  addresses: { policy: string; rollout: string; feedback: string; optimizer: string };
+  /** Process ids of the service processes, by service. */
+  pids: Record<string, number>;
+  close(): Promise<void>;
+}
+
+interface ServiceProcess {
+  child: ChildProcess;
+  address: string;
+}
+
+function startService(name: string, args: string[], log: (line: string) => void): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, [BIN, "serve", name, "--port", "0", "--host", "127.0.0.1", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: process.env,
+  });
+  const tail: string[] = [];
+  createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", (line) => {
+    tail.push(line);
+    if (tail.length > 20) tail.shift();
+    log(`[${name}] ${line}`);
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new RlaifError(`${name} did not start within ${START_TIMEOUT_MS / 1000} s:\n${tail.join("\n")}`));
+    }, START_TIMEOUT_MS);
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      const m = /listening on (\S+)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, address: m[1] as string });
+      } else log(`[${name}] ${line}`);
+    });
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new RlaifError(`${name} exited (${signal ?? `code ${code}`}) before serving:\n${tail.join("\n")}`));
+    });
+  });
+}
+
+async function stopProcess(p: ChildProcess, graceMs: number): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise<void>((r) => p.once("exit", () => r()));
+  p.kill("SIGTERM");
+  const timer = setTimeout(() => p.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Start NATS and the four services (three when the feedback service is external). */
+export async function startLocalCluster(config: RlaifConfig, log: (line: string) => void): Promise<LocalCluster> {
+  const nats = await startNatsServer();
+  const procs: ServiceProcess[] = [];
+  const close = async () => {
+    await Promise.all(procs.map((p) => stopProcess(p.child, 10_000)));
+    await nats.stop();
+  };
+  const s = config.services;
+  const common = ["--nats", nats.url, "--rpc-timeout-ms", String(s.rpcTimeoutMs)];
+  const model = ["--checkpoint", s.checkpoint, "--backend", s.backend];
+  const track = async (p: Promise<ServiceProcess>) => {
+    const sp = await p;
+    procs.push(sp);
+    return sp;
+  };
+  try {
+    const [feedback, policy] = await Promise.all([
+      s.feedbackAddress ? null : track(startService("feedback", [], log)),
+      track(startService("policy", [...common, ...model], log)),
+    ]);
+    const feedbackAddress = s.feedbackAddress || (feedback as ServiceProcess).address;
+    const [rollout, optimizer] = await Promise.all([
+      track(
+        startService(
+          "rollout",
+          [...common, "--policy-address", policy.address, "--feedback-address", feedbackAddress],
+          log,
+        ),
+      ),
+      track(
+        startService(
+          "optimizer",
+          [...common, ...model, "--out", config.out, "--step-timeout-ms", String(s.stepTimeoutMs)],
+          log,
+        ),
+      ),
+    ]);
+    const pids: Record<string, number> = {};
+    for (const [name, p] of Object.entries({ feedback, policy, rollout, optimizer })) {
+      if (p?.child.pid) pids[name] = p.child.pid;
+    }
+    return {
+      natsUrl: nats.url,
+      addresses: { policy: policy.address, rollout: rollout.address, feedback: feedbackAddress, optimizer: optimizer.address },
+      pids,
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * Starts the Optimizer as a gRPC server: runs are started with StartRun (or directly through
+ * the returned controller by `rlaif train`), and weights go out over the bus.
+ */
+import type { Bus } from "../core/src/bus/bus.js";
+import type { RunSettings } from "../core/src/config/defaults.js";
+import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
+import { type BackendName, initBackend } from "../core/src/model/backend.js";
+import { heldOutPrompts } from "../core/src/model/corpus.js";
+import { OptimizerService, optimizerService } from "./optimizer-service.js";
+import { ReinforceLearner } from "./reinforce-learner.js";
+import { RunController } from "./run-controller.js";
+
+/** Held-out corpus prompts a run uses when its config lists none. */
+export const DEFAULT_PROMPT_COUNT = 256;
+
+/** Options of an Optimizer server. */
+export interface OptimizerServerOptions {
+  host?: string;
+  port: number;
+  bus: Bus;
+  /** Checkpoint every run starts from. */
+  checkpoint: string;
+  /** Defaults for fields a StartRun leaves unset. */
+  settings: RunSettings;
+  outDir: string;
+  stepTimeoutMs: number;
+  backend: "auto" | BackendName;
+  mode: string;
+  log?: (line: string) => void;
+}
+
+/** A running Optimizer server. */
+export interface OptimizerServer {
+  server: RunningServer;
+  runs: RunController;
+  close(): Promise<void>;
+}
+
+/** Start the Optimizer. */
+export async function startOptimizerServer(opts: OptimizerServerOptions): Promise<OptimizerServer> {
+  await initBackend(opts.backend === "auto" ? undefined : opts.backend);
+  const runs = new RunController({
+    bus: opts.bus,
+    newLearner: (settings) => ReinforceLearner.fromCheckpoint(opts.checkpoint, settings),
+    outDir: opts.outDir,
+    stepTimeoutMs: opts.stepTimeoutMs,
+    defaultPrompts: () => heldOutPrompts(DEFAULT_PROMPT_COUNT, opts.settings.seed),
+    mode: opts.mode,
+    ...(opts.log ? { log: opts.log } : {}),
+  });
+  const server = await startServer({
+    ...(opts.host ? { host: opts.host } : {}),
+    port: opts.port,
+    services: [implement(OptimizerService, optimizerService(runs, opts.settings))],
+    ...(opts.log ? { log: opts.log } : {}),
+  });
+  return {
+    server,
+    runs,
+    async close() {
+      await server.shutdown(2000);
+      await runs.dispose();
+    },
+  };
+}

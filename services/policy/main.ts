@@ -1,0 +1,51 @@
+/**
+ * Starts a Policy replica as a gRPC server: loads the checkpoint, and with a bus follows the
+ * latest-weights pointer so new versions are fetched, verified and swapped in between requests.
+ */
+import type { Bus } from "../core/src/bus/bus.js";
+import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
+import { type BackendName, initBackend } from "../core/src/model/backend.js";
+import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
+import { PolicyReplica } from "./policy-replica.js";
+import { policyService } from "./policy-service.js";
+import { transformerLoader } from "./transformer-model.js";
+
+/** Options of a Policy server. */
+export interface PolicyServerOptions {
+  host?: string;
+  port: number;
+  /** Checkpoint served until the first published version arrives. */
+  checkpoint: string;
+  /** Without a bus the replica serves the checkpoint only. */
+  bus?: Bus;
+  backend: "auto" | BackendName;
+  log?: (line: string) => void;
+}
+
+/** A running Policy server and its replica. */
+export interface PolicyServer {
+  server: RunningServer;
+  replica: PolicyReplica;
+  close(): Promise<void>;
+}
+
+/** Start a Policy replica. */
+export async function startPolicyServer(opts: PolicyServerOptions): Promise<PolicyServer> {
+  await initBackend(opts.backend === "auto" ? undefined : opts.backend);
+  const replica = new PolicyReplica(transformerLoader.fromFile(opts.checkpoint), transformerLoader, opts.log);
+  if (opts.bus) await replica.follow(opts.bus);
+  const server = await startServer({
+    ...(opts.host ? { host: opts.host } : {}),
+    port: opts.port,
+    services: [implement(PolicyService, policyService(replica))],
+    ...(opts.log ? { log: opts.log } : {}),
+  });
+  return {
+    server,
+    replica,
+    async close() {
+      await server.shutdown(2000);
+      await replica.close();
+    },
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * Starts a Rollout worker as a gRPC server: with a bus it pulls prompt jobs and publishes scored
+ * trajectories; it always serves the ad-hoc Collect rpc. It reaches the Policy and the Feedback
+ * service by address, so any FeedbackService implementation can be plugged in.
+ */
+import { FeedbackService } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
+import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
+import type { Bus } from "../core/src/bus/bus.js";
+import { createClient } from "../core/src/grpc/client.js";
+import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
+import { RolloutWorker } from "./rollout-worker.js";
+import { RolloutService, rolloutService } from "./rollout-service.js";
+
+/** Options of a Rollout server. */
+export interface RolloutServerOptions {
+  host?: string;
+  port: number;
+  policyAddress: string;
+  feedbackAddress: string;
+  /** Deadline of each Policy/Feedback call. */
+  rpcTimeoutMs: number;
+  /** Without a bus no worker runs (Collect only). */
+  bus?: Bus;
+  log?: (line: string) => void;
+}
+
+/** A running Rollout server. */
+export interface RolloutServer {
+  server: RunningServer;
+  worker: RolloutWorker | null;
+  close(): Promise<void>;
+}
+
+/** Start a Rollout server (and its queue worker when a bus is given). */
+export async function startRolloutServer(opts: RolloutServerOptions): Promise<RolloutServer> {
+  const policy = createClient(PolicyService, opts.policyAddress, { defaultTimeoutMs: opts.rpcTimeoutMs });
+  const feedback = createClient(FeedbackService, opts.feedbackAddress, { defaultTimeoutMs: opts.rpcTimeoutMs });
+  const worker = opts.bus
+    ? new RolloutWorker(opts.bus, policy, feedback, {
+        group: "rollout",
+        rpcTimeoutMs: opts.rpcTimeoutMs,
+        ...(opts.log ? { log: opts.log } : {}),
+      })
+    : null;
+  const server = await startServer({
+    ...(opts.host ? { host: opts.host } : {}),
+    port: opts.port,
+    services: [
+      implement(
+        RolloutService,
+        rolloutService({
+          policy,
+          feedback,
+          policyAddress: opts.policyAddress,
+          feedbackAddress: opts.feedbackAddress,
+          counters: worker?.counters ?? { jobsCompleted: 0, trajectoriesPublished: 0, jobsFailed: 0, lastWeightsVersion: 0 },
+        }),
+      ),
+    ],
+    ...(opts.log ? { log: opts.log } : {}),
+  });
+  worker?.start();
+  return {
+    server,
+    worker,
+    async close() {
+      await worker?.stop();
+      await server.shutdown(2000);
+      policy.close();
+      feedback.close();
+    },
+  };
+}
