@@ -1,0 +1,241 @@
+/**
+ * Model checkpoints in the safetensors layout.
+ *
+ * Layout: 8-byte little-endian header length N, N bytes of JSON
+ * `{name: {dtype: "F32", shape, data_offsets: [begin, end]}, "__metadata__": {string: string}}`
+ * (space-padded to a multiple of 8), then the little-endian tensor bytes. Python's `safetensors`
+ * (or `json` + `numpy.frombuffer`) reads it as is, which is why weights published to the Object
+ * Store use it (DESIGN.md §6). The metadata carries what is needed to rebuild the model: kind,
+ * config JSON, tokenizer description, plus free-form fields (step, version, …).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { endianness } from "node:os";
+import path from "node:path";
+import { CheckpointError, ValidationError } from "../errors.js";
+import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
+import { describeTokenizer, isByteTokenizer, type TokenizerDescription } from "./tokenizer.js";
+import { Transformer, type WeightMap } from "./transformer.js";
+
+/** Value of `__metadata__.format`, so a loader can tell our files from other safetensors files. */
+export const CHECKPOINT_FORMAT = "rlaif-checkpoint-v1";
+/** The model kind this module writes (`__metadata__.kind`). */
+export const TRANSFORMER_KIND = "transformer";
+
+const RESERVED = new Set(["format", "kind", "config", "tokenizer"]);
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+const LITTLE_ENDIAN_HOST = endianness() === "LE";
+
+/** What a checkpoint holds. `metadata` is free-form (e.g. `{step: "1200", version: "3"}`). */
+export interface Checkpoint {
+  config: TransformerConfig;
+  weights: WeightMap;
+  metadata: Record<string, string>;
+}
+
+/** A decoded checkpoint, with the model kind and tokenizer it declares. */
+export interface DecodedCheckpoint extends Checkpoint {
+  kind: string;
+  tokenizer: TokenizerDescription;
+}
+
+function floatBytes(data: Float32Array): Uint8Array {
+  if (LITTLE_ENDIAN_HOST) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const out = new Uint8Array(data.byteLength);
+  const view = new DataView(out.buffer);
+  data.forEach((x, i) => {
+    view.setFloat32(i * 4, x, true);
+  });
+  return out;
+}
+
+/** Serialises a checkpoint. Throws ValidationError for reserved metadata keys or mismatched data. */
+export function encodeCheckpoint(c: Checkpoint): Uint8Array {
+  const config = validateConfig(c.config);
+  for (const [k, v] of Object.entries(c.metadata)) {
+    if (RESERVED.has(k)) throw new ValidationError(`metadata.${k}`, "is reserved");
+    if (typeof v !== "string") throw new ValidationError(`metadata.${k}`, "must be a string");
+  }
+  const names = [...c.weights.keys()].sort();
+  const header: Record<string, unknown> = {
+    __metadata__: {
+      ...c.metadata,
+      format: CHECKPOINT_FORMAT,
+      kind: TRANSFORMER_KIND,
+      config: JSON.stringify(config),
+      tokenizer: JSON.stringify(describeTokenizer()),
+    },
+  };
+  let offset = 0;
+  for (const name of names) {
+    const w = c.weights.get(name) as { shape: number[]; data: Float32Array };
+    if (w.data.length !== w.shape.reduce((a, b) => a * b, 1)) {
+      throw new ValidationError(`weights.${name}`, `has ${w.data.length} values for shape [${w.shape}]`);
+    }
+    header[name] = { dtype: "F32", shape: w.shape, data_offsets: [offset, offset + w.data.byteLength] };
+    offset += w.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+  const headerBytes = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + headerBytes.length + offset);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, headerBytes.length, true);
+  view.setUint32(4, 0, true);
+  out.set(headerBytes, 8);
+  let at = 8 + headerBytes.length;
+  for (const name of names) {
+    const bytes = floatBytes((c.weights.get(name) as { data: Float32Array }).data);
+    out.set(bytes, at);
+    at += bytes.length;
+  }
+  return out;
+}
+
+function fail(reason: string, cause?: unknown): never {
+  throw new CheckpointError(`invalid checkpoint: ${reason}`, cause === undefined ? undefined : { cause });
+}
+
+function readFloats(bytes: Uint8Array, begin: number, end: number): Float32Array {
+  if (LITTLE_ENDIAN_HOST) {
+    // Copy into a fresh buffer: a Node Buffer's slice() is a view of the whole file's memory.
+    const copy = new Uint8Array(end - begin);
+    copy.set(bytes.subarray(begin, end));
+    return new Float32Array(copy.buffer);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset + begin, end - begin);
+  return Float32Array.from({ length: (end - begin) / 4 }, (_, i) => view.getFloat32(i * 4, true));
+}
+
+/** Parses and fully validates checkpoint bytes; any defect is a CheckpointError. */
+export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
+  if (bytes.length < 8) fail(`${bytes.length} bytes is shorter than the 8-byte header length`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const n = view.getUint32(0, true) + view.getUint32(4, true) * 2 ** 32;
+  if (n < 2 || n > MAX_HEADER_BYTES || 8 + n > bytes.length)
+    fail(`header length ${n} does not fit ${bytes.length} bytes`);
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+  } catch (e) {
+    fail("header is not valid UTF-8 JSON", e);
+  }
+  if (typeof header !== "object" || header === null || Array.isArray(header))
+    fail("header is not a JSON object");
+  const meta = header.__metadata__;
+  if (typeof meta !== "object" || meta === null || Object.values(meta).some((v) => typeof v !== "string")) {
+    fail("__metadata__ missing or not a string map");
+  }
+  const m = meta as Record<string, string>;
+  if (m.format !== CHECKPOINT_FORMAT) fail(`format '${m.format}' is not ${CHECKPOINT_FORMAT}`);
+  if (m.kind !== TRANSFORMER_KIND) fail(`unsupported model kind '${m.kind}'`);
+  let config: TransformerConfig;
+  let tokenizer: unknown;
+  try {
+    config = validateConfig(JSON.parse(m.config ?? ""));
+    tokenizer = JSON.parse(m.tokenizer ?? "");
+  } catch (e) {
+    fail("config or tokenizer metadata unreadable", e);
+  }
+  if (!isByteTokenizer(tokenizer)) fail(`unsupported tokenizer ${m.tokenizer}`);
+  const dataStart = 8 + n;
+  const dataLength = bytes.length - dataStart;
+  const expected = parameterShapes(config);
+  const entries: [string, number[], number, number][] = [];
+  for (const [name, raw] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    const t = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    if (t.dtype !== "F32") fail(`tensor '${name}' has dtype ${String(t.dtype)}, only F32 is supported`);
+    const shape = t.shape;
+    const offs = t.data_offsets;
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0))
+      fail(`tensor '${name}' shape`);
+    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isInteger(o)))
+      fail(`'${name}' offsets`);
+    const [begin, end] = offs as [number, number];
+    const want = expected.get(name);
+    if (want === undefined) fail(`unexpected tensor '${name}' for this config`);
+    if (want.join() !== (shape as number[]).join())
+      fail(`tensor '${name}' is [${shape}], config says [${want}]`);
+    if (begin < 0 || end > dataLength || end - begin !== 4 * want.reduce((a, b) => a * b, 1)) {
+      fail(
+        `tensor '${name}' offsets [${begin}, ${end}] do not match its shape within ${dataLength} data bytes`,
+      );
+    }
+    entries.push([name, want, begin, end]);
+  }
+  if (entries.length !== expected.size) fail(`${entries.length} tensors, config needs ${expected.size}`);
+  entries.sort((a, b) => a[2] - b[2]);
+  let cursor = 0;
+  for (const [name, , begin, end] of entries) {
+    if (begin !== cursor) fail(`tensor '${name}' leaves a gap or overlaps at byte ${begin}`);
+    cursor = end;
+  }
+  if (cursor !== dataLength) fail(`${dataLength - cursor} trailing bytes after the last tensor`);
+  const weights: WeightMap = new Map();
+  for (const [name, shape, begin, end] of entries) {
+    weights.set(name, { shape, data: readFloats(bytes, dataStart + begin, dataStart + end) });
+  }
+  const metadata = Object.fromEntries(Object.entries(m).filter(([k]) => !RESERVED.has(k)));
+  return { kind: m.kind, config, tokenizer: tokenizer as TokenizerDescription, weights, metadata };
+}
+
+/**
+ * Writes a checkpoint atomically: temp file in the same directory, fsync, rename over `file`,
+ * fsync the directory. A crash leaves either the old file or the new one, never a torn one.
+ */
+export async function saveCheckpoint(file: string, c: Checkpoint): Promise<void> {
+  const bytes = encodeCheckpoint(c);
+  const dir = path.dirname(path.resolve(file));
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  try {
+    await mkdir(dir, { recursive: true });
+    const fh = await open(tmp, "w");
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw new CheckpointError(`cannot write checkpoint ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  const dh = await open(dir, "r");
+  try {
+    await dh.sync();
+  } catch {
+    // Some filesystems refuse fsync on directories; the rename itself is already atomic.
+  } finally {
+    await dh.close();
+  }
+}
+
+/** Reads and validates a checkpoint file; a missing or corrupt file is a CheckpointError. */
+export async function loadCheckpoint(file: string): Promise<DecodedCheckpoint> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(file);
+  } catch (e) {
+    throw new CheckpointError(`cannot read checkpoint ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  return decodeCheckpoint(bytes);
+}
+
+/** The checkpoint of a live model (weights copied out of the backend). */
+export function checkpointFromModel(model: Transformer, metadata: Record<string, string> = {}): Checkpoint {
+  return { config: model.config, weights: model.getWeights(), metadata };
+}
+
+/** A model rebuilt from a checkpoint (throws WeightsError if the weights do not fit the config). */
+export function modelFromCheckpoint(c: Checkpoint): Transformer {
+  const model = new Transformer(c.config, 0);
+  try {
+    model.setWeights(c.weights);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}

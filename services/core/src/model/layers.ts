@@ -1,0 +1,189 @@
+/**
+ * Differentiable building blocks of the transformer, with hand-written gradients.
+ *
+ * Why custom gradients: on the wasm backend (the default on CPU machines) the stock gradients are
+ * slow in three places (NOTES-platform.md and our measurements): matMul's gradient uses the
+ * transposeA/B flags (5–10x slower than a plain product), tanh-GELU pays for slow `tanh`/`pow`
+ * kernels (~15x slower than `sigmoid`), and LayerNorm's autodiff through `moments` takes many
+ * small kernels. Each op below computes the same mathematical gradient with explicit transposes,
+ * a sigmoid form of GELU and the closed-form LayerNorm backward, so the model is fast on any
+ * backend even without the kernel workarounds of `wasm-kernels.ts`. The `*Reference` variants
+ * are the plain stock-autodiff formulas; tests check both agree to 1e-5 relative.
+ *
+ * All functions expect to be called inside `tf.tidy` (the model's forward is).
+ */
+import * as tf from "@tensorflow/tfjs";
+
+/** LayerNorm epsilon (GPT-2's value). */
+export const LN_EPS = 1e-5;
+
+/** √(2/π), the constant of the tanh approximation of GELU. */
+const GELU_C = Math.sqrt(2 / Math.PI);
+const GELU_A = 0.044715;
+
+/** Swaps the last two axes explicitly (a cheap kernel), instead of using matMul's transpose flags. */
+export function swapLast<T extends tf.Tensor>(t: T): T {
+  const r = t.rank;
+  const perm = [...Array(r).keys()];
+  [perm[r - 2], perm[r - 1]] = [r - 1, r - 2];
+  return tf.transpose(t, perm);
+}
+
+/** Column sums Σ_n x[n, :] of a 2-D tensor (the gradient of a broadcast bias add). */
+function colSum(x: tf.Tensor2D): tf.Tensor1D {
+  return tf.sum(x, 0); // [C]
+}
+
+const matmulOp = tf.customGrad((...args) => {
+  const [a, b, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+  save([a, b]);
+  return {
+    // y = a b
+    value: tf.matMul(a, b), // [..., M, N]
+    gradFunc: (dy: tf.Tensor, [sa, sb]: tf.Tensor[]) => [
+      // ∂L/∂a = dy bᵀ,  ∂L/∂b = aᵀ dy
+      tf.matMul(dy, swapLast(sb as tf.Tensor)), // [..., M, K]
+      tf.matMul(swapLast(sa as tf.Tensor), dy), // [..., K, N]
+    ],
+  };
+});
+
+/** `a @ b` for rank-2 or equal-batch rank-3/4 operands; gradient without transpose flags. */
+export function matmul<T extends tf.Tensor>(a: T, b: tf.Tensor): T {
+  return matmulOp(a, b) as T;
+}
+
+const linearOp = tf.customGrad((...args) => {
+  const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
+  save([x, w]);
+  return {
+    // y = x W + b
+    value: tf.add(tf.matMul(x, w), b), // [N, out]
+    gradFunc: (dy: tf.Tensor, [sx, sw]: tf.Tensor[]) => [
+      // ∂L/∂x = dy Wᵀ
+      tf.matMul(dy as tf.Tensor2D, swapLast(sw as tf.Tensor2D)), // [N, in]
+      // ∂L/∂W = xᵀ dy
+      tf.matMul(swapLast(sx as tf.Tensor2D), dy as tf.Tensor2D), // [in, out]
+      // ∂L/∂b = Σ_n dy
+      colSum(dy as tf.Tensor2D), // [out]
+    ],
+  };
+});
+
+/** Affine layer `x W + b` on rows; `W` is stored [in, out] (GPT-2 "Conv1D" layout). */
+export function linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+  return linearOp(x, w, b) as tf.Tensor2D;
+}
+
+/** Stock-autodiff `linear`, the reference for gradient tests. */
+export function linearReference(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+  return tf.add(tf.matMul(x, w), b);
+}
+
+const layerNormOp = tf.customGrad((...args) => {
+  const [x, g, b, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D, tf.GradSaveFunc];
+  // μ = mean_c x
+  const mu = tf.mean(x, -1, true); // [N, 1]
+  const xc = tf.sub(x, mu); // [N, C]
+  // σ⁻¹ = 1 / √(mean_c (x − μ)² + ε)
+  const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), LN_EPS)); // [N, 1]
+  // x̂ = (x − μ) σ⁻¹
+  const xhat = tf.mul(xc, rstd); // [N, C]
+  save([xhat, rstd, g]);
+  return {
+    // y = γ x̂ + β
+    value: tf.add(tf.mul(xhat, g), b), // [N, C]
+    gradFunc: (dy: tf.Tensor, [sxhat, srstd, sg]: tf.Tensor[]) => {
+      const xh = sxhat as tf.Tensor2D;
+      // gx = dy γ
+      const gx = tf.mul(dy, sg as tf.Tensor); // [N, C]
+      // ∂L/∂x = σ⁻¹ (gx − mean_c gx − x̂ mean_c(gx x̂))
+      const dx = tf.mul(
+        srstd as tf.Tensor,
+        tf.sub(tf.sub(gx, tf.mean(gx, -1, true)), tf.mul(xh, tf.mean(tf.mul(gx, xh), -1, true))),
+      ); // [N, C]
+      // ∂L/∂γ = Σ_n dy x̂,  ∂L/∂β = Σ_n dy
+      return [dx, colSum(tf.mul(dy, xh) as tf.Tensor2D), colSum(dy as tf.Tensor2D)]; // [N, C], [C], [C]
+    },
+  };
+});
+
+/** LayerNorm over the last axis of rows [N, C] with gain γ and bias β. */
+export function layerNorm(x: tf.Tensor2D, g: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
+  return layerNormOp(x, g, b) as tf.Tensor2D;
+}
+
+/** Stock-autodiff LayerNorm (via `tf.moments`), the reference for gradient tests. */
+export function layerNormReference(x: tf.Tensor2D, g: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, LN_EPS))), g), b);
+}
+
+const geluOp = tf.customGrad((...args) => {
+  const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+  // u = 2c (x + a x³);  s = σ(u)   (0.5 (1 + tanh(u/2)) = σ(u), and sigmoid is a fast kernel)
+  const x2 = tf.square(x); // [N, F]
+  const s = tf.sigmoid(tf.mul(tf.mul(x, tf.add(tf.mul(x2, GELU_A), 1)), 2 * GELU_C)); // [N, F]
+  save([x, s]);
+  return {
+    // gelu(x) = x s
+    value: tf.mul(x, s), // [N, F]
+    gradFunc: (dy: tf.Tensor, [sx, ss]: tf.Tensor[]) => {
+      const xv = sx as tf.Tensor;
+      const sv = ss as tf.Tensor;
+      // d gelu/dx = s + x s (1 − s) 2c (1 + 3a x²)
+      const du = tf.mul(tf.add(tf.mul(tf.square(xv), 3 * GELU_A), 1), 2 * GELU_C); // [N, F]
+      const d = tf.add(sv, tf.mul(tf.mul(xv, tf.mul(sv, tf.sub(1, sv))), du)); // [N, F]
+      return [tf.mul(dy, d)]; // [N, F]
+    },
+  };
+});
+
+/** GELU, tanh approximation (GPT-2's), computed through a sigmoid. */
+export function gelu<T extends tf.Tensor>(x: T): T {
+  return geluOp(x) as T;
+}
+
+/** Stock-autodiff tanh-GELU, the reference for gradient tests. */
+export function geluReference<T extends tf.Tensor>(x: T): T {
+  // gelu(x) = ½ x (1 + tanh(c (x + a x³)))
+  return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), GELU_A)), GELU_C))));
+}
+
+const embeddingOp = tf.customGrad((...args) => {
+  const [table, ids, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
+  save([ids]);
+  const rows = table.shape[0];
+  return {
+    // e_n = E[ids_n]
+    value: tf.gather(table, ids), // [N, C]
+    gradFunc: (dy: tf.Tensor, [sids]: tf.Tensor[]) => {
+      const idx = sids as tf.Tensor1D;
+      const g = dy as tf.Tensor2D;
+      // ∂L/∂E[r] = Σ_{n: ids_n = r} dy_n
+      const dE = hasSegmentSum()
+        ? tf.unsortedSegmentSum(g, idx, rows) // [V, C]
+        : tf.matMul(swapLast(tf.oneHot(idx, rows).cast("float32") as tf.Tensor2D), g); // [V, C]
+      return [dE, tf.zerosLike(idx)];
+    },
+  };
+});
+
+/** Whether the active backend has `UnsortedSegmentSum` (stock wasm lacks it; `initBackend` adds it). */
+function hasSegmentSum(): boolean {
+  return tf.getKernel("UnsortedSegmentSum", tf.getBackend()) !== undefined;
+}
+
+/**
+ * Row lookup `E[ids]` for int32 ids [N]. Its gradient works on every backend: a segment sum
+ * where the kernel exists, else a one-hot product (built as `oneHot(i, d).cast`, which is correct
+ * on wasm, unlike `oneHot(i, d, 1, 0, 'float32')`).
+ */
+export function embedding(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D {
+  return embeddingOp(table, ids) as tf.Tensor2D;
+}
+
+/** Stock `tf.gather` lookup (its gradient needs UnsortedSegmentSum), the reference for tests. */
+export function embeddingReference(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D {
+  return tf.gather(table, ids);
+}

@@ -1,0 +1,218 @@
+/**
+ * Pre-training of the initial policy (DESIGN.md §1 step 3.1): next-byte cross-entropy on the
+ * Brown corpus, AdamW with warm-up + cosine decay and global-norm clipping.
+ *
+ * Data: sentences become one token stream `BOS s₁ EOS BOS s₂ EOS …` (document order, so context
+ * can run across sentences). A training row is a window of contextLength + 1 tokens; a fraction
+ * of windows start exactly at a sentence's BOS at position 0 — the situation of every RL prompt
+ * row — and the rest start anywhere, so the model also learns mid-sentence text and sentence
+ * ends (EOS). Targets that are BOS (always right after EOS) are excluded from the loss.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { RlaifError, ValidationError } from "../errors.js";
+import { initBackend } from "./backend.js";
+import type { TransformerConfig } from "./config.js";
+import { loadCorpusSplit } from "./corpus.js";
+import { maskedCrossEntropy, selectLogprobs } from "./loss.js";
+import { AdamW, clipByGlobalNorm, learningRate } from "./optim.js";
+import { Rng } from "./rng.js";
+import { BOS, EOS } from "./tokenizer.js";
+import { Transformer } from "./transformer.js";
+
+/** Settings of a pre-training run. */
+export interface PretrainOptions {
+  config: TransformerConfig;
+  /** Optimiser steps. */
+  steps: number;
+  /** Rows per step; each row is contextLength tokens. */
+  batchSize: number;
+  /** Peak learning rate. */
+  lr: number;
+  /** Seeds the initial weights, the data order and the held-out windows. */
+  seed: number;
+  /** Warm-up steps (default min(100, steps/10)). */
+  warmupSteps?: number;
+  /** Cosine floor as a fraction of lr (default 0.1). */
+  minLrRatio?: number;
+  /** AdamW weight decay on matrices (default 0.01). */
+  weightDecay?: number;
+  /** Gradient global-norm limit (default 1). */
+  clipNorm?: number;
+  /** Held-out evaluation every this many steps and after the last one (default 100). */
+  evalEvery?: number;
+  /** Held-out batches per evaluation (default 8). */
+  evalBatches?: number;
+  /** Fraction of rows starting at a sentence start (default 0.5). */
+  alignedFraction?: number;
+  /** Sentences to train on (default: the Brown split from corpus.ts). */
+  sentences?: { train: string[]; heldOut: string[] };
+  /** Continue training this model instead of a fresh one (its config must equal `config`). */
+  model?: Transformer;
+  /** Called after every step. */
+  onLog?: (entry: PretrainLog) => void;
+}
+
+/** One step's numbers; the held-out fields are present on evaluation steps. */
+export interface PretrainLog {
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  stepMs: number;
+  heldOutLoss?: number;
+  /** Held-out bits per byte (EOS counts as one byte: it stands for the newline). */
+  heldOutBpb?: number;
+}
+
+/** The corpus as one token stream plus the index of every sentence's BOS. */
+export interface TokenStream {
+  tokens: Uint16Array;
+  starts: Uint32Array;
+}
+
+/** Builds `BOS s₁ EOS BOS s₂ EOS …` from sentences. */
+export function buildStream(sentences: readonly string[]): TokenStream {
+  const encoder = new TextEncoder();
+  const encoded = sentences.map((s) => encoder.encode(s));
+  const tokens = new Uint16Array(encoded.reduce((n, e) => n + e.length + 2, 0));
+  const starts = new Uint32Array(encoded.length);
+  let at = 0;
+  encoded.forEach((e, i) => {
+    starts[i] = at;
+    tokens[at++] = BOS;
+    tokens.set(e, at);
+    at += e.length;
+    tokens[at++] = EOS;
+  });
+  return { tokens, starts };
+}
+
+/** A batch of windows: inputs, next-token targets and the loss mask, each [rows × T]. */
+export interface WindowBatch {
+  x: Int32Array;
+  y: Int32Array;
+  mask: Float32Array;
+}
+
+/** Draws `rows` windows of length T (+1 for the targets) from a stream. */
+export function sampleWindows(
+  stream: TokenStream,
+  rows: number,
+  t: number,
+  rng: Rng,
+  alignedFraction: number,
+): WindowBatch {
+  const { tokens, starts } = stream;
+  if (tokens.length < t + 2) throw new ValidationError("sentences", `need more than ${t + 1} tokens of text`);
+  const x = new Int32Array(rows * t);
+  const y = new Int32Array(rows * t);
+  const mask = new Float32Array(rows * t);
+  for (let r = 0; r < rows; r++) {
+    const aligned = rng.nextFloat() < alignedFraction;
+    let s = aligned ? (starts[rng.nextInt(starts.length)] as number) : rng.nextInt(tokens.length - t - 1);
+    s = Math.min(s, tokens.length - t - 1);
+    for (let i = 0; i < t; i++) {
+      x[r * t + i] = tokens[s + i] as number;
+      const target = tokens[s + i + 1] as number;
+      y[r * t + i] = target;
+      mask[r * t + i] = target === BOS ? 0 : 1;
+    }
+  }
+  return { x, y, mask };
+}
+
+function batchTensors(b: WindowBatch, rows: number, t: number): [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D] {
+  return [
+    tf.tensor2d(b.x, [rows, t], "int32"),
+    tf.tensor2d(b.y, [rows, t], "int32"),
+    tf.tensor2d(b.mask, [rows, t]),
+  ];
+}
+
+/** Mean held-out negative log-likelihood (nats per scored token) over fixed windows. */
+export function evaluate(model: Transformer, batches: readonly WindowBatch[], rows: number): number {
+  const t = model.config.contextLength;
+  let nll = 0;
+  let count = 0;
+  for (const b of batches) {
+    const [x, y, m] = batchTensors(b, rows, t);
+    nll += tf.tidy(() => -tf.sum(tf.mul(selectLogprobs(model.forward(x), y), m)).dataSync()[0]);
+    count += b.mask.reduce((a, v) => a + v, 0);
+    tf.dispose([x, y, m]);
+  }
+  return nll / Math.max(count, 1);
+}
+
+/** Pre-trains (or continues training) a model and returns it; see PretrainOptions. */
+export async function pretrain(o: PretrainOptions): Promise<Transformer> {
+  await initBackend();
+  if (!Number.isInteger(o.steps) || o.steps < 1)
+    throw new ValidationError("steps", "must be a positive integer");
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1)
+    throw new ValidationError("batchSize", "must be a positive integer");
+  if (!(o.lr > 0)) throw new ValidationError("lr", "must be positive");
+  const model = o.model ?? new Transformer(o.config, o.seed);
+  if (JSON.stringify(model.config) !== JSON.stringify({ ...model.config, ...o.config })) {
+    throw new ValidationError("model", "config differs from options.config");
+  }
+  const t = model.config.contextLength;
+  const rows = o.batchSize;
+  const aligned = o.alignedFraction ?? 0.5;
+  const sentences = o.sentences ?? loadCorpusSplit();
+  const train = buildStream(sentences.train);
+  const heldOut = buildStream(sentences.heldOut);
+  const evalRng = new Rng(o.seed, 0x6576616c);
+  const evalBatches = Array.from({ length: o.evalBatches ?? 8 }, () =>
+    sampleWindows(heldOut, rows, t, evalRng, aligned),
+  );
+  const rng = new Rng(o.seed, 0x64617461);
+  const opt = new AdamW(model.variables(), { weightDecay: o.weightDecay ?? 0.01 });
+  const schedule = {
+    lr: o.lr,
+    warmupSteps: o.warmupSteps ?? Math.min(100, Math.ceil(o.steps / 10)),
+    totalSteps: o.steps,
+    minRatio: o.minLrRatio ?? 0.1,
+  };
+  const evalEvery = o.evalEvery ?? 100;
+  try {
+    for (let step = 0; step < o.steps; step++) {
+      const started = performance.now();
+      const lr = learningRate(step, schedule);
+      const [x, y, m] = batchTensors(sampleWindows(train, rows, t, rng, aligned), rows, t);
+      const { value, grads } = tf.variableGrads(
+        () => maskedCrossEntropy(model.forward(x), y, m),
+        model.variables(),
+      );
+      const loss = value.dataSync()[0] as number;
+      const clipped = clipByGlobalNorm(grads, o.clipNorm ?? 1);
+      if (!Number.isFinite(loss) || !Number.isFinite(clipped.norm)) {
+        tf.dispose([x, y, m, value, ...Object.values(grads), ...Object.values(clipped.grads)]);
+        throw new RlaifError(
+          `pre-training diverged at step ${step}: loss ${loss}, grad norm ${clipped.norm}`,
+        );
+      }
+      opt.apply(clipped.grads, lr);
+      tf.dispose([x, y, m, value, ...Object.values(grads), ...Object.values(clipped.grads)]);
+      const entry: PretrainLog = {
+        step,
+        loss,
+        lr,
+        gradNorm: clipped.norm,
+        stepMs: performance.now() - started,
+      };
+      if ((step + 1) % evalEvery === 0 || step === o.steps - 1) {
+        entry.heldOutLoss = evaluate(model, evalBatches, rows);
+        entry.heldOutBpb = entry.heldOutLoss / Math.LN2;
+      }
+      o.onLog?.(entry);
+      // Yield so signals and timers are served during a long run.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  } catch (e) {
+    if (o.model === undefined) model.dispose();
+    throw e;
+  } finally {
+    opt.dispose();
+  }
+  return model;
+}

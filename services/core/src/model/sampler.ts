@@ -1,0 +1,269 @@
+/**
+ * Batched generation with a KV cache, and batched scoring of given completions.
+ *
+ * Rows are left-padded with per-row position ids and a key padding mask, so a row's tokens and
+ * log-probs do not depend on which other prompts share its batch. Sampling happens in JS from the
+ * model's probabilities with a seeded xoshiro128** stream per row (seed, row index): the same
+ * seed, prompts and weights give the same tokens, and G copies of one prompt in a batch give G
+ * different samples.
+ *
+ * Log-prob convention: every `logprobs` entry is log π_θ(token | prefix) under the *unmodified*
+ * model distribution (temperature 1, no top-k/top-p truncation), whatever the sampling settings.
+ * That is the quantity REINFORCE differentiates and the KL to the reference is computed from, and
+ * it equals what `sequenceLogprobs` recomputes. With temperature ≠ 1 or truncation the tokens were
+ * drawn from a different distribution; learners needing the exact behaviour probabilities must
+ * sample with temperature 1, topK 0, topP 1.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { ValidationError } from "../errors.js";
+import { selectLogprobs } from "./loss.js";
+import { Rng } from "./rng.js";
+import { BOS, EOS } from "./tokenizer.js";
+import { disposeCache, type KVCache, type Transformer } from "./transformer.js";
+
+/** How to pick tokens. */
+export interface SamplingParams {
+  /** Most tokens to generate per row (EOS included when it ends a row). */
+  maxNewTokens: number;
+  /** Softmax temperature; 0 = greedy (argmax, lowest id on ties). */
+  temperature: number;
+  /** Keep only the k most likely tokens; 0 = off. */
+  topK: number;
+  /** Keep the smallest most-likely set with probability ≥ topP; 1 = off. */
+  topP: number;
+  /** Seeds the per-row random streams (row r uses stream (seed, r)). */
+  seed: number;
+  /** Stop a row when it samples EOS (the EOS is returned as its last token). */
+  stopAtEos: boolean;
+}
+
+/** Why a row stopped: its token budget, an EOS, or the model's context length. */
+export type FinishReason = "length" | "eos" | "context";
+
+/** One generated row. */
+export interface GenerationResult {
+  /** Sampled token ids (prompt not included). */
+  tokens: number[];
+  /** log π_θ(token | prefix) of each sampled token under the unmodified model (see module doc). */
+  logprobs: number[];
+  finishReason: FinishReason;
+}
+
+/** Per-token streaming callback: row index, token id and its log π_θ. */
+export type OnToken = (row: number, tokenId: number, logprob: number) => void;
+
+/** The row the model reads for a prompt: BOS followed by the prompt ids (BOS is not doubled). */
+export function promptRow(prompt: readonly number[]): number[] {
+  return prompt[0] === BOS ? [...prompt] : [BOS, ...prompt];
+}
+
+/** Checks sampling parameters; throws ValidationError naming the bad field. */
+export function validateSamplingParams(p: SamplingParams): SamplingParams {
+  const bad = (field: string, reason: string): never => {
+    throw new ValidationError(`params.${field}`, reason);
+  };
+  if (!Number.isInteger(p.maxNewTokens) || p.maxNewTokens < 1) bad("maxNewTokens", "must be an integer ≥ 1");
+  if (!(p.temperature >= 0) || !Number.isFinite(p.temperature)) bad("temperature", "must be finite and ≥ 0");
+  if (!Number.isInteger(p.topK) || p.topK < 0) bad("topK", "must be an integer ≥ 0");
+  if (!(p.topP > 0 && p.topP <= 1)) bad("topP", "must be in (0, 1]");
+  if (!Number.isSafeInteger(p.seed)) bad("seed", "must be a safe integer");
+  return p;
+}
+
+function checkRows(model: Transformer, rows: number[][], field: string, extra: (i: number) => number): void {
+  const { contextLength, vocabSize } = model.config;
+  rows.forEach((row, i) => {
+    const bad = row.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+    if (bad >= 0)
+      throw new ValidationError(`${field}[${i}][${bad}]`, `token id must be in [0, ${vocabSize})`);
+    if (row.length + extra(i) > contextLength) {
+      throw new ValidationError(
+        `${field}[${i}]`,
+        `needs ${row.length + extra(i)} positions (BOS included) but the context length is ${contextLength}`,
+      );
+    }
+  });
+}
+
+/** log-softmax in float64 of one row of logits. */
+function logSoftmax(z: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const v of z) if (v > max) max = v;
+  let sum = 0;
+  for (const v of z) sum += Math.exp(v - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(z, (v) => v - lse);
+}
+
+/** Picks a token from one row of logits according to `p` (see SamplingParams). */
+export function chooseToken(z: Float32Array, p: SamplingParams, rng: Rng): number {
+  let best = 0;
+  for (let i = 1; i < z.length; i++) if ((z[i] as number) > (z[best] as number)) best = i;
+  if (p.temperature === 0) return best;
+  const max = z[best] as number;
+  let ids = Array.from(z.keys());
+  if (p.topK > 0 || p.topP < 1) {
+    ids.sort((a, b) => (z[b] as number) - (z[a] as number) || a - b);
+    if (p.topK > 0) ids = ids.slice(0, p.topK);
+  }
+  // q_i ∝ exp((z_i − max) / T)
+  const w = ids.map((i) => Math.exp(((z[i] as number) - max) / p.temperature));
+  let total = w.reduce((a, b) => a + b, 0);
+  if (p.topP < 1) {
+    let cum = 0;
+    let keep = 0;
+    while (keep < w.length && cum < p.topP * total) cum += w[keep++] as number;
+    ids = ids.slice(0, Math.max(1, keep));
+    total = cum;
+  }
+  let u = rng.nextFloat() * total;
+  for (let k = 0; k < ids.length; k++) {
+    u -= w[k] as number;
+    if (u < 0) return ids[k] as number;
+  }
+  return ids[ids.length - 1] as number;
+}
+
+/**
+ * Generates a continuation for every prompt (token ids, usually `encode(text)`; BOS is
+ * prepended). A prompt row that leaves no room for one new token within the context length is a
+ * ValidationError. Rows finish independently; `onToken` sees tokens as they are sampled.
+ */
+export function generate(
+  model: Transformer,
+  prompts: number[][],
+  p: SamplingParams,
+  onToken?: OnToken,
+): GenerationResult[] {
+  validateSamplingParams(p);
+  const rows = prompts.map(promptRow);
+  checkRows(model, rows, "prompts", () => 1);
+  const b = rows.length;
+  if (b === 0) return [];
+  const { contextLength: ctx, vocabSize: v } = model.config;
+  const lens = rows.map((r) => r.length);
+  const width = Math.max(...lens);
+  const results: GenerationResult[] = rows.map(() => ({ tokens: [], logprobs: [], finishReason: "length" }));
+  const active = rows.map(() => true);
+  const rngs = rows.map((_, r) => new Rng(p.seed, r));
+  const maxSteps = Math.max(...lens.map((l) => Math.min(p.maxNewTokens, ctx - l)));
+  const maskCols: number[][] = rows.map((_, r) =>
+    Array.from({ length: width }, (_, j) => (j >= width - (lens[r] as number) ? 1 : 0)),
+  );
+
+  // Prefill: left-padded prompts, positions counted from each row's first real token.
+  const tok = new Int32Array(b * width);
+  const pos = new Int32Array(b * width);
+  rows.forEach((row, r) => {
+    const pad = width - row.length;
+    row.forEach((id, j) => {
+      tok[r * width + pad + j] = id;
+      pos[r * width + pad + j] = j;
+    });
+  });
+  let cache: KVCache | null = null;
+  let input = {
+    tokens: tf.tensor2d(tok, [b, width], "int32"),
+    positions: tf.tensor2d(pos, [b, width], "int32"),
+  };
+  try {
+    for (let t = 0; t < maxSteps; t++) {
+      const mask = tf.tensor2d(maskCols.flat(), [b, maskCols[0]?.length ?? 0]);
+      const out = model.step(input.tokens, input.positions, mask, cache);
+      tf.dispose([mask, input.tokens, input.positions]);
+      disposeCache(cache);
+      cache = out.cache;
+      const s = out.logits.shape[1];
+      const last = tf.tidy(() => out.logits.slice([0, s - 1, 0], [b, 1, v]).dataSync() as Float32Array);
+      out.logits.dispose();
+      const nextTok = new Int32Array(b);
+      const nextPos = new Int32Array(b);
+      rows.forEach((_, r) => {
+        const res = results[r] as GenerationResult;
+        if (!active[r]) {
+          nextPos[r] = ctx - 1;
+          maskCols[r]?.push(0);
+          return;
+        }
+        const z = last.subarray(r * v, (r + 1) * v);
+        const id = chooseToken(z, p, rngs[r] as Rng);
+        const lp = logSoftmax(z)[id] as number;
+        res.tokens.push(id);
+        res.logprobs.push(lp);
+        onToken?.(r, id, lp);
+        const used = (lens[r] as number) + res.tokens.length;
+        if (p.stopAtEos && id === EOS) res.finishReason = "eos";
+        else if (res.tokens.length >= p.maxNewTokens) res.finishReason = "length";
+        else if (used >= ctx) res.finishReason = "context";
+        else {
+          nextTok[r] = id;
+          nextPos[r] = used - 1;
+          maskCols[r]?.push(1);
+          return;
+        }
+        active[r] = false;
+        nextPos[r] = ctx - 1;
+        maskCols[r]?.push(0);
+      });
+      if (!active.some((a) => a)) break;
+      input = {
+        tokens: tf.tensor2d(nextTok, [b, 1], "int32"),
+        positions: tf.tensor2d(nextPos, [b, 1], "int32"),
+      };
+    }
+  } finally {
+    tf.dispose([input.tokens, input.positions]);
+    disposeCache(cache);
+  }
+  return results;
+}
+
+/** Rows per forward pass in `sequenceLogprobs` (bounds memory for large requests). */
+const SCORE_CHUNK = 64;
+
+/**
+ * log π(completion token | prompt, earlier completion tokens) for every completion token, by one
+ * full forward pass per chunk of rows (right-padded; causal attention keeps padding out).
+ * Each row [BOS, ...prompt, ...completion] must fit in the context length.
+ */
+export function sequenceLogprobs(
+  model: Transformer,
+  prompts: number[][],
+  completions: number[][],
+): number[][] {
+  if (prompts.length !== completions.length) {
+    throw new ValidationError("completions", `has ${completions.length} rows for ${prompts.length} prompts`);
+  }
+  const heads = prompts.map(promptRow);
+  checkRows(model, heads, "prompts", (i) => (completions[i] as number[]).length);
+  checkRows(model, completions, "completions", () => 0);
+  const out: number[][] = [];
+  for (let start = 0; start < heads.length; start += SCORE_CHUNK) {
+    const idx = heads.slice(start, start + SCORE_CHUNK).map((_, k) => start + k);
+    const full = idx.map((i) => [...(heads[i] as number[]), ...(completions[i] as number[])]);
+    const width = Math.max(...full.map((r) => r.length));
+    if (width < 2) {
+      out.push(...idx.map(() => []));
+      continue;
+    }
+    const x = new Int32Array(full.length * (width - 1));
+    const y = new Int32Array(full.length * (width - 1));
+    full.forEach((row, r) => {
+      for (let j = 0; j + 1 < row.length; j++) {
+        x[r * (width - 1) + j] = row[j] as number;
+        y[r * (width - 1) + j] = row[j + 1] as number;
+      }
+    });
+    const lp = tf.tidy(() => {
+      const xs = tf.tensor2d(x, [full.length, width - 1], "int32");
+      const ys = tf.tensor2d(y, [full.length, width - 1], "int32");
+      return selectLogprobs(model.forward(xs), ys).dataSync() as Float32Array;
+    });
+    idx.forEach((i, r) => {
+      const p0 = (heads[i] as number[]).length;
+      const n = (completions[i] as number[]).length;
+      out.push(Array.from({ length: n }, (_, j) => lp[r * (width - 1) + p0 - 1 + j] as number));
+    });
+  }
+  return out;
+}

@@ -1,0 +1,269 @@
+/**
+ * Decoder-only GPT (pre-LN, learned absolute positions, GELU MLP, causal multi-head attention,
+ * untied output head) on TensorFlow.js.
+ *
+ * One code path serves training (full sequences, differentiable, right padding handled by the
+ * causal mask plus a loss mask), batched generation (left-padded prompts with per-row position
+ * ids and a key padding mask, so a row's log-probs do not depend on its padding) and incremental
+ * decoding with a KV cache. Masked keys get a -1e9 bias, so their softmax weight is exactly 0.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { ValidationError, WeightsError } from "../errors.js";
+import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
+import * as L from "./layers.js";
+import { hashString, Rng } from "./rng.js";
+
+/** Plain weights, as stored in checkpoints and shipped between services. */
+export type WeightMap = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** Per-layer attention keys (pre-transposed, [B, H, D, S]) and values ([B, H, S, D]) of a prefix. */
+export interface KVCache {
+  layers: { kT: tf.Tensor4D; v: tf.Tensor4D }[];
+}
+
+/** Extra inputs of a forward pass. */
+export interface ForwardOptions {
+  /** [B, T] 1 for real tokens, 0 for padding; padded keys are never attended to. */
+  keyMask?: tf.Tensor2D;
+  /** Use stock-autodiff ops instead of the custom-gradient ones (tests compare the two). */
+  reference?: boolean;
+}
+
+/** Additive attention bias for masked keys: exp(-1e9 - max) is exactly 0 in float32. */
+const MASKED = -1e9;
+
+let modelCounter = 0;
+
+/** A GPT whose parameters are named `tf.Variable`s. Dispose it when done. */
+export class Transformer {
+  /** Validated hyperparameters. */
+  readonly config: TransformerConfig;
+  /** Parameters by GPT-2 name (see `parameterShapes`). */
+  readonly params: ReadonlyMap<string, tf.Variable>;
+  private readonly headDim: number;
+
+  /**
+   * Creates the parameters deterministically from `seed`: each parameter draws from its own RNG
+   * stream (seed, hash(name)), so the same seed gives the same weights on every backend.
+   * Weights ~ N(0, 0.02), residual projections ~ N(0, 0.02/√(2·nLayers)) (GPT-2), biases 0,
+   * LayerNorm gains 1.
+   */
+  constructor(config: TransformerConfig, seed: number) {
+    this.config = validateConfig(config);
+    this.headDim = this.config.dModel / this.config.nHeads;
+    const prefix = `transformer${modelCounter++}`;
+    const params = new Map<string, tf.Variable>();
+    const projStd = 0.02 / Math.sqrt(2 * this.config.nLayers);
+    for (const [name, shape] of parameterShapes(this.config)) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const data = new Float32Array(n);
+      if (name.endsWith(".bias")) {
+        // zeros
+      } else if (name.includes("ln_")) {
+        data.fill(1);
+      } else {
+        const rng = new Rng(seed, hashString(name));
+        const std = name.endsWith("c_proj.weight") ? projStd : 0.02;
+        for (let i = 0; i < n; i++) data[i] = rng.nextNormal() * std;
+      }
+      params.set(name, tf.variable(tf.tensor(data, shape, "float32"), true, `${prefix}/${name}`));
+    }
+    this.params = params;
+  }
+
+  /** The trainable variables, in parameter order (for `tf.variableGrads`, optimisers). */
+  variables(): tf.Variable[] {
+    return [...this.params.values()];
+  }
+
+  private p<T extends tf.Tensor>(name: string): T {
+    return this.params.get(name) as unknown as T;
+  }
+
+  /**
+   * Logits [B, T, V] for int32 tokens [B, T]. `positions` [B, T] (default 0..T-1 on every row)
+   * are per-row position ids, needed for left-padded rows; `options.keyMask` hides padding.
+   */
+  forward(tokens: tf.Tensor2D, positions?: tf.Tensor2D, options: ForwardOptions = {}): tf.Tensor3D {
+    const [b, t] = tokens.shape;
+    if (tokens.rank !== 2 || t < 1)
+      throw new ValidationError("tokens", `must be [B, T], got [${tokens.shape}]`);
+    if (t > this.config.contextLength && positions === undefined) {
+      throw new ValidationError("tokens", `length ${t} exceeds contextLength ${this.config.contextLength}`);
+    }
+    return tf.tidy(() => {
+      const pos = positions ?? defaultPositions(b, t);
+      return this.run(tokens, pos, options.keyMask ?? null, null, options.reference === true).logits;
+    });
+  }
+
+  /**
+   * Incremental forward for generation: `tokens`/`positions` [B, S] follow the `past` prefix
+   * (null for the first call); `keyMask` [B, P + S] covers prefix and new tokens. Returns logits
+   * [B, S, V] and the cache extended by S positions. The caller owns both and disposes the old
+   * cache itself (`disposeCache`); nothing here is differentiable by intent.
+   */
+  step(
+    tokens: tf.Tensor2D,
+    positions: tf.Tensor2D,
+    keyMask: tf.Tensor2D,
+    past: KVCache | null,
+  ): { logits: tf.Tensor3D; cache: KVCache } {
+    type Out = { logits: tf.Tensor3D; cache: KVCache };
+    // tidy keeps every tensor reachable from the returned object (logits and the new cache).
+    return tf.tidy(
+      () => this.run(tokens, positions, keyMask, past, false) as unknown as tf.TensorContainer,
+    ) as unknown as Out;
+  }
+
+  private run(
+    tokens: tf.Tensor2D,
+    positions: tf.Tensor2D,
+    keyMask: tf.Tensor2D | null,
+    past: KVCache | null,
+    reference: boolean,
+  ): { logits: tf.Tensor3D; cache: KVCache } {
+    const { nHeads: h, dModel: c, vocabSize: v } = this.config;
+    const d = this.headDim;
+    const [b, s] = tokens.shape;
+    const prev = past === null ? 0 : (past.layers[0]?.v.shape[2] ?? 0);
+    const lin = reference ? L.linearReference : L.linear;
+    const ln = reference ? L.layerNormReference : L.layerNorm;
+    const act = reference ? L.geluReference : L.gelu;
+    const emb = reference ? L.embeddingReference : L.embedding;
+    const mm = reference ? (a: tf.Tensor, m: tf.Tensor) => tf.matMul(a, m) : L.matmul;
+
+    // x = E_tok[tokens] + E_pos[positions]
+    const tokIds = tokens.reshape([b * s]).cast("int32") as tf.Tensor1D; // [B*S]
+    const posIds = positions.reshape([b * s]).cast("int32") as tf.Tensor1D; // [B*S]
+    let x = tf.add(emb(this.p("wte"), tokIds), emb(this.p("wpe"), posIds)) as tf.Tensor2D; // [B*S, C]
+    const bias = attentionBias(b, h, s, prev, keyMask); // [B, H, S, P+S]
+    const cache: KVCache = { layers: [] };
+    for (let i = 0; i < this.config.nLayers; i++) {
+      const w = (name: string) => this.p<tf.Tensor2D>(`h.${i}.${name}`);
+      const bv = (name: string) => this.p<tf.Tensor1D>(`h.${i}.${name}`);
+      // qkv = LN₁(x) W_attn + b_attn
+      const h1 = ln(x, bv("ln_1.weight"), bv("ln_1.bias")); // [B*S, C]
+      const qkv = lin(h1, w("attn.c_attn.weight"), bv("attn.c_attn.bias")); // [B*S, 3C]
+      const [q2, k2, v2] = tf.split(qkv, 3, 1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D]; // [B*S, C] each
+      // q = q / √D, split into heads
+      const q = tf.transpose(tf.reshape(tf.mul(q2, 1 / Math.sqrt(d)), [b, s, h, d]), [0, 2, 1, 3]); // [B, H, S, D]
+      let kT = tf.transpose(tf.reshape(k2, [b, s, h, d]), [0, 2, 3, 1]) as tf.Tensor4D; // [B, H, D, S]
+      let vh = tf.transpose(tf.reshape(v2, [b, s, h, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, H, S, D]
+      const layerPast = past?.layers[i];
+      if (layerPast !== undefined) {
+        kT = tf.concat([layerPast.kT, kT], 3); // [B, H, D, P+S]
+        vh = tf.concat([layerPast.v, vh], 2); // [B, H, P+S, D]
+      }
+      cache.layers.push({ kT, v: vh });
+      // A = softmax(q kᵀ + bias)
+      const att = tf.softmax(tf.add(mm(q, kT), bias)); // [B, H, S, P+S]
+      // y = A v, heads merged back
+      const y = tf.reshape(tf.transpose(mm(att, vh), [0, 2, 1, 3]), [b * s, c]) as tf.Tensor2D; // [B*S, C]
+      // x = x + y W_proj + b_proj
+      x = tf.add(x, lin(y, w("attn.c_proj.weight"), bv("attn.c_proj.bias"))); // [B*S, C]
+      // x = x + GELU(LN₂(x) W_fc + b_fc) W_mlp + b_mlp
+      const h2 = ln(x, bv("ln_2.weight"), bv("ln_2.bias")); // [B*S, C]
+      const hid = act(lin(h2, w("mlp.c_fc.weight"), bv("mlp.c_fc.bias"))); // [B*S, 4C]
+      x = tf.add(x, lin(hid, w("mlp.c_proj.weight"), bv("mlp.c_proj.bias"))); // [B*S, C]
+    }
+    // logits = LN_f(x) W_head
+    const hf = ln(x, this.p("ln_f.weight"), this.p("ln_f.bias")); // [B*S, C]
+    const logits = mm(hf, this.p("lm_head.weight")); // [B*S, V]
+    return { logits: tf.reshape(logits, [b, s, v]) as tf.Tensor3D, cache };
+  }
+
+  /** A copy of every parameter as plain Float32Arrays (for checkpoints and weight publishing). */
+  getWeights(): WeightMap {
+    const out: WeightMap = new Map();
+    for (const [name, variable] of this.params) {
+      out.set(name, {
+        shape: [...variable.shape],
+        data: Float32Array.from(variable.dataSync() as Float32Array),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Replaces every parameter. The map must name exactly this model's parameters with matching
+   * shapes; otherwise WeightsError is thrown and no parameter is changed.
+   */
+  setWeights(weights: WeightMap): void {
+    for (const name of weights.keys()) {
+      if (!this.params.has(name)) throw new WeightsError(`unexpected parameter '${name}'`);
+    }
+    for (const [name, variable] of this.params) {
+      const w = weights.get(name);
+      if (w === undefined) throw new WeightsError(`missing parameter '${name}'`);
+      const expected = variable.shape.reduce((a, b) => a * b, 1);
+      if (w.shape.length !== variable.shape.length || w.shape.some((dim, i) => dim !== variable.shape[i])) {
+        throw new WeightsError(`parameter '${name}' has shape [${w.shape}], expected [${variable.shape}]`);
+      }
+      if (w.data.length !== expected) {
+        throw new WeightsError(`parameter '${name}' has ${w.data.length} values, expected ${expected}`);
+      }
+    }
+    for (const [name, variable] of this.params) {
+      const w = weights.get(name) as { shape: number[]; data: Float32Array };
+      tf.tidy(() => variable.assign(tf.tensor(w.data, w.shape, "float32")));
+    }
+  }
+
+  /** Frees the parameters. */
+  dispose(): void {
+    for (const v of this.params.values()) v.dispose();
+  }
+}
+
+/**
+ * Additive attention bias [B, H, S, P+S], built in JS: query i (absolute index P+i) may see key j
+ * iff j ≤ P+i and keyMask[j] = 1. Materialised at full score shape once per forward because
+ * broadcasting kernels (Tile, broadcast adds) are very slow on wasm.
+ */
+function attentionBias(
+  b: number,
+  h: number,
+  s: number,
+  prev: number,
+  keyMask: tf.Tensor2D | null,
+): tf.Tensor4D {
+  const total = prev + s;
+  let mask: Float32Array | Int32Array | Uint8Array | null = null;
+  if (keyMask !== null) {
+    if (keyMask.shape[0] !== b || keyMask.shape[1] !== total) {
+      throw new ValidationError("keyMask", `must be [${b}, ${total}], got [${keyMask.shape}]`);
+    }
+    mask = keyMask.dataSync() as Float32Array | Int32Array | Uint8Array;
+  }
+  const row = s * total;
+  const bias = new Float32Array(b * h * row);
+  for (let r = 0; r < b; r++) {
+    const base = r * h * row;
+    for (let i = 0; i < s; i++) {
+      for (let j = 0; j < total; j++) {
+        if (j > prev + i || (mask !== null && mask[r * total + j] === 0)) bias[base + i * total + j] = MASKED;
+      }
+    }
+    for (let k = 1; k < h; k++) bias.copyWithin(base + k * row, base, base + row);
+  }
+  return tf.tensor4d(bias, [b, h, s, total]);
+}
+
+/** Position ids 0..T-1 on every row, built in JS (Tile is slow on wasm). */
+function defaultPositions(b: number, t: number): tf.Tensor2D {
+  const ids = new Int32Array(b * t);
+  for (let i = 0; i < ids.length; i++) ids[i] = i % t;
+  return tf.tensor2d(ids, [b, t], "int32");
+}
+
+/** Disposes every tensor of a KV cache. */
+export function disposeCache(cache: KVCache | null): void {
+  if (cache === null) return;
+  for (const l of cache.layers) tf.dispose([l.kT, l.v]);
+}
+
+/** A fresh model from `config` and `seed` (see `Transformer`'s constructor for the init scheme). */
+export function createTransformer(config: TransformerConfig, seed: number): Transformer {
+  return new Transformer(config, seed);
+}

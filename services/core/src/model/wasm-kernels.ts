@@ -1,0 +1,208 @@
+/**
+ * Kernel workarounds for the tfjs `wasm` backend (4.22.0, pinned exactly in package.json).
+ *
+ * Measured on the project's machines (see shared NOTES-platform.md), the stock wasm backend has
+ * three problems that bite a transformer trained in Node:
+ * - `OneHot` writes int32 bit patterns into float32 outputs, so `tf.oneHot(i, d, 1, 0, 'float32')`
+ *   yields 1.4e-45 instead of 1 (silently zero losses). Replaced by a JS kernel that is correct
+ *   for every dtype.
+ * - `UnsortedSegmentSum` is not registered, so the gradient of `tf.gather` (embeddings, picking
+ *   log-probs of chosen tokens) throws. Registered here as a JS kernel.
+ * - `BatchMatMul` only takes XNNPACK's fast path for a single 2-D product without transpose
+ *   flags; everything else (attention's batched products, the stock matMul gradient's
+ *   transposed products) runs a naive loop at ~1 GFLOP/s, 5–10x slower. The replacement
+ *   transposes explicitly and runs each batch slice through the fast path by registering
+ *   zero-copy views of the slices with the wasm runtime.
+ *
+ * These rely on wasm-backend internals (`dataIdMap`, `wasm.tfjs.registerTensor`); every kernel
+ * checks that they exist and otherwise leaves the stock kernel in place.
+ */
+import * as tf from "@tensorflow/tfjs";
+
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+
+/** The parts of tfjs-backend-wasm's `BackendWasm` these kernels use (stable within 4.22.0). */
+interface WasmBackendInternals {
+  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
+  dataIdNextNumber: number;
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+  disposeData(dataId: object): boolean;
+  wasm: {
+    cwrap(name: string, ret: null, args: string[]): (...args: unknown[]) => void;
+    tfjs: { registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void };
+  };
+}
+
+function internals(backend: unknown): WasmBackendInternals {
+  return backend as WasmBackendInternals;
+}
+
+/** True when `backend` exposes everything the replacement kernels touch. */
+function hasInternals(backend: unknown): boolean {
+  const b = backend as Partial<WasmBackendInternals> | null;
+  return (
+    b != null &&
+    typeof b.makeOutput === "function" &&
+    typeof b.typedArrayFromHeap === "function" &&
+    typeof b.dataIdNextNumber === "number" &&
+    b.dataIdMap != null &&
+    typeof b.wasm?.cwrap === "function" &&
+    typeof b.wasm?.tfjs?.registerTensor === "function" &&
+    typeof b.wasm?.tfjs?.disposeData === "function"
+  );
+}
+
+const size = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+
+function oneHotKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const be = internals(backend);
+  const indices = inputs.indices as tf.TensorInfo;
+  const { depth, onValue, offValue, dtype } = attrs as unknown as {
+    depth: number;
+    onValue: number;
+    offValue: number;
+    dtype: tf.DataType;
+  };
+  const out = be.makeOutput([...indices.shape, depth], dtype);
+  // Heap views only after the allocation: growing the heap detaches older views.
+  const values = be.typedArrayFromHeap(out);
+  const idx = be.typedArrayFromHeap(indices);
+  values.fill(offValue);
+  for (let i = 0; i < idx.length; i++) {
+    const k = idx[i] as number;
+    if (k >= 0 && k < depth) values[i * depth + k] = onValue;
+  }
+  return out;
+}
+
+function unsortedSegmentSumKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const be = internals(backend);
+  const x = inputs.x as tf.TensorInfo;
+  const ids = inputs.segmentIds as tf.TensorInfo;
+  const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
+  const inner = x.shape.slice(ids.shape.length);
+  const n = size(ids.shape);
+  const width = size(inner);
+  const out = be.makeOutput([numSegments, ...inner], x.dtype);
+  const values = be.typedArrayFromHeap(out);
+  const xs = be.typedArrayFromHeap(x);
+  const seg = be.typedArrayFromHeap(ids);
+  values.fill(0);
+  for (let i = 0; i < n; i++) {
+    const s = seg[i] as number;
+    if (s < 0 || s >= numSegments) continue;
+    for (let j = 0; j < width; j++) (values[s * width + j] as number) += xs[i * width + j] as number;
+  }
+  return out;
+}
+
+/** Below this many rows per slice the per-slice XNNPACK set-up costs more than the naive loop. */
+const MIN_ROWS_FOR_SLICING = 8;
+
+type MatMulFn = (...args: unknown[]) => void;
+const cwrapped = new WeakMap<object, MatMulFn>();
+
+function wasmMatMul(be: WasmBackendInternals): MatMulFn {
+  let fn = cwrapped.get(be);
+  if (fn === undefined) {
+    fn = be.wasm.cwrap("BatchMatMul", null, [
+      "number",
+      "array",
+      "number",
+      "number",
+      "array",
+      "number",
+      "number",
+      "number",
+      "number",
+    ]);
+    cwrapped.set(be, fn);
+  }
+  return fn;
+}
+
+function makeBatchMatMulKernel(original: tf.KernelConfig): tf.KernelFunc {
+  const transposeKernel = tf.getKernel("Transpose", "wasm");
+  return (args: KernelArgs) => {
+    const { inputs, backend, attrs } = args;
+    let a = inputs.a as tf.TensorInfo;
+    let b = inputs.b as tf.TensorInfo;
+    const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
+    if (a.dtype !== "float32" || b.dtype !== "float32" || a.shape.length < 2 || b.shape.length < 2) {
+      return original.kernelFunc(args);
+    }
+    const be = internals(backend);
+    const temps: tf.TensorInfo[] = [];
+    // Transposed operands go through an explicit (cheap) Transpose instead of the strided loop.
+    const swapLast = (t: tf.TensorInfo): tf.TensorInfo => {
+      const r = t.shape.length;
+      const perm = [...Array(r).keys()];
+      [perm[r - 2], perm[r - 1]] = [r - 1, r - 2];
+      const out = transposeKernel.kernelFunc({ inputs: { x: t }, backend, attrs: { perm } }) as tf.TensorInfo;
+      temps.push(out);
+      return out;
+    };
+    try {
+      if (transposeA) a = swapLast(a);
+      if (transposeB) b = swapLast(b);
+      const plain = { ...args, inputs: { a, b }, attrs: { ...attrs, transposeA: false, transposeB: false } };
+      const [m, k] = a.shape.slice(-2) as [number, number];
+      const n = b.shape[b.shape.length - 1] as number;
+      const batchA = size(a.shape.slice(0, -2));
+      const batchB = size(b.shape.slice(0, -2));
+      const batch = Math.max(batchA, batchB);
+      const sliceable = (batchA === batchB || batchA === 1 || batchB === 1) && m * k * n > 0;
+      if (batch === 1 || !sliceable || m < MIN_ROWS_FOR_SLICING) {
+        return original.kernelFunc(plain);
+      }
+      const outer = tf.backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+      const out = be.makeOutput([...outer, m, n], "float32");
+      const offA = be.dataIdMap.get(a.dataId)?.memoryOffset as number;
+      const offB = be.dataIdMap.get(b.dataId)?.memoryOffset as number;
+      const offOut = be.dataIdMap.get(out.dataId)?.memoryOffset as number;
+      const shapeA = new Uint8Array(new Int32Array([1, m, k]).buffer);
+      const shapeB = new Uint8Array(new Int32Array([1, k, n]).buffer);
+      const mm = wasmMatMul(be);
+      const reg = be.wasm.tfjs;
+      for (let i = 0; i < batch; i++) {
+        // Zero-copy views of slice i; the wasm runtime never frees memory on disposeData.
+        const ia = be.dataIdNextNumber++;
+        const ib = be.dataIdNextNumber++;
+        const io = be.dataIdNextNumber++;
+        reg.registerTensor(ia, m * k, offA + (batchA === 1 ? 0 : i * m * k * 4));
+        reg.registerTensor(ib, k * n, offB + (batchB === 1 ? 0 : i * k * n * 4));
+        reg.registerTensor(io, m * n, offOut + i * m * n * 4);
+        mm(ia, shapeA, 3, ib, shapeB, 3, false, false, io);
+        reg.disposeData(ia);
+        reg.disposeData(ib);
+        reg.disposeData(io);
+      }
+      return out;
+    } finally {
+      for (const t of temps) be.disposeData(t.dataId);
+    }
+  };
+}
+
+let registered = false;
+
+/**
+ * Installs the three replacement kernels on the already-initialised `wasm` backend. Idempotent;
+ * returns the names of the kernels it replaced (empty when the backend internals are missing).
+ */
+export function registerWasmWorkarounds(): string[] {
+  if (registered) return ["OneHot", "UnsortedSegmentSum", "BatchMatMul"];
+  const backend = tf.findBackend("wasm");
+  if (!hasInternals(backend)) return [];
+  const replace = (kernelName: string, kernelFunc: tf.KernelFunc): void => {
+    if (tf.getKernel(kernelName, "wasm") !== undefined) tf.unregisterKernel(kernelName, "wasm");
+    tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc });
+  };
+  const originalMatMul = tf.getKernel("BatchMatMul", "wasm");
+  replace("OneHot", oneHotKernel as tf.KernelFunc);
+  replace("UnsortedSegmentSum", unsortedSegmentSumKernel as tf.KernelFunc);
+  replace("BatchMatMul", makeBatchMatMulKernel(originalMatMul));
+  registered = true;
+  return ["OneHot", "UnsortedSegmentSum", "BatchMatMul"];
+}
