@@ -4,8 +4,8 @@
  * `--help` text is generated from the same declarations.
  */
 import { parseArgs } from "node:util";
-import { loadConfig } from "../core/src/config/load-config.js";
 import type { RlaifConfig } from "../core/src/config/defaults.js";
+import { loadConfig } from "../core/src/config/load-config.js";
 import { settingByFlag } from "../core/src/config/settings.js";
 import { ConfigError } from "../core/src/errors.js";
 
@@ -39,10 +39,15 @@ export interface ParsedCommand {
   help: boolean;
 }
 
-/** A command: its declared command line and what it does with the parsed result. */
+/** What a command does with its parsed command line. */
+export interface CommandRun {
+  run(parsed: ParsedCommand): Promise<void>;
+}
+
+/** A command: its declared command line, and its implementation loaded only when it runs. */
 export interface Command {
   spec: CommandSpec;
-  run(parsed: ParsedCommand): Promise<void>;
+  load(): Promise<CommandRun>;
 }
 
 /** The `--help` text of a command. */
@@ -51,10 +56,15 @@ export function helpText(spec: CommandSpec): string {
   for (const name of spec.settings) {
     const s = settingByFlag(name);
     if (!s) throw new Error(`unknown setting flag ${name}`);
-    const range = s.oneOf ? ` (${s.oneOf.join("|")})` : s.min !== undefined ? ` [${s.min}..${s.max ?? s.below}]` : "";
+    const range = s.oneOf
+      ? ` (${s.oneOf.join("|")})`
+      : s.min !== undefined
+        ? ` [${s.min}..${s.max ?? s.below}]`
+        : "";
     rows.push([`--${s.flag} <${s.type === "strings" ? "text" : s.type}>`, `${s.help}${range} [${s.path}]`]);
   }
-  for (const f of spec.flags ?? []) rows.push([f.type === "boolean" ? `--${f.name}` : `--${f.name} <value>`, f.help]);
+  for (const f of spec.flags ?? [])
+    rows.push([f.type === "boolean" ? `--${f.name}` : `--${f.name} <value>`, f.help]);
   rows.push(["-h, --help", "show this help"]);
   const width = Math.max(...rows.map(([a]) => a.length)) + 2;
   return `${spec.summary}\n\nUsage: ${spec.usage}\n\nOptions:\n${rows.map(([a, b]) => `  ${a.padEnd(width)}${b}`).join("\n")}\n`;

@@ -4,12 +4,14 @@
  */
 import { ConfigError, ValidationError } from "../core/src/errors.js";
 import { type Command, helpText, parseCommand } from "./args.js";
-import { pretrainCommand } from "./commands/pretrain.js";
-import { serveCommand } from "./commands/serve.js";
-import { trainCommand } from "./commands/train.js";
-import { upCommand } from "./commands/up.js";
+import { pretrainSpec, serveSpec, trainSpec, upSpec } from "./specs.js";
 
-const COMMANDS: readonly Command[] = [trainCommand, serveCommand, upCommand, pretrainCommand];
+const COMMANDS: readonly Command[] = [
+  { spec: trainSpec, load: async () => (await import("./commands/train.js")).trainCommand },
+  { spec: serveSpec, load: async () => (await import("./commands/serve.js")).serveCommand },
+  { spec: upSpec, load: async () => (await import("./commands/up.js")).upCommand },
+  { spec: pretrainSpec, load: async () => (await import("./commands/pretrain.js")).pretrainCommand },
+];
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.spec.name.padEnd(10)}${c.spec.summary}`).join("\n");
@@ -33,11 +35,13 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(helpText(command.spec));
       return 0;
     }
-    await command.run(parsed);
+    await (await command.load()).run(parsed);
     return 0;
   } catch (err) {
     if (err instanceof ConfigError || err instanceof ValidationError) {
-      process.stderr.write(`rlaif ${name}: ${err.message}\nRun 'rlaif ${name} --help' for the valid flags.\n`);
+      process.stderr.write(
+        `rlaif ${name}: ${err.message}\nRun 'rlaif ${name} --help' for the valid flags.\n`,
+      );
       return 2;
     }
     process.stderr.write(`rlaif ${name}: ${err instanceof Error ? err.message : String(err)}\n`);

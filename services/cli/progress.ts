@@ -29,7 +29,9 @@ export function createProgress(total: number, stream: NodeJS.WriteStream = proce
       const step = Number(m.step);
       const text = `step ${step}/${total} reward ${fmt(m.meanReward)} ±${fmt(m.stdReward, 2)} kl ${fmt(m.kl)} tok/s ${fmt(m.tokensPerSecond, 0)} v${m.weightsVersion}`;
       if (!tty) {
-        stream.write(`${text} loss ${fmt(m.loss, 4)} grad ${fmt(m.gradNorm, 2)} t ${fmt(m.wallSeconds, 1)}s\n`);
+        stream.write(
+          `${text} loss ${fmt(m.loss, 4)} grad ${fmt(m.gradNorm, 2)} t ${fmt(m.wallSeconds, 1)}s\n`,
+        );
         return;
       }
       const width = 24;

@@ -29,7 +29,10 @@ export interface EmbeddedCluster {
 }
 
 /** Start Feedback (unless an external one is configured), Policy, Rollout and Optimizer. */
-export async function startEmbeddedCluster(config: RlaifConfig, log?: (line: string) => void): Promise<EmbeddedCluster> {
+export async function startEmbeddedCluster(
+  config: RlaifConfig,
+  log?: (line: string) => void,
+): Promise<EmbeddedCluster> {
   const { services } = config;
   const host = "127.0.0.1";
   const logOpt = log ? { log } : {};

@@ -44,7 +44,9 @@ function startService(name: string, args: string[], log: (line: string) => void)
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new RlaifError(`${name} did not start within ${START_TIMEOUT_MS / 1000} s:\n${tail.join("\n")}`));
+      reject(
+        new RlaifError(`${name} did not start within ${START_TIMEOUT_MS / 1000} s:\n${tail.join("\n")}`),
+      );
     }, START_TIMEOUT_MS);
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       const m = /listening on (\S+)/.exec(line);
@@ -55,7 +57,9 @@ function startService(name: string, args: string[], log: (line: string) => void)
     });
     child.once("exit", (code, signal) => {
       clearTimeout(timer);
-      reject(new RlaifError(`${name} exited (${signal ?? `code ${code}`}) before serving:\n${tail.join("\n")}`));
+      reject(
+        new RlaifError(`${name} exited (${signal ?? `code ${code}`}) before serving:\n${tail.join("\n")}`),
+      );
     });
   });
 }
@@ -70,7 +74,10 @@ async function stopProcess(p: ChildProcess, graceMs: number): Promise<void> {
 }
 
 /** Start NATS and the four services (three when the feedback service is external). */
-export async function startLocalCluster(config: RlaifConfig, log: (line: string) => void): Promise<LocalCluster> {
+export async function startLocalCluster(
+  config: RlaifConfig,
+  log: (line: string) => void,
+): Promise<LocalCluster> {
   const nats = await startNatsServer();
   const procs: ServiceProcess[] = [];
   const close = async () => {
@@ -113,7 +120,12 @@ export async function startLocalCluster(config: RlaifConfig, log: (line: string)
     }
     return {
       natsUrl: nats.url,
-      addresses: { policy: policy.address, rollout: rollout.address, feedback: feedbackAddress, optimizer: optimizer.address },
+      addresses: {
+        policy: policy.address,
+        rollout: rollout.address,
+        feedback: feedbackAddress,
+        optimizer: optimizer.address,
+      },
       pids,
       close,
     };

@@ -10,7 +10,10 @@ import type { ServiceImpl } from "../core/src/grpc/adapter.js";
 import type { RunController } from "./run-controller.js";
 
 /** Run settings from an API RunConfig: set fields win, zero fields keep `base`. */
-export function settingsFromRunConfig(c: MessageShape<typeof RunConfigSchema>, base: RunSettings): RunSettings {
+export function settingsFromRunConfig(
+  c: MessageShape<typeof RunConfigSchema>,
+  base: RunSettings,
+): RunSettings {
   const s = c.sampling;
   // Sampling params use 0 for "server default" (proto3 scalars); RunConfig scalars have presence.
   const or = <T>(v: T, fallback: T): T => (v ? v : fallback);
@@ -36,10 +39,16 @@ export function settingsFromRunConfig(c: MessageShape<typeof RunConfigSchema>, b
 }
 
 /** The OptimizerService handlers. */
-export function optimizerService(runs: RunController, base: RunSettings): ServiceImpl<typeof OptimizerService> {
+export function optimizerService(
+  runs: RunController,
+  base: RunSettings,
+): ServiceImpl<typeof OptimizerService> {
   return {
     async startRun(req) {
-      const run = await runs.start(settingsFromRunConfig(req.config ?? create(RunConfigSchema), base), req.runId || undefined);
+      const run = await runs.start(
+        settingsFromRunConfig(req.config ?? create(RunConfigSchema), base),
+        req.runId || undefined,
+      );
       return { runId: run.runId };
     },
     getStatus(req) {

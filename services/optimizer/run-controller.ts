@@ -2,10 +2,14 @@
  * Owns the Optimizer's runs: starts one at a time, tracks its state, fans its metrics out to
  * watchers, writes its files (config, metrics.jsonl, checkpoints) under `<out>/<runId>/`.
  */
-import { mkdirSync, appendFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { create, toJsonString } from "@bufbuild/protobuf";
-import { type RunSummary, type StepMetrics, StepMetricsSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
+import {
+  type RunSummary,
+  type StepMetrics,
+  StepMetricsSchema,
+} from "../core/gen/rlaif/common/v1/types_pb.js";
 import { RunState } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
@@ -46,7 +50,10 @@ export interface RunControllerOptions {
 
 /** A run id for runs started without one: sortable by time, valid as a NATS token. */
 export function newRunId(): string {
-  return `run-${new Date().toISOString().replace(/[-:.TZ]/g, "").slice(0, 14)}-${Math.random().toString(36).slice(2, 8)}`;
+  return `run-${new Date()
+    .toISOString()
+    .replace(/[-:.TZ]/g, "")
+    .slice(0, 14)}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
 /** Starts and tracks runs. */
@@ -67,7 +74,9 @@ export class RunController {
   async start(settings: RunSettings, runId = newRunId()): Promise<RunRecord> {
     const active = this.latest;
     if (active && (active.state === RunState.RUNNING || active.state === RunState.PAUSED)) {
-      throw new PreconditionError(`run ${active.runId} is still active; wait for it or start this one elsewhere`);
+      throw new PreconditionError(
+        `run ${active.runId} is still active; wait for it or start this one elsewhere`,
+      );
     }
     if (this.runs.has(runId)) throw new PreconditionError(`a run with id "${runId}" already exists`);
     // Only the latest run keeps its model in memory (for Checkpoint); free the previous one.
@@ -162,7 +171,9 @@ export class RunController {
   }
 
   /** Write a checkpoint of the run's current weights under its directory. */
-  async checkpoint(runId: string): Promise<{ path: string; step: number; weightsVersion: number; sha256: string }> {
+  async checkpoint(
+    runId: string,
+  ): Promise<{ path: string; step: number; weightsVersion: number; sha256: string }> {
     const run = this.get(runId);
     const step = run.driver.step;
     const path = join(run.dir, `step-${String(step).padStart(6, "0")}.safetensors`);

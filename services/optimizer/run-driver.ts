@@ -70,7 +70,9 @@ function meanStd(xs: number[]): [number, number] {
 
 /** Mean over samples of Σ_t (log π_behaviour − log π_ref): the k1 KL estimate in nats per sample. */
 export function sampleKl(trajs: Trajectory[]): number {
-  const per = trajs.map((t) => t.behaviourLogprobs.reduce((s, lp, i) => s + lp - (t.referenceLogprobs[i] ?? lp), 0));
+  const per = trajs.map((t) =>
+    t.behaviourLogprobs.reduce((s, lp, i) => s + lp - (t.referenceLogprobs[i] ?? lp), 0),
+  );
   return meanStd(per)[0];
 }
 
@@ -228,7 +230,9 @@ export class RunDriver {
         msgs.set(t.id, msg);
       }
     }
-    const trajs = [...byId.values()].sort((a, b) => a.promptIndex - b.promptIndex || a.sampleIndex - b.sampleIndex);
+    const trajs = [...byId.values()].sort(
+      (a, b) => a.promptIndex - b.promptIndex || a.sampleIndex - b.sampleIndex,
+    );
     return { trajs, msgs: [...msgs.values()] };
   }
 }

@@ -2,10 +2,11 @@
  * Starts a Policy replica as a gRPC server: loads the checkpoint, and with a bus follows the
  * latest-weights pointer so new versions are fetched, verified and swapped in between requests.
  */
+
+import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, initBackend } from "../core/src/model/backend.js";
-import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import { PolicyReplica } from "./policy-replica.js";
 import { policyService } from "./policy-service.js";
 import { transformerLoader } from "./transformer-model.js";

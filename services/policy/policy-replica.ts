@@ -98,10 +98,14 @@ export class PolicyReplica {
         try {
           await this.apply(bus, manifest);
           this.lastSwapError = "";
-          this.log(`policy: now serving weights v${manifest.version} (run ${manifest.runId}, step ${manifest.step})`);
+          this.log(
+            `policy: now serving weights v${manifest.version} (run ${manifest.runId}, step ${manifest.step})`,
+          );
         } catch (err) {
           this.lastSwapError = (err as Error).message;
-          this.log(`policy: kept v${this.current.version}, could not swap to v${manifest.version}: ${this.lastSwapError}`);
+          this.log(
+            `policy: kept v${this.current.version}, could not swap to v${manifest.version}: ${this.lastSwapError}`,
+          );
         }
       });
     });

@@ -6,9 +6,9 @@
 import type { MessageShape } from "@bufbuild/protobuf";
 import type { SamplingParamsSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { FinishReason } from "../core/gen/rlaif/common/v1/types_pb.js";
-import { PolicyService, WeightsSelector } from "../core/gen/rlaif/policy/v1/policy_pb.js";
-import type { ServiceImpl } from "../core/src/grpc/adapter.js";
+import { type PolicyService, WeightsSelector } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import { ValidationError } from "../core/src/errors.js";
+import type { ServiceImpl } from "../core/src/grpc/adapter.js";
 import { decode, encode } from "../core/src/model/tokenizer.js";
 import type { GenerationResult, SamplingOptions } from "./loaded-model.js";
 import type { PolicyReplica } from "./policy-replica.js";
@@ -94,7 +94,8 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
           text: piece,
           logprob: result.logprobs[i] as number,
           weightsVersion: BigInt(version),
-          finishReason: i === result.tokens.length - 1 ? FINISH[result.finishReason] : FinishReason.UNSPECIFIED,
+          finishReason:
+            i === result.tokens.length - 1 ? FINISH[result.finishReason] : FinishReason.UNSPECIFIED,
         };
       }
     },
@@ -107,8 +108,15 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
       return replica.withModels((current, reference) => {
         const chosen = req.weights === WeightsSelector.REFERENCE ? reference : current;
         seqs.forEach((s, i) => {
-          if (s.completion.length === 0) throw new ValidationError(`sequences[${i}].completion`, "must not be empty");
-          checkFits(`sequences[${i}]`, s.prompt.length, s.completion.length, chosen.model.contextLength, "completion tokens");
+          if (s.completion.length === 0)
+            throw new ValidationError(`sequences[${i}].completion`, "must not be empty");
+          checkFits(
+            `sequences[${i}]`,
+            s.prompt.length,
+            s.completion.length,
+            chosen.model.contextLength,
+            "completion tokens",
+          );
         });
         const lps = chosen.model.logprobs(
           seqs.map((s) => s.prompt),

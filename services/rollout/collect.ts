@@ -30,8 +30,14 @@ export interface CallOptions {
 
 /** The part of a PolicyService client the pipeline uses. */
 export interface PolicyCaller {
-  generate(req: MessageInitShape<typeof GenerateRequestSchema>, opts?: CallOptions): Promise<GenerateResponse>;
-  logprobs(req: MessageInitShape<typeof LogprobsRequestSchema>, opts?: CallOptions): Promise<LogprobsResponse>;
+  generate(
+    req: MessageInitShape<typeof GenerateRequestSchema>,
+    opts?: CallOptions,
+  ): Promise<GenerateResponse>;
+  logprobs(
+    req: MessageInitShape<typeof LogprobsRequestSchema>,
+    opts?: CallOptions,
+  ): Promise<LogprobsResponse>;
 }
 
 /** The part of a FeedbackService client the pipeline uses. */
@@ -65,7 +71,10 @@ export function checkScores(res: ScoreResponse, tokenCounts: number[]): void {
   res.scores.forEach((s, i) => {
     const n = s.tokenRewards.length;
     if (n !== 0 && n !== tokenCounts[i]) {
-      throw new ValidationError(`scores[${i}].token_rewards`, `has ${n} entries for ${tokenCounts[i]} tokens`);
+      throw new ValidationError(
+        `scores[${i}].token_rewards`,
+        `has ${n} entries for ${tokenCounts[i]} tokens`,
+      );
     }
   });
 }

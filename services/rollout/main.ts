@@ -8,8 +8,8 @@ import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { createClient } from "../core/src/grpc/client.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
-import { RolloutWorker } from "./rollout-worker.js";
 import { RolloutService, rolloutService } from "./rollout-service.js";
+import { RolloutWorker } from "./rollout-worker.js";
 
 /** Options of a Rollout server. */
 export interface RolloutServerOptions {
@@ -34,7 +34,9 @@ export interface RolloutServer {
 /** Start a Rollout server (and its queue worker when a bus is given). */
 export async function startRolloutServer(opts: RolloutServerOptions): Promise<RolloutServer> {
   const policy = createClient(PolicyService, opts.policyAddress, { defaultTimeoutMs: opts.rpcTimeoutMs });
-  const feedback = createClient(FeedbackService, opts.feedbackAddress, { defaultTimeoutMs: opts.rpcTimeoutMs });
+  const feedback = createClient(FeedbackService, opts.feedbackAddress, {
+    defaultTimeoutMs: opts.rpcTimeoutMs,
+  });
   const worker = opts.bus
     ? new RolloutWorker(opts.bus, policy, feedback, {
         group: "rollout",
@@ -53,7 +55,12 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
           feedback,
           policyAddress: opts.policyAddress,
           feedbackAddress: opts.feedbackAddress,
-          counters: worker?.counters ?? { jobsCompleted: 0, trajectoriesPublished: 0, jobsFailed: 0, lastWeightsVersion: 0 },
+          counters: worker?.counters ?? {
+            jobsCompleted: 0,
+            trajectoriesPublished: 0,
+            jobsFailed: 0,
+            lastWeightsVersion: 0,
+          },
         }),
       ),
     ],

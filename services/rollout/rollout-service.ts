@@ -4,7 +4,7 @@
  */
 import { RolloutService } from "../core/gen/rlaif/rollout/v1/rollout_pb.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
-import { type FeedbackCaller, type PolicyCaller, collectPrompt } from "./collect.js";
+import { collectPrompt, type FeedbackCaller, type PolicyCaller } from "./collect.js";
 import type { RolloutCounters } from "./rollout-worker.js";
 
 /** What the handlers need. */

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PromptJobSchema, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, Queue, QueueMessage } from "../core/src/bus/bus.js";
-import { type FeedbackCaller, type PolicyCaller, StaleWeightsError, collectPrompt } from "./collect.js";
+import { collectPrompt, type FeedbackCaller, type PolicyCaller, StaleWeightsError } from "./collect.js";
 
 /** Counters reported by RolloutService.GetStatus. */
 export interface RolloutCounters {
@@ -35,7 +35,12 @@ export function newTraceparent(): string {
 
 /** Pulls prompt jobs and publishes scored trajectories until stopped. */
 export class RolloutWorker {
-  readonly counters: RolloutCounters = { jobsCompleted: 0, trajectoriesPublished: 0, jobsFailed: 0, lastWeightsVersion: 0 };
+  readonly counters: RolloutCounters = {
+    jobsCompleted: 0,
+    trajectoriesPublished: 0,
+    jobsFailed: 0,
+    lastWeightsVersion: 0,
+  };
   private running = false;
   private loop: Promise<void> | null = null;
 
@@ -104,7 +109,10 @@ export class RolloutWorker {
         this.opts.rpcTimeoutMs,
       );
       for (const t of trajs) {
-        const ack = await out.publish(toBinary(TrajectorySchema, t), { msgId: t.id, headers: { traceparent } });
+        const ack = await out.publish(toBinary(TrajectorySchema, t), {
+          msgId: t.id,
+          headers: { traceparent },
+        });
         if (!ack.duplicate) this.counters.trajectoriesPublished++;
         this.counters.lastWeightsVersion = Number(t.weightsVersion);
       }
@@ -118,7 +126,9 @@ export class RolloutWorker {
       }
       this.counters.jobsFailed++;
       const delay = Math.min(5000, 250 * 2 ** Math.min(msg.deliveryCount, 5));
-      this.opts.log?.(`rollout: job ${msg.msgId} failed (attempt ${msg.deliveryCount}), retrying in ${delay} ms: ${(err as Error).message}`);
+      this.opts.log?.(
+        `rollout: job ${msg.msgId} failed (attempt ${msg.deliveryCount}), retrying in ${delay} ms: ${(err as Error).message}`,
+      );
       await msg.nak(delay);
     }
   }

@@ -12,7 +12,13 @@ import type { TransformerConfig } from "../../services/core/src/model/config.js"
 import { createTransformer } from "../../services/core/src/model/transformer.js";
 
 /** A model small enough for a whole RLAIF step to take well under a second. */
-export const TINY_MODEL: TransformerConfig = { vocabSize: 258, contextLength: 48, dModel: 32, nLayers: 1, nHeads: 2 };
+export const TINY_MODEL: TransformerConfig = {
+  vocabSize: 258,
+  contextLength: 48,
+  dModel: 32,
+  nLayers: 1,
+  nHeads: 2,
+};
 
 /** Write a tiny checkpoint into a fresh temp directory and return its path. */
 export async function writeTinyCheckpoint(seed = 7): Promise<string> {

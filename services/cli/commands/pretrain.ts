@@ -3,17 +3,29 @@
  * bundled Brown corpus, report held-out loss and bits per byte, write a checkpoint (atomically)
  * and print a few samples as a sanity check of the text.
  */
+
+import { ConfigError } from "../../core/src/errors.js";
 import { type BackendName, initBackend } from "../../core/src/model/backend.js";
 import { checkpointFromModel, saveCheckpoint } from "../../core/src/model/checkpoint.js";
-import { countParameters, DEFAULT_CONFIG, type TransformerConfig, validateConfig } from "../../core/src/model/config.js";
+import {
+  countParameters,
+  DEFAULT_CONFIG,
+  type TransformerConfig,
+  validateConfig,
+} from "../../core/src/model/config.js";
 import { heldOutPrompts } from "../../core/src/model/corpus.js";
 import { type PretrainLog, pretrain } from "../../core/src/model/pretrain.js";
 import { generate } from "../../core/src/model/sampler.js";
 import { decode, encode } from "../../core/src/model/tokenizer.js";
-import { ConfigError } from "../../core/src/errors.js";
-import type { Command } from "../args.js";
+import type { CommandRun } from "../args.js";
 
-function intFlag(flags: Record<string, unknown>, name: string, fallback: number, min: number, max: number): number {
+function intFlag(
+  flags: Record<string, unknown>,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
   const raw = flags[name];
   if (raw === undefined) return fallback;
   const n = Number(raw);
@@ -23,29 +35,21 @@ function intFlag(flags: Record<string, unknown>, name: string, fallback: number,
   return n;
 }
 
-const NUMBER_FLAGS = ["steps", "batch", "lr", "seed", "context", "d-model", "layers", "heads", "eval-every", "samples"];
+const NUMBER_FLAGS = [
+  "steps",
+  "batch",
+  "lr",
+  "seed",
+  "context",
+  "d-model",
+  "layers",
+  "heads",
+  "eval-every",
+  "samples",
+];
 
-/** The pretrain command. */
-export const pretrainCommand: Command = {
-  spec: {
-    name: "pretrain",
-    summary: "Pre-train a Transformer policy on the bundled Brown corpus and write a checkpoint",
-    usage: "rlaif pretrain --out <file.safetensors> [flags]",
-    settings: ["backend"],
-    flags: [
-      { name: "out", type: "string", help: "checkpoint file to write (required)" },
-      { name: "steps", type: "string", help: "optimiser steps (default 1000)" },
-      { name: "batch", type: "string", help: "rows per step (default 16)" },
-      { name: "lr", type: "string", help: "peak learning rate (default 0.003)" },
-      { name: "seed", type: "string", help: "seed of weights and data order (default 1)" },
-      { name: "context", type: "string", help: `context length (default ${DEFAULT_CONFIG.contextLength})` },
-      { name: "d-model", type: "string", help: `model width (default ${DEFAULT_CONFIG.dModel})` },
-      { name: "layers", type: "string", help: `layers (default ${DEFAULT_CONFIG.nLayers})` },
-      { name: "heads", type: "string", help: `attention heads (default ${DEFAULT_CONFIG.nHeads})` },
-      { name: "eval-every", type: "string", help: "held-out evaluation interval in steps (default 100)" },
-      { name: "samples", type: "string", help: "samples to print at the end (default 6)" },
-    ],
-  },
+/** What `rlaif pretrain` does (its command line is declared in specs.ts). */
+export const pretrainCommand: CommandRun = {
   async run({ config, flags }) {
     const out = flags.out;
     if (typeof out !== "string" || !out) throw new ConfigError("--out <file.safetensors> is required");
@@ -84,8 +88,12 @@ export const pretrainCommand: Command = {
         if (e.heldOutBpb !== undefined) evalLog = e;
         if ((e.step + 1) % 10 === 0 || e.heldOutBpb !== undefined) {
           const held =
-            e.heldOutBpb === undefined ? "" : ` held-out loss ${e.heldOutLoss?.toFixed(4)} bpb ${e.heldOutBpb.toFixed(4)}`;
-          log(`step ${e.step + 1}/${steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ${e.stepMs.toFixed(0)} ms${held}`);
+            e.heldOutBpb === undefined
+              ? ""
+              : ` held-out loss ${e.heldOutLoss?.toFixed(4)} bpb ${e.heldOutBpb.toFixed(4)}`;
+          log(
+            `step ${e.step + 1}/${steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ${e.stepMs.toFixed(0)} ms${held}`,
+          );
         }
       },
     });
@@ -114,7 +122,9 @@ export const pretrainCommand: Command = {
         { maxNewTokens: model.contextLength, temperature: 0.8, topK: 0, topP: 0.95, seed, stopAtEos: true },
       );
       outs.forEach((o, i) => {
-        log(`sample ${i}: ${JSON.stringify(prompts[i])} → ${JSON.stringify(decode(o.tokens))} [${o.finishReason}]`);
+        log(
+          `sample ${i}: ${JSON.stringify(prompts[i])} → ${JSON.stringify(decode(o.tokens))} [${o.finishReason}]`,
+        );
       });
     }
     trained.dispose();

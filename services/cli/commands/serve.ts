@@ -4,36 +4,23 @@
  * SIGTERM/SIGINT (in-flight calls finish, the worker stops after its job).
  */
 import { once } from "node:events";
+import { connectBus } from "../../cluster/embedded-cluster.js";
 import type { Bus } from "../../core/src/bus/bus.js";
 import { ConfigError } from "../../core/src/errors.js";
-import { connectBus } from "../../cluster/embedded-cluster.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
 import { startPolicyServer } from "../../policy/main.js";
 import { startRolloutServer } from "../../rollout/main.js";
-import type { Command } from "../args.js";
-import { MODEL_FLAGS, RUN_FLAGS, TIMEOUT_FLAGS, requireCheckpoint } from "./shared-flags.js";
-
-/** The services `rlaif serve` can run. */
-export const SERVICE_NAMES = ["policy", "rollout", "feedback", "optimizer"] as const;
+import type { CommandRun } from "../args.js";
+import { SERVICE_NAMES } from "../specs.js";
+import { requireCheckpoint } from "./shared-flags.js";
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
-/** The serve command. */
-export const serveCommand: Command = {
-  spec: {
-    name: "serve",
-    summary: "Run one service (policy, rollout, feedback or optimizer) as its own gRPC server",
-    usage: "rlaif serve <policy|rollout|feedback|optimizer> --port <n> [--nats url] [flags]",
-    settings: [...MODEL_FLAGS, ...TIMEOUT_FLAGS, ...RUN_FLAGS, "nats", "feedback-address", "policy-address", "out"],
-    flags: [
-      { name: "port", type: "string", help: "port to listen on (0 picks a free one)" },
-      { name: "host", type: "string", help: "interface to listen on (default 0.0.0.0)" },
-    ],
-    positionals: 1,
-  },
+/** What `rlaif serve` does (its command line is declared in specs.ts). */
+export const serveCommand: CommandRun = {
   async run({ config, flags, positionals }) {
     const name = positionals[0] as string;
     if (!(SERVICE_NAMES as readonly string[]).includes(name)) {
@@ -60,16 +47,26 @@ export const serveCommand: Command = {
     } else if (name === "policy") {
       requireCheckpoint(s.checkpoint);
       const bus = s.natsUrl ? await connectBus(s.natsUrl) : undefined;
-      const policy = await startPolicyServer({ host, port, checkpoint: s.checkpoint, backend: s.backend, log, ...(bus ? { bus } : {}) });
+      const policy = await startPolicyServer({
+        host,
+        port,
+        checkpoint: s.checkpoint,
+        backend: s.backend,
+        log,
+        ...(bus ? { bus } : {}),
+      });
       address = policy.server.address;
       close = async () => {
         await policy.close();
         await bus?.close();
       };
     } else if (name === "rollout") {
-      if (!s.policyAddress) throw new ConfigError("serve rollout needs --policy-address <host:port> of a Policy service");
+      if (!s.policyAddress)
+        throw new ConfigError("serve rollout needs --policy-address <host:port> of a Policy service");
       if (!s.feedbackAddress) {
-        throw new ConfigError("serve rollout needs --feedback-address <host:port> of a FeedbackService (built-in: 'rlaif serve feedback')");
+        throw new ConfigError(
+          "serve rollout needs --feedback-address <host:port> of a FeedbackService (built-in: 'rlaif serve feedback')",
+        );
       }
       const bus = await needBus("to pull prompt jobs and publish trajectories");
       const rollout = await startRolloutServer({

@@ -2,22 +2,16 @@
  * `rlaif train`: a whole RLAIF run in one process — Policy, Rollout, Feedback and Optimizer as
  * gRPC servers on loopback over the in-memory bus (or NATS with --nats).
  */
-import { RlaifError } from "../../core/src/errors.js";
+
 import { startEmbeddedCluster } from "../../cluster/embedded-cluster.js";
-import type { Command } from "../args.js";
+import { RlaifError } from "../../core/src/errors.js";
+import type { CommandRun } from "../args.js";
 import { createProgress } from "../progress.js";
 import { reportSummary } from "./report.js";
-import { MODEL_FLAGS, RUN_FLAGS, TIMEOUT_FLAGS, requireCheckpoint } from "./shared-flags.js";
+import { requireCheckpoint } from "./shared-flags.js";
 
-/** The train command. */
-export const trainCommand: Command = {
-  spec: {
-    name: "train",
-    summary: "Run RLAIF training with all four services in this process (embedded bus unless --nats)",
-    usage: "rlaif train [--config file] [flags]",
-    settings: [...RUN_FLAGS, ...MODEL_FLAGS, ...TIMEOUT_FLAGS, "nats", "feedback-address", "out"],
-    flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
-  },
+/** What `rlaif train` does (its command line is declared in specs.ts). */
+export const trainCommand: CommandRun = {
   async run({ config, flags }) {
     requireCheckpoint(config.services.checkpoint);
     const progress = createProgress(config.run.steps);

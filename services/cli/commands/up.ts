@@ -3,28 +3,22 @@
  * training run driven through the Optimizer's gRPC API (StartRun, WatchMetrics, GetStatus),
  * exactly as a client in any language would drive it.
  */
+
+import { startLocalCluster } from "../../cluster/local-cluster.js";
 import { OptimizerService, RunState } from "../../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import { RlaifError } from "../../core/src/errors.js";
 import { createClient } from "../../core/src/grpc/client.js";
-import { startLocalCluster } from "../../cluster/local-cluster.js";
 import { runConfigFromSettings } from "../../optimizer/optimizer-service.js";
-import type { Command } from "../args.js";
+import type { CommandRun } from "../args.js";
 import { createProgress } from "../progress.js";
 import { reportSummary } from "./report.js";
-import { MODEL_FLAGS, RUN_FLAGS, TIMEOUT_FLAGS, requireCheckpoint } from "./shared-flags.js";
+import { requireCheckpoint } from "./shared-flags.js";
 
 /** Longest a run may take when watched by `rlaif up`. */
 const WATCH_TIMEOUT_MS = 7 * 24 * 3600 * 1000;
 
-/** The up command. */
-export const upCommand: Command = {
-  spec: {
-    name: "up",
-    summary: "Start a local cluster (nats-server + one process per service) and train through it",
-    usage: "rlaif up [--config file] [flags]",
-    settings: [...RUN_FLAGS, ...MODEL_FLAGS, ...TIMEOUT_FLAGS, "feedback-address", "out"],
-    flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
-  },
+/** What `rlaif up` does (its command line is declared in specs.ts). */
+export const upCommand: CommandRun = {
   async run({ config, flags }) {
     requireCheckpoint(config.services.checkpoint);
     const progress = createProgress(config.run.steps);

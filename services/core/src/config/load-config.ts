@@ -41,7 +41,8 @@ export function coerceSetting(s: Setting, raw: unknown, where: string): unknown 
     if (s.pattern && !s.pattern.test(raw)) return fail(`must look like ${s.patternHelp}, got "${raw}"`);
     return raw;
   }
-  const n = typeof raw === "number" ? raw : typeof raw === "string" && raw.trim() !== "" ? Number(raw) : Number.NaN;
+  const n =
+    typeof raw === "number" ? raw : typeof raw === "string" && raw.trim() !== "" ? Number(raw) : Number.NaN;
   if (!Number.isFinite(n)) return fail(`expected a number, got ${JSON.stringify(raw)}`);
   if (s.type === "int" && !Number.isInteger(n)) return fail(`expected a whole number, got ${n}`);
   if (s.min !== undefined && n < s.min) return fail(`must be at least ${s.min}, got ${n}`);
@@ -62,10 +63,13 @@ export function readConfigFile(path: string): Json {
   try {
     doc = parseYaml(text);
   } catch (cause) {
-    throw new ConfigError(`config file ${path} is not valid YAML/JSON: ${(cause as Error).message}`, { cause });
+    throw new ConfigError(`config file ${path} is not valid YAML/JSON: ${(cause as Error).message}`, {
+      cause,
+    });
   }
   if (doc === null || doc === undefined) return {};
-  if (!isObject(doc)) throw new ConfigError(`config file ${path} must hold a mapping (key: value), not a list`);
+  if (!isObject(doc))
+    throw new ConfigError(`config file ${path} must hold a mapping (key: value), not a list`);
   return doc;
 }
 

@@ -33,7 +33,9 @@ function decodeManifest(entry: KvEntry): WeightsManifest {
 }
 
 /** The latest published manifest and its KV revision, or null before the first publish. */
-export async function readLatestWeights(bus: Bus): Promise<{ manifest: WeightsManifest; revision: number } | null> {
+export async function readLatestWeights(
+  bus: Bus,
+): Promise<{ manifest: WeightsManifest; revision: number } | null> {
   const entry = await (await bus.kv()).get(LATEST_WEIGHTS_KEY);
   return entry ? { manifest: decodeManifest(entry), revision: entry.revision } : null;
 }
@@ -71,7 +73,9 @@ export async function publishWeights(bus: Bus, input: PublishWeightsInput): Prom
       if (!(err instanceof KvConflictError)) throw err;
     }
   }
-  throw new KvConflictError("could not move the latest-weights pointer after 10 attempts (too many publishers?)");
+  throw new KvConflictError(
+    "could not move the latest-weights pointer after 10 attempts (too many publishers?)",
+  );
 }
 
 /**
@@ -83,7 +87,9 @@ export async function fetchWeightsBlob(bus: Bus, objectName: string, sha256: str
   const blob = await (await bus.objects()).get(objectName);
   const actual = sha256Hex(blob);
   if (actual !== sha256) {
-    throw new ObjectIntegrityError(`weights ${objectName}: SHA-256 ${actual} does not match the manifest's ${sha256}`);
+    throw new ObjectIntegrityError(
+      `weights ${objectName}: SHA-256 ${actual} does not match the manifest's ${sha256}`,
+    );
   }
   return blob;
 }

@@ -1,0 +1,95 @@
+/**
+ * The command lines of every command, declared apart from what the commands do, so that
+ * `rlaif --help`, `--help` and flag errors answer without loading TensorFlow.js, gRPC or NATS.
+ */
+import { DEFAULT_CONFIG } from "../core/src/model/config.js";
+import type { CommandSpec } from "./args.js";
+
+/** Hyperparameters of a run. */
+const RUN_FLAGS = [
+  "steps",
+  "prompts-per-step",
+  "samples-per-prompt",
+  "lr",
+  "gamma",
+  "kl-coef",
+  "entropy-coef",
+  "max-grad-norm",
+  "baseline-decay",
+  "publish-every",
+  "seed",
+  "max-new-tokens",
+  "temperature",
+  "top-k",
+  "top-p",
+  "prompt",
+] as const;
+
+/** What the model services need. */
+const MODEL_FLAGS = ["checkpoint", "backend"] as const;
+
+/** Timeouts of calls and steps. */
+const TIMEOUT_FLAGS = ["rpc-timeout-ms", "step-timeout-ms"] as const;
+
+/** The services `rlaif serve` can run. */
+export const SERVICE_NAMES = ["policy", "rollout", "feedback", "optimizer"] as const;
+
+/** `rlaif train`. */
+export const trainSpec: CommandSpec = {
+  name: "train",
+  summary: "Run RLAIF training with all four services in this process (embedded bus unless --nats)",
+  usage: "rlaif train [--config file] [flags]",
+  settings: [...RUN_FLAGS, ...MODEL_FLAGS, ...TIMEOUT_FLAGS, "nats", "feedback-address", "out"],
+  flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
+};
+
+/** `rlaif serve`. */
+export const serveSpec: CommandSpec = {
+  name: "serve",
+  summary: "Run one service (policy, rollout, feedback or optimizer) as its own gRPC server",
+  usage: "rlaif serve <policy|rollout|feedback|optimizer> --port <n> [--nats url] [flags]",
+  settings: [
+    ...MODEL_FLAGS,
+    ...TIMEOUT_FLAGS,
+    ...RUN_FLAGS,
+    "nats",
+    "feedback-address",
+    "policy-address",
+    "out",
+  ],
+  flags: [
+    { name: "port", type: "string", help: "port to listen on (0 picks a free one)" },
+    { name: "host", type: "string", help: "interface to listen on (default 0.0.0.0)" },
+  ],
+  positionals: 1,
+};
+
+/** `rlaif up`. */
+export const upSpec: CommandSpec = {
+  name: "up",
+  summary: "Start a local cluster (nats-server + one process per service) and train through it",
+  usage: "rlaif up [--config file] [flags]",
+  settings: [...RUN_FLAGS, ...MODEL_FLAGS, ...TIMEOUT_FLAGS, "feedback-address", "out"],
+  flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
+};
+
+/** `rlaif pretrain`. */
+export const pretrainSpec: CommandSpec = {
+  name: "pretrain",
+  summary: "Pre-train a Transformer policy on the bundled Brown corpus and write a checkpoint",
+  usage: "rlaif pretrain --out <file.safetensors> [flags]",
+  settings: ["backend"],
+  flags: [
+    { name: "out", type: "string", help: "checkpoint file to write (required)" },
+    { name: "steps", type: "string", help: "optimiser steps (default 1000)" },
+    { name: "batch", type: "string", help: "rows per step (default 16)" },
+    { name: "lr", type: "string", help: "peak learning rate (default 0.003)" },
+    { name: "seed", type: "string", help: "seed of weights and data order (default 1)" },
+    { name: "context", type: "string", help: `context length (default ${DEFAULT_CONFIG.contextLength})` },
+    { name: "d-model", type: "string", help: `model width (default ${DEFAULT_CONFIG.dModel})` },
+    { name: "layers", type: "string", help: `layers (default ${DEFAULT_CONFIG.nLayers})` },
+    { name: "heads", type: "string", help: `attention heads (default ${DEFAULT_CONFIG.nHeads})` },
+    { name: "eval-every", type: "string", help: "held-out evaluation interval in steps (default 100)" },
+    { name: "samples", type: "string", help: "samples to print at the end (default 6)" },
+  ],
+};
