@@ -1,0 +1,347 @@
+/**
+ * The Rollout worker loop on a MemoryBus with fake Policy and Feedback callers: a job becomes G
+ * trajectories published with msgId = trajectory id and is acked; a failing peer gets the job
+ * nak'd and redelivered without duplicating output; a stale policy gives the job back until it
+ * serves the job's version; undecodable jobs are dropped; bad scorer answers never publish.
+ */
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  FinishReason,
+  PromptJobSchema,
+  type Trajectory,
+  TrajectorySchema,
+} from "../services/core/gen/rlaif/common/v1/types_pb.js";
+import {
+  type ScoreResponse,
+  ScoreResponseSchema,
+} from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
+import {
+  type GenerateResponse,
+  GenerateResponseSchema,
+  type LogprobsResponse,
+  LogprobsResponseSchema,
+  WeightsSelector,
+} from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
+import type { QueueMessage } from "../services/core/src/bus/bus.js";
+import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
+import type { FeedbackCaller, PolicyCaller } from "../services/rollout/collect.js";
+import { RolloutWorker } from "../services/rollout/rollout-worker.js";
+
+/** A policy that answers G completions of 3 tokens each, from a settable weights version. */
+class FakePolicy implements PolicyCaller {
+  version = 1;
+  generateCalls = 0;
+  logprobsCalls: { weights: number | undefined; sequences: number }[] = [];
+  metadata: Record<string, string>[] = [];
+  async generate(
+    req: Parameters<PolicyCaller["generate"]>[0],
+    opts?: Parameters<PolicyCaller["generate"]>[1],
+  ): Promise<GenerateResponse> {
+    this.generateCalls++;
+    this.metadata.push(opts?.metadata ?? {});
+    const samples = req.samplesPerPrompt || 1;
+    const prompt = [...Buffer.from(req.prompts?.[0] ?? "")];
+    return create(GenerateResponseSchema, {
+      weightsVersion: BigInt(this.version),
+      completions: Array.from({ length: samples }, (_, s) => ({
+        promptIndex: 0,
+        sampleIndex: s,
+        text: `c${s}!`,
+        promptTokens: prompt,
+        tokens: [...Buffer.from(`c${s}!`)],
+        logprobs: [-1, -2, -3],
+        finishReason: FinishReason.LENGTH,
+      })),
+    });
+  }
+  async logprobs(req: Parameters<PolicyCaller["logprobs"]>[0]): Promise<LogprobsResponse> {
+    this.logprobsCalls.push({ weights: req.weights, sequences: req.sequences?.length ?? 0 });
+    return create(LogprobsResponseSchema, {
+      weightsVersion: 1n,
+      results: (req.sequences ?? []).map((s) => ({ logprobs: (s.completionTokens ?? []).map(() => -1.5) })),
+    });
+  }
+}
+
+/** A feedback service whose answer a test can replace per call. */
+class FakeFeedback implements FeedbackCaller {
+  calls = 0;
+  answer: (items: number, call: number) => MessageInitShape<typeof ScoreResponseSchema> | Error = (
+    items,
+  ) => ({
+    scores: Array.from({ length: items }, (_, i) => ({ reward: 0.5 + i / 10, rationale: `item ${i}` })),
+    scorerId: "fake-scorer",
+    scorerVersion: "9",
+  });
+  async score(req: Parameters<FeedbackCaller["score"]>[0]): Promise<ScoreResponse> {
+    this.calls++;
+    const a = this.answer(req.items?.length ?? 0, this.calls);
+    if (a instanceof Error) throw a;
+    return create(ScoreResponseSchema, a);
+  }
+}
+
+function job(overrides: { index?: number; minWeightsVersion?: bigint } = {}): Uint8Array {
+  return toBinary(
+    PromptJobSchema,
+    create(PromptJobSchema, {
+      runId: "run-w",
+      step: 3n,
+      index: 1,
+      prompt: "The film was",
+      samples: 3,
+      sampling: { maxNewTokens: 3, temperature: 1, seed: 42n },
+      minWeightsVersion: 1n,
+      ...overrides,
+    }),
+  );
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function setup(opts: { ackWaitMs?: number } = {}) {
+  const bus = new MemoryBus({ ackWaitMs: opts.ackWaitMs ?? 30_000 });
+  const policy = new FakePolicy();
+  const feedback = new FakeFeedback();
+  const logs: string[] = [];
+  const worker = new RolloutWorker(bus, policy, feedback, {
+    group: "rollout",
+    rpcTimeoutMs: 1000,
+    log: (l) => logs.push(l),
+  });
+  cleanups.push(async () => {
+    // stop() flags the loop; closing the bus releases its pending pull at once.
+    const stopped = worker.stop();
+    await bus.close();
+    await stopped;
+  });
+  return { bus, policy, feedback, worker, logs };
+}
+
+async function until(what: string, ok: () => boolean | Promise<boolean>, timeoutMs = 8000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Everything on the trajectories queue, acked, in order. */
+async function drain(bus: MemoryBus): Promise<{ msg: QueueMessage; t: Trajectory }[]> {
+  const q = await bus.queue("trajectories");
+  const msgs = await q.pull("optimizer", { max: 100, expiresMs: 0 });
+  for (const m of msgs) await m.ack();
+  return msgs.map((msg) => ({ msg, t: fromBinary(TrajectorySchema, msg.data) }));
+}
+
+describe("rollout worker", () => {
+  it("rollout worker - a job becomes G trajectories published under their ids, then the job is acked", async () => {
+    const { bus, policy, feedback, worker } = setup();
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "run-w.3.1", headers: { traceparent: "00-aa-bb-01" } });
+    worker.start();
+    await until("the job to complete", () => worker.counters.jobsCompleted === 1);
+    expect(await jobs.pending()).toBe(0);
+    const out = await drain(bus);
+    expect(out.map((o) => o.msg.msgId)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
+    out.forEach(({ msg, t }, s) => {
+      expect(msg.msgId).toBe(t.id);
+      expect(msg.headers.traceparent).toBe("00-aa-bb-01");
+      expect(t.runId).toBe("run-w");
+      expect(t.step).toBe(3n);
+      expect(t.promptIndex).toBe(1);
+      expect(t.sampleIndex).toBe(s);
+      expect(t.prompt).toBe("The film was");
+      expect(t.completion).toBe(`c${s}!`);
+      expect(t.completionTokens).toEqual([...Buffer.from(`c${s}!`)]);
+      expect(t.behaviourLogprobs).toEqual([-1, -2, -3]);
+      expect(t.referenceLogprobs).toEqual([-1.5, -1.5, -1.5]);
+      expect(t.reward).toBeCloseTo(0.5 + s / 10, 9);
+      expect(t.rationale).toBe(`item ${s}`);
+      expect(t.scorerId).toBe("fake-scorer");
+      expect(t.scorerVersion).toBe("9");
+      expect(t.weightsVersion).toBe(1n);
+      expect(t.finishReason).toBe(FinishReason.LENGTH);
+    });
+    expect(worker.counters).toEqual({
+      jobsCompleted: 1,
+      trajectoriesPublished: 3,
+      jobsFailed: 0,
+      lastWeightsVersion: 1,
+    });
+    // The job's trace context went to the peers, and the reference was asked for the same tokens.
+    expect(policy.metadata[0]?.traceparent).toBe("00-aa-bb-01");
+    expect(policy.logprobsCalls).toEqual([{ weights: WeightsSelector.REFERENCE, sequences: 3 }]);
+    expect(feedback.calls).toBe(1);
+  });
+
+  it("rollout worker - jobs without a traceparent get a fresh W3C one", async () => {
+    const { bus, policy, worker } = setup();
+    await (await bus.queue("jobs")).publish(job(), { msgId: "j1" });
+    worker.start();
+    await until("the job to complete", () => worker.counters.jobsCompleted === 1);
+    const out = await drain(bus);
+    const tp = out[0]?.msg.headers.traceparent ?? "";
+    expect(tp).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    expect(out.every((o) => o.msg.headers.traceparent === tp)).toBe(true);
+    expect(policy.metadata[0]?.traceparent).toBe(tp);
+  });
+
+  it("rollout worker - a feedback failure naks the job; the redelivery succeeds and publishes once", async () => {
+    const { bus, feedback, worker, logs } = setup();
+    const ok = feedback.answer;
+    feedback.answer = (items, call) => (call === 1 ? new Error("scorer down") : ok(items, call));
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("the job to complete", () => worker.counters.jobsCompleted === 1);
+    expect(feedback.calls).toBe(2);
+    expect(worker.counters.jobsFailed).toBe(1);
+    expect(worker.counters.trajectoriesPublished).toBe(3);
+    expect(
+      logs.some((l) => l.includes("run-w.3.1") && l.includes("attempt 1") && l.includes("scorer down")),
+    ).toBe(true);
+    expect(await jobs.pending()).toBe(0);
+    const out = await drain(bus);
+    expect(out.map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
+    expect(await (await bus.queue("trajectories")).pending()).toBe(0);
+  });
+
+  it("rollout worker - a job redelivered after its trajectories went out publishes no duplicates", async () => {
+    const { bus, worker } = setup();
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job({ index: 0 }), { msgId: "first" });
+    worker.start();
+    await until("the first job", () => worker.counters.jobsCompleted === 1);
+    // The same job again (as after a crash between publish and ack): the bus drops the copies.
+    await jobs.publish(job({ index: 0 }), { msgId: "first-again" });
+    await until("the repeated job", () => worker.counters.jobsCompleted === 2);
+    expect(worker.counters.trajectoriesPublished).toBe(3);
+    expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.0.0", "run-w.3.0.1", "run-w.3.0.2"]);
+  });
+
+  it("rollout worker - a policy older than the job's minWeightsVersion gets the job given back until it catches up", async () => {
+    const { bus, policy, feedback, worker } = setup();
+    policy.version = 1;
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job({ minWeightsVersion: 2n }), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("a few stale attempts", () => policy.generateCalls >= 3);
+    expect(feedback.calls).toBe(0);
+    expect(worker.counters.jobsCompleted).toBe(0);
+    expect(worker.counters.trajectoriesPublished).toBe(0);
+    expect(await (await bus.queue("trajectories")).pending()).toBe(0);
+    expect(await jobs.pending()).toBe(1);
+    // Stale is not a failure: nothing is counted or backed off.
+    expect(worker.counters.jobsFailed).toBe(0);
+    policy.version = 2;
+    await until("the job to complete", () => worker.counters.jobsCompleted === 1);
+    const out = await drain(bus);
+    expect(out).toHaveLength(3);
+    expect(out.every((o) => o.t.weightsVersion === 2n)).toBe(true);
+    expect(worker.counters.lastWeightsVersion).toBe(2);
+    expect(await jobs.pending()).toBe(0);
+  });
+
+  it("rollout worker - an undecodable job is acked and dropped, and the next job is served", async () => {
+    const { bus, worker, logs } = setup();
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(Uint8Array.of(0x0a, 0x05), { msgId: "garbage" });
+    await jobs.publish(job(), { msgId: "good" });
+    worker.start();
+    await until("the good job", () => worker.counters.jobsCompleted === 1);
+    expect(await jobs.pending()).toBe(0);
+    expect(logs.some((l) => l.includes("undecodable") && l.includes("garbage"))).toBe(true);
+    expect(worker.counters.jobsFailed).toBe(0);
+    expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
+  });
+
+  it("rollout worker - a scorer answer with the wrong number of scores publishes nothing and keeps the job", async () => {
+    const { bus, feedback, worker, logs } = setup();
+    feedback.answer = (items) => ({ scores: Array.from({ length: items - 1 }, () => ({ reward: 0.1 })) });
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("the failure", () => worker.counters.jobsFailed >= 1);
+    expect(worker.counters.jobsCompleted).toBe(0);
+    expect(worker.counters.trajectoriesPublished).toBe(0);
+    expect(await (await bus.queue("trajectories")).pending()).toBe(0);
+    expect(await jobs.pending()).toBe(1);
+    expect(logs.some((l) => l.includes("scores") && l.includes("exactly 3"))).toBe(true);
+  });
+
+  it("rollout worker - a NaN reward or NaN per-token reward publishes nothing and keeps the job", async () => {
+    for (const bad of [
+      { reward: Number.NaN },
+      { reward: Number.POSITIVE_INFINITY },
+      { reward: 0.2, tokenRewards: [0, Number.NaN, 0] },
+    ]) {
+      const { bus, feedback, worker, logs } = setup();
+      feedback.answer = (items) => ({
+        scores: Array.from({ length: items }, (_, i) => (i === 1 ? bad : { reward: 0.3 })),
+      });
+      const jobs = await bus.queue("jobs");
+      await jobs.publish(job(), { msgId: "run-w.3.1" });
+      worker.start();
+      await until("the failure", () => worker.counters.jobsFailed >= 1);
+      expect(worker.counters.jobsCompleted).toBe(0);
+      expect(worker.counters.trajectoriesPublished).toBe(0);
+      expect(await (await bus.queue("trajectories")).pending()).toBe(0);
+      expect(await jobs.pending()).toBe(1);
+      expect(logs.some((l) => l.includes("scores[1]") && l.includes("finite"))).toBe(true);
+      const stopped = worker.stop();
+      await bus.close();
+      await stopped;
+    }
+  });
+
+  it("rollout worker - per-token rewards of the wrong length are refused", async () => {
+    const { bus, feedback, worker, logs } = setup();
+    feedback.answer = (items) => ({
+      scores: Array.from({ length: items }, () => ({ reward: 0.3, tokenRewards: [0.1, 0.2] })),
+    });
+    await (await bus.queue("jobs")).publish(job(), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("the failure", () => worker.counters.jobsFailed >= 1);
+    expect(worker.counters.trajectoriesPublished).toBe(0);
+    expect(logs.some((l) => l.includes("scores[0].token_rewards"))).toBe(true);
+  });
+
+  it("rollout worker - a job held past the ack wait by a slow peer is not lost", async () => {
+    const { bus, policy, worker } = setup({ ackWaitMs: 150 });
+    const generate = policy.generate.bind(policy);
+    let first = true;
+    policy.generate = async (req, opts) => {
+      if (first) {
+        first = false;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      return generate(req, opts);
+    };
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("the job to be settled", async () => (await jobs.pending()) === 0);
+    // Whether the slow attempt or the redelivery finished first, each trajectory is there once.
+    expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
+    expect(worker.counters.trajectoriesPublished).toBe(3);
+  });
+
+  it("rollout worker - stop() ends the loop and later jobs stay queued", async () => {
+    const { bus, worker } = setup();
+    worker.start();
+    worker.start();
+    const stopped = performance.now();
+    await worker.stop();
+    expect(performance.now() - stopped).toBeLessThan(2000);
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "later" });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await jobs.pending()).toBe(1);
+    expect(worker.counters.jobsCompleted).toBe(0);
+  });
+});
