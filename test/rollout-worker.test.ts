@@ -5,6 +5,7 @@
  * serves the job's version; undecodable jobs are dropped; bad scorer answers never publish.
  */
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { status } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   FinishReason,
@@ -25,7 +26,8 @@ import {
 } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import type { QueueMessage } from "../services/core/src/bus/bus.js";
 import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
-import type { FeedbackCaller, PolicyCaller } from "../services/rollout/collect.js";
+import { RpcError } from "../services/core/src/errors.js";
+import { type FeedbackCaller, type PolicyCaller, trajectoryId } from "../services/rollout/collect.js";
 import { RolloutWorker } from "../services/rollout/rollout-worker.js";
 
 /** A policy that answers G completions of 3 tokens each, from a settable weights version. */
@@ -103,7 +105,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function setup(opts: { ackWaitMs?: number } = {}) {
+function setup(opts: { ackWaitMs?: number; maxAttempts?: number } = {}) {
   const bus = new MemoryBus({ ackWaitMs: opts.ackWaitMs ?? 30_000 });
   const policy = new FakePolicy();
   const feedback = new FakeFeedback();
@@ -112,6 +114,7 @@ function setup(opts: { ackWaitMs?: number } = {}) {
     group: "rollout",
     rpcTimeoutMs: 1000,
     log: (l) => logs.push(l),
+    ...(opts.maxAttempts ? { maxAttempts: opts.maxAttempts } : {}),
   });
   cleanups.push(async () => {
     // stop() flags the loop; closing the bus releases its pending pull at once.
@@ -329,6 +332,40 @@ describe("rollout worker", () => {
     // Whether the slow attempt or the redelivery finished first, each trajectory is there once.
     expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
     expect(worker.counters.trajectoriesPublished).toBe(3);
+  });
+
+  it("rollout worker - a request the Policy refuses (INVALID_ARGUMENT) marks the job's samples failed at once", async () => {
+    const { bus, policy, worker } = setup();
+    policy.generate = async () => {
+      throw new RpcError(status.INVALID_ARGUMENT, "prompts[0]: too long for the context");
+    };
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("the failed samples", async () => (await (await bus.queue("trajectories")).pending()) === 3);
+    const out = await drain(bus);
+    expect(out.map(({ t }) => t.id)).toEqual([0, 1, 2].map((s) => trajectoryId("run-w", 3, 1, s)));
+    for (const { t, msg } of out) {
+      expect(t.error).toContain("prompts[0]: too long");
+      expect(t.completionTokens).toEqual([]);
+      expect(msg.msgId).toBe(t.id);
+    }
+    await until("the ack", async () => (await jobs.pending()) === 0);
+    expect(worker.counters.jobsCompleted).toBe(0);
+    expect(worker.counters.jobsFailed).toBe(1);
+  });
+
+  it("rollout worker - a scorer failing on every attempt is retried maxAttempts times, then its samples are marked failed", async () => {
+    const { bus, feedback, worker } = setup({ maxAttempts: 2 });
+    feedback.answer = () => new Error("judge unavailable");
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("the failed samples", async () => (await (await bus.queue("trajectories")).pending()) === 3);
+    expect(feedback.calls).toBe(2);
+    const out = await drain(bus);
+    for (const { t } of out) expect(t.error).toContain("judge unavailable");
+    await until("the ack", async () => (await jobs.pending()) === 0);
   });
 
   it("rollout worker - stop() ends the loop and later jobs stay queued", async () => {

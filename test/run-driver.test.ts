@@ -19,11 +19,12 @@ import { runStateKey } from "../services/core/src/bus/subjects.js";
 import { defaultConfig, type RunSettings } from "../services/core/src/config/defaults.js";
 import { readLatestWeights, watchLatestWeights } from "../services/core/src/weights/weights-channel.js";
 import { jobSeed, type Learner, RunDriver, RunFailedError } from "../services/optimizer/run-driver.js";
-import { trajectoryId } from "../services/rollout/collect.js";
+import { failedTrajectories, trajectoryId } from "../services/rollout/collect.js";
 
 /** Records the trajectory ids of each step and the latest version visible when it ran. */
 class FakeLearner implements Learner {
   readonly modelKind = "fake";
+  readonly contextLength = 64;
   readonly steps: string[][] = [];
   readonly rewards: number[][] = [];
   readonly versionAtStep: number[] = [];
@@ -220,6 +221,79 @@ describe("run driver", () => {
     });
     // Neither another run's nor an earlier step's reward leaked into a step.
     for (const rewards of learner.rewards) expect(rewards.filter((r) => r === 77)).toEqual([]);
+    // The first copy of an id is the one applied, never a later duplicate.
+    for (const rewards of learner.rewards) expect(rewards.filter((r) => r === 99)).toEqual([]);
+  });
+
+  it("run driver - samples marked failed by the Rollout are excluded and counted, not waited for", async () => {
+    const { bus, learner } = setup();
+    rollout(bus, {
+      skip: (job) => job.index === 1,
+      async afterJob(job, publish) {
+        if (job.index !== 1) return;
+        for (const t of failedTrajectories(
+          {
+            runId: job.runId,
+            step: Number(job.step),
+            index: 1,
+            prompt: job.prompt,
+            samples: job.samples,
+            sampling: {},
+            minWeightsVersion: 0,
+          },
+          "INVALID_ARGUMENT: prompts[0]: too long",
+        )) {
+          await publish(t, t.id);
+        }
+      },
+    });
+    const metrics: number[] = [];
+    const driver = new RunDriver(bus, learner, {
+      runId: "run-f",
+      settings: settings({ steps: 2 }),
+      prompts: ["p0", "p1"],
+      stepTimeoutMs: 10_000,
+      mode: "embedded",
+      onMetrics: (m) => metrics.push(m.excluded),
+    });
+    const summary = await driver.run();
+    expect(metrics).toEqual([2, 2]);
+    expect(summary.trajectories).toBe(4);
+    for (const stepIds of learner.steps) expect(stepIds.every((id) => id.includes(".0."))).toBe(true);
+  });
+
+  it("run driver - a step whose samples all failed fails the run with the first error", async () => {
+    const { bus, learner } = setup();
+    rollout(bus, {
+      skip: () => true,
+      async afterJob(job, publish) {
+        for (const t of failedTrajectories(
+          {
+            runId: job.runId,
+            step: Number(job.step),
+            index: job.index,
+            prompt: job.prompt,
+            samples: job.samples,
+            sampling: {},
+            minWeightsVersion: 0,
+          },
+          "feedback kept failing",
+        )) {
+          await publish(t, t.id);
+        }
+      },
+    });
+    const driver = new RunDriver(bus, learner, {
+      runId: "run-g",
+      settings: settings({ steps: 2 }),
+      prompts: ["p0", "p1"],
+      stepTimeoutMs: 10_000,
+      mode: "embedded",
+    });
+    await expect(driver.run()).rejects.toThrow(
+      /step 1: every sample failed; the first error: feedback kept failing/,
+    );
+    expect(learner.steps).toHaveLength(0);
   });
 
   it("run driver - acks what it used and what it dropped, leaving the trajectories queue empty", async () => {

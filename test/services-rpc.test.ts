@@ -225,10 +225,19 @@ describe("services rpc - policy, feedback, rollout (standalone, no bus)", () => 
     });
     expect(msgs.slice(0, -1).every((m) => m.finishReason === FinishReason.UNSPECIFIED)).toBe(true);
     expect(msgs.at(-1)?.finishReason).toBe(whole?.finishReason);
-    // The streamed tokens spell the Generate's text. (Joining the streamed `text` pieces does not
-    // always give it back when a completion holds partial UTF-8 sequences: reported as a bug.)
-    const bytes = Uint8Array.from(msgs.map((m) => m.token).filter((t) => t < 256));
-    expect(new TextDecoder().decode(bytes)).toBe(whole?.text);
+    // The streamed text pieces join to exactly the Generate's text.
+    expect(msgs.map((m) => m.text).join("")).toBe(whole?.text);
+  });
+
+  it("policy rpc - GenerateStream text pieces join to the Generate text even across split UTF-8 characters", async () => {
+    // A random tiny model emits arbitrary bytes, so many seeds produce partial multi-byte characters.
+    for (let seed = 1n; seed <= 30n; seed++) {
+      const params = { seed, temperature: 1, maxNewTokens: 12 };
+      const gen = await pc.generate({ prompts: ["The film was"], sampling: params });
+      let text = "";
+      for await (const m of pc.generateStream({ prompt: "The film was", sampling: params })) text += m.text;
+      expect(text, `seed ${seed}`).toBe(gen.completions[0]?.text);
+    }
   });
 
   it("policy rpc - GenerateStream rejects an empty prompt and a prompt longer than the context", async () => {
@@ -412,6 +421,8 @@ describe("services rpc - policy, feedback, rollout (standalone, no bus)", () => 
       rc.collect({ prompts: ["a"], sampling: { temperature: -1 } }),
       "sampling.temperature",
     );
+    // What only the Policy can judge (the context length) comes back as the Policy's own answer.
+    await expectInvalid(rc.collect({ prompts: ["x".repeat(100)] }), "prompts[0]");
   });
 
   it("rollout rpc - Collect past its deadline fails with DEADLINE_EXCEEDED", async () => {
@@ -574,6 +585,8 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
     await expectInvalid(oc.startRun({ config: { learningRate: 0 } }), "config.learning_rate");
     await expectInvalid(oc.startRun({ config: { gamma: 1.5 } }), "config.gamma");
     await expectInvalid(oc.startRun({ config: { prompts: ["ok", ""] } }), "config.prompts[1]");
+    // A prompt that cannot fit the model's context fails at start, not at every step.
+    await expectInvalid(oc.startRun({ config: { prompts: ["ok", "y".repeat(100)] } }), "config.prompts[1]");
     await expectCode(oc.startRun({ config, runId: firstRun }), status.FAILED_PRECONDITION);
   });
 

@@ -97,7 +97,7 @@ async function publishByHand(
 ): Promise<WeightsManifest> {
   const objects = (await bus.objects()) as MemoryObjectStore;
   const kv = await bus.kv();
-  const objectName = weightsObjectName(version);
+  const objectName = weightsObjectName(version, sha256(stored));
   const info = await objects.put(objectName, stored);
   if (opts.corrupt) objects.corruptForTest(objectName);
   const latest = await readLatestWeights(bus);
@@ -138,7 +138,9 @@ describe("weights channel - publish and fetch", () => {
       reference,
     });
     expect([m1.version, m2.version, m3.version]).toEqual([1n, 2n, 3n]);
-    expect([m1.objectName, m2.objectName, m3.objectName]).toEqual([1, 2, 3].map(weightsObjectName));
+    expect([m1, m2, m3].map((m) => m.objectName)).toEqual(
+      [m1, m2, m3].map((m) => weightsObjectName(Number(m.version), m.sha256)),
+    );
     // The first publish is its own reference; later ones point back at it.
     expect(m1.referenceObjectName).toBe(m1.objectName);
     expect(m1.referenceVersion).toBe(1n);
@@ -181,6 +183,18 @@ describe("weights channel - publish and fetch", () => {
     const winner = latest?.manifest as WeightsManifest;
     const blob = await fetchWeightsBlob(bus, winner.objectName, winner.sha256);
     expect(sha256(blob)).toBe(winner.sha256);
+  });
+
+  it("weights channel - racing publishers never overwrite each other's blob: every version stays fetchable", async () => {
+    const bus = newBus();
+    const blobs = ["a", "b", "c", "d"].map((x) => text(`w-${x}`));
+    const ms = await Promise.all(
+      blobs.map((blob) => publishWeights(bus, { blob, runId: "r", step: 0, modelKind: "fake" })),
+    );
+    expect(new Set(ms.map((m) => m.version)).size).toBe(4);
+    for (const [i, m] of ms.entries()) {
+      expect(await fetchWeightsBlob(bus, m.objectName, m.sha256)).toEqual(blobs[i]);
+    }
   });
 
   it("weights channel - many sequential publishers keep versions strictly increasing", async () => {
@@ -271,6 +285,33 @@ describe("weights channel - policy replica", () => {
     // Requests still run against the served pair.
     const pair = await replica.withModels((c, r) => [c.version, r.version]);
     expect(pair).toEqual([2, 1]);
+  });
+
+  it("policy replica - concurrent applies never go back to an older version", async () => {
+    const bus = newBus();
+    const replica = newReplica();
+    const m1 = await publishWeights(bus, { blob: text("w1"), runId: "r", step: 0, modelKind: "fake" });
+    const reference = { objectName: m1.objectName, sha256: m1.sha256, version: 1 };
+    const m2 = await publishWeights(bus, {
+      blob: text("w2"),
+      runId: "r",
+      step: 1,
+      modelKind: "fake",
+      reference,
+    });
+    const m3 = await publishWeights(bus, {
+      blob: text("w3"),
+      runId: "r",
+      step: 2,
+      modelKind: "fake",
+      reference,
+    });
+    await replica.apply(bus, m1);
+    const results = await Promise.allSettled([replica.apply(bus, m3), replica.apply(bus, m2)]);
+    expect(replica.serving.version).toBe(3);
+    expect(nameOf(replica.serving.model)).toBe("w3");
+    expect(results[0].status).toBe("fulfilled");
+    expect(results[1].status === "rejected" && results[1].reason instanceof WeightsError).toBe(true);
   });
 
   it("policy replica - apply of a corrupt or mismatching blob fails and keeps the old weights", async () => {

@@ -37,6 +37,7 @@ import type { Learner } from "./run-driver.js";
 /** REINFORCE with a moving-average baseline and KL-in-reward, on a Transformer policy. */
 export class ReinforceLearner implements Learner {
   readonly modelKind = TRANSFORMER_KIND;
+  readonly contextLength: number;
   private readonly adam: Adam;
   private readonly baseline: MovingAverageBaseline;
 
@@ -44,6 +45,7 @@ export class ReinforceLearner implements Learner {
     private readonly model: Transformer,
     private readonly settings: RunSettings,
   ) {
+    this.contextLength = model.config.contextLength;
     this.adam = new Adam({ learningRate: settings.learningRate });
     this.baseline = new MovingAverageBaseline(settings.baselineDecay);
   }

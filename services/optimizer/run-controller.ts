@@ -13,7 +13,7 @@ import {
 import { RunState } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
-import { NotFoundError, PreconditionError } from "../core/src/errors.js";
+import { NotFoundError, PreconditionError, ValidationError } from "../core/src/errors.js";
 import { type Learner, RunDriver } from "./run-driver.js";
 
 /** Builds the learner of a run (loads the starting checkpoint, creates the optimiser). */
@@ -56,6 +56,22 @@ export function newRunId(): string {
     .slice(0, 14)}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
+/**
+ * Refuses prompts that cannot be sampled (BOS + prompt + at least one new token must fit the
+ * context), so a bad prompt fails StartRun at once instead of every step that uses it.
+ */
+export function checkPromptsFit(prompts: readonly string[], contextLength: number): void {
+  prompts.forEach((p, i) => {
+    const bytes = Buffer.byteLength(p, "utf8");
+    if (bytes + 2 > contextLength) {
+      throw new ValidationError(
+        `config.prompts[${i}]`,
+        `is ${bytes} bytes; with BOS and one new token it exceeds the model's context of ${contextLength}`,
+      );
+    }
+  });
+}
+
 /** Starts and tracks runs. */
 export class RunController {
   private readonly runs = new Map<string, RunRecord>();
@@ -83,6 +99,12 @@ export class RunController {
     active?.learner.dispose();
     const prompts = settings.prompts.length ? settings.prompts : this.opts.defaultPrompts();
     const learner = await this.opts.newLearner(settings);
+    try {
+      checkPromptsFit(prompts, learner.contextLength);
+    } catch (err) {
+      learner.dispose();
+      throw err;
+    }
     const dir = join(this.opts.outDir, runId);
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, "config.json"), `${JSON.stringify({ runId, ...settings, prompts }, null, 2)}\n`);

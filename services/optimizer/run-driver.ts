@@ -25,6 +25,8 @@ import { publishWeights } from "../core/src/weights/weights-channel.js";
 /** What the run loop needs from the learning side (model + optimiser). */
 export interface Learner {
   readonly modelKind: string;
+  /** Tokens the model reads at most (BOS + prompt + completion). */
+  readonly contextLength: number;
   /** One policy-gradient update on these trajectories. */
   step(trajectories: Trajectory[]): Promise<{ loss: number; gradNorm: number; entropy: number }>;
   /** Current weights in the safetensors layout published to replicas. */
@@ -120,7 +122,13 @@ export class RunDriver {
       this.checkCancelled();
       const stepStart = performance.now();
       await this.queueJobs(step);
-      const { trajs, msgs } = await this.gather(step);
+      const { trajs: arrived, msgs } = await this.gather(step);
+      // Samples the Rollout could not produce or score carry an error: they are excluded.
+      const trajs = arrived.filter((t) => !t.error);
+      if (trajs.length === 0) {
+        throw new RunFailedError(`step ${step}: every sample failed; the first error: ${arrived[0]?.error}`);
+      }
+      for (const t of arrived) if (t.error) this.opts.log?.(`optimizer: excluding ${t.id}: ${t.error}`);
       const update = await this.learner.step(trajs);
       for (const m of msgs) await m.ack();
       if (step % settings.publishEvery === 0 || step === settings.steps) {
@@ -147,6 +155,7 @@ export class RunDriver {
         gradNorm: update.gradNorm,
         loss: update.loss,
         trajectories: trajs.length,
+        excluded: arrived.length - trajs.length,
         tokensPerSecond: stepTokens / ((performance.now() - stepStart) / 1000),
         weightsVersion: BigInt(this.weightsVersion),
         wallSeconds: (performance.now() - started) / 1000,
@@ -201,8 +210,8 @@ export class RunDriver {
     const need = settings.promptsPerStep * settings.samplesPerPrompt;
     const queue = await this.bus.queue("trajectories");
     const byId = new Map<string, Trajectory>();
-    // The newest delivery of each trajectory: acking it settles the message whatever came before.
-    const msgs = new Map<string, QueueMessage>();
+    // Every delivery handed to us is acked once the step is applied, duplicates included.
+    const msgs: QueueMessage[] = [];
     const deadline = performance.now() + stepTimeoutMs;
     while (byId.size < need) {
       this.checkCancelled();
@@ -225,14 +234,14 @@ export class RunDriver {
           await msg.ack();
           continue;
         }
-        // A redelivery of one we hold replaces the handle; it is acked once the step is applied.
-        byId.set(t.id, t);
-        msgs.set(t.id, msg);
+        // The first copy of an id is the one applied; a duplicate is only acked with the step.
+        if (!byId.has(t.id)) byId.set(t.id, t);
+        msgs.push(msg);
       }
     }
     const trajs = [...byId.values()].sort(
       (a, b) => a.promptIndex - b.promptIndex || a.sampleIndex - b.sampleIndex,
     );
-    return { trajs, msgs: [...msgs.values()] };
+    return { trajs, msgs };
   }
 }

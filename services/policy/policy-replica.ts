@@ -78,6 +78,11 @@ export class PolicyReplica {
     const model = this.loader.fromBlob(blob);
     const refModel = needRef ? (refBlob === blob ? model : this.loader.fromBlob(refBlob)) : null;
     await this.queue.run(() => {
+      // Re-check under the queue: a newer version may have been swapped in while this one loaded.
+      if (version <= this.current.version) {
+        for (const m of new Set([model, refModel])) m?.dispose();
+        throw new WeightsError(`refusing weights v${version}: already serving v${this.current.version}`);
+      }
       const old = [this.current.model, this.reference.model];
       this.current = { model, version, objectName: manifest.objectName };
       if (refModel) {

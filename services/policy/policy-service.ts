@@ -9,7 +9,7 @@ import { FinishReason } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { type PolicyService, WeightsSelector } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import { ValidationError } from "../core/src/errors.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
-import { decode, encode } from "../core/src/model/tokenizer.js";
+import { createStreamDecoder, decode, encode } from "../core/src/model/tokenizer.js";
 import type { GenerationResult, SamplingOptions } from "./loaded-model.js";
 import type { PolicyReplica } from "./policy-replica.js";
 
@@ -53,7 +53,7 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
       const encoded = req.prompts.map(encode);
       return replica.withModels(({ model, version }) => {
         encoded.forEach((t, i) => {
-          checkFits(`prompts[${i}]`, t.length, 0, model.contextLength - 1, "(at least one new token)");
+          checkFits(`prompts[${i}]`, t.length, 1, model.contextLength, "new token (at least)");
         });
         const rows = encoded.flatMap((t) => Array.from({ length: samples }, () => t));
         const results = model.generate(rows, params);
@@ -77,25 +77,24 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
       const prompt = encode(req.prompt);
       // Tokens are produced under the replica's queue and handed to the stream as they come.
       const { version, results } = await replica.withModels(({ model, version }) => {
-        checkFits("prompt", prompt.length, 0, model.contextLength - 1, "(at least one new token)");
+        checkFits("prompt", prompt.length, 1, model.contextLength, "new token (at least)");
         return { version, results: model.generate([prompt], params) };
       });
       const result = results[0] as GenerationResult;
-      let text = "";
-      for (let i = 0; i < result.tokens.length; i++) {
+      // The stream decoder holds back a partial UTF-8 character until a later token completes it,
+      // so the pieces concatenate to exactly the text a Generate call returns.
+      const decoder = createStreamDecoder();
+      const last = result.tokens.length - 1;
+      for (let i = 0; i <= last; i++) {
         if (ctx.signal.aborted) return;
         const token = result.tokens[i] as number;
-        const full = decode(result.tokens.slice(0, i + 1));
-        const piece = full.startsWith(text) ? full.slice(text.length) : full;
-        text = full;
         yield {
           index: i,
           token,
-          text: piece,
+          text: decoder.push(token) + (i === last ? decoder.end() : ""),
           logprob: result.logprobs[i] as number,
           weightsVersion: BigInt(version),
-          finishReason:
-            i === result.tokens.length - 1 ? FINISH[result.finishReason] : FinishReason.UNSPECIFIED,
+          finishReason: i === last ? FINISH[result.finishReason] : FinishReason.UNSPECIFIED,
         };
       }
     },

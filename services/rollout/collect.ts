@@ -18,7 +18,8 @@ import {
   type LogprobsResponse,
   WeightsSelector,
 } from "../core/gen/rlaif/policy/v1/policy_pb.js";
-import { PeerError, RlaifError, ValidationError } from "../core/src/errors.js";
+import { PeerError, RlaifError, RpcError, ValidationError } from "../core/src/errors.js";
+import { isRetryable } from "../core/src/grpc/client.js";
 import { scoreResponseRules } from "../core/src/grpc/rules.js";
 import { validate } from "../core/src/grpc/validation.js";
 
@@ -85,6 +86,25 @@ export function trajectoryId(runId: string, step: number, index: number, sample:
 }
 
 /**
+ * The trajectories of a job that could not be collected: one per sample, carrying the error and
+ * no tokens, so the Optimizer learns of the failure at once (and excludes them) instead of
+ * waiting for samples that will never come.
+ */
+export function failedTrajectories(job: CollectJob, error: string): Trajectory[] {
+  return Array.from({ length: job.samples }, (_, sample) =>
+    create(TrajectorySchema, {
+      id: trajectoryId(job.runId, job.step, job.index, sample),
+      runId: job.runId,
+      step: BigInt(job.step),
+      promptIndex: job.index,
+      sampleIndex: sample,
+      prompt: job.prompt,
+      error,
+    }),
+  );
+}
+
+/**
  * Sample, score and reference-score the completions of one prompt.
  * Throws StaleWeightsError when the Policy's version is older than `job.minWeightsVersion`, and
  * PeerError when a peer fails (the caller gives the job back for redelivery: nothing is lost).
@@ -96,10 +116,13 @@ export async function collectPrompt(
   timeoutMs: number,
 ): Promise<Trajectory[]> {
   const opts: CallOptions = { timeoutMs, metadata: job.traceparent ? { traceparent: job.traceparent } : {} };
+  // A peer's refusal of the request itself (INVALID_ARGUMENT, …) is passed on unchanged: retrying
+  // cannot help. Transport failures and timeouts become PeerError (UNAVAILABLE): retry later.
   const peer = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
     try {
       return await call();
     } catch (cause) {
+      if (cause instanceof RpcError && !isRetryable(cause)) throw cause;
       throw new PeerError(`${what} failed: ${(cause as Error).message}`, { cause });
     }
   };

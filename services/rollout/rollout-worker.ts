@@ -6,9 +6,17 @@
  */
 import { randomBytes } from "node:crypto";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { PromptJobSchema, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
+import { PromptJobSchema, type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, Queue, QueueMessage } from "../core/src/bus/bus.js";
-import { collectPrompt, type FeedbackCaller, type PolicyCaller, StaleWeightsError } from "./collect.js";
+import { PeerError, ValidationError } from "../core/src/errors.js";
+import {
+  type CollectJob,
+  collectPrompt,
+  type FeedbackCaller,
+  failedTrajectories,
+  type PolicyCaller,
+  StaleWeightsError,
+} from "./collect.js";
 
 /** Counters reported by RolloutService.GetStatus. */
 export interface RolloutCounters {
@@ -26,6 +34,8 @@ export interface RolloutWorkerOptions {
   rpcTimeoutMs: number;
   /** Called with a line to log (failures, malformed jobs). */
   log?: (line: string) => void;
+  /** Deliveries of a job before its samples are reported as failed (default 5). */
+  maxAttempts?: number;
 }
 
 /** A fresh W3C traceparent (version 00, sampled), so one sample can be followed across services. */
@@ -42,6 +52,7 @@ export class RolloutWorker {
     lastWeightsVersion: 0,
   };
   private running = false;
+  private readonly maxAttempts: number;
   private loop: Promise<void> | null = null;
 
   constructor(
@@ -49,7 +60,9 @@ export class RolloutWorker {
     private readonly policy: PolicyCaller,
     private readonly feedback: FeedbackCaller,
     private readonly opts: RolloutWorkerOptions,
-  ) {}
+  ) {
+    this.maxAttempts = opts.maxAttempts ?? 5;
+  }
 
   /** Start the pull loop (idempotent). */
   start(): void {
@@ -92,32 +105,19 @@ export class RolloutWorker {
       return;
     }
     const traceparent = msg.headers.traceparent ?? newTraceparent();
+    const collectJob: CollectJob = {
+      runId: job.runId,
+      step: Number(job.step),
+      index: job.index,
+      prompt: job.prompt,
+      samples: job.samples,
+      sampling: job.sampling ?? {},
+      minWeightsVersion: Number(job.minWeightsVersion),
+      traceparent,
+    };
+    let trajs: Trajectory[];
     try {
-      const trajs = await collectPrompt(
-        this.policy,
-        this.feedback,
-        {
-          runId: job.runId,
-          step: Number(job.step),
-          index: job.index,
-          prompt: job.prompt,
-          samples: job.samples,
-          sampling: job.sampling ?? {},
-          minWeightsVersion: Number(job.minWeightsVersion),
-          traceparent,
-        },
-        this.opts.rpcTimeoutMs,
-      );
-      for (const t of trajs) {
-        const ack = await out.publish(toBinary(TrajectorySchema, t), {
-          msgId: t.id,
-          headers: { traceparent },
-        });
-        if (!ack.duplicate) this.counters.trajectoriesPublished++;
-        this.counters.lastWeightsVersion = Number(t.weightsVersion);
-      }
-      await msg.ack();
-      this.counters.jobsCompleted++;
+      trajs = await collectPrompt(this.policy, this.feedback, collectJob, this.opts.rpcTimeoutMs);
     } catch (err) {
       if (err instanceof StaleWeightsError) {
         // The replica has not swapped to the job's version yet: give it back shortly.
@@ -125,11 +125,37 @@ export class RolloutWorker {
         return;
       }
       this.counters.jobsFailed++;
-      const delay = Math.min(5000, 250 * 2 ** Math.min(msg.deliveryCount, 5));
+      const message = (err as Error).message;
+      const retryable = err instanceof PeerError || err instanceof ValidationError;
+      if (retryable && msg.deliveryCount < this.maxAttempts) {
+        const delay = Math.min(5000, 250 * 2 ** Math.min(msg.deliveryCount, 5));
+        this.opts.log?.(
+          `rollout: job ${msg.msgId} failed (attempt ${msg.deliveryCount}), retrying in ${delay} ms: ${message}`,
+        );
+        await msg.nak(delay);
+        return;
+      }
+      // Retrying cannot help (or the attempts are spent): report the samples as failed.
       this.opts.log?.(
-        `rollout: job ${msg.msgId} failed (attempt ${msg.deliveryCount}), retrying in ${delay} ms: ${(err as Error).message}`,
+        `rollout: job ${msg.msgId} failed for good after ${msg.deliveryCount} attempt(s): ${message}`,
       );
-      await msg.nak(delay);
+      trajs = failedTrajectories(collectJob, message);
+    }
+    try {
+      for (const t of trajs) {
+        const ack = await out.publish(toBinary(TrajectorySchema, t), {
+          msgId: t.id,
+          headers: { traceparent },
+        });
+        if (!ack.duplicate) this.counters.trajectoriesPublished++;
+        if (!t.error) this.counters.lastWeightsVersion = Number(t.weightsVersion);
+      }
+      await msg.ack();
+      if (!trajs.some((t) => t.error)) this.counters.jobsCompleted++;
+    } catch (err) {
+      // Publishing failed part-way: the job is redelivered and the ids dedup what already went out.
+      this.opts.log?.(`rollout: publishing job ${msg.msgId} failed, will retry: ${(err as Error).message}`);
+      await msg.nak(1000);
     }
   }
 }

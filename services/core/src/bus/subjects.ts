@@ -100,14 +100,17 @@ export function runStateKey(runId: string): string {
 }
 
 /**
- * Object Store name of weights version `version`. Zero-padded so names sort by version, and
- * ending in `.safetensors` because that is the layout (readable from Python).
+ * Object Store name of weights version `version` with content hash `sha256`. Zero-padded so names
+ * sort by version, ending in `.safetensors` because that is the layout (readable from Python),
+ * and carrying the hash so two publishers racing for one version never overwrite each other's
+ * blob (the loser of the pointer's compare-and-set deletes its own).
  */
-export function weightsObjectName(version: number): string {
+export function weightsObjectName(version: number, sha256: string): string {
   if (!Number.isSafeInteger(version) || version < 0) {
     throw new ValidationError("version", `${version} must be a non-negative integer`);
   }
-  return `weights/v${String(version).padStart(8, "0")}.safetensors`;
+  if (!/^[0-9a-f]{64}$/.test(sha256)) throw new ValidationError("sha256", "must be 64 lower-case hex digits");
+  return `weights/v${String(version).padStart(8, "0")}-${sha256.slice(0, 16)}.safetensors`;
 }
 
 /** NATS KV key syntax: tokens of letters, digits, `_ - / =` separated by single dots. */

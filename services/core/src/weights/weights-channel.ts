@@ -43,15 +43,17 @@ export async function readLatestWeights(
 /**
  * Store a blob as the next version and move the latest pointer to it.
  * The version is one more than the current pointer's; on a lost compare-and-set the next number
- * is tried, so concurrent publishers never overwrite each other.
+ * is tried. Blob names carry the content hash, so concurrent publishers never overwrite each other.
  */
 export async function publishWeights(bus: Bus, input: PublishWeightsInput): Promise<WeightsManifest> {
   const kv = await bus.kv();
   const objects = await bus.objects();
+  const sha256 = sha256Hex(input.blob);
   for (let attempt = 0; attempt < 10; attempt++) {
     const latest = await readLatestWeights(bus);
     const version = latest ? Number(latest.manifest.version) + 1 : 1;
-    const objectName = weightsObjectName(version);
+    // 1. Store the blob under a name no other publisher can use (version + content hash).
+    const objectName = weightsObjectName(version, sha256);
     const info = await objects.put(objectName, input.blob);
     const manifest = create(WeightsManifestSchema, {
       version: BigInt(version),
@@ -66,11 +68,17 @@ export async function publishWeights(bus: Bus, input: PublishWeightsInput): Prom
       modelKind: input.modelKind,
       createdUnixMs: BigInt(Date.now()),
     });
+    // 2. Move the pointer only if nobody else did since we read it.
     try {
       await kv.update(LATEST_WEIGHTS_KEY, toBinary(WeightsManifestSchema, manifest), latest?.revision ?? 0);
       return manifest;
     } catch (err) {
       if (!(err instanceof KvConflictError)) throw err;
+      // 3. Lost the race: that version is the winner's. Drop our blob (unless the winner's blob is
+      //    byte-identical, hence the same name) and try the next number.
+      const now = await readLatestWeights(bus);
+      const names = [now?.manifest.objectName, now?.manifest.referenceObjectName];
+      if (!names.includes(objectName)) await objects.delete(objectName);
     }
   }
   throw new KvConflictError(
