@@ -61,6 +61,8 @@ describe("backend", () => {
       [[6, 16, 8], [8, 12], false, false],
       [[1, 16, 8], [5, 8, 12], false, false],
       [[4, 2, 8], [4, 8, 3], false, false],
+      [[5, 2, 8], [8, 3], false, false],
+      [[2, 3, 16, 8], [1, 8, 12], false, false],
     ];
     const inputs = cases.map(([sa, sb]) => [
       tf.randomNormal(sa, 0, 1, "float32", 1),

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  corpusText,
   detokenize,
   heldOutPrompts,
   loadCorpusSplit,
@@ -25,6 +26,9 @@ describe("corpus", () => {
     expect(a.train.length).toBeGreaterThan(40000);
     expect(a.train[0]).toMatch(/^The Fulton County Grand Jury said Friday/);
     expect(a.train.some((s) => /\/[a-z]/.test(s.split(" ")[0] ?? ""))).toBe(false);
+    const text = corpusText("heldOut");
+    expect(text.split("\n").length).toBe(a.heldOut.length + 1);
+    expect(Buffer.byteLength(text)).toBeGreaterThan(500_000);
   });
 
   it("corpus - held-out prompts are short sentence beginnings, seeded", () => {

@@ -77,13 +77,13 @@ describe("transformer", () => {
       ids.map((_, i) => (i % t < t - 2 || i < t ? 1 : 0)),
       [b, t],
     );
-    const grads = (reference: boolean) =>
+    const grads = (ops: "train" | "reference") =>
       tf.variableGrads(
-        () => maskedCrossEntropy(model.forward(x, undefined, { reference }), y, m),
+        () => maskedCrossEntropy(model.forward(x, undefined, { ops }), y, m),
         model.variables(),
       );
-    const fast = grads(false);
-    const stock = grads(true);
+    const fast = grads("train");
+    const stock = grads("reference");
     expect(
       Math.abs((fast.value.dataSync()[0] as number) - (stock.value.dataSync()[0] as number)),
     ).toBeLessThan(1e-5);
@@ -100,6 +100,14 @@ describe("transformer", () => {
       ...Object.values(fast.grads),
       ...Object.values(stock.grads),
     ]);
+  });
+
+  it("transformer - inference ops give the training forward's logits", () => {
+    const x = tf.tensor2d([[256, 5, 6, 7, 8, 9, 10, 11, 12, 13]], [1, 10], "int32");
+    const a = tf.tidy(() => model.forward(x).dataSync());
+    const b = tf.tidy(() => model.forward(x, undefined, { ops: "inference" }).dataSync());
+    expect(relError(b, a)).toBeLessThan(1e-5);
+    x.dispose();
   });
 
   it("transformer - left padding with positions and key mask leaves a row's logits unchanged", () => {

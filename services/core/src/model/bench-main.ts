@@ -3,9 +3,9 @@
  *
  *   npx tsx services/core/src/model/bench-main.ts [--checkpoint file] [--backend wasm] [--steps 10]
  *
- * Prints the median training step time (forward + backward + clipping + AdamW) at batch 16×64,
- * sampling throughput for 16 prompts × 32 new tokens with the KV cache, and the time of one
- * batched `sequenceLogprobs` call over the same rows.
+ * Prints the median training step time (forward + backward + clipping + AdamW) at batch
+ * `--batch`×64 (default 16), sampling throughput for `--rows` prompts (default 16) × 32 new
+ * tokens with the KV cache, and the time of one batched `sequenceLogprobs` call over those rows.
  */
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
@@ -27,6 +27,7 @@ const { values } = parseArgs({
     backend: { type: "string" },
     steps: { type: "string", default: "10" },
     batch: { type: "string", default: "16" },
+    rows: { type: "string", default: "16" },
   },
 });
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
@@ -68,7 +69,7 @@ console.log(
   `train step (batch ${rows}x${t}): median ${median(stepMs).toFixed(0)} ms over ${stepMs.length} steps`,
 );
 
-const prompts = heldOutPrompts(16, 1).map((p) => encode(p));
+const prompts = heldOutPrompts(Number(values.rows), 1).map((p) => encode(p));
 const params = { maxNewTokens: 32, temperature: 1, topK: 0, topP: 1, seed: 1, stopAtEos: false };
 generate(model, prompts, { ...params, maxNewTokens: 4 });
 const runs: number[] = [];

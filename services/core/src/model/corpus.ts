@@ -108,6 +108,11 @@ export function loadCorpusSplit(): CorpusSplit {
   return split;
 }
 
+/** One side of the split as plain text, one sentence per line (e.g. to inspect or export it). */
+export function corpusText(side: "train" | "heldOut"): string {
+  return `${loadCorpusSplit()[side].join("\n")}\n`;
+}
+
 /**
  * `n` RL prompts: beginnings (2–5 whole words, at most `maxBytes` UTF-8 bytes) of held-out
  * sentences that continue past the prompt, chosen by a seeded shuffle so a seed always gives

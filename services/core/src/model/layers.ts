@@ -53,6 +53,25 @@ export function matmul<T extends tf.Tensor>(a: T, b: tf.Tensor): T {
   return matmulOp(a, b) as T;
 }
 
+const matmulNTOp = tf.customGrad((...args) => {
+  const [a, b, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+  save([a, b]);
+  return {
+    // y = a bᵀ
+    value: tf.matMul(a, swapLast(b)), // [..., M, N]
+    gradFunc: (dy: tf.Tensor, [sa, sb]: tf.Tensor[]) => [
+      // ∂L/∂a = dy b,  ∂L/∂b = dyᵀ a
+      tf.matMul(dy, sb as tf.Tensor), // [..., M, K]
+      tf.matMul(swapLast(dy), sa as tf.Tensor), // [..., N, K]
+    ],
+  };
+});
+
+/** `a @ bᵀ` (attention scores q kᵀ with k stored [..., N, K]); gradient without transpose flags. */
+export function matmulNT<T extends tf.Tensor>(a: T, b: tf.Tensor): T {
+  return matmulNTOp(a, b) as T;
+}
+
 const linearOp = tf.customGrad((...args) => {
   const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
   save([x, w]);
@@ -187,3 +206,47 @@ export function embedding(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D {
 export function embeddingReference(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D {
   return tf.gather(table, ids);
 }
+
+/** One implementation of every layer primitive the transformer uses. */
+export interface LayerOps {
+  linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D;
+  layerNorm(x: tf.Tensor2D, g: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D;
+  gelu<T extends tf.Tensor>(x: T): T;
+  embedding(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D;
+  /** a @ b */
+  matmul<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
+  /** a @ bᵀ */
+  matmulNT<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
+}
+
+/** Training: custom gradients (explicit transposes, sigmoid GELU, closed-form LayerNorm). */
+export const TRAIN_OPS: LayerOps = { linear, layerNorm, gelu, embedding, matmul, matmulNT };
+
+/** Stock autodiff (transpose flags, tanh GELU, `moments`): the reference the tests compare to. */
+export const REFERENCE_OPS: LayerOps = {
+  linear: linearReference,
+  layerNorm: layerNormReference,
+  gelu: geluReference,
+  embedding: embeddingReference,
+  matmul: <T extends tf.Tensor>(a: T, b: tf.Tensor) => tf.matMul(a, b) as T,
+  matmulNT: <T extends tf.Tensor>(a: T, b: tf.Tensor) => tf.matMul(a, b, false, true) as T,
+};
+
+/**
+ * Inference (no gradient bookkeeping, fewest kernels): the same maths as TRAIN_OPS' forward, with
+ * fused matmul + bias, and `a @ bᵀ` left to the kernel (a strided loop is cheapest for one query
+ * row per step while decoding). Kernel dispatch, not arithmetic, dominates a decoding step.
+ */
+export const INFERENCE_OPS: LayerOps = {
+  linear: (x, w, b) => tf.fused.matMul({ a: x, b: w, bias: b }) as tf.Tensor2D,
+  layerNorm: (x, g, b) => {
+    const xc = tf.sub(x, tf.mean(x, -1, true)); // [N, C]
+    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), LN_EPS)); // [N, 1]
+    return tf.add(tf.mul(tf.mul(xc, rstd), g), b); // [N, C]
+  },
+  gelu: <T extends tf.Tensor>(x: T) =>
+    tf.mul(x, tf.sigmoid(tf.mul(tf.mul(x, tf.add(tf.mul(tf.square(x), GELU_A), 1)), 2 * GELU_C))) as T,
+  embedding: (table, ids) => tf.gather(table, ids),
+  matmul: <T extends tf.Tensor>(a: T, b: tf.Tensor) => tf.matMul(a, b) as T,
+  matmulNT: <T extends tf.Tensor>(a: T, b: tf.Tensor) => tf.matMul(a, b, false, true) as T,
+};

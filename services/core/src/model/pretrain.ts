@@ -136,7 +136,12 @@ export function evaluate(model: Transformer, batches: readonly WindowBatch[], ro
   let count = 0;
   for (const b of batches) {
     const [x, y, m] = batchTensors(b, rows, t);
-    nll += tf.tidy(() => -tf.sum(tf.mul(selectLogprobs(model.forward(x), y), m)).dataSync()[0]);
+    nll += tf.tidy(
+      () =>
+        -tf
+          .sum(tf.mul(selectLogprobs(model.forward(x, undefined, { ops: "inference" }), y), m))
+          .dataSync()[0],
+    );
     count += b.mask.reduce((a, v) => a + v, 0);
     tf.dispose([x, y, m]);
   }

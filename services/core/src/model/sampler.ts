@@ -174,7 +174,9 @@ export function generate(
       disposeCache(cache);
       cache = out.cache;
       const s = out.logits.shape[1];
-      const last = tf.tidy(() => out.logits.slice([0, s - 1, 0], [b, 1, v]).dataSync() as Float32Array);
+      const last = (
+        s === 1 ? out.logits.dataSync() : tf.tidy(() => out.logits.slice([0, s - 1, 0], [b, 1, v]).dataSync())
+      ) as Float32Array;
       out.logits.dispose();
       const nextTok = new Int32Array(b);
       const nextPos = new Int32Array(b);
@@ -257,7 +259,10 @@ export function sequenceLogprobs(
     const lp = tf.tidy(() => {
       const xs = tf.tensor2d(x, [full.length, width - 1], "int32");
       const ys = tf.tensor2d(y, [full.length, width - 1], "int32");
-      return selectLogprobs(model.forward(xs), ys).dataSync() as Float32Array;
+      return selectLogprobs(
+        model.forward(xs, undefined, { ops: "inference" }),
+        ys,
+      ).dataSync() as Float32Array;
     });
     idx.forEach((i, r) => {
       const p0 = (heads[i] as number[]).length;

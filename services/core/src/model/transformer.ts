@@ -16,18 +16,23 @@ import { hashString, Rng } from "./rng.js";
 /** Plain weights, as stored in checkpoints and shipped between services. */
 export type WeightMap = Map<string, { shape: number[]; data: Float32Array }>;
 
-/** Per-layer attention keys (pre-transposed, [B, H, D, S]) and values ([B, H, S, D]) of a prefix. */
+/** Per-layer attention keys and values of a prefix, each [B, H, S, D] (concatenated along S). */
 export interface KVCache {
-  layers: { kT: tf.Tensor4D; v: tf.Tensor4D }[];
+  layers: { k: tf.Tensor4D; v: tf.Tensor4D }[];
 }
 
 /** Extra inputs of a forward pass. */
 export interface ForwardOptions {
   /** [B, T] 1 for real tokens, 0 for padding; padded keys are never attended to. */
   keyMask?: tf.Tensor2D;
-  /** Use stock-autodiff ops instead of the custom-gradient ones (tests compare the two). */
-  reference?: boolean;
+  /**
+   * Layer implementations: `train` (default; custom gradients), `inference` (fewest kernels, for
+   * passes nobody differentiates) or `reference` (stock autodiff; tests compare against it).
+   */
+  ops?: "train" | "inference" | "reference";
 }
+
+const OPS = { train: L.TRAIN_OPS, inference: L.INFERENCE_OPS, reference: L.REFERENCE_OPS };
 
 /** Additive attention bias for masked keys: exp(-1e9 - max) is exactly 0 in float32. */
 const MASKED = -1e9;
@@ -93,7 +98,7 @@ export class Transformer {
     }
     return tf.tidy(() => {
       const pos = positions ?? defaultPositions(b, t);
-      return this.run(tokens, pos, options.keyMask ?? null, null, options.reference === true).logits;
+      return this.run(tokens, pos, options.keyMask ?? null, null, OPS[options.ops ?? "train"]).logits;
     });
   }
 
@@ -112,7 +117,7 @@ export class Transformer {
     type Out = { logits: tf.Tensor3D; cache: KVCache };
     // tidy keeps every tensor reachable from the returned object (logits and the new cache).
     return tf.tidy(
-      () => this.run(tokens, positions, keyMask, past, false) as unknown as tf.TensorContainer,
+      () => this.run(tokens, positions, keyMask, past, L.INFERENCE_OPS) as unknown as tf.TensorContainer,
     ) as unknown as Out;
   }
 
@@ -121,17 +126,13 @@ export class Transformer {
     positions: tf.Tensor2D,
     keyMask: tf.Tensor2D | null,
     past: KVCache | null,
-    reference: boolean,
+    ops: L.LayerOps,
   ): { logits: tf.Tensor3D; cache: KVCache } {
     const { nHeads: h, dModel: c, vocabSize: v } = this.config;
     const d = this.headDim;
     const [b, s] = tokens.shape;
-    const prev = past === null ? 0 : (past.layers[0]?.v.shape[2] ?? 0);
-    const lin = reference ? L.linearReference : L.linear;
-    const ln = reference ? L.layerNormReference : L.layerNorm;
-    const act = reference ? L.geluReference : L.gelu;
-    const emb = reference ? L.embeddingReference : L.embedding;
-    const mm = reference ? (a: tf.Tensor, m: tf.Tensor) => tf.matMul(a, m) : L.matmul;
+    const prev = past === null ? 0 : (past.layers[0]?.k.shape[2] ?? 0);
+    const { linear: lin, layerNorm: ln, gelu: act, embedding: emb, matmul: mm } = ops;
 
     // x = E_tok[tokens] + E_pos[positions]
     const tokIds = tokens.reshape([b * s]).cast("int32") as tf.Tensor1D; // [B*S]
@@ -147,19 +148,19 @@ export class Transformer {
       const qkv = lin(h1, w("attn.c_attn.weight"), bv("attn.c_attn.bias")); // [B*S, 3C]
       const [q2, k2, v2] = tf.split(qkv, 3, 1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D]; // [B*S, C] each
       // q = q / √D, split into heads
-      const q = tf.transpose(tf.reshape(tf.mul(q2, 1 / Math.sqrt(d)), [b, s, h, d]), [0, 2, 1, 3]); // [B, H, S, D]
-      let kT = tf.transpose(tf.reshape(k2, [b, s, h, d]), [0, 2, 3, 1]) as tf.Tensor4D; // [B, H, D, S]
-      let vh = tf.transpose(tf.reshape(v2, [b, s, h, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, H, S, D]
+      const q = heads(tf.mul(q2, 1 / Math.sqrt(d)), b, s, h, d); // [B, H, S, D]
+      let kh = heads(k2, b, s, h, d); // [B, H, S, D]
+      let vh = heads(v2, b, s, h, d); // [B, H, S, D]
       const layerPast = past?.layers[i];
       if (layerPast !== undefined) {
-        kT = tf.concat([layerPast.kT, kT], 3); // [B, H, D, P+S]
+        kh = tf.concat([layerPast.k, kh], 2); // [B, H, P+S, D]
         vh = tf.concat([layerPast.v, vh], 2); // [B, H, P+S, D]
       }
-      cache.layers.push({ kT, v: vh });
+      cache.layers.push({ k: kh, v: vh });
       // A = softmax(q kᵀ + bias)
-      const att = tf.softmax(tf.add(mm(q, kT), bias)); // [B, H, S, P+S]
+      const att = tf.softmax(tf.add(ops.matmulNT(q, kh), bias)); // [B, H, S, P+S]
       // y = A v, heads merged back
-      const y = tf.reshape(tf.transpose(mm(att, vh), [0, 2, 1, 3]), [b * s, c]) as tf.Tensor2D; // [B*S, C]
+      const y = mergeHeads(mm(att as tf.Tensor4D, vh), b, s, c); // [B*S, C]
       // x = x + y W_proj + b_proj
       x = tf.add(x, lin(y, w("attn.c_proj.weight"), bv("attn.c_proj.bias"))); // [B*S, C]
       // x = x + GELU(LN₂(x) W_fc + b_fc) W_mlp + b_mlp
@@ -250,6 +251,16 @@ function attentionBias(
   return tf.tensor4d(bias, [b, h, s, total]);
 }
 
+/** [B*S, C] rows → [B, H, S, D] heads (a pure reshape when S = 1, as in every decoding step). */
+function heads(x: tf.Tensor2D, b: number, s: number, h: number, d: number): tf.Tensor4D {
+  return s === 1 ? tf.reshape(x, [b, h, 1, d]) : tf.transpose(tf.reshape(x, [b, s, h, d]), [0, 2, 1, 3]);
+}
+
+/** [B, H, S, D] heads → [B*S, C] rows (inverse of `heads`). */
+function mergeHeads(y: tf.Tensor4D, b: number, s: number, c: number): tf.Tensor2D {
+  return tf.reshape(s === 1 ? y : tf.transpose(y, [0, 2, 1, 3]), [b * s, c]);
+}
+
 /** Position ids 0..T-1 on every row, built in JS (Tile is slow on wasm). */
 function defaultPositions(b: number, t: number): tf.Tensor2D {
   const ids = new Int32Array(b * t);
@@ -260,7 +271,7 @@ function defaultPositions(b: number, t: number): tf.Tensor2D {
 /** Disposes every tensor of a KV cache. */
 export function disposeCache(cache: KVCache | null): void {
   if (cache === null) return;
-  for (const l of cache.layers) tf.dispose([l.kT, l.v]);
+  for (const l of cache.layers) tf.dispose([l.k, l.v]);
 }
 
 /** A fresh model from `config` and `seed` (see `Transformer`'s constructor for the init scheme). */

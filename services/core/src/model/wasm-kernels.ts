@@ -11,8 +11,9 @@
  * - `BatchMatMul` only takes XNNPACK's fast path for a single 2-D product without transpose
  *   flags; everything else (attention's batched products, the stock matMul gradient's
  *   transposed products) runs a naive loop at ~1 GFLOP/s, 5–10x slower. The replacement
- *   transposes explicitly and runs each batch slice through the fast path by registering
- *   zero-copy views of the slices with the wasm runtime.
+ *   transposes explicitly, folds a shared right operand into one 2-D product, and otherwise
+ *   runs each batch slice through the fast path by registering zero-copy views of the slices
+ *   with the wasm runtime.
  *
  * These rely on wasm-backend internals (`dataIdMap`, `wasm.tfjs.registerTensor`); every kernel
  * checks that they exist and otherwise leaves the stock kernel in place.
@@ -143,6 +144,12 @@ function makeBatchMatMulKernel(original: tf.KernelConfig): tf.KernelFunc {
       temps.push(out);
       return out;
     };
+    const rowsOut = a.shape[a.shape.length - (transposeA ? 1 : 2)] as number;
+    const batched = a.shape.length > 2 && size(a.shape.slice(0, -2)) > 1;
+    if (batched && rowsOut < MIN_ROWS_FOR_SLICING && size(b.shape.slice(0, -2)) > 1) {
+      // A few query rows per slice (decoding): the strided loop beats any transpose.
+      return original.kernelFunc(args);
+    }
     try {
       if (transposeA) a = swapLast(a);
       if (transposeB) b = swapLast(b);
@@ -152,11 +159,17 @@ function makeBatchMatMulKernel(original: tf.KernelConfig): tf.KernelFunc {
       const batchA = size(a.shape.slice(0, -2));
       const batchB = size(b.shape.slice(0, -2));
       const batch = Math.max(batchA, batchB);
-      const sliceable = (batchA === batchB || batchA === 1 || batchB === 1) && m * k * n > 0;
-      if (batch === 1 || !sliceable || m < MIN_ROWS_FOR_SLICING) {
-        return original.kernelFunc(plain);
-      }
+      if (batch === 1 || m * k * n === 0) return original.kernelFunc(plain);
       const outer = tf.backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+      if (batchB === 1) {
+        // Shared right operand (e.g. [B, T, C] @ [C, D]): one 2-D product over all rows of `a`.
+        const rowsA = { dataId: a.dataId, shape: [1, batchA * m, k], dtype: a.dtype };
+        const single = { dataId: b.dataId, shape: [1, k, n], dtype: b.dtype };
+        const out = original.kernelFunc({ ...plain, inputs: { a: rowsA, b: single } }) as tf.TensorInfo;
+        out.shape = [...outer, m, n];
+        return out;
+      }
+      if ((batchA !== batchB && batchA !== 1) || m < MIN_ROWS_FOR_SLICING) return original.kernelFunc(plain);
       const out = be.makeOutput([...outer, m, n], "float32");
       const offA = be.dataIdMap.get(a.dataId)?.memoryOffset as number;
       const offB = be.dataIdMap.get(b.dataId)?.memoryOffset as number;
