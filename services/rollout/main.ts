@@ -33,10 +33,15 @@ export interface RolloutServer {
 
 /** Start a Rollout server (and its queue worker when a bus is given). */
 export async function startRolloutServer(opts: RolloutServerOptions): Promise<RolloutServer> {
-  const policy = createClient(PolicyService, opts.policyAddress, { defaultTimeoutMs: opts.rpcTimeoutMs });
-  const feedback = createClient(FeedbackService, opts.feedbackAddress, {
-    defaultTimeoutMs: opts.rpcTimeoutMs,
-  });
+  // Round-robin over every address the name resolves to: behind a headless Kubernetes Service
+  // that is every Policy (or Feedback) pod, so sampling load spreads per request, not per
+  // connection. With one address it is the same as the default pick-first.
+  const channelOptions = {
+    "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
+  };
+  const clientOptions = { defaultTimeoutMs: opts.rpcTimeoutMs, channelOptions };
+  const policy = createClient(PolicyService, opts.policyAddress, clientOptions);
+  const feedback = createClient(FeedbackService, opts.feedbackAddress, clientOptions);
   const worker = opts.bus
     ? new RolloutWorker(opts.bus, policy, feedback, {
         group: "rollout",
