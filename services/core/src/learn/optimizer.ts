@@ -22,6 +22,11 @@ export interface AdamConfig {
   epsilon?: number;
   /** λ of decoupled weight decay θ ← θ − α·λ·θ (AdamW; default 0 = plain Adam). */
   weightDecay?: number;
+  /**
+   * Decay only matrices (rank ≥ 2), not biases and LayerNorm gains, as GPT-style pre-training
+   * does (default false: decay every variable).
+   */
+  decayMatricesOnly?: boolean;
 }
 
 /** Moments of one variable. */
@@ -57,6 +62,7 @@ export class Adam {
   readonly beta2: number;
   readonly epsilon: number;
   readonly weightDecay: number;
+  readonly decayMatricesOnly: boolean;
   private t = 0;
   private slots = new Map<string, { m: tf.Variable; v: tf.Variable }>();
 
@@ -66,6 +72,7 @@ export class Adam {
     this.beta2 = cfg.beta2 ?? 0.999;
     this.epsilon = cfg.epsilon ?? 1e-8;
     this.weightDecay = cfg.weightDecay ?? 0;
+    this.decayMatricesOnly = cfg.decayMatricesOnly ?? false;
     const inUnit = (x: number) => Number.isFinite(x) && x >= 0 && x < 1;
     if (!Number.isFinite(this.learningRate) || this.learningRate < 0)
       throw new ValidationError("learningRate", "must be ≥ 0");
@@ -104,8 +111,8 @@ export class Adam {
           this.learningRate / bc1,
         );
         // θ ← θ − Δ − α·λ·θ
-        const decayed =
-          this.weightDecay > 0 ? tf.mul(variable, 1 - this.learningRate * this.weightDecay) : variable;
+        const decays = this.weightDecay > 0 && (!this.decayMatricesOnly || variable.rank >= 2);
+        const decayed = decays ? tf.mul(variable, 1 - this.learningRate * this.weightDecay) : variable;
         variable.assign(tf.sub(decayed, delta));
       });
     }

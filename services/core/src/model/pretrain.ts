@@ -10,11 +10,12 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { RlaifError, ValidationError } from "../errors.js";
+import { Adam, clipByGlobalNorm } from "../learn/optimizer.js";
+import { learningRate } from "../learn/schedule.js";
 import { initBackend } from "./backend.js";
 import type { TransformerConfig } from "./config.js";
 import { loadCorpusSplit } from "./corpus.js";
 import { maskedCrossEntropy, selectLogprobs } from "./loss.js";
-import { AdamW, clipByGlobalNorm, learningRate } from "./optim.js";
 import { Rng } from "./rng.js";
 import { BOS, EOS } from "./tokenizer.js";
 import { Transformer } from "./transformer.js";
@@ -171,7 +172,14 @@ export async function pretrain(o: PretrainOptions): Promise<Transformer> {
     sampleWindows(heldOut, rows, t, evalRng, aligned),
   );
   const rng = new Rng(o.seed, 0x64617461);
-  const opt = new AdamW(model.variables(), { weightDecay: o.weightDecay ?? 0.01 });
+  // AdamW: β2 = 0.99 (small batches are noisy), decay on matrices only (GPT practice).
+  const opt = new Adam({
+    learningRate: o.lr,
+    beta2: 0.99,
+    weightDecay: o.weightDecay ?? 0.01,
+    decayMatricesOnly: true,
+  });
+  const variables = model.variables();
   const schedule = {
     lr: o.lr,
     warmupSteps: o.warmupSteps ?? Math.min(100, Math.ceil(o.steps / 10)),
@@ -184,25 +192,26 @@ export async function pretrain(o: PretrainOptions): Promise<Transformer> {
       const started = performance.now();
       const lr = learningRate(step, schedule);
       const [x, y, m] = batchTensors(sampleWindows(train, rows, t, rng, aligned), rows, t);
-      const { value, grads } = tf.variableGrads(
-        () => maskedCrossEntropy(model.forward(x), y, m),
-        model.variables(),
-      );
+      const { value, grads } = tf.variableGrads(() => maskedCrossEntropy(model.forward(x), y, m), variables);
       const loss = value.dataSync()[0] as number;
-      const clipped = clipByGlobalNorm(grads, o.clipNorm ?? 1);
-      if (!Number.isFinite(loss) || !Number.isFinite(clipped.norm)) {
-        tf.dispose([x, y, m, value, ...Object.values(grads), ...Object.values(clipped.grads)]);
-        throw new RlaifError(
-          `pre-training diverged at step ${step}: loss ${loss}, grad norm ${clipped.norm}`,
-        );
+      const { clipped, globalNorm } = clipByGlobalNorm(
+        variables.map((v) => grads[v.name] as tf.Tensor),
+        o.clipNorm ?? 1,
+      );
+      const norm = globalNorm.dataSync()[0] as number;
+      const scratch = [x, y, m, value, globalNorm, ...Object.values(grads), ...clipped];
+      if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
+        tf.dispose(scratch);
+        throw new RlaifError(`pre-training diverged at step ${step}: loss ${loss}, grad norm ${norm}`);
       }
-      opt.apply(clipped.grads, lr);
-      tf.dispose([x, y, m, value, ...Object.values(grads), ...Object.values(clipped.grads)]);
+      opt.learningRate = lr;
+      opt.applyGradients(variables, clipped);
+      tf.dispose(scratch);
       const entry: PretrainLog = {
         step,
         loss,
         lr,
-        gradNorm: clipped.norm,
+        gradNorm: norm,
         stepMs: performance.now() - started,
       };
       if ((step + 1) % evalEvery === 0 || step === o.steps - 1) {
