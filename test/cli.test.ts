@@ -49,6 +49,11 @@ describe("cli", () => {
       [["serve", "rollout", "--port", "0"], /needs --policy-address/],
       [["serve", "optimizer", "--port", "0", "--checkpoint", checkpoint], /needs --nats <url>/],
       [["pretrain"], /--out <file.safetensors> is required/],
+      // tfjs-node is not installed here: an explicit native backend must fail, not fall back.
+      [
+        ["serve", "policy", "--port", "0", "--checkpoint", checkpoint, "--backend", "tensorflow"],
+        /backend "tensorflow" could not be started/,
+      ],
       [["frobnicate"], /unknown command "frobnicate"/],
     ];
     for (const [args, message] of cases) {

@@ -5,7 +5,7 @@
 import type { Bus } from "../core/src/bus/bus.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
-import { type BackendName, initBackend } from "../core/src/model/backend.js";
+import { type BackendName, startBackend } from "../core/src/model/backend.js";
 import { heldOutPrompts } from "../core/src/model/corpus.js";
 import { OptimizerService, optimizerService } from "./optimizer-service.js";
 import { ReinforceLearner } from "./reinforce-learner.js";
@@ -39,7 +39,8 @@ export interface OptimizerServer {
 
 /** Start the Optimizer. */
 export async function startOptimizerServer(opts: OptimizerServerOptions): Promise<OptimizerServer> {
-  await initBackend(opts.backend === "auto" ? undefined : opts.backend);
+  const backend = await startBackend(opts.backend);
+  opts.log?.(`optimizer: compute backend ${backend}`);
   const runs = new RunController({
     bus: opts.bus,
     newLearner: (settings) => ReinforceLearner.fromCheckpoint(opts.checkpoint, settings),

@@ -5,7 +5,7 @@
  */
 
 import { ConfigError } from "../../core/src/errors.js";
-import { type BackendName, initBackend } from "../../core/src/model/backend.js";
+import { startBackend } from "../../core/src/model/backend.js";
 import { checkpointFromModel, saveCheckpoint } from "../../core/src/model/checkpoint.js";
 import {
   countParameters,
@@ -67,8 +67,7 @@ export const pretrainCommand: CommandRun = {
     const batchSize = intFlag(flags, "batch", 16, 1, 4096);
     const seed = intFlag(flags, "seed", 1, 0, 2 ** 32 - 1);
     const samples = intFlag(flags, "samples", 6, 0, 1000);
-    const backendName = config.services.backend;
-    const backend = await initBackend(backendName === "auto" ? undefined : (backendName as BackendName));
+    const backend = await startBackend(config.services.backend);
     const log = (line: string) => process.stderr.write(`${line}\n`);
     log(`backend=${backend} config=${JSON.stringify(model)} params=${countParameters(model)}`);
     log(`steps=${steps} batch=${batchSize}x${model.contextLength} lr=${lr} seed=${seed}`);

@@ -110,3 +110,21 @@ export function initBackend(preferred?: BackendName): Promise<string> {
   });
   return result;
 }
+
+/**
+ * The backend a service was configured with: `auto` takes the fastest that starts; an explicit
+ * name must start as asked. A GPU pod configured for `tensorflow` must fail loudly rather than
+ * quietly train on wasm when the native library is missing.
+ */
+export async function startBackend(choice: "auto" | BackendName): Promise<string> {
+  const started = await initBackend(choice === "auto" ? undefined : choice);
+  if (choice !== "auto" && started !== choice) {
+    throw new ConfigError(
+      `backend "${choice}" could not be started (fell back to "${started}")` +
+        (choice === "tensorflow"
+          ? ": install @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node, or use --backend auto"
+          : ""),
+    );
+  }
+  return started;
+}
