@@ -13,9 +13,9 @@
  * In the reward the k1 estimate shapes the returns and so pulls toward the reference; in the loss
  * k1's gradient would average to zero under on-policy sampling (see learn/kl.ts).
  */
-import { createHash } from "node:crypto";
 import type * as tf from "@tensorflow/tfjs";
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
+import { sha256Hex } from "../core/src/bus/memory-bus.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
 import { MovingAverageBaseline } from "../core/src/learn/baseline.js";
 import { klPenalizedRewards } from "../core/src/learn/kl.js";
@@ -102,7 +102,7 @@ export class ReinforceLearner implements Learner {
   async saveCheckpoint(path: string, metadata: Record<string, string>): Promise<string> {
     const checkpoint = checkpointFromModel(this.model, metadata);
     await saveCheckpoint(path, checkpoint);
-    return createHash("sha256").update(encodeCheckpoint(checkpoint)).digest("hex");
+    return sha256Hex(encodeCheckpoint(checkpoint));
   }
 
   dispose(): void {

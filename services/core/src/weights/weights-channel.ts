@@ -6,17 +6,12 @@
  * increasing even if two Optimizers race (one of them retries with the next number), and the
  * SHA-256 in the manifest lets a replica refuse a blob that does not match what was published.
  */
-import { createHash } from "node:crypto";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type WeightsManifest, WeightsManifestSchema } from "../../gen/rlaif/common/v1/types_pb.js";
 import type { Bus, KvEntry } from "../bus/bus.js";
+import { sha256Hex } from "../bus/memory-bus.js";
 import { LATEST_WEIGHTS_KEY, weightsObjectName } from "../bus/subjects.js";
 import { KvConflictError, ObjectIntegrityError } from "../errors.js";
-
-/** Hex SHA-256 of a blob, as recorded in manifests. */
-export function sha256Hex(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
-}
 
 /** What the Optimizer says about a blob it publishes. */
 export interface PublishWeightsInput {
