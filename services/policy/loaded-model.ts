@@ -3,26 +3,9 @@
  * Keeping the service behind this small interface lets one replica serve any model family.
  */
 
-/** Sampling options with server defaults resolved. */
-export interface SamplingOptions {
-  maxNewTokens: number;
-  /** 0 = greedy. */
-  temperature: number;
-  /** 0 = off. */
-  topK: number;
-  /** 1 = off. */
-  topP: number;
-  seed: number;
-  stopAtEos: boolean;
-}
+import type { GenerationResult, SamplingParams } from "../core/src/model/sampler.js";
 
-/** One sampled completion. */
-export interface GenerationResult {
-  tokens: number[];
-  /** log π(y_t | x, y_<t) of each sampled token under the model (before temperature). */
-  logprobs: number[];
-  finishReason: "length" | "eos" | "context";
-}
+export type { GenerationResult, SamplingParams };
 
 /** A model with weights in memory. */
 export interface LoadedModel {
@@ -33,7 +16,7 @@ export interface LoadedModel {
   readonly parameterCount: number;
   readonly configJson: string;
   /** Sample one completion per prompt row (token ids without BOS). */
-  generate(prompts: number[][], options: SamplingOptions): GenerationResult[];
+  generate(prompts: number[][], options: SamplingParams): GenerationResult[];
   /** Per-token log-probs of each completion given its prompt. */
   logprobs(prompts: number[][], completions: number[][]): number[][];
   dispose(): void;

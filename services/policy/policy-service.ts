@@ -10,7 +10,7 @@ import { type PolicyService, WeightsSelector } from "../core/gen/rlaif/policy/v1
 import { ValidationError } from "../core/src/errors.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
 import { createStreamDecoder, decode, encode } from "../core/src/model/tokenizer.js";
-import type { GenerationResult, SamplingOptions } from "./loaded-model.js";
+import type { GenerationResult, SamplingParams } from "./loaded-model.js";
 import type { PolicyReplica } from "./policy-replica.js";
 
 /** New tokens generated when a request leaves max_new_tokens at 0. */
@@ -23,7 +23,7 @@ const FINISH: Record<GenerationResult["finishReason"], FinishReason> = {
 };
 
 /** Sampling options from the request, with the server defaults filled in. */
-export function samplingOptions(p: MessageShape<typeof SamplingParamsSchema> | undefined): SamplingOptions {
+export function samplingOptions(p: MessageShape<typeof SamplingParamsSchema> | undefined): SamplingParams {
   return {
     maxNewTokens: p?.maxNewTokens || DEFAULT_MAX_NEW_TOKENS,
     temperature: p?.temperature ?? 0,
