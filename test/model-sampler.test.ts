@@ -31,9 +31,9 @@ describe("sampler", () => {
   });
   afterAll(() => model.dispose());
 
-  it("sampler - generation log-probs equal a sequenceLogprobs recompute", () => {
+  it("sampler - generation log-probs equal a sequenceLogprobs recompute", async () => {
     const before = tf.memory().numTensors;
-    const out = generate(model, PROMPTS, SAMPLE);
+    const out = await generate(model, PROMPTS, SAMPLE);
     expect(tf.memory().numTensors).toBe(before);
     const again = sequenceLogprobs(
       model,
@@ -49,7 +49,7 @@ describe("sampler", () => {
     });
   });
 
-  it("sampler - KV-cache logits equal a full recompute", () => {
+  it("sampler - KV-cache logits equal a full recompute", async () => {
     const row = [BOS, ...encode("cache me if")];
     const full = tf.tidy(
       () => model.forward(tf.tensor2d([row], [1, row.length], "int32")).arraySync()[0] as number[][],
@@ -86,19 +86,19 @@ describe("sampler", () => {
     disposeCache(step.cache);
   });
 
-  it("sampler - the same seed gives the same tokens, another seed different ones", () => {
-    const a = generate(model, PROMPTS, SAMPLE);
-    const b = generate(model, PROMPTS, SAMPLE);
-    const c = generate(model, PROMPTS, { ...SAMPLE, seed: 4 });
+  it("sampler - the same seed gives the same tokens, another seed different ones", async () => {
+    const a = await generate(model, PROMPTS, SAMPLE);
+    const b = await generate(model, PROMPTS, SAMPLE);
+    const c = await generate(model, PROMPTS, { ...SAMPLE, seed: 4 });
     expect(b).toEqual(a);
     expect(c.map((o) => o.tokens)).not.toEqual(a.map((o) => o.tokens));
     // Row r draws from stream (seed, r): its sample does not depend on the other rows' padding.
-    const solo = generate(model, [PROMPTS[0] as number[]], SAMPLE);
+    const solo = await generate(model, [PROMPTS[0] as number[]], SAMPLE);
     expect(solo[0]?.tokens).toEqual(a[0]?.tokens);
   });
 
-  it("sampler - greedy decoding takes the argmax of a full forward pass", () => {
-    const out = generate(model, [encode("Gr")], { ...SAMPLE, temperature: 0, maxNewTokens: 6 });
+  it("sampler - greedy decoding takes the argmax of a full forward pass", async () => {
+    const out = await generate(model, [encode("Gr")], { ...SAMPLE, temperature: 0, maxNewTokens: 6 });
     const row = [BOS, ...encode("Gr")];
     for (const tok of out[0]?.tokens ?? []) {
       const logits = tf.tidy(
@@ -113,9 +113,9 @@ describe("sampler", () => {
     }
   });
 
-  it("sampler - top-k 1 equals greedy; top-p keeps the most likely tokens", () => {
-    const greedy = generate(model, PROMPTS, { ...SAMPLE, temperature: 0 });
-    const top1 = generate(model, PROMPTS, { ...SAMPLE, temperature: 1.7, topK: 1 });
+  it("sampler - top-k 1 equals greedy; top-p keeps the most likely tokens", async () => {
+    const greedy = await generate(model, PROMPTS, { ...SAMPLE, temperature: 0 });
+    const top1 = await generate(model, PROMPTS, { ...SAMPLE, temperature: 1.7, topK: 1 });
     expect(top1.map((o) => o.tokens)).toEqual(greedy.map((o) => o.tokens));
     const z = Float32Array.from([0, 5, 4.9, -3]);
     const rng = new Rng(1);
@@ -125,7 +125,7 @@ describe("sampler", () => {
     expect([...tiny]).toEqual([1]);
   });
 
-  it("sampler - rows stop at EOS or at the context length", () => {
+  it("sampler - rows stop at EOS or at the context length", async () => {
     // Make EOS overwhelmingly likely: constant final-LN output times a large EOS column.
     const w = model.getWeights();
     const head = w.get("lm_head.weight") as { shape: number[]; data: Float32Array };
@@ -140,28 +140,47 @@ describe("sampler", () => {
         ["ln_f.bias", { shape: lnBias.shape, data: lnBias.data.slice().fill(1) }],
       ]),
     );
-    const eos = generate(biased, [encode("x"), encode("yy")], { ...SAMPLE, stopAtEos: true });
+    const eos = await generate(biased, [encode("x"), encode("yy")], { ...SAMPLE, stopAtEos: true });
     for (const o of eos) {
       expect(o.finishReason).toBe("eos");
       expect(o.tokens).toEqual([EOS]);
     }
     biased.dispose();
     const long = encode("x".repeat(TINY.contextLength - 4));
-    const ctx = generate(model, [long, encode("y")], { ...SAMPLE, maxNewTokens: 10 });
+    const ctx = await generate(model, [long, encode("y")], { ...SAMPLE, maxNewTokens: 10 });
     expect(ctx[0]?.finishReason).toBe("context");
     expect(ctx[0]?.tokens.length).toBe(3);
     expect(ctx[1]?.finishReason).toBe("length");
     expect(ctx[1]?.tokens.length).toBe(10);
   });
 
-  it("sampler - prompts and completions that do not fit are ValidationErrors", () => {
-    expect(() => generate(model, [encode("z".repeat(TINY.contextLength))], SAMPLE)).toThrow(ValidationError);
-    expect(() => generate(model, [[300]], SAMPLE)).toThrow(ValidationError);
-    expect(() => generate(model, [[1]], { ...SAMPLE, topP: 0 })).toThrow(ValidationError);
+  it("sampler - prompts and completions that do not fit are ValidationErrors", async () => {
+    await expect(generate(model, [encode("z".repeat(TINY.contextLength))], SAMPLE)).rejects.toThrow(
+      ValidationError,
+    );
+    await expect(generate(model, [[300]], SAMPLE)).rejects.toThrow(ValidationError);
+    await expect(generate(model, [[1]], { ...SAMPLE, topP: 0 })).rejects.toThrow(ValidationError);
     expect(() => sequenceLogprobs(model, [encode("ab")], [encode("c".repeat(TINY.contextLength))])).toThrow(
       ValidationError,
     );
-    expect(generate(model, [], SAMPLE)).toEqual([]);
+    expect(await generate(model, [], SAMPLE)).toEqual([]);
     expect(sequenceLogprobs(model, [encode("ab")], [[]])).toEqual([[]]);
+  });
+
+  it("sampler - an aborted signal stops generation between tokens", async () => {
+    const controller = new AbortController();
+    const seen: number[] = [];
+    const run = generate(
+      model,
+      [encode("ab")],
+      { ...SAMPLE, maxNewTokens: 10, stopAtEos: false },
+      (_row, id) => {
+        seen.push(id);
+        if (seen.length === 2) controller.abort(new Error("caller gave up"));
+      },
+      controller.signal,
+    );
+    await expect(run).rejects.toThrow("caller gave up");
+    expect(seen).toHaveLength(2);
   });
 });

@@ -36,7 +36,7 @@ class FakeModel implements LoadedModel {
   readonly configJson = "{}";
   disposed = false;
   constructor(readonly name: string) {}
-  generate(): never {
+  async generate(): Promise<never> {
     throw new Error("not used");
   }
   logprobs(): never {

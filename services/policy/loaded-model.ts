@@ -15,8 +15,16 @@ export interface LoadedModel {
   readonly contextLength: number;
   readonly parameterCount: number;
   readonly configJson: string;
-  /** Sample one completion per prompt row (token ids without BOS). */
-  generate(prompts: number[][], options: SamplingParams): GenerationResult[];
+  /**
+   * Sample one completion per prompt row (token ids without BOS); `onToken` sees each token as it
+   * is sampled, and `signal` stops the work early.
+   */
+  generate(
+    prompts: number[][],
+    options: SamplingParams,
+    onToken?: (row: number, token: number, logprob: number) => void,
+    signal?: AbortSignal,
+  ): Promise<GenerationResult[]>;
   /** Per-token log-probs of each completion given its prompt. */
   logprobs(prompts: number[][], completions: number[][]): number[][];
   dispose(): void;

@@ -47,16 +47,16 @@ function checkFits(field: string, tokens: number, extra: number, context: number
 /** The PolicyService handlers. */
 export function policyService(replica: PolicyReplica): ServiceImpl<typeof PolicyService> {
   return {
-    async generate(req) {
+    async generate(req, ctx) {
       const params = samplingOptions(req.sampling);
       const samples = req.samplesPerPrompt || 1;
       const encoded = req.prompts.map(encode);
-      return replica.withModels(({ model, version }) => {
+      return replica.withModels(async ({ model, version }) => {
         encoded.forEach((t, i) => {
           checkFits(`prompts[${i}]`, t.length, 1, model.contextLength, "new token (at least)");
         });
         const rows = encoded.flatMap((t) => Array.from({ length: samples }, () => t));
-        const results = model.generate(rows, params);
+        const results = await model.generate(rows, params, undefined, ctx.signal);
         return {
           weightsVersion: BigInt(version),
           completions: results.map((r, row) => ({
@@ -75,28 +75,59 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
     async *generateStream(req, ctx) {
       const params = samplingOptions(req.sampling);
       const prompt = encode(req.prompt);
-      // Tokens are produced under the replica's queue and handed to the stream as they come.
-      const { version, results } = await replica.withModels(({ model, version }) => {
-        checkFits("prompt", prompt.length, 1, model.contextLength, "new token (at least)");
-        return { version, results: model.generate([prompt], params) };
-      });
-      const result = results[0] as GenerationResult;
-      // The stream decoder holds back a partial UTF-8 character until a later token completes it,
-      // so the pieces concatenate to exactly the text a Generate call returns.
+      // Generation runs under the replica's queue and hands each token over as it is sampled;
+      // this generator sends it on. A token is held back until the next one (or the end) shows
+      // whether it is the last, which carries the finish reason.
+      const tokens: { token: number; logprob: number }[] = [];
+      let wake: (() => void) | null = null;
+      // Written by the generation task, read by this generator (an object, so neither side's
+      // type narrowing assumes the other never writes).
+      const state: { version: bigint; finished: GenerationResult | null; failure: unknown } = {
+        version: 0n,
+        finished: null,
+        failure: null,
+      };
+      const notify = () => {
+        wake?.();
+        wake = null;
+      };
+      const work = replica
+        .withModels(async ({ model, version: v }) => {
+          checkFits("prompt", prompt.length, 1, model.contextLength, "new token (at least)");
+          state.version = BigInt(v);
+          const onToken = (_row: number, token: number, logprob: number) => {
+            tokens.push({ token, logprob });
+            notify();
+          };
+          const [result] = await model.generate([prompt], params, onToken, ctx.signal);
+          state.finished = result ?? null;
+        })
+        .catch((err: unknown) => {
+          state.failure = err;
+        })
+        .finally(notify);
       const decoder = createStreamDecoder();
-      const last = result.tokens.length - 1;
-      for (let i = 0; i <= last; i++) {
-        if (ctx.signal.aborted) return;
-        const token = result.tokens[i] as number;
+      for (let i = 0; ; i++) {
+        while (tokens.length <= i + 1 && !state.finished && !state.failure) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+        }
+        if (state.failure) throw state.failure;
+        const item = tokens[i];
+        if (!item) break;
+        const finished = state.finished;
+        const last = finished !== null && i === tokens.length - 1;
         yield {
           index: i,
-          token,
-          text: decoder.push(token) + (i === last ? decoder.end() : ""),
-          logprob: result.logprobs[i] as number,
-          weightsVersion: BigInt(version),
-          finishReason: i === last ? FINISH[result.finishReason] : FinishReason.UNSPECIFIED,
+          token: item.token,
+          text: decoder.push(item.token) + (last ? decoder.end() : ""),
+          logprob: item.logprob,
+          weightsVersion: state.version,
+          finishReason: last && finished ? FINISH[finished.finishReason] : FinishReason.UNSPECIFIED,
         };
       }
+      await work;
     },
 
     async logprobs(req) {

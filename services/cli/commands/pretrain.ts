@@ -115,7 +115,7 @@ export const pretrainCommand: CommandRun = {
     log(`wrote ${out} after ${wallSeconds.toFixed(1)} s; held-out bpb ${evalLog?.heldOutBpb?.toFixed(4)}`);
     if (samples > 0) {
       const prompts = heldOutPrompts(samples, seed);
-      const outs = generate(
+      const outs = await generate(
         trained,
         prompts.map((p) => encode(p)),
         { maxNewTokens: model.contextLength, temperature: 0.8, topK: 0, topP: 0.95, seed, stopAtEos: true },

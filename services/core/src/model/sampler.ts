@@ -128,13 +128,19 @@ export function chooseToken(z: Float32Array, p: SamplingParams, rng: Rng): numbe
  * Generates a continuation for every prompt (token ids, usually `encode(text)`; BOS is
  * prepended). A prompt row that leaves no room for one new token within the context length is a
  * ValidationError. Rows finish independently; `onToken` sees tokens as they are sampled.
+ *
+ * Asynchronous on purpose: it yields to the event loop after every token, so a server streams
+ * tokens as they come, keeps answering health checks during a long generation, and stops
+ * computing (rejecting with the signal's reason) as soon as `signal` fires, e.g. at the caller's
+ * deadline.
  */
-export function generate(
+export async function generate(
   model: Transformer,
   prompts: number[][],
   p: SamplingParams,
   onToken?: OnToken,
-): GenerationResult[] {
+  signal?: AbortSignal,
+): Promise<GenerationResult[]> {
   validateSamplingParams(p);
   const rows = prompts.map(promptRow);
   checkRows(model, rows, "prompts", () => 1);
@@ -208,6 +214,8 @@ export function generate(
         maskCols[r]?.push(0);
       });
       if (!active.some((a) => a)) break;
+      await new Promise((resolve) => setImmediate(resolve));
+      signal?.throwIfAborted();
       input = {
         tokens: tf.tensor2d(nextTok, [b, 1], "int32"),
         positions: tf.tensor2d(nextPos, [b, 1], "int32"),
