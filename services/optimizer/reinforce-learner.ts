@@ -1,27 +1,29 @@
 /**
- * The Optimizer's learner: the trainable policy, Adam, and the moving-average baseline, applying
- * REINFORCE as the seed states it, with the fixes a real system needs (DESIGN §1):
+ * The Optimizer's learner: the trainable policy, Adam(W), the baseline and β, applying REINFORCE
+ * as the seed states it, with the fixes a real system needs (DESIGN §1, §4):
  *
  *   J(θ) = E_πθ[Σ_t γ^t r_t]
- *   ∇J ≈ Σ_t ∇log π_θ(y_t | x, y_<t) · (R_t − b),   R_t = Σ_{k≥t} γ^{k−t} r_k
+ *   ∇J ≈ Σ_t ∇log π_θ(y_t | x, y_<t) · A_t,   A_t = R_t − b,   R_t = Σ_{k≥t} γ^{k−t} r_k
  *
- * with sampled actions (the Policy samples), only the chosen tokens' log-probs, a baseline b,
- * and the KL to the frozen reference folded into the per-token reward:
- *
- *   r_t ← r_t − β (log π_behaviour(y_t) − log π_ref(y_t))     (k1 estimator, in the reward)
- *
- * In the reward the k1 estimate shapes the returns and so pulls toward the reference; in the loss
- * k1's gradient would average to zero under on-policy sampling (see learn/kl.ts).
+ * with sampled actions (the Policy samples) and only the chosen tokens' log-probs. Selectable by
+ * config (RunSettings): the baseline b (learn/advantages.ts), the KL to the frozen reference in the
+ * reward (r_t ← r_t − β·KL_t, default, k1) or in the loss (L += β·KL, prefer k3: learn/kl.ts), a
+ * fixed or adaptive β (learn/kl-controller.ts), the entropy bonus, AdamW weight decay, warm-up and
+ * cosine decay (learn/schedule.ts), and an importance-ratio correction for samples of older weights
+ * (learn/off-policy.ts).
  */
 import type * as tf from "@tensorflow/tfjs";
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { sha256Hex } from "../core/src/bus/memory-bus.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
-import { MovingAverageBaseline } from "../core/src/learn/baseline.js";
+import { computeAdvantages } from "../core/src/learn/advantages.js";
+import { type BaselineState, MovingAverageBaseline } from "../core/src/learn/baseline.js";
 import { klPenalizedRewards } from "../core/src/learn/kl.js";
+import { KlController, type KlControllerState } from "../core/src/learn/kl-controller.js";
 import { Adam, trainStep } from "../core/src/learn/optimizer.js";
 import { buildPgBatch, disposePgBatch } from "../core/src/learn/reinforce.js";
 import { tokenRewards } from "../core/src/learn/returns.js";
+import { runLearningRate } from "../core/src/learn/schedule.js";
 import {
   checkpointFromModel,
   encodeCheckpoint,
@@ -32,22 +34,38 @@ import {
 } from "../core/src/model/checkpoint.js";
 import { BOS, EOS } from "../core/src/model/tokenizer.js";
 import type { Transformer } from "../core/src/model/transformer.js";
-import type { Learner } from "./run-driver.js";
+import type { Learner, LearnerStepResult } from "./run-driver.js";
 
-/** REINFORCE with a moving-average baseline and KL-in-reward, on a Transformer policy. */
+/** The learner's own state beside weights and Adam: baseline and β (for checkpoints). */
+export interface LearnerState {
+  baseline: BaselineState;
+  kl: KlControllerState;
+}
+
+/** Mean over samples of Σ_t (log π_behaviour − log π_ref): the k1 KL in nats per sample. */
+function klPerSample(trajs: readonly Trajectory[]): number {
+  const per = trajs.map((t) =>
+    t.behaviourLogprobs.reduce((s, lp, i) => s + lp - (t.referenceLogprobs[i] ?? lp), 0),
+  );
+  return per.reduce((a, b) => a + b, 0) / Math.max(1, per.length);
+}
+
+/** REINFORCE-family learner on a policy model (forward(tokens) → logits [B, T, V]). */
 export class ReinforceLearner implements Learner {
   readonly modelKind = TRANSFORMER_KIND;
   readonly contextLength: number;
   private readonly adam: Adam;
-  private readonly baseline: MovingAverageBaseline;
+  private baseline: MovingAverageBaseline;
+  private kl: KlController;
 
   constructor(
     private readonly model: Transformer,
     private readonly settings: RunSettings,
   ) {
     this.contextLength = model.config.contextLength;
-    this.adam = new Adam({ learningRate: settings.learningRate });
+    this.adam = new Adam({ learningRate: settings.learningRate, weightDecay: settings.weightDecay });
     this.baseline = new MovingAverageBaseline(settings.baselineDecay);
+    this.kl = new KlController(settings.klCoef, settings.klTarget, settings.klHorizon);
   }
 
   /** A learner starting from the checkpoint at `path`. */
@@ -55,41 +73,84 @@ export class ReinforceLearner implements Learner {
     return new ReinforceLearner(modelFromCheckpoint(await loadCheckpoint(path)), settings);
   }
 
-  async step(trajectories: Trajectory[]): Promise<{ loss: number; gradNorm: number; entropy: number }> {
+  /** Baseline and β, to save with a checkpoint. */
+  getState(): LearnerState {
+    return { baseline: this.baseline.toState(), kl: this.kl.toState() };
+  }
+
+  /** Restores {@link getState}'s output. */
+  setState(state: LearnerState): void {
+    this.baseline = MovingAverageBaseline.fromState(state.baseline);
+    this.kl = KlController.fromState(state.kl);
+  }
+
+  async step(trajectories: Trajectory[]): Promise<LearnerStepResult> {
     const s = this.settings;
-    // 1. Per-token rewards: the feedback's r_t (a scalar goes to the last token), minus β·k1_t.
+    const beta = this.kl.beta;
+    const inReward = s.klIn === "reward";
+    // 1. Per-token rewards r_t (a scalar goes to the last token); KL in the reward: r_t − β·KL_t.
     const pg = trajectories.map((t) => {
       const rewards = tokenRewards(t.completionTokens.length, t.reward, t.tokenRewards);
       return {
         promptTokens: t.promptTokens,
         completionTokens: t.completionTokens,
         reward: t.reward,
-        tokenRewards: klPenalizedRewards(rewards, t.behaviourLogprobs, t.referenceLogprobs, s.klCoef),
+        tokenRewards: inReward
+          ? klPenalizedRewards(rewards, t.behaviourLogprobs, t.referenceLogprobs, beta, s.klEstimator)
+          : rewards,
         refLogprobs: t.referenceLogprobs,
+        behaviourLogprobs: t.behaviourLogprobs,
       };
     });
-    // 2. Returns-to-go R_t and advantages A_t = R_t − b, laid out as model input [B, T].
+    // 2. Returns-to-go R_t and advantages A_t = R_t − b (b per the configured baseline), as model input [B, T].
+    const groups = trajectories.map((t) => t.promptIndex);
     const built = buildPgBatch(pg, {
       bosId: BOS,
       padId: EOS,
       vocabSize: this.model.config.vocabSize,
       gamma: s.gamma,
-      baseline: this.baseline.value,
+      baseline: 0,
+      advantages: (returns) => computeAdvantages(returns, groups, s.baseline, this.baseline.value),
       contextLength: this.model.config.contextLength,
     });
     try {
-      // 3. One Adam step on L = −(1/N) Σ mask·log π_θ(a_t|s_t)·A_t − c_ent·H, clipped by global norm.
+      // 3. η_t: warm-up, then constant or cosine.
+      const lr = runLearningRate(this.adam.step, {
+        lr: s.learningRate,
+        warmupSteps: s.warmupSteps,
+        totalSteps: s.steps,
+        decay: s.lrDecay,
+      });
+      this.adam.learningRate = lr;
+      // 4. One Adam(W) step on L = −(1/N) Σ mask·s_t [+ β·KL] − c_ent·H, clipped by global norm.
       const res = await trainStep(
         (x: tf.Tensor2D) => this.model.forward(x),
         this.model.variables(),
         built.tokens,
         built.batch,
-        { klCoef: 0, klEstimator: "k1", entropyCoef: s.entropyCoef, maxGradNorm: s.maxGradNorm },
+        {
+          klCoef: inReward ? 0 : beta,
+          klEstimator: s.klEstimator,
+          entropyCoef: s.entropyCoef,
+          maxGradNorm: s.maxGradNorm,
+          offPolicy: s.offPolicy,
+          clipEpsilon: s.clipEpsilon,
+          truncation: s.truncation,
+        },
         this.adam,
       );
-      // 4. The baseline learns from this batch only after it was used (b stays independent of it).
+      // 5. The moving average learns from this batch only after it was used (b stays independent of it).
       this.baseline.update(built.returns);
-      return { loss: res.loss, gradNorm: res.gradNorm, entropy: res.entropy };
+      // 6. Adaptive β from the batch's KL in nats per sample (no-op when β is fixed).
+      this.kl.update(klPerSample(trajectories), trajectories.length);
+      return {
+        loss: res.loss,
+        gradNorm: res.gradNorm,
+        entropy: res.entropy,
+        clipFraction: res.clipFraction,
+        klCoef: beta,
+        learningRate: lr,
+      };
     } finally {
       disposePgBatch(built);
     }

@@ -22,13 +22,26 @@ import type { RunSettings } from "../core/src/config/defaults.js";
 import { RlaifError } from "../core/src/errors.js";
 import { publishWeights } from "../core/src/weights/weights-channel.js";
 
+/** What one update reports (the optional parts default to 0 in the metrics). */
+export interface LearnerStepResult {
+  loss: number;
+  gradNorm: number;
+  entropy: number;
+  /** Share of completion tokens whose importance ratio was clipped/truncated. */
+  clipFraction?: number;
+  /** β of the KL penalty used by the update. */
+  klCoef?: number;
+  /** Learning rate used by the update. */
+  learningRate?: number;
+}
+
 /** What the run loop needs from the learning side (model + optimiser). */
 export interface Learner {
   readonly modelKind: string;
   /** Tokens the model reads at most (BOS + prompt + completion). */
   readonly contextLength: number;
   /** One policy-gradient update on these trajectories. */
-  step(trajectories: Trajectory[]): Promise<{ loss: number; gradNorm: number; entropy: number }>;
+  step(trajectories: Trajectory[]): Promise<LearnerStepResult>;
   /** Current weights in the safetensors layout published to replicas. */
   weightsBlob(): Uint8Array;
   /** Write a checkpoint file (atomically); resolves with its SHA-256. */
@@ -157,6 +170,9 @@ export class RunDriver {
         trajectories: trajs.length,
         excluded: arrived.length - trajs.length,
         tokensPerSecond: stepTokens / ((performance.now() - stepStart) / 1000),
+        clipFraction: update.clipFraction ?? 0,
+        klCoef: update.klCoef ?? 0,
+        learningRate: update.learningRate ?? 0,
         weightsVersion: BigInt(this.weightsVersion),
         wallSeconds: (performance.now() - started) / 1000,
       });

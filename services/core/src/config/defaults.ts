@@ -7,6 +7,11 @@
  */
 import { fileURLToPath } from "node:url";
 
+/** Baselines of the advantages (see learn/advantages.ts). */
+export const BASELINE_KINDS = ["none", "moving-average", "rloo", "group", "batch"] as const;
+/** One of {@link BASELINE_KINDS}. */
+export type BaselineKind = (typeof BASELINE_KINDS)[number];
+
 /** Repository root, so defaults resolve no matter which directory the CLI runs from. */
 export const REPO_ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
 
@@ -33,6 +38,28 @@ export interface RunSettings {
   maxGradNorm: number;
   /** Decay of the moving-average baseline b ← d·b + (1−d)·mean(R). */
   baselineDecay: number;
+  /** Baseline of the advantages (learn/advantages.ts): none, moving-average, rloo, group, batch. */
+  baseline: BaselineKind;
+  /** Where the KL to the reference goes: in the per-token reward or in the loss. */
+  klIn: "reward" | "loss";
+  /** Sampled-token KL estimator (learn/kl.ts): k1 = log π_θ − log π_ref, k3 = (r − 1) − log r. */
+  klEstimator: "k1" | "k3";
+  /** Target KL (nats per sample) of the adaptive β controller; 0 = fixed β = klCoef. */
+  klTarget: number;
+  /** Horizon (samples) of the adaptive β controller (Ziegler et al. 2019 use 10 000). */
+  klHorizon: number;
+  /** AdamW decoupled weight decay λ (0 = plain Adam). */
+  weightDecay: number;
+  /** Linear learning-rate warm-up steps (0 = none). */
+  warmupSteps: number;
+  /** Learning-rate decay after warm-up: none (constant) or cosine (to 0.1·lr at the last step). */
+  lrDecay: "none" | "cosine";
+  /** Off-policy correction for samples from older weights: none, ppo-clip or truncated. */
+  offPolicy: "none" | "ppo-clip" | "truncated";
+  /** ε of the PPO clip of ρ to [1 − ε, 1 + ε]. */
+  clipEpsilon: number;
+  /** c of truncated importance sampling min(ρ, c). */
+  truncation: number;
   /** Publish new weights to the Policy replicas every this many steps. */
   publishEvery: number;
   /** Seed for prompt order and sampler seeds. */
@@ -88,6 +115,17 @@ export function defaultConfig(): RlaifConfig {
       entropyCoef: 0,
       maxGradNorm: 1,
       baselineDecay: 0.9,
+      baseline: "moving-average",
+      klIn: "reward",
+      klEstimator: "k1",
+      klTarget: 0,
+      klHorizon: 10_000,
+      weightDecay: 0,
+      warmupSteps: 0,
+      lrDecay: "none",
+      offPolicy: "none",
+      clipEpsilon: 0.2,
+      truncation: 1,
       publishEvery: 1,
       seed: 1,
       maxNewTokens: 24,

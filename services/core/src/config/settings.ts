@@ -3,6 +3,7 @@
  * its valid range. Loading, flag parsing, validation and `--help` all read this one table, so a
  * setting is declared once.
  */
+import { BASELINE_KINDS } from "./defaults.js";
 
 /** Kinds of values a setting can hold. */
 export type SettingType = "int" | "number" | "string" | "strings";
@@ -69,6 +70,89 @@ export const SETTINGS: readonly Setting[] = [
     min: 0,
     below: 1,
     help: "baseline EMA decay",
+  },
+  {
+    path: "run.baseline",
+    flag: "baseline",
+    type: "string",
+    oneOf: BASELINE_KINDS,
+    help: "advantage baseline",
+  },
+  {
+    path: "run.klIn",
+    flag: "kl-in",
+    type: "string",
+    oneOf: ["reward", "loss"],
+    help: "KL in reward or loss",
+  },
+  {
+    path: "run.klEstimator",
+    flag: "kl-estimator",
+    type: "string",
+    oneOf: ["k1", "k3"],
+    help: "sampled-token KL estimator",
+  },
+  {
+    path: "run.klTarget",
+    flag: "kl-target",
+    type: "number",
+    min: 0,
+    max: 1000,
+    help: "adaptive β target KL, nats/sample (0 = fixed β)",
+  },
+  {
+    path: "run.klHorizon",
+    flag: "kl-horizon",
+    type: "number",
+    min: 1,
+    max: 1e9,
+    help: "adaptive β horizon (samples)",
+  },
+  {
+    path: "run.weightDecay",
+    flag: "weight-decay",
+    type: "number",
+    min: 0,
+    max: 10,
+    help: "AdamW weight decay λ",
+  },
+  {
+    path: "run.warmupSteps",
+    flag: "warmup-steps",
+    type: "int",
+    min: 0,
+    max: 100_000,
+    help: "learning-rate warm-up steps",
+  },
+  {
+    path: "run.lrDecay",
+    flag: "lr-decay",
+    type: "string",
+    oneOf: ["none", "cosine"],
+    help: "learning-rate decay after warm-up",
+  },
+  {
+    path: "run.offPolicy",
+    flag: "off-policy",
+    type: "string",
+    oneOf: ["none", "ppo-clip", "truncated"],
+    help: "importance-ratio correction",
+  },
+  {
+    path: "run.clipEpsilon",
+    flag: "clip-epsilon",
+    type: "number",
+    min: 1e-6,
+    below: 1,
+    help: "PPO clip ε",
+  },
+  {
+    path: "run.truncation",
+    flag: "truncation",
+    type: "number",
+    min: 1,
+    max: 1e6,
+    help: "truncated-IS cap c of min(ρ, c)",
   },
   {
     path: "run.publishEvery",

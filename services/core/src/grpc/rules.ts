@@ -31,6 +31,7 @@ import {
   WeightsSelectorSchema,
 } from "../../gen/rlaif/policy/v1/policy_pb.js";
 import { CollectRequestSchema } from "../../gen/rlaif/rollout/v1/rollout_pb.js";
+import { BASELINE_KINDS } from "../config/defaults.js";
 import {
   check,
   definedEnum,
@@ -134,6 +135,14 @@ export const collectRequestRules = defineRules(CollectRequestSchema, {
   sampling: [nested(samplingRules)],
 });
 
+/** A string choice: empty (= the default) or one of `values` (the config table's `oneOf`). */
+function oneOf(...values: readonly string[]) {
+  return check<string>(
+    (v) => v === "" || values.includes(v),
+    (v) => `must be one of ${values.join(", ")}, got "${v}"`,
+  );
+}
+
 /** A run's configuration: the same bounds as the config table of `rlaif train`. */
 export const runConfigRules = defineRules(RunConfigSchema, {
   steps: [range(1, 100_000)],
@@ -148,6 +157,17 @@ export const runConfigRules = defineRules(RunConfigSchema, {
   prompts: [maxItems(65_536), eachString(...prompt)],
   baselineDecay: [range(0, 1, { maxExclusive: true })],
   entropyCoef: [finite(), min(0)],
+  baseline: [oneOf(...BASELINE_KINDS)],
+  klIn: [oneOf("reward", "loss")],
+  klEstimator: [oneOf("k1", "k3")],
+  klTarget: [range(0, 1000)],
+  klHorizon: [range(1, 1e9)],
+  weightDecay: [range(0, 10)],
+  warmupSteps: [max(100_000)],
+  lrDecay: [oneOf("none", "cosine")],
+  offPolicy: [oneOf("none", "ppo-clip", "truncated")],
+  clipEpsilon: [range(0, 1, { minExclusive: true, maxExclusive: true })],
+  truncation: [range(1, 1e6)],
 });
 
 /** Optimizer.StartRun: a config is required (an empty one is never what a caller meant). */

@@ -60,7 +60,7 @@ export function klTensor(logprobs: tf.Tensor, refLogprobs: tf.Tensor, estimator:
 }
 
 /**
- * KL in the reward: r'_t = r_t − β·k1_t for each completion token.
+ * KL in the reward: r'_t = r_t − β·k1_t for each completion token (or k3_t when `estimator` is 'k3').
  *
  * Why: with the penalty inside the reward, the returns-to-go carry it and the policy gradient
  * optimises E[Σ r_t] − β·KL(π_θ‖π_ref) over whole sequences, which is the RLHF objective; k1 is
@@ -76,6 +76,7 @@ export function klPenalizedRewards(
   logprobs: readonly number[],
   refLogprobs: readonly number[],
   beta: number,
+  estimator: KlEstimator = "k1",
 ): number[] {
   if (logprobs.length !== rewards.length || refLogprobs.length !== rewards.length) {
     throw new ValidationError(
@@ -86,11 +87,11 @@ export function klPenalizedRewards(
   if (!Number.isFinite(beta) || beta < 0)
     throw new ValidationError("klCoef", `must be finite and ≥ 0, got ${beta}`);
   return rewards.map((r, t) => {
-    const k = klK1(logprobs[t] as number, refLogprobs[t] as number);
+    const k = klEstimate(logprobs[t] as number, refLogprobs[t] as number, estimator);
     if (!Number.isFinite(k) || !Number.isFinite(r)) {
       throw new ValidationError(`rewards[${t}]`, "reward and log-probs must be finite");
     }
-    // r'_t = r_t − β·k1_t
+    // r'_t = r_t − β·KL_t  (KL_t = k1_t by default, or k3_t)
     return r - beta * k;
   });
 }

@@ -211,6 +211,8 @@ export interface TrainStepResult {
   kl: number;
   /** Mean policy entropy over the completion tokens (nats). */
   entropy: number;
+  /** Share of completion tokens whose importance ratio was clipped/truncated. */
+  clipFraction: number;
   /** False when the loss or gradient was not finite and the update was skipped. */
   applied: boolean;
 }
@@ -231,7 +233,7 @@ export async function trainStep(
   let stats: tf.Scalar[] = [];
   const { value, grads } = tf.variableGrads(() => {
     const out = reinforceLoss(forward(tokens), batch, cfg);
-    stats = [tf.keep(out.pgLoss), tf.keep(out.kl), tf.keep(out.entropy)];
+    stats = [tf.keep(out.pgLoss), tf.keep(out.kl), tf.keep(out.entropy), tf.keep(out.clipFraction)];
     return out.loss;
   }, [...variables]);
   const withGrad = variables.filter((v) => grads[v.name] != null);
@@ -240,12 +242,12 @@ export async function trainStep(
     cfg.maxGradNorm,
   );
   try {
-    const [loss, gradNorm, pgLoss, kl, entropy] = (
+    const [loss, gradNorm, pgLoss, kl, entropy, clipFraction] = (
       await Promise.all([value, globalNorm, ...stats].map((x) => x.data()))
-    ).map((d) => d[0] as number) as [number, number, number, number, number];
+    ).map((d) => d[0] as number) as [number, number, number, number, number, number];
     const applied = Number.isFinite(loss) && Number.isFinite(gradNorm);
     if (applied) optimizer.applyGradients(withGrad, clipped);
-    return { loss, pgLoss, gradNorm, kl, entropy, applied };
+    return { loss, pgLoss, gradNorm, kl, entropy, clipFraction, applied };
   } finally {
     tf.dispose([value, globalNorm, ...stats, ...clipped, ...Object.values(grads)]);
   }

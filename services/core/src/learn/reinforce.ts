@@ -10,6 +10,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
 import { type KlEstimator, klTensor } from "./kl.js";
+import { checkOffPolicy, type OffPolicyConfig, surrogate } from "./off-policy.js";
 import { returnsToGo, tokenRewards } from "./returns.js";
 
 /** One batch of experience, aligned with the model input tokens [B, T]. */
@@ -22,10 +23,12 @@ export interface PgBatch {
   advantages: tf.Tensor2D;
   /** log π_ref(a_t | s_t) under the frozen reference. float32 [B, T]. */
   refLogprobs: tf.Tensor2D;
+  /** log π_behaviour(a_t | s_t) under the weights that sampled; needed by off-policy corrections. float32 [B, T]. */
+  behaviourLogprobs?: tf.Tensor2D;
 }
 
-/** Loss hyperparameters. */
-export interface PgLossConfig {
+/** Loss hyperparameters (the off-policy correction is off unless set, see off-policy.ts). */
+export interface PgLossConfig extends OffPolicyConfig {
   /** β of the KL penalty to the reference (0 = off). */
   klCoef: number;
   /** KL estimator in the loss; prefer 'k3' (k1's loss gradient is zero in expectation, see kl.ts). */
@@ -44,6 +47,8 @@ export interface PgLossOutput {
   kl: tf.Scalar;
   /** (1/N) Σ mask·H_t, H_t the policy's entropy at position t (nats). */
   entropy: tf.Scalar;
+  /** Share of completion tokens whose importance ratio was clipped/truncated (see off-policy.ts). */
+  clipFraction: tf.Scalar;
 }
 
 function checkConfig(cfg: PgLossConfig): void {
@@ -55,6 +60,7 @@ function checkConfig(cfg: PgLossConfig): void {
   if (!Number.isFinite(cfg.entropyCoef) || cfg.entropyCoef < 0) {
     throw new ValidationError("entropyCoef", "must be finite and ≥ 0");
   }
+  checkOffPolicy(cfg);
 }
 
 /**
@@ -69,7 +75,8 @@ export function reinforceLoss(logits: tf.Tensor3D, batch: PgBatch, cfg: PgLossCo
   checkConfig(cfg);
   if (logits.rank !== 3) throw new ValidationError("logits", `must be [B, T, V], got rank ${logits.rank}`);
   const [b, t, v] = logits.shape;
-  for (const [name, x] of Object.entries(batch) as [string, tf.Tensor][]) {
+  for (const [name, x] of Object.entries(batch) as [string, tf.Tensor | undefined][]) {
+    if (x === undefined) continue;
     if (x.rank !== 2 || x.shape[0] !== b || x.shape[1] !== t) {
       throw new ValidationError(name, `must be [${b}, ${t}] like the logits, got [${x.shape.join(", ")}]`);
     }
@@ -86,8 +93,18 @@ export function reinforceLoss(logits: tf.Tensor3D, batch: PgBatch, cfg: PgLossCo
     const chosen = tf.mul(tf.sum(tf.mul(logp, onehot), -1), mask); // [B, T]
     // 4. N = Σ mask, at least 1 so an empty batch gives 0, not NaN
     const n = tf.maximum(tf.sum(mask), 1); // []
-    // 5. L_pg = −(1/N) Σ mask·log π_θ(a_t|s_t)·A_t
-    const pgLoss = tf.neg(tf.div(tf.sum(tf.mul(chosen, tf.mul(batch.advantages, mask))), n)); // []
+    // 5. s_t = log π_θ(a_t)·A_t, or its importance-corrected form (off-policy.ts)
+    const behaviour = batch.behaviourLogprobs ? tf.mul(batch.behaviourLogprobs, mask) : undefined; // [B, T]
+    const sur = surrogate(
+      chosen as tf.Tensor2D,
+      behaviour as tf.Tensor2D | undefined,
+      tf.mul(batch.advantages, mask),
+      cfg,
+    );
+    // L_pg = −(1/N) Σ mask·s_t
+    const pgLoss = tf.neg(tf.div(tf.sum(tf.mul(sur.s, mask)), n)); // []
+    // clip fraction = (1/N) Σ mask·1[clipped_t]
+    const clipFraction = tf.div(tf.sum(tf.mul(sur.clipped, mask)), n); // []
     // 6. KL_t from the sampled token; both log-probs zeroed where mask = 0 so padding gives KL_t = 0
     const klT = klTensor(chosen, tf.mul(batch.refLogprobs, mask), cfg.klEstimator); // [B, T]
     // 7. KL = (1/N) Σ mask·KL_t
@@ -103,6 +120,7 @@ export function reinforceLoss(logits: tf.Tensor3D, batch: PgBatch, cfg: PgLossCo
       pgLoss: pgLoss as tf.Scalar,
       kl: kl as tf.Scalar,
       entropy: entropy as tf.Scalar,
+      clipFraction: clipFraction as tf.Scalar,
     };
   });
 }
@@ -119,6 +137,10 @@ export interface PgTrajectory {
   tokenRewards?: readonly number[];
   /** log π_ref of each completion token (≤ 0, one per completion token). */
   refLogprobs: readonly number[];
+  /** log π_behaviour of each completion token (optional; needed for off-policy corrections). */
+  behaviourLogprobs?: readonly number[];
+  /** Prompt of the trajectory (same id = one group of G samples), for group baselines. */
+  groupId?: number;
 }
 
 /** How {@link buildPgBatch} lays out and credits a batch. */
@@ -133,6 +155,8 @@ export interface PgBatchOptions {
   gamma: number;
   /** Baseline b subtracted from every return-to-go (e.g. MovingAverageBaseline.value). */
   baseline: number;
+  /** When set, A_{i,t} = advantages(R)[i][t] replaces R_{i,t} − b (e.g. learn/advantages.ts). */
+  advantages?: (returns: number[][]) => number[][];
   /** Model context length; a row longer than this is an error (optional). */
   contextLength?: number;
 }
@@ -202,6 +226,11 @@ export function buildPgBatch(trajectories: readonly PgTrajectory[], opts: PgBatc
   const mask = new Float32Array(bsz * t);
   const adv = new Float32Array(bsz * t);
   const ref = new Float32Array(bsz * t);
+  const hasBehaviour = trajectories.every(
+    (tr) => tr.behaviourLogprobs?.length === tr.completionTokens.length,
+  );
+  const beh = new Float32Array(bsz * t);
+  const given = opts.advantages?.(returns);
   let numTokens = 0;
   for (let i = 0; i < bsz; i++) {
     const row = rows[i] as number[];
@@ -214,9 +243,10 @@ export function buildPgBatch(trajectories: readonly PgTrajectory[], opts: PgBatc
     for (let k = 0; k < tr.completionTokens.length; k++) {
       const at = i * t + start + k;
       mask[at] = 1;
-      // A_t = R_t − b
-      adv[at] = (returns[i]?.[k] as number) - opts.baseline;
+      // A_t = R_t − b (or the caller's advantages)
+      adv[at] = given ? (given[i]?.[k] as number) : (returns[i]?.[k] as number) - opts.baseline;
       ref[at] = tr.refLogprobs[k] as number;
+      if (hasBehaviour) beh[at] = tr.behaviourLogprobs?.[k] as number;
       numTokens++;
     }
   }
@@ -227,6 +257,7 @@ export function buildPgBatch(trajectories: readonly PgTrajectory[], opts: PgBatc
       mask: tf.tensor2d(mask, [bsz, t], "float32"),
       advantages: tf.tensor2d(adv, [bsz, t], "float32"),
       refLogprobs: tf.tensor2d(ref, [bsz, t], "float32"),
+      ...(hasBehaviour ? { behaviourLogprobs: tf.tensor2d(beh, [bsz, t], "float32") } : {}),
     },
     returns,
     numTokens,
@@ -241,5 +272,6 @@ export function disposePgBatch(built: BuiltPgBatch): void {
     built.batch.mask,
     built.batch.advantages,
     built.batch.refLogprobs,
+    ...(built.batch.behaviourLogprobs ? [built.batch.behaviourLogprobs] : []),
   ]);
 }

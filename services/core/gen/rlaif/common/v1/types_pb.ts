@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rlaif/common/v1/types.proto.
  */
 export const file_rlaif_common_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChtybGFpZi9jb21tb24vdjEvdHlwZXMucHJvdG8SD3JsYWlmLmNvbW1vbi52MSJ9Cg5TYW1wbGluZ1BhcmFtcxIWCg5tYXhfbmV3X3Rva2VucxgBIAEoDRITCgt0ZW1wZXJhdHVyZRgCIAEoAhINCgV0b3BfaxgDIAEoDRINCgV0b3BfcBgEIAEoAhIMCgRzZWVkGAUgASgEEhIKCmlnbm9yZV9lb3MYBiABKAgiqQEKCVByb21wdEpvYhIOCgZydW5faWQYASABKAkSDAoEc3RlcBgCIAEoBBINCgVpbmRleBgDIAEoDRIOCgZwcm9tcHQYBCABKAkSDwoHc2FtcGxlcxgFIAEoDRIxCghzYW1wbGluZxgGIAEoCzIfLnJsYWlmLmNvbW1vbi52MS5TYW1wbGluZ1BhcmFtcxIbChNtaW5fd2VpZ2h0c192ZXJzaW9uGAcgASgEIrMDCgpUcmFqZWN0b3J5EgoKAmlkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIMCgRzdGVwGAMgASgEEhQKDHByb21wdF9pbmRleBgEIAEoDRIUCgxzYW1wbGVfaW5kZXgYBSABKA0SDgoGcHJvbXB0GAYgASgJEhIKCmNvbXBsZXRpb24YByABKAkSFQoNcHJvbXB0X3Rva2VucxgIIAMoDRIZChFjb21wbGV0aW9uX3Rva2VucxgJIAMoDRIaChJiZWhhdmlvdXJfbG9ncHJvYnMYCiADKAISGgoScmVmZXJlbmNlX2xvZ3Byb2JzGAsgAygCEg4KBnJld2FyZBgMIAEoARIVCg10b2tlbl9yZXdhcmRzGA0gAygCEhcKD3dlaWdodHNfdmVyc2lvbhgOIAEoBBIRCglzY29yZXJfaWQYDyABKAkSFgoOc2NvcmVyX3ZlcnNpb24YECABKAkSEQoJcmF0aW9uYWxlGBEgASgJEjQKDWZpbmlzaF9yZWFzb24YEiABKA4yHS5ybGFpZi5jb21tb24udjEuRmluaXNoUmVhc29uEg0KBWVycm9yGBMgASgJIvoBCg9XZWlnaHRzTWFuaWZlc3QSDwoHdmVyc2lvbhgBIAEoBBIOCgZydW5faWQYAiABKAkSDAoEc3RlcBgDIAEoBBITCgtvYmplY3RfbmFtZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkSEgoKc2l6ZV9ieXRlcxgGIAEoBBIdChVyZWZlcmVuY2Vfb2JqZWN0X25hbWUYByABKAkSGAoQcmVmZXJlbmNlX3NoYTI1NhgIIAEoCRISCgptb2RlbF9raW5kGAkgASgJEhcKD2NyZWF0ZWRfdW5peF9tcxgKIAEoAxIZChFyZWZlcmVuY2VfdmVyc2lvbhgLIAEoBCKbBAoJUnVuQ29uZmlnEhIKBXN0ZXBzGAEgASgNSACIAQESHQoQcHJvbXB0c19wZXJfc3RlcBgCIAEoDUgBiAEBEh8KEnNhbXBsZXNfcGVyX3Byb21wdBgDIAEoDUgCiAEBEjEKCHNhbXBsaW5nGAQgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zEhoKDWxlYXJuaW5nX3JhdGUYBSABKAJIA4gBARISCgVnYW1tYRgGIAEoAkgEiAEBEhQKB2tsX2NvZWYYByABKAJIBYgBARIaCg1tYXhfZ3JhZF9ub3JtGAggASgCSAaIAQESGgoNcHVibGlzaF9ldmVyeRgJIAEoDUgHiAEBEhEKBHNlZWQYCiABKARICIgBARIPCgdwcm9tcHRzGAsgAygJEhsKDmJhc2VsaW5lX2RlY2F5GAwgASgCSAmIAQESGQoMZW50cm9weV9jb2VmGA0gASgCSAqIAQFCCAoGX3N0ZXBzQhMKEV9wcm9tcHRzX3Blcl9zdGVwQhUKE19zYW1wbGVzX3Blcl9wcm9tcHRCEAoOX2xlYXJuaW5nX3JhdGVCCAoGX2dhbW1hQgoKCF9rbF9jb2VmQhAKDl9tYXhfZ3JhZF9ub3JtQhAKDl9wdWJsaXNoX2V2ZXJ5QgcKBV9zZWVkQhEKD19iYXNlbGluZV9kZWNheUIPCg1fZW50cm9weV9jb2VmIoQCCgtTdGVwTWV0cmljcxIOCgZydW5faWQYASABKAkSDAoEc3RlcBgCIAEoBBITCgttZWFuX3Jld2FyZBgDIAEoARISCgpzdGRfcmV3YXJkGAQgASgBEgoKAmtsGAUgASgBEg8KB2VudHJvcHkYBiABKAESEQoJZ3JhZF9ub3JtGAcgASgBEgwKBGxvc3MYCCABKAESFAoMdHJhamVjdG9yaWVzGAkgASgNEhkKEXRva2Vuc19wZXJfc2Vjb25kGAogASgBEhcKD3dlaWdodHNfdmVyc2lvbhgLIAEoBBIUCgx3YWxsX3NlY29uZHMYDCABKAESEAoIZXhjbHVkZWQYDSABKA0i/wEKClJ1blN1bW1hcnkSDgoGcnVuX2lkGAEgASgJEg0KBXN0ZXBzGAIgASgNEhQKDHRyYWplY3RvcmllcxgDIAEoDRIZChFmaXJzdF9tZWFuX3Jld2FyZBgEIAEoARIYChBsYXN0X21lYW5fcmV3YXJkGAUgASgBEhAKCGZpbmFsX2tsGAYgASgBEh0KFWZpbmFsX3dlaWdodHNfdmVyc2lvbhgHIAEoBBIUCgx3YWxsX3NlY29uZHMYCCABKAESGQoRdG9rZW5zX3Blcl9zZWNvbmQYCSABKAESDAoEbW9kZRgKIAEoCRIXCg9jaGVja3BvaW50X3BhdGgYCyABKAkqeQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBABEhUKEUZJTklTSF9SRUFTT05fRU9TEAISGQoVRklOSVNIX1JFQVNPTl9DT05URVhUEANiBnByb3RvMw");
+  fileDesc("ChtybGFpZi9jb21tb24vdjEvdHlwZXMucHJvdG8SD3JsYWlmLmNvbW1vbi52MSJ9Cg5TYW1wbGluZ1BhcmFtcxIWCg5tYXhfbmV3X3Rva2VucxgBIAEoDRITCgt0ZW1wZXJhdHVyZRgCIAEoAhINCgV0b3BfaxgDIAEoDRINCgV0b3BfcBgEIAEoAhIMCgRzZWVkGAUgASgEEhIKCmlnbm9yZV9lb3MYBiABKAgiqQEKCVByb21wdEpvYhIOCgZydW5faWQYASABKAkSDAoEc3RlcBgCIAEoBBINCgVpbmRleBgDIAEoDRIOCgZwcm9tcHQYBCABKAkSDwoHc2FtcGxlcxgFIAEoDRIxCghzYW1wbGluZxgGIAEoCzIfLnJsYWlmLmNvbW1vbi52MS5TYW1wbGluZ1BhcmFtcxIbChNtaW5fd2VpZ2h0c192ZXJzaW9uGAcgASgEIrMDCgpUcmFqZWN0b3J5EgoKAmlkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIMCgRzdGVwGAMgASgEEhQKDHByb21wdF9pbmRleBgEIAEoDRIUCgxzYW1wbGVfaW5kZXgYBSABKA0SDgoGcHJvbXB0GAYgASgJEhIKCmNvbXBsZXRpb24YByABKAkSFQoNcHJvbXB0X3Rva2VucxgIIAMoDRIZChFjb21wbGV0aW9uX3Rva2VucxgJIAMoDRIaChJiZWhhdmlvdXJfbG9ncHJvYnMYCiADKAISGgoScmVmZXJlbmNlX2xvZ3Byb2JzGAsgAygCEg4KBnJld2FyZBgMIAEoARIVCg10b2tlbl9yZXdhcmRzGA0gAygCEhcKD3dlaWdodHNfdmVyc2lvbhgOIAEoBBIRCglzY29yZXJfaWQYDyABKAkSFgoOc2NvcmVyX3ZlcnNpb24YECABKAkSEQoJcmF0aW9uYWxlGBEgASgJEjQKDWZpbmlzaF9yZWFzb24YEiABKA4yHS5ybGFpZi5jb21tb24udjEuRmluaXNoUmVhc29uEg0KBWVycm9yGBMgASgJIvoBCg9XZWlnaHRzTWFuaWZlc3QSDwoHdmVyc2lvbhgBIAEoBBIOCgZydW5faWQYAiABKAkSDAoEc3RlcBgDIAEoBBITCgtvYmplY3RfbmFtZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkSEgoKc2l6ZV9ieXRlcxgGIAEoBBIdChVyZWZlcmVuY2Vfb2JqZWN0X25hbWUYByABKAkSGAoQcmVmZXJlbmNlX3NoYTI1NhgIIAEoCRISCgptb2RlbF9raW5kGAkgASgJEhcKD2NyZWF0ZWRfdW5peF9tcxgKIAEoAxIZChFyZWZlcmVuY2VfdmVyc2lvbhgLIAEoBCLPBwoJUnVuQ29uZmlnEhIKBXN0ZXBzGAEgASgNSACIAQESHQoQcHJvbXB0c19wZXJfc3RlcBgCIAEoDUgBiAEBEh8KEnNhbXBsZXNfcGVyX3Byb21wdBgDIAEoDUgCiAEBEjEKCHNhbXBsaW5nGAQgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zEhoKDWxlYXJuaW5nX3JhdGUYBSABKAJIA4gBARISCgVnYW1tYRgGIAEoAkgEiAEBEhQKB2tsX2NvZWYYByABKAJIBYgBARIaCg1tYXhfZ3JhZF9ub3JtGAggASgCSAaIAQESGgoNcHVibGlzaF9ldmVyeRgJIAEoDUgHiAEBEhEKBHNlZWQYCiABKARICIgBARIPCgdwcm9tcHRzGAsgAygJEhsKDmJhc2VsaW5lX2RlY2F5GAwgASgCSAmIAQESGQoMZW50cm9weV9jb2VmGA0gASgCSAqIAQESFQoIYmFzZWxpbmUYDiABKAlIC4gBARISCgVrbF9pbhgPIAEoCUgMiAEBEhkKDGtsX2VzdGltYXRvchgQIAEoCUgNiAEBEhYKCWtsX3RhcmdldBgRIAEoAkgOiAEBEhcKCmtsX2hvcml6b24YEiABKAJID4gBARIZCgx3ZWlnaHRfZGVjYXkYEyABKAJIEIgBARIZCgx3YXJtdXBfc3RlcHMYFCABKA1IEYgBARIVCghscl9kZWNheRgVIAEoCUgSiAEBEhcKCm9mZl9wb2xpY3kYFiABKAlIE4gBARIZCgxjbGlwX2Vwc2lsb24YFyABKAJIFIgBARIXCgp0cnVuY2F0aW9uGBggASgCSBWIAQFCCAoGX3N0ZXBzQhMKEV9wcm9tcHRzX3Blcl9zdGVwQhUKE19zYW1wbGVzX3Blcl9wcm9tcHRCEAoOX2xlYXJuaW5nX3JhdGVCCAoGX2dhbW1hQgoKCF9rbF9jb2VmQhAKDl9tYXhfZ3JhZF9ub3JtQhAKDl9wdWJsaXNoX2V2ZXJ5QgcKBV9zZWVkQhEKD19iYXNlbGluZV9kZWNheUIPCg1fZW50cm9weV9jb2VmQgsKCV9iYXNlbGluZUIICgZfa2xfaW5CDwoNX2tsX2VzdGltYXRvckIMCgpfa2xfdGFyZ2V0Qg0KC19rbF9ob3Jpem9uQg8KDV93ZWlnaHRfZGVjYXlCDwoNX3dhcm11cF9zdGVwc0ILCglfbHJfZGVjYXlCDQoLX29mZl9wb2xpY3lCDwoNX2NsaXBfZXBzaWxvbkINCgtfdHJ1bmNhdGlvbiLDAgoLU3RlcE1ldHJpY3MSDgoGcnVuX2lkGAEgASgJEgwKBHN0ZXAYAiABKAQSEwoLbWVhbl9yZXdhcmQYAyABKAESEgoKc3RkX3Jld2FyZBgEIAEoARIKCgJrbBgFIAEoARIPCgdlbnRyb3B5GAYgASgBEhEKCWdyYWRfbm9ybRgHIAEoARIMCgRsb3NzGAggASgBEhQKDHRyYWplY3RvcmllcxgJIAEoDRIZChF0b2tlbnNfcGVyX3NlY29uZBgKIAEoARIXCg93ZWlnaHRzX3ZlcnNpb24YCyABKAQSFAoMd2FsbF9zZWNvbmRzGAwgASgBEhAKCGV4Y2x1ZGVkGA0gASgNEhUKDWNsaXBfZnJhY3Rpb24YDiABKAESDwoHa2xfY29lZhgPIAEoARIVCg1sZWFybmluZ19yYXRlGBAgASgBIv8BCgpSdW5TdW1tYXJ5Eg4KBnJ1bl9pZBgBIAEoCRINCgVzdGVwcxgCIAEoDRIUCgx0cmFqZWN0b3JpZXMYAyABKA0SGQoRZmlyc3RfbWVhbl9yZXdhcmQYBCABKAESGAoQbGFzdF9tZWFuX3Jld2FyZBgFIAEoARIQCghmaW5hbF9rbBgGIAEoARIdChVmaW5hbF93ZWlnaHRzX3ZlcnNpb24YByABKAQSFAoMd2FsbF9zZWNvbmRzGAggASgBEhkKEXRva2Vuc19wZXJfc2Vjb25kGAkgASgBEgwKBG1vZGUYCiABKAkSFwoPY2hlY2twb2ludF9wYXRoGAsgASgJKnkKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQARIVChFGSU5JU0hfUkVBU09OX0VPUxACEhkKFUZJTklTSF9SRUFTT05fQ09OVEVYVBADYgZwcm90bzM");
 
 /**
  * How a policy turns next-token distributions into tokens.
@@ -473,6 +473,85 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
    * @generated from field: optional float entropy_coef = 13;
    */
   entropyCoef?: number | undefined;
+
+  /**
+   * Baseline b of the advantages: "none", "moving-average" (default), "rloo" (leave-one-out mean
+   * of the other G-1 samples' returns), "group" (GRPO: (R - mean_group)/(std_group + eps)) or
+   * "batch" (REINFORCE++: the batch's advantages normalised to mean 0, std 1). Unset = default.
+   *
+   * @generated from field: optional string baseline = 14;
+   */
+  baseline?: string | undefined;
+
+  /**
+   * Where the KL to the reference goes: "reward" (default: r_t - beta*KL_t) or "loss" (+beta*KL).
+   *
+   * @generated from field: optional string kl_in = 15;
+   */
+  klIn?: string | undefined;
+
+  /**
+   * Sampled-token KL estimator: "k1" (default, log pi - log pi_ref) or "k3" ((r - 1) - log r).
+   *
+   * @generated from field: optional string kl_estimator = 16;
+   */
+  klEstimator?: string | undefined;
+
+  /**
+   * Target KL in nats per sample; > 0 turns on the adaptive beta controller (Ziegler et al.); 0 = fixed beta.
+   *
+   * @generated from field: optional float kl_target = 17;
+   */
+  klTarget?: number | undefined;
+
+  /**
+   * Horizon (in samples) of the adaptive beta controller; beta moves by at most 20% per horizon.
+   *
+   * @generated from field: optional float kl_horizon = 18;
+   */
+  klHorizon?: number | undefined;
+
+  /**
+   * AdamW decoupled weight decay lambda (0 = plain Adam).
+   *
+   * @generated from field: optional float weight_decay = 19;
+   */
+  weightDecay?: number | undefined;
+
+  /**
+   * Linear learning-rate warm-up over this many steps (0 = none).
+   *
+   * @generated from field: optional uint32 warmup_steps = 20;
+   */
+  warmupSteps?: number | undefined;
+
+  /**
+   * Learning-rate decay after warm-up: "none" (default, constant) or "cosine" (to 0.1 x lr at the last step).
+   *
+   * @generated from field: optional string lr_decay = 21;
+   */
+  lrDecay?: string | undefined;
+
+  /**
+   * Off-policy correction for samples of older weights: "none" (default), "ppo-clip" or "truncated".
+   *
+   * @generated from field: optional string off_policy = 22;
+   */
+  offPolicy?: string | undefined;
+
+  /**
+   * epsilon of the PPO clip of the importance ratio to [1 - eps, 1 + eps], in (0, 1).
+   *
+   * @generated from field: optional float clip_epsilon = 23;
+   */
+  clipEpsilon?: number | undefined;
+
+  /**
+   * c of truncated importance sampling min(rho, c), >= 1.
+   *
+   * @generated from field: optional float truncation = 24;
+   */
+  truncation?: number | undefined;
 };
 
 /**
@@ -578,6 +657,28 @@ export type StepMetrics = Message<"rlaif.common.v1.StepMetrics"> & {
    * @generated from field: uint32 excluded = 13;
    */
   excluded: number;
+
+  /**
+   * Share of completion tokens whose importance ratio was clipped (ppo-clip: the clipped term was
+   * the active one, so the token gave no gradient; truncated: rho > c). 0 without off-policy correction.
+   *
+   * @generated from field: double clip_fraction = 14;
+   */
+  clipFraction: number;
+
+  /**
+   * beta of the KL penalty used by the step (changes over the run with the adaptive controller).
+   *
+   * @generated from field: double kl_coef = 15;
+   */
+  klCoef: number;
+
+  /**
+   * Learning rate used by the step (after warm-up / decay).
+   *
+   * @generated from field: double learning_rate = 16;
+   */
+  learningRate: number;
 };
 
 /**
