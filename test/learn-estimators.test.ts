@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import * as tf from "@tensorflow/tfjs";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
@@ -387,7 +387,16 @@ describe("estimators", () => {
     expect(results[2]?.klCoef).toBeLessThan(st.kl.beta);
     learner.setState(st);
     expect(learner.getState()).toEqual(st);
+    // β and the baseline travel in the checkpoint metadata and come back on resume
+    const saved = join(dirname(path), "resumed.safetensors");
+    await learner.saveCheckpoint(saved, { step: "4" });
     learner.dispose();
+    const resumed = await ReinforceLearner.fromCheckpoint(saved, settings, { resume: true });
+    expect(resumed.getState()).toEqual(st);
+    resumed.dispose();
+    const fresh = await ReinforceLearner.fromCheckpoint(saved, settings);
+    expect(fresh.getState().kl.beta).toBe(settings.klCoef);
+    fresh.dispose();
   });
 });
 

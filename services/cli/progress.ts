@@ -30,7 +30,7 @@ export function createProgress(total: number, stream: NodeJS.WriteStream = proce
       const text = `step ${step}/${total} reward ${fmt(m.meanReward)} ±${fmt(m.stdReward, 2)} kl ${fmt(m.kl)} tok/s ${fmt(m.tokensPerSecond, 0)} v${m.weightsVersion}`;
       if (!tty) {
         stream.write(
-          `${text} loss ${fmt(m.loss, 4)} grad ${fmt(m.gradNorm, 2)} t ${fmt(m.wallSeconds, 1)}s\n`,
+          `${text} loss ${fmt(m.loss, 4)} grad ${fmt(m.gradNorm, 2)} ent ${fmt(m.entropy)} clip ${fmt(m.clipFraction)} β ${fmt(m.klCoef, 4)} lr ${m.learningRate.toExponential(2)} t ${fmt(m.wallSeconds, 1)}s\n`,
         );
         return;
       }

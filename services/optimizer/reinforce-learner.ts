@@ -36,6 +36,9 @@ import { BOS, EOS } from "../core/src/model/tokenizer.js";
 import type { Transformer } from "../core/src/model/transformer.js";
 import type { Learner, LearnerStepResult } from "./run-driver.js";
 
+/** Checkpoint metadata key of the {@link LearnerState} JSON. */
+export const LEARNER_STATE_KEY = "learnerState";
+
 /** The learner's own state beside weights and Adam: baseline and β (for checkpoints). */
 export interface LearnerState {
   baseline: BaselineState;
@@ -69,8 +72,21 @@ export class ReinforceLearner implements Learner {
   }
 
   /** A learner starting from the checkpoint at `path`. */
-  static async fromCheckpoint(path: string, settings: RunSettings): Promise<ReinforceLearner> {
-    return new ReinforceLearner(modelFromCheckpoint(await loadCheckpoint(path)), settings);
+  /**
+   * A learner starting from the checkpoint at `path`. With `resume`, the baseline and β saved by
+   * {@link saveCheckpoint} (metadata key `learnerState`) are restored; otherwise the run's settings
+   * start them afresh (a new run from a trained checkpoint).
+   */
+  static async fromCheckpoint(
+    path: string,
+    settings: RunSettings,
+    opts: { resume?: boolean } = {},
+  ): Promise<ReinforceLearner> {
+    const checkpoint = await loadCheckpoint(path);
+    const learner = new ReinforceLearner(modelFromCheckpoint(checkpoint), settings);
+    const saved = checkpoint.metadata[LEARNER_STATE_KEY];
+    if (opts.resume && saved !== undefined) learner.setState(JSON.parse(saved) as LearnerState);
+    return learner;
   }
 
   /** Baseline and β, to save with a checkpoint. */
@@ -161,7 +177,10 @@ export class ReinforceLearner implements Learner {
   }
 
   async saveCheckpoint(path: string, metadata: Record<string, string>): Promise<string> {
-    const checkpoint = checkpointFromModel(this.model, metadata);
+    const checkpoint = checkpointFromModel(this.model, {
+      ...metadata,
+      [LEARNER_STATE_KEY]: JSON.stringify(this.getState()),
+    });
     await saveCheckpoint(path, checkpoint);
     return sha256Hex(encodeCheckpoint(checkpoint));
   }
