@@ -292,6 +292,15 @@ describe("estimators", () => {
     });
   }
 
+  for (const mode of ["ppo-clip", "truncated"] as const) {
+    it(`estimators - ${mode} learns the bandit from samples of a 4-steps-stale policy`, async () => {
+      const { probs, maxClip } = await banditRun("rloo", { mode, stale: 4 });
+      expect(probs[2]).toBeGreaterThan(0.95);
+      // the policy moved away from the behaviour within a stale window, so some ratios were clipped
+      expect(maxClip).toBeGreaterThan(0);
+    });
+  }
+
   it("estimators - settings round-trip through RunConfig and bad choices are rejected", () => {
     const s: RunSettings = {
       ...defaultConfig().run,
@@ -416,7 +425,10 @@ function rng(seed: number): () => number {
  * REINFORCE on a 4-armed bandit (toy bigram "LM", V = 4, BOS = 3; arm 2 pays 1), 4 prompts × 4
  * samples per step, with the given baseline. Returns the final policy's arm probabilities.
  */
-async function banditRun(kind: BaselineKind): Promise<{ probs: number[] }> {
+async function banditRun(
+  kind: BaselineKind,
+  off: { mode: "none" | "ppo-clip" | "truncated"; stale: number } = { mode: "none", stale: 1 },
+): Promise<{ probs: number[]; maxClip: number }> {
   const V = 4;
   const BOS = 3;
   const w = tf.tidy(() =>
@@ -432,12 +444,16 @@ async function banditRun(kind: BaselineKind): Promise<{ probs: number[] }> {
   const rand = rng(11);
   const ma = new MovingAverageBaseline(0.9);
   const adam = new Adam({ learningRate: 0.1 });
-  const cfg = { klCoef: 0, klEstimator: "k1" as const, entropyCoef: 0, maxGradNorm: 1 };
+  const cfg = { klCoef: 0, klEstimator: "k1" as const, entropyCoef: 0, maxGradNorm: 1, offPolicy: off.mode };
   let probs: number[] = [];
+  let maxClip = 0;
   for (let step = 0; step < 80; step++) {
-    probs = Array.from(
-      tf.tidy(() => tf.softmax(forward(tf.fill([1, 1], BOS, "int32") as tf.Tensor2D)).dataSync()),
-    );
+    // the behaviour policy is refreshed every `stale` steps (stale > 1: off-policy samples)
+    if (step % off.stale === 0) {
+      probs = Array.from(
+        tf.tidy(() => tf.softmax(forward(tf.fill([1, 1], BOS, "int32") as tf.Tensor2D)).dataSync()),
+      );
+    }
     const groups: number[] = [];
     const traj = [];
     for (let i = 0; i < 16; i++) {
@@ -445,7 +461,13 @@ async function banditRun(kind: BaselineKind): Promise<{ probs: number[] }> {
       let k = 0;
       while (k < V - 1 && u >= (probs[k] as number)) u -= probs[k++] as number;
       groups.push(Math.floor(i / 4));
-      traj.push({ promptTokens: [], completionTokens: [k], reward: k === 2 ? 1 : 0, refLogprobs: [-1.386] });
+      traj.push({
+        promptTokens: [],
+        completionTokens: [k],
+        reward: k === 2 ? 1 : 0,
+        refLogprobs: [-1.386],
+        behaviourLogprobs: [Math.log(probs[k] as number)],
+      });
     }
     const built = buildPgBatch(traj, {
       bosId: BOS,
@@ -456,7 +478,8 @@ async function banditRun(kind: BaselineKind): Promise<{ probs: number[] }> {
       advantages: (returns) => computeAdvantages(returns, groups, kind, ma.value),
     });
     ma.update(built.returns);
-    await trainStep(forward, [w, b], built.tokens, built.batch, cfg, adam);
+    const res = await trainStep(forward, [w, b], built.tokens, built.batch, cfg, adam);
+    maxClip = Math.max(maxClip, res.clipFraction);
     disposePgBatch(built);
   }
   probs = Array.from(
@@ -464,5 +487,5 @@ async function banditRun(kind: BaselineKind): Promise<{ probs: number[] }> {
   );
   adam.dispose();
   tf.dispose([w, b]);
-  return { probs };
+  return { probs, maxClip };
 }
