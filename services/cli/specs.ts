@@ -3,6 +3,7 @@
  * `rlaif --help`, `--help` and flag errors answer without loading TensorFlow.js, gRPC or NATS.
  */
 import { DEFAULT_CONFIG } from "../core/src/model/config.js";
+import { DEFAULT_RNN_CONFIG } from "../core/src/model/rnn-config.js";
 import type { CommandSpec } from "./args.js";
 
 /** Hyperparameters of a run. */
@@ -87,18 +88,32 @@ export const upSpec: CommandSpec = {
 /** `rlaif pretrain`. */
 export const pretrainSpec: CommandSpec = {
   name: "pretrain",
-  summary: "Pre-train a Transformer policy on the bundled Brown corpus and write a checkpoint",
+  summary: "Pre-train a policy (Transformer, GRU or LSTM) on the bundled Brown corpus and write a checkpoint",
   usage: "rlaif pretrain --out <file.safetensors> [flags]",
   settings: ["backend"],
   flags: [
     { name: "out", type: "string", help: "checkpoint file to write (required)" },
+    { name: "model", type: "string", help: "model kind: transformer | gru | lstm (default transformer)" },
     { name: "steps", type: "string", help: "optimiser steps (default 1000)" },
     { name: "batch", type: "string", help: "rows per step (default 16)" },
     { name: "lr", type: "string", help: "peak learning rate (default 0.003)" },
     { name: "seed", type: "string", help: "seed of weights and data order (default 1)" },
     { name: "context", type: "string", help: `context length (default ${DEFAULT_CONFIG.contextLength})` },
-    { name: "d-model", type: "string", help: `model width (default ${DEFAULT_CONFIG.dModel})` },
-    { name: "layers", type: "string", help: `layers (default ${DEFAULT_CONFIG.nLayers})` },
+    {
+      name: "d-model",
+      type: "string",
+      help: `model width, the embedding size for gru/lstm (default ${DEFAULT_CONFIG.dModel}; gru/lstm ${DEFAULT_RNN_CONFIG.dModel})`,
+    },
+    {
+      name: "hidden",
+      type: "string",
+      help: `gru/lstm hidden state size (default ${DEFAULT_RNN_CONFIG.hidden})`,
+    },
+    {
+      name: "layers",
+      type: "string",
+      help: `layers (default ${DEFAULT_CONFIG.nLayers}; gru/lstm ${DEFAULT_RNN_CONFIG.nLayers})`,
+    },
     { name: "heads", type: "string", help: `attention heads (default ${DEFAULT_CONFIG.nHeads})` },
     { name: "eval-every", type: "string", help: "held-out evaluation interval in steps (default 100)" },
     { name: "samples", type: "string", help: "samples to print at the end (default 6)" },

@@ -1,17 +1,17 @@
 /**
- * The Transformer policy as a Policy replica's LoadedModel: loads checkpoints (files or blobs in
- * the safetensors layout) and exposes sampling and scoring.
+ * Any policy model (Transformer, GRU, LSTM: whatever kind the checkpoint declares) as a Policy
+ * replica's LoadedModel: loads checkpoints (files or blobs in the safetensors layout) and exposes
+ * sampling and scoring.
  */
 import { readFileSync } from "node:fs";
 import * as tf from "@tensorflow/tfjs";
 import { CheckpointError } from "../core/src/errors.js";
+import { type CausalLM, countModelParameters } from "../core/src/model/causal-lm.js";
 import { decodeCheckpoint, modelFromCheckpoint } from "../core/src/model/checkpoint.js";
-import { countParameters } from "../core/src/model/config.js";
 import { generate, sequenceLogprobs } from "../core/src/model/sampler.js";
-import type { Transformer } from "../core/src/model/transformer.js";
 import type { LoadedModel, ModelLoader } from "./loaded-model.js";
 
-/** A loaded Transformer. */
+/** A loaded policy model of any kind (the name predates the GRU/LSTM kinds). */
 export class TransformerModel implements LoadedModel {
   readonly vocabSize: number;
   readonly contextLength: number;
@@ -19,12 +19,12 @@ export class TransformerModel implements LoadedModel {
   readonly configJson: string;
 
   constructor(
-    private readonly model: Transformer,
+    private readonly model: CausalLM,
     readonly kind: string,
   ) {
     this.vocabSize = model.config.vocabSize;
     this.contextLength = model.config.contextLength;
-    this.parameterCount = countParameters(model.config);
+    this.parameterCount = countModelParameters(model.config);
     this.configJson = JSON.stringify(model.config);
   }
 
@@ -47,11 +47,10 @@ export class TransformerModel implements LoadedModel {
 
 function fromBytes(bytes: Uint8Array): TransformerModel {
   const c = decodeCheckpoint(bytes);
-  if (c.kind !== "transformer") throw new CheckpointError(`unsupported model kind "${c.kind}"`);
   return new TransformerModel(modelFromCheckpoint(c), c.kind);
 }
 
-/** Loads Transformer checkpoints. */
+/** Loads checkpoints of every model kind (`decodeCheckpoint` rejects unknown kinds). */
 export const transformerLoader: ModelLoader = {
   fromFile(path) {
     let bytes: Uint8Array;

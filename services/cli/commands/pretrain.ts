@@ -6,15 +6,16 @@
 
 import { ConfigError } from "../../core/src/errors.js";
 import { startBackend } from "../../core/src/model/backend.js";
-import { checkpointFromModel, saveCheckpoint } from "../../core/src/model/checkpoint.js";
 import {
-  countParameters,
-  DEFAULT_CONFIG,
-  type TransformerConfig,
-  validateConfig,
-} from "../../core/src/model/config.js";
+  countModelParameters,
+  type ModelConfig,
+  validateModelConfig,
+} from "../../core/src/model/causal-lm.js";
+import { checkpointFromModel, saveCheckpoint } from "../../core/src/model/checkpoint.js";
+import { DEFAULT_CONFIG } from "../../core/src/model/config.js";
 import { heldOutPrompts } from "../../core/src/model/corpus.js";
 import { type PretrainLog, pretrain } from "../../core/src/model/pretrain.js";
+import { DEFAULT_RNN_CONFIG } from "../../core/src/model/rnn-config.js";
 import { generate } from "../../core/src/model/sampler.js";
 import { decode, encode } from "../../core/src/model/tokenizer.js";
 import type { CommandRun } from "../args.js";
@@ -42,6 +43,7 @@ const NUMBER_FLAGS = [
   "seed",
   "context",
   "d-model",
+  "hidden",
   "layers",
   "heads",
   "eval-every",
@@ -56,20 +58,42 @@ export const pretrainCommand: CommandRun = {
     for (const f of NUMBER_FLAGS) if (flags[f] === "") throw new ConfigError(`--${f} needs a value`);
     const lr = flags.lr === undefined ? 0.003 : Number(flags.lr);
     if (!(lr > 0 && lr <= 1)) throw new ConfigError(`--lr must be in (0, 1], got "${String(flags.lr)}"`);
-    const model: TransformerConfig = validateConfig({
-      vocabSize: DEFAULT_CONFIG.vocabSize,
-      contextLength: intFlag(flags, "context", DEFAULT_CONFIG.contextLength, 8, 4096),
-      dModel: intFlag(flags, "d-model", DEFAULT_CONFIG.dModel, 8, 8192),
-      nLayers: intFlag(flags, "layers", DEFAULT_CONFIG.nLayers, 1, 128),
-      nHeads: intFlag(flags, "heads", DEFAULT_CONFIG.nHeads, 1, 128),
-    });
+    const kind = flags.model === undefined ? "transformer" : String(flags.model);
+    if (kind !== "transformer" && kind !== "gru" && kind !== "lstm") {
+      throw new ConfigError(`--model must be transformer, gru or lstm, got "${kind}"`);
+    }
+    if (kind === "transformer" && flags.hidden !== undefined) {
+      throw new ConfigError("--hidden applies to --model gru|lstm only");
+    }
+    if (kind !== "transformer" && flags.heads !== undefined) {
+      throw new ConfigError("--heads applies to --model transformer only");
+    }
+    const model: ModelConfig =
+      kind === "transformer"
+        ? validateModelConfig(kind, {
+            vocabSize: DEFAULT_CONFIG.vocabSize,
+            contextLength: intFlag(flags, "context", DEFAULT_CONFIG.contextLength, 8, 4096),
+            dModel: intFlag(flags, "d-model", DEFAULT_CONFIG.dModel, 8, 8192),
+            nLayers: intFlag(flags, "layers", DEFAULT_CONFIG.nLayers, 1, 128),
+            nHeads: intFlag(flags, "heads", DEFAULT_CONFIG.nHeads, 1, 128),
+          })
+        : validateModelConfig(kind, {
+            kind,
+            vocabSize: DEFAULT_RNN_CONFIG.vocabSize,
+            contextLength: intFlag(flags, "context", DEFAULT_RNN_CONFIG.contextLength, 8, 4096),
+            dModel: intFlag(flags, "d-model", DEFAULT_RNN_CONFIG.dModel, 8, 8192),
+            hidden: intFlag(flags, "hidden", DEFAULT_RNN_CONFIG.hidden, 8, 8192),
+            nLayers: intFlag(flags, "layers", DEFAULT_RNN_CONFIG.nLayers, 1, 128),
+          });
     const steps = intFlag(flags, "steps", 1000, 1, 10_000_000);
     const batchSize = intFlag(flags, "batch", 16, 1, 4096);
     const seed = intFlag(flags, "seed", 1, 0, 2 ** 32 - 1);
     const samples = intFlag(flags, "samples", 6, 0, 1000);
     const backend = await startBackend(config.services.backend);
     const log = (line: string) => process.stderr.write(`${line}\n`);
-    log(`backend=${backend} config=${JSON.stringify(model)} params=${countParameters(model)}`);
+    log(
+      `backend=${backend} model=${kind} config=${JSON.stringify(model)} params=${countModelParameters(model)}`,
+    );
     log(`steps=${steps} batch=${batchSize}x${model.contextLength} lr=${lr} seed=${seed}`);
 
     const started = performance.now();

@@ -6,20 +6,31 @@
  * (space-padded to a multiple of 8), then the little-endian tensor bytes. Python's `safetensors`
  * (or `json` + `numpy.frombuffer`) reads it as is, which is why weights published to the Object
  * Store use it (DESIGN.md §6). The metadata carries what is needed to rebuild the model: kind,
- * config JSON, tokenizer description, plus free-form fields (step, version, …).
+ * config JSON, tokenizer description, plus free-form fields (step, version, …). `kind` is
+ * "transformer", "gru" or "lstm"; `modelFromCheckpoint` builds the matching `CausalLM`.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { endianness } from "node:os";
 import path from "node:path";
 import { CheckpointError, ValidationError } from "../errors.js";
-import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
+import {
+  type CausalLM,
+  MODEL_KINDS,
+  type ModelConfig,
+  type ModelKind,
+  modelKindOf,
+  modelParameterShapes,
+  validateModelConfig,
+  type WeightMap,
+} from "./causal-lm.js";
+import { RnnLM } from "./rnn.js";
 import { describeTokenizer, isByteTokenizer, type TokenizerDescription } from "./tokenizer.js";
-import { Transformer, type WeightMap } from "./transformer.js";
+import { type Transformer, TransformerLM } from "./transformer.js";
 
 /** Value of `__metadata__.format`, so a loader can tell our files from other safetensors files. */
 export const CHECKPOINT_FORMAT = "rlaif-checkpoint-v1";
-/** The model kind this module writes (`__metadata__.kind`). */
+/** The Transformer's `__metadata__.kind` (GRU and LSTM checkpoints say "gru" / "lstm"). */
 export const TRANSFORMER_KIND = "transformer";
 
 const RESERVED = new Set(["format", "kind", "config", "tokenizer"]);
@@ -28,14 +39,16 @@ const LITTLE_ENDIAN_HOST = endianness() === "LE";
 
 /** What a checkpoint holds. `metadata` is free-form (e.g. `{step: "1200", version: "3"}`). */
 export interface Checkpoint {
-  config: TransformerConfig;
+  /** Model family; default: the one `config` describes (an RnnConfig names its own kind). */
+  kind?: ModelKind;
+  config: ModelConfig;
   weights: WeightMap;
   metadata: Record<string, string>;
 }
 
 /** A decoded checkpoint, with the model kind and tokenizer it declares. */
 export interface DecodedCheckpoint extends Checkpoint {
-  kind: string;
+  kind: ModelKind;
   tokenizer: TokenizerDescription;
 }
 
@@ -51,7 +64,8 @@ function floatBytes(data: Float32Array): Uint8Array {
 
 /** Serialises a checkpoint. Throws ValidationError for reserved metadata keys or mismatched data. */
 export function encodeCheckpoint(c: Checkpoint): Uint8Array {
-  const config = validateConfig(c.config);
+  const kind = c.kind ?? modelKindOf(c.config);
+  const config = validateModelConfig(kind, c.config);
   for (const [k, v] of Object.entries(c.metadata)) {
     if (RESERVED.has(k)) throw new ValidationError(`metadata.${k}`, "is reserved");
     if (typeof v !== "string") throw new ValidationError(`metadata.${k}`, "must be a string");
@@ -61,7 +75,7 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
     __metadata__: {
       ...c.metadata,
       format: CHECKPOINT_FORMAT,
-      kind: TRANSFORMER_KIND,
+      kind,
       config: JSON.stringify(config),
       tokenizer: JSON.stringify(describeTokenizer()),
     },
@@ -128,11 +142,12 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
   }
   const m = meta as Record<string, string>;
   if (m.format !== CHECKPOINT_FORMAT) fail(`format '${m.format}' is not ${CHECKPOINT_FORMAT}`);
-  if (m.kind !== TRANSFORMER_KIND) fail(`unsupported model kind '${m.kind}'`);
-  let config: TransformerConfig;
+  const kind = m.kind as ModelKind;
+  if (!MODEL_KINDS.includes(kind)) fail(`unsupported model kind '${m.kind}'`);
+  let config: ModelConfig;
   let tokenizer: unknown;
   try {
-    config = validateConfig(JSON.parse(m.config ?? ""));
+    config = validateModelConfig(kind, JSON.parse(m.config ?? ""));
     tokenizer = JSON.parse(m.tokenizer ?? "");
   } catch (e) {
     fail("config or tokenizer metadata unreadable", e);
@@ -140,7 +155,7 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
   if (!isByteTokenizer(tokenizer)) fail(`unsupported tokenizer ${m.tokenizer}`);
   const dataStart = 8 + n;
   const dataLength = bytes.length - dataStart;
-  const expected = parameterShapes(config);
+  const expected = modelParameterShapes(config);
   const entries: [string, number[], number, number][] = [];
   for (const [name, raw] of Object.entries(header)) {
     if (name === "__metadata__") continue;
@@ -177,7 +192,7 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
     weights.set(name, { shape, data: readFloats(bytes, dataStart + begin, dataStart + end) });
   }
   const metadata = Object.fromEntries(Object.entries(m).filter(([k]) => !RESERVED.has(k)));
-  return { kind: m.kind, config, tokenizer: tokenizer as TokenizerDescription, weights, metadata };
+  return { kind, config, tokenizer: tokenizer as TokenizerDescription, weights, metadata };
 }
 
 /**
@@ -224,13 +239,26 @@ export async function loadCheckpoint(file: string): Promise<DecodedCheckpoint> {
 }
 
 /** The checkpoint of a live model (weights copied out of the backend). */
-export function checkpointFromModel(model: Transformer, metadata: Record<string, string> = {}): Checkpoint {
-  return { config: model.config, weights: model.getWeights(), metadata };
+export function checkpointFromModel(model: CausalLM, metadata: Record<string, string> = {}): Checkpoint {
+  return { kind: model.kind, config: model.config, weights: model.getWeights(), metadata };
 }
 
-/** A model rebuilt from a checkpoint (throws WeightsError if the weights do not fit the config). */
+/** A fresh model of the kind `config` describes (see each class's constructor for its init). */
+export function createModel(
+  config: ModelConfig,
+  seed: number,
+  kind: ModelKind = modelKindOf(config),
+): CausalLM {
+  const c = validateModelConfig(kind, config);
+  return "kind" in c ? new RnnLM(c, seed) : new TransformerLM(c, seed);
+}
+
+/**
+ * The model a checkpoint declares (`kind` transformer, gru or lstm), with its weights; throws
+ * WeightsError if they do not fit the config. `Transformer` is the any-kind `CausalLM` type.
+ */
 export function modelFromCheckpoint(c: Checkpoint): Transformer {
-  const model = new Transformer(c.config, 0);
+  const model = createModel(c.config, 0, c.kind ?? modelKindOf(c.config));
   try {
     model.setWeights(c.weights);
   } catch (e) {

@@ -13,16 +13,17 @@ import { RlaifError, ValidationError } from "../errors.js";
 import { Adam, clipByGlobalNorm } from "../learn/optimizer.js";
 import { learningRate } from "../learn/schedule.js";
 import { initBackend } from "./backend.js";
-import type { TransformerConfig } from "./config.js";
+import type { CausalLM, ModelConfig } from "./causal-lm.js";
+import { createModel } from "./checkpoint.js";
 import { loadCorpusSplit } from "./corpus.js";
 import { maskedCrossEntropy, selectLogprobs } from "./loss.js";
 import { Rng } from "./rng.js";
 import { BOS, EOS } from "./tokenizer.js";
-import { Transformer } from "./transformer.js";
 
 /** Settings of a pre-training run. */
 export interface PretrainOptions {
-  config: TransformerConfig;
+  /** Any kind's config: a TransformerConfig, or an RnnConfig (kind "gru" | "lstm"). */
+  config: ModelConfig;
   /** Optimiser steps. */
   steps: number;
   /** Rows per step; each row is contextLength tokens. */
@@ -48,7 +49,7 @@ export interface PretrainOptions {
   /** Sentences to train on (default: the Brown split from corpus.ts). */
   sentences?: { train: string[]; heldOut: string[] };
   /** Continue training this model instead of a fresh one (its config must equal `config`). */
-  model?: Transformer;
+  model?: CausalLM;
   /** Called after every step. */
   onLog?: (entry: PretrainLog) => void;
 }
@@ -131,7 +132,7 @@ function batchTensors(b: WindowBatch, rows: number, t: number): [tf.Tensor2D, tf
 }
 
 /** Mean held-out negative log-likelihood (nats per scored token) over fixed windows. */
-export function evaluate(model: Transformer, batches: readonly WindowBatch[], rows: number): number {
+export function evaluate(model: CausalLM, batches: readonly WindowBatch[], rows: number): number {
   const t = model.config.contextLength;
   let nll = 0;
   let count = 0;
@@ -150,14 +151,14 @@ export function evaluate(model: Transformer, batches: readonly WindowBatch[], ro
 }
 
 /** Pre-trains (or continues training) a model and returns it; see PretrainOptions. */
-export async function pretrain(o: PretrainOptions): Promise<Transformer> {
+export async function pretrain(o: PretrainOptions): Promise<CausalLM> {
   await initBackend();
   if (!Number.isInteger(o.steps) || o.steps < 1)
     throw new ValidationError("steps", "must be a positive integer");
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1)
     throw new ValidationError("batchSize", "must be a positive integer");
   if (!(o.lr > 0)) throw new ValidationError("lr", "must be positive");
-  const model = o.model ?? new Transformer(o.config, o.seed);
+  const model = o.model ?? createModel(o.config, o.seed);
   if (JSON.stringify(model.config) !== JSON.stringify({ ...model.config, ...o.config })) {
     throw new ValidationError("model", "config differs from options.config");
   }

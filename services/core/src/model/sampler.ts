@@ -1,5 +1,6 @@
 /**
- * Batched generation with a KV cache, and batched scoring of given completions.
+ * Batched generation with a KV cache or recurrent state (any `CausalLM`), and batched scoring of
+ * given completions.
  *
  * Rows are left-padded with per-row position ids and a key padding mask, so a row's tokens and
  * log-probs do not depend on which other prompts share its batch. Sampling happens in JS from the
@@ -16,10 +17,10 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
+import { type CausalLM, type DecodingState, disposeState } from "./causal-lm.js";
 import { selectLogprobs } from "./loss.js";
 import { Rng } from "./rng.js";
 import { BOS, EOS } from "./tokenizer.js";
-import { disposeCache, type KVCache, type Transformer } from "./transformer.js";
 
 /** How to pick tokens. */
 export interface SamplingParams {
@@ -70,7 +71,7 @@ export function validateSamplingParams(p: SamplingParams): SamplingParams {
   return p;
 }
 
-function checkRows(model: Transformer, rows: number[][], field: string, extra: (i: number) => number): void {
+function checkRows(model: CausalLM, rows: number[][], field: string, extra: (i: number) => number): void {
   const { contextLength, vocabSize } = model.config;
   rows.forEach((row, i) => {
     const bad = row.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
@@ -135,7 +136,7 @@ export function chooseToken(z: Float32Array, p: SamplingParams, rng: Rng): numbe
  * deadline.
  */
 export async function generate(
-  model: Transformer,
+  model: CausalLM,
   prompts: number[][],
   p: SamplingParams,
   onToken?: OnToken,
@@ -167,7 +168,7 @@ export async function generate(
       pos[r * width + pad + j] = j;
     });
   });
-  let cache: KVCache | null = null;
+  let cache: DecodingState | null = null;
   let input = {
     tokens: tf.tensor2d(tok, [b, width], "int32"),
     positions: tf.tensor2d(pos, [b, width], "int32"),
@@ -177,7 +178,7 @@ export async function generate(
       const mask = tf.tensor2d(maskCols.flat(), [b, maskCols[0]?.length ?? 0]);
       const out = model.step(input.tokens, input.positions, mask, cache);
       tf.dispose([mask, input.tokens, input.positions]);
-      disposeCache(cache);
+      disposeState(cache);
       cache = out.cache;
       const s = out.logits.shape[1];
       const last = (
@@ -223,7 +224,7 @@ export async function generate(
     }
   } finally {
     tf.dispose([input.tokens, input.positions]);
-    disposeCache(cache);
+    disposeState(cache);
   }
   return results;
 }
@@ -236,11 +237,7 @@ const SCORE_CHUNK = 64;
  * full forward pass per chunk of rows (right-padded; causal attention keeps padding out).
  * Each row [BOS, ...prompt, ...completion] must fit in the context length.
  */
-export function sequenceLogprobs(
-  model: Transformer,
-  prompts: number[][],
-  completions: number[][],
-): number[][] {
+export function sequenceLogprobs(model: CausalLM, prompts: number[][], completions: number[][]): number[][] {
   if (prompts.length !== completions.length) {
     throw new ValidationError("completions", `has ${completions.length} rows for ${prompts.length} prompts`);
   }

@@ -9,27 +9,22 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError, WeightsError } from "../errors.js";
+import {
+  type CausalLM,
+  type DecodingState,
+  disposeState,
+  type ForwardOptions,
+  type WeightMap,
+} from "./causal-lm.js";
 import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
 import * as L from "./layers.js";
 import { hashString, Rng } from "./rng.js";
 
-/** Plain weights, as stored in checkpoints and shipped between services. */
-export type WeightMap = Map<string, { shape: number[]; data: Float32Array }>;
+export type { ForwardOptions, WeightMap } from "./causal-lm.js";
 
 /** Per-layer attention keys and values of a prefix, each [B, H, S, D] (concatenated along S). */
 export interface KVCache {
   layers: { k: tf.Tensor4D; v: tf.Tensor4D }[];
-}
-
-/** Extra inputs of a forward pass. */
-export interface ForwardOptions {
-  /** [B, T] 1 for real tokens, 0 for padding; padded keys are never attended to. */
-  keyMask?: tf.Tensor2D;
-  /**
-   * Layer implementations: `train` (default; custom gradients), `inference` (fewest kernels, for
-   * passes nobody differentiates) or `reference` (stock autodiff; tests compare against it).
-   */
-  ops?: "train" | "inference" | "reference";
 }
 
 const OPS = { train: L.TRAIN_OPS, inference: L.INFERENCE_OPS, reference: L.REFERENCE_OPS };
@@ -40,7 +35,9 @@ const MASKED = -1e9;
 let modelCounter = 0;
 
 /** A GPT whose parameters are named `tf.Variable`s. Dispose it when done. */
-export class Transformer {
+export class TransformerLM implements CausalLM {
+  /** Model family, as written in checkpoints. */
+  readonly kind = "transformer" as const;
   /** Validated hyperparameters. */
   readonly config: TransformerConfig;
   /** Parameters by GPT-2 name (see `parameterShapes`). */
@@ -112,12 +109,19 @@ export class Transformer {
     tokens: tf.Tensor2D,
     positions: tf.Tensor2D,
     keyMask: tf.Tensor2D,
-    past: KVCache | null,
+    past: DecodingState | null,
   ): { logits: tf.Tensor3D; cache: KVCache } {
     type Out = { logits: tf.Tensor3D; cache: KVCache };
     // tidy keeps every tensor reachable from the returned object (logits and the new cache).
     return tf.tidy(
-      () => this.run(tokens, positions, keyMask, past, L.INFERENCE_OPS) as unknown as tf.TensorContainer,
+      () =>
+        this.run(
+          tokens,
+          positions,
+          keyMask,
+          past as KVCache | null,
+          L.INFERENCE_OPS,
+        ) as unknown as tf.TensorContainer,
     ) as unknown as Out;
   }
 
@@ -268,13 +272,21 @@ function defaultPositions(b: number, t: number): tf.Tensor2D {
   return tf.tensor2d(ids, [b, t], "int32");
 }
 
-/** Disposes every tensor of a KV cache. */
-export function disposeCache(cache: KVCache | null): void {
-  if (cache === null) return;
-  for (const l of cache.layers) tf.dispose([l.k, l.v]);
+/** Disposes every tensor of a KV cache (or of any model's decoding state). */
+export function disposeCache(cache: DecodingState | null): void {
+  disposeState(cache);
 }
 
-/** A fresh model from `config` and `seed` (see `Transformer`'s constructor for the init scheme). */
-export function createTransformer(config: TransformerConfig, seed: number): Transformer {
-  return new Transformer(config, seed);
+/**
+ * `new Transformer(config, seed)` builds a GPT (the class `TransformerLM`). As a type,
+ * `Transformer` is any `CausalLM`: code typed against "the policy model" (e.g. the learner) takes
+ * every model kind that `modelFromCheckpoint` returns (transformer, gru, lstm).
+ */
+export const Transformer = TransformerLM;
+/** Any policy model (see the `Transformer` value above for the GPT class). */
+export type Transformer = CausalLM;
+
+/** A fresh model from `config` and `seed` (see `TransformerLM`'s constructor for the init scheme). */
+export function createTransformer(config: TransformerConfig, seed: number): TransformerLM {
+  return new TransformerLM(config, seed);
 }

@@ -1,0 +1,121 @@
+/**
+ * The policy model interface every model family implements (Transformer, GRU, LSTM), and the
+ * kind-dispatching helpers over their configs. Sampling, scoring, checkpoints, pre-training, the
+ * Policy loader and the learner work against `CausalLM` only.
+ */
+import type * as tf from "@tensorflow/tfjs";
+import { ValidationError } from "../errors.js";
+import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
+import { isRnnKind, type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
+
+/** Model families, as written in a checkpoint's `__metadata__.kind`. */
+export type ModelKind = "transformer" | "gru" | "lstm";
+
+/** Every model kind this code can build. */
+export const MODEL_KINDS: readonly ModelKind[] = ["transformer", "gru", "lstm"];
+
+/** Any model's config (a TransformerConfig has no `kind` field; an RnnConfig carries its own). */
+export type ModelConfig = TransformerConfig | RnnConfig;
+
+/** Plain weights, as stored in checkpoints and shipped between services. */
+export type WeightMap = Map<string, { shape: number[]; data: Float32Array }>;
+
+/**
+ * What `step` carries between calls: a Transformer's KV cache, an RNN's recurrent state. Opaque
+ * to callers, who only pass it back and free it with `disposeState`.
+ */
+export type DecodingState = object;
+
+/** Extra inputs of a forward pass. */
+export interface ForwardOptions {
+  /**
+   * [B, T] 1 for real tokens, 0 for padding. A Transformer never attends to padded keys; an RNN
+   * leaves its state unchanged at padded positions.
+   */
+  keyMask?: tf.Tensor2D;
+  /**
+   * Layer implementations: `train` (default; custom gradients), `inference` (fewest kernels, for
+   * passes nobody differentiates) or `reference` (stock autodiff; tests compare against it).
+   */
+  ops?: "train" | "inference" | "reference";
+}
+
+/** An autoregressive language model over token ids whose parameters are `tf.Variable`s. */
+export interface CausalLM {
+  /** Model family (the checkpoint's `kind`). */
+  readonly kind: ModelKind;
+  /** Validated hyperparameters; every kind has `vocabSize` and `contextLength`. */
+  readonly config: ModelConfig;
+  /**
+   * Logits [B, T, V] for int32 tokens [B, T], differentiable. Row t's logits depend only on
+   * tokens ≤ t, so right-padded training batches are exact. `positions` [B, T] are per-row
+   * position ids (Transformer only; RNNs ignore them).
+   */
+  forward(tokens: tf.Tensor2D, positions?: tf.Tensor2D, options?: ForwardOptions): tf.Tensor3D;
+  /**
+   * Incremental decoding: `tokens`/`positions` [B, S] continue the prefix summarised by `past`
+   * (null at the start); `keyMask` [B, P + S] covers the prefix and the new tokens. A masked
+   * position does not affect any later logits (left-padded prompts give each row the results
+   * it would have alone). Returns logits [B, S, V] and the new state; the caller owns both and
+   * frees the old state (`disposeState`).
+   */
+  step(
+    tokens: tf.Tensor2D,
+    positions: tf.Tensor2D,
+    keyMask: tf.Tensor2D,
+    past: DecodingState | null,
+  ): { logits: tf.Tensor3D; cache: DecodingState };
+  /** The trainable variables, in parameter order. */
+  variables(): tf.Variable[];
+  /** A copy of every parameter. */
+  getWeights(): WeightMap;
+  /** Replaces every parameter (WeightsError, nothing changed, when names or shapes differ). */
+  setWeights(weights: WeightMap): void;
+  /** Frees the parameters. */
+  dispose(): void;
+}
+
+/** Frees every tensor reachable from a decoding state (a KV cache or a recurrent state). */
+export function disposeState(state: DecodingState | null): void {
+  if (state === null) return;
+  const walk = (x: unknown): void => {
+    if (x === null || typeof x !== "object") return;
+    if (typeof (x as tf.Tensor).dispose === "function" && "dataId" in x) (x as tf.Tensor).dispose();
+    else if (Array.isArray(x)) x.forEach(walk);
+    else Object.values(x).forEach(walk);
+  };
+  walk(state);
+}
+
+/** The kind a config describes. */
+export function modelKindOf(config: ModelConfig): ModelKind {
+  return "kind" in config ? config.kind : "transformer";
+}
+
+/** Checks an untrusted config for `kind`; throws ValidationError naming the bad field. */
+export function validateModelConfig(kind: string, value: unknown): ModelConfig {
+  if (kind === "transformer") return validateConfig(value);
+  if (isRnnKind(kind)) {
+    const c = validateRnnConfig({ ...(value as object), kind });
+    if (typeof value === "object" && value !== null && "kind" in value && value.kind !== kind) {
+      throw new ValidationError(
+        "config.kind",
+        `is ${JSON.stringify(value.kind)} but the model kind is ${kind}`,
+      );
+    }
+    return c;
+  }
+  throw new ValidationError("kind", `unsupported model kind ${JSON.stringify(kind)}`);
+}
+
+/** Parameter names and shapes of any config. */
+export function modelParameterShapes(config: ModelConfig): Map<string, number[]> {
+  return "kind" in config ? rnnParameterShapes(config) : parameterShapes(config);
+}
+
+/** Total number of scalar parameters of any config. */
+export function countModelParameters(config: ModelConfig): number {
+  let n = 0;
+  for (const shape of modelParameterShapes(config).values()) n += shape.reduce((a, b) => a * b, 1);
+  return n;
+}

@@ -1,0 +1,283 @@
+/**
+ * The seed's recurrent language model on TensorFlow.js: byte embedding → nLayers stacked GRU or
+ * LSTM cells → linear head, with recurrent-state sampling.
+ *
+ * One code path serves training (the full sequence unrolled over T, differentiable; right padding
+ * is harmless because step t only reads tokens ≤ t) and incremental decoding (`step` carries the
+ * per-layer states h, c between calls). A key mask m_t ∈ {0, 1} gates every state update,
+ * h_t ← h_{t−1} + m_t (h̃_t − h_{t−1}), so a padded position leaves the state exactly as it was:
+ * a left-padded prompt row gives the same logits as the row alone.
+ *
+ * Speed on wasm: the input projections x_t W_ih of all T steps are one [B·T, in] × [in, G·H]
+ * product; only h_{t−1} W_hh is sequential. Products use layers.ts's `matmul`/`linear` (gradients
+ * with explicit transposes, no transposeA/B flags), and tanh is computed as 2σ(2x) − 1 because
+ * sigmoid is a much faster kernel than tanh on wasm (same function, to float rounding).
+ */
+import * as tf from "@tensorflow/tfjs";
+import { ValidationError, WeightsError } from "../errors.js";
+import type { CausalLM, DecodingState, ForwardOptions, WeightMap } from "./causal-lm.js";
+import * as L from "./layers.js";
+import { hashString, Rng } from "./rng.js";
+import { type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
+
+/** Per-layer recurrent state, each [B, H]; `c` is empty for a GRU. (A type, so it is a TensorContainer.) */
+export type RecurrentState = {
+  h: tf.Tensor2D[];
+  c: tf.Tensor2D[];
+};
+
+/** The primitives one forward pass uses (stock, custom-gradient or inference flavours). */
+interface RnnOps {
+  linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D;
+  embedding(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D;
+  tanh<T extends tf.Tensor>(x: T): T;
+}
+
+/** tanh(x) = 2σ(2x) − 1 (sigmoid is a fast kernel on wasm, tanh a slow one). */
+function sigmoidTanh<T extends tf.Tensor>(x: T): T {
+  return tf.sub(tf.mul(tf.sigmoid(tf.mul(x, 2)), 2), 1) as T;
+}
+
+const OPS: Record<NonNullable<ForwardOptions["ops"]>, RnnOps> = {
+  train: { linear: L.linear, embedding: L.embedding, tanh: sigmoidTanh },
+  inference: {
+    linear: (x, w, b) => tf.fused.matMul({ a: x, b: w, bias: b }) as tf.Tensor2D,
+    embedding: (table, ids) => tf.gather(table, ids),
+    tanh: sigmoidTanh,
+  },
+  reference: { linear: L.linearReference, embedding: L.embeddingReference, tanh: tf.tanh },
+};
+
+let modelCounter = 0;
+
+/** A GRU or LSTM language model whose parameters are named `tf.Variable`s. Dispose it when done. */
+export class RnnLM implements CausalLM {
+  /** Validated hyperparameters (`config.kind` is the cell family). */
+  readonly config: RnnConfig;
+  /** Parameters by name (see `rnnParameterShapes`). */
+  readonly params: ReadonlyMap<string, tf.Variable>;
+
+  /**
+   * Creates the parameters deterministically from `seed`: each parameter draws from its own RNG
+   * stream (seed, hash(name)), so the same seed gives the same weights on every backend.
+   * Embedding ~ N(0, 1); recurrent, input and head matrices ~ U(−1/√H, 1/√H) (PyTorch's RNN
+   * init); biases 0, except the LSTM forget-gate block of `bias_ih`, which starts at 1 so the
+   * cell remembers by default early in training.
+   */
+  constructor(config: RnnConfig, seed: number) {
+    this.config = validateRnnConfig(config);
+    const prefix = `${this.config.kind}${modelCounter++}`;
+    const h = this.config.hidden;
+    const k = 1 / Math.sqrt(h);
+    const params = new Map<string, tf.Variable>();
+    for (const [name, shape] of rnnParameterShapes(this.config)) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const data = new Float32Array(n);
+      const rng = new Rng(seed, hashString(name));
+      if (name === "wte") {
+        for (let i = 0; i < n; i++) data[i] = rng.nextNormal();
+      } else if (name.includes("bias")) {
+        // f block of the LSTM's [i, f, g, o] bias
+        if (this.config.kind === "lstm" && name.endsWith("bias_ih")) data.fill(1, h, 2 * h);
+      } else {
+        for (let i = 0; i < n; i++) data[i] = (2 * rng.nextFloat() - 1) * k;
+      }
+      params.set(name, tf.variable(tf.tensor(data, shape, "float32"), true, `${prefix}/${name}`));
+    }
+    this.params = params;
+  }
+
+  /** `gru` or `lstm`. */
+  get kind(): RnnConfig["kind"] {
+    return this.config.kind;
+  }
+
+  /** The trainable variables, in parameter order. */
+  variables(): tf.Variable[] {
+    return [...this.params.values()];
+  }
+
+  private p<T extends tf.Tensor>(name: string): T {
+    return this.params.get(name) as unknown as T;
+  }
+
+  /**
+   * Logits [B, T, V] for int32 tokens [B, T], differentiable. `positions` are ignored (the
+   * recurrence knows the order); `options.keyMask` [B, T] freezes the state at padding.
+   */
+  forward(tokens: tf.Tensor2D, _positions?: tf.Tensor2D, options: ForwardOptions = {}): tf.Tensor3D {
+    const [b, t] = tokens.shape;
+    if (tokens.rank !== 2 || t < 1)
+      throw new ValidationError("tokens", `must be [B, T], got [${tokens.shape}]`);
+    const mask = options.keyMask ?? null;
+    if (mask !== null && (mask.shape[0] !== b || mask.shape[1] !== t)) {
+      throw new ValidationError("keyMask", `must be [${b}, ${t}], got [${mask.shape}]`);
+    }
+    return tf.tidy(() => this.run(tokens, mask, null, OPS[options.ops ?? "train"]).logits);
+  }
+
+  /**
+   * Incremental decoding: runs the S new tokens from the `past` state (zeros when null).
+   * `keyMask` [B, P + S]: only its last S columns matter (the prefix is already in the state).
+   * Returns logits [B, S, V] and the state after the S tokens; the caller frees the old state.
+   */
+  step(
+    tokens: tf.Tensor2D,
+    _positions: tf.Tensor2D,
+    keyMask: tf.Tensor2D,
+    past: DecodingState | null,
+  ): { logits: tf.Tensor3D; cache: RecurrentState } {
+    const [b, s] = tokens.shape;
+    if (keyMask.shape[0] !== b || keyMask.shape[1] < s) {
+      throw new ValidationError("keyMask", `must be [${b}, ≥${s}], got [${keyMask.shape}]`);
+    }
+    type Out = { logits: tf.Tensor3D; cache: RecurrentState };
+    // tidy keeps every tensor reachable from the returned object (logits and the new state).
+    return tf.tidy(() => {
+      const total = keyMask.shape[1];
+      const mask = keyMask.slice([0, total - s], [b, s]) as tf.Tensor2D; // [B, S]
+      return this.run(
+        tokens,
+        mask,
+        past as RecurrentState | null,
+        OPS.inference,
+      ) as unknown as tf.TensorContainer;
+    }) as unknown as Out;
+  }
+
+  /** Unrolls every layer over the sequence; see the module doc for the masking rule. */
+  private run(
+    tokens: tf.Tensor2D,
+    keyMask: tf.Tensor2D | null,
+    past: RecurrentState | null,
+    ops: RnnOps,
+  ): { logits: tf.Tensor3D; cache: RecurrentState } {
+    const { hidden: h, vocabSize: v, nLayers, kind } = this.config;
+    const [b, t] = tokens.shape;
+    // Per-step inputs are built from JS arrays: slicing a [B, T, ·] tensor per step costs ~1 ms
+    // per slice on wasm, more than the step's arithmetic.
+    const tok = tokens.dataSync();
+    const maskData = keyMask === null ? null : keyMask.dataSync();
+    const column = (data: ArrayLike<number>, i: number) =>
+      Array.from({ length: b }, (_, r) => Number(data[r * t + i]));
+    // x_t = E[tokens[:, t]]
+    let xs: tf.Tensor2D[] = Array.from({ length: t }, (_, i) =>
+      ops.embedding(this.p("wte"), tf.tensor1d(column(tok, i), "int32")),
+    ); // T × [B, D]
+    // m_t, one [B, 1] column per step (absent: every position is real)
+    const masks =
+      maskData === null
+        ? null
+        : Array.from({ length: t }, (_, i) => tf.tensor2d(column(maskData, i), [b, 1], "float32")); // T × [B, 1]
+    const state: RecurrentState = { h: [], c: [] };
+    for (let l = 0; l < nLayers; l++) {
+      const wIh = this.p<tf.Tensor2D>(`h.${l}.weight_ih`); // [in, G·H]
+      const bIh = this.p<tf.Tensor1D>(`h.${l}.bias_ih`); // [G·H]
+      const wHh = this.p<tf.Tensor2D>(`h.${l}.weight_hh`); // [H, G·H]
+      const bHh = this.p<tf.Tensor1D>(`h.${l}.bias_hh`); // [G·H]
+      let hPrev = past?.h[l] ?? (tf.zeros([b, h]) as tf.Tensor2D); // [B, H]
+      let cPrev = kind === "lstm" ? (past?.c[l] ?? (tf.zeros([b, h]) as tf.Tensor2D)) : null; // [B, H]
+      const outs: tf.Tensor2D[] = [];
+      for (let i = 0; i < t; i++) {
+        // a_t = x_t W_ih + b_ih
+        const a = ops.linear(xs[i] as tf.Tensor2D, wIh, bIh); // [B, G·H]
+        // u_t = h_{t−1} W_hh + b_hh
+        const u = ops.linear(hPrev, wHh, bHh); // [B, G·H]
+        let hNew: tf.Tensor2D;
+        let cNew: tf.Tensor2D | null = null;
+        if (kind === "gru") {
+          const [aRz, aN] = tf.split(a, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, 2H], [B, H]
+          const [uRz, uN] = tf.split(u, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, 2H], [B, H]
+          // [r, z] = σ(x W_ir + b_ir + h W_hr + b_hr,  x W_iz + b_iz + h W_hz + b_hz)
+          const [r, z] = tf.split(tf.sigmoid(tf.add(aRz, uRz)), 2, 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, H] each
+          // n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))
+          const n = ops.tanh(tf.add(aN, tf.mul(r, uN))) as tf.Tensor2D; // [B, H]
+          // h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)
+          hNew = tf.add(n, tf.mul(z, tf.sub(hPrev, n))) as tf.Tensor2D; // [B, H]
+        } else {
+          const pre = tf.add(a, u) as tf.Tensor2D; // [B, 4H]
+          const [pi, pf, pg, po] = tf.split(pre, 4, 1) as tf.Tensor2D[]; // [B, H] each
+          // i = σ(x W_ii + b_ii + h W_hi + b_hi),  f = σ(x W_if + b_if + h W_hf + b_hf)
+          const ig = tf.sigmoid(pi as tf.Tensor2D); // [B, H]
+          const fg = tf.sigmoid(pf as tf.Tensor2D); // [B, H]
+          // g = tanh(x W_ig + b_ig + h W_hg + b_hg),  o = σ(x W_io + b_io + h W_ho + b_ho)
+          const gg = ops.tanh(pg as tf.Tensor2D); // [B, H]
+          const og = tf.sigmoid(po as tf.Tensor2D); // [B, H]
+          // c' = f ⊙ c + i ⊙ g
+          cNew = tf.add(tf.mul(fg, cPrev as tf.Tensor2D), tf.mul(ig, gg)) as tf.Tensor2D; // [B, H]
+          // h' = o ⊙ tanh(c')
+          hNew = tf.mul(og, ops.tanh(cNew)) as tf.Tensor2D; // [B, H]
+        }
+        const m = masks?.[i];
+        if (m !== undefined) {
+          // h_t = h_{t−1} + m_t (h' − h_{t−1})   (m_t = 0: padding leaves the state unchanged)
+          hNew = tf.add(hPrev, tf.mul(m, tf.sub(hNew, hPrev))) as tf.Tensor2D; // [B, H]
+          // c_t = c_{t−1} + m_t (c' − c_{t−1})
+          if (cNew !== null)
+            cNew = tf.add(cPrev as tf.Tensor2D, tf.mul(m, tf.sub(cNew, cPrev as tf.Tensor2D))) as tf.Tensor2D; // [B, H]
+        }
+        outs.push(hNew);
+        hPrev = hNew;
+        cPrev = cNew;
+      }
+      state.h.push(hPrev);
+      if (cPrev !== null) state.c.push(cPrev);
+      // the next layer (or the head) reads every step's h
+      xs = outs;
+    }
+    // Rows of every step's h in batch-major order (row r·T + i = h_i of row r), by a row gather:
+    // a Transpose of [T, B, ·] costs tens of ms on wasm, a gather about one.
+    const timeMajor = tf.reshape(tf.stack(xs, 0), [t * b, h]) as tf.Tensor2D; // [T*B, H]
+    const order = Int32Array.from({ length: b * t }, (_, k) => (k % t) * b + Math.floor(k / t));
+    const hs = t === 1 ? timeMajor : ops.embedding(timeMajor, tf.tensor1d(order, "int32")); // [B*T, H]
+    // logits = h W_head + b_head, for all steps at once
+    const logits = ops.linear(hs, this.p("lm_head.weight"), this.p("lm_head.bias")); // [B*T, V]
+    return { logits: tf.reshape(logits, [b, t, v]) as tf.Tensor3D, cache: state };
+  }
+
+  /** A copy of every parameter as plain Float32Arrays. */
+  getWeights(): WeightMap {
+    const out: WeightMap = new Map();
+    for (const [name, variable] of this.params) {
+      out.set(name, {
+        shape: [...variable.shape],
+        data: Float32Array.from(variable.dataSync() as Float32Array),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Replaces every parameter. The map must name exactly this model's parameters with matching
+   * shapes; otherwise WeightsError is thrown and no parameter is changed.
+   */
+  setWeights(weights: WeightMap): void {
+    for (const name of weights.keys()) {
+      if (!this.params.has(name)) throw new WeightsError(`unexpected parameter '${name}'`);
+    }
+    for (const [name, variable] of this.params) {
+      const w = weights.get(name);
+      if (w === undefined) throw new WeightsError(`missing parameter '${name}'`);
+      if (w.shape.length !== variable.shape.length || w.shape.some((dim, i) => dim !== variable.shape[i])) {
+        throw new WeightsError(`parameter '${name}' has shape [${w.shape}], expected [${variable.shape}]`);
+      }
+      if (w.data.length !== variable.size) {
+        throw new WeightsError(`parameter '${name}' has ${w.data.length} values, expected ${variable.size}`);
+      }
+    }
+    for (const [name, variable] of this.params) {
+      const w = weights.get(name) as { shape: number[]; data: Float32Array };
+      tf.tidy(() => variable.assign(tf.tensor(w.data, w.shape, "float32")));
+    }
+  }
+
+  /** Frees the parameters. */
+  dispose(): void {
+    for (const p of this.params.values()) p.dispose();
+  }
+}
+
+/** A fresh GRU/LSTM model from `config` and `seed` (see `RnnLM`'s constructor for the init). */
+export function createRnn(config: RnnConfig, seed: number): RnnLM {
+  return new RnnLM(config, seed);
+}
