@@ -1,0 +1,479 @@
+/**
+ * Cross-check against an independent PyTorch implementation (test/python/reference.py, float64):
+ * the REINFORCE loss (returns-to-go, baseline, KL k1/k3, entropy) and its gradient w.r.t. the
+ * logits; the GPT's logits; the loss gradient w.r.t. every parameter; the weights after one
+ * clipped AdamW step. Every quantity is computed here on the `cpu` and the `wasm` backends.
+ *
+ * Tolerance: 1e-5 relative, per tensor: max_i |ours_i − ref_i| / max_i |ref_i| (the error
+ * relative to the tensor's scale; for a scalar, the plain relative error). Element by element,
+ * entries far below their tensor's scale cannot be 1e-5-accurate in float32 (their absolute error
+ * is set by the scale), and PyTorch's own float32 run misses float64 by as much there; the test
+ * prints that element-wise figure (denominator max(|ref_i|, 1e-6·scale)) for us and for PyTorch
+ * float32 side by side, and asserts the per-tensor one.
+ *
+ * Adam's first step is θ ← θ − α·g/(|g| + ε) (plus decay): where the true gradient is ~0 (the
+ * attention key bias has an exactly zero gradient, softmax being shift-invariant) float32 noise
+ * of 1e-9 moves a weight by ~α/10 in any float32 implementation. So the optimiser is checked
+ * twice: on our own float32 gradients (every entry), and end to end against the float64 run on
+ * the entries whose float64 gradient is 0 or ≥ 1e-5 of its tensor's largest (the count left out
+ * is printed).
+ *
+ * Needs `/usr/bin/python3` with Debian's python3-torch (see .ci/run); skipped with a warning when
+ * it is missing locally, a failure when CI is set.
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { afterAll, describe, expect, it } from "vitest";
+import { Adam, clipByGlobalNorm, trainStep } from "../services/core/src/learn/optimizer.js";
+import {
+  buildPgBatch,
+  disposePgBatch,
+  type PgBatchOptions,
+  type PgLossConfig,
+  type PgTrajectory,
+  reinforceLoss,
+} from "../services/core/src/learn/reinforce.js";
+import { initBackend } from "../services/core/src/model/backend.js";
+import type { TransformerConfig } from "../services/core/src/model/config.js";
+import { createTransformer } from "../services/core/src/model/transformer.js";
+
+const PYTHON = "/usr/bin/python3";
+const SCRIPT = join(import.meta.dirname, "python", "reference.py");
+const RTOL = 1e-5;
+/** Entries of a gradient below this share of its tensor's largest are left out of the end-to-end Adam check. */
+const ADAM_GRAD_FLOOR = 1e-5;
+const BACKENDS = ["cpu", "wasm"] as const;
+
+const hasTorch = (() => {
+  const r = spawnSync(PYTHON, ["-c", "import torch, numpy"], { stdio: "ignore" });
+  return r.status === 0;
+})();
+if (!hasTorch && process.env.CI) {
+  throw new Error("PyTorch must be importable under /usr/bin/python3 in CI (.ci/run installs python3-torch)");
+}
+if (!hasTorch) {
+  console.warn(
+    "torch-crosscheck: SKIPPED — /usr/bin/python3 cannot import torch " +
+      "(apt-get install python3-torch libopenblas0-pthread)",
+  );
+}
+
+/** Deterministic uniform [0, 1) (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Standard normal draws (Box–Muller) from a uniform source. */
+function normal(u: () => number): () => number {
+  return () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
+}
+
+const VOCAB = 258;
+const OPTIONS: PgBatchOptions = { bosId: 256, padId: 257, vocabSize: VOCAB, gamma: 0.9, baseline: 0.3 };
+
+/** B random trajectories: prompts of 0–3 tokens, completions of 1–5, scalar or per-token rewards. */
+function trajectories(seed: number, b: number): PgTrajectory[] {
+  const u = rng(seed);
+  const n = normal(u);
+  const int = (k: number) => Math.floor(u() * k);
+  return Array.from({ length: b }, (_, i) => {
+    const prompt = Array.from({ length: int(4) }, () => int(256));
+    const completion = Array.from({ length: 1 + int(5) }, () => int(256));
+    const perToken = i % 2 === 1 ? completion.map(() => n()) : undefined;
+    return {
+      promptTokens: prompt,
+      completionTokens: completion,
+      reward: n(),
+      ...(perToken ? { tokenRewards: perToken } : {}),
+      refLogprobs: completion.map(() => -0.05 - 5 * u()),
+    };
+  });
+}
+
+interface RefArray {
+  shape: number[];
+  data: Float64Array;
+}
+
+/** Writes `case.json` (+ extra files) into a fresh dir, runs reference.py, reads its arrays. */
+function runReference(
+  caseJson: object,
+  files: Record<string, Uint8Array>,
+  dtype: "float64" | "float32" = "float64",
+): Map<string, RefArray> {
+  const dir = mkdtempSync(join(tmpdir(), "rlaif-torch-"));
+  writeFileSync(join(dir, "case.json"), JSON.stringify(caseJson));
+  for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, name), bytes);
+  const r = spawnSync(PYTHON, [SCRIPT, dir], {
+    encoding: "utf8",
+    env: { ...process.env, OPENBLAS_NUM_THREADS: "1", OMP_NUM_THREADS: "1", REFERENCE_DTYPE: dtype },
+    timeout: 120_000,
+  });
+  if (r.status !== 0) throw new Error(`reference.py failed (${r.status}): ${r.stderr}`);
+  const index = JSON.parse(readFileSync(join(dir, "result.json"), "utf8")) as {
+    arrays: Record<string, { shape: number[]; offset: number; length: number }>;
+  };
+  const bin = readFileSync(join(dir, "result.bin"));
+  const all = new Float64Array(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength));
+  const out = new Map<string, RefArray>();
+  for (const [k, v] of Object.entries(index.arrays)) {
+    out.set(k, { shape: v.shape, data: all.subarray(v.offset, v.offset + v.length) });
+  }
+  return out;
+}
+
+/** Errors of `ours` against `ref`: per tensor (asserted) and element-wise (printed). */
+function errors(
+  ours: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  keep?: (i: number) => boolean,
+): { tensor: number; element: number } {
+  expect(ours.length).toBe(ref.length);
+  let scale = 0;
+  for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i] as number));
+  let maxDiff = 0;
+  let element = 0;
+  for (let i = 0; i < ref.length; i++) {
+    if (keep && !keep(i)) continue;
+    const r = ref[i] as number;
+    const d = Math.abs((ours[i] as number) - r);
+    if (!(d <= Number.MAX_VALUE))
+      return { tensor: Number.POSITIVE_INFINITY, element: Number.POSITIVE_INFINITY };
+    maxDiff = Math.max(maxDiff, d);
+    if (d > 0) element = Math.max(element, d / Math.max(Math.abs(r), 1e-6 * scale));
+  }
+  return { tensor: scale === 0 ? (maxDiff === 0 ? 0 : Number.POSITIVE_INFINITY) : maxDiff / scale, element };
+}
+
+/** Worst errors per quantity and column (cpu, wasm, torch-f32), printed at the end. */
+const report = new Map<string, Record<string, { tensor: number; element: number }>>();
+function record(quantity: string, column: string, e: { tensor: number; element: number }): void {
+  const row = report.get(quantity) ?? {};
+  const old = row[column] ?? { tensor: 0, element: 0 };
+  row[column] = { tensor: Math.max(old.tensor, e.tensor), element: Math.max(old.element, e.element) };
+  report.set(quantity, row);
+}
+
+/** Records and asserts one quantity of one backend against the float64 reference. */
+function check(
+  quantity: string,
+  backend: string,
+  ours: ArrayLike<number>,
+  ref: RefArray | undefined,
+  keep?: (i: number) => boolean,
+): void {
+  if (ref === undefined) throw new Error(`reference.py returned no '${quantity}'`);
+  const e = errors(ours, ref.data, keep);
+  record(quantity, backend, e);
+  expect(
+    e.tensor,
+    `${quantity} on ${backend}: relative error ${e.tensor.toExponential(2)}`,
+  ).toBeLessThanOrEqual(RTOL);
+}
+
+/** Records (never asserts) PyTorch float32 against PyTorch float64: what float32 itself reaches. */
+function recordTorch32(
+  quantity: string,
+  f32: RefArray | undefined,
+  f64: RefArray | undefined,
+  keep?: (i: number) => boolean,
+): void {
+  if (f32 === undefined || f64 === undefined) throw new Error(`reference.py returned no '${quantity}'`);
+  record(quantity, "torch-f32", errors(f32.data, f64.data, keep));
+}
+
+const fmt = (x: number | undefined) => (x === undefined ? "   -    " : x.toExponential(2).padStart(8));
+afterAll(() => {
+  if (report.size === 0) return;
+  const cols = [...BACKENDS, "torch-f32"];
+  const lines = [...report].map(
+    ([q, r]) =>
+      `  ${q.padEnd(34)}` +
+      cols.map((c) => ` ${fmt(r[c]?.tensor)}`).join("") +
+      "  |" +
+      cols.map((c) => ` ${fmt(r[c]?.element)}`).join(""),
+  );
+  console.log(
+    `torch-crosscheck: worst relative error vs PyTorch float64 (asserted: per tensor ≤ ${RTOL})\n` +
+      `  ${"quantity".padEnd(34)} per tensor: cpu, wasm, torch-f32 | element-wise: cpu, wasm, torch-f32\n` +
+      lines.join("\n") +
+      (adamLeftOut
+        ? `\n  (end-to-end AdamW: ${adamLeftOut} entries with 0 < |g| < ${ADAM_GRAD_FLOOR}·max|g| of their tensor left out)`
+        : ""),
+  );
+});
+let adamLeftOut = "";
+
+const LOSS_CONFIGS: { name: string; cfg: PgLossConfig }[] = [
+  { name: "k3", cfg: { klCoef: 0.1, klEstimator: "k3", entropyCoef: 0.01 } },
+  { name: "k1", cfg: { klCoef: 0.05, klEstimator: "k1", entropyCoef: 0.02 } },
+];
+
+describe.skipIf(!hasTorch)("PyTorch cross-check: REINFORCE loss on given logits", () => {
+  for (const { name, cfg } of LOSS_CONFIGS) {
+    it(`loss and d loss/d logits match (KL ${name})`, async () => {
+      const trajs = trajectories(11, 5);
+      const t = Math.max(...trajs.map((x) => x.promptTokens.length + x.completionTokens.length));
+      const n = normal(rng(23));
+      const logits = Float32Array.from({ length: trajs.length * t * VOCAB }, () => 2 * n());
+      const caseJson = {
+        kind: "logits",
+        options: OPTIONS,
+        trajectories: trajs,
+        loss: cfg,
+        logitsShape: [trajs.length, t, VOCAB],
+      };
+      const files = { "logits.f32": new Uint8Array(logits.buffer) };
+      const ref = runReference(caseJson, files);
+      const ref32 = runReference(caseJson, files, "float32");
+      const quantities: [string, string][] = [
+        ["loss", `loss[${name}] L`],
+        ["pgLoss", `loss[${name}] L_pg`],
+        ["kl", `loss[${name}] KL`],
+        ["entropy", `loss[${name}] H`],
+        ["dLogits", `loss[${name}] dL/dlogits`],
+      ];
+      for (const [k, q] of quantities) recordTorch32(q, ref32.get(k), ref.get(k));
+      for (const backend of BACKENDS) {
+        await initBackend(backend);
+        expect(tf.getBackend()).toBe(backend);
+        const built = buildPgBatch(trajs, OPTIONS);
+        const z = tf.tensor3d(logits, [trajs.length, t, VOCAB]);
+        const parts = reinforceLoss(z, built.batch, cfg);
+        const grad = tf.grad((x: tf.Tensor) => reinforceLoss(x as tf.Tensor3D, built.batch, cfg).loss)(z);
+        // the batch layout and A_t = R_t − b, built independently in Python
+        check(
+          "batch advantages R_t - b",
+          backend,
+          await built.batch.advantages.data(),
+          ref.get("advantages"),
+        );
+        check("batch mask", backend, await built.batch.mask.data(), ref.get("mask"));
+        for (const [k, q] of quantities) {
+          const ours = k === "dLogits" ? await grad.data() : await parts[k as "loss"].data();
+          check(q, backend, ours, ref.get(k));
+        }
+        tf.dispose([z, grad, ...Object.values(parts)]);
+        disposePgBatch(built);
+      }
+    });
+  }
+});
+
+const MODEL: TransformerConfig = { vocabSize: VOCAB, contextLength: 16, dModel: 32, nLayers: 2, nHeads: 4 };
+
+/**
+ * Weights with every parameter away from its trivial init (biases ≠ 0, gains ≠ 1) and logits of
+ * order 1, so that each term of the loss and each gradient path carries weight.
+ */
+function randomWeights(seed: number): Map<string, { shape: number[]; data: Float32Array }> {
+  const n = normal(rng(seed));
+  const model = createTransformer(MODEL, 1);
+  const out = model.getWeights();
+  model.dispose();
+  for (const [name, w] of out) {
+    const isGain = name.includes("ln_") && name.endsWith(".weight");
+    const std = name.endsWith(".bias")
+      ? 0.1
+      : isGain
+        ? 0.1
+        : name === "wte" || name === "wpe"
+          ? 0.5
+          : 1 / Math.sqrt(w.shape[0] as number);
+    for (let i = 0; i < w.data.length; i++) w.data[i] = (isGain ? 1 : 0) + std * n();
+  }
+  return out;
+}
+
+/** A safetensors file (u64 LE header length, JSON header, F32 data), as the checkpoint layout. */
+function safetensors(weights: Map<string, { shape: number[]; data: Float32Array }>): Uint8Array {
+  const header: Record<string, unknown> = {};
+  let off = 0;
+  for (const [name, w] of weights) {
+    header[name] = { dtype: "F32", shape: w.shape, data_offsets: [off, off + 4 * w.data.length] };
+    off += 4 * w.data.length;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length % 8)) % 8);
+  const hbytes = new TextEncoder().encode(json);
+  const buf = new Uint8Array(8 + hbytes.length + off);
+  new DataView(buf.buffer).setBigUint64(0, BigInt(hbytes.length), true);
+  buf.set(hbytes, 8);
+  let at = 8 + hbytes.length;
+  for (const w of weights.values()) {
+    buf.set(new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength), at);
+    at += w.data.byteLength;
+  }
+  return buf;
+}
+
+type Weights = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** Loss gradient w.r.t. every parameter, by parameter name, on the current backend. */
+function paramGrads(
+  model: ReturnType<typeof createTransformer>,
+  built: ReturnType<typeof buildPgBatch>,
+  loss: PgLossConfig,
+): Map<string, Float32Array> {
+  const { value, grads } = tf.variableGrads(
+    () => reinforceLoss(model.forward(built.tokens), built.batch, loss).loss,
+    model.variables(),
+  );
+  const out = new Map<string, Float32Array>();
+  for (const [name, v] of model.params) {
+    const g = grads[v.name];
+    out.set(name, g ? Float32Array.from(g.dataSync() as Float32Array) : new Float32Array(v.size));
+  }
+  tf.dispose([value, ...Object.values(grads)]);
+  return out;
+}
+
+describe.skipIf(!hasTorch)("PyTorch cross-check: GPT forward, parameter gradients, AdamW step", () => {
+  it("logits, loss, d loss/d every parameter and the weights after one clipped AdamW step match", async () => {
+    const trajs = trajectories(5, 4);
+    const weights: Weights = randomWeights(99);
+    const paramOrder = [...weights.keys()];
+    const loss: PgLossConfig = { klCoef: 0.1, klEstimator: "k3", entropyCoef: 0.01 };
+    const adam = { learningRate: 1e-2, weightDecay: 0.1, decayMatricesOnly: true };
+    // Our cpu gradients: their norm sets a clip threshold that really clips (×0.5), and they are
+    // the input of the optimiser-only check.
+    await initBackend("cpu");
+    const cpuGrads = (() => {
+      const m = createTransformer(MODEL, 1);
+      m.setWeights(weights);
+      const built = buildPgBatch(trajs, OPTIONS);
+      const g = paramGrads(m, built, loss);
+      disposePgBatch(built);
+      m.dispose();
+      return g;
+    })();
+    let sq = 0;
+    for (const g of cpuGrads.values()) for (const x of g) sq += x * x;
+    const maxGradNorm = 0.5 * Math.sqrt(sq);
+    const caseJson = {
+      kind: "model",
+      options: OPTIONS,
+      trajectories: trajs,
+      loss,
+      model: MODEL,
+      paramOrder,
+      train: { maxGradNorm },
+      adam,
+    };
+    const files = { "weights.safetensors": safetensors(weights) };
+    const ref = runReference(caseJson, files);
+    const ref32 = runReference(caseJson, files, "float32");
+    const flatGrads = new Float32Array(
+      paramOrder.reduce((n, k) => n + (cpuGrads.get(k) as Float32Array).length, 0),
+    );
+    let off = 0;
+    for (const k of paramOrder) {
+      flatGrads.set(cpuGrads.get(k) as Float32Array, off);
+      off += (cpuGrads.get(k) as Float32Array).length;
+    }
+    const refAdam = runReference(
+      { ...caseJson, kind: "adam" },
+      { ...files, "grads.f32": new Uint8Array(flatGrads.buffer) },
+    );
+
+    // Entries kept in the end-to-end Adam check: float64 gradient 0 or ≥ ADAM_GRAD_FLOOR·max of its tensor.
+    const keepers = new Map<string, (i: number) => boolean>();
+    let left = 0;
+    let total = 0;
+    for (const name of paramOrder) {
+      const g = (ref.get(`grad/${name}`) as RefArray).data;
+      let mx = 0;
+      for (const x of g) mx = Math.max(mx, Math.abs(x));
+      // exact zeros (rows of tokens and positions the batch never uses) stay in: no noise there
+      const keep = (i: number) => g[i] === 0 || Math.abs(g[i] as number) >= ADAM_GRAD_FLOOR * mx;
+      for (let i = 0; i < g.length; i++) if (!keep(i)) left++;
+      total += g.length;
+      keepers.set(name, keep);
+    }
+    adamLeftOut = `${left} of ${total}`;
+
+    recordTorch32("model logits", ref32.get("logits"), ref.get("logits"));
+    for (const k of ["loss", "pgLoss", "kl", "entropy", "gradNorm"])
+      recordTorch32(`model ${k}`, ref32.get(k), ref.get(k));
+    for (const name of paramOrder) {
+      recordTorch32("dL/dparam (worst of all)", ref32.get(`grad/${name}`), ref.get(`grad/${name}`));
+      recordTorch32(
+        "weights after AdamW, end to end",
+        ref32.get(`after/${name}`),
+        ref.get(`after/${name}`),
+        keepers.get(name),
+      );
+    }
+
+    for (const backend of BACKENDS) {
+      await initBackend(backend);
+      expect(tf.getBackend()).toBe(backend);
+      const model = createTransformer(MODEL, 1);
+      model.setWeights(weights);
+      const built = buildPgBatch(trajs, OPTIONS);
+      const logits = model.forward(built.tokens);
+      check("model logits", backend, await logits.data(), ref.get("logits"));
+      const parts = reinforceLoss(logits, built.batch, loss);
+      for (const k of ["loss", "pgLoss", "kl", "entropy"] as const) {
+        check(`model ${k}`, backend, await parts[k].data(), ref.get(k));
+      }
+      tf.dispose([logits, ...Object.values(parts)]);
+      const grads = paramGrads(model, built, loss);
+      for (const name of paramOrder) {
+        check("dL/dparam (worst of all)", backend, grads.get(name) as Float32Array, ref.get(`grad/${name}`));
+      }
+      // One product training step: gradients → global-norm clip → AdamW.
+      const opt = new Adam(adam);
+      const res = await trainStep(
+        (x) => model.forward(x),
+        model.variables(),
+        built.tokens,
+        built.batch,
+        { ...loss, maxGradNorm },
+        opt,
+      );
+      expect(res.applied).toBe(true);
+      expect(res.gradNorm).toBeGreaterThan(maxGradNorm); // the clip was active
+      check("model gradNorm", backend, [res.gradNorm], ref.get("gradNorm"));
+      const after = model.getWeights();
+      for (const name of paramOrder) {
+        const ours = (after.get(name) as { data: Float32Array }).data;
+        check("weights after AdamW, end to end", backend, ours, ref.get(`after/${name}`), keepers.get(name));
+      }
+      opt.dispose();
+      disposePgBatch(built);
+      model.dispose();
+
+      // The optimiser alone, on our cpu float32 gradients (every entry): clip + AdamW.
+      const vars = paramOrder.map((name) => {
+        const w = weights.get(name) as { shape: number[]; data: Float32Array };
+        return tf.variable(tf.tensor(w.data, w.shape, "float32"), true, `crosscheck-${backend}/${name}`);
+      });
+      const gs = paramOrder.map((name, i) => tf.tensor(cpuGrads.get(name) as Float32Array, vars[i]?.shape));
+      const { clipped, globalNorm } = clipByGlobalNorm(gs, maxGradNorm);
+      check("AdamW on given grads: norm", backend, await globalNorm.data(), refAdam.get("gradNorm"));
+      const opt2 = new Adam(adam);
+      opt2.applyGradients(vars, clipped);
+      for (const [i, name] of paramOrder.entries()) {
+        check(
+          "AdamW on given grads: weights",
+          backend,
+          await (vars[i] as tf.Variable).data(),
+          refAdam.get(`after/${name}`),
+        );
+      }
+      opt2.dispose();
+      tf.dispose([...vars, ...gs, ...clipped, globalNorm]);
+    }
+  });
+});
