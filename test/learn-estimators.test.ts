@@ -238,6 +238,33 @@ describe("estimators", () => {
     disposeBatch(batch);
   });
 
+  it("estimators - off-policy and k3 losses and gradients agree on cpu and wasm", async () => {
+    const rho = [1.5, 0.5, 1.1, 1.5];
+    const behaviour = LOGP.map((lp, t) => lp - Math.log(rho[t] as number));
+    const cases: PgLossConfig[] = [
+      { ...BASE, offPolicy: "ppo-clip", clipEpsilon: 0.2 },
+      { ...BASE, offPolicy: "truncated", truncation: 1.2, klCoef: 0.3, klEstimator: "k3", entropyCoef: 0.1 },
+    ];
+    const results: Record<string, ReturnType<typeof lossAndGrad>[]> = {};
+    for (const backend of ["cpu", "wasm"]) {
+      expect(await tf.setBackend(backend)).toBe(true);
+      const batch = batchOf({ adv: [1, -1, 1, -1], behaviour, ref: [-0.5, -2, -1.2, -0.3] });
+      results[backend] = cases.map((cfg) => lossAndGrad(batch, cfg, 4));
+      disposeBatch(batch);
+    }
+    await tf.setBackend("cpu");
+    results.cpu?.forEach((c, i) => {
+      const w = results.wasm?.[i] as ReturnType<typeof lossAndGrad>;
+      close(c.loss, w.loss);
+      expect(c.clip).toBe(w.clip);
+      c.grad.forEach((row, t) => {
+        row.forEach((x, j) => {
+          close(x, w.grad[t]?.[j] as number);
+        });
+      });
+    });
+  });
+
   it("estimators - entropy bonus: L = −c·H with ∂H/∂z_j = −p_j (log p_j + H)", () => {
     const batch = batchOf({ adv: [0, 0] });
     const c = 0.3;
