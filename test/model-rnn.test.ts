@@ -8,6 +8,7 @@ import {
   checkpointFromModel,
   decodeCheckpoint,
   encodeCheckpoint,
+  loadCheckpoint,
   modelFromCheckpoint,
 } from "../services/core/src/model/checkpoint.js";
 import { maskedCrossEntropy } from "../services/core/src/model/loss.js";
@@ -324,6 +325,16 @@ describe("rnn", () => {
       expect(c.map((o) => o.tokens)).not.toEqual(a.map((o) => o.tokens));
     });
   }
+
+  it("rnn - the shipped GRU checkpoint loads as a GRU and samples", async () => {
+    const c = await loadCheckpoint("checkpoints/gru/model.safetensors");
+    expect(c.kind).toBe("gru");
+    const m = modelFromCheckpoint(c);
+    expect(m.kind).toBe("gru");
+    const out = await generate(m, [encode("The man")], { ...SAMPLE, maxNewTokens: 16 });
+    expect(out[0]?.tokens.length).toBe(16);
+    m.dispose();
+  });
 
   it("rnn - a few pre-training steps lower the loss, with no tensor leak across steps", async () => {
     const text = "the cat sat on the mat. the dog sat on the log. a cat and a dog sat.";
