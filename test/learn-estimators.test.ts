@@ -21,6 +21,7 @@ import {
   reinforceLoss,
 } from "../services/core/src/learn/reinforce.js";
 import { runLearningRate } from "../services/core/src/learn/schedule.js";
+import { createModel } from "../services/core/src/model/checkpoint.js";
 import { runConfigFromSettings, settingsFromRunConfig } from "../services/optimizer/optimizer-service.js";
 import { ReinforceLearner } from "../services/optimizer/reinforce-learner.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
@@ -374,6 +375,37 @@ describe("estimators", () => {
     expect(() => validate(runConfigRules, create(RunConfigSchema, { truncation: 0.5 }))).toThrow(
       /truncation/,
     );
+  });
+
+  it("estimators - ReinforceLearner trains a GRU policy through the CausalLM interface, without leaks", async () => {
+    const gru = createModel(
+      { kind: "gru", vocabSize: 258, contextLength: 32, dModel: 16, hidden: 16, nLayers: 1 },
+      5,
+    );
+    const learner = new ReinforceLearner(gru, {
+      ...defaultConfig().run,
+      baseline: "rloo",
+      offPolicy: "truncated",
+    });
+    expect(learner.modelKind).toBe("gru");
+    const trajs = [0, 1].map((g) =>
+      create(TrajectorySchema, {
+        id: `g${g}`,
+        promptIndex: 0,
+        sampleIndex: g,
+        promptTokens: [72],
+        completionTokens: [32, 97 + g],
+        behaviourLogprobs: [-5.2, -5.9],
+        referenceLogprobs: [-5.0, -5.1],
+        reward: g,
+      }),
+    );
+    await learner.step(trajs);
+    const before = tf.memory().numTensors;
+    const res = await learner.step(trajs);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(Number.isFinite(res.loss) && res.gradNorm > 0).toBe(true);
+    learner.dispose();
   });
 
   it("estimators - ReinforceLearner steps leak no tensors and keep β in its state", async () => {

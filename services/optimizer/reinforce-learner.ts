@@ -24,16 +24,15 @@ import { Adam, trainStep } from "../core/src/learn/optimizer.js";
 import { buildPgBatch, disposePgBatch } from "../core/src/learn/reinforce.js";
 import { tokenRewards } from "../core/src/learn/returns.js";
 import { runLearningRate } from "../core/src/learn/schedule.js";
+import type { CausalLM } from "../core/src/model/causal-lm.js";
 import {
   checkpointFromModel,
   encodeCheckpoint,
   loadCheckpoint,
   modelFromCheckpoint,
   saveCheckpoint,
-  TRANSFORMER_KIND,
 } from "../core/src/model/checkpoint.js";
 import { BOS, EOS } from "../core/src/model/tokenizer.js";
-import type { Transformer } from "../core/src/model/transformer.js";
 import type { Learner, LearnerStepResult } from "./run-driver.js";
 
 /** Checkpoint metadata key of the {@link LearnerState} JSON. */
@@ -55,16 +54,18 @@ function klPerSample(trajs: readonly Trajectory[]): number {
 
 /** REINFORCE-family learner on a policy model (forward(tokens) → logits [B, T, V]). */
 export class ReinforceLearner implements Learner {
-  readonly modelKind = TRANSFORMER_KIND;
+  /** The policy's family (transformer, gru, lstm): the learner only uses the CausalLM interface. */
+  readonly modelKind: string;
   readonly contextLength: number;
   private readonly adam: Adam;
   private baseline: MovingAverageBaseline;
   private kl: KlController;
 
   constructor(
-    private readonly model: Transformer,
+    private readonly model: CausalLM,
     private readonly settings: RunSettings,
   ) {
+    this.modelKind = model.kind;
     this.contextLength = model.config.contextLength;
     this.adam = new Adam({ learningRate: settings.learningRate, weightDecay: settings.weightDecay });
     this.baseline = new MovingAverageBaseline(settings.baselineDecay);
