@@ -33,7 +33,7 @@ import {
   saveCheckpoint,
 } from "../core/src/model/checkpoint.js";
 import { BOS, EOS } from "../core/src/model/tokenizer.js";
-import type { Learner, LearnerStepResult } from "./run-driver.js";
+import { type Learner, type LearnerStepResult, sampleKl } from "./run-driver.js";
 
 /** Checkpoint metadata key of the {@link LearnerState} JSON. */
 export const LEARNER_STATE_KEY = "learnerState";
@@ -42,14 +42,6 @@ export const LEARNER_STATE_KEY = "learnerState";
 export interface LearnerState {
   baseline: BaselineState;
   kl: KlControllerState;
-}
-
-/** Mean over samples of Σ_t (log π_behaviour − log π_ref): the k1 KL in nats per sample. */
-function klPerSample(trajs: readonly Trajectory[]): number {
-  const per = trajs.map((t) =>
-    t.behaviourLogprobs.reduce((s, lp, i) => s + lp - (t.referenceLogprobs[i] ?? lp), 0),
-  );
-  return per.reduce((a, b) => a + b, 0) / Math.max(1, per.length);
 }
 
 /** REINFORCE-family learner on a policy model (forward(tokens) → logits [B, T, V]). */
@@ -159,7 +151,7 @@ export class ReinforceLearner implements Learner {
       // 5. The moving average learns from this batch only after it was used (b stays independent of it).
       this.baseline.update(built.returns);
       // 6. Adaptive β from the batch's KL in nats per sample (no-op when β is fixed).
-      this.kl.update(klPerSample(trajectories), trajectories.length);
+      this.kl.update(sampleKl(trajectories), trajectories.length);
       return {
         loss: res.loss,
         gradNorm: res.gradNorm,
