@@ -15,7 +15,7 @@ import {
   modelFromCheckpoint,
   saveCheckpoint,
 } from "../services/core/src/model/checkpoint.js";
-import { Transformer } from "../services/core/src/model/transformer.js";
+import { TransformerLM } from "../services/core/src/model/transformer.js";
 
 /** Reads a checkpoint with plain json + numpy and prints {name: [shape, sum]} (safetensors' own layout rules). */
 const PY_READER = `
@@ -50,11 +50,11 @@ function withHeader(bytes: Uint8Array, edit: (h: Record<string, unknown>) => unk
 }
 
 describe("checkpoint", () => {
-  let model: Transformer;
+  let model: TransformerLM;
   let dir: string;
   beforeAll(async () => {
     await initBackend("wasm");
-    model = new Transformer(TINY, 5);
+    model = new TransformerLM(TINY, 5);
     dir = await mkdtemp(path.join(tmpdir(), "rlaif-ckpt-"));
   });
   afterAll(async () => {

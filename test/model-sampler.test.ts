@@ -10,7 +10,7 @@ import {
   sequenceLogprobs,
 } from "../services/core/src/model/sampler.js";
 import { BOS, EOS, encode } from "../services/core/src/model/tokenizer.js";
-import { disposeCache, Transformer } from "../services/core/src/model/transformer.js";
+import { disposeCache, TransformerLM } from "../services/core/src/model/transformer.js";
 
 const TINY = { vocabSize: 258, contextLength: 24, dModel: 16, nLayers: 2, nHeads: 2 };
 const SAMPLE: SamplingParams = {
@@ -24,10 +24,10 @@ const SAMPLE: SamplingParams = {
 const PROMPTS = [encode("The"), encode("A longer prompt"), [], encode("Hi")];
 
 describe("sampler", () => {
-  let model: Transformer;
+  let model: TransformerLM;
   beforeAll(async () => {
     await initBackend("wasm");
-    model = new Transformer(TINY, 11);
+    model = new TransformerLM(TINY, 11);
   });
   afterAll(() => model.dispose());
 
@@ -132,7 +132,7 @@ describe("sampler", () => {
     const lnBias = w.get("ln_f.bias") as { shape: number[]; data: Float32Array };
     const h2 = head.data.slice();
     for (let i = 0; i < TINY.dModel; i++) h2[i * TINY.vocabSize + EOS] = 100;
-    const biased = new Transformer(TINY, 11);
+    const biased = new TransformerLM(TINY, 11);
     biased.setWeights(
       new Map([
         ...w,

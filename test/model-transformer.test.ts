@@ -4,7 +4,7 @@ import { ValidationError, WeightsError } from "../services/core/src/errors.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import { countParameters, DEFAULT_CONFIG, validateConfig } from "../services/core/src/model/config.js";
 import { maskedCrossEntropy } from "../services/core/src/model/loss.js";
-import { Transformer } from "../services/core/src/model/transformer.js";
+import { TransformerLM } from "../services/core/src/model/transformer.js";
 
 const TINY = { vocabSize: 258, contextLength: 16, dModel: 16, nLayers: 2, nHeads: 2 };
 
@@ -19,10 +19,10 @@ function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 describe("transformer", () => {
-  let model: Transformer;
+  let model: TransformerLM;
   beforeAll(async () => {
     await initBackend("wasm");
-    model = new Transformer(TINY, 7);
+    model = new TransformerLM(TINY, 7);
   });
   afterAll(() => model.dispose());
 
@@ -34,8 +34,8 @@ describe("transformer", () => {
   });
 
   it("transformer - the same seed gives the same weights, another seed different ones", () => {
-    const a = new Transformer(TINY, 7);
-    const b = new Transformer(TINY, 8);
+    const a = new TransformerLM(TINY, 7);
+    const b = new TransformerLM(TINY, 8);
     const wa = a.getWeights();
     const w0 = model.getWeights();
     expect(wa.get("h.1.attn.c_attn.weight")?.data).toEqual(w0.get("h.1.attn.c_attn.weight")?.data);
@@ -152,7 +152,7 @@ describe("transformer", () => {
   });
 
   it("transformer - setWeights round-trips and rejects mismatches with WeightsError", () => {
-    const other = new Transformer(TINY, 99);
+    const other = new TransformerLM(TINY, 99);
     other.setWeights(model.getWeights());
     const x = tf.tensor2d([[256, 1, 2]], [1, 3], "int32");
     const l1 = tf.tidy(() => model.forward(x).dataSync());

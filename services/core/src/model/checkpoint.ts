@@ -26,7 +26,7 @@ import {
 } from "./causal-lm.js";
 import { RnnLM } from "./rnn.js";
 import { describeTokenizer, isByteTokenizer, type TokenizerDescription } from "./tokenizer.js";
-import { type Transformer, TransformerLM } from "./transformer.js";
+import { TransformerLM } from "./transformer.js";
 
 /** Value of `__metadata__.format`, so a loader can tell our files from other safetensors files. */
 export const CHECKPOINT_FORMAT = "rlaif-checkpoint-v1";
@@ -255,9 +255,9 @@ export function createModel(
 
 /**
  * The model a checkpoint declares (`kind` transformer, gru or lstm), with its weights; throws
- * WeightsError if they do not fit the config. `Transformer` is the any-kind `CausalLM` type.
+ * WeightsError if they do not fit the config.
  */
-export function modelFromCheckpoint(c: Checkpoint): Transformer {
+export function modelFromCheckpoint(c: Checkpoint): CausalLM {
   const model = createModel(c.config, 0, c.kind ?? modelKindOf(c.config));
   try {
     model.setWeights(c.weights);

@@ -277,15 +277,6 @@ export function disposeCache(cache: DecodingState | null): void {
   disposeState(cache);
 }
 
-/**
- * `new Transformer(config, seed)` builds a GPT (the class `TransformerLM`). As a type,
- * `Transformer` is any `CausalLM`: code typed against "the policy model" (e.g. the learner) takes
- * every model kind that `modelFromCheckpoint` returns (transformer, gru, lstm).
- */
-export const Transformer = TransformerLM;
-/** Any policy model (see the `Transformer` value above for the GPT class). */
-export type Transformer = CausalLM;
-
 /** A fresh model from `config` and `seed` (see `TransformerLM`'s constructor for the init scheme). */
 export function createTransformer(config: TransformerConfig, seed: number): TransformerLM {
   return new TransformerLM(config, seed);
