@@ -21,7 +21,7 @@ describe("cli", () => {
   });
 
   it("cli - --help works for every command and lists its flags", () => {
-    for (const cmd of ["train", "serve", "up", "pretrain"]) {
+    for (const cmd of ["train", "serve", "up", "pretrain", "sample"]) {
       const r = rlaif(cmd, "--help");
       expect(r.code).toBe(0);
       expect(r.stdout).toContain(`Usage: rlaif ${cmd}`);
@@ -49,6 +49,11 @@ describe("cli", () => {
       [["serve", "rollout", "--port", "0"], /needs --policy-address/],
       [["serve", "optimizer", "--port", "0", "--checkpoint", checkpoint], /needs --nats <url>/],
       [["pretrain"], /--out <file.safetensors> is required/],
+      [["sample", "--checkpoint", checkpoint], /--prompts <file> is required/],
+      [
+        ["sample", "--checkpoint", checkpoint, "--prompts", join(dir, "none.txt")],
+        /cannot read --prompts file/,
+      ],
       // tfjs-node is not installed here: an explicit native backend must fail, not fall back.
       [
         ["serve", "policy", "--port", "0", "--checkpoint", checkpoint, "--backend", "tensorflow"],
@@ -103,5 +108,28 @@ describe("cli", () => {
     expect(summary.checkpointPath).toContain(join(dir, "runs"));
     // Not a TTY: progress goes to stderr as plain lines, one per step.
     expect(r.stderr.match(/^step \d\/2 reward/gm)).toHaveLength(2);
+  });
+
+  it("cli - sample prints one JSON object per prompt, reproducibly for a seed", () => {
+    const prompts = join(dir, "prompts.txt");
+    writeFileSync(prompts, "The film was\n\nI think that\n");
+    const args = ["sample", "--checkpoint", checkpoint, "--backend", "wasm", "--prompts", prompts];
+    const a = rlaif(...args, "--samples", "2", "--max-new-tokens", "6", "--seed", "3", "--json");
+    expect(a.code, a.stderr).toBe(0);
+    const lines = a.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.prompt)).toEqual(["The film was", "I think that"]);
+    for (const l of lines) {
+      expect(l.completions).toHaveLength(2);
+      for (const c of l.completions) {
+        expect(c.tokens).toBeGreaterThan(0);
+        expect(c.tokens).toBeLessThanOrEqual(6);
+        expect(c.logprob).toBeLessThan(0);
+      }
+    }
+    const b = rlaif(...args, "--samples", "2", "--max-new-tokens", "6", "--seed", "3", "--json");
+    expect(b.stdout).toBe(a.stdout);
   });
 });

@@ -4,13 +4,14 @@
  */
 import { ConfigError, ValidationError } from "../core/src/errors.js";
 import { type Command, helpText, parseCommand } from "./args.js";
-import { pretrainSpec, serveSpec, trainSpec, upSpec } from "./specs.js";
+import { pretrainSpec, sampleSpec, serveSpec, trainSpec, upSpec } from "./specs.js";
 
 const COMMANDS: readonly Command[] = [
   { spec: trainSpec, load: async () => (await import("./commands/train.js")).trainCommand },
   { spec: serveSpec, load: async () => (await import("./commands/serve.js")).serveCommand },
   { spec: upSpec, load: async () => (await import("./commands/up.js")).upCommand },
   { spec: pretrainSpec, load: async () => (await import("./commands/pretrain.js")).pretrainCommand },
+  { spec: sampleSpec, load: async () => (await import("./commands/sample.js")).sampleCommand },
 ];
 
 function usage(): string {

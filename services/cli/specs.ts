@@ -119,3 +119,16 @@ export const pretrainSpec: CommandSpec = {
     { name: "samples", type: "string", help: "samples to print at the end (default 6)" },
   ],
 };
+
+/** `rlaif sample`. */
+export const sampleSpec: CommandSpec = {
+  name: "sample",
+  summary: "Complete prompts from a file with a checkpoint (compare policies before and after training)",
+  usage: "rlaif sample --checkpoint <file> --prompts <file, one prompt a line> [--json] [flags]",
+  settings: ["checkpoint", "backend", "max-new-tokens", "temperature", "top-k", "top-p", "seed"],
+  flags: [
+    { name: "prompts", type: "string", help: "file with one prompt a line (required)" },
+    { name: "samples", type: "string", help: "completions per prompt, 1..64 (default 1)" },
+    { name: "json", type: "boolean", help: "one JSON object per prompt per line on stdout" },
+  ],
+};
