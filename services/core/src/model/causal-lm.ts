@@ -3,8 +3,8 @@
  * kind-dispatching helpers over their configs. Sampling, scoring, checkpoints, pre-training, the
  * Policy loader and the learner work against `CausalLM` only.
  */
-import type * as tf from "@tensorflow/tfjs";
-import { ValidationError } from "../errors.js";
+import * as tf from "@tensorflow/tfjs";
+import { ValidationError, WeightsError } from "../errors.js";
 import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
 import { isRnnKind, type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
 
@@ -118,4 +118,40 @@ export function countModelParameters(config: ModelConfig): number {
   let n = 0;
   for (const shape of modelParameterShapes(config).values()) n += shape.reduce((a, b) => a * b, 1);
   return n;
+}
+
+/** A copy of every parameter as plain Float32Arrays (for checkpoints and weight publishing). */
+export function readParams(params: ReadonlyMap<string, tf.Variable>): WeightMap {
+  const out: WeightMap = new Map();
+  for (const [name, variable] of params) {
+    out.set(name, {
+      shape: [...variable.shape],
+      data: Float32Array.from(variable.dataSync() as Float32Array),
+    });
+  }
+  return out;
+}
+
+/**
+ * Replaces every parameter. The map must name exactly these parameters with matching shapes;
+ * otherwise WeightsError is thrown and no parameter is changed (all checks run before any write).
+ */
+export function writeParams(params: ReadonlyMap<string, tf.Variable>, weights: WeightMap): void {
+  for (const name of weights.keys()) {
+    if (!params.has(name)) throw new WeightsError(`unexpected parameter '${name}'`);
+  }
+  for (const [name, variable] of params) {
+    const w = weights.get(name);
+    if (w === undefined) throw new WeightsError(`missing parameter '${name}'`);
+    if (w.shape.length !== variable.shape.length || w.shape.some((dim, i) => dim !== variable.shape[i])) {
+      throw new WeightsError(`parameter '${name}' has shape [${w.shape}], expected [${variable.shape}]`);
+    }
+    if (w.data.length !== variable.size) {
+      throw new WeightsError(`parameter '${name}' has ${w.data.length} values, expected ${variable.size}`);
+    }
+  }
+  for (const [name, variable] of params) {
+    const w = weights.get(name) as { shape: number[]; data: Float32Array };
+    tf.tidy(() => variable.assign(tf.tensor(w.data, w.shape, "float32")));
+  }
 }

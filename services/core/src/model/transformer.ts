@@ -8,13 +8,15 @@
  * decoding with a KV cache. Masked keys get a -1e9 bias, so their softmax weight is exactly 0.
  */
 import * as tf from "@tensorflow/tfjs";
-import { ValidationError, WeightsError } from "../errors.js";
+import { ValidationError } from "../errors.js";
 import {
   type CausalLM,
   type DecodingState,
   disposeState,
   type ForwardOptions,
+  readParams,
   type WeightMap,
+  writeParams,
 } from "./causal-lm.js";
 import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
 import * as L from "./layers.js";
@@ -178,41 +180,14 @@ export class TransformerLM implements CausalLM {
     return { logits: tf.reshape(logits, [b, s, v]) as tf.Tensor3D, cache };
   }
 
-  /** A copy of every parameter as plain Float32Arrays (for checkpoints and weight publishing). */
+  /** A copy of every parameter (see `readParams`). */
   getWeights(): WeightMap {
-    const out: WeightMap = new Map();
-    for (const [name, variable] of this.params) {
-      out.set(name, {
-        shape: [...variable.shape],
-        data: Float32Array.from(variable.dataSync() as Float32Array),
-      });
-    }
-    return out;
+    return readParams(this.params);
   }
 
-  /**
-   * Replaces every parameter. The map must name exactly this model's parameters with matching
-   * shapes; otherwise WeightsError is thrown and no parameter is changed.
-   */
+  /** Replaces every parameter, all or nothing (see `writeParams`). */
   setWeights(weights: WeightMap): void {
-    for (const name of weights.keys()) {
-      if (!this.params.has(name)) throw new WeightsError(`unexpected parameter '${name}'`);
-    }
-    for (const [name, variable] of this.params) {
-      const w = weights.get(name);
-      if (w === undefined) throw new WeightsError(`missing parameter '${name}'`);
-      const expected = variable.shape.reduce((a, b) => a * b, 1);
-      if (w.shape.length !== variable.shape.length || w.shape.some((dim, i) => dim !== variable.shape[i])) {
-        throw new WeightsError(`parameter '${name}' has shape [${w.shape}], expected [${variable.shape}]`);
-      }
-      if (w.data.length !== expected) {
-        throw new WeightsError(`parameter '${name}' has ${w.data.length} values, expected ${expected}`);
-      }
-    }
-    for (const [name, variable] of this.params) {
-      const w = weights.get(name) as { shape: number[]; data: Float32Array };
-      tf.tidy(() => variable.assign(tf.tensor(w.data, w.shape, "float32")));
-    }
+    writeParams(this.params, weights);
   }
 
   /** Frees the parameters. */
