@@ -14,7 +14,6 @@
  */
 import type * as tf from "@tensorflow/tfjs";
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
-import { sha256Hex } from "../core/src/bus/memory-bus.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
 import { computeAdvantages } from "../core/src/learn/advantages.js";
 import { type BaselineState, MovingAverageBaseline } from "../core/src/learn/baseline.js";
@@ -174,8 +173,7 @@ export class ReinforceLearner implements Learner {
       ...metadata,
       [LEARNER_STATE_KEY]: JSON.stringify(this.getState()),
     });
-    await saveCheckpoint(path, checkpoint);
-    return sha256Hex(encodeCheckpoint(checkpoint));
+    return saveCheckpoint(path, checkpoint);
   }
 
   dispose(): void {

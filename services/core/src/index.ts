@@ -17,6 +17,7 @@ export * from "./grpc/rules.js";
 export * from "./grpc/server.js";
 export * from "./grpc/status.js";
 export * from "./grpc/validation.js";
+export * from "./hash.js";
 export * from "./learn/baseline.js";
 export * from "./learn/kl.js";
 export * from "./learn/optimizer.js";

@@ -5,7 +5,6 @@
  * (test/bus-contract.test.ts), so code tested embedded behaves the same when distributed.
  */
 
-import { createHash } from "node:crypto";
 import {
   KvConflictError,
   ObjectIntegrityError,
@@ -13,6 +12,7 @@ import {
   RlaifError,
   ValidationError,
 } from "../errors.js";
+import { sha256Hex } from "../hash.js";
 import type { Bus, KeyValue, KvEntry, ObjectInfo, ObjectStore, Queue, QueueName } from "./bus.js";
 import { MemoryQueue } from "./memory-queue.js";
 import { assertKvKey } from "./subjects.js";
@@ -74,11 +74,6 @@ export class MemoryBus implements Bus {
   #assertOpen(): void {
     if (this.#closed) throw new RlaifError("bus is closed");
   }
-}
-
-/** Lower-case hex SHA-256, the digest format of `ObjectInfo.sha256`. */
-export function sha256Hex(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
 }
 
 /**

@@ -14,6 +14,7 @@ import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { endianness } from "node:os";
 import path from "node:path";
 import { CheckpointError, ValidationError } from "../errors.js";
+import { sha256Hex } from "../hash.js";
 import {
   type CausalLM,
   MODEL_KINDS,
@@ -198,8 +199,9 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
 /**
  * Writes a checkpoint atomically: temp file in the same directory, fsync, rename over `file`,
  * fsync the directory. A crash leaves either the old file or the new one, never a torn one.
+ * Resolves with the SHA-256 of the bytes written, so callers need not encode them again.
  */
-export async function saveCheckpoint(file: string, c: Checkpoint): Promise<void> {
+export async function saveCheckpoint(file: string, c: Checkpoint): Promise<string> {
   const bytes = encodeCheckpoint(c);
   const dir = path.dirname(path.resolve(file));
   const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
@@ -225,6 +227,7 @@ export async function saveCheckpoint(file: string, c: Checkpoint): Promise<void>
   } finally {
     await dh.close();
   }
+  return sha256Hex(bytes);
 }
 
 /** Reads and validates a checkpoint file; a missing or corrupt file is a CheckpointError. */

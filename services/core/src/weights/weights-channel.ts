@@ -9,9 +9,9 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type WeightsManifest, WeightsManifestSchema } from "../../gen/rlaif/common/v1/types_pb.js";
 import type { Bus, KvEntry } from "../bus/bus.js";
-import { sha256Hex } from "../bus/memory-bus.js";
 import { LATEST_WEIGHTS_KEY, weightsObjectName } from "../bus/subjects.js";
 import { KvConflictError, ObjectIntegrityError } from "../errors.js";
+import { sha256Hex } from "../hash.js";
 
 /** What the Optimizer says about a blob it publishes. */
 export interface PublishWeightsInput {
