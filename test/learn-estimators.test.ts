@@ -25,6 +25,7 @@ import { createModel } from "../services/core/src/model/checkpoint.js";
 import { runConfigFromSettings, settingsFromRunConfig } from "../services/optimizer/optimizer-service.js";
 import { ReinforceLearner } from "../services/optimizer/reinforce-learner.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
+import { rng } from "./helpers/uniform.js";
 
 const require = createRequire(import.meta.url);
 
@@ -467,18 +468,6 @@ describe("estimators", () => {
     fresh.dispose();
   });
 });
-
-/** Deterministic uniform [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * REINFORCE on a 4-armed bandit (toy bigram "LM", V = 4, BOS = 3; arm 2 pays 1), 4 prompts × 4

@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { MovingAverageBaseline } from "../services/core/src/learn/baseline.js";
 import { Adam, clipByGlobalNorm, trainStep } from "../services/core/src/learn/optimizer.js";
 import { buildPgBatch, disposePgBatch, type PgTrajectory } from "../services/core/src/learn/reinforce.js";
+import { rng } from "./helpers/uniform.js";
 
 const require = createRequire(import.meta.url);
 
@@ -13,18 +14,6 @@ beforeAll(async () => {
   setWasmPaths(`${dirname(require.resolve("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm"))}/`);
   await tf.setBackend("cpu");
 });
-
-/** Deterministic uniform [0, 1) (mulberry32), so the bandit run is the same every time. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Toy "LM": vocabulary of 4 ids (3 = BOS = pad); logits = onehot(token)·W + b, a bigram table.
 const V = 4;

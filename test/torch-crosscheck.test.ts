@@ -39,6 +39,7 @@ import {
 import { initBackend } from "../services/core/src/model/backend.js";
 import type { TransformerConfig } from "../services/core/src/model/config.js";
 import { createTransformer } from "../services/core/src/model/transformer.js";
+import { rng } from "./helpers/uniform.js";
 
 const PYTHON = "/usr/bin/python3";
 const SCRIPT = join(import.meta.dirname, "python", "reference.py");
@@ -59,18 +60,6 @@ if (!hasTorch) {
     "torch-crosscheck: SKIPPED — /usr/bin/python3 cannot import torch " +
       "(apt-get install python3-torch libopenblas0-pthread)",
   );
-}
-
-/** Deterministic uniform [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Standard normal draws (Box–Muller) from a uniform source. */
