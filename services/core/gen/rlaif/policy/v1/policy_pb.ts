@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rlaif/policy/v1/policy.proto.
  */
 export const file_rlaif_policy_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("ChxybGFpZi9wb2xpY3kvdjEvcG9saWN5LnByb3RvEg9ybGFpZi5wb2xpY3kudjEicQoPR2VuZXJhdGVSZXF1ZXN0Eg8KB3Byb21wdHMYASADKAkSGgoSc2FtcGxlc19wZXJfcHJvbXB0GAIgASgNEjEKCHNhbXBsaW5nGAMgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zIrUBCgpDb21wbGV0aW9uEhQKDHByb21wdF9pbmRleBgBIAEoDRIUCgxzYW1wbGVfaW5kZXgYAiABKA0SDAoEdGV4dBgDIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAQgAygNEg4KBnRva2VucxgFIAMoDRIQCghsb2dwcm9icxgGIAMoAhI0Cg1maW5pc2hfcmVhc29uGAcgASgOMh0ucmxhaWYuY29tbW9uLnYxLkZpbmlzaFJlYXNvbiJdChBHZW5lcmF0ZVJlc3BvbnNlEjAKC2NvbXBsZXRpb25zGAEgAygLMhsucmxhaWYucG9saWN5LnYxLkNvbXBsZXRpb24SFwoPd2VpZ2h0c192ZXJzaW9uGAIgASgEIloKFUdlbmVyYXRlU3RyZWFtUmVxdWVzdBIOCgZwcm9tcHQYASABKAkSMQoIc2FtcGxpbmcYAiABKAsyHy5ybGFpZi5jb21tb24udjEuU2FtcGxpbmdQYXJhbXMipAEKFkdlbmVyYXRlU3RyZWFtUmVzcG9uc2USDQoFaW5kZXgYASABKA0SDQoFdG9rZW4YAiABKA0SDAoEdGV4dBgDIAEoCRIPCgdsb2dwcm9iGAQgASgCEhcKD3dlaWdodHNfdmVyc2lvbhgFIAEoBBI0Cg1maW5pc2hfcmVhc29uGAYgASgOMh0ucmxhaWYuY29tbW9uLnYxLkZpbmlzaFJlYXNvbiJmCg5TY29yZWRTZXF1ZW5jZRIOCgZwcm9tcHQYASABKAkSEgoKY29tcGxldGlvbhgCIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAMgAygNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAQgAygNIngKD0xvZ3Byb2JzUmVxdWVzdBIyCglzZXF1ZW5jZXMYASADKAsyHy5ybGFpZi5wb2xpY3kudjEuU2NvcmVkU2VxdWVuY2USMQoHd2VpZ2h0cxgCIAEoDjIgLnJsYWlmLnBvbGljeS52MS5XZWlnaHRzU2VsZWN0b3IiJAoQU2VxdWVuY2VMb2dwcm9icxIQCghsb2dwcm9icxgBIAMoAiJfChBMb2dwcm9ic1Jlc3BvbnNlEjIKB3Jlc3VsdHMYASADKAsyIS5ybGFpZi5wb2xpY3kudjEuU2VxdWVuY2VMb2dwcm9icxIXCg93ZWlnaHRzX3ZlcnNpb24YAiABKAQiEAoOR2V0SW5mb1JlcXVlc3Qi1wEKD0dldEluZm9SZXNwb25zZRISCgptb2RlbF9raW5kGAEgASgJEhEKCXRva2VuaXplchgCIAEoCRISCgp2b2NhYl9zaXplGAMgASgNEhYKDmNvbnRleHRfbGVuZ3RoGAQgASgNEhcKD3BhcmFtZXRlcl9jb3VudBgFIAEoBBIXCg93ZWlnaHRzX3ZlcnNpb24YBiABKAQSGQoRcmVmZXJlbmNlX3ZlcnNpb24YByABKAQSDwoHYmFja2VuZBgIIAEoCRITCgtjb25maWdfanNvbhgJIAEoCSpxCg9XZWlnaHRzU2VsZWN0b3ISIAocV0VJR0hUU19TRUxFQ1RPUl9VTlNQRUNJRklFRBAAEhwKGFdFSUdIVFNfU0VMRUNUT1JfQ1VSUkVOVBABEh4KGldFSUdIVFNfU0VMRUNUT1JfUkVGRVJFTkNFEAIy5AIKDVBvbGljeVNlcnZpY2USTwoIR2VuZXJhdGUSIC5ybGFpZi5wb2xpY3kudjEuR2VuZXJhdGVSZXF1ZXN0GiEucmxhaWYucG9saWN5LnYxLkdlbmVyYXRlUmVzcG9uc2USYwoOR2VuZXJhdGVTdHJlYW0SJi5ybGFpZi5wb2xpY3kudjEuR2VuZXJhdGVTdHJlYW1SZXF1ZXN0GicucmxhaWYucG9saWN5LnYxLkdlbmVyYXRlU3RyZWFtUmVzcG9uc2UwARJPCghMb2dwcm9icxIgLnJsYWlmLnBvbGljeS52MS5Mb2dwcm9ic1JlcXVlc3QaIS5ybGFpZi5wb2xpY3kudjEuTG9ncHJvYnNSZXNwb25zZRJMCgdHZXRJbmZvEh8ucmxhaWYucG9saWN5LnYxLkdldEluZm9SZXF1ZXN0GiAucmxhaWYucG9saWN5LnYxLkdldEluZm9SZXNwb25zZWIGcHJvdG8z", [file_rlaif_common_v1_types]);
+  fileDesc("ChxybGFpZi9wb2xpY3kvdjEvcG9saWN5LnByb3RvEg9ybGFpZi5wb2xpY3kudjEicQoPR2VuZXJhdGVSZXF1ZXN0Eg8KB3Byb21wdHMYASADKAkSGgoSc2FtcGxlc19wZXJfcHJvbXB0GAIgASgNEjEKCHNhbXBsaW5nGAMgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zIsMBCgpDb21wbGV0aW9uEhQKDHByb21wdF9pbmRleBgBIAEoDRIUCgxzYW1wbGVfaW5kZXgYAiABKA0SDAoEdGV4dBgDIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAQgAygNEg4KBnRva2VucxgFIAMoDRIQCghsb2dwcm9icxgGIAMoAhI0Cg1maW5pc2hfcmVhc29uGAcgASgOMh0ucmxhaWYuY29tbW9uLnYxLkZpbmlzaFJlYXNvbhIMCgRzdG9wGAggASgJIl0KEEdlbmVyYXRlUmVzcG9uc2USMAoLY29tcGxldGlvbnMYASADKAsyGy5ybGFpZi5wb2xpY3kudjEuQ29tcGxldGlvbhIXCg93ZWlnaHRzX3ZlcnNpb24YAiABKAQiWgoVR2VuZXJhdGVTdHJlYW1SZXF1ZXN0Eg4KBnByb21wdBgBIAEoCRIxCghzYW1wbGluZxgCIAEoCzIfLnJsYWlmLmNvbW1vbi52MS5TYW1wbGluZ1BhcmFtcyKyAQoWR2VuZXJhdGVTdHJlYW1SZXNwb25zZRINCgVpbmRleBgBIAEoDRINCgV0b2tlbhgCIAEoDRIMCgR0ZXh0GAMgASgJEg8KB2xvZ3Byb2IYBCABKAISFwoPd2VpZ2h0c192ZXJzaW9uGAUgASgEEjQKDWZpbmlzaF9yZWFzb24YBiABKA4yHS5ybGFpZi5jb21tb24udjEuRmluaXNoUmVhc29uEgwKBHN0b3AYByABKAkiZgoOU2NvcmVkU2VxdWVuY2USDgoGcHJvbXB0GAEgASgJEhIKCmNvbXBsZXRpb24YAiABKAkSFQoNcHJvbXB0X3Rva2VucxgDIAMoDRIZChFjb21wbGV0aW9uX3Rva2VucxgEIAMoDSJ4Cg9Mb2dwcm9ic1JlcXVlc3QSMgoJc2VxdWVuY2VzGAEgAygLMh8ucmxhaWYucG9saWN5LnYxLlNjb3JlZFNlcXVlbmNlEjEKB3dlaWdodHMYAiABKA4yIC5ybGFpZi5wb2xpY3kudjEuV2VpZ2h0c1NlbGVjdG9yIiQKEFNlcXVlbmNlTG9ncHJvYnMSEAoIbG9ncHJvYnMYASADKAIiXwoQTG9ncHJvYnNSZXNwb25zZRIyCgdyZXN1bHRzGAEgAygLMiEucmxhaWYucG9saWN5LnYxLlNlcXVlbmNlTG9ncHJvYnMSFwoPd2VpZ2h0c192ZXJzaW9uGAIgASgEIhAKDkdldEluZm9SZXF1ZXN0ItcBCg9HZXRJbmZvUmVzcG9uc2USEgoKbW9kZWxfa2luZBgBIAEoCRIRCgl0b2tlbml6ZXIYAiABKAkSEgoKdm9jYWJfc2l6ZRgDIAEoDRIWCg5jb250ZXh0X2xlbmd0aBgEIAEoDRIXCg9wYXJhbWV0ZXJfY291bnQYBSABKAQSFwoPd2VpZ2h0c192ZXJzaW9uGAYgASgEEhkKEXJlZmVyZW5jZV92ZXJzaW9uGAcgASgEEg8KB2JhY2tlbmQYCCABKAkSEwoLY29uZmlnX2pzb24YCSABKAkqcQoPV2VpZ2h0c1NlbGVjdG9yEiAKHFdFSUdIVFNfU0VMRUNUT1JfVU5TUEVDSUZJRUQQABIcChhXRUlHSFRTX1NFTEVDVE9SX0NVUlJFTlQQARIeChpXRUlHSFRTX1NFTEVDVE9SX1JFRkVSRU5DRRACMuQCCg1Qb2xpY3lTZXJ2aWNlEk8KCEdlbmVyYXRlEiAucmxhaWYucG9saWN5LnYxLkdlbmVyYXRlUmVxdWVzdBohLnJsYWlmLnBvbGljeS52MS5HZW5lcmF0ZVJlc3BvbnNlEmMKDkdlbmVyYXRlU3RyZWFtEiYucmxhaWYucG9saWN5LnYxLkdlbmVyYXRlU3RyZWFtUmVxdWVzdBonLnJsYWlmLnBvbGljeS52MS5HZW5lcmF0ZVN0cmVhbVJlc3BvbnNlMAESTwoITG9ncHJvYnMSIC5ybGFpZi5wb2xpY3kudjEuTG9ncHJvYnNSZXF1ZXN0GiEucmxhaWYucG9saWN5LnYxLkxvZ3Byb2JzUmVzcG9uc2USTAoHR2V0SW5mbxIfLnJsYWlmLnBvbGljeS52MS5HZXRJbmZvUmVxdWVzdBogLnJsYWlmLnBvbGljeS52MS5HZXRJbmZvUmVzcG9uc2ViBnByb3RvMw", [file_rlaif_common_v1_types]);
 
 /**
  * A batch of prompts to complete.
@@ -74,7 +74,7 @@ export type Completion = Message<"rlaif.policy.v1.Completion"> & {
   sampleIndex: number;
 
   /**
-   * Completion text (end-of-sequence token removed).
+   * Completion text (end-of-sequence token and a matched stop sequence removed).
    *
    * @generated from field: string text = 3;
    */
@@ -88,7 +88,8 @@ export type Completion = Message<"rlaif.policy.v1.Completion"> & {
   promptTokens: number[];
 
   /**
-   * Completion token ids (including a final end-of-sequence token when one was produced).
+   * Completion token ids: every sampled token, including a final end-of-sequence token or the
+   * tokens of a matched stop sequence, so they line up with logprobs.
    *
    * @generated from field: repeated uint32 tokens = 5;
    */
@@ -107,6 +108,13 @@ export type Completion = Message<"rlaif.policy.v1.Completion"> & {
    * @generated from field: rlaif.common.v1.FinishReason finish_reason = 7;
    */
   finishReason: FinishReason;
+
+  /**
+   * The stop sequence that ended the completion (finish_reason FINISH_REASON_STOP), else empty.
+   *
+   * @generated from field: string stop = 8;
+   */
+  stop: string;
 };
 
 /**
@@ -193,7 +201,9 @@ export type GenerateStreamResponse = Message<"rlaif.policy.v1.GenerateStreamResp
   token: number;
 
   /**
-   * Decoded text of the completion so far that became complete with this token.
+   * Decoded text of the completion so far that became complete with this token. Text that could
+   * still be the start of a stop sequence is held back until it cannot, and a matched stop
+   * sequence is never sent, so the pieces join to exactly Generate's text.
    *
    * @generated from field: string text = 3;
    */
@@ -219,6 +229,13 @@ export type GenerateStreamResponse = Message<"rlaif.policy.v1.GenerateStreamResp
    * @generated from field: rlaif.common.v1.FinishReason finish_reason = 6;
    */
   finishReason: FinishReason;
+
+  /**
+   * On the last message: the stop sequence that ended the completion (FINISH_REASON_STOP).
+   *
+   * @generated from field: string stop = 7;
+   */
+  stop: string;
 };
 
 /**
