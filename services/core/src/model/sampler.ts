@@ -14,13 +14,24 @@
  * it equals what `sequenceLogprobs` recomputes. With temperature ≠ 1 or truncation the tokens were
  * drawn from a different distribution; learners needing the exact behaviour probabilities must
  * sample with temperature 1, topK 0, topP 1.
+ *
+ * Stop sequences: a row stops as soon as its completion's bytes (the byte tokens 0–255 it sampled;
+ * BOS/EOS contribute none) end with one of `stop`, matched on bytes, so a multi-byte character or
+ * a stop string spanning several tokens is found wherever the token boundaries fall. The tokens
+ * that spelled the stop sequence stay in `tokens` and `logprobs`, exactly as a final EOS does:
+ * they were sampled, the learner's Σ_t log π_θ(y_t) must run over every action taken (dropping
+ * them would silently train on a different trajectory than the one the reward and the behaviour
+ * log-probs belong to), and a recompute over `tokens` (`sequenceLogprobs`, the reference's
+ * log-probs) matches them one for one. Only the text leaves the stop sequence out
+ * (`completionText`), as OpenAI-style APIs do, so a scorer and a user see the completion without
+ * its terminator.
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
 import { type CausalLM, type DecodingState, disposeState } from "./causal-lm.js";
 import { selectLogprobs } from "./loss.js";
 import { Rng } from "./rng.js";
-import { BOS, EOS } from "./tokenizer.js";
+import { BOS, decode, EOS } from "./tokenizer.js";
 
 /** How to pick tokens. */
 export interface SamplingParams {
@@ -36,10 +47,15 @@ export interface SamplingParams {
   seed: number;
   /** Stop a row when it samples EOS (the EOS is returned as its last token). */
   stopAtEos: boolean;
+  /**
+   * Stop a row when its completion's bytes end with one of these non-empty strings (see the module
+   * doc: the stop's tokens are kept, `completionText` leaves it out). Empty or absent = none.
+   */
+  stop?: readonly string[];
 }
 
-/** Why a row stopped: its token budget, an EOS, or the model's context length. */
-export type FinishReason = "length" | "eos" | "context";
+/** Why a row stopped: its token budget, an EOS, a stop sequence, or the model's context length. */
+export type FinishReason = "length" | "eos" | "stop" | "context";
 
 /** One generated row. */
 export interface GenerationResult {
@@ -48,6 +64,11 @@ export interface GenerationResult {
   /** log π_θ(token | prefix) of each sampled token under the unmodified model (see module doc). */
   logprobs: number[];
   finishReason: FinishReason;
+  /**
+   * The stop sequence that ended the row (finishReason "stop"; the longest one when several
+   * match at once), whose bytes are the last bytes of `tokens`; absent otherwise.
+   */
+  stop?: string;
 }
 
 /** Per-token streaming callback: row index, token id and its log π_θ. */
@@ -68,7 +89,67 @@ export function validateSamplingParams(p: SamplingParams): SamplingParams {
   if (!Number.isInteger(p.topK) || p.topK < 0) bad("topK", "must be an integer ≥ 0");
   if (!(p.topP > 0 && p.topP <= 1)) bad("topP", "must be in (0, 1]");
   if (!Number.isSafeInteger(p.seed)) bad("seed", "must be a safe integer");
+  (p.stop ?? []).forEach((s, i) => {
+    if (typeof s !== "string" || s === "") bad(`stop[${i}]`, "must be a non-empty string");
+  });
   return p;
+}
+
+const utf8 = new TextEncoder();
+
+/** The UTF-8 bytes of each stop sequence. */
+export function stopBytes(stop: readonly string[] | undefined): Uint8Array[] {
+  return (stop ?? []).map((s) => utf8.encode(s));
+}
+
+/** Whether `bytes` ends with `tail`. */
+function endsWith(bytes: readonly number[], tail: Uint8Array, length = tail.length): boolean {
+  if (length > bytes.length) return false;
+  const off = bytes.length - length;
+  for (let k = 0; k < length; k++) if (bytes[off + k] !== tail[k]) return false;
+  return true;
+}
+
+/** Index of the longest stop sequence that `bytes` ends with, or −1. */
+export function matchStop(bytes: readonly number[], stops: readonly Uint8Array[]): number {
+  let best = -1;
+  stops.forEach((s, i) => {
+    if (endsWith(bytes, s) && (best < 0 || s.length > (stops[best] as Uint8Array).length)) best = i;
+  });
+  return best;
+}
+
+/**
+ * How many trailing bytes of `bytes` could still be the start of a stop sequence (the longest
+ * proper prefix of any stop that `bytes` ends with): a streaming server holds them back until the
+ * next bytes show whether they belong to the stop (never sent) or to the text.
+ */
+export function stopHoldback(bytes: readonly number[], stops: readonly Uint8Array[]): number {
+  let hold = 0;
+  for (const s of stops) {
+    for (let k = Math.min(s.length - 1, bytes.length); k > hold; k--) {
+      if (endsWith(bytes, s, k)) {
+        hold = k;
+        break;
+      }
+    }
+  }
+  return hold;
+}
+
+/** The byte tokens (0–255) of a completion: what its text decodes from. */
+export function completionBytes(tokens: readonly number[]): number[] {
+  return tokens.filter((id) => id < 256);
+}
+
+/**
+ * A completion's text: its bytes decoded as UTF-8, without a final EOS (special tokens carry no
+ * bytes) and without the stop sequence that ended it.
+ */
+export function completionText(r: Pick<GenerationResult, "tokens" | "stop">): string {
+  const bytes = completionBytes(r.tokens);
+  const cut = r.stop ? utf8.encode(r.stop).length : 0;
+  return decode(bytes.slice(0, bytes.length - cut));
 }
 
 function checkRows(model: CausalLM, rows: number[][], field: string, extra: (i: number) => number): void {
@@ -153,6 +234,8 @@ export async function generate(
   const results: GenerationResult[] = rows.map(() => ({ tokens: [], logprobs: [], finishReason: "length" }));
   const active = rows.map(() => true);
   const rngs = rows.map((_, r) => new Rng(p.seed, r));
+  const stops = stopBytes(p.stop);
+  const bytes: number[][] = rows.map(() => []);
   const maxSteps = Math.max(...lens.map((l) => Math.min(p.maxNewTokens, ctx - l)));
   const maskCols: number[][] = rows.map((_, r) =>
     Array.from({ length: width }, (_, j) => (j >= width - (lens[r] as number) ? 1 : 0)),
@@ -201,8 +284,16 @@ export async function generate(
         res.logprobs.push(lp);
         onToken?.(r, id, lp);
         const used = (lens[r] as number) + res.tokens.length;
+        let stopped = -1;
+        if (id < 256 && stops.length > 0) {
+          (bytes[r] as number[]).push(id);
+          stopped = matchStop(bytes[r] as number[], stops);
+        }
         if (p.stopAtEos && id === EOS) res.finishReason = "eos";
-        else if (res.tokens.length >= p.maxNewTokens) res.finishReason = "length";
+        else if (stopped >= 0) {
+          res.finishReason = "stop";
+          res.stop = p.stop?.[stopped];
+        } else if (res.tokens.length >= p.maxNewTokens) res.finishReason = "length";
         else if (used >= ctx) res.finishReason = "context";
         else {
           nextTok[r] = id;
@@ -265,7 +356,11 @@ export function sequenceLogprobs(model: CausalLM, prompts: number[][], completio
       const xs = tf.tensor2d(x, [full.length, width - 1], "int32");
       const ys = tf.tensor2d(y, [full.length, width - 1], "int32");
       return selectLogprobs(
-        model.forward(xs, undefined, { ops: "inference" }),
+        // the prompt's extent (BOS + prompt) per row, for models that encode it (Seq2Seq)
+        model.forward(xs, undefined, {
+          ops: "inference",
+          sourceLengths: idx.map((i) => Math.min((heads[i] as number[]).length, width - 1)),
+        }),
         ys,
       ).dataSync() as Float32Array;
     });
