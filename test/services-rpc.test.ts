@@ -240,6 +240,60 @@ describe("services rpc - policy, feedback, rollout (standalone, no bus)", () => 
     }
   });
 
+  it("policy rpc - Generate and GenerateStream stop at a stop sequence: tokens keep it, text leaves it out, stream pieces join to the same text", async () => {
+    const prompt = "The film was";
+    let stopped = 0;
+    for (let seed = 1n; seed <= 12n; seed++) {
+      const params = { seed, temperature: 1, maxNewTokens: 16, ignoreEos: true };
+      const plain = (await pc.generate({ prompts: [prompt], sampling: params })).completions[0];
+      // A two-byte stop from the sampled bytes: the first two adjacent ASCII bytes (its first byte
+      // is held back from the stream until the second arrives), and one that starts the same way
+      // but never completes (held back, then released).
+      const t = [...(plain?.tokens ?? [])];
+      const j = t.findIndex((a, i) => a < 128 && (t[i + 1] ?? 256) < 128);
+      if (j < 0) continue;
+      const stop = [
+        String.fromCharCode(t[j] as number, t[j + 1] as number),
+        `${String.fromCharCode(t[j] as number)}\u00ff`,
+      ];
+      const sampling = { ...params, stop };
+      const whole = (await pc.generate({ prompts: [prompt], sampling })).completions[0];
+      expect(whole?.finishReason, `seed ${seed}`).toBe(FinishReason.STOP);
+      stopped++;
+      expect(whole?.stop).toBe(stop[0]);
+      // The tokens are the unstopped draw cut after the stop, with their log-probs.
+      const n = j + 2;
+      expect([...(whole?.tokens ?? [])]).toEqual(t.slice(0, n));
+      expect(whole?.logprobs).toHaveLength(n);
+      const bytes = Buffer.from((whole?.tokens ?? []).filter((t) => t < 256));
+      const cut = bytes.length - Buffer.byteLength(whole?.stop ?? "");
+      expect(new TextDecoder().decode(bytes.subarray(cut))).toBe(whole?.stop);
+      expect(whole?.text).toBe(new TextDecoder().decode(bytes.subarray(0, cut)));
+      const msgs = [];
+      for await (const m of pc.generateStream({ prompt, sampling })) msgs.push(m);
+      expect(msgs.map((m) => m.token)).toEqual([...(whole?.tokens ?? [])]);
+      expect(msgs.map((m) => m.text).join(""), `seed ${seed}`).toBe(whole?.text);
+      expect(msgs.at(-1)?.finishReason).toBe(FinishReason.STOP);
+      expect(msgs.at(-1)?.stop).toBe(whole?.stop);
+      expect(msgs.slice(0, -1).every((m) => m.stop === "")).toBe(true);
+    }
+    expect(stopped).toBeGreaterThan(3);
+  });
+
+  it("policy rpc - Generate and GenerateStream reject empty, too long and too many stop sequences", async () => {
+    await expectInvalid(pc.generate({ prompts: ["ok"], sampling: { stop: ["", "."] } }), "sampling.stop[0]");
+    await expectInvalid(
+      pc.generate({ prompts: ["ok"], sampling: { stop: [".", "x".repeat(129)] } }),
+      "sampling.stop[1]",
+    );
+    await expectInvalid(
+      pc.generate({ prompts: ["ok"], sampling: { stop: Array.from({ length: 17 }, (_, i) => `s${i}`) } }),
+      "sampling.stop",
+    );
+    await expectInvalid(pc.generateStream({ prompt: "ok", sampling: { stop: [""] } }), "sampling.stop[0]");
+    await expectInvalid(rc.collect({ prompts: ["ok"], sampling: { stop: [""] } }), "sampling.stop[0]");
+  });
+
   it("policy rpc - GenerateStream rejects an empty prompt and a prompt longer than the context", async () => {
     await expectInvalid(pc.generateStream({ prompt: "" }), "prompt");
     await expectInvalid(pc.generateStream({ prompt: "z".repeat(100) }), "prompt");

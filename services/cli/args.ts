@@ -14,6 +14,8 @@ export interface CommandFlag {
   name: string;
   type: "string" | "boolean";
   help: string;
+  /** A string flag that may be given more than once (its value is then a string[]). */
+  multiple?: boolean;
 }
 
 /** What a command declares about its command line. */
@@ -34,7 +36,7 @@ export interface CommandSpec {
 /** Parsed command line: the effective config, the command's own flags, and positionals. */
 export interface ParsedCommand {
   config: RlaifConfig;
-  flags: Record<string, string | boolean | undefined>;
+  flags: Record<string, string | string[] | boolean | undefined>;
   positionals: string[];
   help: boolean;
 }
@@ -80,7 +82,7 @@ export function parseCommand(spec: CommandSpec, argv: string[]): ParsedCommand {
     const s = settingByFlag(name);
     options[name] = { type: "string", multiple: s?.type === "strings" };
   }
-  for (const f of spec.flags ?? []) options[f.name] = { type: f.type };
+  for (const f of spec.flags ?? []) options[f.name] = { type: f.type, multiple: f.multiple ?? false };
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
@@ -97,8 +99,8 @@ export function parseCommand(spec: CommandSpec, argv: string[]): ParsedCommand {
   }
   const settingValues: Record<string, unknown> = {};
   for (const name of spec.settings) settingValues[name] = values[name];
-  const flags: Record<string, string | boolean | undefined> = {};
-  for (const f of spec.flags ?? []) flags[f.name] = values[f.name] as string | boolean | undefined;
+  const flags: ParsedCommand["flags"] = {};
+  for (const f of spec.flags ?? []) flags[f.name] = values[f.name];
   return {
     config: loadConfig(values.config as string | undefined, settingValues),
     flags,

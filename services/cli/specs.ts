@@ -124,11 +124,18 @@ export const pretrainSpec: CommandSpec = {
 export const sampleSpec: CommandSpec = {
   name: "sample",
   summary: "Complete prompts from a file with a checkpoint (compare policies before and after training)",
-  usage: "rlaif sample --checkpoint <file> --prompts <file, one prompt a line> [--json] [flags]",
+  usage:
+    "rlaif sample --checkpoint <file> --prompts <file, one prompt a line> [--stop <text>]... [--json] [flags]",
   settings: ["checkpoint", "backend", "max-new-tokens", "temperature", "top-k", "top-p", "seed"],
   flags: [
     { name: "prompts", type: "string", help: "file with one prompt a line (required)" },
     { name: "samples", type: "string", help: "completions per prompt, 1..64 (default 1)" },
+    {
+      name: "stop",
+      type: "string",
+      multiple: true,
+      help: "stop sequence (repeatable, up to 16, 1..128 bytes; e.g. --stop $'\\n'): a completion ends with it, its text leaves it out",
+    },
     { name: "json", type: "boolean", help: "one JSON object per prompt per line on stdout" },
   ],
 };

@@ -9,7 +9,8 @@ import { FinishReason } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { type PolicyService, WeightsSelector } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import { ValidationError } from "../core/src/errors.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
-import { createStreamDecoder, decode, encode } from "../core/src/model/tokenizer.js";
+import { completionText, stopBytes, stopHoldback } from "../core/src/model/sampler.js";
+import { createStreamDecoder, encode } from "../core/src/model/tokenizer.js";
 import type { GenerationResult, SamplingParams } from "./loaded-model.js";
 import type { PolicyReplica } from "./policy-replica.js";
 
@@ -19,6 +20,7 @@ export const DEFAULT_MAX_NEW_TOKENS = 32;
 const FINISH: Record<GenerationResult["finishReason"], FinishReason> = {
   length: FinishReason.LENGTH,
   eos: FinishReason.EOS,
+  stop: FinishReason.STOP,
   context: FinishReason.CONTEXT,
 };
 
@@ -31,6 +33,7 @@ export function samplingOptions(p: MessageShape<typeof SamplingParamsSchema> | u
     topP: p?.topP && p.topP > 0 ? p.topP : 1,
     seed: Number((p?.seed ?? 0n) & 0xffffffffn),
     stopAtEos: !p?.ignoreEos,
+    stop: [...(p?.stop ?? [])],
   };
 }
 
@@ -62,11 +65,12 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
           completions: results.map((r, row) => ({
             promptIndex: Math.floor(row / samples),
             sampleIndex: row % samples,
-            text: decode(r.tokens),
+            text: completionText(r),
             promptTokens: rows[row],
             tokens: r.tokens,
             logprobs: r.logprobs,
             finishReason: FINISH[r.finishReason],
+            stop: r.stop ?? "",
           })),
         };
       });
@@ -77,7 +81,9 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
       const prompt = encode(req.prompt);
       // Generation runs under the replica's queue and hands each token over as it is sampled;
       // this generator sends it on. A token is held back until the next one (or the end) shows
-      // whether it is the last, which carries the finish reason.
+      // whether it is the last, which carries the finish reason. Its text is held back further
+      // while it could be the start of a stop sequence, and a matched stop is never sent, so the
+      // pieces join to exactly Generate's text.
       const tokens: { token: number; logprob: number }[] = [];
       let wake: (() => void) | null = null;
       // Written by the generation task, read by this generator (an object, so neither side's
@@ -107,6 +113,15 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
         })
         .finally(notify);
       const decoder = createStreamDecoder();
+      const stops = stopBytes(params.stop);
+      const bytes: number[] = [];
+      let sent = 0;
+      /** Decoded text of bytes[sent, upTo). */
+      const release = (upTo: number): string => {
+        let text = "";
+        for (; sent < upTo; sent++) text += decoder.push(bytes[sent] as number);
+        return text;
+      };
       for (let i = 0; ; i++) {
         while (tokens.length <= i + 1 && !state.finished && !state.failure) {
           await new Promise<void>((resolve) => {
@@ -118,13 +133,18 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
         if (!item) break;
         const finished = state.finished;
         const last = finished !== null && i === tokens.length - 1;
+        if (item.token < 256) bytes.push(item.token);
+        const text = last
+          ? release(bytes.length - Buffer.byteLength(finished.stop ?? "", "utf8")) + decoder.end()
+          : release(bytes.length - stopHoldback(bytes, stops));
         yield {
           index: i,
           token: item.token,
-          text: decoder.push(item.token) + (last ? decoder.end() : ""),
+          text,
           logprob: item.logprob,
           weightsVersion: state.version,
           finishReason: last && finished ? FINISH[finished.finishReason] : FinishReason.UNSPECIFIED,
+          stop: last ? (finished.stop ?? "") : "",
         };
       }
       await work;

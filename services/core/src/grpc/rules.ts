@@ -65,6 +65,10 @@ export const MAX_BATCH_PROMPTS = 256;
 export const MAX_SCORE_ITEMS = 1024;
 /** Most token ids in one prompt or completion of a Logprobs call. */
 export const MAX_SEQUENCE_TOKENS = 4096;
+/** Most stop sequences in one SamplingParams. */
+export const MAX_STOP_SEQUENCES = 16;
+/** Longest stop sequence, in UTF-8 bytes (= byte tokens). */
+export const MAX_STOP_BYTES = 128;
 
 const runId = [pattern(/^[A-Za-z0-9_-]{0,64}$/, "letters, digits, '-' or '_', at most 64")];
 const prompt = [nonEmpty(), maxBytes(MAX_PROMPT_BYTES)];
@@ -80,6 +84,7 @@ export const samplingRules = defineRules(SamplingParamsSchema, {
   maxNewTokens: [max(4096)],
   temperature: [range(0, 10)],
   topP: [range(0, 1)],
+  stop: [maxItems(MAX_STOP_SEQUENCES), eachString(nonEmpty(), maxBytes(MAX_STOP_BYTES))],
 });
 
 /** Policy.Generate: a bounded batch of non-empty prompts. */
