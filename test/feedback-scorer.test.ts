@@ -68,4 +68,37 @@ describe("feedback scorer", () => {
       expect(Math.abs(a.reward)).toBeLessThanOrEqual(1);
     }
   });
+
+  it("feedback scorer - per-byte rewards credit each sentiment word at its last byte and sum to the reward", () => {
+    const text = "a good day, not bad";
+    const s = scoreCompletion(text);
+    expect(s.byteRewards).toHaveLength(Buffer.byteLength(text));
+    // "good" +3 → tanh(3/4) on byte 5 ('d'); negated "bad" +3 → tanh(6/4) − tanh(3/4) on the last byte
+    expect(s.byteRewards[5]).toBeCloseTo(Math.tanh(3 / 4), 12);
+    expect(s.byteRewards[text.length - 1]).toBeCloseTo(Math.tanh(6 / 4) - Math.tanh(3 / 4), 12);
+    const sum = s.byteRewards.reduce((a, b) => a + b, 0);
+    expect(sum).toBeCloseTo(s.reward, 12);
+    // every other byte except the last carries nothing
+    s.byteRewards.forEach((r, i) => {
+      if (i !== 5 && i !== text.length - 1) expect(r).toBe(0);
+    });
+  });
+
+  it("feedback scorer - penalties go on the last byte; multi-byte text is located by UTF-8 offsets", () => {
+    const spam = scoreCompletion("good good");
+    expect(spam.byteRewards[3]).toBeCloseTo(Math.tanh(3 / 4), 12);
+    // the second "good" adds tanh(6/4) − tanh(3/4); the repetition penalty lands on the last byte
+    expect(spam.byteRewards.reduce((a, b) => a + b, 0)).toBeCloseTo(spam.reward, 12);
+    const accented = scoreCompletion("\u00e9t\u00e9 good"); // "été" is 5 bytes, then " good"
+    expect(accented.byteRewards).toHaveLength(10);
+    expect(accented.byteRewards[9]).toBeCloseTo(accented.reward, 12);
+    expect(accented.byteRewards.slice(0, 9).every((r) => r === 0)).toBe(true);
+  });
+
+  it("feedback scorer - no per-byte rewards when positions are unknown or there are no words", () => {
+    expect(scoreCompletion("").byteRewards).toEqual([]);
+    expect(scoreCompletion("...").byteRewards).toEqual([]);
+    // not NFC: normalising would move byte offsets
+    expect(scoreCompletion("cafe\u0301 good").byteRewards).toEqual([]);
+  });
 });

@@ -14,7 +14,7 @@ export function ruleFeedbackService(): ServiceImpl<typeof FeedbackService> {
       return {
         scores: req.items.map((item) => {
           const s = scoreCompletion(item.completion);
-          return { reward: s.reward, rationale: s.rationale };
+          return { reward: s.reward, tokenRewards: s.byteRewards, rationale: s.rationale };
         }),
         scorerId: RULE_SCORER_ID,
         scorerVersion: RULE_SCORER_VERSION,

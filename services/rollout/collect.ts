@@ -65,19 +65,37 @@ export class StaleWeightsError extends RlaifError {}
 
 /**
  * Checks a scorer's answer like any untrusted input: the API's response rules (one finite score
- * per item), plus what only the caller knows — per-token rewards match the completion's tokens.
+ * per item), plus what only the caller knows — per-token rewards have one entry per UTF-8 byte
+ * of the completion text it was sent.
  */
-export function checkScores(res: ScoreResponse, tokenCounts: number[]): void {
-  validate(scoreResponseRules(tokenCounts.length), res);
+export function checkScores(res: ScoreResponse, texts: string[]): void {
+  validate(scoreResponseRules(texts.length), res);
   res.scores.forEach((s, i) => {
     const n = s.tokenRewards.length;
-    if (n !== 0 && n !== tokenCounts[i]) {
-      throw new ValidationError(
-        `scores[${i}].token_rewards`,
-        `has ${n} entries for ${tokenCounts[i]} tokens`,
-      );
+    const bytes = Buffer.byteLength(texts[i] as string, "utf8");
+    if (n !== 0 && n !== bytes) {
+      throw new ValidationError(`scores[${i}].token_rewards`, `has ${n} entries for ${bytes} UTF-8 bytes`);
     }
   });
+}
+
+/**
+ * A scorer's per-byte rewards as per-token rewards of the completion the policy wrote. With the
+ * byte tokenizer, token i is byte i of the text when the text re-encodes to exactly the sampled
+ * bytes; a trailing EOS (or any special token) gets 0. When it does not (invalid UTF-8 shown as
+ * U+FFFD), positions are unknown: [] tells the learner to credit the scalar reward instead.
+ */
+export function alignTokenRewards(
+  tokens: readonly number[],
+  text: string,
+  byteRewards: readonly number[],
+): number[] {
+  if (byteRewards.length === 0) return [];
+  const bytes = Buffer.from(text, "utf8");
+  if (bytes.length !== byteRewards.length || tokens.length < bytes.length) return [];
+  for (let i = 0; i < bytes.length; i++) if (tokens[i] !== bytes[i]) return [];
+  for (let i = bytes.length; i < tokens.length; i++) if ((tokens[i] as number) < 256) return [];
+  return [...byteRewards, ...new Array<number>(tokens.length - bytes.length).fill(0)];
 }
 
 /** Trajectory id: unique per run, step, prompt and sample; the Optimizer applies each id once. */
@@ -139,7 +157,7 @@ export async function collectPrompt(
   const scores = await peer("Feedback.Score", () => feedback.score({ items }, opts));
   checkScores(
     scores,
-    gen.completions.map((c) => c.tokens.length),
+    items.map((item) => item.completion),
   );
   // 3. Log-probs of the same tokens under the frozen reference policy (for the KL penalty).
   const ref = await peer("Policy.Logprobs", () =>
@@ -167,7 +185,7 @@ export async function collectPrompt(
       behaviourLogprobs: c.logprobs,
       referenceLogprobs: ref.results[i]?.logprobs ?? [],
       reward: score?.reward ?? 0,
-      tokenRewards: score?.tokenRewards ?? [],
+      tokenRewards: alignTokenRewards(c.tokens, c.text, score?.tokenRewards ?? []),
       weightsVersion: gen.weightsVersion,
       scorerId: scores.scorerId,
       scorerVersion: scores.scorerVersion,

@@ -78,8 +78,10 @@ export type Score = Message<"rlaif.feedback.v1.Score"> & {
   reward: number;
 
   /**
-   * Optional per-token rewards r_t, one per completion byte token (UTF-8 bytes of the
-   * completion); empty means the scalar reward is credited to the last token.
+   * Optional per-token rewards r_t: one per UTF-8 byte of `completion` as sent (finite; they
+   * should sum to `reward`). Empty means the scalar reward is credited to the last token. The
+   * Rollout maps them onto the policy's tokens; where the text is not the exact bytes the policy
+   * wrote (invalid UTF-8 shown as U+FFFD) it falls back to the scalar reward.
    *
    * @generated from field: repeated float token_rewards = 2;
    */
