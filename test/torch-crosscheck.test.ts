@@ -18,6 +18,12 @@
  * the entries whose float64 gradient is 0 or ≥ 1e-5 of its tensor's largest (the count left out
  * is printed).
  *
+ * The other estimators of services/core/src/learn/ (PPO-clip and truncated importance sampling with
+ * their clip fraction, KL in the reward with k1/k3, each baseline, the moving-average baseline's
+ * updates and adaptive β) are checked the same way: the reference builds the shaped rewards,
+ * returns, advantages, surrogate, clip fraction and d loss/d logits from the equations, and the
+ * rows of the printed table are named after the estimator.
+ *
  * Needs `/usr/bin/python3` with Debian's python3-torch (see .ci/run); skipped with a warning when
  * it is missing locally, a failure when CI is set.
  */
@@ -27,6 +33,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, describe, expect, it } from "vitest";
+import type { BaselineKind } from "../services/core/src/config/defaults.js";
+import { computeAdvantages } from "../services/core/src/learn/advantages.js";
+import { MovingAverageBaseline } from "../services/core/src/learn/baseline.js";
+import { type KlEstimator, klK1, klPenalizedRewards } from "../services/core/src/learn/kl.js";
+import { KlController } from "../services/core/src/learn/kl-controller.js";
+import type { OffPolicyMode } from "../services/core/src/learn/off-policy.js";
 import { Adam, clipByGlobalNorm, trainStep } from "../services/core/src/learn/optimizer.js";
 import {
   buildPgBatch,
@@ -36,6 +48,7 @@ import {
   type PgTrajectory,
   reinforceLoss,
 } from "../services/core/src/learn/reinforce.js";
+import { returnsToGo, tokenRewards } from "../services/core/src/learn/returns.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import type { TransformerConfig } from "../services/core/src/model/config.js";
 import { createTransformer } from "../services/core/src/model/transformer.js";
@@ -181,20 +194,22 @@ function recordTorch32(
   record(quantity, "torch-f32", errors(f32.data, f64.data, keep));
 }
 
+/** Width of the quantity column of the printed table. */
+const QUANTITY_WIDTH = 52;
 const fmt = (x: number | undefined) => (x === undefined ? "   -    " : x.toExponential(2).padStart(8));
 afterAll(() => {
   if (report.size === 0) return;
   const cols = [...BACKENDS, "torch-f32"];
   const lines = [...report].map(
     ([q, r]) =>
-      `  ${q.padEnd(34)}` +
+      `  ${q.padEnd(QUANTITY_WIDTH)}` +
       cols.map((c) => ` ${fmt(r[c]?.tensor)}`).join("") +
       "  |" +
       cols.map((c) => ` ${fmt(r[c]?.element)}`).join(""),
   );
   console.log(
     `torch-crosscheck: worst relative error vs PyTorch float64 (asserted: per tensor ≤ ${RTOL})\n` +
-      `  ${"quantity".padEnd(34)} per tensor: cpu, wasm, torch-f32 | element-wise: cpu, wasm, torch-f32\n` +
+      `  ${"quantity".padEnd(QUANTITY_WIDTH)} per tensor: cpu, wasm, torch-f32 | element-wise: cpu, wasm, torch-f32\n` +
       lines.join("\n") +
       (adamLeftOut
         ? `\n  (end-to-end AdamW: ${adamLeftOut} entries with 0 < |g| < ${ADAM_GRAD_FLOOR}·max|g| of their tensor left out)`
@@ -464,5 +479,253 @@ describe.skipIf(!hasTorch)("PyTorch cross-check: GPT forward, parameter gradient
       opt2.dispose();
       tf.dispose([...vars, ...gs, ...clipped, globalNorm]);
     }
+  });
+});
+
+/** One estimator configuration of the learner, as the Optimizer's run settings select it. */
+interface EstimatorCase {
+  name: string;
+  baseline: BaselineKind;
+  movingAverage: number;
+  klIn: "reward" | "loss";
+  klCoef: number;
+  klEstimator: KlEstimator;
+  entropyCoef: number;
+  offPolicy: OffPolicyMode;
+  clipEpsilon: number;
+  truncation: number;
+}
+
+const EST_DEFAULTS = { movingAverage: 0, clipEpsilon: 0.2, truncation: 1, entropyCoef: 0 };
+/** Each row of the README's estimator table at least once (KL k1/k3 in the loss are also above). */
+const ESTIMATORS: EstimatorCase[] = [
+  {
+    ...EST_DEFAULTS,
+    name: "PPO-clip ε0.2, group, k3 in loss, H",
+    baseline: "group",
+    klIn: "loss",
+    klCoef: 0.1,
+    klEstimator: "k3",
+    entropyCoef: 0.01,
+    offPolicy: "ppo-clip",
+  },
+  {
+    ...EST_DEFAULTS,
+    name: "PPO-clip ε0.1, batch, k1 in reward",
+    baseline: "batch",
+    klIn: "reward",
+    klCoef: 0.05,
+    klEstimator: "k1",
+    offPolicy: "ppo-clip",
+    clipEpsilon: 0.1,
+  },
+  {
+    ...EST_DEFAULTS,
+    name: "truncated c1, rloo, k3 in reward, H",
+    baseline: "rloo",
+    klIn: "reward",
+    klCoef: 0.1,
+    klEstimator: "k3",
+    entropyCoef: 0.02,
+    offPolicy: "truncated",
+    truncation: 1,
+  },
+  {
+    ...EST_DEFAULTS,
+    name: "truncated c1.3, moving-avg, k1 in loss",
+    baseline: "moving-average",
+    movingAverage: 0.25,
+    klIn: "loss",
+    klCoef: 0.05,
+    klEstimator: "k1",
+    entropyCoef: 0.01,
+    offPolicy: "truncated",
+    truncation: 1.3,
+  },
+  {
+    ...EST_DEFAULTS,
+    name: "on-policy, no baseline, k1 in reward",
+    baseline: "none",
+    klIn: "reward",
+    klCoef: 0.2,
+    klEstimator: "k1",
+    offPolicy: "none",
+  },
+];
+
+/** Ratio bounds of the configurations above: ρ is kept ≥ 0.01 away from each (no float32 tie). */
+const RHO_EDGES = [0.8, 0.9, 1, 1.1, 1.2, 1.3];
+
+/** log-softmax in float64 of one position's float32 logits. */
+function logSoftmax64(z: Float32Array): Float64Array {
+  let max = Number.NEGATIVE_INFINITY;
+  for (const x of z) max = Math.max(max, x);
+  let sum = 0;
+  for (const x of z) sum += Math.exp(x - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(z, (x) => x - lse);
+}
+
+describe.skipIf(!hasTorch)("PyTorch cross-check: off-policy corrections, KL in the reward, baselines", () => {
+  it("every estimator's advantages, loss parts, clip fraction and d loss/d logits match", async () => {
+    // Groups of 3, 2 and 3 samples (a singleton group would make GRPO's std 0; see advantages.ts).
+    const groupIds = [0, 0, 0, 1, 1, 2, 2, 2];
+    const base = trajectories(31, groupIds.length);
+    const t = Math.max(...base.map((x) => x.promptTokens.length + x.completionTokens.length));
+    const n = normal(rng(37));
+    const logits = Float32Array.from({ length: base.length * t * VOCAB }, () => 2 * n());
+    // Behaviour log-probs: the policy's own log π(a) (from these logits) minus noise, so that
+    // ρ = π/π_behaviour spreads over 0.5..2 (some ratios clipped on each side, some truncated)
+    // while staying clear of every clip edge; float32 values so both sides read the same inputs.
+    const u = rng(41);
+    const noise = normal(u);
+    const trajs = base.map((tr, i) => {
+      const behaviourLogprobs = tr.completionTokens.map((a, k) => {
+        const at = (i * t + tr.promptTokens.length + k) * VOCAB;
+        const lp = logSoftmax64(logits.subarray(at, at + VOCAB))[a] as number;
+        let d = 0.35 * noise();
+        while (RHO_EDGES.some((e) => Math.abs(Math.exp(d) - e) < 0.01)) d += 0.013;
+        return Math.fround(lp - d); // ρ = exp(d)
+      });
+      return {
+        ...tr,
+        refLogprobs: tr.refLogprobs.map((x) => Math.fround(x)),
+        behaviourLogprobs,
+        groupId: groupIds[i] as number,
+      };
+    });
+    const caseJson = {
+      kind: "estimators",
+      options: OPTIONS,
+      trajectories: trajs,
+      estimators: ESTIMATORS,
+      logitsShape: [trajs.length, t, VOCAB],
+    };
+    const files = { "logits.f32": new Uint8Array(logits.buffer) };
+    const ref = runReference(caseJson, files);
+    const ref32 = runReference(caseJson, files, "float32");
+    const parts: [string, string][] = [
+      ["advantages", "A_t"],
+      ["loss", "L"],
+      ["pgLoss", "L_pg"],
+      ["kl", "KL"],
+      ["entropy", "H"],
+      ["clipFraction", "clip fraction"],
+      ["dLogits", "dL/dlogits"],
+    ];
+    for (const est of ESTIMATORS) {
+      for (const [k, label] of parts)
+        recordTorch32(`${est.name}: ${label}`, ref32.get(`${est.name}/${k}`), ref.get(`${est.name}/${k}`));
+    }
+    let clippedSomewhere = 0;
+    for (const backend of BACKENDS) {
+      await initBackend(backend);
+      expect(tf.getBackend()).toBe(backend);
+      for (const est of ESTIMATORS) {
+        // What the learner does: r_t (scalar on the last token), minus β·KL_t when the KL is in the
+        // reward; returns-to-go; A_t from the configured baseline; the loss with the correction.
+        const pg = trajs.map((tr) => {
+          const r = tokenRewards(tr.completionTokens.length, tr.reward, tr.tokenRewards);
+          return {
+            ...tr,
+            tokenRewards:
+              est.klIn === "reward"
+                ? klPenalizedRewards(r, tr.behaviourLogprobs, tr.refLogprobs, est.klCoef, est.klEstimator)
+                : r,
+          };
+        });
+        const built = buildPgBatch(pg, {
+          ...OPTIONS,
+          baseline: 0,
+          advantages: (returns) => computeAdvantages(returns, groupIds, est.baseline, est.movingAverage),
+        });
+        const cfg: PgLossConfig = {
+          klCoef: est.klIn === "loss" ? est.klCoef : 0,
+          klEstimator: est.klEstimator,
+          entropyCoef: est.entropyCoef,
+          offPolicy: est.offPolicy,
+          clipEpsilon: est.clipEpsilon,
+          truncation: est.truncation,
+        };
+        const z = tf.tensor3d(logits, [trajs.length, t, VOCAB]);
+        const out = reinforceLoss(z, built.batch, cfg);
+        const grad = tf.grad((x: tf.Tensor) => reinforceLoss(x as tf.Tensor3D, built.batch, cfg).loss)(z);
+        check(
+          `${est.name}: A_t`,
+          backend,
+          await built.batch.advantages.data(),
+          ref.get(`${est.name}/advantages`),
+        );
+        for (const [k, label] of parts.slice(1)) {
+          const ours = k === "dLogits" ? await grad.data() : await out[k as "loss"].data();
+          check(`${est.name}: ${label}`, backend, ours, ref.get(`${est.name}/${k}`));
+        }
+        const frac = (await out.clipFraction.data())[0] as number;
+        if (est.offPolicy !== "none") {
+          // the correction really acted on some tokens and left others alone
+          expect(frac, est.name).toBeGreaterThan(0);
+          expect(frac, est.name).toBeLessThan(1);
+          clippedSomewhere++;
+        }
+        tf.dispose([z, grad, ...Object.values(out)]);
+        disposePgBatch(built);
+      }
+    }
+    expect(clippedSomewhere).toBe(2 * ESTIMATORS.filter((e) => e.offPolicy !== "none").length);
+  });
+
+  it("the moving-average baseline over a series of batches and adaptive β over a series of KLs match", () => {
+    const u = rng(53);
+    const n = normal(u);
+    // Return batches of different sizes and scales (and one with no tokens, which changes nothing).
+    const returnBatches = [3, 5, 0, 2, 4, 6].map((rows, j) =>
+      Array.from({ length: rows }, () =>
+        returnsToGo(
+          Array.from({ length: 1 + Math.floor(u() * 5) }, () => (j + 1) * n()),
+          0.95,
+        ),
+      ),
+    );
+    // KL batches whose per-sample KL sits below, near and far above the target (both clips of e).
+    const klController = { beta: 0.1, target: 2, horizon: 40 };
+    const klBatches = [0.3, 1.9, 2.2, 8, 0.05, 3].map((scale) =>
+      Array.from({ length: 4 + Math.floor(u() * 5) }, () => {
+        const c = 1 + Math.floor(u() * 5);
+        const behaviourLogprobs = Array.from({ length: c }, () => -0.1 - 4 * u());
+        const refLogprobs = behaviourLogprobs.map((b) => b - scale * (0.2 + 0.6 * u()));
+        return { behaviourLogprobs, refLogprobs };
+      }),
+    );
+    const decay = 0.8;
+    const ref = runReference(
+      { kind: "sequences", baselineDecay: decay, returnBatches, klController, klBatches },
+      {},
+    );
+    const ma = new MovingAverageBaseline(decay);
+    const bs = returnBatches.map((batch) => ma.update(batch));
+    check("moving-average b after each batch (JS f64)", "cpu", bs, ref.get("movingAverage"));
+    const ctl = new KlController(klController.beta, klController.target, klController.horizon);
+    const kls: number[] = [];
+    const betas = klBatches.map((batch) => {
+      const kl =
+        batch.reduce(
+          (s, smp) =>
+            s + smp.behaviourLogprobs.reduce((a, lb, k) => a + klK1(lb, smp.refLogprobs[k] as number), 0),
+          0,
+        ) / batch.length;
+      kls.push(kl);
+      return ctl.update(kl, batch.length);
+    });
+    check("adaptive β: batch KL/sample (JS f64)", "cpu", kls, ref.get("batchKl"));
+    check("adaptive β: β after each batch (JS f64)", "cpu", betas, ref.get("beta"));
+    // the series moved β both ways, and hit the ±0.2 clip of e
+    const ratios = betas.map((b, i) => b / (i === 0 ? klController.beta : (betas[i - 1] as number)));
+    expect(Math.min(...ratios)).toBeLessThan(1);
+    expect(Math.max(...ratios)).toBeGreaterThan(1);
+    expect(
+      ratios.some(
+        (r, i) => Math.abs(r - (1 + (0.2 * (klBatches[i]?.length ?? 0)) / klController.horizon)) < 1e-12,
+      ),
+    ).toBe(true);
   });
 });

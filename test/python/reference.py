@@ -12,6 +12,21 @@ Written from the equations, not from the TypeScript code:
   GPT (pre-LN, learned positions, tanh-GELU, causal attention, untied head, matrices [in, out]).
   Global-norm clipping g <- g*min(1, c/||g||), then one torch.optim.AdamW step.
 
+  The other estimators ("estimators" and "sequences" cases):
+      KL in the reward   r'_k = r_k - beta*KL_k, KL_k = k1 or k3 of (log pi_behaviour, log pi_ref)
+      baselines          A_{i,k} = R_{i,k} - b_i with b_i from the sequence returns R_{i,0}:
+                           none: 0;  moving-average: b given;
+                           rloo:  mean of R_{j,0} over the other samples j of i's group (0 if alone)
+                           group: A = (R_{i,k} - mean_g R_0) / (std_g R_0 + 1e-6)   (population std)
+                           batch: A = (R_{i,k} - mean R) / (std R + 1e-6) over every token of the batch
+      importance ratio   rho = pi(a)/pi_behaviour(a) = exp(log pi(a) - log pi_behaviour(a))
+      PPO-clip           s = min(rho*A, clamp(rho, 1-eps, 1+eps)*A); clipped where the clamped term is smaller
+      truncated IS       s = stopgrad(min(rho, c))*A*log pi(a); clipped where rho > c
+                         L_pg = -(1/N) sum m*s, clip fraction = (1/N) sum m*clipped
+      moving average     b <- mean(R) on the first batch, then b <- d*b + (1-d)*mean(R) (all tokens)
+      adaptive beta      KL = mean over samples of sum_k k1_k; e = clamp((KL - target)/target, -0.2, 0.2);
+                         beta <- beta*(1 + e*n/horizon), n samples in the batch
+
 Usage: reference.py <case dir>. Reads <dir>/case.json (+ <dir>/weights.safetensors for model cases),
 writes <dir>/result.json (index) and <dir>/result.bin (float64 little-endian arrays).
 Exit code 3 means torch (or numpy) cannot be imported.
@@ -119,6 +134,162 @@ def pg_loss(logits, batch, loss_cfg):
     ent = (m * ent_t).sum() / n
     loss = pg + loss_cfg["klCoef"] * kl - loss_cfg["entropyCoef"] * ent
     return {"loss": loss, "pgLoss": pg, "kl": kl, "entropy": ent}
+
+
+# ---------------------------------------------------------------- the other estimators
+def kl_of(logp, ref_logp, estimator):
+    """Sampled-token KL of pi to pi_ref: k1 = log pi - log pi_ref, k3 = (r - 1) - log r, r = pi_ref/pi."""
+    if estimator == "k1":
+        return logp - ref_logp
+    log_r = ref_logp - logp
+    return (torch.exp(log_r) - 1.0) - log_r
+
+
+def estimator_advantages(R, groups, est):
+    """A_{i,k} from returns-to-go R (list of per-trajectory lists), per the baseline kind."""
+    kind = est["baseline"]
+    R = [torch.tensor(r, dtype=torch.float64) for r in R]
+    R0 = torch.stack([r[0] for r in R])
+    if kind == "none":
+        return R
+    if kind == "moving-average":
+        return [r - est["movingAverage"] for r in R]
+    if kind == "batch":
+        allr = torch.cat(R)
+        mu, sd = allr.mean(), allr.std(unbiased=False)
+        return [(r - mu) / (sd + 1e-6) for r in R]
+    out = []
+    for i, r in enumerate(R):
+        same = [j for j in range(len(R)) if groups[j] == groups[i]]
+        if kind == "rloo":
+            others = [j for j in same if j != i]
+            b = R0[others].mean() if others else torch.tensor(0.0, dtype=torch.float64)
+            out.append(r - b)
+        elif kind == "group":
+            g = R0[same]
+            out.append((r - g.mean()) / (g.std(unbiased=False) + 1e-6))
+        else:
+            raise ValueError(f"unknown baseline {kind}")
+    return out
+
+
+def estimator_batch(case, est):
+    """Rewards (KL-shaped when the KL is in the reward) -> returns-to-go -> advantages, laid out
+    like build_batch: completion token k of trajectory i is the action at input position |prompt_i| + k."""
+    o = case["options"]
+    trajs = case["trajectories"]
+    rows = [[o["bosId"]] + t["promptTokens"] + t["completionTokens"] for t in trajs]
+    T = max(len(r) for r in rows) - 1
+    B = len(rows)
+    returns = []
+    for t in trajs:
+        c = len(t["completionTokens"])
+        if t.get("tokenRewards"):
+            r = torch.tensor(t["tokenRewards"], dtype=torch.float64)
+        else:
+            r = torch.zeros(c, dtype=torch.float64)
+            r[-1] = t["reward"]
+        if est["klIn"] == "reward":
+            beh = torch.tensor(t["behaviourLogprobs"], dtype=torch.float64)
+            ref = torch.tensor(t["refLogprobs"], dtype=torch.float64)
+            r = r - est["klCoef"] * kl_of(beh, ref, est["klEstimator"])
+        returns.append(returns_to_go(r.tolist(), o["gamma"]))
+    adv_rows = estimator_advantages(returns, [t["groupId"] for t in trajs], est)
+    actions = np.full((B, T), o["padId"], dtype=np.int64)
+    mask, adv, ref, beh = (np.zeros((B, T)) for _ in range(4))
+    for i, (row, t) in enumerate(zip(rows, trajs)):
+        actions[i, : len(row) - 1] = row[1:]
+        s = len(t["promptTokens"])
+        for k in range(len(t["completionTokens"])):
+            mask[i, s + k] = 1.0
+            adv[i, s + k] = float(adv_rows[i][k])
+            ref[i, s + k] = t["refLogprobs"][k]
+            beh[i, s + k] = t["behaviourLogprobs"][k]
+    as_t = lambda a: torch.tensor(a, dtype=DT)  # noqa: E731
+    return {
+        "actions": torch.tensor(actions),
+        "mask": as_t(mask),
+        "advantages": as_t(adv),
+        "refLogprobs": as_t(ref),
+        "behaviourLogprobs": as_t(beh),
+    }
+
+
+def estimator_loss(logits, batch, est):
+    z = logits.to(DT)
+    logp = torch.log_softmax(z, dim=-1)
+    lp_a = torch.gather(logp, -1, batch["actions"].unsqueeze(-1)).squeeze(-1)
+    m = batch["mask"]
+    A = batch["advantages"] * m
+    n = torch.clamp(m.sum(), min=1.0)
+    mode = est["offPolicy"]
+    if mode == "none":
+        s = lp_a * A
+        clipped = torch.zeros_like(lp_a)
+    else:
+        rho = torch.exp(lp_a - batch["behaviourLogprobs"])
+        if mode == "ppo-clip":
+            eps = est["clipEpsilon"]
+            unclipped = rho * A
+            clamped = torch.clamp(rho, 1.0 - eps, 1.0 + eps) * A
+            s = torch.minimum(unclipped, clamped)
+            clipped = (clamped < unclipped).to(DT)
+        elif mode == "truncated":
+            c = est["truncation"]
+            w = torch.clamp(rho, max=c).detach()
+            s = w * A * lp_a
+            clipped = (rho > c).to(DT)
+        else:
+            raise ValueError(f"unknown offPolicy {mode}")
+    pg = -(m * s).sum() / n
+    clip_fraction = (m * clipped).sum() / n
+    kl = (m * kl_of(lp_a, batch["refLogprobs"], est["klEstimator"])).sum() / n
+    ent = (m * -(torch.exp(logp) * logp).sum(-1)).sum() / n
+    beta_loss = est["klCoef"] if est["klIn"] == "loss" else 0.0
+    loss = pg + beta_loss * kl - est["entropyCoef"] * ent
+    return {"loss": loss, "pgLoss": pg, "kl": kl, "entropy": ent, "clipFraction": clip_fraction}
+
+
+def run_estimators_case(case, d, out):
+    """One set of logits, several estimator configurations; keys are prefixed '<name>/'."""
+    logits_np = np.fromfile(os.path.join(d, "logits.f32"), dtype="<f4").reshape(case["logitsShape"])
+    for est in case["estimators"]:
+        name = est["name"]
+        batch = estimator_batch(case, est)
+        logits = torch.tensor(logits_np.astype(np.float64)).to(DT).requires_grad_(True)
+        parts = estimator_loss(logits, batch, est)
+        (g,) = torch.autograd.grad(parts["loss"], logits)
+        for k, v in parts.items():
+            out[f"{name}/{k}"] = v.detach()
+        out[f"{name}/dLogits"] = g
+        out[f"{name}/advantages"] = batch["advantages"]
+
+
+def run_sequences_case(case, d, out):
+    """The moving-average baseline over a series of batches, and adaptive beta over a series of KLs."""
+    dec = case["baselineDecay"]
+    b, updates, bs = 0.0, 0, []
+    for batch in case["returnBatches"]:
+        flat = [x for row in batch for x in row]
+        if flat:
+            mean = sum(flat) / len(flat)
+            b = mean if updates == 0 else dec * b + (1.0 - dec) * mean
+            updates += 1
+        bs.append(b)
+    out["movingAverage"] = torch.tensor(bs, dtype=torch.float64)
+    kc = case["klController"]
+    beta, betas, kls = kc["beta"], [], []
+    for batch in case["klBatches"]:
+        per_sample = [
+            sum(lb - lr for lb, lr in zip(s["behaviourLogprobs"], s["refLogprobs"])) for s in batch
+        ]
+        kl = sum(per_sample) / len(per_sample)
+        e = min(0.2, max(-0.2, (kl - kc["target"]) / kc["target"]))
+        beta = beta * (1.0 + e * len(batch) / kc["horizon"])
+        kls.append(kl)
+        betas.append(beta)
+    out["batchKl"] = torch.tensor(kls, dtype=torch.float64)
+    out["beta"] = torch.tensor(betas, dtype=torch.float64)
 
 
 # ---------------------------------------------------------------- the GPT
@@ -237,7 +408,13 @@ def main():
     with open(os.path.join(d, "case.json")) as f:
         case = json.load(f)
     out = {}
-    run = {"logits": run_logits_case, "model": run_model_case, "adam": run_adam_case}[case["kind"]]
+    run = {
+        "logits": run_logits_case,
+        "model": run_model_case,
+        "adam": run_adam_case,
+        "estimators": run_estimators_case,
+        "sequences": run_sequences_case,
+    }[case["kind"]]
     run(case, d, out)
     index, blobs, off = {}, [], 0
     for k, v in out.items():
