@@ -4,7 +4,7 @@
  * prompts and the rule-based positive-sentiment scorer, then compares the pretrained policy and
  * the trained one on OTHER held-out prompts, measured in the same run:
  *
- *   npx tsx bench/learning.ts [--checkpoint file] [--steps 60] [--config file] [--json]
+ *   npx tsx bench/learning.ts [--checkpoint file] [--steps 60] [--config file] [--out dir] [--json]
  *
  * Reported: mean held-out reward before → after and the rise in units of the pretrained
  * policy's reward std (target ≥ 1), the share of samples rated positive before → after
@@ -27,6 +27,7 @@ const { values } = parseArgs({
     config: { type: "string" },
     "eval-prompts": { type: "string", default: "64" },
     samples: { type: "string", default: "4" },
+    out: { type: "string", default: "runs/bench" },
     json: { type: "boolean", default: false },
   },
 });
@@ -34,7 +35,7 @@ const { values } = parseArgs({
 const config = loadConfig(values.config, {
   steps: values.steps,
   ...(values.checkpoint ? { checkpoint: values.checkpoint } : {}),
-  out: "runs/bench",
+  out: values.out,
 });
 const evalCount = Number(values["eval-prompts"]);
 const samples = Number(values.samples);

@@ -1,0 +1,54 @@
+/**
+ * The learning benchmark, shortened for CI: the documented command runs end to end on the
+ * default checkpoint (train a few steps, measure held-out samples before and after) and reports
+ * every figure the README table quotes. The full run (minutes) is `npx tsx bench/learning.ts`.
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+
+const ROOT = join(import.meta.dirname, "..");
+
+describe("learning benchmark", () => {
+  it("learning benchmark - a shortened run reports before/after figures and moves the policy", () => {
+    const out = mkdtempSync(join(tmpdir(), "rlaif-bench-"));
+    const r = spawnSync(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "bench/learning.ts",
+        ...["--steps", "3", "--eval-prompts", "8", "--samples", "2", "--out", out, "--json"],
+      ],
+      { cwd: ROOT, encoding: "utf8", timeout: 300_000 },
+    );
+    expect(r.stderr).not.toMatch(/Error/);
+    expect(r.status).toBe(0);
+    const report = JSON.parse(r.stdout.trim().split("\n").at(-1) as string);
+    expect(report.steps).toBe("3");
+    expect(report.evalPrompts).toBe(8);
+    for (const side of [report.before, report.after]) {
+      for (const k of [
+        "meanReward",
+        "stdReward",
+        "positiveShare",
+        "klToReference",
+        "distinct2",
+        "referencePerplexity",
+      ]) {
+        expect(Number.isFinite(side[k]), k).toBe(true);
+      }
+      expect(side.examples.length).toBeGreaterThan(0);
+    }
+    // The reference is the pretrained policy itself: KL 0 before (up to float error), > 0 after training.
+    expect(Math.abs(report.before.klToReference)).toBeLessThan(1e-3);
+    expect(report.after.klToReference).toBeGreaterThan(1e-3);
+    expect(Object.keys(report.targets).sort()).toEqual([
+      "klAtMost5Nats",
+      "positiveShareAtLeastDoubles",
+      "rewardRiseAtLeastOneStd",
+    ]);
+  }, 600_000);
+});
