@@ -35,6 +35,8 @@ const RUN_FLAGS = [
   "top-k",
   "top-p",
   "prompt",
+  "checkpoint-every",
+  "checkpoint-keep",
 ] as const;
 
 /** What the model services need. */
@@ -50,9 +52,17 @@ export const SERVICE_NAMES = ["policy", "rollout", "feedback", "optimizer"] as c
 export const trainSpec: CommandSpec = {
   name: "train",
   summary: "Run RLAIF training with all four services in this process (embedded bus unless --nats)",
-  usage: "rlaif train [--config file] [flags]",
+  usage:
+    "rlaif train [--config file] [flags] | rlaif train --resume <run dir | step-<n>.safetensors> [--steps n]",
   settings: [...RUN_FLAGS, ...MODEL_FLAGS, ...TIMEOUT_FLAGS, "nats", "feedback-address", "out"],
-  flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
+  flags: [
+    { name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" },
+    {
+      name: "resume",
+      type: "string",
+      help: "continue a run from its newest checkpoint (a run directory) or from a step-<n>.safetensors file, with its saved settings; --steps may raise the total",
+    },
+  ],
 };
 
 /** `rlaif serve`. */

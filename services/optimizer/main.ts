@@ -6,6 +6,8 @@ import type { Bus } from "../core/src/bus/bus.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, startBackend } from "../core/src/model/backend.js";
+import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
+import { loadCheckpoint } from "../core/src/model/checkpoint.js";
 import { heldOutPrompts } from "../core/src/model/corpus.js";
 import { OptimizerService, optimizerService } from "./optimizer-service.js";
 import { ReinforceLearner } from "./reinforce-learner.js";
@@ -41,9 +43,17 @@ export interface OptimizerServer {
 export async function startOptimizerServer(opts: OptimizerServerOptions): Promise<OptimizerServer> {
   const backend = await startBackend(opts.backend);
   opts.log?.(`optimizer: compute backend ${backend}`);
+  const logOpt = opts.log ? { log: opts.log } : {};
+  // The model of the starting checkpoint, read once on the first resume request.
+  let starting: Promise<{ kind: ModelKind; config: ModelConfig }> | null = null;
+  const model = () => {
+    starting ??= loadCheckpoint(opts.checkpoint).then((c) => ({ kind: c.kind, config: c.config }));
+    return starting;
+  };
   const runs = new RunController({
     bus: opts.bus,
-    newLearner: (settings) => ReinforceLearner.fromCheckpoint(opts.checkpoint, settings),
+    newLearner: (settings, resumeFrom) =>
+      ReinforceLearner.fromCheckpoint(resumeFrom ?? opts.checkpoint, settings, { resume: !!resumeFrom }),
     outDir: opts.outDir,
     stepTimeoutMs: opts.stepTimeoutMs,
     defaultPrompts: () => heldOutPrompts(DEFAULT_PROMPT_COUNT, opts.settings.seed),
@@ -53,7 +63,7 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
   const server = await startServer({
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
-    services: [implement(OptimizerService, optimizerService(runs, opts.settings))],
+    services: [implement(OptimizerService, optimizerService(runs, opts.settings, { model, ...logOpt }))],
     ...(opts.log ? { log: opts.log } : {}),
   });
   return {

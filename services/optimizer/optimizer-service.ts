@@ -2,11 +2,16 @@
  * rlaif.optimizer.v1.OptimizerService handlers over a RunController. A RunConfig's zero fields
  * take the configured defaults, so callers in other languages only set what they change.
  */
+import { isAbsolute, relative, resolve } from "node:path";
 import { create, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { RunConfigSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
-import { OptimizerService } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
+import { OptimizerService, type StartRunRequest } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
+import { CheckpointError, ValidationError } from "../core/src/errors.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
+import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
+import { checkSameModel, resumeSettings } from "./resume-settings.js";
+import { openResumeCheckpoint, type RunCheckpoint } from "./run-checkpoint.js";
 import type { RunController } from "./run-controller.js";
 
 /** Run settings from an API RunConfig: set fields win, zero fields keep `base`. */
@@ -47,21 +52,81 @@ export function settingsFromRunConfig(
     topK: s ? s.topK : base.topK,
     topP: or(s?.topP ?? 0, base.topP),
     prompts: c.prompts.length ? [...c.prompts] : base.prompts,
+    checkpointEvery: c.checkpointEvery ?? base.checkpointEvery,
+    checkpointKeep: c.checkpointKeep ?? base.checkpointKeep,
   };
+}
+
+const SAMPLING_KEYS = new Set(["maxNewTokens", "temperature", "topK", "topP"]);
+
+/** The API path of a run setting, for error messages: `config.learning_rate`, `config.sampling.top_k`. */
+export function runConfigField(key: keyof RunSettings): string {
+  const snake = key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  return SAMPLING_KEYS.has(key) ? `config.sampling.${snake}` : `config.${snake}`;
+}
+
+/**
+ * The path StartRun's `resume_from` names: a run id or a path, relative to the output directory
+ * and inside it. Why confined: a caller on the network must not make the Optimizer read (and
+ * then write next to) arbitrary files.
+ */
+export function resumePath(outDir: string, value: string): string {
+  const root = resolve(outDir);
+  const path = resolve(root, value);
+  const rel = relative(root, path);
+  if (rel === "" || rel.startsWith("..") || isAbsolute(rel)) {
+    throw new ValidationError(
+      "resume_from",
+      `must be a run id, or a run directory or checkpoint inside the Optimizer's output directory ${root}, got "${value}"`,
+    );
+  }
+  return path;
+}
+
+/** What the handlers need besides the runs. */
+export interface OptimizerServiceOptions {
+  /** The model new runs start from, so a resumed run of another model is refused. */
+  model?: () => Promise<{ kind: ModelKind; config: ModelConfig }>;
+  log?: (line: string) => void;
+}
+
+async function resumeRun(runs: RunController, req: StartRunRequest, opts: OptimizerServiceOptions) {
+  let checkpoint: RunCheckpoint;
+  try {
+    checkpoint = await openResumeCheckpoint(resumePath(runs.outDir, req.resumeFrom), opts.log);
+  } catch (err) {
+    if (err instanceof CheckpointError) throw new ValidationError("resume_from", err.message);
+    throw err;
+  }
+  if (req.runId && req.runId !== checkpoint.runId) {
+    throw new ValidationError(
+      "run_id",
+      `is "${req.runId}" but the checkpoint is of run "${checkpoint.runId}": leave it empty when resuming`,
+    );
+  }
+  if (opts.model) {
+    checkSameModel("resume_from", checkpoint.model, await opts.model(), "this Optimizer's checkpoint");
+  }
+  const requested = settingsFromRunConfig(req.config ?? create(RunConfigSchema), checkpoint.settings);
+  const settings = resumeSettings(checkpoint.settings, requested, checkpoint.step, runConfigField);
+  const run = await runs.resume(checkpoint, settings);
+  return { runId: run.runId, resumedFromStep: checkpoint.step };
 }
 
 /** The OptimizerService handlers. */
 export function optimizerService(
   runs: RunController,
   base: RunSettings,
+  opts: OptimizerServiceOptions = {},
 ): ServiceImpl<typeof OptimizerService> {
   return {
     async startRun(req) {
+      if (req.resumeFrom) return resumeRun(runs, req, opts);
       const run = await runs.start(
         settingsFromRunConfig(req.config ?? create(RunConfigSchema), base),
         req.runId || undefined,
       );
-      return { runId: run.runId };
+      return { runId: run.runId, resumedFromStep: 0 };
     },
     getStatus(req) {
       const run = runs.get(req.runId);
@@ -120,5 +185,7 @@ export function runConfigFromSettings(s: RunSettings): MessageInitShape<typeof R
     offPolicy: s.offPolicy,
     clipEpsilon: s.clipEpsilon,
     truncation: s.truncation,
+    checkpointEvery: s.checkpointEvery,
+    checkpointKeep: s.checkpointKeep,
   };
 }

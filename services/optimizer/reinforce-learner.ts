@@ -15,15 +15,22 @@
 import type * as tf from "@tensorflow/tfjs";
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
+import { CheckpointError } from "../core/src/errors.js";
 import { computeAdvantages } from "../core/src/learn/advantages.js";
 import { type BaselineState, MovingAverageBaseline } from "../core/src/learn/baseline.js";
 import { klPenalizedRewards } from "../core/src/learn/kl.js";
 import { KlController, type KlControllerState } from "../core/src/learn/kl-controller.js";
-import { Adam, trainStep } from "../core/src/learn/optimizer.js";
+import {
+  ADAM_TENSOR_PREFIX,
+  Adam,
+  adamStateFromTensors,
+  adamStateToTensors,
+  trainStep,
+} from "../core/src/learn/optimizer.js";
 import { buildPgBatch, disposePgBatch } from "../core/src/learn/reinforce.js";
 import { tokenRewards } from "../core/src/learn/returns.js";
 import { runLearningRate } from "../core/src/learn/schedule.js";
-import type { CausalLM } from "../core/src/model/causal-lm.js";
+import type { CausalLM, WeightMap } from "../core/src/model/causal-lm.js";
 import {
   checkpointFromModel,
   encodeCheckpoint,
@@ -36,6 +43,21 @@ import { type Learner, type LearnerStepResult, sampleKl } from "./run-driver.js"
 
 /** Checkpoint metadata key of the {@link LearnerState} JSON. */
 export const LEARNER_STATE_KEY = "learnerState";
+
+/** Checkpoint metadata key of Adam's update count and hyperparameters ({@link OptimizerInfo} JSON). */
+export const OPTIMIZER_STATE_KEY = "optimizer";
+
+/** What a resumable checkpoint says about Adam beside its moment tensors. */
+export interface OptimizerInfo {
+  /** "adam", or "adamw" with decoupled weight decay. */
+  type: "adam" | "adamw";
+  /** Updates applied so far (t of the bias corrections; it also drives the LR schedule). */
+  step: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+  weightDecay: number;
+}
 
 /** The learner's own state beside weights and Adam: baseline and β (for checkpoints). */
 export interface LearnerState {
@@ -51,6 +73,8 @@ export class ReinforceLearner implements Learner {
   private readonly adam: Adam;
   private baseline: MovingAverageBaseline;
   private kl: KlController;
+  /** tf variable name → parameter name (variable names carry a per-process model counter). */
+  private readonly paramOf: Map<string, string>;
 
   constructor(
     private readonly model: CausalLM,
@@ -61,13 +85,14 @@ export class ReinforceLearner implements Learner {
     this.adam = new Adam({ learningRate: settings.learningRate, weightDecay: settings.weightDecay });
     this.baseline = new MovingAverageBaseline(settings.baselineDecay);
     this.kl = new KlController(settings.klCoef, settings.klTarget, settings.klHorizon);
+    this.paramOf = new Map(model.variables().map((v) => [v.name, v.name.slice(v.name.indexOf("/") + 1)]));
   }
 
-  /** A learner starting from the checkpoint at `path`. */
   /**
    * A learner starting from the checkpoint at `path`. With `resume`, the baseline and β saved by
-   * {@link saveCheckpoint} (metadata key `learnerState`) are restored; otherwise the run's settings
-   * start them afresh (a new run from a trained checkpoint).
+   * {@link saveCheckpoint} (metadata key `learnerState`) and, in a resumable checkpoint, Adam's
+   * moments and update count are restored; otherwise the run's settings start them afresh (a new
+   * run from a trained checkpoint).
    */
   static async fromCheckpoint(
     path: string,
@@ -76,9 +101,32 @@ export class ReinforceLearner implements Learner {
   ): Promise<ReinforceLearner> {
     const checkpoint = await loadCheckpoint(path);
     const learner = new ReinforceLearner(modelFromCheckpoint(checkpoint), settings);
-    const saved = checkpoint.metadata[LEARNER_STATE_KEY];
-    if (opts.resume && saved !== undefined) learner.setState(JSON.parse(saved) as LearnerState);
+    try {
+      const saved = checkpoint.metadata[LEARNER_STATE_KEY];
+      if (opts.resume && saved !== undefined) learner.setState(JSON.parse(saved) as LearnerState);
+      const optimizer = checkpoint.metadata[OPTIMIZER_STATE_KEY];
+      if (opts.resume && optimizer !== undefined)
+        learner.restoreAdam(JSON.parse(optimizer), checkpoint.state);
+    } catch (err) {
+      learner.dispose();
+      if (err instanceof CheckpointError) throw err;
+      throw new CheckpointError(`${path}: cannot restore the training state: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
     return learner;
+  }
+
+  private restoreAdam(info: OptimizerInfo, tensors: WeightMap): void {
+    const variableOf = new Map([...this.paramOf].map(([v, p]) => [p, v]));
+    const moments = new Map([...tensors].filter(([name]) => name.startsWith(ADAM_TENSOR_PREFIX)));
+    const state = adamStateFromTensors(info.step, moments, (param) => {
+      const v = variableOf.get(param);
+      if (v === undefined)
+        throw new CheckpointError(`Adam moments of '${param}', which the model does not have`);
+      return v;
+    });
+    this.adam.setState(state);
   }
 
   /** Baseline and β, to save with a checkpoint. */
@@ -168,12 +216,35 @@ export class ReinforceLearner implements Learner {
     return encodeCheckpoint(checkpointFromModel(this.model));
   }
 
-  async saveCheckpoint(path: string, metadata: Record<string, string>): Promise<string> {
-    const checkpoint = checkpointFromModel(this.model, {
+  /**
+   * Weights, baseline and β; with `resumable`, also Adam's moments (`optimizer.m|v.<param>`) and
+   * update count (metadata `optimizer`) plus the caller's tensors, in the same atomic write.
+   */
+  async saveCheckpoint(
+    path: string,
+    metadata: Record<string, string>,
+    resumable?: { tensors: WeightMap },
+  ): Promise<string> {
+    const meta: Record<string, string> = {
       ...metadata,
       [LEARNER_STATE_KEY]: JSON.stringify(this.getState()),
+    };
+    if (!resumable) return saveCheckpoint(path, checkpointFromModel(this.model, meta));
+    const adam = await this.adam.getState();
+    const info: OptimizerInfo = {
+      type: this.adam.weightDecay > 0 ? "adamw" : "adam",
+      step: adam.step,
+      beta1: this.adam.beta1,
+      beta2: this.adam.beta2,
+      epsilon: this.adam.epsilon,
+      weightDecay: this.adam.weightDecay,
+    };
+    meta[OPTIMIZER_STATE_KEY] = JSON.stringify(info);
+    const moments = adamStateToTensors(adam, (v) => this.paramOf.get(v) ?? v);
+    return saveCheckpoint(path, {
+      ...checkpointFromModel(this.model, meta),
+      state: new Map([...moments, ...resumable.tensors]),
     });
-    return saveCheckpoint(path, checkpoint);
   }
 
   dispose(): void {

@@ -1,10 +1,12 @@
 /**
- * Owns the Optimizer's runs: starts one at a time, tracks its state, fans its metrics out to
- * watchers, writes its files (config, metrics.jsonl, checkpoints) under `<out>/<runId>/`.
+ * Owns the Optimizer's runs: starts (or resumes) one at a time, tracks its state, fans its
+ * metrics out to watchers, writes its files under `<out>/<runId>/`: config.json, metrics.jsonl,
+ * resumable `step-<n>.safetensors` every checkpointEvery steps (run-checkpoint.ts) and
+ * final.safetensors, the trained policy.
  */
-import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { create, toJsonString } from "@bufbuild/protobuf";
+import { appendFileSync, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import {
   type RunSummary,
   type StepMetrics,
@@ -13,11 +15,24 @@ import {
 import { RunState } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
-import { NotFoundError, PreconditionError, ValidationError } from "../core/src/errors.js";
-import { type Learner, RunDriver } from "./run-driver.js";
+import { NotFoundError, PreconditionError } from "../core/src/errors.js";
+import {
+  pruneRunCheckpoints,
+  type RunCheckpoint,
+  type WrittenCheckpoint,
+  writeRunCheckpoint,
+} from "./run-checkpoint.js";
+import { type Learner, type ResumePoint, RunDriver } from "./run-driver.js";
+import { FINAL_CHECKPOINT, METRICS_FILE, metricsLine, metricsUpTo, writeRunConfig } from "./run-files.js";
+import { checkPromptsFit, newRunId } from "./run-helpers.js";
 
-/** Builds the learner of a run (loads the starting checkpoint, creates the optimiser). */
-export type LearnerFactory = (settings: RunSettings) => Promise<Learner>;
+export { checkPromptsFit, newRunId };
+
+/**
+ * Builds the learner of a run: from the configured starting checkpoint, or, with `resumeFrom`,
+ * from that resumable checkpoint with its optimiser and learner state.
+ */
+export type LearnerFactory = (settings: RunSettings, resumeFrom?: string) => Promise<Learner>;
 
 /** Everything known about one run. */
 export interface RunRecord {
@@ -26,6 +41,10 @@ export interface RunRecord {
   driver: RunDriver;
   learner: Learner;
   dir: string;
+  /** The run's settings, prompts resolved. */
+  settings: RunSettings;
+  /** Step of the checkpoint it was resumed from (0 for a run started afresh). */
+  resumedFromStep: number;
   summary: RunSummary | null;
   error: string;
   /** Resolves when the run has ended (either way). */
@@ -48,36 +67,17 @@ export interface RunControllerOptions {
   log?: (line: string) => void;
 }
 
-/** A run id for runs started without one: sortable by time, valid as a NATS token. */
-export function newRunId(): string {
-  return `run-${new Date()
-    .toISOString()
-    .replace(/[-:.TZ]/g, "")
-    .slice(0, 14)}-${Math.random().toString(36).slice(2, 8)}`;
-}
-
-/**
- * Refuses prompts that cannot be sampled (BOS + prompt + at least one new token must fit the
- * context), so a bad prompt fails StartRun at once instead of every step that uses it.
- */
-export function checkPromptsFit(prompts: readonly string[], contextLength: number): void {
-  prompts.forEach((p, i) => {
-    const bytes = Buffer.byteLength(p, "utf8");
-    if (bytes + 2 > contextLength) {
-      throw new ValidationError(
-        `config.prompts[${i}]`,
-        `is ${bytes} bytes; with BOS and one new token it exceeds the model's context of ${contextLength}`,
-      );
-    }
-  });
-}
-
 /** Starts and tracks runs. */
 export class RunController {
   private readonly runs = new Map<string, RunRecord>();
   private latest: RunRecord | null = null;
 
   constructor(private readonly opts: RunControllerOptions) {}
+
+  /** Directory under which runs get theirs. */
+  get outDir(): string {
+    return this.opts.outDir;
+  }
 
   /** The run with this id, or the most recent one for "". */
   get(runId: string): RunRecord {
@@ -88,31 +88,75 @@ export class RunController {
 
   /** Start a run; refuses while another is running or paused. */
   async start(settings: RunSettings, runId = newRunId()): Promise<RunRecord> {
+    this.checkIdle(runId, false);
+    const prompts = settings.prompts.length ? settings.prompts : this.opts.defaultPrompts();
+    const learner = await this.newLearner({ ...settings, prompts });
+    const dir = join(this.opts.outDir, runId);
+    mkdirSync(dir, { recursive: true });
+    return this.launch(runId, { ...settings, prompts }, learner, dir);
+  }
+
+  /**
+   * Continue a run from a resumable checkpoint (read with openResumeCheckpoint) with `settings`
+   * (from resumeSettings). The run keeps its id and directory — the checkpoint's — where
+   * metrics.jsonl is cut back to the checkpoint's step; its driver republishes the saved
+   * reference and served weights and goes on at the next step.
+   */
+  async resume(checkpoint: RunCheckpoint, settings: RunSettings): Promise<RunRecord> {
+    this.checkIdle(checkpoint.runId, true);
+    const learner = await this.newLearner(settings, checkpoint.path);
+    const dir = dirname(checkpoint.path);
+    const history = metricsUpTo(dir, checkpoint.step);
+    // Temp files of a killed write, and step files past the resume point (unreadable, or of an
+    // attempt not continued), which the resumed steps would overwrite anyway.
+    await pruneRunCheckpoints(dir, 0, checkpoint.step);
+    this.opts.log?.(
+      `optimizer: resuming run ${checkpoint.runId} at step ${checkpoint.step} from ${checkpoint.path}`,
+    );
+    return this.launch(checkpoint.runId, settings, learner, dir, { ...checkpoint.resume, history });
+  }
+
+  private checkIdle(runId: string, resuming: boolean): void {
     const active = this.latest;
     if (active && (active.state === RunState.RUNNING || active.state === RunState.PAUSED)) {
       throw new PreconditionError(
         `run ${active.runId} is still active; wait for it or start this one elsewhere`,
       );
     }
-    if (this.runs.has(runId)) throw new PreconditionError(`a run with id "${runId}" already exists`);
-    // Only the latest run keeps its model in memory (for Checkpoint); free the previous one.
-    active?.learner.dispose();
-    const prompts = settings.prompts.length ? settings.prompts : this.opts.defaultPrompts();
-    const learner = await this.opts.newLearner(settings);
+    // A resumed run may take over the record of its own earlier, ended attempt.
+    if (this.runs.has(runId) && !resuming) {
+      throw new PreconditionError(`a run with id "${runId}" already exists`);
+    }
+  }
+
+  /** The learner, checked against the prompts; only the latest run keeps a model in memory. */
+  private async newLearner(settings: RunSettings, resumeFrom?: string): Promise<Learner> {
+    this.latest?.learner.dispose();
+    const learner = await this.opts.newLearner(settings, resumeFrom);
     try {
-      checkPromptsFit(prompts, learner.contextLength);
+      checkPromptsFit(settings.prompts, learner.contextLength);
     } catch (err) {
       learner.dispose();
       throw err;
     }
-    const dir = join(this.opts.outDir, runId);
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "config.json"), `${JSON.stringify({ runId, ...settings, prompts }, null, 2)}\n`);
+    return learner;
+  }
+
+  private launch(
+    runId: string,
+    settings: RunSettings,
+    learner: Learner,
+    dir: string,
+    resume?: ResumePoint,
+  ): RunRecord {
+    writeRunConfig(dir, runId, settings, settings.prompts);
     const record: RunRecord = {
       runId,
       state: RunState.RUNNING,
       learner,
       dir,
+      settings,
+      resumedFromStep: resume?.step ?? 0,
       summary: null,
       error: "",
       watchers: new Set(),
@@ -120,13 +164,19 @@ export class RunController {
       driver: new RunDriver(this.opts.bus, learner, {
         runId,
         settings,
-        prompts,
+        prompts: settings.prompts,
         stepTimeoutMs: this.opts.stepTimeoutMs,
         mode: this.opts.mode,
         onMetrics: (m) => {
-          appendFileSync(join(dir, "metrics.jsonl"), `${toJsonString(StepMetricsSchema, m)}\n`);
+          appendFileSync(join(dir, METRICS_FILE), metricsLine(m));
           for (const w of record.watchers) w(m);
         },
+        onStepEnd: async (step) => {
+          const every = settings.checkpointEvery;
+          if (step === settings.steps || (every > 0 && step % every === 0))
+            await this.writeCheckpoint(record);
+        },
+        ...(resume ? { resume } : {}),
         ...(this.opts.log ? { log: this.opts.log } : {}),
       }),
     };
@@ -136,10 +186,17 @@ export class RunController {
     return record;
   }
 
+  /** The resumable checkpoint of the run's current step, then older ones pruned. */
+  private async writeCheckpoint(run: RunRecord): Promise<WrittenCheckpoint> {
+    const written = await writeRunCheckpoint(run.dir, run);
+    await pruneRunCheckpoints(run.dir, run.settings.checkpointKeep);
+    return written;
+  }
+
   private async drive(run: RunRecord): Promise<RunSummary | null> {
     try {
       const summary = await run.driver.run();
-      const path = join(run.dir, "final.safetensors");
+      const path = join(run.dir, FINAL_CHECKPOINT);
       await run.learner.saveCheckpoint(path, { runId: run.runId, step: String(summary.steps) });
       summary.checkpointPath = path;
       run.summary = summary;
@@ -192,15 +249,13 @@ export class RunController {
     }
   }
 
-  /** Write a checkpoint of the run's current weights under its directory. */
-  async checkpoint(
-    runId: string,
-  ): Promise<{ path: string; step: number; weightsVersion: number; sha256: string }> {
+  /**
+   * Write a resumable checkpoint of the run under its directory, between two steps (a step in
+   * progress is finished first), so weights, optimiser state and counters are of one step.
+   */
+  async checkpoint(runId: string): Promise<WrittenCheckpoint> {
     const run = this.get(runId);
-    const step = run.driver.step;
-    const path = join(run.dir, `step-${String(step).padStart(6, "0")}.safetensors`);
-    const sha256 = await run.learner.saveCheckpoint(path, { runId: run.runId, step: String(step) });
-    return { path, step, weightsVersion: run.driver.weightsVersion, sha256 };
+    return run.driver.atStepBoundary(() => this.writeCheckpoint(run));
   }
 
   /** Pause or resume a run between steps. */

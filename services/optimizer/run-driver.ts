@@ -5,22 +5,31 @@
  * Exactly-once: jobs are published with `Nats-Msg-Id` = run.step.index, trajectories are keyed by
  * id and a step keeps only one trajectory per id, and trajectory messages are acked only after
  * the update that used them has been applied — a crash before that leaves them queued.
+ *
+ * Resume (run-checkpoint.ts): a run continued from a checkpoint of step k republishes the saved
+ * reference and served weights and goes on at step k + 1 under a fresh bus id (`<runId>-resume<k>-
+ * <hex>`), so its jobs and trajectories never collide with the crashed attempt's in the
+ * de-duplication window, and that attempt's leftovers are dropped as another run's. Updates the
+ * crashed process applied after step k died with it; their samples are drawn again with the same
+ * seeds from the same weights, so the resumed run applies each step's data exactly once.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import {
-  PromptJobSchema,
   type RunSummary,
   RunSummarySchema,
   type StepMetrics,
   StepMetricsSchema,
   type Trajectory,
-  TrajectorySchema,
 } from "../core/gen/rlaif/common/v1/types_pb.js";
-import type { Bus, QueueMessage } from "../core/src/bus/bus.js";
+import type { Bus } from "../core/src/bus/bus.js";
 import { runStateKey } from "../core/src/bus/subjects.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
-import { RlaifError } from "../core/src/errors.js";
+import type { WeightMap } from "../core/src/model/causal-lm.js";
 import { publishWeights } from "../core/src/weights/weights-channel.js";
+import { jobSeed, meanStd, StepLock, sampleKl } from "./run-helpers.js";
+import { gatherTrajectories, queueJobs, RunFailedError, type StepIo } from "./step-io.js";
+
+export { jobSeed, RunFailedError, sampleKl };
 
 /** What one update reports (the optional parts default to 0 in the metrics). */
 export interface LearnerStepResult {
@@ -44,8 +53,15 @@ export interface Learner {
   step(trajectories: Trajectory[]): Promise<LearnerStepResult>;
   /** Current weights in the safetensors layout published to replicas. */
   weightsBlob(): Uint8Array;
-  /** Write a checkpoint file (atomically); resolves with its SHA-256. */
-  saveCheckpoint(path: string, metadata: Record<string, string>): Promise<string>;
+  /**
+   * Write a checkpoint file (atomically); resolves with its SHA-256. With `resumable`, the file
+   * also carries the optimiser state and these extra tensors, so a run can continue from it.
+   */
+  saveCheckpoint(
+    path: string,
+    metadata: Record<string, string>,
+    resumable?: { tensors: WeightMap },
+  ): Promise<string>;
   /** Free the model and optimiser state. */
   dispose(): void;
 }
@@ -61,34 +77,28 @@ export interface RunOptions {
   /** "embedded" or "distributed", for the summary. */
   mode: string;
   onMetrics?: (m: StepMetrics) => void;
+  /** Awaited after each step's metrics, still inside the step lock (periodic checkpoints). */
+  onStepEnd?: (step: number) => Promise<void>;
+  /** Continue from a checkpoint instead of starting at step 1. */
+  resume?: ResumePoint;
   log?: (line: string) => void;
 }
 
-/** The run failed (timeout waiting for trajectories, a peer gone); the message says why. */
-export class RunFailedError extends RlaifError {}
-
-/** Deterministic 32-bit mix of run seed, step and prompt index, for per-job sampler seeds. */
-export function jobSeed(seed: number, step: number, index: number): number {
-  let h = (seed ^ 0x9e3779b9) >>> 0;
-  for (const v of [step, index]) {
-    h = Math.imul(h ^ v, 0x85ebca6b) >>> 0;
-    h = (h ^ (h >>> 13)) >>> 0;
-  }
-  return h;
-}
-
-function meanStd(xs: number[]): [number, number] {
-  const mean = xs.reduce((a, b) => a + b, 0) / Math.max(xs.length, 1);
-  const variance = xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(xs.length, 1);
-  return [mean, Math.sqrt(variance)];
-}
-
-/** Mean over samples of Σ_t (log π_behaviour − log π_ref): the k1 KL estimate in nats per sample. */
-export function sampleKl(trajs: Trajectory[]): number {
-  const per = trajs.map((t) =>
-    t.behaviourLogprobs.reduce((s, lp, i) => s + lp - (t.referenceLogprobs[i] ?? lp), 0),
-  );
-  return meanStd(per)[0];
+/** Where a resumed run picks up (read from a resumable checkpoint by run-checkpoint.ts). */
+export interface ResumePoint {
+  /** Steps already applied. */
+  step: number;
+  /** The run's frozen reference weights (its first version), as a weights blob. */
+  referenceBlob: Uint8Array;
+  /** The weights the replicas served after `step` (the last publish) and the step they are from. */
+  servedBlob: Uint8Array;
+  servedStep: number;
+  /** Metrics of the steps before (for WatchMetrics and the summary; may be incomplete). */
+  history: StepMetrics[];
+  /** Totals of the steps before, for the summary. */
+  trajectories: number;
+  tokens: number;
+  wallSeconds: number;
 }
 
 /** Drives one run; `paused` is polled between steps. */
@@ -99,12 +109,48 @@ export class RunDriver {
   step = 0;
   weightsVersion = 0;
   readonly history: StepMetrics[] = [];
+  /** The run id its jobs and trajectories carry on the bus (differs from runId once resumed). */
+  readonly busRunId: string;
+  /** Reference weights blob (version 1 of the run), and the last published blob and its step. */
+  referenceBlob: Uint8Array | null = null;
+  servedBlob: Uint8Array | null = null;
+  servedStep = 0;
+  /** Trajectories and completion tokens applied so far (resumed runs include earlier attempts). */
+  trajectories = 0;
+  tokens = 0;
+  private readonly lock = new StepLock();
+  private wallBefore = 0;
+  private started = performance.now();
 
   constructor(
     private readonly bus: Bus,
     private readonly learner: Learner,
     private readonly opts: RunOptions,
-  ) {}
+  ) {
+    const r = opts.resume;
+    this.busRunId = r
+      ? `${opts.runId}-resume${r.step}-${Math.floor(Math.random() * 0x10000)
+          .toString(16)
+          .padStart(4, "0")}`
+      : opts.runId;
+    if (r) {
+      this.history.push(...r.history);
+      Object.assign(this, { trajectories: r.trajectories, tokens: r.tokens, wallBefore: r.wallSeconds });
+    }
+  }
+
+  /** Seconds the run has trained, earlier attempts included. */
+  get wallSeconds(): number {
+    return this.wallBefore + (performance.now() - this.started) / 1000;
+  }
+
+  /**
+   * Run `task` between steps: never while an update, its publish or its bookkeeping is under way,
+   * so step, weights, optimiser state and counters it reads all belong to the same step.
+   */
+  atStepBoundary<T>(task: () => Promise<T>): Promise<T> {
+    return this.lock.run(task);
+  }
 
   /** Stop the run at the next step boundary or pull (the current update is not interrupted). */
   cancel(): void {
@@ -117,147 +163,115 @@ export class RunDriver {
 
   /** Run every step; resolves with the summary (checkpointing is the caller's choice). */
   async run(): Promise<RunSummary> {
-    const { settings, runId } = this.opts;
-    const started = performance.now();
-    // Version 1 of the run: its starting weights, which are also the frozen reference.
+    const { settings, runId, resume } = this.opts;
+    this.started = performance.now();
+    // Version 1 of the run: its starting weights, which are also the frozen reference (a resumed
+    // run republishes its saved reference, then the weights the replicas served at its step).
+    this.referenceBlob = resume?.referenceBlob ?? this.learner.weightsBlob();
     const first = await publishWeights(this.bus, {
-      blob: this.learner.weightsBlob(),
+      blob: this.referenceBlob,
       runId,
       step: 0,
       modelKind: this.learner.modelKind,
     });
     const reference = { objectName: first.objectName, sha256: first.sha256, version: Number(first.version) };
     this.weightsVersion = Number(first.version);
-    let trajectories = 0;
-    let tokens = 0;
-    for (let step = 1; step <= settings.steps; step++) {
+    this.servedBlob = this.referenceBlob;
+    if (resume) {
+      this.step = resume.step;
+      await this.publish(resume.servedBlob, resume.servedStep, reference);
+    }
+    for (let step = this.step + 1; step <= settings.steps; step++) {
       while (this.paused && !this.cancelled) await new Promise((r) => setTimeout(r, 100));
       this.checkCancelled();
       const stepStart = performance.now();
-      await this.queueJobs(step);
-      const { trajs: arrived, msgs } = await this.gather(step);
+      const io: StepIo = { bus: this.bus, busRunId: this.busRunId, settings, log: this.opts.log };
+      await queueJobs(io, this.opts.prompts, step, this.weightsVersion);
+      const { trajs: arrived, msgs } = await gatherTrajectories(io, step, this.opts.stepTimeoutMs, () =>
+        this.checkCancelled(),
+      );
       // Samples the Rollout could not produce or score carry an error: they are excluded.
       const trajs = arrived.filter((t) => !t.error);
       if (trajs.length === 0) {
         throw new RunFailedError(`step ${step}: every sample failed; the first error: ${arrived[0]?.error}`);
       }
       for (const t of arrived) if (t.error) this.opts.log?.(`optimizer: excluding ${t.id}: ${t.error}`);
-      const update = await this.learner.step(trajs);
-      for (const m of msgs) await m.ack();
-      if (step % settings.publishEvery === 0 || step === settings.steps) {
-        const manifest = await publishWeights(this.bus, {
-          blob: this.learner.weightsBlob(),
-          runId,
-          step,
-          modelKind: this.learner.modelKind,
-          reference,
-        });
-        this.weightsVersion = Number(manifest.version);
-      }
-      const stepTokens = trajs.reduce((s, t) => s + t.completionTokens.length, 0);
-      trajectories += trajs.length;
-      tokens += stepTokens;
-      const [meanReward, stdReward] = meanStd(trajs.map((t) => t.reward));
-      const metrics = create(StepMetricsSchema, {
-        runId,
-        step: BigInt(step),
-        meanReward,
-        stdReward,
-        kl: sampleKl(trajs),
-        entropy: update.entropy,
-        gradNorm: update.gradNorm,
-        loss: update.loss,
-        trajectories: trajs.length,
-        excluded: arrived.length - trajs.length,
-        tokensPerSecond: stepTokens / ((performance.now() - stepStart) / 1000),
-        clipFraction: update.clipFraction ?? 0,
-        klCoef: update.klCoef ?? 0,
-        learningRate: update.learningRate ?? 0,
-        weightsVersion: BigInt(this.weightsVersion),
-        wallSeconds: (performance.now() - started) / 1000,
+      await this.lock.run(async () => {
+        const update = await this.learner.step(trajs);
+        for (const m of msgs) await m.ack();
+        if (step % settings.publishEvery === 0 || step === settings.steps) {
+          await this.publish(this.learner.weightsBlob(), step, reference);
+        }
+        await this.record(step, stepStart, arrived.length, trajs, update);
+        await this.opts.onStepEnd?.(step);
       });
-      this.step = step;
-      this.history.push(metrics);
-      await (await this.bus.kv()).put(runStateKey(runId), toBinary(StepMetricsSchema, metrics));
-      this.opts.onMetrics?.(metrics);
     }
-    const wall = (performance.now() - started) / 1000;
     return create(RunSummarySchema, {
       runId,
       steps: this.step,
-      trajectories,
+      trajectories: this.trajectories,
       firstMeanReward: this.history[0]?.meanReward ?? 0,
       lastMeanReward: this.history.at(-1)?.meanReward ?? 0,
       finalKl: this.history.at(-1)?.kl ?? 0,
       finalWeightsVersion: BigInt(this.weightsVersion),
-      wallSeconds: wall,
-      tokensPerSecond: tokens / wall,
+      wallSeconds: this.wallSeconds,
+      tokensPerSecond: this.tokens / this.wallSeconds,
       mode: this.opts.mode,
     });
   }
 
-  private async queueJobs(step: number): Promise<void> {
-    const { settings, runId, prompts } = this.opts;
-    const jobs = await this.bus.queue("jobs");
-    for (let i = 0; i < settings.promptsPerStep; i++) {
-      const prompt = prompts[((step - 1) * settings.promptsPerStep + i) % prompts.length] as string;
-      const job = create(PromptJobSchema, {
-        runId,
-        step: BigInt(step),
-        index: i,
-        prompt,
-        samples: settings.samplesPerPrompt,
-        sampling: {
-          maxNewTokens: settings.maxNewTokens,
-          temperature: settings.temperature,
-          topK: settings.topK,
-          topP: settings.topP,
-          seed: BigInt(jobSeed(settings.seed, step, i)),
-        },
-        minWeightsVersion: BigInt(this.weightsVersion),
-      });
-      await jobs.publish(toBinary(PromptJobSchema, job), { msgId: `${runId}.${step}.${i}` });
-    }
+  private async publish(
+    blob: Uint8Array,
+    step: number,
+    reference: { objectName: string; sha256: string; version: number },
+  ): Promise<void> {
+    const { runId } = this.opts;
+    const manifest = await publishWeights(this.bus, {
+      blob,
+      runId,
+      step,
+      modelKind: this.learner.modelKind,
+      reference,
+    });
+    this.weightsVersion = Number(manifest.version);
+    this.servedBlob = blob;
+    this.servedStep = step;
   }
 
-  /** Pull until this step's P×G distinct trajectories are in hand; other runs' and steps' are dropped. */
-  private async gather(step: number): Promise<{ trajs: Trajectory[]; msgs: QueueMessage[] }> {
-    const { settings, runId, stepTimeoutMs } = this.opts;
-    const need = settings.promptsPerStep * settings.samplesPerPrompt;
-    const queue = await this.bus.queue("trajectories");
-    const byId = new Map<string, Trajectory>();
-    // Every delivery handed to us is acked once the step is applied, duplicates included.
-    const msgs: QueueMessage[] = [];
-    const deadline = performance.now() + stepTimeoutMs;
-    while (byId.size < need) {
-      this.checkCancelled();
-      if (performance.now() > deadline) {
-        throw new RunFailedError(
-          `step ${step}: only ${byId.size} of ${need} trajectories arrived within ${stepTimeoutMs} ms — are the Rollout, Policy and Feedback services running?`,
-        );
-      }
-      for (const msg of await queue.pull("optimizer", { max: need - byId.size, expiresMs: 1000 })) {
-        let t: Trajectory;
-        try {
-          t = fromBinary(TrajectorySchema, msg.data);
-        } catch {
-          this.opts.log?.(`optimizer: dropping undecodable trajectory ${msg.msgId}`);
-          await msg.ack();
-          continue;
-        }
-        if (t.runId !== runId || Number(t.step) !== step) {
-          // Another run's, or an earlier step's (already applied): never applied twice.
-          await msg.ack();
-          continue;
-        }
-        // The first copy of an id is the one applied; a duplicate is only acked with the step.
-        if (!byId.has(t.id)) byId.set(t.id, t);
-        msgs.push(msg);
-      }
-    }
-    const trajs = [...byId.values()].sort(
-      (a, b) => a.promptIndex - b.promptIndex || a.sampleIndex - b.sampleIndex,
-    );
-    return { trajs, msgs };
+  /** Counts the step, builds its metrics and hands them on (history, KV run state, onMetrics). */
+  private async record(
+    step: number,
+    stepStart: number,
+    arrived: number,
+    trajs: Trajectory[],
+    update: LearnerStepResult,
+  ): Promise<void> {
+    const { runId } = this.opts;
+    const stepTokens = trajs.reduce((s, t) => s + t.completionTokens.length, 0);
+    this.trajectories += trajs.length;
+    this.tokens += stepTokens;
+    const [meanReward, stdReward] = meanStd(trajs.map((t) => t.reward));
+    const metrics = create(StepMetricsSchema, {
+      runId,
+      step: BigInt(step),
+      meanReward,
+      stdReward,
+      kl: sampleKl(trajs),
+      entropy: update.entropy,
+      gradNorm: update.gradNorm,
+      loss: update.loss,
+      trajectories: trajs.length,
+      excluded: arrived - trajs.length,
+      tokensPerSecond: stepTokens / ((performance.now() - stepStart) / 1000),
+      clipFraction: update.clipFraction ?? 0,
+      klCoef: update.klCoef ?? 0,
+      learningRate: update.learningRate ?? 0,
+      weightsVersion: BigInt(this.weightsVersion),
+      wallSeconds: this.wallSeconds,
+    });
+    this.step = step;
+    this.history.push(metrics);
+    await (await this.bus.kv()).put(runStateKey(runId), toBinary(StepMetricsSchema, metrics));
+    this.opts.onMetrics?.(metrics);
   }
 }

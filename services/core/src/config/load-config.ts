@@ -88,6 +88,19 @@ function checkUnknownKeys(doc: Json, prefix: string, file: string): void {
   }
 }
 
+/** Paths of the settings a config file or flag set, per config `loadConfig` returned. */
+const EXPLICIT = new WeakMap<RlaifConfig, ReadonlySet<string>>();
+
+/**
+ * The settings (dotted paths, e.g. `run.learningRate`) that the config file or a flag set, as
+ * opposed to defaults. Why: `rlaif train --resume` keeps the run's saved settings and must tell
+ * a setting the user asked to change (refused unless allowed) from one left at its default.
+ * Empty for a config not made by {@link loadConfig}.
+ */
+export function explicitSettings(config: RlaifConfig): ReadonlySet<string> {
+  return EXPLICIT.get(config) ?? new Set();
+}
+
 /**
  * The effective configuration.
  * @param file optional path of a YAML/JSON config file
@@ -95,18 +108,23 @@ function checkUnknownKeys(doc: Json, prefix: string, file: string): void {
  */
 export function loadConfig(file: string | undefined, flags: Record<string, unknown>): RlaifConfig {
   const config = defaultConfig() as unknown as Json;
+  const explicit = new Set<string>();
   if (file) {
     const doc = readConfigFile(file);
     checkUnknownKeys(doc, "", file);
     for (const s of SETTINGS) {
       const raw = getPath(doc, s.path);
-      if (raw !== undefined) setPath(config, s.path, coerceSetting(s, raw, `${file}: ${s.path}`));
+      if (raw === undefined) continue;
+      setPath(config, s.path, coerceSetting(s, raw, `${file}: ${s.path}`));
+      explicit.add(s.path);
     }
   }
   for (const [flag, raw] of Object.entries(flags)) {
     const s = settingByFlag(flag);
     if (!s || raw === undefined) continue;
     setPath(config, s.path, coerceSetting(s, raw, `--${flag}`));
+    explicit.add(s.path);
   }
+  EXPLICIT.set(config as unknown as RlaifConfig, explicit);
   return config as unknown as RlaifConfig;
 }

@@ -183,6 +183,22 @@ export const SETTINGS: readonly Setting[] = [
   { path: "run.topP", flag: "top-p", type: "number", min: 0, max: 1, help: "top-p (1 = off)" },
   { path: "run.prompts", flag: "prompt", type: "strings", help: "training prompt (repeatable)" },
   {
+    path: "run.checkpointEvery",
+    flag: "checkpoint-every",
+    type: "int",
+    min: 0,
+    max: 100_000,
+    help: "steps per resumable checkpoint (0 = only the last step)",
+  },
+  {
+    path: "run.checkpointKeep",
+    flag: "checkpoint-keep",
+    type: "int",
+    min: 0,
+    max: 10_000,
+    help: "newest step checkpoints kept (0 = all)",
+  },
+  {
     path: "services.natsUrl",
     flag: "nats",
     type: "string",

@@ -42,6 +42,51 @@ export interface AdamState {
   slots: Record<string, AdamSlotState>;
 }
 
+/** Prefix of Adam's tensors in a checkpoint: `optimizer.m.<param>` and `optimizer.v.<param>`. */
+export const ADAM_TENSOR_PREFIX = "optimizer.";
+
+/** Plain tensors by name (the shape of a checkpoint's WeightMap). */
+export type NamedTensors = Map<string, { shape: number[]; data: Float32Array }>;
+
+/**
+ * Adam's moments as checkpoint tensors `optimizer.m.<param>` / `optimizer.v.<param>`. Why renamed:
+ * slots are keyed by tf variable names, which carry a per-process model counter
+ * (`transformer3/wte`); `paramName` maps them to the stable parameter names of the weights.
+ */
+export function adamStateToTensors(state: AdamState, paramName: (variable: string) => string): NamedTensors {
+  const out: NamedTensors = new Map();
+  for (const [name, slot] of Object.entries(state.slots)) {
+    const param = paramName(name);
+    out.set(`${ADAM_TENSOR_PREFIX}m.${param}`, { shape: [...slot.shape], data: slot.m });
+    out.set(`${ADAM_TENSOR_PREFIX}v.${param}`, { shape: [...slot.shape], data: slot.v });
+  }
+  return out;
+}
+
+/**
+ * The inverse of {@link adamStateToTensors}: an AdamState for `setState` at update count `step`,
+ * slots keyed by `variableName(param)`. Throws ValidationError when an m has no v or vice versa.
+ */
+export function adamStateFromTensors(
+  step: number,
+  tensors: ReadonlyMap<string, { shape: number[]; data: Float32Array }>,
+  variableName: (param: string) => string,
+): AdamState {
+  const slots: Record<string, AdamSlotState> = {};
+  const m = `${ADAM_TENSOR_PREFIX}m.`;
+  const v = `${ADAM_TENSOR_PREFIX}v.`;
+  for (const [name, t] of tensors) {
+    if (!name.startsWith(m)) continue;
+    const param = name.slice(m.length);
+    const second = tensors.get(`${v}${param}`);
+    if (!second) throw new ValidationError(`${v}${param}`, `is missing (${name} is present)`);
+    slots[variableName(param)] = { shape: [...t.shape], m: t.data, v: second.data };
+  }
+  const orphan = [...tensors.keys()].find((n) => n.startsWith(v) && !tensors.has(`${m}${n.slice(v.length)}`));
+  if (orphan) throw new ValidationError(`${m}${orphan.slice(v.length)}`, `is missing (${orphan} is present)`);
+  return { step, slots };
+}
+
 /**
  * A non-trainable variable holding the values `init` makes. Built inside tidy because tf.variable keeps the
  * initial tensor alive next to the variable; tidy frees it (the variable keeps the data).

@@ -34,6 +34,18 @@ export const CHECKPOINT_FORMAT = "rlaif-checkpoint-v1";
 /** The Transformer's `__metadata__.kind` (GRU and LSTM checkpoints say "gru" / "lstm"). */
 export const TRANSFORMER_KIND = "transformer";
 
+/**
+ * Name prefixes of non-parameter tensors: the state a resumable training checkpoint carries
+ * (Adam's `optimizer.m|v.<param>`, `reference.<param>`, `published.<param>`; see
+ * services/optimizer/run-checkpoint.ts). Decoding returns them in `state` and models are built
+ * from the parameters only, so such a file loads wherever a weights file does.
+ */
+export const STATE_TENSOR_PREFIXES = ["optimizer.", "reference.", "published."] as const;
+
+function isStateTensor(name: string): boolean {
+  return STATE_TENSOR_PREFIXES.some((p) => name.startsWith(p));
+}
+
 const RESERVED = new Set(["format", "kind", "config", "tokenizer"]);
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 const LITTLE_ENDIAN_HOST = endianness() === "LE";
@@ -45,12 +57,16 @@ export interface Checkpoint {
   config: ModelConfig;
   weights: WeightMap;
   metadata: Record<string, string>;
+  /** Tensors beside the parameters, each named with a {@link STATE_TENSOR_PREFIXES} prefix. */
+  state?: WeightMap;
 }
 
 /** A decoded checkpoint, with the model kind and tokenizer it declares. */
 export interface DecodedCheckpoint extends Checkpoint {
   kind: ModelKind;
   tokenizer: TokenizerDescription;
+  /** The non-parameter tensors (empty for a plain weights file). */
+  state: WeightMap;
 }
 
 function floatBytes(data: Float32Array): Uint8Array {
@@ -71,7 +87,11 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
     if (RESERVED.has(k)) throw new ValidationError(`metadata.${k}`, "is reserved");
     if (typeof v !== "string") throw new ValidationError(`metadata.${k}`, "must be a string");
   }
-  const names = [...c.weights.keys()].sort();
+  const badState = [...(c.state?.keys() ?? [])].find((n) => !isStateTensor(n));
+  if (badState)
+    throw new ValidationError(`state.${badState}`, `must start with ${STATE_TENSOR_PREFIXES.join(" or ")}`);
+  const all: WeightMap = new Map([...c.weights, ...(c.state ?? [])]);
+  const names = [...all.keys()].sort();
   const header: Record<string, unknown> = {
     __metadata__: {
       ...c.metadata,
@@ -83,7 +103,7 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   };
   let offset = 0;
   for (const name of names) {
-    const w = c.weights.get(name) as { shape: number[]; data: Float32Array };
+    const w = all.get(name) as { shape: number[]; data: Float32Array };
     if (w.data.length !== w.shape.reduce((a, b) => a * b, 1)) {
       throw new ValidationError(`weights.${name}`, `has ${w.data.length} values for shape [${w.shape}]`);
     }
@@ -100,7 +120,7 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   out.set(headerBytes, 8);
   let at = 8 + headerBytes.length;
   for (const name of names) {
-    const bytes = floatBytes((c.weights.get(name) as { data: Float32Array }).data);
+    const bytes = floatBytes((all.get(name) as { data: Float32Array }).data);
     out.set(bytes, at);
     at += bytes.length;
   }
@@ -158,6 +178,7 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
   const dataLength = bytes.length - dataStart;
   const expected = modelParameterShapes(config);
   const entries: [string, number[], number, number][] = [];
+  const stateNames = new Set<string>();
   for (const [name, raw] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     const t = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
@@ -169,7 +190,11 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isInteger(o)))
       fail(`'${name}' offsets`);
     const [begin, end] = offs as [number, number];
-    const want = expected.get(name);
+    let want = expected.get(name);
+    if (want === undefined && isStateTensor(name)) {
+      want = shape as number[];
+      stateNames.add(name);
+    }
     if (want === undefined) fail(`unexpected tensor '${name}' for this config`);
     if (want.join() !== (shape as number[]).join())
       fail(`tensor '${name}' is [${shape}], config says [${want}]`);
@@ -180,7 +205,8 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
     }
     entries.push([name, want, begin, end]);
   }
-  if (entries.length !== expected.size) fail(`${entries.length} tensors, config needs ${expected.size}`);
+  const params = entries.length - stateNames.size;
+  if (params !== expected.size) fail(`${params} tensors, config needs ${expected.size}`);
   entries.sort((a, b) => a[2] - b[2]);
   let cursor = 0;
   for (const [name, , begin, end] of entries) {
@@ -189,11 +215,13 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
   }
   if (cursor !== dataLength) fail(`${dataLength - cursor} trailing bytes after the last tensor`);
   const weights: WeightMap = new Map();
+  const state: WeightMap = new Map();
   for (const [name, shape, begin, end] of entries) {
-    weights.set(name, { shape, data: readFloats(bytes, dataStart + begin, dataStart + end) });
+    const into = stateNames.has(name) ? state : weights;
+    into.set(name, { shape, data: readFloats(bytes, dataStart + begin, dataStart + end) });
   }
   const metadata = Object.fromEntries(Object.entries(m).filter(([k]) => !RESERVED.has(k)));
-  return { kind, config, tokenizer: tokenizer as TokenizerDescription, weights, metadata };
+  return { kind, config, tokenizer: tokenizer as TokenizerDescription, weights, metadata, state };
 }
 
 /**

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rlaif/optimizer/v1/optimizer.proto.
  */
 export const file_rlaif_optimizer_v1_optimizer: GenFile = /*@__PURE__*/
-  fileDesc("CiJybGFpZi9vcHRpbWl6ZXIvdjEvb3B0aW1pemVyLnByb3RvEhJybGFpZi5vcHRpbWl6ZXIudjEiTQoPU3RhcnRSdW5SZXF1ZXN0EioKBmNvbmZpZxgBIAEoCzIaLnJsYWlmLmNvbW1vbi52MS5SdW5Db25maWcSDgoGcnVuX2lkGAIgASgJIiIKEFN0YXJ0UnVuUmVzcG9uc2USDgoGcnVuX2lkGAEgASgJIiIKEEdldFN0YXR1c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIs8BChFHZXRTdGF0dXNSZXNwb25zZRIOCgZydW5faWQYASABKAkSKwoFc3RhdGUYAiABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUSDAoEc3RlcBgDIAEoDRIyCgxsYXN0X21ldHJpY3MYBCABKAsyHC5ybGFpZi5jb21tb24udjEuU3RlcE1ldHJpY3MSLAoHc3VtbWFyeRgFIAEoCzIbLnJsYWlmLmNvbW1vbi52MS5SdW5TdW1tYXJ5Eg0KBWVycm9yGAYgASgJIiUKE1dhdGNoTWV0cmljc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIkUKFFdhdGNoTWV0cmljc1Jlc3BvbnNlEi0KB21ldHJpY3MYASABKAsyHC5ybGFpZi5jb21tb24udjEuU3RlcE1ldHJpY3MiIwoRQ2hlY2twb2ludFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIlkKEkNoZWNrcG9pbnRSZXNwb25zZRIMCgRwYXRoGAEgASgJEgwKBHN0ZXAYAiABKA0SFwoPd2VpZ2h0c192ZXJzaW9uGAMgASgEEg4KBnNoYTI1NhgEIAEoCSIhCg9QYXVzZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIj8KEFBhdXNlUnVuUmVzcG9uc2USKwoFc3RhdGUYASABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUiIgoQUmVzdW1lUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiQAoRUmVzdW1lUnVuUmVzcG9uc2USKwoFc3RhdGUYASABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUqgQEKCFJ1blN0YXRlEhkKFVJVTl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFURV9SVU5OSU5HEAESFAoQUlVOX1NUQVRFX1BBVVNFRBACEhcKE1JVTl9TVEFURV9TVUNDRUVERUQQAxIUChBSVU5fU1RBVEVfRkFJTEVEEAQytgQKEE9wdGltaXplclNlcnZpY2USVQoIU3RhcnRSdW4SIy5ybGFpZi5vcHRpbWl6ZXIudjEuU3RhcnRSdW5SZXF1ZXN0GiQucmxhaWYub3B0aW1pemVyLnYxLlN0YXJ0UnVuUmVzcG9uc2USWAoJR2V0U3RhdHVzEiQucmxhaWYub3B0aW1pemVyLnYxLkdldFN0YXR1c1JlcXVlc3QaJS5ybGFpZi5vcHRpbWl6ZXIudjEuR2V0U3RhdHVzUmVzcG9uc2USYwoMV2F0Y2hNZXRyaWNzEicucmxhaWYub3B0aW1pemVyLnYxLldhdGNoTWV0cmljc1JlcXVlc3QaKC5ybGFpZi5vcHRpbWl6ZXIudjEuV2F0Y2hNZXRyaWNzUmVzcG9uc2UwARJbCgpDaGVja3BvaW50EiUucmxhaWYub3B0aW1pemVyLnYxLkNoZWNrcG9pbnRSZXF1ZXN0GiYucmxhaWYub3B0aW1pemVyLnYxLkNoZWNrcG9pbnRSZXNwb25zZRJVCghQYXVzZVJ1bhIjLnJsYWlmLm9wdGltaXplci52MS5QYXVzZVJ1blJlcXVlc3QaJC5ybGFpZi5vcHRpbWl6ZXIudjEuUGF1c2VSdW5SZXNwb25zZRJYCglSZXN1bWVSdW4SJC5ybGFpZi5vcHRpbWl6ZXIudjEuUmVzdW1lUnVuUmVxdWVzdBolLnJsYWlmLm9wdGltaXplci52MS5SZXN1bWVSdW5SZXNwb25zZWIGcHJvdG8z", [file_rlaif_common_v1_types]);
+  fileDesc("CiJybGFpZi9vcHRpbWl6ZXIvdjEvb3B0aW1pemVyLnByb3RvEhJybGFpZi5vcHRpbWl6ZXIudjEiYgoPU3RhcnRSdW5SZXF1ZXN0EioKBmNvbmZpZxgBIAEoCzIaLnJsYWlmLmNvbW1vbi52MS5SdW5Db25maWcSDgoGcnVuX2lkGAIgASgJEhMKC3Jlc3VtZV9mcm9tGAMgASgJIj0KEFN0YXJ0UnVuUmVzcG9uc2USDgoGcnVuX2lkGAEgASgJEhkKEXJlc3VtZWRfZnJvbV9zdGVwGAIgASgNIiIKEEdldFN0YXR1c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIs8BChFHZXRTdGF0dXNSZXNwb25zZRIOCgZydW5faWQYASABKAkSKwoFc3RhdGUYAiABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUSDAoEc3RlcBgDIAEoDRIyCgxsYXN0X21ldHJpY3MYBCABKAsyHC5ybGFpZi5jb21tb24udjEuU3RlcE1ldHJpY3MSLAoHc3VtbWFyeRgFIAEoCzIbLnJsYWlmLmNvbW1vbi52MS5SdW5TdW1tYXJ5Eg0KBWVycm9yGAYgASgJIiUKE1dhdGNoTWV0cmljc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIkUKFFdhdGNoTWV0cmljc1Jlc3BvbnNlEi0KB21ldHJpY3MYASABKAsyHC5ybGFpZi5jb21tb24udjEuU3RlcE1ldHJpY3MiIwoRQ2hlY2twb2ludFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIlkKEkNoZWNrcG9pbnRSZXNwb25zZRIMCgRwYXRoGAEgASgJEgwKBHN0ZXAYAiABKA0SFwoPd2VpZ2h0c192ZXJzaW9uGAMgASgEEg4KBnNoYTI1NhgEIAEoCSIhCg9QYXVzZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIj8KEFBhdXNlUnVuUmVzcG9uc2USKwoFc3RhdGUYASABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUiIgoQUmVzdW1lUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiQAoRUmVzdW1lUnVuUmVzcG9uc2USKwoFc3RhdGUYASABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUqgQEKCFJ1blN0YXRlEhkKFVJVTl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFURV9SVU5OSU5HEAESFAoQUlVOX1NUQVRFX1BBVVNFRBACEhcKE1JVTl9TVEFURV9TVUNDRUVERUQQAxIUChBSVU5fU1RBVEVfRkFJTEVEEAQytgQKEE9wdGltaXplclNlcnZpY2USVQoIU3RhcnRSdW4SIy5ybGFpZi5vcHRpbWl6ZXIudjEuU3RhcnRSdW5SZXF1ZXN0GiQucmxhaWYub3B0aW1pemVyLnYxLlN0YXJ0UnVuUmVzcG9uc2USWAoJR2V0U3RhdHVzEiQucmxhaWYub3B0aW1pemVyLnYxLkdldFN0YXR1c1JlcXVlc3QaJS5ybGFpZi5vcHRpbWl6ZXIudjEuR2V0U3RhdHVzUmVzcG9uc2USYwoMV2F0Y2hNZXRyaWNzEicucmxhaWYub3B0aW1pemVyLnYxLldhdGNoTWV0cmljc1JlcXVlc3QaKC5ybGFpZi5vcHRpbWl6ZXIudjEuV2F0Y2hNZXRyaWNzUmVzcG9uc2UwARJbCgpDaGVja3BvaW50EiUucmxhaWYub3B0aW1pemVyLnYxLkNoZWNrcG9pbnRSZXF1ZXN0GiYucmxhaWYub3B0aW1pemVyLnYxLkNoZWNrcG9pbnRSZXNwb25zZRJVCghQYXVzZVJ1bhIjLnJsYWlmLm9wdGltaXplci52MS5QYXVzZVJ1blJlcXVlc3QaJC5ybGFpZi5vcHRpbWl6ZXIudjEuUGF1c2VSdW5SZXNwb25zZRJYCglSZXN1bWVSdW4SJC5ybGFpZi5vcHRpbWl6ZXIudjEuUmVzdW1lUnVuUmVxdWVzdBolLnJsYWlmLm9wdGltaXplci52MS5SZXN1bWVSdW5SZXNwb25zZWIGcHJvdG8z", [file_rlaif_common_v1_types]);
 
 /**
  * Start a run.
@@ -24,18 +24,32 @@ export const file_rlaif_optimizer_v1_optimizer: GenFile = /*@__PURE__*/
  */
 export type StartRunRequest = Message<"rlaif.optimizer.v1.StartRunRequest"> & {
   /**
-   * Run configuration.
+   * Run configuration. With resume_from, only the fields to change: steps (a total above the
+   * checkpoint's step), checkpoint_every and checkpoint_keep; any other field that is set must
+   * equal the run's saved value (else INVALID_ARGUMENT). Send an empty RunConfig to continue as is.
    *
    * @generated from field: rlaif.common.v1.RunConfig config = 1;
    */
   config?: RunConfig | undefined;
 
   /**
-   * Optional run id (letters, digits, '-', '_'; at most 64); generated when empty.
+   * Optional run id (letters, digits, '-', '_'; at most 64); generated when empty. With
+   * resume_from it must be empty or the resumed run's id.
    *
    * @generated from field: string run_id = 2;
    */
   runId: string;
+
+  /**
+   * Resume a run instead of starting one: a run id, or a run directory or step-<n>.safetensors
+   * file relative to (and inside) the Optimizer's output directory. A directory resumes from its
+   * newest readable checkpoint. The run keeps its id and directory, continues at the next step
+   * with the saved weights, Adam state, baseline, beta, reference weights and settings, and ends
+   * with the same weights as an uninterrupted run (same seed, same backend). Empty = a new run.
+   *
+   * @generated from field: string resume_from = 3;
+   */
+  resumeFrom: string;
 };
 
 /**
@@ -57,6 +71,13 @@ export type StartRunResponse = Message<"rlaif.optimizer.v1.StartRunResponse"> & 
    * @generated from field: string run_id = 1;
    */
   runId: string;
+
+  /**
+   * Step of the checkpoint the run resumed from; 0 for a new run.
+   *
+   * @generated from field: uint32 resumed_from_step = 2;
+   */
+  resumedFromStep: number;
 };
 
 /**
@@ -213,7 +234,8 @@ export const CheckpointRequestSchema: GenMessage<CheckpointRequest> = /*@__PURE_
  */
 export type CheckpointResponse = Message<"rlaif.optimizer.v1.CheckpointResponse"> & {
   /**
-   * Path of the checkpoint file on the Optimizer's file system.
+   * Path of the checkpoint file on the Optimizer's file system: step-<n>.safetensors in the run's
+   * directory, holding the weights (safetensors layout) and the state to resume from.
    *
    * @generated from field: string path = 1;
    */
@@ -387,7 +409,8 @@ export const RunStateSchema: GenEnum<RunState> = /*@__PURE__*/
  */
 export const OptimizerService: GenService<{
   /**
-   * Start a run; fails with FAILED_PRECONDITION while another run is active.
+   * Start a run, or resume one from its checkpoint (resume_from); fails with FAILED_PRECONDITION
+   * while another run is active.
    *
    * @generated from rpc rlaif.optimizer.v1.OptimizerService.StartRun
    */
@@ -417,7 +440,7 @@ export const OptimizerService: GenService<{
     output: typeof WatchMetricsResponseSchema;
   },
   /**
-   * Write a checkpoint of the run's current weights.
+   * Write a resumable checkpoint of the run between two steps.
    *
    * @generated from rpc rlaif.optimizer.v1.OptimizerService.Checkpoint
    */

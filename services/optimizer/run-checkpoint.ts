@@ -1,0 +1,224 @@
+/**
+ * Resumable run checkpoints: one safetensors file, `step-<n>.safetensors` in the run directory,
+ * that holds everything a run needs to continue bit for bit (issue 4):
+ *
+ * - tensors: the policy's parameters (as in any weights file, so `rlaif sample`, the Policy and
+ *   Python load it as is), Adam's moments `optimizer.m.<param>` / `optimizer.v.<param>`, the run's
+ *   frozen reference weights `reference.<param>`, and — only when the replicas serve older weights
+ *   than the learner holds (publishEvery > 1) — the served weights `published.<param>`;
+ * - metadata: `runId`, `step`, `weightsVersion`, `runConfig` (the settings with the resolved
+ *   prompts), `rngState`, `runProgress` (totals for the summary), and from the learner
+ *   `learnerState` (baseline, β) and `optimizer` (Adam's update count and hyperparameters).
+ *
+ * Why one file: a single atomic rename (saveCheckpoint: temp file, fsync, rename, fsync dir)
+ * commits weights and state together, so a kill mid-write leaves the previous checkpoint and never
+ * a weights file whose optimiser state is from another step. Why the reference weights travel
+ * along: the KL penalty is measured against them, and they must survive a crash of the bus.
+ */
+import { readdir, stat, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import type { RunSettings } from "../core/src/config/defaults.js";
+import { CheckpointError } from "../core/src/errors.js";
+import type { ModelConfig, ModelKind, WeightMap } from "../core/src/model/causal-lm.js";
+import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint } from "../core/src/model/checkpoint.js";
+import type { Learner, ResumePoint, RunDriver } from "./run-driver.js";
+import { RNG_SCHEME } from "./run-helpers.js";
+
+/** Metadata key of the run's settings (JSON RunSettings, prompts resolved). */
+export const RUN_CONFIG_KEY = "runConfig";
+/** Metadata key of the RNG state: `{scheme, seed, nextStep}` (see RNG_SCHEME). */
+export const RNG_STATE_KEY = "rngState";
+/** Metadata key of the counters a summary needs: `{servedStep, trajectories, tokens, wallSeconds}`. */
+export const RUN_PROGRESS_KEY = "runProgress";
+
+const STEP_FILE = /^step-(\d+)\.safetensors$/;
+
+/** `step-000042.safetensors`: zero-padded so a directory listing sorts by step. */
+export function checkpointFileName(step: number): string {
+  return `step-${String(step).padStart(6, "0")}.safetensors`;
+}
+
+/** What a written checkpoint is. */
+export interface WrittenCheckpoint {
+  path: string;
+  step: number;
+  weightsVersion: number;
+  sha256: string;
+}
+
+function prefixed(prefix: string, weights: WeightMap): WeightMap {
+  return new Map([...weights].map(([name, w]) => [`${prefix}${name}`, w]));
+}
+
+/**
+ * Write the run's resumable checkpoint of its current step into `dir`. Call it between steps
+ * (`driver.atStepBoundary`, or from `onStepEnd`) so every part belongs to the same step.
+ */
+export async function writeRunCheckpoint(
+  dir: string,
+  run: { runId: string; settings: RunSettings; learner: Learner; driver: RunDriver },
+): Promise<WrittenCheckpoint> {
+  const { driver, learner, settings } = run;
+  const step = driver.step;
+  const reference = driver.referenceBlob ?? learner.weightsBlob();
+  const tensors = prefixed("reference.", decodeCheckpoint(reference).weights);
+  const servedStep = driver.servedBlob ? driver.servedStep : step;
+  if (servedStep !== step && driver.servedBlob) {
+    for (const [k, w] of prefixed("published.", decodeCheckpoint(driver.servedBlob).weights))
+      tensors.set(k, w);
+  }
+  const path = join(dir, checkpointFileName(step));
+  const sha256 = await learner.saveCheckpoint(
+    path,
+    {
+      runId: run.runId,
+      step: String(step),
+      weightsVersion: String(driver.weightsVersion),
+      [RUN_CONFIG_KEY]: JSON.stringify(settings),
+      [RNG_STATE_KEY]: JSON.stringify({ scheme: RNG_SCHEME, seed: settings.seed, nextStep: step + 1 }),
+      [RUN_PROGRESS_KEY]: JSON.stringify({
+        servedStep,
+        trajectories: driver.trajectories,
+        tokens: driver.tokens,
+        wallSeconds: driver.wallSeconds,
+      }),
+    },
+    { tensors },
+  );
+  return { path, step, weightsVersion: driver.weightsVersion, sha256 };
+}
+
+/** A resumable checkpoint, read back. */
+export interface RunCheckpoint {
+  path: string;
+  runId: string;
+  step: number;
+  /** Weights version the run had published when it was written (informational). */
+  weightsVersion: number;
+  settings: RunSettings;
+  model: { kind: ModelKind; config: ModelConfig };
+  /** Where the driver picks up (history is filled in from metrics.jsonl by the controller). */
+  resume: Omit<ResumePoint, "history">;
+}
+
+function parseJson<T>(path: string, meta: Record<string, string>, key: string): T {
+  const raw = meta[key];
+  if (raw === undefined) {
+    throw new CheckpointError(
+      `${path} is not a resumable checkpoint (no '${key}' metadata): resume from a run directory or one of its step-<n>.safetensors files`,
+    );
+  }
+  try {
+    return JSON.parse(raw) as T;
+  } catch (cause) {
+    throw new CheckpointError(`${path}: metadata '${key}' is not valid JSON`, { cause });
+  }
+}
+
+/** Reads a resumable checkpoint; CheckpointError says why a file cannot be resumed from. */
+export async function readRunCheckpoint(path: string): Promise<RunCheckpoint> {
+  const c = await loadCheckpoint(path);
+  const settings = parseJson<RunSettings>(path, c.metadata, RUN_CONFIG_KEY);
+  const rng = parseJson<{ scheme: string }>(path, c.metadata, RNG_STATE_KEY);
+  const progress = parseJson<{
+    servedStep: number;
+    trajectories: number;
+    tokens: number;
+    wallSeconds: number;
+  }>(path, c.metadata, RUN_PROGRESS_KEY);
+  if (rng.scheme !== RNG_SCHEME) {
+    throw new CheckpointError(`${path}: RNG scheme '${rng.scheme}' is not this version's '${RNG_SCHEME}'`);
+  }
+  const step = Number(c.metadata.step);
+  const runId = c.metadata.runId ?? "";
+  if (!Number.isInteger(step) || step < 0 || !runId) {
+    throw new CheckpointError(`${path}: metadata 'step' or 'runId' missing or invalid`);
+  }
+  const pick = (prefix: string): WeightMap =>
+    new Map([...c.state].filter(([k]) => k.startsWith(prefix)).map(([k, w]) => [k.slice(prefix.length), w]));
+  const blob = (weights: WeightMap) =>
+    encodeCheckpoint({ kind: c.kind, config: c.config, weights, metadata: {} });
+  const reference = pick("reference.");
+  if (reference.size === 0) throw new CheckpointError(`${path}: no reference.* tensors`);
+  const published = pick("published.");
+  let referenceBlob: Uint8Array;
+  let servedBlob: Uint8Array;
+  try {
+    referenceBlob = blob(reference);
+    servedBlob = blob(published.size ? published : c.weights);
+  } catch (cause) {
+    throw new CheckpointError(`${path}: reference or published weights do not fit the model`, { cause });
+  }
+  return {
+    path,
+    runId,
+    step,
+    weightsVersion: Number(c.metadata.weightsVersion ?? 0),
+    settings,
+    model: { kind: c.kind, config: c.config },
+    resume: {
+      step,
+      referenceBlob,
+      servedBlob,
+      servedStep: published.size ? progress.servedStep : step,
+      trajectories: progress.trajectories,
+      tokens: progress.tokens,
+      wallSeconds: progress.wallSeconds,
+    },
+  };
+}
+
+/** The run directory's `step-<n>.safetensors` files, newest first. */
+export async function listRunCheckpoints(dir: string): Promise<{ step: number; path: string }[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return names
+    .map((name) => ({ m: STEP_FILE.exec(name), name }))
+    .filter((x) => x.m !== null)
+    .map((x) => ({ step: Number(x.m?.[1]), path: join(dir, x.name) }))
+    .sort((a, b) => b.step - a.step);
+}
+
+/**
+ * The checkpoint to resume from: `from` itself when it is a file, else the newest step file of
+ * the run directory `from` that reads back whole (a damaged one is reported through `log` and
+ * the next older one used). CheckpointError when there is none.
+ */
+export async function openResumeCheckpoint(
+  from: string,
+  log?: (line: string) => void,
+): Promise<RunCheckpoint> {
+  const info = await stat(from).catch(() => null);
+  if (!info) throw new CheckpointError(`${from} does not exist`);
+  if (info.isFile()) return readRunCheckpoint(from);
+  const files = await listRunCheckpoints(from);
+  if (files.length === 0) {
+    throw new CheckpointError(
+      `${from} holds no step-<n>.safetensors checkpoint (runs write one every checkpointEvery steps and after the last)`,
+    );
+  }
+  let first: unknown;
+  for (const f of files) {
+    try {
+      return await readRunCheckpoint(f.path);
+    } catch (err) {
+      first ??= err;
+      log?.(`optimizer: skipping ${f.path}: ${(err as Error).message}`);
+    }
+  }
+  throw first;
+}
+
+/**
+ * Keep the newest `keep` step checkpoints of `dir` (0 = all) and delete the rest, those past
+ * `after` (if given), and temp files a killed write left behind. Only the run's own writer uses
+ * its directory, holding the step lock while it writes, so no temp file here is still in use.
+ */
+export async function pruneRunCheckpoints(dir: string, keep: number, after = Infinity): Promise<void> {
+  const files = await listRunCheckpoints(dir);
+  const old = [...files.filter((f) => f.step > after), ...(keep > 0 ? files.slice(keep) : [])].map(
+    (f) => f.path,
+  );
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const temps = names.filter((n) => /^\.step-\d+\.safetensors\.tmp-/.test(n)).map((n) => join(dir, n));
+  for (const p of [...old, ...temps]) await unlink(p).catch(() => undefined);
+}

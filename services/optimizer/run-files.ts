@@ -1,0 +1,79 @@
+/**
+ * The plain files of a run directory besides checkpoints: `config.json` and `metrics.jsonl`.
+ * Rewrites go through a temp file and a rename, so a kill never leaves half a file; appends of
+ * one metrics line may be cut by a kill, which {@link metricsUpTo} tolerates.
+ */
+import { randomBytes } from "node:crypto";
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { type StepMetrics, StepMetricsSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
+import type { RunSettings } from "../core/src/config/defaults.js";
+
+/** File names inside `<out>/<runId>/`. */
+export const CONFIG_FILE = "config.json";
+export const METRICS_FILE = "metrics.jsonl";
+export const FINAL_CHECKPOINT = "final.safetensors";
+
+/** Write `text` to `file` atomically: temp file in the same directory, fsync, rename. */
+export function writeFileAtomic(file: string, text: string): void {
+  const tmp = join(dirname(file), `.${basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  try {
+    const fd = openSync(tmp, "w");
+    try {
+      writeSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (err) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // already gone
+    }
+    throw err;
+  }
+}
+
+/** `config.json`: the run id, the effective settings and the prompts it cycles through. */
+export function writeRunConfig(dir: string, runId: string, settings: RunSettings, prompts: string[]): void {
+  writeFileAtomic(join(dir, CONFIG_FILE), `${JSON.stringify({ runId, ...settings, prompts }, null, 2)}\n`);
+}
+
+/** One metrics line, as `metrics.jsonl` holds it (protobuf JSON). */
+export function metricsLine(m: StepMetrics): string {
+  return `${toJsonString(StepMetricsSchema, m)}\n`;
+}
+
+/**
+ * The metrics of steps 1..`step` from `<dir>/metrics.jsonl`, and the file rewritten to hold
+ * exactly those lines. Why: a run resumed from step k re-runs k + 1.., whose lines the crashed
+ * attempt may have written already; dropping them keeps one line per step. A torn last line (a
+ * kill mid-append) and repeated steps are dropped too. A missing file gives [] and is left alone.
+ */
+export function metricsUpTo(dir: string, step: number): StepMetrics[] {
+  const file = join(dir, METRICS_FILE);
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    return [];
+  }
+  const byStep = new Map<number, StepMetrics>();
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    let m: StepMetrics;
+    try {
+      m = fromJsonString(StepMetricsSchema, line);
+    } catch {
+      continue;
+    }
+    const n = Number(m.step);
+    if (n >= 1 && n <= step && !byStep.has(n)) byStep.set(n, m);
+  }
+  const kept = [...byStep.values()].sort((a, b) => Number(a.step) - Number(b.step));
+  writeFileAtomic(file, kept.map(metricsLine).join(""));
+  return kept;
+}
