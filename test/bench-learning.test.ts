@@ -27,7 +27,7 @@ describe("learning benchmark", () => {
     expect(r.stderr).not.toMatch(/Error/);
     expect(r.status).toBe(0);
     const report = JSON.parse(r.stdout.trim().split("\n").at(-1) as string);
-    expect(report.steps).toBe("3");
+    expect(Number(report.steps)).toBe(3);
     expect(report.evalPrompts).toBe(8);
     for (const side of [report.before, report.after]) {
       for (const k of [

@@ -107,6 +107,20 @@ function disposeBatch(b: PgBatch) {
 }
 
 describe("estimators", () => {
+  it("estimators - a group (or batch) of equal sequence returns is only centred, never divided by ~0", () => {
+    // One sample per group, per-token returns that differ from R_0 (per-token rewards / γ < 1):
+    // (R_t − R_0)/(0 + ε) would be ~1e6; the divisor is 1 instead.
+    const returns = [
+      [0.5, 0.2, 0.1],
+      [1, 1],
+    ];
+    expect(computeAdvantages(returns, [0, 1], "group").map((r) => r.map((a) => +a.toFixed(12)))).toEqual([
+      [0, -0.3, -0.4],
+      [0, 0],
+    ]);
+    expect(computeAdvantages([[2], [2]], [0, 0], "batch")).toEqual([[0], [0]]);
+  });
+
   it("estimators - each baseline's advantages match the hand computation", () => {
     // Group 0: three samples with sequence returns 1, 2, 6 (sample 0 has two tokens: R = [1, 0.5]).
     // Group 1: two samples with returns 4, 4.

@@ -6,19 +6,20 @@ import { EOS, encode } from "../services/core/src/model/tokenizer.js";
 import { alignTokenRewards, checkScores } from "../services/rollout/collect.js";
 
 describe("rollout collect", () => {
-  it("rollout collect - per-byte rewards map onto the byte tokens; a trailing EOS gets 0", () => {
+  it("rollout collect - per-byte rewards map onto the byte tokens; a trailing stop sequence or EOS gets 0", () => {
     const text = "é ok"; // 2 + 1 + 2 bytes
     const bytes = [0, 0, 0, 0, 0.5];
     expect(alignTokenRewards(encode(text), text, bytes)).toEqual(bytes);
     expect(alignTokenRewards([...encode(text), EOS], text, bytes)).toEqual([...bytes, 0]);
+    // a stop sequence ("\n\n") is in the tokens but not in the text: its tokens get 0 too
+    expect(alignTokenRewards([...encode(`${text}\n\n`)], text, bytes)).toEqual([...bytes, 0, 0]);
   });
 
   it("rollout collect - per-byte rewards fall back to the scalar when the text is not the sampled bytes", () => {
     // 0xff is invalid UTF-8: the text the scorer saw is "a\uFFFD" (4 bytes) for 2 tokens
     const text = "a\uFFFD";
     expect(alignTokenRewards([97, 0xff], text, [0, 0, 0, 1])).toEqual([]);
-    // a byte token after the text means the text was cut short: positions unknown
-    expect(alignTokenRewards([97, 98], "a", [1])).toEqual([]);
+    expect(alignTokenRewards([98, 97], "a", [1])).toEqual([]);
     expect(alignTokenRewards([97], "a", [])).toEqual([]);
   });
 

@@ -81,9 +81,10 @@ export function checkScores(res: ScoreResponse, texts: string[]): void {
 
 /**
  * A scorer's per-byte rewards as per-token rewards of the completion the policy wrote. With the
- * byte tokenizer, token i is byte i of the text when the text re-encodes to exactly the sampled
- * bytes; a trailing EOS (or any special token) gets 0. When it does not (invalid UTF-8 shown as
- * U+FFFD), positions are unknown: [] tells the learner to credit the scalar reward instead.
+ * byte tokenizer, token i is byte i of the text when the text re-encodes to the first sampled
+ * bytes; the tokens after it (a stop sequence the text leaves out, a final EOS) get 0. When it
+ * does not (invalid UTF-8 shown as U+FFFD), positions are unknown: [] tells the learner to credit
+ * the scalar reward instead.
  */
 export function alignTokenRewards(
   tokens: readonly number[],
@@ -94,7 +95,6 @@ export function alignTokenRewards(
   const bytes = Buffer.from(text, "utf8");
   if (bytes.length !== byteRewards.length || tokens.length < bytes.length) return [];
   for (let i = 0; i < bytes.length; i++) if (tokens[i] !== bytes[i]) return [];
-  for (let i = bytes.length; i < tokens.length; i++) if ((tokens[i] as number) < 256) return [];
   return [...byteRewards, ...new Array<number>(tokens.length - bytes.length).fill(0)];
 }
 

@@ -19,6 +19,7 @@ Written from the equations, not from the TypeScript code:
                            rloo:  mean of R_{j,0} over the other samples j of i's group (0 if alone)
                            group: A = (R_{i,k} - mean_g R_0) / (std_g R_0 + 1e-6)   (population std)
                            batch: A = (R_{i,k} - mean R) / (std R + 1e-6) over every token of the batch
+                           (either divisor is 1 when the std is <= 1e-6: equal returns are only centred)
       importance ratio   rho = pi(a)/pi_behaviour(a) = exp(log pi(a) - log pi_behaviour(a))
       PPO-clip           s = min(rho*A, clamp(rho, 1-eps, 1+eps)*A); clipped where the clamped term is smaller
       truncated IS       s = stopgrad(min(rho, c))*A*log pi(a); clipped where rho > c
@@ -157,7 +158,7 @@ def estimator_advantages(R, groups, est):
     if kind == "batch":
         allr = torch.cat(R)
         mu, sd = allr.mean(), allr.std(unbiased=False)
-        return [(r - mu) / (sd + 1e-6) for r in R]
+        return [(r - mu) / (sd + 1e-6 if sd > 1e-6 else 1.0) for r in R]
     out = []
     for i, r in enumerate(R):
         same = [j for j in range(len(R)) if groups[j] == groups[i]]
@@ -167,7 +168,8 @@ def estimator_advantages(R, groups, est):
             out.append(r - b)
         elif kind == "group":
             g = R0[same]
-            out.append((r - g.mean()) / (g.std(unbiased=False) + 1e-6))
+            sd = g.std(unbiased=False)
+            out.append((r - g.mean()) / (sd + 1e-6 if sd > 1e-6 else 1.0))
         else:
             raise ValueError(f"unknown baseline {kind}")
     return out

@@ -16,6 +16,16 @@ import { ValidationError } from "../errors.js";
 /** ε of the std normalisations (GRPO's 1e-4 would let tiny std blow up less; 1e-6 is closer to exact). */
 export const NORM_EPS = 1e-6;
 
+/**
+ * Divisor of a std normalisation: σ + ε, or 1 when σ ≤ ε. Returns that are all equal (a group of
+ * one sample, G completions scored alike) carry no preference; dividing by ~ε would turn the
+ * per-token differences R_t − R_0 (per-token rewards, γ < 1, KL in the reward) into advantages
+ * of ~1e6, so such a group is only centred.
+ */
+function normaliser(sigma: number): number {
+  return sigma > NORM_EPS ? sigma + NORM_EPS : 1;
+}
+
 function mean(xs: readonly number[]): number {
   return xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 }
@@ -86,16 +96,14 @@ export function computeAdvantages(
         const [m, s] = [mean(rs), std(rs)];
         for (const i of g) [mu[i], sd[i]] = [m, s];
       }
-      // A_{i,t} = (R_{i,t} − mean_group R_0) / (std_group R_0 + ε)
-      return returns.map((row, i) =>
-        row.map((r) => (r - (mu[i] as number)) / ((sd[i] as number) + NORM_EPS)),
-      );
+      // A_{i,t} = (R_{i,t} − mean_group R_0) / (std_group R_0 + ε)   (divisor 1 when std ≤ ε)
+      return returns.map((row, i) => row.map((r) => (r - (mu[i] as number)) / normaliser(sd[i] as number)));
     }
     case "batch": {
       const all = returns.flat();
       const [m, s] = [mean(all), std(all)];
-      // A_{i,t} = (R_{i,t} − mean_batch R) / (std_batch R + ε), over every token of the batch
-      return returns.map((row) => row.map((r) => (r - m) / (s + NORM_EPS)));
+      // A_{i,t} = (R_{i,t} − mean_batch R) / (std_batch R + ε), over every token of the batch (divisor 1 when std ≤ ε)
+      return returns.map((row) => row.map((r) => (r - m) / normaliser(s)));
     }
     default:
       throw new ValidationError("baseline", `unknown baseline ${String(kind)}`);
