@@ -4,6 +4,7 @@
  */
 import { DEFAULT_CONFIG } from "../core/src/model/config.js";
 import { DEFAULT_RNN_CONFIG } from "../core/src/model/rnn-config.js";
+import { DEFAULT_SEQ2SEQ_CONFIG } from "../core/src/model/seq2seq-config.js";
 import type { CommandSpec } from "./args.js";
 
 /** Hyperparameters of a run. */
@@ -98,12 +99,17 @@ export const upSpec: CommandSpec = {
 /** `rlaif pretrain`. */
 export const pretrainSpec: CommandSpec = {
   name: "pretrain",
-  summary: "Pre-train a policy (Transformer, GRU or LSTM) on the bundled Brown corpus and write a checkpoint",
+  summary:
+    "Pre-train a policy (Transformer, GRU, LSTM or Seq2Seq) on the bundled Brown corpus and write a checkpoint",
   usage: "rlaif pretrain --out <file.safetensors> [flags]",
   settings: ["backend"],
   flags: [
     { name: "out", type: "string", help: "checkpoint file to write (required)" },
-    { name: "model", type: "string", help: "model kind: transformer | gru | lstm (default transformer)" },
+    {
+      name: "model",
+      type: "string",
+      help: "model kind: transformer | gru | lstm | seq2seq (default transformer)",
+    },
     { name: "steps", type: "string", help: "optimiser steps (default 1000)" },
     { name: "batch", type: "string", help: "rows per step (default 16)" },
     { name: "lr", type: "string", help: "peak learning rate (default 0.003)" },
@@ -117,7 +123,7 @@ export const pretrainSpec: CommandSpec = {
     {
       name: "hidden",
       type: "string",
-      help: `gru/lstm hidden state size (default ${DEFAULT_RNN_CONFIG.hidden})`,
+      help: `gru/lstm/seq2seq hidden state size (default ${DEFAULT_RNN_CONFIG.hidden}; seq2seq ${DEFAULT_SEQ2SEQ_CONFIG.hidden})`,
     },
     {
       name: "layers",

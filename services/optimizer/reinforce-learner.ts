@@ -180,7 +180,7 @@ export class ReinforceLearner implements Learner {
       this.adam.learningRate = lr;
       // 4. One Adam(W) step on L = −(1/N) Σ mask·s_t [+ β·KL] − c_ent·H, clipped by global norm.
       const res = await trainStep(
-        (x: tf.Tensor2D) => this.model.forward(x),
+        (x: tf.Tensor2D) => this.model.forward(x, undefined, { sourceLengths: built.sourceLengths }),
         this.model.variables(),
         built.tokens,
         built.batch,

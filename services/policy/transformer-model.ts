@@ -1,5 +1,5 @@
 /**
- * Any policy model (Transformer, GRU, LSTM: whatever kind the checkpoint declares) as a Policy
+ * Any policy model (Transformer, GRU, LSTM, Seq2Seq: whatever kind the checkpoint declares) as a Policy
  * replica's LoadedModel: loads checkpoints (files or blobs in the safetensors layout) and exposes
  * sampling and scoring.
  */
@@ -11,7 +11,7 @@ import { decodeCheckpoint, modelFromCheckpoint } from "../core/src/model/checkpo
 import { generate, sequenceLogprobs } from "../core/src/model/sampler.js";
 import type { LoadedModel, ModelLoader } from "./loaded-model.js";
 
-/** A loaded policy model of any kind (the name predates the GRU/LSTM kinds). */
+/** A loaded policy model of any kind (the name predates the GRU/LSTM/Seq2Seq kinds). */
 export class TransformerModel implements LoadedModel {
   readonly vocabSize: number;
   readonly contextLength: number;

@@ -17,6 +17,7 @@ import { heldOutPrompts } from "../../core/src/model/corpus.js";
 import { type PretrainLog, pretrain } from "../../core/src/model/pretrain.js";
 import { DEFAULT_RNN_CONFIG } from "../../core/src/model/rnn-config.js";
 import { generate } from "../../core/src/model/sampler.js";
+import { DEFAULT_SEQ2SEQ_CONFIG } from "../../core/src/model/seq2seq-config.js";
 import { decode, encode } from "../../core/src/model/tokenizer.js";
 import type { CommandRun } from "../args.js";
 
@@ -59,12 +60,14 @@ export const pretrainCommand: CommandRun = {
     const lr = flags.lr === undefined ? 0.003 : Number(flags.lr);
     if (!(lr > 0 && lr <= 1)) throw new ConfigError(`--lr must be in (0, 1], got "${String(flags.lr)}"`);
     const kind = flags.model === undefined ? "transformer" : String(flags.model);
-    if (kind !== "transformer" && kind !== "gru" && kind !== "lstm") {
-      throw new ConfigError(`--model must be transformer, gru or lstm, got "${kind}"`);
+    if (kind !== "transformer" && kind !== "gru" && kind !== "lstm" && kind !== "seq2seq") {
+      throw new ConfigError(`--model must be transformer, gru, lstm or seq2seq, got "${kind}"`);
     }
     if (kind === "transformer" && flags.hidden !== undefined) {
-      throw new ConfigError("--hidden applies to --model gru|lstm only");
+      throw new ConfigError("--hidden applies to --model gru|lstm|seq2seq only");
     }
+    // seq2seq: a GRU encoder and decoder, sized like the RNNs (its own defaults)
+    const rnnDefaults = kind === "seq2seq" ? DEFAULT_SEQ2SEQ_CONFIG : DEFAULT_RNN_CONFIG;
     if (kind !== "transformer" && flags.heads !== undefined) {
       throw new ConfigError("--heads applies to --model transformer only");
     }
@@ -79,11 +82,11 @@ export const pretrainCommand: CommandRun = {
           })
         : validateModelConfig(kind, {
             kind,
-            vocabSize: DEFAULT_RNN_CONFIG.vocabSize,
-            contextLength: intFlag(flags, "context", DEFAULT_RNN_CONFIG.contextLength, 8, 4096),
-            dModel: intFlag(flags, "d-model", DEFAULT_RNN_CONFIG.dModel, 8, 8192),
-            hidden: intFlag(flags, "hidden", DEFAULT_RNN_CONFIG.hidden, 8, 8192),
-            nLayers: intFlag(flags, "layers", DEFAULT_RNN_CONFIG.nLayers, 1, 128),
+            vocabSize: rnnDefaults.vocabSize,
+            contextLength: intFlag(flags, "context", rnnDefaults.contextLength, 8, 4096),
+            dModel: intFlag(flags, "d-model", rnnDefaults.dModel, 8, 8192),
+            hidden: intFlag(flags, "hidden", rnnDefaults.hidden, 8, 8192),
+            nLayers: intFlag(flags, "layers", rnnDefaults.nLayers, 1, 128),
           });
     const steps = intFlag(flags, "steps", 1000, 1, 10_000_000);
     const batchSize = intFlag(flags, "batch", 16, 1, 4096);
@@ -110,10 +113,12 @@ export const pretrainCommand: CommandRun = {
         last = e;
         if (e.heldOutBpb !== undefined) evalLog = e;
         if ((e.step + 1) % 10 === 0 || e.heldOutBpb !== undefined) {
+          const target =
+            e.heldOutTargetBpb === undefined ? "" : ` continuation bpb ${e.heldOutTargetBpb.toFixed(4)}`;
           const held =
             e.heldOutBpb === undefined
               ? ""
-              : ` held-out loss ${e.heldOutLoss?.toFixed(4)} bpb ${e.heldOutBpb.toFixed(4)}`;
+              : ` held-out loss ${e.heldOutLoss?.toFixed(4)} bpb ${e.heldOutBpb.toFixed(4)}${target}`;
           log(
             `step ${e.step + 1}/${steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ${e.stepMs.toFixed(0)} ms${held}`,
           );
@@ -132,6 +137,9 @@ export const pretrainCommand: CommandRun = {
         finalTrainLoss: String(last?.loss ?? ""),
         heldOutLoss: String(evalLog?.heldOutLoss ?? ""),
         heldOutBpb: String(evalLog?.heldOutBpb ?? ""),
+        ...(evalLog?.heldOutTargetBpb === undefined
+          ? {}
+          : { heldOutContinuationBpb: String(evalLog.heldOutTargetBpb) }),
         wallSeconds: wallSeconds.toFixed(1),
         producedBy: "rlaif pretrain",
       }),

@@ -47,6 +47,11 @@ export interface PgBatchOptions {
 export interface BuiltPgBatch {
   /** Model input ids [B, T], T = max(1 + |prompt| + |completion|) − 1. */
   tokens: tf.Tensor2D;
+  /**
+   * Per row 1 + |prompt|: where the prompt ends, for `ForwardOptions.sourceLengths` (a Seq2Seq
+   * policy encodes those tokens and decodes the completion; causal LMs ignore it).
+   */
+  sourceLengths: number[];
   /** Actions, mask, advantages and reference log-probs aligned with `tokens`. */
   batch: PgBatch;
   /** Returns-to-go R_t per trajectory (completion tokens only), for the baseline update. */
@@ -141,6 +146,7 @@ export function buildPgBatch(trajectories: readonly PgTrajectory[], opts: PgBatc
       refLogprobs: tf.tensor2d(ref, [bsz, t], "float32"),
       ...(hasBehaviour ? { behaviourLogprobs: tf.tensor2d(beh, [bsz, t], "float32") } : {}),
     },
+    sourceLengths: trajectories.map((tr) => 1 + tr.promptTokens.length),
     returns,
     numTokens,
   };

@@ -1,5 +1,5 @@
 /**
- * The policy model interface every model family implements (Transformer, GRU, LSTM), and the
+ * The policy model interface every model family implements (Transformer, GRU, LSTM, Seq2Seq), and the
  * kind-dispatching helpers over their configs. Sampling, scoring, checkpoints, pre-training, the
  * Policy loader and the learner work against `CausalLM` only.
  */
@@ -7,15 +7,16 @@ import * as tf from "@tensorflow/tfjs";
 import { ValidationError, WeightsError } from "../errors.js";
 import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
 import { isRnnKind, type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
+import { type Seq2SeqConfig, seq2seqParameterShapes, validateSeq2SeqConfig } from "./seq2seq-config.js";
 
 /** Model families, as written in a checkpoint's `__metadata__.kind`. */
-export type ModelKind = "transformer" | "gru" | "lstm";
+export type ModelKind = "transformer" | "gru" | "lstm" | "seq2seq";
 
 /** Every model kind this code can build. */
-export const MODEL_KINDS: readonly ModelKind[] = ["transformer", "gru", "lstm"];
+export const MODEL_KINDS: readonly ModelKind[] = ["transformer", "gru", "lstm", "seq2seq"];
 
-/** Any model's config (a TransformerConfig has no `kind` field; an RnnConfig carries its own). */
-export type ModelConfig = TransformerConfig | RnnConfig;
+/** Any model's config (a TransformerConfig has no `kind` field; RNN and Seq2Seq configs carry theirs). */
+export type ModelConfig = TransformerConfig | RnnConfig | Seq2SeqConfig;
 
 /** Plain weights, as stored in checkpoints and shipped between services. */
 export type WeightMap = Map<string, { shape: number[]; data: Float32Array }>;
@@ -38,6 +39,14 @@ export interface ForwardOptions {
    * passes nobody differentiates) or `reference` (stock autodiff; tests compare against it).
    */
   ops?: "train" | "inference" | "reference";
+  /**
+   * Per row, how many leading tokens (BOS included, left padding included) are the prompt. A
+   * model that conditions on a source (Seq2Seq) encodes those and decodes the rest: the logits at
+   * position sourceLengths[r] − 1 are the first completion token's. Callers that know where the
+   * prompt ends (scoring, the learner, pre-training) pass it; causal LMs ignore it, since their
+   * logits at t never depend on where the prompt ends. Default: the whole row is the prompt.
+   */
+  sourceLengths?: readonly number[];
 }
 
 /** An autoregressive language model over token ids whose parameters are `tf.Variable`s. */
@@ -57,7 +66,8 @@ export interface CausalLM {
    * (null at the start); `keyMask` [B, P + S] covers the prefix and the new tokens. A masked
    * position does not affect any later logits (left-padded prompts give each row the results
    * it would have alone). Returns logits [B, S, V] and the new state; the caller owns both and
-   * frees the old state (`disposeState`).
+   * frees the old state (`disposeState`). The first call (past null) carries the whole prompt:
+   * a Seq2Seq model encodes it as the source and decodes every later call's tokens.
    */
   step(
     tokens: tf.Tensor2D,
@@ -95,8 +105,9 @@ export function modelKindOf(config: ModelConfig): ModelKind {
 /** Checks an untrusted config for `kind`; throws ValidationError naming the bad field. */
 export function validateModelConfig(kind: string, value: unknown): ModelConfig {
   if (kind === "transformer") return validateConfig(value);
-  if (isRnnKind(kind)) {
-    const c = validateRnnConfig({ ...(value as object), kind });
+  if (isRnnKind(kind) || kind === "seq2seq") {
+    const withKind = { ...(value as object), kind };
+    const c = kind === "seq2seq" ? validateSeq2SeqConfig(withKind) : validateRnnConfig(withKind);
     if (typeof value === "object" && value !== null && "kind" in value && value.kind !== kind) {
       throw new ValidationError(
         "config.kind",
@@ -110,7 +121,8 @@ export function validateModelConfig(kind: string, value: unknown): ModelConfig {
 
 /** Parameter names and shapes of any config. */
 export function modelParameterShapes(config: ModelConfig): Map<string, number[]> {
-  return "kind" in config ? rnnParameterShapes(config) : parameterShapes(config);
+  if (!("kind" in config)) return parameterShapes(config);
+  return config.kind === "seq2seq" ? seq2seqParameterShapes(config) : rnnParameterShapes(config);
 }
 
 /** Total number of scalar parameters of any config. */

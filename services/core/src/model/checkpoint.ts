@@ -7,7 +7,7 @@
  * (or `json` + `numpy.frombuffer`) reads it as is, which is why weights published to the Object
  * Store use it (DESIGN.md §6). The metadata carries what is needed to rebuild the model: kind,
  * config JSON, tokenizer description, plus free-form fields (step, version, …). `kind` is
- * "transformer", "gru" or "lstm"; `modelFromCheckpoint` builds the matching `CausalLM`.
+ * "transformer", "gru", "lstm" or "seq2seq"; `modelFromCheckpoint` builds the matching `CausalLM`.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
@@ -26,6 +26,7 @@ import {
   type WeightMap,
 } from "./causal-lm.js";
 import { RnnLM } from "./rnn.js";
+import { Seq2SeqLM } from "./seq2seq.js";
 import { describeTokenizer, isByteTokenizer, type TokenizerDescription } from "./tokenizer.js";
 import { TransformerLM } from "./transformer.js";
 
@@ -281,11 +282,12 @@ export function createModel(
   kind: ModelKind = modelKindOf(config),
 ): CausalLM {
   const c = validateModelConfig(kind, config);
-  return "kind" in c ? new RnnLM(c, seed) : new TransformerLM(c, seed);
+  if (!("kind" in c)) return new TransformerLM(c, seed);
+  return c.kind === "seq2seq" ? new Seq2SeqLM(c, seed) : new RnnLM(c, seed);
 }
 
 /**
- * The model a checkpoint declares (`kind` transformer, gru or lstm), with its weights; throws
+ * The model a checkpoint declares (`kind` transformer, gru, lstm or seq2seq), with its weights; throws
  * WeightsError if they do not fit the config.
  */
 export function modelFromCheckpoint(c: Checkpoint): CausalLM {

@@ -7,6 +7,10 @@
  * of windows start exactly at a sentence's BOS at position 0 — the situation of every RL prompt
  * row — and the rest start anywhere, so the model also learns mid-sentence text and sentence
  * ends (EOS). Targets that are BOS (always right after EOS) are excluded from the loss.
+ *
+ * A Seq2Seq model trains on rows shaped like its task instead (seq2seq-data.ts): one sentence per
+ * row, split at a random byte into prompt (encoded) and continuation (decoded), with the split
+ * passed as `sourceLengths`. Its held-out log adds the continuation-only bits per byte.
  */
 import * as tf from "@tensorflow/tfjs";
 import { RlaifError, ValidationError } from "../errors.js";
@@ -18,11 +22,12 @@ import { createModel } from "./checkpoint.js";
 import { loadCorpusSplit } from "./corpus.js";
 import { maskedCrossEntropy, selectLogprobs } from "./loss.js";
 import { Rng } from "./rng.js";
+import { sampleSplitRows } from "./seq2seq-data.js";
 import { BOS, EOS } from "./tokenizer.js";
 
 /** Settings of a pre-training run. */
 export interface PretrainOptions {
-  /** Any kind's config: a TransformerConfig, or an RnnConfig (kind "gru" | "lstm"). */
+  /** Any kind's config: a TransformerConfig, an RnnConfig (kind "gru" | "lstm") or a Seq2SeqConfig. */
   config: ModelConfig;
   /** Optimiser steps. */
   steps: number;
@@ -64,6 +69,8 @@ export interface PretrainLog {
   heldOutLoss?: number;
   /** Held-out bits per byte (EOS counts as one byte: it stands for the newline). */
   heldOutBpb?: number;
+  /** Seq2Seq only: held-out bits per byte of the continuations (the decoder's part), given the prompts. */
+  heldOutTargetBpb?: number;
 }
 
 /** The corpus as one token stream plus the index of every sentence's BOS. */
@@ -94,6 +101,10 @@ export interface WindowBatch {
   x: Int32Array;
   y: Int32Array;
   mask: Float32Array;
+  /** Per row, the prompt's length (Seq2Seq rows; `ForwardOptions.sourceLengths`). */
+  sourceLengths?: number[];
+  /** `mask` restricted to the continuation (Seq2Seq rows). */
+  targetMask?: Float32Array;
 }
 
 /** Draws `rows` windows of length T (+1 for the targets) from a stream. */
@@ -131,23 +142,40 @@ function batchTensors(b: WindowBatch, rows: number, t: number): [tf.Tensor2D, tf
   ];
 }
 
-/** Mean held-out negative log-likelihood (nats per scored token) over fixed windows. */
-export function evaluate(model: CausalLM, batches: readonly WindowBatch[], rows: number): number {
+/**
+ * Mean held-out negative log-likelihood (nats per scored token) over fixed windows, and over
+ * their `targetMask` positions (the continuations of Seq2Seq rows; NaN when batches have none).
+ */
+export function evaluateParts(
+  model: CausalLM,
+  batches: readonly WindowBatch[],
+  rows: number,
+): { loss: number; targetLoss: number } {
   const t = model.config.contextLength;
-  let nll = 0;
-  let count = 0;
+  let [nll, count, targetNll, targetCount] = [0, 0, 0, 0];
   for (const b of batches) {
     const [x, y, m] = batchTensors(b, rows, t);
-    nll += tf.tidy(
-      () =>
-        -tf
-          .sum(tf.mul(selectLogprobs(model.forward(x, undefined, { ops: "inference" }), y), m))
-          .dataSync()[0],
-    );
+    const opts = { ops: "inference" as const, sourceLengths: b.sourceLengths };
+    const [all, target] = tf.tidy(() => {
+      const lp = selectLogprobs(model.forward(x, undefined, opts), y); // [B, T]
+      const sum = (mask: tf.Tensor) => -(tf.sum(tf.mul(lp, mask)).dataSync()[0] as number);
+      return [sum(m), b.targetMask ? sum(tf.tensor2d(b.targetMask, [rows, t])) : 0];
+    });
+    nll += all;
     count += b.mask.reduce((a, v) => a + v, 0);
+    targetNll += target;
+    targetCount += b.targetMask?.reduce((a, v) => a + v, 0) ?? 0;
     tf.dispose([x, y, m]);
   }
-  return nll / Math.max(count, 1);
+  return {
+    loss: nll / Math.max(count, 1),
+    targetLoss: targetCount > 0 ? targetNll / targetCount : Number.NaN,
+  };
+}
+
+/** Mean held-out negative log-likelihood (nats per scored token) over fixed windows. */
+export function evaluate(model: CausalLM, batches: readonly WindowBatch[], rows: number): number {
+  return evaluateParts(model, batches, rows).loss;
 }
 
 /** Pre-trains (or continues training) a model and returns it; see PretrainOptions. */
@@ -168,10 +196,11 @@ export async function pretrain(o: PretrainOptions): Promise<CausalLM> {
   const sentences = o.sentences ?? loadCorpusSplit();
   const train = buildStream(sentences.train);
   const heldOut = buildStream(sentences.heldOut);
+  const split = model.kind === "seq2seq";
+  const draw = (s: TokenStream, r: Rng) =>
+    split ? sampleSplitRows(s, rows, t, r) : sampleWindows(s, rows, t, r, aligned);
   const evalRng = new Rng(o.seed, 0x6576616c);
-  const evalBatches = Array.from({ length: o.evalBatches ?? 8 }, () =>
-    sampleWindows(heldOut, rows, t, evalRng, aligned),
-  );
+  const evalBatches = Array.from({ length: o.evalBatches ?? 8 }, () => draw(heldOut, evalRng));
   const rng = new Rng(o.seed, 0x64617461);
   // AdamW: β2 = 0.99 (small batches are noisy), decay on matrices only (GPT practice).
   const opt = new Adam({
@@ -192,8 +221,10 @@ export async function pretrain(o: PretrainOptions): Promise<CausalLM> {
     for (let step = 0; step < o.steps; step++) {
       const started = performance.now();
       const lr = learningRate(step, schedule);
-      const [x, y, m] = batchTensors(sampleWindows(train, rows, t, rng, aligned), rows, t);
-      const { value, grads } = tf.variableGrads(() => maskedCrossEntropy(model.forward(x), y, m), variables);
+      const batch = draw(train, rng);
+      const [x, y, m] = batchTensors(batch, rows, t);
+      const fwd = () => model.forward(x, undefined, { sourceLengths: batch.sourceLengths });
+      const { value, grads } = tf.variableGrads(() => maskedCrossEntropy(fwd(), y, m), variables);
       const loss = value.dataSync()[0] as number;
       const { clipped, globalNorm } = clipByGlobalNorm(
         variables.map((v) => grads[v.name] as tf.Tensor),
@@ -216,8 +247,10 @@ export async function pretrain(o: PretrainOptions): Promise<CausalLM> {
         stepMs: performance.now() - started,
       };
       if ((step + 1) % evalEvery === 0 || step === o.steps - 1) {
-        entry.heldOutLoss = evaluate(model, evalBatches, rows);
-        entry.heldOutBpb = entry.heldOutLoss / Math.LN2;
+        const held = evaluateParts(model, evalBatches, rows);
+        entry.heldOutLoss = held.loss;
+        entry.heldOutBpb = held.loss / Math.LN2;
+        if (split) entry.heldOutTargetBpb = held.targetLoss / Math.LN2;
       }
       o.onLog?.(entry);
       // Yield so signals and timers are served during a long run.
