@@ -173,6 +173,8 @@ export const runConfigRules = defineRules(RunConfigSchema, {
   offPolicy: [oneOf("none", "ppo-clip", "truncated")],
   clipEpsilon: [range(0, 1, { minExclusive: true, maxExclusive: true })],
   truncation: [range(1, 1e6)],
+  checkpointEvery: [max(100_000)],
+  checkpointKeep: [max(10_000)],
 });
 
 /** Optimizer.StartRun: a config is required (an empty one is never what a caller meant). */
