@@ -15,16 +15,9 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
-import {
-  type CausalLM,
-  type DecodingState,
-  type ForwardOptions,
-  readParams,
-  type WeightMap,
-  writeParams,
-} from "./causal-lm.js";
+import type { CausalLM, DecodingState, ForwardOptions } from "./causal-lm.js";
 import * as L from "./layers.js";
-import { hashString, Rng } from "./rng.js";
+import { ParamModel } from "./param-model.js";
 import { type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
 
 /** Per-layer recurrent state, each [B, H]; `c` is empty for a GRU. (A type, so it is a TensorContainer.) */
@@ -55,14 +48,10 @@ const OPS: Record<NonNullable<ForwardOptions["ops"]>, RnnOps> = {
   reference: { linear: L.linearReference, embedding: L.embeddingReference, tanh: tf.tanh },
 };
 
-let modelCounter = 0;
-
 /** A GRU or LSTM language model whose parameters are named `tf.Variable`s. Dispose it when done. */
-export class RnnLM implements CausalLM {
+export class RnnLM extends ParamModel implements CausalLM {
   /** Validated hyperparameters (`config.kind` is the cell family). */
   readonly config: RnnConfig;
-  /** Parameters by name (see `rnnParameterShapes`). */
-  readonly params: ReadonlyMap<string, tf.Variable>;
 
   /**
    * Creates the parameters deterministically from `seed`: each parameter draws from its own RNG
@@ -72,40 +61,25 @@ export class RnnLM implements CausalLM {
    * cell remembers by default early in training.
    */
   constructor(config: RnnConfig, seed: number) {
-    this.config = validateRnnConfig(config);
-    const prefix = `${this.config.kind}${modelCounter++}`;
-    const h = this.config.hidden;
+    const c = validateRnnConfig(config);
+    const h = c.hidden;
     const k = 1 / Math.sqrt(h);
-    const params = new Map<string, tf.Variable>();
-    for (const [name, shape] of rnnParameterShapes(this.config)) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      const data = new Float32Array(n);
-      const rng = new Rng(seed, hashString(name));
+    super(c.kind, rnnParameterShapes(c), seed, (name, _shape, data, rng) => {
       if (name === "wte") {
-        for (let i = 0; i < n; i++) data[i] = rng.nextNormal();
+        for (let i = 0; i < data.length; i++) data[i] = rng.nextNormal();
       } else if (name.includes("bias")) {
         // f block of the LSTM's [i, f, g, o] bias
-        if (this.config.kind === "lstm" && name.endsWith("bias_ih")) data.fill(1, h, 2 * h);
+        if (c.kind === "lstm" && name.endsWith("bias_ih")) data.fill(1, h, 2 * h);
       } else {
-        for (let i = 0; i < n; i++) data[i] = (2 * rng.nextFloat() - 1) * k;
+        for (let i = 0; i < data.length; i++) data[i] = (2 * rng.nextFloat() - 1) * k;
       }
-      params.set(name, tf.variable(tf.tensor(data, shape, "float32"), true, `${prefix}/${name}`));
-    }
-    this.params = params;
+    });
+    this.config = c;
   }
 
   /** `gru` or `lstm`. */
   get kind(): RnnConfig["kind"] {
     return this.config.kind;
-  }
-
-  /** The trainable variables, in parameter order. */
-  variables(): tf.Variable[] {
-    return [...this.params.values()];
-  }
-
-  private p<T extends tf.Tensor>(name: string): T {
-    return this.params.get(name) as unknown as T;
   }
 
   /**
@@ -240,21 +214,6 @@ export class RnnLM implements CausalLM {
     // logits = h W_head + b_head, for all steps at once
     const logits = ops.linear(hs, this.p("lm_head.weight"), this.p("lm_head.bias")); // [B*T, V]
     return { logits: tf.reshape(logits, [b, t, v]) as tf.Tensor3D, cache: state };
-  }
-
-  /** A copy of every parameter (see `readParams`). */
-  getWeights(): WeightMap {
-    return readParams(this.params);
-  }
-
-  /** Replaces every parameter, all or nothing (see `writeParams`). */
-  setWeights(weights: WeightMap): void {
-    writeParams(this.params, weights);
-  }
-
-  /** Frees the parameters. */
-  dispose(): void {
-    for (const p of this.params.values()) p.dispose();
   }
 }
 

@@ -23,15 +23,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
-import {
-  type CausalLM,
-  type DecodingState,
-  type ForwardOptions,
-  readParams,
-  type WeightMap,
-  writeParams,
-} from "./causal-lm.js";
-import { hashString, Rng } from "./rng.js";
+import type { CausalLM, DecodingState, ForwardOptions } from "./causal-lm.js";
+import { ParamModel } from "./param-model.js";
 import { type Seq2SeqConfig, seq2seqParameterShapes, validateSeq2SeqConfig } from "./seq2seq-config.js";
 import { gruStack, SEQ2SEQ_OPS as OPS, type Seq2SeqOps as Ops, type SidePlan } from "./seq2seq-gru.js";
 import { BOS } from "./tokenizer.js";
@@ -51,15 +44,11 @@ export type Seq2SeqState = {
 /** Score added to padded source positions: exp underflows to exactly 0 after the max shift. */
 const MASKED = -1e9;
 
-let modelCounter = 0;
-
 /** GRU encoder + attentive GRU decoder whose parameters are named `tf.Variable`s. Dispose it when done. */
-export class Seq2SeqLM implements CausalLM {
+export class Seq2SeqLM extends ParamModel implements CausalLM {
   readonly kind = "seq2seq" as const;
   /** Validated hyperparameters. */
   readonly config: Seq2SeqConfig;
-  /** Parameters by name (see `seq2seqParameterShapes`). */
-  readonly params: ReadonlyMap<string, tf.Variable>;
 
   /**
    * Creates the parameters deterministically from `seed` (each from its own RNG stream (seed,
@@ -67,29 +56,15 @@ export class Seq2SeqLM implements CausalLM {
    * ~ U(±1/√H) (PyTorch's GRU init); other matrices ~ U(±1/√fan_in) (PyTorch's Linear); biases 0.
    */
   constructor(config: Seq2SeqConfig, seed: number) {
-    this.config = validateSeq2SeqConfig(config);
-    const prefix = `seq2seq${modelCounter++}`;
-    const params = new Map<string, tf.Variable>();
-    for (const [name, shape] of seq2seqParameterShapes(this.config)) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      const data = new Float32Array(n);
-      const rng = new Rng(seed, hashString(name));
+    const c = validateSeq2SeqConfig(config);
+    super("seq2seq", seq2seqParameterShapes(c), seed, (name, shape, data, rng) => {
       const gru = name.startsWith("enc.") || name.startsWith("dec.");
-      const k = 1 / Math.sqrt(gru ? this.config.hidden : (shape[0] as number));
-      if (name === "wte") for (let i = 0; i < n; i++) data[i] = rng.nextNormal();
-      else if (shape.length === 2) for (let i = 0; i < n; i++) data[i] = (2 * rng.nextFloat() - 1) * k;
-      params.set(name, tf.variable(tf.tensor(data, shape, "float32"), true, `${prefix}/${name}`));
-    }
-    this.params = params;
-  }
-
-  /** The trainable variables, in parameter order. */
-  variables(): tf.Variable[] {
-    return [...this.params.values()];
-  }
-
-  private p<T extends tf.Tensor>(name: string): T {
-    return this.params.get(name) as unknown as T;
+      const k = 1 / Math.sqrt(gru ? c.hidden : (shape[0] as number));
+      if (name === "wte") for (let i = 0; i < data.length; i++) data[i] = rng.nextNormal();
+      else if (shape.length === 2)
+        for (let i = 0; i < data.length; i++) data[i] = (2 * rng.nextFloat() - 1) * k;
+    });
+    this.config = c;
   }
 
   /**
@@ -241,20 +216,5 @@ export class Seq2SeqLM implements CausalLM {
     const ht = ops.tanh(ops.linear(both, this.p("attn.combine.weight"), this.p("attn.combine.bias"))); // [B·J, H]
     const logits = ops.linear(ht, this.p("lm_head.weight"), this.p("lm_head.bias")); // [B·J, V]
     return { logits, state: { ...state, h: last } };
-  }
-
-  /** A copy of every parameter (see `readParams`). */
-  getWeights(): WeightMap {
-    return readParams(this.params);
-  }
-
-  /** Replaces every parameter, all or nothing (see `writeParams`). */
-  setWeights(weights: WeightMap): void {
-    writeParams(this.params, weights);
-  }
-
-  /** Frees the parameters. */
-  dispose(): void {
-    for (const p of this.params.values()) p.dispose();
   }
 }

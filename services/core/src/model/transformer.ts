@@ -9,18 +9,10 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
-import {
-  type CausalLM,
-  type DecodingState,
-  disposeState,
-  type ForwardOptions,
-  readParams,
-  type WeightMap,
-  writeParams,
-} from "./causal-lm.js";
+import { type CausalLM, type DecodingState, disposeState, type ForwardOptions } from "./causal-lm.js";
 import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
 import * as L from "./layers.js";
-import { hashString, Rng } from "./rng.js";
+import { ParamModel } from "./param-model.js";
 
 export type { ForwardOptions, WeightMap } from "./causal-lm.js";
 
@@ -34,16 +26,12 @@ const OPS = { train: L.TRAIN_OPS, inference: L.INFERENCE_OPS, reference: L.REFER
 /** Additive attention bias for masked keys: exp(-1e9 - max) is exactly 0 in float32. */
 const MASKED = -1e9;
 
-let modelCounter = 0;
-
 /** A GPT whose parameters are named `tf.Variable`s. Dispose it when done. */
-export class TransformerLM implements CausalLM {
+export class TransformerLM extends ParamModel implements CausalLM {
   /** Model family, as written in checkpoints. */
   readonly kind = "transformer" as const;
   /** Validated hyperparameters. */
   readonly config: TransformerConfig;
-  /** Parameters by GPT-2 name (see `parameterShapes`). */
-  readonly params: ReadonlyMap<string, tf.Variable>;
   private readonly headDim: number;
 
   /**
@@ -53,35 +41,18 @@ export class TransformerLM implements CausalLM {
    * LayerNorm gains 1.
    */
   constructor(config: TransformerConfig, seed: number) {
-    this.config = validateConfig(config);
-    this.headDim = this.config.dModel / this.config.nHeads;
-    const prefix = `transformer${modelCounter++}`;
-    const params = new Map<string, tf.Variable>();
-    const projStd = 0.02 / Math.sqrt(2 * this.config.nLayers);
-    for (const [name, shape] of parameterShapes(this.config)) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      const data = new Float32Array(n);
-      if (name.endsWith(".bias")) {
-        // zeros
-      } else if (name.includes("ln_")) {
-        data.fill(1);
-      } else {
-        const rng = new Rng(seed, hashString(name));
+    const c = validateConfig(config);
+    const projStd = 0.02 / Math.sqrt(2 * c.nLayers);
+    super("transformer", parameterShapes(c), seed, (name, _shape, data, rng) => {
+      if (name.endsWith(".bias")) return; // zeros
+      if (name.includes("ln_")) data.fill(1);
+      else {
         const std = name.endsWith("c_proj.weight") ? projStd : 0.02;
-        for (let i = 0; i < n; i++) data[i] = rng.nextNormal() * std;
+        for (let i = 0; i < data.length; i++) data[i] = rng.nextNormal() * std;
       }
-      params.set(name, tf.variable(tf.tensor(data, shape, "float32"), true, `${prefix}/${name}`));
-    }
-    this.params = params;
-  }
-
-  /** The trainable variables, in parameter order (for `tf.variableGrads`, optimisers). */
-  variables(): tf.Variable[] {
-    return [...this.params.values()];
-  }
-
-  private p<T extends tf.Tensor>(name: string): T {
-    return this.params.get(name) as unknown as T;
+    });
+    this.config = c;
+    this.headDim = c.dModel / c.nHeads;
   }
 
   /**
@@ -178,21 +149,6 @@ export class TransformerLM implements CausalLM {
     const hf = ln(x, this.p("ln_f.weight"), this.p("ln_f.bias")); // [B*S, C]
     const logits = mm(hf, this.p("lm_head.weight")); // [B*S, V]
     return { logits: tf.reshape(logits, [b, s, v]) as tf.Tensor3D, cache };
-  }
-
-  /** A copy of every parameter (see `readParams`). */
-  getWeights(): WeightMap {
-    return readParams(this.params);
-  }
-
-  /** Replaces every parameter, all or nothing (see `writeParams`). */
-  setWeights(weights: WeightMap): void {
-    writeParams(this.params, weights);
-  }
-
-  /** Frees the parameters. */
-  dispose(): void {
-    for (const v of this.params.values()) v.dispose();
   }
 }
 

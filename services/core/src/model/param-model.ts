@@ -1,0 +1,67 @@
+/**
+ * The parameter store every model family shares (Transformer, GRU/LSTM, Seq2Seq): named
+ * `tf.Variable`s created deterministically from a seed, and the `CausalLM` methods that only
+ * touch parameters. One place, so checkpoints, weight publishing and optimisers see the same
+ * behaviour from every kind.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { readParams, type WeightMap, writeParams } from "./causal-lm.js";
+import { hashString, Rng } from "./rng.js";
+
+/** Fills a parameter's fresh (zeroed) data; `rng` is this parameter's own stream. */
+export type ParamInit = (name: string, shape: readonly number[], data: Float32Array, rng: Rng) => void;
+
+let modelCounter = 0;
+
+/** Base class of the model families: owns the parameters, in parameter order. */
+export abstract class ParamModel {
+  /** Parameters by name, in the order of the shapes they were built from. */
+  readonly params: ReadonlyMap<string, tf.Variable>;
+
+  /**
+   * Creates every parameter of `shapes` with `init`, each drawing from its own RNG stream
+   * (seed, hash(name)), so the same seed gives the same weights on every backend and adding a
+   * parameter does not change the others. Variables are named `<prefix><n>/<name>` (unique per
+   * process, as tfjs requires).
+   */
+  protected constructor(
+    prefix: string,
+    shapes: ReadonlyMap<string, number[]>,
+    seed: number,
+    init: ParamInit,
+  ) {
+    const unique = `${prefix}${modelCounter++}`;
+    const params = new Map<string, tf.Variable>();
+    for (const [name, shape] of shapes) {
+      const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+      init(name, shape, data, new Rng(seed, hashString(name)));
+      params.set(name, tf.variable(tf.tensor(data, shape, "float32"), true, `${unique}/${name}`));
+    }
+    this.params = params;
+  }
+
+  /** The trainable variables, in parameter order (for `tf.variableGrads`, optimisers). */
+  variables(): tf.Variable[] {
+    return [...this.params.values()];
+  }
+
+  /** A parameter by name, typed for the layer code. */
+  protected p<T extends tf.Tensor>(name: string): T {
+    return this.params.get(name) as unknown as T;
+  }
+
+  /** A copy of every parameter (see `readParams`). */
+  getWeights(): WeightMap {
+    return readParams(this.params);
+  }
+
+  /** Replaces every parameter, all or nothing (see `writeParams`). */
+  setWeights(weights: WeightMap): void {
+    writeParams(this.params, weights);
+  }
+
+  /** Frees the parameters. */
+  dispose(): void {
+    for (const v of this.params.values()) v.dispose();
+  }
+}
