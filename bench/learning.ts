@@ -4,7 +4,7 @@
  * prompts and the rule-based positive-sentiment scorer, then compares the pretrained policy and
  * the trained one on OTHER held-out prompts, measured in the same run:
  *
- *   npx tsx bench/learning.ts [--checkpoint file] [--steps 60] [--config file] [--out dir] [--json]
+ *   npx tsx bench/learning.ts [--checkpoint file] [--steps 90] [--config file] [--out dir] [--json]
  *
  * Reported: mean held-out reward before → after and the rise in units of the pretrained
  * policy's reward std (target ≥ 1), the share of samples rated positive before → after
@@ -23,7 +23,7 @@ import { measureSamples, type SampleQuality } from "./sample-quality.js";
 const { values } = parseArgs({
   options: {
     checkpoint: { type: "string" },
-    steps: { type: "string", default: "60" },
+    steps: { type: "string", default: "90" },
     config: { type: "string" },
     "eval-prompts": { type: "string", default: "64" },
     samples: { type: "string", default: "4" },

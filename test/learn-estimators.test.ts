@@ -377,7 +377,7 @@ describe("estimators", () => {
     // unset fields keep today's defaults
     const d = settingsFromRunConfig(create(RunConfigSchema), defaultConfig().run);
     expect([d.baseline, d.klIn, d.klEstimator, d.klCoef, d.offPolicy]).toEqual([
-      "moving-average",
+      "rloo",
       "reward",
       "k1",
       0.05,
