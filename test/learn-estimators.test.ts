@@ -380,7 +380,7 @@ describe("estimators", () => {
       "rloo",
       "reward",
       "k1",
-      0.05,
+      0.045,
       "none",
     ]);
     expect(() => validate(runConfigRules, create(RunConfigSchema, { baseline: "grpo" }))).toThrow(/baseline/);

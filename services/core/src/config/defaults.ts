@@ -39,7 +39,11 @@ export interface RunSettings {
    * prefer 1, so early tokens are not discounted.
    */
   gamma: number;
-  /** β of the KL penalty to the frozen reference policy. */
+  /**
+   * β of the KL penalty to the frozen reference policy. The learning benchmark is sensitive to
+   * it: at 90 steps, 0.05 held the policy to ~3.4–4.6 nats and ~1 std of reward gain, 0.04 let it
+   * reach 5.9 nats; 0.045 sits between.
+   */
   klCoef: number;
   /** Entropy bonus coefficient. */
   entropyCoef: number;
@@ -69,7 +73,10 @@ export interface RunSettings {
    * is learned.
    */
   warmupSteps: number;
-  /** Learning-rate decay after warm-up: none (constant) or cosine (to 0.1·lr at the last step). */
+  /**
+   * Learning-rate decay after warm-up: none (constant) or cosine (to 0.1·lr at the last step).
+   * Cosine: smaller late steps drift less, so less KL is spent on noise.
+   */
   lrDecay: "none" | "cosine";
   /** Off-policy correction for samples from older weights: none, ppo-clip or truncated. */
   offPolicy: "none" | "ppo-clip" | "truncated";
@@ -141,7 +148,7 @@ export function defaultConfig(): RlaifConfig {
       samplesPerPrompt: 8,
       learningRate: 1e-3,
       gamma: 0.9,
-      klCoef: 0.05,
+      klCoef: 0.045,
       entropyCoef: 0,
       maxGradNorm: 1,
       baselineDecay: 0.9,
@@ -152,7 +159,7 @@ export function defaultConfig(): RlaifConfig {
       klHorizon: 10_000,
       weightDecay: 0,
       warmupSteps: 10,
-      lrDecay: "none",
+      lrDecay: "cosine",
       offPolicy: "none",
       clipEpsilon: 0.2,
       truncation: 1,
