@@ -15,9 +15,10 @@ import { maskedCrossEntropy } from "../services/core/src/model/loss.js";
 import { pretrain } from "../services/core/src/model/pretrain.js";
 import { RnnLM } from "../services/core/src/model/rnn.js";
 import { type RnnConfig, type RnnKind, validateRnnConfig } from "../services/core/src/model/rnn-config.js";
-import { generate, type SamplingParams, sequenceLogprobs } from "../services/core/src/model/sampler.js";
+import { generate, sequenceLogprobs } from "../services/core/src/model/sampler.js";
 import { BOS, encode } from "../services/core/src/model/tokenizer.js";
 import { transformerLoader } from "../services/policy/transformer-model.js";
+import { maxAbsDiff, sigmoid, TEST_SAMPLING } from "./helpers/model-checks.js";
 
 const KINDS: RnnKind[] = ["gru", "lstm"];
 const tiny = (kind: RnnKind): RnnConfig => ({
@@ -28,16 +29,6 @@ const tiny = (kind: RnnKind): RnnConfig => ({
   hidden: 12,
   nLayers: 2,
 });
-const SAMPLE: SamplingParams = {
-  maxNewTokens: 8,
-  temperature: 1,
-  topK: 0,
-  topP: 1,
-  seed: 3,
-  stopAtEos: false,
-};
-
-const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
 /**
  * The cell equations written out with scalar loops in float64 (PyTorch's GRU/LSTM definitions):
@@ -87,12 +78,6 @@ function referenceLogits(config: RnnConfig, w: WeightMap, tokens: number[]): num
     xs = outs;
   }
   return xs.map((hRow) => affine(hRow, get("lm_head.weight"), get("lm_head.bias"), V));
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs((a[i] as number) - (b[i] as number)));
-  return m;
 }
 
 describe("rnn", () => {
@@ -274,8 +259,8 @@ describe("rnn", () => {
       expect(maxAbsDiff(batched, alone)).toBeLessThan(1e-5);
       // whole generations: the short prompt alone vs. batched with longer ones
       const prompts = [encode("Hi"), encode("A longer one"), encode("Mid size")];
-      const solo = await generate(m, [prompts[0] as number[]], SAMPLE);
-      const together = await generate(m, prompts, SAMPLE);
+      const solo = await generate(m, [prompts[0] as number[]], TEST_SAMPLING);
+      const together = await generate(m, prompts, TEST_SAMPLING);
       expect(together[0]?.tokens).toEqual(solo[0]?.tokens);
       expect(maxAbsDiff(together[0]?.logprobs ?? [], solo[0]?.logprobs ?? [])).toBeLessThan(1e-5);
       // right-padded scoring recomputes the sampled log-probs
@@ -309,17 +294,17 @@ describe("rnn", () => {
       const loaded = transformerLoader.fromBlob(bytes);
       expect(loaded.kind).toBe(kind);
       expect(loaded.parameterCount).toBe(countModelParameters(m.config));
-      const out = await loaded.generate([encode("Hi")], SAMPLE);
-      expect(out[0]?.tokens).toEqual((await generate(m, [encode("Hi")], SAMPLE))[0]?.tokens);
+      const out = await loaded.generate([encode("Hi")], TEST_SAMPLING);
+      expect(out[0]?.tokens).toEqual((await generate(m, [encode("Hi")], TEST_SAMPLING))[0]?.tokens);
       loaded.dispose();
     });
 
     it(`rnn - ${kind} generate() is seeded-deterministic`, async () => {
       const m = model(kind);
       const prompts = [encode("The"), encode("The"), []];
-      const a = await generate(m, prompts, SAMPLE);
-      const b = await generate(m, prompts, SAMPLE);
-      const c = await generate(m, prompts, { ...SAMPLE, seed: 4 });
+      const a = await generate(m, prompts, TEST_SAMPLING);
+      const b = await generate(m, prompts, TEST_SAMPLING);
+      const c = await generate(m, prompts, { ...TEST_SAMPLING, seed: 4 });
       expect(b.map((o) => o.tokens)).toEqual(a.map((o) => o.tokens));
       expect(a[0]?.tokens).not.toEqual(a[1]?.tokens);
       expect(c.map((o) => o.tokens)).not.toEqual(a.map((o) => o.tokens));
@@ -331,7 +316,7 @@ describe("rnn", () => {
     expect(c.kind).toBe("gru");
     const m = modelFromCheckpoint(c);
     expect(m.kind).toBe("gru");
-    const out = await generate(m, [encode("The man")], { ...SAMPLE, maxNewTokens: 16 });
+    const out = await generate(m, [encode("The man")], { ...TEST_SAMPLING, maxNewTokens: 16 });
     expect(out[0]?.tokens.length).toBe(16);
     m.dispose();
   });

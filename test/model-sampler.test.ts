@@ -3,24 +3,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ValidationError } from "../services/core/src/errors.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import { Rng } from "../services/core/src/model/rng.js";
-import {
-  chooseToken,
-  generate,
-  type SamplingParams,
-  sequenceLogprobs,
-} from "../services/core/src/model/sampler.js";
+import { chooseToken, generate, sequenceLogprobs } from "../services/core/src/model/sampler.js";
 import { BOS, EOS, encode } from "../services/core/src/model/tokenizer.js";
 import { disposeCache, TransformerLM } from "../services/core/src/model/transformer.js";
+import { TEST_SAMPLING } from "./helpers/model-checks.js";
 
 const TINY = { vocabSize: 258, contextLength: 24, dModel: 16, nLayers: 2, nHeads: 2 };
-const SAMPLE: SamplingParams = {
-  maxNewTokens: 8,
-  temperature: 1,
-  topK: 0,
-  topP: 1,
-  seed: 3,
-  stopAtEos: false,
-};
 const PROMPTS = [encode("The"), encode("A longer prompt"), [], encode("Hi")];
 
 describe("sampler", () => {
@@ -33,7 +21,7 @@ describe("sampler", () => {
 
   it("sampler - generation log-probs equal a sequenceLogprobs recompute", async () => {
     const before = tf.memory().numTensors;
-    const out = await generate(model, PROMPTS, SAMPLE);
+    const out = await generate(model, PROMPTS, TEST_SAMPLING);
     expect(tf.memory().numTensors).toBe(before);
     const again = sequenceLogprobs(
       model,
@@ -87,18 +75,18 @@ describe("sampler", () => {
   });
 
   it("sampler - the same seed gives the same tokens, another seed different ones", async () => {
-    const a = await generate(model, PROMPTS, SAMPLE);
-    const b = await generate(model, PROMPTS, SAMPLE);
-    const c = await generate(model, PROMPTS, { ...SAMPLE, seed: 4 });
+    const a = await generate(model, PROMPTS, TEST_SAMPLING);
+    const b = await generate(model, PROMPTS, TEST_SAMPLING);
+    const c = await generate(model, PROMPTS, { ...TEST_SAMPLING, seed: 4 });
     expect(b).toEqual(a);
     expect(c.map((o) => o.tokens)).not.toEqual(a.map((o) => o.tokens));
     // Row r draws from stream (seed, r): its sample does not depend on the other rows' padding.
-    const solo = await generate(model, [PROMPTS[0] as number[]], SAMPLE);
+    const solo = await generate(model, [PROMPTS[0] as number[]], TEST_SAMPLING);
     expect(solo[0]?.tokens).toEqual(a[0]?.tokens);
   });
 
   it("sampler - greedy decoding takes the argmax of a full forward pass", async () => {
-    const out = await generate(model, [encode("Gr")], { ...SAMPLE, temperature: 0, maxNewTokens: 6 });
+    const out = await generate(model, [encode("Gr")], { ...TEST_SAMPLING, temperature: 0, maxNewTokens: 6 });
     const row = [BOS, ...encode("Gr")];
     for (const tok of out[0]?.tokens ?? []) {
       const logits = tf.tidy(
@@ -114,14 +102,18 @@ describe("sampler", () => {
   });
 
   it("sampler - top-k 1 equals greedy; top-p keeps the most likely tokens", async () => {
-    const greedy = await generate(model, PROMPTS, { ...SAMPLE, temperature: 0 });
-    const top1 = await generate(model, PROMPTS, { ...SAMPLE, temperature: 1.7, topK: 1 });
+    const greedy = await generate(model, PROMPTS, { ...TEST_SAMPLING, temperature: 0 });
+    const top1 = await generate(model, PROMPTS, { ...TEST_SAMPLING, temperature: 1.7, topK: 1 });
     expect(top1.map((o) => o.tokens)).toEqual(greedy.map((o) => o.tokens));
     const z = Float32Array.from([0, 5, 4.9, -3]);
     const rng = new Rng(1);
-    const picks = new Set(Array.from({ length: 200 }, () => chooseToken(z, { ...SAMPLE, topP: 0.6 }, rng)));
+    const picks = new Set(
+      Array.from({ length: 200 }, () => chooseToken(z, { ...TEST_SAMPLING, topP: 0.6 }, rng)),
+    );
     expect([...picks].sort()).toEqual([1, 2]);
-    const tiny = new Set(Array.from({ length: 50 }, () => chooseToken(z, { ...SAMPLE, topP: 0.01 }, rng)));
+    const tiny = new Set(
+      Array.from({ length: 50 }, () => chooseToken(z, { ...TEST_SAMPLING, topP: 0.01 }, rng)),
+    );
     expect([...tiny]).toEqual([1]);
   });
 
@@ -140,14 +132,14 @@ describe("sampler", () => {
         ["ln_f.bias", { shape: lnBias.shape, data: lnBias.data.slice().fill(1) }],
       ]),
     );
-    const eos = await generate(biased, [encode("x"), encode("yy")], { ...SAMPLE, stopAtEos: true });
+    const eos = await generate(biased, [encode("x"), encode("yy")], { ...TEST_SAMPLING, stopAtEos: true });
     for (const o of eos) {
       expect(o.finishReason).toBe("eos");
       expect(o.tokens).toEqual([EOS]);
     }
     biased.dispose();
     const long = encode("x".repeat(TINY.contextLength - 4));
-    const ctx = await generate(model, [long, encode("y")], { ...SAMPLE, maxNewTokens: 10 });
+    const ctx = await generate(model, [long, encode("y")], { ...TEST_SAMPLING, maxNewTokens: 10 });
     expect(ctx[0]?.finishReason).toBe("context");
     expect(ctx[0]?.tokens.length).toBe(3);
     expect(ctx[1]?.finishReason).toBe("length");
@@ -155,15 +147,15 @@ describe("sampler", () => {
   });
 
   it("sampler - prompts and completions that do not fit are ValidationErrors", async () => {
-    await expect(generate(model, [encode("z".repeat(TINY.contextLength))], SAMPLE)).rejects.toThrow(
+    await expect(generate(model, [encode("z".repeat(TINY.contextLength))], TEST_SAMPLING)).rejects.toThrow(
       ValidationError,
     );
-    await expect(generate(model, [[300]], SAMPLE)).rejects.toThrow(ValidationError);
-    await expect(generate(model, [[1]], { ...SAMPLE, topP: 0 })).rejects.toThrow(ValidationError);
+    await expect(generate(model, [[300]], TEST_SAMPLING)).rejects.toThrow(ValidationError);
+    await expect(generate(model, [[1]], { ...TEST_SAMPLING, topP: 0 })).rejects.toThrow(ValidationError);
     expect(() => sequenceLogprobs(model, [encode("ab")], [encode("c".repeat(TINY.contextLength))])).toThrow(
       ValidationError,
     );
-    expect(await generate(model, [], SAMPLE)).toEqual([]);
+    expect(await generate(model, [], TEST_SAMPLING)).toEqual([]);
     expect(sequenceLogprobs(model, [encode("ab")], [[]])).toEqual([[]]);
   });
 
@@ -173,7 +165,7 @@ describe("sampler", () => {
     const run = generate(
       model,
       [encode("ab")],
-      { ...SAMPLE, maxNewTokens: 10, stopAtEos: false },
+      { ...TEST_SAMPLING, maxNewTokens: 10, stopAtEos: false },
       (_row, id) => {
         seen.push(id);
         if (seen.length === 2) controller.abort(new Error("caller gave up"));

@@ -17,13 +17,14 @@ import {
 import { maskedCrossEntropy, selectLogprobs } from "../services/core/src/model/loss.js";
 import { buildStream, pretrain } from "../services/core/src/model/pretrain.js";
 import { Rng } from "../services/core/src/model/rng.js";
-import { generate, type SamplingParams, sequenceLogprobs } from "../services/core/src/model/sampler.js";
+import { generate, sequenceLogprobs } from "../services/core/src/model/sampler.js";
 import { Seq2SeqLM } from "../services/core/src/model/seq2seq.js";
 import { type Seq2SeqConfig, validateSeq2SeqConfig } from "../services/core/src/model/seq2seq-config.js";
 import { sampleSplitRows } from "../services/core/src/model/seq2seq-data.js";
 import { BOS, decode, EOS, encode } from "../services/core/src/model/tokenizer.js";
 import { ReinforceLearner } from "../services/optimizer/reinforce-learner.js";
 import { transformerLoader } from "../services/policy/transformer-model.js";
+import { maxAbsDiff, sigmoid, TEST_SAMPLING } from "./helpers/model-checks.js";
 
 const TINY: Seq2SeqConfig = {
   kind: "seq2seq",
@@ -33,16 +34,6 @@ const TINY: Seq2SeqConfig = {
   hidden: 12,
   nLayers: 2,
 };
-const SAMPLE: SamplingParams = {
-  maxNewTokens: 8,
-  temperature: 1,
-  topK: 0,
-  topP: 1,
-  seed: 3,
-  stopAtEos: false,
-};
-
-const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
 /**
  * The model's equations written out with scalar loops in float64 (see seq2seq.ts): GRU encoder
@@ -101,12 +92,6 @@ function referenceLogits(c: Seq2SeqConfig, w: WeightMap, row: number[], s: numbe
     out.push(affine(ht, get("lm_head.weight"), get("lm_head.bias"), V));
   }
   return out;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs((a[i] as number) - (b[i] as number)));
-  return m;
 }
 
 describe("seq2seq", () => {
@@ -286,9 +271,9 @@ describe("seq2seq", () => {
 
   it("seq2seq - generate() is padding-invariant, seeded, and scoring recomputes its log-probs", async () => {
     const prompts = [encode("Hi"), encode("A longer one"), [], encode("Mid size")];
-    const solo = await generate(m, [prompts[0] as number[]], SAMPLE);
+    const solo = await generate(m, [prompts[0] as number[]], TEST_SAMPLING);
     const before = tf.memory().numTensors;
-    const together = await generate(m, prompts, SAMPLE);
+    const together = await generate(m, prompts, TEST_SAMPLING);
     expect(tf.memory().numTensors).toBe(before);
     expect(together[0]?.tokens).toEqual(solo[0]?.tokens);
     expect(maxAbsDiff(together[0]?.logprobs ?? [], solo[0]?.logprobs ?? [])).toBeLessThan(1e-5);
@@ -300,8 +285,10 @@ describe("seq2seq", () => {
     together.forEach((o, r) => {
       expect(maxAbsDiff(o.logprobs, again[r] as number[])).toBeLessThan(1e-4);
     });
-    expect((await generate(m, prompts, SAMPLE)).map((o) => o.tokens)).toEqual(together.map((o) => o.tokens));
-    const other = await generate(m, prompts, { ...SAMPLE, seed: 4 });
+    expect((await generate(m, prompts, TEST_SAMPLING)).map((o) => o.tokens)).toEqual(
+      together.map((o) => o.tokens),
+    );
+    const other = await generate(m, prompts, { ...TEST_SAMPLING, seed: 4 });
     expect(other.map((o) => o.tokens)).not.toEqual(together.map((o) => o.tokens));
   });
 
@@ -376,8 +363,8 @@ describe("seq2seq", () => {
     const loaded = transformerLoader.fromBlob(bytes);
     expect(loaded.kind).toBe("seq2seq");
     expect(loaded.parameterCount).toBe(countModelParameters(m.config));
-    const out = await loaded.generate([encode("Hi")], SAMPLE);
-    expect(out[0]?.tokens).toEqual((await generate(m, [encode("Hi")], SAMPLE))[0]?.tokens);
+    const out = await loaded.generate([encode("Hi")], TEST_SAMPLING);
+    expect(out[0]?.tokens).toEqual((await generate(m, [encode("Hi")], TEST_SAMPLING))[0]?.tokens);
     expect(loaded.logprobs([encode("Hi")], [out[0]?.tokens ?? []])[0]?.length).toBe(8);
     loaded.dispose();
   });
@@ -447,7 +434,7 @@ describe("seq2seq", () => {
     expect(Number(c.metadata.heldOutContinuationBpb)).toBeLessThan(3);
     const model = modelFromCheckpoint(c);
     const outs = await generate(model, ["The man", "It was", "She said"].map(encode), {
-      ...SAMPLE,
+      ...TEST_SAMPLING,
       maxNewTokens: 40,
       temperature: 0.8,
       topP: 0.95,

@@ -113,6 +113,9 @@ describe("optimizer resume api", () => {
     expect(cp.step).toBe(4);
   });
 
+  // the learning rate the runs were started with (the default), as a regular expression
+  const lrPattern = () => String(config.run.learningRate).replace(".", "\\.");
+
   it("resume rpc - bad resume requests are INVALID_ARGUMENT naming the field and the reason", async () => {
     const resume = (req: Record<string, unknown>) => oc.startRun({ config: {}, ...req });
     await invalid(resume({ resumeFrom: "nope" }), "resume_from", /nope does not exist/);
@@ -125,7 +128,7 @@ describe("optimizer resume api", () => {
     await invalid(
       resume({ resumeFrom: "full", config: { learningRate: 0.5 } }),
       "config.learning_rate",
-      /the run was started with 0\.0003.*got 0\.5/,
+      new RegExp(`the run was started with ${lrPattern()}.*got 0\\.5`),
     );
     await invalid(
       resume({ resumeFrom: "full", config: { sampling: { temperature: 0.5 } } }),
@@ -159,7 +162,10 @@ describe("optimizer resume api", () => {
       ],
       [["--resume", join(full, "final.safetensors")], /--resume: .*not a resumable checkpoint/],
       [["--resume", start], /--resume: .*not a resumable checkpoint/],
-      [["--resume", full, "--lr", "0.5"], /--lr: the run was started with 0\.0003, got 0\.5/],
+      [
+        ["--resume", full, "--lr", "0.5"],
+        new RegExp(`--lr: the run was started with ${lrPattern()}, got 0\\.5`),
+      ],
       [["--resume", full], /--steps: the checkpoint is at step 4 of 4: set a larger total/],
       [
         ["--resume", full, "--steps", "5", "--checkpoint", other],
