@@ -18,7 +18,12 @@ import { type RnnConfig, type RnnKind, validateRnnConfig } from "../services/cor
 import { generate, sequenceLogprobs } from "../services/core/src/model/sampler.js";
 import { BOS, encode } from "../services/core/src/model/tokenizer.js";
 import { transformerLoader } from "../services/policy/transformer-model.js";
-import { maxAbsDiff, sigmoid, TEST_SAMPLING } from "./helpers/model-checks.js";
+import {
+  expectFiniteDifferenceGradients,
+  maxAbsDiff,
+  sigmoid,
+  TEST_SAMPLING,
+} from "./helpers/model-checks.js";
 
 const KINDS: RnnKind[] = ["gru", "lstm"];
 const tiny = (kind: RnnKind): RnnConfig => ({
@@ -175,23 +180,7 @@ describe("rnn", () => {
         expect(maxAbsDiff(a, b)).toBeLessThan(1e-5);
       }
       // central differences in float64 of the float32 loss, on a few entries of every parameter
-      const eps = 1e-2;
-      for (const v of vars) {
-        const g = (train.grads[v.name] as tf.Tensor).dataSync();
-        const base = Float32Array.from(v.dataSync() as Float32Array);
-        const picks = [0, Math.floor(base.length / 2), base.length - 1];
-        for (const k of picks) {
-          const at = (delta: number) => {
-            const d = Float32Array.from(base);
-            d[k] = (d[k] as number) + delta;
-            v.assign(tf.tensor(d, v.shape));
-            return tf.tidy(() => lossOf("reference")().dataSync()[0] as number);
-          };
-          const fd = (at(eps) - at(-eps)) / (2 * eps);
-          v.assign(tf.tensor(base, v.shape));
-          expect(Math.abs(fd - (g[k] as number))).toBeLessThan(2e-3 + 2e-2 * Math.abs(fd));
-        }
-      }
+      expectFiniteDifferenceGradients(vars, train.grads, lossOf("reference"));
       tf.dispose([
         x,
         y,

@@ -24,7 +24,12 @@ import { sampleSplitRows } from "../services/core/src/model/seq2seq-data.js";
 import { BOS, decode, EOS, encode } from "../services/core/src/model/tokenizer.js";
 import { ReinforceLearner } from "../services/optimizer/reinforce-learner.js";
 import { transformerLoader } from "../services/policy/transformer-model.js";
-import { maxAbsDiff, sigmoid, TEST_SAMPLING } from "./helpers/model-checks.js";
+import {
+  expectFiniteDifferenceGradients,
+  maxAbsDiff,
+  sigmoid,
+  TEST_SAMPLING,
+} from "./helpers/model-checks.js";
 
 const TINY: Seq2SeqConfig = {
   kind: "seq2seq",
@@ -193,22 +198,7 @@ describe("seq2seq", () => {
       expect(maxAbsDiff(a, new Float32Array(a.length))).toBeGreaterThan(0); // every parameter is used
     }
     // central differences in float64 of the float32 loss, on a few entries of every parameter
-    const eps = 1e-2;
-    for (const v of vars) {
-      const g = (train.grads[v.name] as tf.Tensor).dataSync();
-      const base = Float32Array.from(v.dataSync() as Float32Array);
-      for (const k of [0, Math.floor(base.length / 2), base.length - 1]) {
-        const at = (delta: number) => {
-          const d = Float32Array.from(base);
-          d[k] = (d[k] as number) + delta;
-          v.assign(tf.tensor(d, v.shape));
-          return tf.tidy(() => lossOf("reference")().dataSync()[0] as number);
-        };
-        const fd = (at(eps) - at(-eps)) / (2 * eps);
-        v.assign(tf.tensor(base, v.shape));
-        expect(Math.abs(fd - (g[k] as number))).toBeLessThan(2e-3 + 2e-2 * Math.abs(fd));
-      }
-    }
+    expectFiniteDifferenceGradients(vars, train.grads, lossOf("reference"));
     tf.dispose([
       x,
       y,

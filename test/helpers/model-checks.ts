@@ -1,7 +1,10 @@
 /**
  * Shared pieces of the model tests (Transformer, RNN, Seq2Seq, sampler): one sampling setup for
- * seeded-generation checks and the float64 helpers the hand-written reference models use.
+ * seeded-generation checks, the float64 helpers the hand-written reference models use, and the
+ * finite-difference gradient check.
  */
+import * as tf from "@tensorflow/tfjs";
+import { expect } from "vitest";
 import type { SamplingParams } from "../../services/core/src/model/sampler.js";
 
 /** Seeded sampling at temperature 1 with no filters and no EOS stop: every row runs 8 tokens. */
@@ -22,4 +25,32 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs((a[i] as number) - (b[i] as number)));
   return m;
+}
+
+/**
+ * Central differences of `loss` (float64 arithmetic on the float32 loss, step `eps`) on the
+ * first, middle and last entry of every variable, compared with `grads` (name → gradient):
+ * |fd − g| < 2e-3 + 2e-2·|fd|. Each variable is restored after it is probed.
+ */
+export function expectFiniteDifferenceGradients(
+  vars: readonly tf.Variable[],
+  grads: tf.NamedTensorMap,
+  loss: () => tf.Scalar,
+  eps = 1e-2,
+): void {
+  for (const v of vars) {
+    const g = (grads[v.name] as tf.Tensor).dataSync();
+    const base = Float32Array.from(v.dataSync() as Float32Array);
+    for (const k of [0, Math.floor(base.length / 2), base.length - 1]) {
+      const at = (delta: number) => {
+        const d = Float32Array.from(base);
+        d[k] = (d[k] as number) + delta;
+        v.assign(tf.tensor(d, v.shape));
+        return tf.tidy(() => loss().dataSync()[0] as number);
+      };
+      const fd = (at(eps) - at(-eps)) / (2 * eps);
+      v.assign(tf.tensor(base, v.shape));
+      expect(Math.abs(fd - (g[k] as number))).toBeLessThan(2e-3 + 2e-2 * Math.abs(fd));
+    }
+  }
 }
