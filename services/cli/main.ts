@@ -2,7 +2,9 @@
  * The `rlaif` command: dispatches to a command module, turns configuration mistakes into a
  * message that says what to fix (exit 2) and other failures into one error line (exit 1).
  */
+import { didYouMean } from "../core/src/config/did-you-mean.js";
 import { ConfigError, ValidationError } from "../core/src/errors.js";
+import { RLAIF_VERSION } from "../core/src/version.js";
 import { type Command, helpText, parseCommand } from "./args.js";
 import { pretrainSpec, sampleSpec, serveSpec, trainSpec, upSpec } from "./specs.js";
 
@@ -16,7 +18,19 @@ const COMMANDS: readonly Command[] = [
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.spec.name.padEnd(10)}${c.spec.summary}`).join("\n");
-  return `rlaif — reinforcement learning from AI feedback, as gRPC + NATS services\n\nUsage: rlaif <command> [flags]\n\nCommands:\n${rows}\n\nRun 'rlaif <command> --help' for a command's flags.\n`;
+  return `rlaif ${RLAIF_VERSION} — reinforcement learning from AI feedback, as gRPC + NATS services\n\nUsage: rlaif <command> [flags]\n\nCommands:\n${rows}\n\nRun 'rlaif <command> --help' for a command's flags, 'rlaif --version' for the version.\n`;
+}
+
+/** What `--version` prints, on `rlaif` and on every command. */
+function versionLine(): string {
+  return `rlaif ${RLAIF_VERSION}\n`;
+}
+
+/** The command (and service, for `serve`) whose help to point at. */
+function helpName(name: string, rest: string[]): string {
+  const spec = COMMANDS.find((c) => c.spec.name === name)?.spec;
+  const variant = rest[0] !== undefined && spec?.variants?.[rest[0]];
+  return variant ? variant.name : name;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -25,15 +39,27 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage());
     return name ? 0 : 2;
   }
+  if (name === "--version" || name === "-v") {
+    process.stdout.write(versionLine());
+    return 0;
+  }
   const command = COMMANDS.find((c) => c.spec.name === name);
   if (!command) {
-    process.stderr.write(`rlaif: unknown command "${name}"\n\n${usage()}`);
+    const hint = didYouMean(
+      name,
+      COMMANDS.map((c) => c.spec.name),
+    );
+    process.stderr.write(`rlaif: unknown command "${name}"${hint}\n\n${usage()}`);
     return 2;
   }
   try {
     const parsed = parseCommand(command.spec, rest);
     if (parsed.help) {
-      process.stdout.write(helpText(command.spec));
+      process.stdout.write(helpText(parsed.spec));
+      return 0;
+    }
+    if (parsed.version) {
+      process.stdout.write(versionLine());
       return 0;
     }
     await (await command.load()).run(parsed);
@@ -41,7 +67,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof ConfigError || err instanceof ValidationError) {
       process.stderr.write(
-        `rlaif ${name}: ${err.message}\nRun 'rlaif ${name} --help' for the valid flags.\n`,
+        `rlaif ${name}: ${err.message}\nRun 'rlaif ${helpName(name, rest)} --help' for the valid flags.\n`,
       );
       return 2;
     }

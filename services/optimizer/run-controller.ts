@@ -23,8 +23,16 @@ import {
   writeRunCheckpoint,
 } from "./run-checkpoint.js";
 import { type Learner, type ResumePoint, RunDriver } from "./run-driver.js";
-import { FINAL_CHECKPOINT, METRICS_FILE, metricsLine, metricsUpTo, writeRunConfig } from "./run-files.js";
+import {
+  FINAL_CHECKPOINT,
+  METRICS_FILE,
+  metricsLine,
+  metricsUpTo,
+  type RunProvenance,
+  writeRunConfig,
+} from "./run-files.js";
 import { checkPromptsFit, newRunId } from "./run-helpers.js";
+import { noteScorers, type ProvenanceContext, runProvenance } from "./run-provenance.js";
 
 export { checkPromptsFit, newRunId };
 
@@ -51,6 +59,8 @@ export interface RunRecord {
   done: Promise<RunSummary | null>;
   /** Called with each new step's metrics and once with null at the end. */
   watchers: Set<(m: StepMetrics | null) => void>;
+  /** Where the run came from (config.json's `provenance`), when the controller was told. */
+  provenance?: RunProvenance;
 }
 
 /** Options of the controller. */
@@ -64,7 +74,25 @@ export interface RunControllerOptions {
   /** Prompts to use when a run's config has none. */
   defaultPrompts: () => string[];
   mode: string;
+  /** What to record as each run's provenance in its config.json (run-provenance.ts). */
+  provenance?: ProvenanceContext;
   log?: (line: string) => void;
+}
+
+/** The learner, with `see` called on the trajectories of each update before it runs. */
+function observeTrajectories(learner: Learner, see: (t: Parameters<Learner["step"]>[0]) => void): Learner {
+  return new Proxy(learner, {
+    get(target, key) {
+      if (key === "step") {
+        return (trajectories: Parameters<Learner["step"]>[0]) => {
+          see(trajectories);
+          return target.step(trajectories);
+        };
+      }
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
 
 /** Starts and tracks runs. */
@@ -93,7 +121,8 @@ export class RunController {
     const learner = await this.newLearner({ ...settings, prompts });
     const dir = join(this.opts.outDir, runId);
     mkdirSync(dir, { recursive: true });
-    return this.launch(runId, { ...settings, prompts }, learner, dir);
+    const provenance = this.opts.provenance && (await runProvenance(this.opts.provenance, dir));
+    return this.launch(runId, { ...settings, prompts }, learner, dir, provenance);
   }
 
   /**
@@ -113,7 +142,13 @@ export class RunController {
     this.opts.log?.(
       `optimizer: resuming run ${checkpoint.runId} at step ${checkpoint.step} from ${checkpoint.path}`,
     );
-    return this.launch(checkpoint.runId, settings, learner, dir, { ...checkpoint.resume, history });
+    const provenance =
+      this.opts.provenance &&
+      (await runProvenance(this.opts.provenance, dir, { path: checkpoint.path, step: checkpoint.step }));
+    return this.launch(checkpoint.runId, settings, learner, dir, provenance, {
+      ...checkpoint.resume,
+      history,
+    });
   }
 
   private checkIdle(runId: string, resuming: boolean): void {
@@ -147,9 +182,17 @@ export class RunController {
     settings: RunSettings,
     learner: Learner,
     dir: string,
+    provenance: RunProvenance | undefined,
     resume?: ResumePoint,
   ): RunRecord {
-    writeRunConfig(dir, runId, settings, settings.prompts);
+    writeRunConfig(dir, runId, settings, settings.prompts, provenance);
+    // The scorers of the trajectories each update uses go into config.json as they appear.
+    const observed = provenance
+      ? observeTrajectories(learner, (trajectories) => {
+          if (noteScorers(provenance.feedback.scorers, trajectories))
+            writeRunConfig(dir, runId, settings, settings.prompts, provenance);
+        })
+      : learner;
     const record: RunRecord = {
       runId,
       state: RunState.RUNNING,
@@ -160,8 +203,9 @@ export class RunController {
       summary: null,
       error: "",
       watchers: new Set(),
+      ...(provenance ? { provenance } : {}),
       done: Promise.resolve(null),
-      driver: new RunDriver(this.opts.bus, learner, {
+      driver: new RunDriver(this.opts.bus, observed, {
         runId,
         settings,
         prompts: settings.prompts,

@@ -3,6 +3,7 @@
  * problem becomes a ConfigError whose message names the setting and says what to fix.
  */
 import { readFileSync } from "node:fs";
+import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { ConfigError } from "../errors.js";
 import { defaultConfig, type RlaifConfig } from "./defaults.js";
@@ -88,6 +89,13 @@ function checkUnknownKeys(doc: Json, prefix: string, file: string): void {
   }
 }
 
+/**
+ * Settings that hold file-system paths. In a config file they resolve against the file's folder,
+ * so a config next to its checkpoint works from any current directory; flags resolve against
+ * the current directory, as a shell user expects.
+ */
+export const PATH_SETTINGS: ReadonlySet<string> = new Set(["services.checkpoint", "out"]);
+
 /** Paths of the settings a config file or flag set, per config `loadConfig` returned. */
 const EXPLICIT = new WeakMap<RlaifConfig, ReadonlySet<string>>();
 
@@ -115,7 +123,10 @@ export function loadConfig(file: string | undefined, flags: Record<string, unkno
     for (const s of SETTINGS) {
       const raw = getPath(doc, s.path);
       if (raw === undefined) continue;
-      setPath(config, s.path, coerceSetting(s, raw, `${file}: ${s.path}`));
+      let value = coerceSetting(s, raw, `${file}: ${s.path}`);
+      if (PATH_SETTINGS.has(s.path) && typeof value === "string" && value && !isAbsolute(value))
+        value = resolve(dirname(file), value);
+      setPath(config, s.path, value);
       explicit.add(s.path);
     }
   }
