@@ -340,12 +340,10 @@ describe("run driver", () => {
       stepTimeoutMs: 300,
       mode: "embedded",
     });
-    const started = performance.now();
     const err = await driver.run().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RunFailedError);
     expect((err as Error).message).toMatch(/step 1: only 3 of 4 trajectories arrived within 300 ms/);
     expect(learner.steps).toEqual([]);
-    expect(performance.now() - started).toBeLessThan(5000);
     // The three that came are not acked: they go back to the queue for whoever runs next.
     expect(await (await bus.queue("trajectories")).pending()).toBe(3);
   });
@@ -411,20 +409,17 @@ describe("run driver", () => {
       runId: "run-a",
       settings: settings({ steps: 3 }),
       prompts: ["p0", "p1"],
-      stepTimeoutMs: 60_000,
+      // Far beyond the test's own timeout: only a cancel that interrupts the wait lets the test pass.
+      stepTimeoutMs: 600_000,
       mode: "embedded",
     });
     const done = driver.run().catch((e: unknown) => e);
     const jobs = await bus.queue("jobs");
-    const deadline = Date.now() + 5000;
-    while ((await jobs.pending()) < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    const cancelledAt = performance.now();
+    await expect.poll(() => jobs.pending(), { timeout: 10_000 }).toBe(2);
     driver.cancel();
     const err = await done;
     expect(err).toBeInstanceOf(RunFailedError);
     expect((err as Error).message).toMatch(/cancelled at step 0/);
-    // The pull in flight (at most 1 s) is the only wait.
-    expect(performance.now() - cancelledAt).toBeLessThan(2500);
     expect(learner.steps).toEqual([]);
   });
 
@@ -443,8 +438,8 @@ describe("run driver", () => {
       },
     });
     const done = driver.run();
-    const deadline = Date.now() + 5000;
-    while (learner.steps.length < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await expect.poll(() => learner.steps.length, { timeout: 10_000 }).toBeGreaterThanOrEqual(1);
+    // Held: no step and no new jobs while paused (a running driver would queue step 2 at once).
     await new Promise((r) => setTimeout(r, 300));
     expect(learner.steps).toHaveLength(1);
     expect(await (await bus.queue("jobs")).pending()).toBe(0);
