@@ -221,7 +221,7 @@ describe("validation API rules", () => {
       "config.baseline_decay: must be in [0, 1), got 1",
     );
     expect(failure(() => validate(startRunRequestRules, req({ ...goodConfig, klCoef: -1 })))).toBe(
-      "config.kl_coef: must be at least 0, got -1",
+      "config.kl_coef: must be between 0 and 100, got -1",
     );
     expect(
       failure(() => validate(startRunRequestRules, req({ ...goodConfig, checkpointEvery: 100_001 }))),
