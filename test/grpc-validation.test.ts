@@ -225,7 +225,7 @@ describe("validation API rules", () => {
     );
     expect(
       failure(() => validate(startRunRequestRules, req({ ...goodConfig, checkpointEvery: 100_001 }))),
-    ).toBe("config.checkpoint_every: must be at most 100000, got 100001");
+    ).toBe("config.checkpoint_every: must be between 0 and 100000, got 100001");
     expect(failure(() => validate(startRunRequestRules, req({ ...goodConfig, steps: 0 })))).toBe(
       "config.steps: must be between 1 and 100000, got 0",
     );
