@@ -9,13 +9,18 @@
  */
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import { toJson } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedCluster, startEmbeddedCluster } from "../services/cluster/embedded-cluster.js";
 import { FinishReason } from "../services/core/gen/rlaif/common/v1/types_pb.js";
 import { FeedbackService } from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { OptimizerService, RunState } from "../services/core/gen/rlaif/optimizer/v1/optimizer_pb.js";
-import { PolicyService, WeightsSelector } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
+import {
+  GetInfoResponseSchema,
+  PolicyService,
+  WeightsSelector,
+} from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import { RolloutService } from "../services/core/gen/rlaif/rollout/v1/rollout_pb.js";
 import { RpcError } from "../services/core/src/errors.js";
 import { checkHealth, createClient } from "../services/core/src/grpc/client.js";
@@ -379,6 +384,8 @@ describe("services rpc - policy, feedback, rollout (standalone, no bus)", () => 
     expect(info.parameterCount).toBeGreaterThan(0n);
     expect(info.weightsVersion).toBe(0n);
     expect(info.referenceVersion).toBe(0n);
+    // Version 0 (the checkpoint loaded at start) is set, not absent, so proto3 JSON shows it.
+    expect(toJson(GetInfoResponseSchema, info)).toMatchObject({ weightsVersion: "0", referenceVersion: "0" });
     expect(info.backend).toBe("wasm");
     expect(JSON.parse(info.configJson)).toMatchObject({ dModel: 32, nLayers: 1, nHeads: 2 });
     expect(info.tokenizer).toMatch(/byte/);
