@@ -4,7 +4,6 @@
  * embedded and distributed.
  */
 
-import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { jetstream } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
@@ -21,6 +20,7 @@ import {
   ObjectNotFoundError,
   RlaifError,
 } from "../services/core/src/errors.js";
+import { requireTool, TOOLS } from "./helpers/require-tool.js";
 
 /** One bus under test, plus what some tests need beyond the contract. */
 interface Fixture {
@@ -253,11 +253,7 @@ describe("bus(memory)", () => {
   });
 });
 
-const hasNatsServer = spawnSync("nats-server", ["--version"]).status === 0;
-if (!hasNatsServer && process.env.CI)
-  throw new Error("nats-server must be installed in CI (.ci/run installs it)");
-if (!hasNatsServer)
-  console.warn("nats-server not on PATH: skipping bus(nats); install it with apt-get install nats-server");
+const hasNatsServer = requireTool(TOOLS.natsServer);
 
 describe.skipIf(!hasNatsServer)("bus(nats)", () => {
   let server: NatsServerHandle;

@@ -32,7 +32,7 @@ const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
 function metrics(step: number) {
   return create(StepMetricsSchema, {
-    step: BigInt(step),
+    step,
     meanReward: 0.1 * step,
     stdReward: 0.2,
     kl: 0.01 * step,

@@ -86,7 +86,7 @@ describe("cli", () => {
 
   it("cli - bad flags and config exit 2 with a message that says what to fix", () => {
     const cases: [string[], RegExp][] = [
-      [["train", "--steps", "0"], /--steps: must be at least 1, got 0/],
+      [["train", "--steps", "0"], /--steps: must be between 1 and 100000, got 0/],
       [["train", "--lr", "fast"], /--lr: expected a number, got "fast"/],
       [["train", "--bogus"], /unknown flag --bogus\n/],
       [["train", "--stpes", "3"], /unknown flag --stpes \(did you mean --steps\?\)/],
@@ -135,7 +135,7 @@ describe("cli", () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/unknown setting "run\.stepz"/);
     writeFileSync(bad, "run:\n  gamma: 2\n");
-    expect(rlaif("train", "--config", bad).stderr).toMatch(/run\.gamma: must be at most 1, got 2/);
+    expect(rlaif("train", "--config", bad).stderr).toMatch(/run\.gamma: must be between 0 and 1, got 2/);
   });
 
   it("cli - train reads a YAML config (paths relative to its folder), flags override it, and --json ends stdout with a RunSummary", () => {
@@ -202,8 +202,10 @@ describe("cli", () => {
       expect(m.step).toBe(i + 1);
       expect(m.weightsVersion).toBe(i + 2);
       expect(m.runId).toBe(summary.runId);
+      expect(m.updateSkipped).toBe(false);
       for (const f of StepMetricsSchema.fields) {
-        if (f.jsonName !== "runId") expect(typeof m[f.jsonName], f.jsonName).toBe("number");
+        if (f.fieldKind === "scalar" && f.jsonName !== "runId" && f.jsonName !== "updateSkipped")
+          expect(typeof m[f.jsonName], f.jsonName).toBe("number");
       }
     });
   });

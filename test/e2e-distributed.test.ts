@@ -1,22 +1,14 @@
-import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type LocalCluster, startLocalCluster } from "../services/cluster/local-cluster.js";
 import { OptimizerService, RunState } from "../services/core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import { PolicyService } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import { RolloutService } from "../services/core/gen/rlaif/rollout/v1/rollout_pb.js";
+import { runConfigFromSettings } from "../services/core/src/config/run-config.js";
 import { checkHealth, createClient } from "../services/core/src/grpc/client.js";
-import { runConfigFromSettings } from "../services/optimizer/optimizer-service.js";
+import { requireTool, TOOLS } from "./helpers/require-tool.js";
 import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
-const hasNats = (() => {
-  try {
-    execFileSync("nats-server", ["--version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-if (!hasNats && process.env.CI) throw new Error("nats-server must be installed in CI (.ci/run installs it)");
+const hasNats = requireTool(TOOLS.natsServer);
 
 describe.skipIf(!hasNats)("e2e(distributed)", () => {
   let cluster: LocalCluster;

@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -6,20 +6,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedCluster, startEmbeddedCluster } from "../services/cluster/embedded-cluster.js";
 import { RolloutService } from "../services/core/gen/rlaif/rollout/v1/rollout_pb.js";
 import { createClient } from "../services/core/src/grpc/client.js";
+import { PYTHON, requireTool, TOOLS } from "./helpers/require-tool.js";
 import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
-const PYTHON = "/usr/bin/python3";
 const SERVER = join(import.meta.dirname, "..", "examples", "python-feedback", "server.py");
-const hasGrpcPython = (() => {
-  try {
-    execFileSync(PYTHON, ["-c", "import grpc, grpc_tools"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-if (!hasGrpcPython && process.env.CI)
-  throw new Error("python3-grpcio and python3-grpc-tools must be installed in CI");
+const hasGrpcPython = requireTool(TOOLS.pythonGrpc);
 
 describe.skipIf(!hasGrpcPython)("feedback(external)", () => {
   let python: ChildProcess;

@@ -16,6 +16,7 @@ import {
   saveCheckpoint,
 } from "../services/core/src/model/checkpoint.js";
 import { TransformerLM } from "../services/core/src/model/transformer.js";
+import { PYTHON, requireTool, TOOLS } from "./helpers/require-tool.js";
 
 /** Reads a checkpoint with plain json + numpy and prints {name: [shape, sum]} (safetensors' own layout rules). */
 const PY_READER = `
@@ -32,7 +33,7 @@ for name, t in header.items():
     out[name] = [list(arr.shape), float(arr.astype(np.float64).sum())]
 print(json.dumps(out))
 `;
-const hasNumpy = spawnSync("python3", ["-c", "import numpy"]).status === 0;
+const hasNumpy = requireTool(TOOLS.pythonNumpy);
 
 const TINY = { vocabSize: 258, contextLength: 8, dModel: 8, nLayers: 1, nHeads: 2 };
 
@@ -110,7 +111,7 @@ describe("checkpoint", () => {
   it.skipIf(!hasNumpy)("checkpoint - Python reads the file with json + numpy", async () => {
     const file = path.join(dir, "py.safetensors");
     await saveCheckpoint(file, checkpointFromModel(model, { step: "1" }));
-    const run = spawnSync("python3", ["-c", PY_READER, file], { encoding: "utf8" });
+    const run = spawnSync(PYTHON, ["-c", PY_READER, file], { encoding: "utf8" });
     expect(run.status, run.stderr).toBe(0);
     const seen = JSON.parse(run.stdout) as Record<string, [number[], number]>;
     expect(seen.config).toEqual(TINY);

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { copyFileSync, readdirSync, readFileSync, statSync, truncateSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { RunSettings } from "../services/core/src/config/defaults.js";
+import type { RunSettings } from "../services/core/src/config/settings.js";
 import { ValidationError } from "../services/core/src/errors.js";
 import { loadCheckpoint, modelFromCheckpoint } from "../services/core/src/model/checkpoint.js";
 import { resumeSettings } from "../services/optimizer/resume-settings.js";
@@ -19,8 +19,11 @@ import {
   openResumeCheckpoint,
   pruneRunCheckpoints,
 } from "../services/optimizer/run-checkpoint.js";
+import { PYTHON, requireTool, TOOLS } from "./helpers/require-tool.js";
 import { differingTensors, resumeToEnd, runAndCrash, runToEnd, tensorBytes } from "./helpers/resume-runs.js";
 import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
+
+const hasNumpy = requireTool(TOOLS.pythonNumpy);
 
 function metricSteps(dir: string): number[] {
   return readFileSync(join(dir, "metrics.jsonl"), "utf8")
@@ -182,11 +185,7 @@ describe("optimizer resume", () => {
   });
 
   it("checkpoint - Python reads a resumable checkpoint with json + numpy, every tensor byte for byte", async (ctx) => {
-    const python = "/usr/bin/python3";
-    if (spawnSync(python, ["-c", "import numpy"], { stdio: "ignore" }).status !== 0) {
-      if (process.env.CI) throw new Error("numpy must be importable under /usr/bin/python3 in CI");
-      ctx.skip();
-    }
+    if (!hasNumpy) ctx.skip();
     const dir = await runToEnd(tinyRunConfig(start, { steps: 1 }));
     const file = join(dir, checkpointFileName(1));
     const script = [
@@ -196,7 +195,7 @@ describe("optimizer resume", () => {
       "out = {k: hashlib.sha256(np.frombuffer(b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]], '<f4').reshape(v['shape']).tobytes()).hexdigest() for k, v in h.items()}",
       "print(json.dumps({'tensors': out, 'step': json.loads(meta['optimizer'])['step']}))",
     ].join("\n");
-    const r = spawnSync(python, ["-c", script, file], { encoding: "utf8" });
+    const r = spawnSync(PYTHON, ["-c", script, file], { encoding: "utf8" });
     expect(r.status, r.stderr).toBe(0);
     const py = JSON.parse(r.stdout);
     const ours = Object.fromEntries(

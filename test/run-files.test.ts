@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { StepMetricsSchema, TrajectorySchema } from "../services/core/gen/rlaif/common/v1/types_pb.js";
-import { defaultConfig } from "../services/core/src/config/defaults.js";
+import { defaultConfig } from "../services/core/src/config/settings.js";
 import { sha256Hex } from "../services/core/src/hash.js";
 import { RLAIF_VERSION } from "../services/core/src/version.js";
 import { METRICS_FILE, metricsLine, metricsUpTo, writeRunConfig } from "../services/optimizer/run-files.js";
@@ -27,7 +27,7 @@ describe("run files", () => {
   it("run files - a metrics line has every field, 64-bit counters as numbers, and reads back", () => {
     const m = create(StepMetricsSchema, {
       runId: "r",
-      step: 3n,
+      step: 3,
       meanReward: 0.5,
       weightsVersion: 4n,
       kl: Number.NaN,
@@ -47,10 +47,8 @@ describe("run files", () => {
     writeFileSync(
       join(dir, METRICS_FILE),
       [1, 2]
-        .map((s) =>
-          metricsLine(create(StepMetricsSchema, { step: BigInt(s), weightsVersion: BigInt(s + 1) })),
-        )
-        .concat(line, metricsLine(create(StepMetricsSchema, { step: 4n })))
+        .map((s) => metricsLine(create(StepMetricsSchema, { step: s, weightsVersion: BigInt(s + 1) })))
+        .concat(line, metricsLine(create(StepMetricsSchema, { step: 4 })))
         .join(""),
     );
     const kept = metricsUpTo(dir, 3);

@@ -24,8 +24,8 @@
  * returns, advantages, surrogate, clip fraction and d loss/d logits from the equations, and the
  * rows of the printed table are named after the estimator.
  *
- * Needs `/usr/bin/python3` with Debian's python3-torch (see .ci/run); skipped with a warning when
- * it is missing locally, a failure when CI is set.
+ * Needs `/usr/bin/python3` with Debian's python3-torch (see .ci/run); test/helpers/require-tool.ts
+ * skips it with a warning when it is missing locally and fails the file when CI is set.
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -33,7 +33,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, describe, expect, it } from "vitest";
-import type { BaselineKind } from "../services/core/src/config/defaults.js";
+import type { BaselineKind } from "../services/core/src/config/settings.js";
 import { computeAdvantages } from "../services/core/src/learn/advantages.js";
 import { MovingAverageBaseline } from "../services/core/src/learn/baseline.js";
 import { type KlEstimator, klK1, klPenalizedRewards } from "../services/core/src/learn/kl.js";
@@ -52,28 +52,16 @@ import { returnsToGo, tokenRewards } from "../services/core/src/learn/returns.js
 import { initBackend } from "../services/core/src/model/backend.js";
 import type { TransformerConfig } from "../services/core/src/model/config.js";
 import { createTransformer } from "../services/core/src/model/transformer.js";
+import { PYTHON, requireTool, TOOLS } from "./helpers/require-tool.js";
 import { rng } from "./helpers/uniform.js";
 
-const PYTHON = "/usr/bin/python3";
 const SCRIPT = join(import.meta.dirname, "python", "reference.py");
 const RTOL = 1e-5;
 /** Entries of a gradient below this share of its tensor's largest are left out of the end-to-end Adam check. */
 const ADAM_GRAD_FLOOR = 1e-5;
 const BACKENDS = ["cpu", "wasm"] as const;
 
-const hasTorch = (() => {
-  const r = spawnSync(PYTHON, ["-c", "import torch, numpy"], { stdio: "ignore" });
-  return r.status === 0;
-})();
-if (!hasTorch && process.env.CI) {
-  throw new Error("PyTorch must be importable under /usr/bin/python3 in CI (.ci/run installs python3-torch)");
-}
-if (!hasTorch) {
-  console.warn(
-    "torch-crosscheck: SKIPPED — /usr/bin/python3 cannot import torch " +
-      "(apt-get install python3-torch libopenblas0-pthread)",
-  );
-}
+const hasTorch = requireTool(TOOLS.pythonTorch);
 
 /** Standard normal draws (Box–Muller) from a uniform source. */
 function normal(u: () => number): () => number {

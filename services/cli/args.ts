@@ -5,10 +5,9 @@
  * <service>`) takes the flags of the variant its first argument names.
  */
 import { parseArgs } from "node:util";
-import type { RlaifConfig } from "../core/src/config/defaults.js";
 import { didYouMean } from "../core/src/config/did-you-mean.js";
 import { loadConfig } from "../core/src/config/load-config.js";
-import { settingByFlag } from "../core/src/config/settings.js";
+import { type RlaifConfig, rangeText, SETTINGS, settingByFlag } from "../core/src/config/settings.js";
 import { ConfigError } from "../core/src/errors.js";
 
 /** A flag that belongs to one command rather than to the shared settings. */
@@ -67,8 +66,10 @@ export interface Command {
 }
 
 const CONFIG_HELP =
-  "YAML or JSON config file; flags override it. Relative paths in it (services.checkpoint, out) " +
-  "resolve against the file's folder, those in flags against the current directory";
+  "YAML or JSON config file; flags override it. Relative paths in it " +
+  `(${SETTINGS.filter((s) => s.isPath)
+    .map((s) => s.path)
+    .join(", ")}) resolve against the file's folder, those in flags against the current directory`;
 
 function table(rows: [string, string][]): string {
   const width = Math.max(...rows.map(([a]) => a.length)) + 2;
@@ -90,11 +91,7 @@ export function helpText(spec: CommandSpec): string {
   for (const name of spec.settings) {
     const s = settingByFlag(name);
     if (!s) throw new Error(`unknown setting flag ${name}`);
-    const range = s.oneOf
-      ? ` (${s.oneOf.join("|")})`
-      : s.min !== undefined
-        ? ` [${s.min}..${s.max ?? s.below}]`
-        : "";
+    const range = s.oneOf ? ` (${s.oneOf.join("|")})` : rangeText(s) ? ` ${rangeText(s)}` : "";
     rows.push([`--${s.flag} <${s.type === "strings" ? "text" : s.type}>`, `${s.help}${range} [${s.path}]`]);
   }
   for (const f of spec.flags ?? [])

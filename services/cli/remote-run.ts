@@ -4,10 +4,10 @@
  * cluster started by hand), and followed with the same display as `rlaif train`.
  */
 import { OptimizerService, RunState } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
-import type { RunSettings } from "../core/src/config/defaults.js";
+import { runConfigFromSettings } from "../core/src/config/run-config.js";
+import type { RunSettings } from "../core/src/config/settings.js";
 import { RlaifError } from "../core/src/errors.js";
 import { type Client, createClient } from "../core/src/grpc/client.js";
-import { runConfigFromSettings } from "../optimizer/run-api.js";
 import type { FollowedRun } from "./follow-run.js";
 
 /** A client of the Optimizer's gRPC API. */

@@ -2,23 +2,20 @@
  * The Optimizer's run API for callers in the same process (`rlaif train`): plan a resume, start
  * or resume a run, follow its metrics and await its summary. Why a module of its own: the run
  * controller's records (watchers, drivers, resume points) can change shape freely as long as
- * these few functions keep theirs. Clients in other processes use the gRPC API instead, with
- * {@link runConfigFromSettings} to build its RunConfig.
+ * these few functions keep theirs. Clients in other processes use the gRPC API instead
+ * (core/src/config/run-config.ts builds its RunConfig from run settings).
  */
 import { resolve } from "node:path";
 import type { RunSummary, StepMetrics } from "../core/gen/rlaif/common/v1/types_pb.js";
-import type { RunSettings } from "../core/src/config/defaults.js";
+import type { RunSettings } from "../core/src/config/settings.js";
 import { ValidationError } from "../core/src/errors.js";
 import { loadCheckpoint } from "../core/src/model/checkpoint.js";
 import type { OptimizerServer } from "./main.js";
-import { runConfigFromSettings } from "./optimizer-service.js";
 import { checkSameModel, resumeSettings } from "./resume-settings.js";
 import { openResumeCheckpoint, type RunCheckpoint } from "./run-checkpoint.js";
 import type { RunRecord } from "./run-controller.js";
 import type { RunProvenance } from "./run-files.js";
 import { RunFailedError } from "./step-io.js";
-
-export { runConfigFromSettings };
 
 /** A run to resume, checked before any service starts (from {@link planResume}). */
 export interface ResumePlan {

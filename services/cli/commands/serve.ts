@@ -7,7 +7,7 @@
 import { once } from "node:events";
 import { connectBus } from "../../cluster/embedded-cluster.js";
 import type { Bus } from "../../core/src/bus/bus.js";
-import type { RlaifConfig } from "../../core/src/config/defaults.js";
+import type { RlaifConfig } from "../../core/src/config/settings.js";
 import { ConfigError } from "../../core/src/errors.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";

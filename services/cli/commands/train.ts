@@ -5,8 +5,8 @@
  * API (services/optimizer/run-api.ts) only.
  */
 import { startEmbeddedCluster } from "../../cluster/embedded-cluster.js";
-import type { RlaifConfig, RunSettings } from "../../core/src/config/defaults.js";
 import { explicitSettings } from "../../core/src/config/load-config.js";
+import type { RlaifConfig, RunSettings } from "../../core/src/config/settings.js";
 import { SETTINGS } from "../../core/src/config/settings.js";
 import { CheckpointError, ConfigError } from "../../core/src/errors.js";
 import { planResume, type ResumePlan, startRun } from "../../optimizer/run-api.js";
