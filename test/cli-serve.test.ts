@@ -129,7 +129,7 @@ describe("cli serve and preflight checks", () => {
         `--feedback-address ${other.address}: no FeedbackService answers there (a gRPC server answers but does not serve rlaif.feedback.v1.FeedbackService)`,
       );
       expect(await refusal(checkFeedback(empty.address, "--x"))).toMatch(
-        /^--x 127\.0\.0\.1:\d+: no FeedbackService answers there \(a gRPC server answers but does not implement rlaif\.feedback\.v1\.FeedbackService\.Score\)$/,
+        /^--x 127\.0\.0\.1:\d+: no FeedbackService answers there \(a gRPC server answers but does not implement rlaif\.feedback\.v1\.FeedbackService\)$/,
       );
     } finally {
       await other.shutdown(100);

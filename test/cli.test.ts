@@ -32,7 +32,7 @@ describe("cli", () => {
   });
 
   it("cli - --help works for every command and lists its flags", () => {
-    for (const cmd of ["train", "serve", "up", "pretrain", "sample"]) {
+    for (const cmd of ["train", "serve", "up", "run", "status", "cancel", "pretrain", "sample"]) {
       const r = rlaif(cmd, "--help");
       expect(r.code).toBe(0);
       expect(r.stdout).toContain(`Usage: rlaif ${cmd}`);
@@ -46,7 +46,7 @@ describe("cli", () => {
     expect(rlaif("sample", "--help").stdout).toContain("--prompts examples/prompts.txt");
     const top = rlaif("--help");
     expect(top.code).toBe(0);
-    expect(top.stdout).toMatch(/train.*\n.*serve.*\n.*up.*\n.*pretrain/);
+    expect(top.stdout).toMatch(/train.*\n.*serve.*\n.*up.*\n.*run.*\n.*status.*\n.*cancel.*\n.*pretrain/);
   });
 
   it("cli - serve <service> --help lists only the flags that service uses", () => {

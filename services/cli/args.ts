@@ -32,6 +32,8 @@ export interface CommandSpec {
   flags?: readonly CommandFlag[];
   /** How many positional arguments it takes. */
   positionals?: number;
+  /** How many more it may take (e.g. an optional run id). */
+  optionalPositionals?: number;
   /** Example command lines for `--help`. */
   examples?: readonly string[];
   /**
@@ -189,9 +191,10 @@ export function parseCommand(spec: CommandSpec, argv: string[]): ParsedCommand {
     };
   }
   const expected = effective.positionals ?? 0;
-  if (parsed.positionals.length !== expected) {
+  const most = expected + (effective.optionalPositionals ?? 0);
+  if (parsed.positionals.length < expected || parsed.positionals.length > most) {
     throw new ConfigError(
-      `expected ${expected} argument(s), got ${parsed.positionals.length}${parsed.positionals.length ? ` (${parsed.positionals.join(" ")})` : ""}`,
+      `expected ${expected === most ? expected : `${expected}..${most}`} argument(s), got ${parsed.positionals.length}${parsed.positionals.length ? ` (${parsed.positionals.join(" ")})` : ""}`,
     );
   }
   const settingValues: Record<string, unknown> = {};

@@ -9,6 +9,7 @@ import type { ProgressReporter } from "./progress.js";
 
 /** A run as seen by its follower. */
 export interface FollowedRun {
+  runId: string;
   /** Total steps of the run. */
   steps: number;
   /** Steps done before this process started following (a resumed or already running run). */

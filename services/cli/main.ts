@@ -6,12 +6,24 @@ import { didYouMean } from "../core/src/config/did-you-mean.js";
 import { ConfigError, ValidationError } from "../core/src/errors.js";
 import { RLAIF_VERSION } from "../core/src/version.js";
 import { type Command, helpText, parseCommand } from "./args.js";
-import { pretrainSpec, sampleSpec, serveSpec, trainSpec, upSpec } from "./specs.js";
+import {
+  cancelSpec,
+  pretrainSpec,
+  runSpec,
+  sampleSpec,
+  serveSpec,
+  statusSpec,
+  trainSpec,
+  upSpec,
+} from "./specs.js";
 
 const COMMANDS: readonly Command[] = [
   { spec: trainSpec, load: async () => (await import("./commands/train.js")).trainCommand },
   { spec: serveSpec, load: async () => (await import("./commands/serve.js")).serveCommand },
   { spec: upSpec, load: async () => (await import("./commands/up.js")).upCommand },
+  { spec: runSpec, load: async () => (await import("./commands/run.js")).runCommand },
+  { spec: statusSpec, load: async () => (await import("./commands/status.js")).statusCommand },
+  { spec: cancelSpec, load: async () => (await import("./commands/cancel.js")).cancelCommand },
   { spec: pretrainSpec, load: async () => (await import("./commands/pretrain.js")).pretrainCommand },
   { spec: sampleSpec, load: async () => (await import("./commands/sample.js")).sampleCommand },
 ];
@@ -52,8 +64,10 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`rlaif: unknown command "${name}"${hint}\n\n${usage()}`);
     return 2;
   }
+  let parsing = true;
   try {
     const parsed = parseCommand(command.spec, rest);
+    parsing = false;
     if (parsed.help) {
       process.stdout.write(helpText(parsed.spec));
       return 0;
@@ -66,9 +80,9 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof ConfigError || err instanceof ValidationError) {
-      process.stderr.write(
-        `rlaif ${name}: ${err.message}\nRun 'rlaif ${helpName(name, rest)} --help' for the valid flags.\n`,
-      );
+      // A flag or config-file mistake points at the help; a later refusal already says what to do.
+      const hint = parsing ? `\nRun 'rlaif ${helpName(name, rest)} --help' for the valid flags.` : "";
+      process.stderr.write(`rlaif ${name}: ${err.message}${hint}\n`);
       return 2;
     }
     process.stderr.write(`rlaif ${name}: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -4,16 +4,17 @@
  * retry messages and an exit 1.
  */
 import { createServer } from "node:net";
+import type { DescService } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import { FeedbackService } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { ConfigError, RpcError, rpcCodeName } from "../core/src/errors.js";
 import { checkHealth, createClient } from "../core/src/grpc/client.js";
 
 /**
- * Deadline of the FeedbackService check. Short: a live scorer answers a health check in
+ * Deadline of a check that a service answers. Short: a live server answers a health check in
  * milliseconds, and a wrong address should fail before the user has looked away.
  */
-export const FEEDBACK_CHECK_MS = 3000;
+export const PREFLIGHT_MS = 3000;
 
 /** The error of a port another process listens on. */
 export function portInUse(port: number, cause?: unknown): ConfigError {
@@ -50,54 +51,81 @@ export async function checkPortFree(port: number, host: string): Promise<void> {
   }
 }
 
-function unreachable(flag: string, address: string, why: string): ConfigError {
-  return new ConfigError(`${flag} ${address}: no FeedbackService answers there (${why})`);
+/** A probe for a server without the health service: resolves when it serves the service. */
+type Probe = (address: string, timeoutMs: number) => Promise<void>;
+
+function unreachable(flag: string, address: string, service: DescService, why: string): ConfigError {
+  return new ConfigError(`${flag} ${address}: no ${service.name} answers there (${why})`);
+}
+
+function why(err: RpcError): string {
+  return `${rpcCodeName(err.code)}: ${err.details.replace(/\.? ?Resolution note: ?$/, "")}`;
 }
 
 /**
- * Fails with a ConfigError naming `flag` unless a FeedbackService answers at `address`: its
- * grpc.health.v1 status for rlaif.feedback.v1.FeedbackService must be SERVING. A server without
- * the health service (e.g. a small Python scorer) passes if it implements Score.
+ * Fails with a ConfigError naming `flag` unless `service` answers at `address`: its
+ * grpc.health.v1 status must be SERVING. A server without the health service is asked `probe`
+ * instead (when given), which rejects with UNIMPLEMENTED when the service is not there.
  */
-export async function checkFeedback(
+export async function checkService(
   address: string,
   flag: string,
-  timeoutMs = FEEDBACK_CHECK_MS,
+  service: DescService,
+  timeoutMs: number,
+  probe?: Probe,
 ): Promise<void> {
   let health: string;
   try {
-    health = await checkHealth(address, FeedbackService.typeName, timeoutMs);
+    health = await checkHealth(address, service.typeName, timeoutMs);
   } catch (err) {
     if (!(err instanceof RpcError)) throw err;
-    if (err.code === status.UNIMPLEMENTED) return checkScoreExists(address, flag, timeoutMs);
-    if (err.code === status.NOT_FOUND)
+    if (err.code === status.UNIMPLEMENTED && probe) {
+      try {
+        return await probe(address, timeoutMs);
+      } catch (probeErr) {
+        if (!(probeErr instanceof RpcError)) throw probeErr;
+        if (probeErr.code !== status.UNIMPLEMENTED) throw unreachable(flag, address, service, why(probeErr));
+        throw unreachable(
+          flag,
+          address,
+          service,
+          `a gRPC server answers but does not implement ${service.typeName}`,
+        );
+      }
+    }
+    if (err.code === status.NOT_FOUND || err.code === status.UNIMPLEMENTED)
       throw unreachable(
         flag,
         address,
-        `a gRPC server answers but does not serve ${FeedbackService.typeName}`,
+        service,
+        `a gRPC server answers but does not serve ${service.typeName}`,
       );
-    throw unreachable(flag, address, `${rpcCodeName(err.code)}: ${err.details}`);
+    throw unreachable(flag, address, service, why(err));
   }
-  if (health !== "SERVING") throw unreachable(flag, address, `its health check says ${health}`);
+  if (health !== "SERVING") throw unreachable(flag, address, service, `its health check says ${health}`);
 }
 
-/** Without a health service: an empty Score call tells whether the method exists. */
-async function checkScoreExists(address: string, flag: string, timeoutMs: number): Promise<void> {
+/**
+ * An empty Score call: answered by a Score handler (most likely INVALID_ARGUMENT for the empty
+ * request), or UNIMPLEMENTED where there is none.
+ */
+async function scoreProbe(address: string, timeoutMs: number): Promise<void> {
   const client = createClient(FeedbackService, address, { defaultTimeoutMs: timeoutMs });
   try {
     await client.score({ items: [] });
   } catch (err) {
-    if (!(err instanceof RpcError)) throw err;
-    if (err.code === status.UNIMPLEMENTED)
-      throw unreachable(
-        flag,
-        address,
-        `a gRPC server answers but does not implement ${FeedbackService.typeName}.Score`,
-      );
-    if (err.code === status.UNAVAILABLE || err.code === status.DEADLINE_EXCEEDED)
-      throw unreachable(flag, address, `${rpcCodeName(err.code)}: ${err.details}`);
-    // Any other answer (e.g. INVALID_ARGUMENT for the empty request) comes from a Score handler.
+    const code = err instanceof RpcError ? err.code : status.UNKNOWN;
+    if (code === status.UNIMPLEMENTED || code === status.UNAVAILABLE || code === status.DEADLINE_EXCEEDED)
+      throw err;
   } finally {
     client.close();
   }
+}
+
+/**
+ * Fails with a ConfigError naming `flag` unless a FeedbackService answers at `address`. A server
+ * without the health service (e.g. a small Python scorer) passes if it implements Score.
+ */
+export function checkFeedback(address: string, flag: string, timeoutMs = PREFLIGHT_MS): Promise<void> {
+  return checkService(address, flag, FeedbackService, timeoutMs, scoreProbe);
 }

@@ -115,6 +115,66 @@ export const upSpec: CommandSpec = {
   flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
 };
 
+/** Where `rlaif status` looks when no --optimizer is given: the port the README's examples use. */
+export const DEFAULT_OPTIMIZER_ADDRESS = "127.0.0.1:50064";
+
+const OPTIMIZER_FLAG = {
+  name: "optimizer",
+  type: "string",
+  help: "host:port of the Optimizer (rlaif serve optimizer)",
+} as const;
+
+/** `rlaif run`. */
+export const runSpec: CommandSpec = {
+  name: "run",
+  summary: "Start a run on a cluster you started (rlaif serve …) and watch it, as train does",
+  usage:
+    "rlaif run --optimizer <host:port> [run flags] [--json] | rlaif run --optimizer <host:port> --resume <run id> [--steps n]",
+  settings: [...RUN_FLAGS, "rpc-timeout-ms"],
+  flags: [
+    { ...OPTIMIZER_FLAG, help: `${OPTIMIZER_FLAG.help} (required)` },
+    { name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" },
+    { name: "run-id", type: "string", help: "id of the new run (default: generated)" },
+    {
+      name: "resume",
+      type: "string",
+      help: "continue a run from its checkpoint: a run id, or a run directory or step-<n>.safetensors inside the Optimizer's --out; --steps may raise the total",
+    },
+  ],
+  examples: [
+    "rlaif run --optimizer 127.0.0.1:50064 --steps 20",
+    "rlaif run --optimizer 127.0.0.1:50064 --steps 20 --lr 3e-4 --json | tail -1",
+    "rlaif run --optimizer 127.0.0.1:50064 --resume <run id> --steps 40",
+  ],
+};
+
+/** `rlaif status`. */
+export const statusSpec: CommandSpec = {
+  name: "status",
+  summary: "Show the runs of an Optimizer, or one run's state, step and metrics",
+  usage: "rlaif status [--optimizer host:port] [run id] [--json]",
+  settings: ["rpc-timeout-ms"],
+  flags: [
+    { ...OPTIMIZER_FLAG, help: `${OPTIMIZER_FLAG.help} (default ${DEFAULT_OPTIMIZER_ADDRESS})` },
+    { name: "json", type: "boolean", help: "print the answer as JSON on stdout" },
+  ],
+  optionalPositionals: 1,
+};
+
+/** `rlaif cancel`. */
+export const cancelSpec: CommandSpec = {
+  name: "cancel",
+  summary:
+    "Cancel a run on an Optimizer (its last step's checkpoint stays, resumable with rlaif run --resume)",
+  usage: "rlaif cancel --optimizer <host:port> [run id] [--json]",
+  settings: ["rpc-timeout-ms"],
+  flags: [
+    { ...OPTIMIZER_FLAG, help: `${OPTIMIZER_FLAG.help} (required)` },
+    { name: "json", type: "boolean", help: "print the answer as JSON on stdout" },
+  ],
+  optionalPositionals: 1,
+};
+
 /** `rlaif pretrain`. */
 export const pretrainSpec: CommandSpec = {
   name: "pretrain",

@@ -6,14 +6,18 @@
 import { type RunSummary, RunSummarySchema } from "../../core/gen/rlaif/common/v1/types_pb.js";
 import { plainJson } from "../../core/src/plain-json.js";
 
-/** Print a run summary. */
-export function reportSummary(summary: RunSummary, json: boolean): void {
+/** Print a run summary (the human one to `human`, default stderr). */
+export function reportSummary(
+  summary: RunSummary,
+  json: boolean,
+  human: NodeJS.WritableStream = process.stderr,
+): void {
   if (json) {
     process.stdout.write(`${JSON.stringify(plainJson(RunSummarySchema, summary))}\n`);
     return;
   }
   const r = (x: number) => x.toFixed(3);
-  process.stderr.write(
+  human.write(
     `run ${summary.runId} (${summary.mode}): ${summary.steps} steps, ${summary.trajectories} trajectories, ` +
       `reward ${r(summary.firstMeanReward)} → ${r(summary.lastMeanReward)}, KL ${r(summary.finalKl)} nats, ` +
       `weights v${summary.finalWeightsVersion}, ${summary.wallSeconds.toFixed(1)} s` +

@@ -75,6 +75,7 @@ export const trainCommand: CommandRun = {
       await followRun(
         progress,
         {
+          runId: run.runId,
           steps: run.settings.steps,
           fromStep: run.resumedFromStep,
           metrics: run.metrics(),
