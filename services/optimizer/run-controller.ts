@@ -32,7 +32,7 @@ import {
   writeRunConfig,
 } from "./run-files.js";
 import { checkPromptsFit, newRunId } from "./run-helpers.js";
-import { noteScorers, type ProvenanceContext, runProvenance } from "./run-provenance.js";
+import { type ProvenanceContext, recordScorers, runProvenance } from "./run-provenance.js";
 
 export { checkPromptsFit, newRunId };
 
@@ -81,22 +81,6 @@ export interface RunControllerOptions {
   /** What to record as each run's provenance in its config.json (run-provenance.ts). */
   provenance?: ProvenanceContext;
   log?: (line: string) => void;
-}
-
-/** The learner, with `see` called on the trajectories of each update before it runs. */
-function observeTrajectories(learner: Learner, see: (t: Parameters<Learner["step"]>[0]) => void): Learner {
-  return new Proxy(learner, {
-    get(target, key) {
-      if (key === "step") {
-        return (trajectories: Parameters<Learner["step"]>[0]) => {
-          see(trajectories);
-          return target.step(trajectories);
-        };
-      }
-      const value = Reflect.get(target, key, target);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
 }
 
 /** Starts and tracks runs. */
@@ -192,10 +176,9 @@ export class RunController {
     writeRunConfig(dir, runId, settings, settings.prompts, provenance);
     // The scorers of the trajectories each update uses go into config.json as they appear.
     const observed = provenance
-      ? observeTrajectories(learner, (trajectories) => {
-          if (noteScorers(provenance.feedback.scorers, trajectories))
-            writeRunConfig(dir, runId, settings, settings.prompts, provenance);
-        })
+      ? recordScorers(learner, provenance, () =>
+          writeRunConfig(dir, runId, settings, settings.prompts, provenance),
+        )
       : learner;
     const record: RunRecord = {
       runId,

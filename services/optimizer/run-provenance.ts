@@ -10,6 +10,7 @@ import { join, resolve } from "node:path";
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { sha256Hex } from "../core/src/hash.js";
 import { RLAIF_VERSION } from "../core/src/version.js";
+import type { Learner } from "./run-driver.js";
 import { CONFIG_FILE, type RunProvenance, type ScorerIdentity } from "./run-files.js";
 
 /** What an Optimizer process knows about its surroundings, fixed for all its runs. */
@@ -83,4 +84,24 @@ export function noteScorers(scorers: ScorerIdentity[], trajectories: readonly Tr
     added = true;
   }
   return added;
+}
+
+/**
+ * The learner, noting in `provenance` the scorers of the trajectories of each update before it
+ * runs, and calling `changed` when one was new (the caller rewrites config.json). A proxy, so
+ * the learner's other members pass through whatever they are.
+ */
+export function recordScorers(learner: Learner, provenance: RunProvenance, changed: () => void): Learner {
+  return new Proxy(learner, {
+    get(target, key) {
+      if (key === "step") {
+        return (trajectories: Parameters<Learner["step"]>[0]) => {
+          if (noteScorers(provenance.feedback.scorers, trajectories)) changed();
+          return target.step(trajectories);
+        };
+      }
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
