@@ -85,6 +85,30 @@ export interface CausalLM {
   dispose(): void;
 }
 
+/**
+ * Checks a forward pass's inputs: int32 tokens [B, T] with T ≥ 1 and, when given, a key mask of
+ * the same [B, T]. Throws ValidationError naming the bad input.
+ */
+export function checkForwardInputs(tokens: tf.Tensor2D, keyMask: tf.Tensor2D | null | undefined): void {
+  const [b, t] = tokens.shape;
+  if (tokens.rank !== 2 || t < 1)
+    throw new ValidationError("tokens", `must be [B, T], got [${tokens.shape}]`);
+  if (keyMask != null && (keyMask.shape[0] !== b || keyMask.shape[1] !== t)) {
+    throw new ValidationError("keyMask", `must be [${b}, ${t}], got [${keyMask.shape}]`);
+  }
+}
+
+/**
+ * Checks a decoding step's key mask: [B, P + S] for S new tokens [B, S] (the prefix's columns
+ * first). Throws ValidationError naming `keyMask`.
+ */
+export function checkStepMask(tokens: tf.Tensor2D, keyMask: tf.Tensor2D): void {
+  const [b, s] = tokens.shape;
+  if (keyMask.shape[0] !== b || keyMask.shape[1] < s) {
+    throw new ValidationError("keyMask", `must be [${b}, ≥${s}], got [${keyMask.shape}]`);
+  }
+}
+
 /** Frees every tensor reachable from a decoding state (a KV cache or a recurrent state). */
 export function disposeState(state: DecodingState | null): void {
   if (state === null) return;

@@ -5,6 +5,7 @@
  * and compute shapes without touching TensorFlow.js.
  */
 import { ValidationError } from "../errors.js";
+import { validateConfigFields } from "./config-fields.js";
 import { VOCAB_SIZE } from "./tokenizer.js";
 
 /** Shape of a decoder-only GPT. Stored as JSON in every checkpoint. */
@@ -40,21 +41,7 @@ const FIELDS = ["vocabSize", "contextLength", "dModel", "nLayers", "nHeads"] as 
 
 /** Checks an untrusted config (CLI flags, checkpoint JSON); throws ValidationError naming the field. */
 export function validateConfig(value: unknown): TransformerConfig {
-  if (typeof value !== "object" || value === null) throw new ValidationError("config", "must be an object");
-  const v = value as Record<string, unknown>;
-  for (const f of FIELDS) {
-    const x = v[f];
-    if (typeof x !== "number" || !Number.isInteger(x) || x < 1 || x > 1 << 20) {
-      throw new ValidationError(`config.${f}`, `must be a positive integer, got ${JSON.stringify(x)}`);
-    }
-  }
-  const c: TransformerConfig = {
-    vocabSize: v.vocabSize as number,
-    contextLength: v.contextLength as number,
-    dModel: v.dModel as number,
-    nLayers: v.nLayers as number,
-    nHeads: v.nHeads as number,
-  };
+  const c = validateConfigFields(value, FIELDS);
   if (c.dModel % c.nHeads !== 0) {
     throw new ValidationError("config.nHeads", `must divide dModel (${c.dModel}), got ${c.nHeads}`);
   }

@@ -14,6 +14,13 @@
  */
 import * as tf from "@tensorflow/tfjs";
 
+/**
+ * Additive attention score for masked keys (the Transformer's padding and future positions, the
+ * Seq2Seq attention's padded source tokens): exp(−1e9 − max) is exactly 0 in float32, so a masked
+ * key gets attention weight exactly 0.
+ */
+export const MASKED = -1e9;
+
 /** LayerNorm epsilon (GPT-2's value). */
 export const LN_EPS = 1e-5;
 

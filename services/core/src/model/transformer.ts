@@ -23,9 +23,6 @@ export interface KVCache {
 
 const OPS = { train: L.TRAIN_OPS, inference: L.INFERENCE_OPS, reference: L.REFERENCE_OPS };
 
-/** Additive attention bias for masked keys: exp(-1e9 - max) is exactly 0 in float32. */
-const MASKED = -1e9;
-
 /** A GPT whose parameters are named `tf.Variable`s. Dispose it when done. */
 export class TransformerLM extends ParamModel implements CausalLM {
   /** Model family, as written in checkpoints. */
@@ -178,7 +175,8 @@ function attentionBias(
     const base = r * h * row;
     for (let i = 0; i < s; i++) {
       for (let j = 0; j < total; j++) {
-        if (j > prev + i || (mask !== null && mask[r * total + j] === 0)) bias[base + i * total + j] = MASKED;
+        if (j > prev + i || (mask !== null && mask[r * total + j] === 0))
+          bias[base + i * total + j] = L.MASKED;
       }
     }
     for (let k = 1; k < h; k++) bias.copyWithin(base + k * row, base, base + row);
