@@ -50,8 +50,8 @@ import {
 } from "../services/core/src/learn/reinforce.js";
 import { returnsToGo, tokenRewards } from "../services/core/src/learn/returns.js";
 import { initBackend } from "../services/core/src/model/backend.js";
-import type { TransformerConfig } from "../services/core/src/model/config.js";
 import { createTransformer } from "../services/core/src/model/transformer.js";
+import type { TransformerConfig } from "../services/core/src/model/transformer-config.js";
 import { rng } from "./helpers/uniform.js";
 
 const PYTHON = "/usr/bin/python3";

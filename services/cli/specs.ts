@@ -2,9 +2,9 @@
  * The command lines of every command, declared apart from what the commands do, so that
  * `rlaif --help`, `--help` and flag errors answer without loading TensorFlow.js, gRPC or NATS.
  */
-import { DEFAULT_CONFIG } from "../core/src/model/config.js";
 import { DEFAULT_RNN_CONFIG } from "../core/src/model/rnn-config.js";
 import { DEFAULT_SEQ2SEQ_CONFIG } from "../core/src/model/seq2seq-config.js";
+import { DEFAULT_TRANSFORMER_CONFIG as DEFAULT_CONFIG } from "../core/src/model/transformer-config.js";
 import type { CommandSpec } from "./args.js";
 
 /** Hyperparameters of a run. */

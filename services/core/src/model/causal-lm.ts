@@ -5,9 +5,13 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError, WeightsError } from "../errors.js";
-import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
 import { isRnnKind, type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
 import { type Seq2SeqConfig, seq2seqParameterShapes, validateSeq2SeqConfig } from "./seq2seq-config.js";
+import {
+  type TransformerConfig,
+  transformerParameterShapes,
+  validateTransformerConfig,
+} from "./transformer-config.js";
 
 /** Model families, as written in a checkpoint's `__metadata__.kind`. */
 export type ModelKind = "transformer" | "gru" | "lstm" | "seq2seq";
@@ -128,7 +132,7 @@ export function modelKindOf(config: ModelConfig): ModelKind {
 
 /** Checks an untrusted config for `kind`; throws ValidationError naming the bad field. */
 export function validateModelConfig(kind: string, value: unknown): ModelConfig {
-  if (kind === "transformer") return validateConfig(value);
+  if (kind === "transformer") return validateTransformerConfig(value);
   if (isRnnKind(kind) || kind === "seq2seq") {
     const withKind = { ...(value as object), kind };
     const c = kind === "seq2seq" ? validateSeq2SeqConfig(withKind) : validateRnnConfig(withKind);
@@ -145,7 +149,7 @@ export function validateModelConfig(kind: string, value: unknown): ModelConfig {
 
 /** Parameter names and shapes of any config. */
 export function modelParameterShapes(config: ModelConfig): Map<string, number[]> {
-  if (!("kind" in config)) return parameterShapes(config);
+  if (!("kind" in config)) return transformerParameterShapes(config);
   return config.kind === "seq2seq" ? seq2seqParameterShapes(config) : rnnParameterShapes(config);
 }
 

@@ -1,6 +1,6 @@
 /**
  * Recurrent language model (GRU / LSTM) hyperparameters and the parameter layout they imply.
- * TensorFlow.js-free, like config.ts, so checkpoints and CLIs can validate without a backend.
+ * TensorFlow.js-free, like transformer-config.ts, so checkpoints and CLIs can validate without a backend.
  */
 import { validateConfigFields } from "./config-fields.js";
 import { VOCAB_SIZE } from "./tokenizer.js";

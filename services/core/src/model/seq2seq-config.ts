@@ -1,6 +1,6 @@
 /**
  * Seq2Seq encoder–decoder (seed §4.1) hyperparameters and the parameter layout they imply.
- * TensorFlow.js-free, like config.ts and rnn-config.ts, so checkpoints and CLIs can validate
+ * TensorFlow.js-free, like transformer-config.ts and rnn-config.ts, so checkpoints and CLIs can validate
  * without a backend.
  */
 import { validateConfigFields } from "./config-fields.js";

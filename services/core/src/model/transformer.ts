@@ -10,9 +10,13 @@
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
 import { type CausalLM, type DecodingState, disposeState, type ForwardOptions } from "./causal-lm.js";
-import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
 import * as L from "./layers.js";
 import { ParamModel } from "./param-model.js";
+import {
+  type TransformerConfig,
+  transformerParameterShapes,
+  validateTransformerConfig,
+} from "./transformer-config.js";
 
 export type { ForwardOptions, WeightMap } from "./causal-lm.js";
 
@@ -38,9 +42,9 @@ export class TransformerLM extends ParamModel implements CausalLM {
    * LayerNorm gains 1.
    */
   constructor(config: TransformerConfig, seed: number) {
-    const c = validateConfig(config);
+    const c = validateTransformerConfig(config);
     const projStd = 0.02 / Math.sqrt(2 * c.nLayers);
-    super("transformer", parameterShapes(c), seed, (name, _shape, data, rng) => {
+    super("transformer", transformerParameterShapes(c), seed, (name, _shape, data, rng) => {
       if (name.endsWith(".bias")) return; // zeros
       if (name.includes("ln_")) data.fill(1);
       else {

@@ -29,7 +29,7 @@ export interface TransformerConfig {
  * The default policy: ~0.83M parameters, small enough to pre-train on two wasm cores in about
  * ten minutes and to sample thousands of tokens per second, large enough for English-like text.
  */
-export const DEFAULT_CONFIG: TransformerConfig = {
+export const DEFAULT_TRANSFORMER_CONFIG: TransformerConfig = {
   vocabSize: VOCAB_SIZE,
   contextLength: 64,
   dModel: 128,
@@ -40,7 +40,7 @@ export const DEFAULT_CONFIG: TransformerConfig = {
 const FIELDS = ["vocabSize", "contextLength", "dModel", "nLayers", "nHeads"] as const;
 
 /** Checks an untrusted config (CLI flags, checkpoint JSON); throws ValidationError naming the field. */
-export function validateConfig(value: unknown): TransformerConfig {
+export function validateTransformerConfig(value: unknown): TransformerConfig {
   const c = validateConfigFields(value, FIELDS);
   if (c.dModel % c.nHeads !== 0) {
     throw new ValidationError("config.nHeads", `must divide dModel (${c.dModel}), got ${c.nHeads}`);
@@ -54,7 +54,7 @@ export function validateConfig(value: unknown): TransformerConfig {
  * vocabulary tying would save only 33k parameters, and separate matrices keep the embedding
  * gradient a plain lookup-gradient.
  */
-export function parameterShapes(config: TransformerConfig): Map<string, number[]> {
+export function transformerParameterShapes(config: TransformerConfig): Map<string, number[]> {
   const { vocabSize: v, contextLength: t, dModel: c, nLayers } = config;
   const shapes = new Map<string, number[]>([
     ["wte", [v, c]],
@@ -79,11 +79,4 @@ export function parameterShapes(config: TransformerConfig): Map<string, number[]
   shapes.set("ln_f.bias", [c]);
   shapes.set("lm_head.weight", [c, v]);
   return shapes;
-}
-
-/** Total number of scalar parameters of a config. */
-export function countParameters(config: TransformerConfig): number {
-  let n = 0;
-  for (const shape of parameterShapes(config).values()) n += shape.reduce((a, b) => a * b, 1);
-  return n;
 }
