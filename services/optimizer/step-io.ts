@@ -6,11 +6,11 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PromptJobSchema, type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, QueueMessage } from "../core/src/bus/bus.js";
 import type { RunSettings } from "../core/src/config/defaults.js";
-import { RlaifError } from "../core/src/errors.js";
+import { RunFailedError } from "../core/src/errors.js";
 import { jobSeed } from "./run-helpers.js";
 
-/** The run failed (timeout waiting for trajectories, a peer gone); the message says why. */
-export class RunFailedError extends RlaifError {}
+/** Re-exported because run-driver.ts imports it from here; the class lives in errors.ts. */
+export { RunFailedError };
 
 /** What both halves need to know about the run. */
 export interface StepIo {
