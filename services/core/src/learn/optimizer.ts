@@ -8,6 +8,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
+import { ADAM_M_PREFIX, ADAM_TENSOR_PREFIX, ADAM_V_PREFIX } from "../model/checkpoint-names.js";
 import { type PgBatch, type PgLossConfig, reinforceLoss } from "./reinforce.js";
 
 /** Adam hyperparameters; defaults are Kingma & Ba's, which tf.train.adam and PyTorch also use. */
@@ -42,8 +43,8 @@ export interface AdamState {
   slots: Record<string, AdamSlotState>;
 }
 
-/** Prefix of Adam's tensors in a checkpoint: `optimizer.m.<param>` and `optimizer.v.<param>`. */
-export const ADAM_TENSOR_PREFIX = "optimizer.";
+/** Re-exported because reinforce-learner.ts imports it from here; it lives in checkpoint-names.ts. */
+export { ADAM_TENSOR_PREFIX };
 
 /** Plain tensors by name (the shape of a checkpoint's WeightMap). */
 export type NamedTensors = Map<string, { shape: number[]; data: Float32Array }>;
@@ -57,8 +58,8 @@ export function adamStateToTensors(state: AdamState, paramName: (variable: strin
   const out: NamedTensors = new Map();
   for (const [name, slot] of Object.entries(state.slots)) {
     const param = paramName(name);
-    out.set(`${ADAM_TENSOR_PREFIX}m.${param}`, { shape: [...slot.shape], data: slot.m });
-    out.set(`${ADAM_TENSOR_PREFIX}v.${param}`, { shape: [...slot.shape], data: slot.v });
+    out.set(`${ADAM_M_PREFIX}${param}`, { shape: [...slot.shape], data: slot.m });
+    out.set(`${ADAM_V_PREFIX}${param}`, { shape: [...slot.shape], data: slot.v });
   }
   return out;
 }
@@ -73,8 +74,8 @@ export function adamStateFromTensors(
   variableName: (param: string) => string,
 ): AdamState {
   const slots: Record<string, AdamSlotState> = {};
-  const m = `${ADAM_TENSOR_PREFIX}m.`;
-  const v = `${ADAM_TENSOR_PREFIX}v.`;
+  const m = ADAM_M_PREFIX;
+  const v = ADAM_V_PREFIX;
   for (const [name, t] of tensors) {
     if (!name.startsWith(m)) continue;
     const param = name.slice(m.length);
