@@ -29,7 +29,7 @@ import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { parseCommand } from "../services/cli/args.js";
 import { serveSpec } from "../services/cli/specs.js";
-import { subjectsFor } from "../services/core/src/bus/subjects.js";
+import { ROLLOUT_CONSUMER, subjectsFor } from "../services/core/src/bus/subjects.js";
 import { DEFAULT_CHECKPOINT, REPO_ROOT } from "../services/core/src/config/defaults.js";
 import {
   flowAllowed,
@@ -595,9 +595,7 @@ describe("k8s manifests", () => {
   });
 
   it("keda - the ScaledObject scales Rollout on the lag of the code's `rollout` consumer of the jobs stream", () => {
-    const group = /group:\s*"([^"]+)"/.exec(
-      readFileSync(path.join(ROOT, "services/rollout/main.ts"), "utf8"),
-    )?.[1];
+    const group = ROLLOUT_CONSUMER;
     expect(group).toBe("rollout");
     for (const name of ["base", "gpu-pool"] as const) {
       const objs = TREES[name];
