@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ValidationError } from "../services/core/src/errors.js";
-import { Adam } from "../services/core/src/learn/optimizer.js";
+import { Adam } from "../services/core/src/learn/adam.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import { countModelParameters, type WeightMap } from "../services/core/src/model/causal-lm.js";
 import {

@@ -14,7 +14,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { RlaifError, ValidationError } from "../errors.js";
-import { Adam, clipByGlobalNorm } from "../learn/optimizer.js";
+import { Adam, clipByGlobalNorm } from "../learn/adam.js";
 import { learningRate } from "../learn/schedule.js";
 import { initBackend } from "./backend.js";
 import type { CausalLM, ModelConfig } from "./causal-lm.js";
