@@ -1,5 +1,5 @@
 /**
- * Offline validation of the deployment (DESIGN.md §8): the kustomize tree under k8s/ and the images
+ * Offline validation of the deployment: the kustomize tree under k8s/ and the images
  * under deploy/. No cluster, kubectl or Docker engine is needed:
  *
  * - the base and both overlays are rendered by test/helpers/kustomize-lite.ts (and compared with

@@ -2,7 +2,7 @@
  * Differentiable building blocks of the transformer, with hand-written gradients.
  *
  * Why custom gradients: on the wasm backend (the default on CPU machines) the stock gradients are
- * slow in three places (NOTES-platform.md and our measurements): matMul's gradient uses the
+ * slow in three places (measured on the project's machines): matMul's gradient uses the
  * transposeA/B flags (5–10x slower than a plain product), tanh-GELU pays for slow `tanh`/`pow`
  * kernels (~15x slower than `sigmoid`), and LayerNorm's autodiff through `moments` takes many
  * small kernels. Each op below computes the same mathematical gradient with explicit transposes,
