@@ -4,8 +4,13 @@ import { create } from "@bufbuild/protobuf";
 import * as tf from "@tensorflow/tfjs";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import { beforeAll, describe, expect, it } from "vitest";
-import { RunConfigSchema, TrajectorySchema } from "../services/core/gen/rlaif/common/v1/types_pb.js";
-import { type BaselineKind, defaultConfig, type RunSettings } from "../services/core/src/config/defaults.js";
+import {
+  type Baseline,
+  RunConfigSchema,
+  TrajectorySchema,
+} from "../services/core/gen/rlaif/common/v1/types_pb.js";
+import { runConfigFromSettings, settingsFromRunConfig } from "../services/core/src/config/run-config.js";
+import { type BaselineKind, defaultConfig, type RunSettings } from "../services/core/src/config/settings.js";
 import { runConfigRules } from "../services/core/src/grpc/rules.js";
 import { validate } from "../services/core/src/grpc/validation.js";
 import { computeAdvantages, NORM_EPS } from "../services/core/src/learn/advantages.js";
@@ -22,7 +27,6 @@ import {
 } from "../services/core/src/learn/reinforce.js";
 import { runLearningRate } from "../services/core/src/learn/schedule.js";
 import { createModel } from "../services/core/src/model/checkpoint.js";
-import { runConfigFromSettings, settingsFromRunConfig } from "../services/optimizer/optimizer-service.js";
 import { ReinforceLearner } from "../services/optimizer/reinforce-learner.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
 import { rng } from "./helpers/uniform.js";
@@ -383,7 +387,9 @@ describe("estimators", () => {
       0.045,
       "none",
     ]);
-    expect(() => validate(runConfigRules, create(RunConfigSchema, { baseline: "grpo" }))).toThrow(/baseline/);
+    expect(() => validate(runConfigRules, create(RunConfigSchema, { baseline: 9 as Baseline }))).toThrow(
+      /baseline/,
+    );
     expect(() => validate(runConfigRules, create(RunConfigSchema, { clipEpsilon: 1 }))).toThrow(
       /clip_epsilon/,
     );
@@ -420,6 +426,45 @@ describe("estimators", () => {
     const res = await learner.step(trajs);
     expect(tf.memory().numTensors).toBe(before);
     expect(Number.isFinite(res.loss) && res.gradNorm > 0).toBe(true);
+    learner.dispose();
+  });
+
+  it("estimators - a step with a non-finite gradient is skipped and counted: weights, baseline and β stay", async () => {
+    const gru = createModel(
+      { kind: "gru", vocabSize: 258, contextLength: 32, dModel: 16, hidden: 16, nLayers: 1 },
+      7,
+    );
+    const learner = new ReinforceLearner(gru, {
+      ...defaultConfig().run,
+      baseline: "moving-average",
+      klTarget: 0.5,
+      offPolicy: "ppo-clip",
+    });
+    const traj = (reward: number, behaviour: number) =>
+      [0, 1].map((g) =>
+        create(TrajectorySchema, {
+          id: `n${g}`,
+          promptIndex: 0,
+          sampleIndex: g,
+          promptTokens: [72],
+          completionTokens: [32, 97 + g],
+          // A behaviour log-prob of −1e30 overflows ρ = exp(log π_θ − log π_behaviour) to ∞: with a negative
+          // advantage the PPO surrogate −min(ρA, clip(ρ)A) is +∞ and the gradient is not finite.
+          behaviourLogprobs: [behaviour, behaviour],
+          referenceLogprobs: [-5.0, -5.1],
+          reward,
+        }),
+      );
+    await learner.step(traj(1, -5));
+    const weights = learner.weightsBlob();
+    const state = learner.getState();
+    const res = await learner.step(traj(-1, -1e30));
+    expect(res.updateSkipped).toBe(true);
+    expect(Buffer.from(learner.weightsBlob()).equals(Buffer.from(weights))).toBe(true);
+    expect(learner.getState()).toEqual(state);
+    // A finite step afterwards applies again.
+    expect((await learner.step(traj(1, -5))).updateSkipped).toBe(false);
+    expect(Buffer.from(learner.weightsBlob()).equals(Buffer.from(weights))).toBe(false);
     learner.dispose();
   });
 
