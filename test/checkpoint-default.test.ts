@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULT_CHECKPOINT } from "../services/core/src/config/defaults.js";
+import { DEFAULT_CHECKPOINT } from "../services/core/src/config/settings.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import { loadCheckpoint, modelFromCheckpoint } from "../services/core/src/model/checkpoint.js";
 import { generate } from "../services/core/src/model/sampler.js";

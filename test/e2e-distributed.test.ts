@@ -4,8 +4,8 @@ import { type LocalCluster, startLocalCluster } from "../services/cluster/local-
 import { OptimizerService, RunState } from "../services/core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import { PolicyService } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import { RolloutService } from "../services/core/gen/rlaif/rollout/v1/rollout_pb.js";
+import { runConfigFromSettings } from "../services/core/src/config/run-config.js";
 import { checkHealth, createClient } from "../services/core/src/grpc/client.js";
-import { runConfigFromSettings } from "../services/optimizer/optimizer-service.js";
 import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
 const hasNats = (() => {

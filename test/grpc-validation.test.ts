@@ -221,11 +221,11 @@ describe("validation API rules", () => {
       "config.baseline_decay: must be in [0, 1), got 1",
     );
     expect(failure(() => validate(startRunRequestRules, req({ ...goodConfig, klCoef: -1 })))).toBe(
-      "config.kl_coef: must be at least 0, got -1",
+      "config.kl_coef: must be between 0 and 100, got -1",
     );
     expect(
       failure(() => validate(startRunRequestRules, req({ ...goodConfig, checkpointEvery: 100_001 }))),
-    ).toBe("config.checkpoint_every: must be at most 100000, got 100001");
+    ).toBe("config.checkpoint_every: must be between 0 and 100000, got 100001");
     expect(failure(() => validate(startRunRequestRules, req({ ...goodConfig, steps: 0 })))).toBe(
       "config.steps: must be between 1 and 100000, got 0",
     );

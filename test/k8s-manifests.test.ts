@@ -30,7 +30,7 @@ import { parseAllDocuments } from "yaml";
 import { parseCommand } from "../services/cli/args.js";
 import { serveSpec } from "../services/cli/specs.js";
 import { subjectsFor } from "../services/core/src/bus/subjects.js";
-import { DEFAULT_CHECKPOINT, REPO_ROOT } from "../services/core/src/config/defaults.js";
+import { DEFAULT_CHECKPOINT, REPO_ROOT } from "../services/core/src/config/settings.js";
 import {
   flowAllowed,
   type LabelSelector,

@@ -4,8 +4,13 @@ import { create } from "@bufbuild/protobuf";
 import * as tf from "@tensorflow/tfjs";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import { beforeAll, describe, expect, it } from "vitest";
-import { RunConfigSchema, TrajectorySchema } from "../services/core/gen/rlaif/common/v1/types_pb.js";
-import { type BaselineKind, defaultConfig, type RunSettings } from "../services/core/src/config/defaults.js";
+import {
+  type Baseline,
+  RunConfigSchema,
+  TrajectorySchema,
+} from "../services/core/gen/rlaif/common/v1/types_pb.js";
+import { runConfigFromSettings, settingsFromRunConfig } from "../services/core/src/config/run-config.js";
+import { type BaselineKind, defaultConfig, type RunSettings } from "../services/core/src/config/settings.js";
 import { runConfigRules } from "../services/core/src/grpc/rules.js";
 import { validate } from "../services/core/src/grpc/validation.js";
 import { computeAdvantages, NORM_EPS } from "../services/core/src/learn/advantages.js";
@@ -22,7 +27,6 @@ import {
 } from "../services/core/src/learn/reinforce.js";
 import { runLearningRate } from "../services/core/src/learn/schedule.js";
 import { createModel } from "../services/core/src/model/checkpoint.js";
-import { runConfigFromSettings, settingsFromRunConfig } from "../services/optimizer/optimizer-service.js";
 import { ReinforceLearner } from "../services/optimizer/reinforce-learner.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
 import { rng } from "./helpers/uniform.js";
@@ -383,7 +387,9 @@ describe("estimators", () => {
       0.045,
       "none",
     ]);
-    expect(() => validate(runConfigRules, create(RunConfigSchema, { baseline: "grpo" }))).toThrow(/baseline/);
+    expect(() => validate(runConfigRules, create(RunConfigSchema, { baseline: 9 as Baseline }))).toThrow(
+      /baseline/,
+    );
     expect(() => validate(runConfigRules, create(RunConfigSchema, { clipEpsilon: 1 }))).toThrow(
       /clip_epsilon/,
     );

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TrajectorySchema } from "../services/core/gen/rlaif/common/v1/types_pb.js";
-import { defaultConfig } from "../services/core/src/config/defaults.js";
+import { defaultConfig } from "../services/core/src/config/settings.js";
 import { ValidationError } from "../services/core/src/errors.js";
 import { buildPgBatch, disposePgBatch } from "../services/core/src/learn/pg-batch.js";
 import { initBackend } from "../services/core/src/model/backend.js";

@@ -11,7 +11,8 @@ import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedCluster, startEmbeddedCluster } from "../services/cluster/embedded-cluster.js";
 import { RunState } from "../services/core/gen/rlaif/optimizer/v1/optimizer_pb.js";
-import type { RlaifConfig } from "../services/core/src/config/defaults.js";
+import { runConfigFromSettings } from "../services/core/src/config/run-config.js";
+import type { RlaifConfig } from "../services/core/src/config/settings.js";
 import { RpcError } from "../services/core/src/errors.js";
 import { createClient } from "../services/core/src/grpc/client.js";
 import {
@@ -20,7 +21,7 @@ import {
   saveCheckpoint,
 } from "../services/core/src/model/checkpoint.js";
 import { createTransformer } from "../services/core/src/model/transformer.js";
-import { OptimizerService, runConfigFromSettings } from "../services/optimizer/optimizer-service.js";
+import { OptimizerService } from "../services/optimizer/optimizer-service.js";
 import { checkpointFileName } from "../services/optimizer/run-checkpoint.js";
 import { differingTensors, tensorBytes } from "./helpers/resume-runs.js";
 import { TINY_MODEL, tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { copyFileSync, readdirSync, readFileSync, statSync, truncateSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { RunSettings } from "../services/core/src/config/defaults.js";
+import type { RunSettings } from "../services/core/src/config/settings.js";
 import { ValidationError } from "../services/core/src/errors.js";
 import { loadCheckpoint, modelFromCheckpoint } from "../services/core/src/model/checkpoint.js";
 import { resumeSettings } from "../services/optimizer/resume-settings.js";

@@ -89,7 +89,7 @@ function job(overrides: { index?: number; minWeightsVersion?: bigint } = {}): Ui
     PromptJobSchema,
     create(PromptJobSchema, {
       runId: "run-w",
-      step: 3n,
+      step: 3,
       index: 1,
       prompt: "The film was",
       samples: 3,
@@ -155,7 +155,7 @@ describe("rollout worker", () => {
       expect(msg.msgId).toBe(t.id);
       expect(msg.headers.traceparent).toBe("00-aa-bb-01");
       expect(t.runId).toBe("run-w");
-      expect(t.step).toBe(3n);
+      expect(t.step).toBe(3);
       expect(t.promptIndex).toBe(1);
       expect(t.sampleIndex).toBe(s);
       expect(t.prompt).toBe("The film was");

@@ -16,7 +16,8 @@ import {
 } from "../services/core/gen/rlaif/common/v1/types_pb.js";
 import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
 import { runStateKey } from "../services/core/src/bus/subjects.js";
-import { defaultConfig, type RunSettings } from "../services/core/src/config/defaults.js";
+import { defaultConfig, type RunSettings } from "../services/core/src/config/settings.js";
+import { RunCancelledError } from "../services/core/src/errors.js";
 import { readLatestWeights, watchLatestWeights } from "../services/core/src/weights/weights-channel.js";
 import { jobSeed, type Learner, RunDriver, RunFailedError } from "../services/optimizer/run-driver.js";
 import { failedTrajectories, trajectoryId } from "../services/rollout/collect.js";
@@ -73,7 +74,7 @@ function trajectory(
   return create(TrajectorySchema, {
     id: trajectoryId(runId, step, index, sample),
     runId,
-    step: BigInt(step),
+    step,
     promptIndex: index,
     sampleIndex: sample,
     prompt: `p${index}`,
@@ -171,16 +172,16 @@ describe("run driver", () => {
       expect(job.samples).toBe(2);
       expect(job.sampling?.maxNewTokens).toBe(5);
       expect(job.sampling?.seed).toBe(BigInt(jobSeed(3, Number(job.step), job.index)));
-      expect(job.minWeightsVersion).toBe(job.step === 1n ? 1n : 2n);
+      expect(job.minWeightsVersion).toBe(job.step === 1 ? 1n : 2n);
     }
     // Metrics of each step, also stored under the run's KV key.
-    expect(metrics.map((m) => m.step)).toEqual([1n, 2n]);
+    expect(metrics.map((m) => m.step)).toEqual([1, 2]);
     expect(metrics[0]?.trajectories).toBe(4);
     expect(metrics[0]?.meanReward).toBeCloseTo((0 + 0.1 + 1 + 1.1) / 4, 6);
     expect(metrics[0]?.kl).toBeCloseTo(0.5, 6);
     expect(metrics[0]?.loss).toBe(0.25);
     const stored = await (await bus.kv()).get(runStateKey("run-a"));
-    expect(fromBinary(StepMetricsSchema, stored?.value ?? new Uint8Array()).step).toBe(2n);
+    expect(fromBinary(StepMetricsSchema, stored?.value ?? new Uint8Array()).step).toBe(2);
     expect(summary.steps).toBe(2);
     expect(summary.trajectories).toBe(8);
     expect(summary.finalWeightsVersion).toBe(3n);
@@ -302,7 +303,7 @@ describe("run driver", () => {
       async afterJob(job, publish) {
         const other = trajectory("run-other", Number(job.step), job.index, 0);
         await publish(other, other.id);
-        if (job.step === 2n) {
+        if (job.step === 2) {
           const old = trajectory(job.runId, 1, job.index, 0);
           await publish(old, `${old.id}-late`);
         }
@@ -353,7 +354,7 @@ describe("run driver", () => {
   it("run driver - the latest pointer advances once per publishEvery steps and at the last step", async () => {
     const { bus, learner } = setup();
     rollout(bus);
-    const seen: { version: bigint; step: bigint; ref: bigint }[] = [];
+    const seen: { version: bigint; step: number; ref: bigint }[] = [];
     const stop = await watchLatestWeights(bus, (m) =>
       seen.push({ version: m.version, step: m.step, ref: m.referenceVersion }),
     );
@@ -371,10 +372,10 @@ describe("run driver", () => {
     // v1 = the starting weights (step 0); then after steps 2 and 4, and after the last step 5.
     await new Promise((r) => setTimeout(r, 0));
     expect(seen.map((s) => [s.version, s.step])).toEqual([
-      [1n, 0n],
-      [2n, 2n],
-      [3n, 4n],
-      [4n, 5n],
+      [1n, 0],
+      [2n, 2],
+      [3n, 4],
+      [4n, 5],
     ]);
     expect(seen.every((s) => s.ref === 1n)).toBe(true);
     expect(learner.versionAtStep).toEqual([1, 1, 2, 2, 3]);
@@ -395,12 +396,12 @@ describe("run driver", () => {
       stepTimeoutMs: 10_000,
       mode: "embedded",
       onMetrics: (m) => {
-        if (m.step === 2n) driver?.cancel();
+        if (m.step === 2) driver?.cancel();
       },
     });
     const err = await driver.run().catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(RunFailedError);
-    expect((err as Error).message).toMatch(/cancelled at step 2/);
+    expect(err).toBeInstanceOf(RunCancelledError);
+    expect((err as Error).message).toMatch(/cancelled after step 2/);
     expect(learner.steps).toHaveLength(2);
     expect(driver.step).toBe(2);
   });
@@ -421,8 +422,8 @@ describe("run driver", () => {
     const cancelledAt = performance.now();
     driver.cancel();
     const err = await done;
-    expect(err).toBeInstanceOf(RunFailedError);
-    expect((err as Error).message).toMatch(/cancelled at step 0/);
+    expect(err).toBeInstanceOf(RunCancelledError);
+    expect((err as Error).message).toMatch(/cancelled after step 0/);
     // The pull in flight (at most 1 s) is the only wait.
     expect(performance.now() - cancelledAt).toBeLessThan(2500);
     expect(learner.steps).toEqual([]);
@@ -439,7 +440,7 @@ describe("run driver", () => {
       stepTimeoutMs: 10_000,
       mode: "embedded",
       onMetrics: (m) => {
-        if (m.step === 1n && driver) driver.paused = true;
+        if (m.step === 1 && driver) driver.paused = true;
       },
     });
     const done = driver.run();

@@ -623,14 +623,14 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
     await expectInvalid(oc.watchMetrics({ runId: "bad id!" }), "run_id");
     await expectInvalid(oc.checkpoint({ runId: "bad id!" }), "run_id");
     await expectInvalid(oc.pauseRun({ runId: "bad id!" }), "run_id");
-    await expectInvalid(oc.resumeRun({ runId: "bad id!" }), "run_id");
+    await expectInvalid(oc.unpauseRun({ runId: "bad id!" }), "run_id");
     await expectInvalid(oc.startRun({ config, runId: "bad id!" }), "run_id");
     const runId = "no-such-run";
     await expectCode(oc.getStatus({ runId }), status.NOT_FOUND);
     await expectCode(oc.watchMetrics({ runId }), status.NOT_FOUND);
     await expectCode(oc.checkpoint({ runId }), status.NOT_FOUND);
     await expectCode(oc.pauseRun({ runId }), status.NOT_FOUND);
-    await expectCode(oc.resumeRun({ runId }), status.NOT_FOUND);
+    await expectCode(oc.unpauseRun({ runId }), status.NOT_FOUND);
   });
 
   it("optimizer rpc - StartRun rejects a missing config and out-of-range settings, and a reused run id", async () => {
@@ -644,12 +644,12 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
     await expectCode(oc.startRun({ config, runId: firstRun }), status.FAILED_PRECONDITION);
   });
 
-  it("optimizer rpc - PauseRun and ResumeRun of an ended run are FAILED_PRECONDITION", async () => {
+  it("optimizer rpc - PauseRun and UnpauseRun of an ended run are FAILED_PRECONDITION", async () => {
     await expectCode(oc.pauseRun({ runId: firstRun }), status.FAILED_PRECONDITION);
-    await expectCode(oc.resumeRun({ runId: firstRun }), status.FAILED_PRECONDITION);
+    await expectCode(oc.unpauseRun({ runId: firstRun }), status.FAILED_PRECONDITION);
   });
 
-  it("optimizer rpc - PauseRun holds a running run between steps, ResumeRun lets it continue", async () => {
+  it("optimizer rpc - PauseRun holds a running run between steps, UnpauseRun lets it continue", async () => {
     const { runId } = await oc.startRun({ config: { ...config, steps: 10_000 }, runId: "rpc-run-long" });
     // A second run while one is active is refused.
     await expectCode(oc.startRun({ config }), status.FAILED_PRECONDITION);
@@ -674,7 +674,7 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
     expect((await oc.getStatus({ runId })).step).toBe(settled[1]);
     // Pausing twice is fine; resuming runs again.
     expect((await oc.pauseRun({ runId })).state).toBe(RunState.PAUSED);
-    expect((await oc.resumeRun({})).state).toBe(RunState.RUNNING);
+    expect((await oc.unpauseRun({})).state).toBe(RunState.RUNNING);
     await poll(
       "the resumed run to take another step",
       () => oc.getStatus({ runId }),
@@ -684,19 +684,19 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
   });
 
   it("optimizer rpc - WatchMetrics of a running run ends with DEADLINE_EXCEEDED at its deadline", async () => {
-    const seen: bigint[] = [];
+    const seen: number[] = [];
     const err = await rpcError(
       (async function* () {
         for await (const m of oc.watchMetrics({ runId: "rpc-run-long" }, { timeoutMs: 800 })) {
-          seen.push(m.metrics?.step ?? 0n);
+          seen.push(m.metrics?.step ?? 0);
           yield m;
         }
       })(),
     );
     expect(err.code).toBe(status.DEADLINE_EXCEEDED);
     // It replayed the history from step 1 before going live.
-    expect(seen[0]).toBe(1n);
-    expect(seen).toEqual(seen.map((_, i) => BigInt(i + 1)));
+    expect(seen[0]).toBe(1);
+    expect(seen).toEqual(seen.map((_, i) => i + 1));
   });
 
   it("optimizer rpc - every rpc past its deadline fails with DEADLINE_EXCEEDED", async () => {
@@ -706,7 +706,7 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
       (c) => c.watchMetrics({}, { timeoutMs: 1 }),
       (c) => c.checkpoint({ runId: firstRun }, { timeoutMs: 1 }),
       (c) => c.pauseRun({ runId: firstRun }, { timeoutMs: 1 }),
-      (c) => c.resumeRun({ runId: firstRun }, { timeoutMs: 1 }),
+      (c) => c.unpauseRun({ runId: firstRun }, { timeoutMs: 1 }),
     ];
     for (const call of calls) {
       const err = await freshCall(OptimizerService, address, call as (c: never) => Promise<unknown>);

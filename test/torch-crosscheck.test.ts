@@ -33,7 +33,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, describe, expect, it } from "vitest";
-import type { BaselineKind } from "../services/core/src/config/defaults.js";
+import type { BaselineKind } from "../services/core/src/config/settings.js";
 import { computeAdvantages } from "../services/core/src/learn/advantages.js";
 import { MovingAverageBaseline } from "../services/core/src/learn/baseline.js";
 import { type KlEstimator, klK1, klPenalizedRewards } from "../services/core/src/learn/kl.js";

@@ -104,7 +104,7 @@ async function publishByHand(
   const manifest = create(WeightsManifestSchema, {
     version: BigInt(version),
     runId: "hand",
-    step: BigInt(version),
+    step: version,
     objectName,
     sha256: opts.claimedSha256 ?? info.sha256,
     sizeBytes: BigInt(info.size),
@@ -149,7 +149,7 @@ describe("weights channel - publish and fetch", () => {
       expect(m.referenceSha256).toBe(m1.sha256);
       expect(m.referenceVersion).toBe(1n);
     }
-    expect(m3.step).toBe(2n);
+    expect(m3.step).toBe(2);
     expect(m3.sizeBytes).toBe(3n);
     expect(m3.runId).toBe("r");
     expect(m3.modelKind).toBe("fake");

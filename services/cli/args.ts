@@ -4,9 +4,8 @@
  * `--help` text is generated from the same declarations.
  */
 import { parseArgs } from "node:util";
-import type { RlaifConfig } from "../core/src/config/defaults.js";
 import { loadConfig } from "../core/src/config/load-config.js";
-import { settingByFlag } from "../core/src/config/settings.js";
+import { type RlaifConfig, rangeText, settingByFlag } from "../core/src/config/settings.js";
 import { ConfigError } from "../core/src/errors.js";
 
 /** A flag that belongs to one command rather than to the shared settings. */
@@ -58,11 +57,7 @@ export function helpText(spec: CommandSpec): string {
   for (const name of spec.settings) {
     const s = settingByFlag(name);
     if (!s) throw new Error(`unknown setting flag ${name}`);
-    const range = s.oneOf
-      ? ` (${s.oneOf.join("|")})`
-      : s.min !== undefined
-        ? ` [${s.min}..${s.max ?? s.below}]`
-        : "";
+    const range = s.oneOf ? ` (${s.oneOf.join("|")})` : rangeText(s) ? ` ${rangeText(s)}` : "";
     rows.push([`--${s.flag} <${s.type === "strings" ? "text" : s.type}>`, `${s.help}${range} [${s.path}]`]);
   }
   for (const f of spec.flags ?? [])

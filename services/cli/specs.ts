@@ -2,43 +2,12 @@
  * The command lines of every command, declared apart from what the commands do, so that
  * `rlaif --help`, `--help` and flag errors answer without loading TensorFlow.js, gRPC or NATS.
  */
+
+import { RUN_FLAGS } from "../core/src/config/settings.js";
 import { DEFAULT_CONFIG } from "../core/src/model/config.js";
 import { DEFAULT_RNN_CONFIG } from "../core/src/model/rnn-config.js";
 import { DEFAULT_SEQ2SEQ_CONFIG } from "../core/src/model/seq2seq-config.js";
 import type { CommandSpec } from "./args.js";
-
-/** Hyperparameters of a run. */
-const RUN_FLAGS = [
-  "steps",
-  "prompts-per-step",
-  "samples-per-prompt",
-  "lr",
-  "gamma",
-  "kl-coef",
-  "entropy-coef",
-  "max-grad-norm",
-  "baseline-decay",
-  "baseline",
-  "kl-in",
-  "kl-estimator",
-  "kl-target",
-  "kl-horizon",
-  "weight-decay",
-  "warmup-steps",
-  "lr-decay",
-  "off-policy",
-  "clip-epsilon",
-  "truncation",
-  "publish-every",
-  "seed",
-  "max-new-tokens",
-  "temperature",
-  "top-k",
-  "top-p",
-  "prompt",
-  "checkpoint-every",
-  "checkpoint-keep",
-] as const;
 
 /** What the model services need. */
 const MODEL_FLAGS = ["checkpoint", "backend"] as const;

@@ -6,7 +6,7 @@
 import type { Bus } from "../core/src/bus/bus.js";
 import { MemoryBus } from "../core/src/bus/memory-bus.js";
 import { NatsBus } from "../core/src/bus/nats-bus.js";
-import type { RlaifConfig } from "../core/src/config/defaults.js";
+import type { RlaifConfig } from "../core/src/config/settings.js";
 import { startFeedbackServer } from "../feedback/main.js";
 import { type OptimizerServer, startOptimizerServer } from "../optimizer/main.js";
 import { type PolicyServer, startPolicyServer } from "../policy/main.js";

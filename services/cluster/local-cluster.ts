@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { startNatsServer } from "../core/src/bus/nats-server.js";
-import { REPO_ROOT, type RlaifConfig } from "../core/src/config/defaults.js";
+import { REPO_ROOT, type RlaifConfig } from "../core/src/config/settings.js";
 import { RlaifError } from "../core/src/errors.js";
 
 /** Path of the `rlaif` entry point the service processes run. */

@@ -3,7 +3,7 @@
  * the returned controller by `rlaif train`), and weights go out over the bus.
  */
 import type { Bus } from "../core/src/bus/bus.js";
-import type { RunSettings } from "../core/src/config/defaults.js";
+import type { RunSettings } from "../core/src/config/settings.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, startBackend } from "../core/src/model/backend.js";
 import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";

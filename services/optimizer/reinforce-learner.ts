@@ -14,7 +14,7 @@
  */
 import type * as tf from "@tensorflow/tfjs";
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
-import type { RunSettings } from "../core/src/config/defaults.js";
+import type { RunSettings } from "../core/src/config/settings.js";
 import { CheckpointError } from "../core/src/errors.js";
 import { computeAdvantages } from "../core/src/learn/advantages.js";
 import { type BaselineState, MovingAverageBaseline } from "../core/src/learn/baseline.js";
@@ -195,11 +195,16 @@ export class ReinforceLearner implements Learner {
         },
         this.adam,
       );
-      // 5. The moving average learns from this batch only after it was used (b stays independent of it).
-      this.baseline.update(built.returns);
-      // 6. Adaptive β from the batch's KL in nats per sample (no-op when β is fixed).
-      this.kl.update(sampleKl(trajectories), trajectories.length);
+      // A non-finite gradient skipped the update: the baseline and β stay too, so the step leaves
+      // no trace on the learner's state but the counted `updateSkipped`.
+      if (res.applied) {
+        // 5. The moving average learns from this batch only after it was used (b stays independent of it).
+        this.baseline.update(built.returns);
+        // 6. Adaptive β from the batch's KL in nats per sample (no-op when β is fixed).
+        this.kl.update(sampleKl(trajectories), trajectories.length);
+      }
       return {
+        updateSkipped: !res.applied,
         loss: res.loss,
         gradNorm: res.gradNorm,
         entropy: res.entropy,

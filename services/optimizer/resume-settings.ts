@@ -3,7 +3,7 @@
  * by `rlaif train --resume` (settings named by flag) and StartRun with `resume_from` (named by
  * API field), so both refuse the same things with the same reasons.
  */
-import type { RunSettings } from "../core/src/config/defaults.js";
+import type { RunSettings } from "../core/src/config/settings.js";
 import { ValidationError } from "../core/src/errors.js";
 import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
 

@@ -17,7 +17,7 @@
  */
 import { readdir, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import type { RunSettings } from "../core/src/config/defaults.js";
+import type { RunSettings } from "../core/src/config/settings.js";
 import { CheckpointError } from "../core/src/errors.js";
 import type { ModelConfig, ModelKind, WeightMap } from "../core/src/model/causal-lm.js";
 import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint } from "../core/src/model/checkpoint.js";

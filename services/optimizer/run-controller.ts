@@ -14,8 +14,8 @@ import {
 } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { RunState } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
-import type { RunSettings } from "../core/src/config/defaults.js";
-import { NotFoundError, PreconditionError } from "../core/src/errors.js";
+import type { RunSettings } from "../core/src/config/settings.js";
+import { NotFoundError, PreconditionError, RunCancelledError } from "../core/src/errors.js";
 import {
   pruneRunCheckpoints,
   type RunCheckpoint,
@@ -49,6 +49,8 @@ export interface RunRecord {
   error: string;
   /** Resolves when the run has ended (either way). */
   done: Promise<RunSummary | null>;
+  /** When it was started or resumed here, ms since the Unix epoch. */
+  startedUnixMs: number;
   /** Called with each new step's metrics and once with null at the end. */
   watchers: Set<(m: StepMetrics | null) => void>;
 }
@@ -159,6 +161,7 @@ export class RunController {
       resumedFromStep: resume?.step ?? 0,
       summary: null,
       error: "",
+      startedUnixMs: Date.now(),
       watchers: new Set(),
       done: Promise.resolve(null),
       driver: new RunDriver(this.opts.bus, learner, {
@@ -203,6 +206,14 @@ export class RunController {
       run.state = RunState.SUCCEEDED;
       return summary;
     } catch (err) {
+      if (err instanceof RunCancelledError) {
+        // The step in progress is abandoned (its trajectories are never applied); the last
+        // completed step stays resumable.
+        if (run.driver.step > 0) await this.writeCheckpoint(run);
+        run.state = RunState.CANCELLED;
+        this.opts.log?.(`optimizer: ${err.message}`);
+        return null;
+      }
       run.error = (err as Error).message;
       run.state = RunState.FAILED;
       this.opts.log?.(`optimizer: run ${run.runId} failed: ${run.error}`);
@@ -212,8 +223,8 @@ export class RunController {
     }
   }
 
-  /** Every step's metrics from the first, then live ones, until the run ends. */
-  async *watch(runId: string, signal: AbortSignal): AsyncGenerator<StepMetrics> {
+  /** Every step's metrics from `fromStep` (1-based; 0 = the first), then live ones, until the run ends. */
+  async *watch(runId: string, signal: AbortSignal, fromStep = 0): AsyncGenerator<StepMetrics> {
     const run = this.get(runId);
     const pending: (StepMetrics | null)[] = [];
     let wake: (() => void) | null = null;
@@ -224,9 +235,10 @@ export class RunController {
     run.watchers.add(push);
     signal.addEventListener("abort", () => wake?.(), { once: true });
     try {
-      let sent = 0;
+      let sent = Math.max(0, fromStep - 1);
       for (const m of run.driver.history) {
-        sent++;
+        if (m.step <= sent) continue;
+        sent = m.step;
         yield m;
       }
       if (run.state !== RunState.RUNNING && run.state !== RunState.PAUSED) return;
@@ -239,8 +251,8 @@ export class RunController {
           continue;
         }
         if (m === null) return;
-        if (Number(m.step) > sent) {
-          sent = Number(m.step);
+        if (m.step > sent) {
+          sent = m.step;
           yield m;
         }
       }
@@ -267,6 +279,25 @@ export class RunController {
     run.driver.paused = paused;
     run.state = paused ? RunState.PAUSED : RunState.RUNNING;
     return run.state;
+  }
+
+  /**
+   * Stop a run for good (CancelRun): the step in progress is abandoned and the run ends
+   * CANCELLED with its last completed step checkpointed. Resolves once it has ended; a run that
+   * had already ended is left as it was.
+   */
+  async cancel(runId: string): Promise<RunRecord> {
+    const run = this.get(runId);
+    if (run.state === RunState.RUNNING || run.state === RunState.PAUSED) {
+      run.driver.cancel();
+      await run.done;
+    }
+    return run;
+  }
+
+  /** Runs known here, newest first. */
+  list(): RunRecord[] {
+    return [...this.runs.values()].sort((a, b) => b.startedUnixMs - a.startedUnixMs);
   }
 
   /** Cancel the latest run if it is still going, wait for it to end, and free its model. */

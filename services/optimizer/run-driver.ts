@@ -23,7 +23,8 @@ import {
 } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { runStateKey } from "../core/src/bus/subjects.js";
-import type { RunSettings } from "../core/src/config/defaults.js";
+import type { RunSettings } from "../core/src/config/settings.js";
+import { RunCancelledError } from "../core/src/errors.js";
 import type { WeightMap } from "../core/src/model/causal-lm.js";
 import { publishWeights } from "../core/src/weights/weights-channel.js";
 import { jobSeed, meanStd, StepLock, sampleKl } from "./run-helpers.js";
@@ -42,6 +43,8 @@ export interface LearnerStepResult {
   klCoef?: number;
   /** Learning rate used by the update. */
   learningRate?: number;
+  /** True when the gradient was not finite and nothing was updated (weights, Adam, baseline, β). */
+  updateSkipped?: boolean;
 }
 
 /** What the run loop needs from the learning side (model + optimiser). */
@@ -104,7 +107,7 @@ export interface ResumePoint {
 /** Drives one run; `paused` is polled between steps. */
 export class RunDriver {
   paused = false;
-  /** Set by `cancel()`; the loop stops at its next check with RunFailedError. */
+  /** Set by `cancel()`; the loop stops at its next check with RunCancelledError. */
   private cancelled = false;
   step = 0;
   weightsVersion = 0;
@@ -158,7 +161,8 @@ export class RunDriver {
   }
 
   private checkCancelled(): void {
-    if (this.cancelled) throw new RunFailedError(`run ${this.opts.runId} was cancelled at step ${this.step}`);
+    if (this.cancelled)
+      throw new RunCancelledError(`run ${this.opts.runId} was cancelled after step ${this.step}`);
   }
 
   /** Run every step; resolves with the summary (checkpointing is the caller's choice). */
@@ -217,6 +221,7 @@ export class RunDriver {
       wallSeconds: this.wallSeconds,
       tokensPerSecond: this.tokens / this.wallSeconds,
       mode: this.opts.mode,
+      skippedUpdates: this.history.filter((m) => m.updateSkipped).length,
     });
   }
 
@@ -253,7 +258,7 @@ export class RunDriver {
     const [meanReward, stdReward] = meanStd(trajs.map((t) => t.reward));
     const metrics = create(StepMetricsSchema, {
       runId,
-      step: BigInt(step),
+      step,
       meanReward,
       stdReward,
       kl: sampleKl(trajs),
@@ -266,9 +271,13 @@ export class RunDriver {
       clipFraction: update.clipFraction ?? 0,
       klCoef: update.klCoef ?? 0,
       learningRate: update.learningRate ?? 0,
+      updateSkipped: update.updateSkipped ?? false,
       weightsVersion: BigInt(this.weightsVersion),
       wallSeconds: this.wallSeconds,
     });
+    if (metrics.updateSkipped) {
+      this.opts.log?.(`optimizer: step ${step}: the gradient was not finite, so the update was skipped`);
+    }
     this.step = step;
     this.history.push(metrics);
     await (await this.bus.kv()).put(runStateKey(runId), toBinary(StepMetricsSchema, metrics));

@@ -8,7 +8,7 @@ import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, w
 import { basename, dirname, join } from "node:path";
 import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import { type StepMetrics, StepMetricsSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
-import type { RunSettings } from "../core/src/config/defaults.js";
+import type { RunSettings } from "../core/src/config/settings.js";
 
 /** File names inside `<out>/<runId>/`. */
 export const CONFIG_FILE = "config.json";

@@ -5,7 +5,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PromptJobSchema, type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, QueueMessage } from "../core/src/bus/bus.js";
-import type { RunSettings } from "../core/src/config/defaults.js";
+import type { RunSettings } from "../core/src/config/settings.js";
 import { RlaifError } from "../core/src/errors.js";
 import { jobSeed } from "./run-helpers.js";
 
@@ -37,7 +37,7 @@ export async function queueJobs(
     const prompt = prompts[((step - 1) * settings.promptsPerStep + i) % prompts.length] as string;
     const job = create(PromptJobSchema, {
       runId,
-      step: BigInt(step),
+      step,
       index: i,
       prompt,
       samples: settings.samplesPerPrompt,

@@ -14,7 +14,7 @@ import { createStreamDecoder, encode } from "../core/src/model/tokenizer.js";
 import type { GenerationResult, SamplingParams } from "./loaded-model.js";
 import type { PolicyReplica } from "./policy-replica.js";
 
-/** New tokens generated when a request leaves max_new_tokens at 0. */
+/** New tokens generated when a request leaves max_new_tokens unset. */
 export const DEFAULT_MAX_NEW_TOKENS = 32;
 
 const FINISH: Record<GenerationResult["finishReason"], FinishReason> = {
@@ -24,14 +24,18 @@ const FINISH: Record<GenerationResult["finishReason"], FinishReason> = {
   context: FinishReason.CONTEXT,
 };
 
-/** Sampling options from the request, with the server defaults filled in. */
+/**
+ * Sampling options from the request, with the server defaults for unset fields: 32 new tokens,
+ * temperature 1 (the policy's own distribution), no top-k or top-p, seed 0. The rules (grpc/rules.ts)
+ * have already refused out-of-range values, a seed above 2³²−1 included.
+ */
 export function samplingOptions(p: MessageShape<typeof SamplingParamsSchema> | undefined): SamplingParams {
   return {
-    maxNewTokens: p?.maxNewTokens || DEFAULT_MAX_NEW_TOKENS,
-    temperature: p?.temperature ?? 0,
+    maxNewTokens: p?.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS,
+    temperature: p?.temperature ?? 1,
     topK: p?.topK ?? 0,
-    topP: p?.topP && p.topP > 0 ? p.topP : 1,
-    seed: Number((p?.seed ?? 0n) & 0xffffffffn),
+    topP: p?.topP ?? 1,
+    seed: Number(p?.seed ?? 0n),
     stopAtEos: !p?.ignoreEos,
     stop: [...(p?.stop ?? [])],
   };

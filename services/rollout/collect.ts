@@ -113,7 +113,7 @@ export function failedTrajectories(job: CollectJob, error: string): Trajectory[]
     create(TrajectorySchema, {
       id: trajectoryId(job.runId, job.step, job.index, sample),
       runId: job.runId,
-      step: BigInt(job.step),
+      step: job.step,
       promptIndex: job.index,
       sampleIndex: sample,
       prompt: job.prompt,
@@ -175,7 +175,7 @@ export async function collectPrompt(
     return create(TrajectorySchema, {
       id: trajectoryId(job.runId, job.step, job.index, c.sampleIndex),
       runId: job.runId,
-      step: BigInt(job.step),
+      step: job.step,
       promptIndex: job.index,
       sampleIndex: c.sampleIndex,
       prompt: job.prompt,

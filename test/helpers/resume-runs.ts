@@ -4,7 +4,7 @@
  * a checkpoint's tensors as raw bytes for bitwise comparisons.
  */
 import { startEmbeddedCluster } from "../../services/cluster/embedded-cluster.js";
-import type { RlaifConfig, RunSettings } from "../../services/core/src/config/defaults.js";
+import type { RlaifConfig, RunSettings } from "../../services/core/src/config/settings.js";
 import { loadCheckpoint } from "../../services/core/src/model/checkpoint.js";
 import { resumeSettings } from "../../services/optimizer/resume-settings.js";
 import { openResumeCheckpoint } from "../../services/optimizer/run-checkpoint.js";

@@ -5,7 +5,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { defaultConfig, type RlaifConfig } from "../../services/core/src/config/defaults.js";
+import { defaultConfig, type RlaifConfig } from "../../services/core/src/config/settings.js";
 import { initBackend } from "../../services/core/src/model/backend.js";
 import { checkpointFromModel, saveCheckpoint } from "../../services/core/src/model/checkpoint.js";
 import type { TransformerConfig } from "../../services/core/src/model/config.js";

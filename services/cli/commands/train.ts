@@ -6,8 +6,8 @@
 
 import { resolve } from "node:path";
 import { startEmbeddedCluster } from "../../cluster/embedded-cluster.js";
-import type { RlaifConfig, RunSettings } from "../../core/src/config/defaults.js";
 import { explicitSettings } from "../../core/src/config/load-config.js";
+import type { RlaifConfig, RunSettings } from "../../core/src/config/settings.js";
 import { SETTINGS } from "../../core/src/config/settings.js";
 import { CheckpointError, ConfigError, RlaifError } from "../../core/src/errors.js";
 import { loadCheckpoint } from "../../core/src/model/checkpoint.js";

@@ -6,9 +6,9 @@
 
 import { startLocalCluster } from "../../cluster/local-cluster.js";
 import { OptimizerService, RunState } from "../../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
+import { runConfigFromSettings } from "../../core/src/config/run-config.js";
 import { RlaifError } from "../../core/src/errors.js";
 import { createClient } from "../../core/src/grpc/client.js";
-import { runConfigFromSettings } from "../../optimizer/optimizer-service.js";
 import type { CommandRun } from "../args.js";
 import { createProgress } from "../progress.js";
 import { reportSummary } from "./report.js";

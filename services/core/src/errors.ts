@@ -59,6 +59,12 @@ export class NotFoundError extends RlaifError {}
 export class PreconditionError extends RlaifError {}
 
 /**
+ * A run was stopped by CancelRun (or its controller shutting down). Distinct from a failure so the
+ * run ends CANCELLED, not FAILED, and keeps its last completed step's checkpoint.
+ */
+export class RunCancelledError extends RlaifError {}
+
+/**
  * A gRPC call failed with a status. Carries the numeric status `code` (grpc-js `status` enum) and
  * the server's `details`, so callers branch on the code (retry UNAVAILABLE, never retry
  * INVALID_ARGUMENT) instead of parsing messages. A handler may also throw one to answer with an

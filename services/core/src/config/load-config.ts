@@ -1,12 +1,23 @@
 /**
  * Builds the effective configuration: defaults, then a YAML or JSON file, then flags. Every
- * problem becomes a ConfigError whose message names the setting and says what to fix.
+ * problem becomes a ConfigError whose message names the setting and says what to fix. Paths in a
+ * config file (`services.checkpoint`, `out`) resolve against the file's folder; paths given as
+ * flags resolve against the working directory.
  */
 import { readFileSync } from "node:fs";
+import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { ConfigError } from "../errors.js";
-import { defaultConfig, type RlaifConfig } from "./defaults.js";
-import { SETTINGS, type Setting, settingByFlag } from "./settings.js";
+import { didYouMean } from "./did-you-mean.js";
+import { getPath, setPath } from "./object-path.js";
+import {
+  defaultConfig,
+  type RlaifConfig,
+  SETTINGS,
+  type Setting,
+  settingByFlag,
+  settingProblem,
+} from "./settings.js";
 
 type Json = Record<string, unknown>;
 
@@ -14,41 +25,20 @@ function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-function getPath(obj: Json, path: string): unknown {
-  return path.split(".").reduce<unknown>((o, k) => (isObject(o) ? o[k] : undefined), obj);
-}
-
-function setPath(obj: Json, path: string, value: unknown): void {
-  const keys = path.split(".");
-  const last = keys.pop() as string;
-  let cur = obj;
-  for (const k of keys) cur = cur[k] as Json;
-  cur[last] = value;
-}
-
-/** Convert and check one raw value (from a file or a flag) against its setting. */
+/**
+ * Convert one raw value (from a file, or a flag's text) to the setting's type and check it with
+ * the schema's check, so a flag, a config file and a RunConfig field refuse it with one reason.
+ */
 export function coerceSetting(s: Setting, raw: unknown, where: string): unknown {
-  const fail = (why: string): never => {
-    throw new ConfigError(`${where}: ${why}`);
-  };
-  if (s.type === "strings") {
-    const list = Array.isArray(raw) ? raw : [raw];
-    return list.map((x) => (typeof x === "string" ? x : fail(`expected text, got ${JSON.stringify(x)}`)));
+  let value: unknown = raw;
+  if (s.type === "strings") value = Array.isArray(raw) ? raw : [raw];
+  else if ((s.type === "int" || s.type === "number") && typeof raw === "string" && raw.trim() !== "") {
+    value = Number(raw);
+    if (Number.isNaN(value)) value = raw;
   }
-  if (s.type === "string") {
-    if (typeof raw !== "string") return fail(`expected text, got ${JSON.stringify(raw)}`);
-    if (s.oneOf && !s.oneOf.includes(raw)) return fail(`must be one of ${s.oneOf.join(", ")}, got "${raw}"`);
-    if (s.pattern && !s.pattern.test(raw)) return fail(`must look like ${s.patternHelp}, got "${raw}"`);
-    return raw;
-  }
-  const n =
-    typeof raw === "number" ? raw : typeof raw === "string" && raw.trim() !== "" ? Number(raw) : Number.NaN;
-  if (!Number.isFinite(n)) return fail(`expected a number, got ${JSON.stringify(raw)}`);
-  if (s.type === "int" && !Number.isInteger(n)) return fail(`expected a whole number, got ${n}`);
-  if (s.min !== undefined && n < s.min) return fail(`must be at least ${s.min}, got ${n}`);
-  if (s.max !== undefined && n > s.max) return fail(`must be at most ${s.max}, got ${n}`);
-  if (s.below !== undefined && n >= s.below) return fail(`must be below ${s.below}, got ${n}`);
-  return n;
+  const problem = settingProblem(s, value);
+  if (problem) throw new ConfigError(`${where}${problem.at}: ${problem.reason}`);
+  return value;
 }
 
 /** Read a config file (YAML or JSON by content) into a plain object. */
@@ -74,17 +64,17 @@ export function readConfigFile(path: string): Json {
 }
 
 function checkUnknownKeys(doc: Json, prefix: string, file: string): void {
-  const known = new Set(SETTINGS.map((s) => s.path));
-  const sections = new Set(SETTINGS.map((s) => s.path.split(".")[0]));
+  const known = SETTINGS.map((s) => s.path);
+  const sections = new Set(known.map((p) => p.split(".")[0]));
   for (const [k, v] of Object.entries(doc)) {
     const path = prefix ? `${prefix}.${k}` : k;
-    if (known.has(path)) continue;
+    if (known.includes(path)) continue;
     if (!prefix && sections.has(k) && isObject(v)) {
       checkUnknownKeys(v, k, file);
       continue;
     }
-    const names = SETTINGS.map((s) => s.path).join(", ");
-    throw new ConfigError(`${file}: unknown setting "${path}" (known settings: ${names})`);
+    const hint = didYouMean(path, known) || " (`rlaif <command> --help` lists the settings)";
+    throw new ConfigError(`${file}: unknown setting "${path}"${hint}`);
   }
 }
 
@@ -115,7 +105,15 @@ export function loadConfig(file: string | undefined, flags: Record<string, unkno
     for (const s of SETTINGS) {
       const raw = getPath(doc, s.path);
       if (raw === undefined) continue;
-      setPath(config, s.path, coerceSetting(s, raw, `${file}: ${s.path}`));
+      const value = coerceSetting(s, raw, `${file}: ${s.path}`);
+      // A path in a config file is relative to the file's folder, not to where the command runs.
+      setPath(
+        config,
+        s.path,
+        s.isPath && typeof value === "string" && value && !isAbsolute(value)
+          ? resolve(dirname(file), value)
+          : value,
+      );
       explicit.add(s.path);
     }
   }

@@ -1,260 +1,528 @@
 /**
- * The table of every setting: its path in the config file, its command-line flag, its type and
- * its valid range. Loading, flag parsing, validation and `--help` all read this one table, so a
- * setting is declared once.
+ * The one schema of every setting: name, type, default, range or choices, unit, doc line, CLI
+ * flag, config-file key and `rlaif.common.v1.RunConfig` field. Everything else derives from it:
+ * the defaults ({@link defaultConfig}), the CLI flags and `--help` (cli/args.ts), config-file
+ * validation (load-config.ts), the gRPC rules of `StartRun.config` (grpc/rules.ts), both
+ * RunConfig ↔ settings mappings (run-config.ts) and the README's settings table
+ * (scripts/settings-table.ts). Why one table: a limit declared twice drifts (the CLI once bounded
+ * β by 100 while gRPC took any value), and a caller must meet the same rule whichever way in.
  */
-import { BASELINE_KINDS } from "./defaults.js";
+
+import { fileURLToPath } from "node:url";
+import type { DescEnum } from "@bufbuild/protobuf";
+import {
+  BaselineSchema,
+  KlEstimatorSchema,
+  KlInSchema,
+  LrDecaySchema,
+  OffPolicySchema,
+} from "../../gen/rlaif/common/v1/types_pb.js";
+import { setPath } from "./object-path.js";
 
 /** Kinds of values a setting can hold. */
 export type SettingType = "int" | "number" | "string" | "strings";
 
-/** One configurable setting. */
-export interface Setting {
-  /** Dotted path in the config (file and object), e.g. `run.steps`. */
-  path: string;
+/** One configurable setting, as declared below. */
+export interface Setting<T = unknown> {
+  /** Dotted key in the config (file and object), e.g. `run.steps`. */
+  readonly path: string;
   /** Long flag name without dashes, e.g. `steps`. */
-  flag: string;
-  type: SettingType;
-  /** One-line help. */
-  help: string;
-  /** Inclusive bounds for numbers. */
-  min?: number;
-  max?: number;
-  /** Exclusive upper bound for numbers. */
-  below?: number;
+  readonly flag: string;
+  readonly type: SettingType;
+  /** The value when neither a config file nor a flag nor a RunConfig field sets it. */
+  readonly default: T;
+  /** One-line help (CLI `--help` and the README table). */
+  readonly help: string;
+  /** Unit of a number, e.g. `steps`, `nats/sample`, `ms`. */
+  readonly unit?: string;
+  /** Inclusive lower bound. */
+  readonly min?: number;
+  /** Exclusive lower bound. */
+  readonly above?: number;
+  /** Inclusive upper bound. */
+  readonly max?: number;
+  /** Exclusive upper bound. */
+  readonly below?: number;
   /** Allowed string values. */
-  oneOf?: readonly string[];
-  /** Pattern for string values (e.g. host:port). */
-  pattern?: RegExp;
-  /** Human description of the pattern. */
-  patternHelp?: string;
+  readonly oneOf?: readonly string[];
+  /** Pattern for string values (e.g. host:port), with its human description. */
+  readonly pattern?: RegExp;
+  readonly patternHelp?: string;
+  /** A file-system path: relative values in a config file resolve against the file's folder. */
+  readonly isPath?: boolean;
+  /** Most items of a list, and the most UTF-8 bytes of each (non-empty) item. */
+  readonly maxItems?: number;
+  readonly maxItemBytes?: number;
+  /**
+   * Field of `rlaif.common.v1.RunConfig` (camelCase path, e.g. `klCoef`, `sampling.topP`);
+   * absent for settings that only the CLI and config file have (where services are).
+   */
+  readonly proto?: string;
+  /** The proto enum of a choice: value `<ENUM>_<CHOICE>` (e.g. `BASELINE_MOVING_AVERAGE`) is choice `moving-average`. */
+  readonly protoEnum?: DescEnum;
 }
+
+type Spec<T> = Omit<Setting<T>, "path" | "type">;
+
+function int(s: Spec<number>): Setting<number> {
+  return { ...s, path: "", type: "int" };
+}
+function num(s: Spec<number>): Setting<number> {
+  return { ...s, path: "", type: "number" };
+}
+function text(s: Spec<string>): Setting<string> {
+  return { ...s, path: "", type: "string" };
+}
+function choice<const C extends readonly string[]>(oneOf: C, s: Spec<C[number]>): Setting<C[number]> {
+  return { ...s, oneOf, path: "", type: "string" };
+}
+function texts(s: Spec<string[]>): Setting<string[]> {
+  return { ...s, path: "", type: "strings" };
+}
+
+/** Baselines of the advantages (see learn/advantages.ts). */
+export const BASELINE_KINDS = ["none", "moving-average", "rloo", "group", "batch"] as const;
+/** One of {@link BASELINE_KINDS}. */
+export type BaselineKind = (typeof BASELINE_KINDS)[number];
+
+/** Repository root, so defaults resolve no matter which directory the CLI runs from. */
+export const REPO_ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
+
+/** The pretrained checkpoint committed with the project (produced by `rlaif pretrain`). */
+export const DEFAULT_CHECKPOINT = `${REPO_ROOT}checkpoints/default/model.safetensors`;
 
 const HOST_PORT = /^$|^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/;
 
-/** Every setting; services and commands pick the ones they use. */
-export const SETTINGS: readonly Setting[] = [
-  { path: "run.steps", flag: "steps", type: "int", min: 1, max: 100_000, help: "optimizer steps" },
-  {
-    path: "run.promptsPerStep",
+/**
+ * Hyperparameters of one training run (`run.*` in a config file, `RunConfig` over gRPC). The
+ * defaults are sized for the embedded quick start and were measured on the learning benchmark
+ * (bench/learning.ts); each says why it has its value.
+ */
+const RUN = {
+  steps: int({
+    flag: "steps",
+    default: 20,
+    min: 1,
+    max: 100_000,
+    unit: "steps",
+    help: "optimizer steps",
+    proto: "steps",
+  }),
+  promptsPerStep: int({
     flag: "prompts-per-step",
-    type: "int",
+    default: 8,
     min: 1,
     max: 1024,
     help: "prompts per step",
-  },
-  {
-    path: "run.samplesPerPrompt",
+    proto: "promptsPerStep",
+  }),
+  /** G = 8 gives the RLOO baseline 7 other samples of the same prompt. */
+  samplesPerPrompt: int({
     flag: "samples-per-prompt",
-    type: "int",
+    default: 8,
     min: 1,
     max: 64,
     help: "completions per prompt (G)",
-  },
-  { path: "run.learningRate", flag: "lr", type: "number", min: 1e-9, max: 1, help: "Adam learning rate" },
-  { path: "run.gamma", flag: "gamma", type: "number", min: 0, max: 1, help: "discount γ of returns-to-go" },
-  { path: "run.klCoef", flag: "kl-coef", type: "number", min: 0, max: 100, help: "β of the KL penalty" },
-  { path: "run.entropyCoef", flag: "entropy-coef", type: "number", min: 0, max: 10, help: "entropy bonus" },
-  {
-    path: "run.maxGradNorm",
+    proto: "samplesPerPrompt",
+  }),
+  /** 1e-3 with the warm-up moves the small default policies within tens of steps (3e-4 barely moved them in 20). */
+  learningRate: num({
+    flag: "lr",
+    default: 1e-3,
+    above: 0,
+    max: 1,
+    help: "peak Adam learning rate α",
+    proto: "learningRate",
+  }),
+  /**
+   * 0.9: with per-token rewards a token is credited mostly for the next ~10 tokens' rewards;
+   * it measured better than 1. With a scalar-only scorer prefer 1.
+   */
+  gamma: num({
+    flag: "gamma",
+    default: 0.9,
+    min: 0,
+    max: 1,
+    help: "discount γ of the returns-to-go",
+    proto: "gamma",
+  }),
+  /** β is the sensitive knob: at 90 steps 0.05 held the policy to ~4 nats, 0.04 let it reach 5.9; 0.045 sits between. */
+  klCoef: num({
+    flag: "kl-coef",
+    default: 0.045,
+    min: 0,
+    max: 100,
+    help: "β of the KL penalty to the reference",
+    proto: "klCoef",
+  }),
+  entropyCoef: num({
+    flag: "entropy-coef",
+    default: 0,
+    min: 0,
+    max: 10,
+    help: "entropy bonus c of L −= c·H",
+    proto: "entropyCoef",
+  }),
+  maxGradNorm: num({
     flag: "max-grad-norm",
-    type: "number",
+    default: 1,
     min: 0,
     max: 1e6,
-    help: "clip (0 = off)",
-  },
-  {
-    path: "run.baselineDecay",
+    help: "global gradient-norm clip (0 = off)",
+    proto: "maxGradNorm",
+  }),
+  baselineDecay: num({
     flag: "baseline-decay",
-    type: "number",
+    default: 0.9,
     min: 0,
     below: 1,
-    help: "baseline EMA decay",
-  },
-  {
-    path: "run.baseline",
+    help: "decay d of the moving-average baseline",
+    proto: "baselineDecay",
+  }),
+  /** RLOO: unbiased, and a group of G equal scores gives no gradient at all instead of noise. */
+  baseline: choice(BASELINE_KINDS, {
     flag: "baseline",
-    type: "string",
-    oneOf: BASELINE_KINDS,
-    help: "advantage baseline",
-  },
-  {
-    path: "run.klIn",
+    default: "rloo",
+    help: "advantage baseline b of A = R − b",
+    proto: "baseline",
+    protoEnum: BaselineSchema,
+  }),
+  klIn: choice(["reward", "loss"] as const, {
     flag: "kl-in",
-    type: "string",
-    oneOf: ["reward", "loss"],
-    help: "KL in reward or loss",
-  },
-  {
-    path: "run.klEstimator",
+    default: "reward",
+    help: "KL penalty in the per-token reward or in the loss",
+    proto: "klIn",
+    protoEnum: KlInSchema,
+  }),
+  klEstimator: choice(["k1", "k3"] as const, {
     flag: "kl-estimator",
-    type: "string",
-    oneOf: ["k1", "k3"],
+    default: "k1",
     help: "sampled-token KL estimator",
-  },
-  {
-    path: "run.klTarget",
+    proto: "klEstimator",
+    protoEnum: KlEstimatorSchema,
+  }),
+  klTarget: num({
     flag: "kl-target",
-    type: "number",
+    default: 0,
     min: 0,
     max: 1000,
-    help: "adaptive β target KL, nats/sample (0 = fixed β)",
-  },
-  {
-    path: "run.klHorizon",
+    unit: "nats/sample",
+    help: "adaptive-β target KL (0 = fixed β)",
+    proto: "klTarget",
+  }),
+  /** Ziegler et al. 2019 use 10 000. */
+  klHorizon: num({
     flag: "kl-horizon",
-    type: "number",
+    default: 10_000,
     min: 1,
     max: 1e9,
-    help: "adaptive β horizon (samples)",
-  },
-  {
-    path: "run.weightDecay",
+    unit: "samples",
+    help: "adaptive-β horizon",
+    proto: "klHorizon",
+  }),
+  weightDecay: num({
     flag: "weight-decay",
-    type: "number",
+    default: 0,
     min: 0,
     max: 10,
-    help: "AdamW weight decay λ",
-  },
-  {
-    path: "run.warmupSteps",
+    help: "AdamW decoupled weight decay λ",
+    proto: "weightDecay",
+  }),
+  /** Adam's first updates are ±α on every weight; at full α they cost ~1.3 nats of KL before anything is learned. */
+  warmupSteps: int({
     flag: "warmup-steps",
-    type: "int",
+    default: 10,
     min: 0,
     max: 100_000,
-    help: "learning-rate warm-up steps",
-  },
-  {
-    path: "run.lrDecay",
+    unit: "steps",
+    help: "linear learning-rate warm-up",
+    proto: "warmupSteps",
+  }),
+  /** Cosine: smaller late steps drift less, so less KL is spent on noise. */
+  lrDecay: choice(["none", "cosine"] as const, {
     flag: "lr-decay",
-    type: "string",
-    oneOf: ["none", "cosine"],
-    help: "learning-rate decay after warm-up",
-  },
-  {
-    path: "run.offPolicy",
+    default: "cosine",
+    help: "learning-rate decay after warm-up (cosine: to 0.1·lr at the last step)",
+    proto: "lrDecay",
+    protoEnum: LrDecaySchema,
+  }),
+  offPolicy: choice(["none", "ppo-clip", "truncated"] as const, {
     flag: "off-policy",
-    type: "string",
-    oneOf: ["none", "ppo-clip", "truncated"],
-    help: "importance-ratio correction",
-  },
-  {
-    path: "run.clipEpsilon",
+    default: "none",
+    help: "importance-ratio correction for samples of older weights",
+    proto: "offPolicy",
+    protoEnum: OffPolicySchema,
+  }),
+  clipEpsilon: num({
     flag: "clip-epsilon",
-    type: "number",
-    min: 1e-6,
+    default: 0.2,
+    above: 0,
     below: 1,
-    help: "PPO clip ε",
-  },
-  {
-    path: "run.truncation",
+    help: "ε of the PPO clip of ρ to [1 − ε, 1 + ε]",
+    proto: "clipEpsilon",
+  }),
+  truncation: num({
     flag: "truncation",
-    type: "number",
+    default: 1,
     min: 1,
     max: 1e6,
-    help: "truncated-IS cap c of min(ρ, c)",
-  },
-  {
-    path: "run.publishEvery",
+    help: "c of truncated importance sampling min(ρ, c)",
+    proto: "truncation",
+  }),
+  publishEvery: int({
     flag: "publish-every",
-    type: "int",
+    default: 1,
     min: 1,
     max: 10_000,
-    help: "steps per publish",
-  },
-  { path: "run.seed", flag: "seed", type: "int", min: 0, max: 2 ** 32 - 1, help: "run seed" },
-  {
-    path: "run.maxNewTokens",
+    unit: "steps",
+    help: "publish new weights every n steps",
+    proto: "publishEvery",
+  }),
+  seed: int({
+    flag: "seed",
+    default: 1,
+    min: 0,
+    max: 2 ** 32 - 1,
+    help: "seed of prompt order and sampler seeds",
+    proto: "seed",
+  }),
+  maxNewTokens: int({
     flag: "max-new-tokens",
-    type: "int",
+    default: 24,
     min: 1,
     max: 4096,
-    help: "tokens per sample",
-  },
-  {
-    path: "run.temperature",
+    unit: "tokens",
+    help: "new tokens per completion",
+    proto: "sampling.maxNewTokens",
+  }),
+  /** 1 = the policy's own distribution, as REINFORCE assumes. */
+  temperature: num({
     flag: "temperature",
-    type: "number",
+    default: 1,
     min: 0,
     max: 10,
-    help: "sampling temperature",
-  },
-  { path: "run.topK", flag: "top-k", type: "int", min: 0, max: 100_000, help: "top-k (0 = off)" },
-  { path: "run.topP", flag: "top-p", type: "number", min: 0, max: 1, help: "top-p (1 = off)" },
-  { path: "run.prompts", flag: "prompt", type: "strings", help: "training prompt (repeatable)" },
-  {
-    path: "run.checkpointEvery",
-    flag: "checkpoint-every",
-    type: "int",
+    help: "sampling temperature (0 = greedy)",
+    proto: "sampling.temperature",
+  }),
+  topK: int({
+    flag: "top-k",
+    default: 0,
     min: 0,
     max: 100_000,
-    help: "steps per resumable checkpoint (0 = only the last step)",
-  },
-  {
-    path: "run.checkpointKeep",
+    help: "top-k filter (0 = off)",
+    proto: "sampling.topK",
+  }),
+  topP: num({
+    flag: "top-p",
+    default: 1,
+    above: 0,
+    max: 1,
+    help: "top-p filter (1 = off)",
+    proto: "sampling.topP",
+  }),
+  prompts: texts({
+    flag: "prompt",
+    default: [],
+    maxItems: 65_536,
+    maxItemBytes: 4096,
+    help: "training prompt, repeatable (default: held-out corpus prompts)",
+    proto: "prompts",
+  }),
+  /** 10 bounds the work a crash can lose to 10 steps, for a write that costs milliseconds. */
+  checkpointEvery: int({
+    flag: "checkpoint-every",
+    default: 10,
+    min: 0,
+    max: 100_000,
+    unit: "steps",
+    help: "resumable checkpoint every n steps (0 = only the last step)",
+    proto: "checkpointEvery",
+  }),
+  /** 2, so a checkpoint that turned out bad still leaves an older one (~4× the weights' size each). */
+  checkpointKeep: int({
     flag: "checkpoint-keep",
-    type: "int",
+    default: 2,
     min: 0,
     max: 10_000,
     help: "newest step checkpoints kept (0 = all)",
-  },
-  {
-    path: "services.natsUrl",
+    proto: "checkpointKeep",
+  }),
+};
+
+/** Where the services are and what they load (`services.*`; CLI and config file only). */
+const SERVICES = {
+  natsUrl: text({
     flag: "nats",
-    type: "string",
+    default: "",
     pattern: /^$|^(nats|tls):\/\/[^\s]+$/,
     patternHelp: "nats://host:port",
-    help: "NATS URL (default: embedded bus)",
-  },
-  {
-    path: "services.feedbackAddress",
+    help: "NATS server URL (empty = the embedded in-memory bus)",
+  }),
+  feedbackAddress: text({
     flag: "feedback-address",
-    type: "string",
+    default: "",
     pattern: HOST_PORT,
     patternHelp: "host:port",
-    help: "external FeedbackService address",
-  },
-  {
-    path: "services.policyAddress",
+    help: "external FeedbackService address (empty = the built-in rule scorer)",
+  }),
+  policyAddress: text({
     flag: "policy-address",
-    type: "string",
+    default: "",
     pattern: HOST_PORT,
     patternHelp: "host:port",
-    help: "PolicyService address",
-  },
-  {
-    path: "services.checkpoint",
+    help: "PolicyService address, for a Rollout served on its own",
+  }),
+  checkpoint: text({
     flag: "checkpoint",
-    type: "string",
+    default: DEFAULT_CHECKPOINT,
+    isPath: true,
     help: "checkpoint to serve / start from",
-  },
-  {
-    path: "services.backend",
+  }),
+  backend: choice(["auto", "tensorflow", "wasm", "cpu"] as const, {
     flag: "backend",
-    type: "string",
-    oneOf: ["auto", "tensorflow", "wasm", "cpu"],
-    help: "compute backend",
-  },
-  {
-    path: "services.rpcTimeoutMs",
+    default: "auto",
+    help: "compute backend (auto: native → wasm → cpu)",
+  }),
+  rpcTimeoutMs: int({
     flag: "rpc-timeout-ms",
-    type: "int",
+    default: 60_000,
     min: 1,
     max: 3_600_000,
-    help: "rpc deadline",
-  },
-  {
-    path: "services.stepTimeoutMs",
+    unit: "ms",
+    help: "deadline of each call to Policy or Feedback",
+  }),
+  stepTimeoutMs: int({
     flag: "step-timeout-ms",
-    type: "int",
+    default: 300_000,
     min: 1,
     max: 86_400_000,
-    help: "max wait for one step's trajectories",
-  },
-  { path: "out", flag: "out", type: "string", help: "output directory for checkpoints and metrics" },
+    unit: "ms",
+    help: "longest wait for one step's trajectories",
+  }),
+};
+
+const OUT = text({
+  flag: "out",
+  default: "runs",
+  isPath: true,
+  help: "directory for the runs' checkpoints and metrics",
+});
+
+type Values<T> = { -readonly [K in keyof T]: T[K] extends Setting<infer V> ? V : never };
+
+/** Hyperparameters of one training run (mirrors rlaif.common.v1.RunConfig). */
+export type RunSettings = Values<typeof RUN>;
+/** Where the services are and what they load. */
+export type ServiceSettings = Values<typeof SERVICES>;
+/** The whole configuration: a file (YAML or JSON) overridden by flags. */
+export interface RlaifConfig {
+  run: RunSettings;
+  services: ServiceSettings;
+  /** Directory for the run's checkpoints and metrics. */
+  out: string;
+}
+
+function keyed<T extends Record<string, Setting>>(prefix: string, group: T): Setting[] {
+  return Object.entries(group).map(([k, s]) => ({ ...s, path: `${prefix}${k}` }));
+}
+
+/** Every setting, in declaration order; services and commands pick the ones they use. */
+export const SETTINGS: readonly Setting[] = [
+  ...keyed("run.", RUN),
+  ...keyed("services.", SERVICES),
+  { ...OUT, path: "out" },
 ];
+
+/** The settings of a run that a RunConfig carries, keyed by RunSettings field. */
+export const RUN_SETTINGS: ReadonlyArray<
+  Setting & { readonly proto: string; readonly key: keyof RunSettings }
+> = SETTINGS.flatMap((s) =>
+  s.path.startsWith("run.") && s.proto
+    ? [{ ...s, proto: s.proto, key: s.path.slice(4) as keyof RunSettings }]
+    : [],
+);
+
+/** Flags of every run setting, in declaration order (the run commands take them all). */
+export const RUN_FLAGS: readonly string[] = SETTINGS.filter((s) => s.path.startsWith("run.")).map(
+  (s) => s.flag,
+);
 
 /** Look a setting up by its flag name. */
 export function settingByFlag(flag: string): Setting | undefined {
   return SETTINGS.find((s) => s.flag === flag);
+}
+
+/** Defaults; see each setting's declaration for why it has its value. */
+export function defaultConfig(): RlaifConfig {
+  const config: Record<string, unknown> = {};
+  for (const s of SETTINGS) setPath(config, s.path, Array.isArray(s.default) ? [...s.default] : s.default);
+  return config as unknown as RlaifConfig;
+}
+
+/** A number in a reason: as written, so `0.1` reads `0.1` and a uint64 prints every digit. */
+function show(v: number | bigint): string {
+  return String(v);
+}
+
+/** The range of a number setting as text, e.g. `[0, 100]`, `(0, 1]`, or "" when unbounded. */
+export function rangeText(s: Setting): string {
+  const lo = s.above ?? s.min;
+  const hi = s.below ?? s.max;
+  if (lo === undefined && hi === undefined) return "";
+  return `${s.above !== undefined ? "(" : "["}${lo ?? "−∞"}, ${hi ?? "∞"}${s.below !== undefined ? ")" : "]"}`;
+}
+
+/** Why a value is refused: `at` is appended to the setting's name ("" or "[3]"), then the reason. */
+export interface SettingProblem {
+  readonly at: string;
+  readonly reason: string;
+}
+
+/**
+ * Why `value` is not a valid value of `s`, or undefined when it is. The one check behind flags,
+ * config files and RunConfig fields, so all three refuse a value with the same words.
+ * `value` is already of the setting's type (a number, a string or a list of strings); a uint64
+ * RunConfig field may pass a bigint.
+ */
+export function settingProblem(s: Setting, value: unknown): SettingProblem | undefined {
+  const bad = (reason: string, at = ""): SettingProblem => ({ at, reason });
+  if (s.type === "int" || s.type === "number") {
+    if (typeof value !== "number" && typeof value !== "bigint")
+      return bad(`expected a number, got ${JSON.stringify(value)}`);
+    const n = Number(value);
+    if (!Number.isFinite(n)) return bad(`must be a finite number, got ${show(value)}`);
+    if (s.type === "int" && !Number.isInteger(n)) return bad(`expected a whole number, got ${show(value)}`);
+    const low = (s.min === undefined || n >= s.min) && (s.above === undefined || n > s.above);
+    const high = (s.max === undefined || n <= s.max) && (s.below === undefined || n < s.below);
+    if (low && high) return undefined;
+    const lo = s.min ?? s.above;
+    const hi = s.max ?? s.below;
+    // Two bounds read as an interval ("between 0 and 10", "in (0, 1]"), one as a limit.
+    if (lo !== undefined && hi !== undefined) {
+      const interval =
+        s.above === undefined && s.below === undefined ? `between ${lo} and ${hi}` : `in ${rangeText(s)}`;
+      return bad(`must be ${interval}, got ${show(value)}`);
+    }
+    if (!low) return bad(`must be ${s.min !== undefined ? "at least" : "above"} ${lo}, got ${show(value)}`);
+    return bad(`must be ${s.max !== undefined ? "at most" : "below"} ${hi}, got ${show(value)}`);
+  }
+  if (s.type === "strings") {
+    if (!Array.isArray(value)) return bad(`expected a list of text, got ${JSON.stringify(value)}`);
+    if (s.maxItems !== undefined && value.length > s.maxItems) {
+      return bad(`must have at most ${s.maxItems} items, got ${value.length}`);
+    }
+    for (const [i, item] of value.entries()) {
+      if (typeof item !== "string") return bad(`expected text, got ${JSON.stringify(item)}`, `[${i}]`);
+      if (item === "") return bad("must not be empty", `[${i}]`);
+      const bytes = Buffer.byteLength(item);
+      if (s.maxItemBytes !== undefined && bytes > s.maxItemBytes) {
+        return bad(`must be at most ${s.maxItemBytes} bytes of UTF-8, got ${bytes}`, `[${i}]`);
+      }
+    }
+    return undefined;
+  }
+  if (typeof value !== "string") return bad(`expected text, got ${JSON.stringify(value)}`);
+  if (s.oneOf && !s.oneOf.includes(value)) return bad(`must be one of ${s.oneOf.join(", ")}, got "${value}"`);
+  if (s.pattern && !s.pattern.test(value)) return bad(`must look like ${s.patternHelp}, got "${value}"`);
+  return undefined;
 }

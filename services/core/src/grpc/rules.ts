@@ -7,6 +7,7 @@
  * The limits mirror the config table (services/core/src/config/settings.ts) where both exist, so
  * a run started over gRPC accepts what `rlaif train` accepts.
  */
+import type { MessageShape } from "@bufbuild/protobuf";
 import { RunConfigSchema, SamplingParamsSchema } from "../../gen/rlaif/common/v1/types_pb.js";
 import {
   ScoreItemSchema,
@@ -15,11 +16,13 @@ import {
   ScoreSchema,
 } from "../../gen/rlaif/feedback/v1/feedback_pb.js";
 import {
+  CancelRunRequestSchema,
   CheckpointRequestSchema,
   GetStatusRequestSchema,
+  ListRunsRequestSchema,
   PauseRunRequestSchema,
-  ResumeRunRequestSchema,
   StartRunRequestSchema,
+  UnpauseRunRequestSchema,
   WatchMetricsRequestSchema,
 } from "../../gen/rlaif/optimizer/v1/optimizer_pb.js";
 import {
@@ -31,7 +34,8 @@ import {
   WeightsSelectorSchema,
 } from "../../gen/rlaif/policy/v1/policy_pb.js";
 import { CollectRequestSchema } from "../../gen/rlaif/rollout/v1/rollout_pb.js";
-import { BASELINE_KINDS } from "../config/defaults.js";
+import { fieldValue } from "../config/run-config.js";
+import { RUN_SETTINGS, type RunSettings, settingProblem } from "../config/settings.js";
 import {
   check,
   definedEnum,
@@ -43,13 +47,13 @@ import {
   max,
   maxBytes,
   maxItems,
-  min,
   minItems,
   nested,
   nonEmpty,
   pattern,
+  type Rule,
+  type RuleMap,
   type RuleSet,
-  range,
   required,
 } from "./validation.js";
 
@@ -79,11 +83,30 @@ const tokenId = check<number>(
 );
 const tokens = [maxItems(MAX_SEQUENCE_TOKENS), each(tokenId)];
 
-/** Sampling parameters, shared by Generate, GenerateStream, Collect and a run's config. */
+/** A rule that applies a run setting's schema check to a proto field's value. */
+function settingRule(key: keyof RunSettings): Rule<unknown> {
+  const s = RUN_SETTINGS.find((x) => x.key === key);
+  if (!s) throw new TypeError(`no run setting ${key}`);
+  return (raw) => {
+    const value = fieldValue(s, raw);
+    if (value === undefined) return undefined;
+    if (s.protoEnum && typeof value === "number") {
+      return { at: "", reason: `must be one of ${s.oneOf?.join(", ")}, got ${value}` };
+    }
+    return settingProblem(s, value);
+  };
+}
+
+/**
+ * Sampling parameters of Generate, GenerateStream and Collect: the same bounds as a run's
+ * sampling settings (and a seed bounded like the run's seed: 0..2³²−1, refused above, never cut).
+ */
 export const samplingRules = defineRules(SamplingParamsSchema, {
-  maxNewTokens: [max(4096)],
-  temperature: [range(0, 10)],
-  topP: [range(0, 1)],
+  maxNewTokens: [settingRule("maxNewTokens")],
+  temperature: [settingRule("temperature")],
+  topK: [settingRule("topK")],
+  topP: [settingRule("topP")],
+  seed: [settingRule("seed")],
   stop: [maxItems(MAX_STOP_SEQUENCES), eachString(nonEmpty(), maxBytes(MAX_STOP_BYTES))],
 });
 
@@ -140,42 +163,22 @@ export const collectRequestRules = defineRules(CollectRequestSchema, {
   sampling: [nested(samplingRules)],
 });
 
-/** A string choice: empty (= the default) or one of `values` (the config table's `oneOf`). */
-function oneOf(...values: readonly string[]) {
-  return check<string>(
-    (v) => v === "" || values.includes(v),
-    (v) => `must be one of ${values.join(", ")}, got "${v}"`,
-  );
-}
-
-/** A run's configuration: the same bounds as the config table of `rlaif train`. */
+/**
+ * A run's configuration: every field that the settings schema maps is checked by the schema's own
+ * check (config/settings.ts), so `StartRun` refuses exactly what `rlaif train`'s flags and config
+ * file refuse, with the same reason. The sampling fields a run does not use are refused rather
+ * than silently ignored.
+ */
 export const runConfigRules = defineRules(RunConfigSchema, {
-  steps: [range(1, 100_000)],
-  promptsPerStep: [range(1, 1024)],
-  samplesPerPrompt: [range(1, 64)],
-  sampling: [nested(samplingRules)],
-  learningRate: [range(0, 1, { minExclusive: true })],
-  gamma: [range(0, 1)],
-  klCoef: [finite(), min(0)],
-  maxGradNorm: [finite(), min(0)],
-  publishEvery: [range(1, 10_000)],
-  prompts: [maxItems(65_536), eachString(...prompt)],
-  baselineDecay: [range(0, 1, { maxExclusive: true })],
-  entropyCoef: [finite(), min(0)],
-  baseline: [oneOf(...BASELINE_KINDS)],
-  klIn: [oneOf("reward", "loss")],
-  klEstimator: [oneOf("k1", "k3")],
-  klTarget: [range(0, 1000)],
-  klHorizon: [range(1, 1e9)],
-  weightDecay: [range(0, 10)],
-  warmupSteps: [max(100_000)],
-  lrDecay: [oneOf("none", "cosine")],
-  offPolicy: [oneOf("none", "ppo-clip", "truncated")],
-  clipEpsilon: [range(0, 1, { minExclusive: true, maxExclusive: true })],
-  truncation: [range(1, 1e6)],
-  checkpointEvery: [max(100_000)],
-  checkpointKeep: [max(10_000)],
-});
+  ...Object.fromEntries(RUN_SETTINGS.map((s) => [s.proto, [settingRule(s.key)]])),
+  "sampling.seed": [check(() => false, "must be unset in a run: its samples are seeded from config.seed")],
+  "sampling.ignoreEos": [
+    check((v) => !v, "must be unset in a run: completions end at the end-of-sequence token"),
+  ],
+  "sampling.stop": [
+    check((v) => v.length === 0, "must be empty in a run: stop sequences are not part of a run's settings"),
+  ],
+} as RuleMap<MessageShape<typeof RunConfigSchema>>);
 
 /** Optimizer.StartRun: a config is required (an empty one is never what a caller meant). */
 export const startRunRequestRules = defineRules(StartRunRequestSchema, {
@@ -186,13 +189,23 @@ export const startRunRequestRules = defineRules(StartRunRequestSchema, {
 /** Optimizer.GetStatus. */
 export const getStatusRequestRules = defineRules(GetStatusRequestSchema, { runId });
 /** Optimizer.WatchMetrics. */
-export const watchMetricsRequestRules = defineRules(WatchMetricsRequestSchema, { runId });
+export const watchMetricsRequestRules = defineRules(WatchMetricsRequestSchema, {
+  runId,
+  fromStep: [max(100_000)],
+});
 /** Optimizer.Checkpoint. */
 export const checkpointRequestRules = defineRules(CheckpointRequestSchema, { runId });
 /** Optimizer.PauseRun. */
 export const pauseRunRequestRules = defineRules(PauseRunRequestSchema, { runId });
-/** Optimizer.ResumeRun. */
-export const resumeRunRequestRules = defineRules(ResumeRunRequestSchema, { runId });
+/** Optimizer.UnpauseRun. */
+export const unpauseRunRequestRules = defineRules(UnpauseRunRequestSchema, { runId });
+/** Optimizer.CancelRun. */
+export const cancelRunRequestRules = defineRules(CancelRunRequestSchema, { runId });
+/** Optimizer.ListRuns: pages of at most 1000 runs; the token is the one the previous page gave. */
+export const listRunsRequestRules = defineRules(ListRunsRequestSchema, {
+  pageSize: [max(1000)],
+  pageToken: [pattern(/^[0-9]{0,10}$/, "the next_page_token of the previous page")],
+});
 
 /** Every request rule set; the adapter picks the one whose message type matches a method's input. */
 export const REQUEST_RULES: readonly RuleSet[] = [
@@ -206,7 +219,9 @@ export const REQUEST_RULES: readonly RuleSet[] = [
   watchMetricsRequestRules,
   checkpointRequestRules,
   pauseRunRequestRules,
-  resumeRunRequestRules,
+  unpauseRunRequestRules,
+  cancelRunRequestRules,
+  listRunsRequestRules,
 ];
 
 /** One score of a scorer's answer: finite reward, finite per-token rewards. */

@@ -10,7 +10,7 @@
  * average); GRPO's and REINFORCE++'s normalisations include sample i itself, so they are slightly
  * biased but lower-variance, as in their papers.
  */
-import type { BaselineKind } from "../config/defaults.js";
+import type { BaselineKind } from "../config/settings.js";
 import { ValidationError } from "../errors.js";
 
 /** ε of the std normalisations (GRPO's 1e-4 would let tiny std blow up less; 1e-6 is closer to exact). */

@@ -53,7 +53,7 @@ export async function publishWeights(bus: Bus, input: PublishWeightsInput): Prom
     const manifest = create(WeightsManifestSchema, {
       version: BigInt(version),
       runId: input.runId,
-      step: BigInt(input.step),
+      step: input.step,
       objectName,
       sha256: info.sha256,
       sizeBytes: BigInt(info.size),

@@ -14,51 +14,59 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rlaif/common/v1/types.proto.
  */
 export const file_rlaif_common_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChtybGFpZi9jb21tb24vdjEvdHlwZXMucHJvdG8SD3JsYWlmLmNvbW1vbi52MSKLAQoOU2FtcGxpbmdQYXJhbXMSFgoObWF4X25ld190b2tlbnMYASABKA0SEwoLdGVtcGVyYXR1cmUYAiABKAISDQoFdG9wX2sYAyABKA0SDQoFdG9wX3AYBCABKAISDAoEc2VlZBgFIAEoBBISCgppZ25vcmVfZW9zGAYgASgIEgwKBHN0b3AYByADKAkiqQEKCVByb21wdEpvYhIOCgZydW5faWQYASABKAkSDAoEc3RlcBgCIAEoBBINCgVpbmRleBgDIAEoDRIOCgZwcm9tcHQYBCABKAkSDwoHc2FtcGxlcxgFIAEoDRIxCghzYW1wbGluZxgGIAEoCzIfLnJsYWlmLmNvbW1vbi52MS5TYW1wbGluZ1BhcmFtcxIbChNtaW5fd2VpZ2h0c192ZXJzaW9uGAcgASgEIrMDCgpUcmFqZWN0b3J5EgoKAmlkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIMCgRzdGVwGAMgASgEEhQKDHByb21wdF9pbmRleBgEIAEoDRIUCgxzYW1wbGVfaW5kZXgYBSABKA0SDgoGcHJvbXB0GAYgASgJEhIKCmNvbXBsZXRpb24YByABKAkSFQoNcHJvbXB0X3Rva2VucxgIIAMoDRIZChFjb21wbGV0aW9uX3Rva2VucxgJIAMoDRIaChJiZWhhdmlvdXJfbG9ncHJvYnMYCiADKAISGgoScmVmZXJlbmNlX2xvZ3Byb2JzGAsgAygCEg4KBnJld2FyZBgMIAEoARIVCg10b2tlbl9yZXdhcmRzGA0gAygCEhcKD3dlaWdodHNfdmVyc2lvbhgOIAEoBBIRCglzY29yZXJfaWQYDyABKAkSFgoOc2NvcmVyX3ZlcnNpb24YECABKAkSEQoJcmF0aW9uYWxlGBEgASgJEjQKDWZpbmlzaF9yZWFzb24YEiABKA4yHS5ybGFpZi5jb21tb24udjEuRmluaXNoUmVhc29uEg0KBWVycm9yGBMgASgJIvoBCg9XZWlnaHRzTWFuaWZlc3QSDwoHdmVyc2lvbhgBIAEoBBIOCgZydW5faWQYAiABKAkSDAoEc3RlcBgDIAEoBBITCgtvYmplY3RfbmFtZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkSEgoKc2l6ZV9ieXRlcxgGIAEoBBIdChVyZWZlcmVuY2Vfb2JqZWN0X25hbWUYByABKAkSGAoQcmVmZXJlbmNlX3NoYTI1NhgIIAEoCRISCgptb2RlbF9raW5kGAkgASgJEhcKD2NyZWF0ZWRfdW5peF9tcxgKIAEoAxIZChFyZWZlcmVuY2VfdmVyc2lvbhgLIAEoBCK1CAoJUnVuQ29uZmlnEhIKBXN0ZXBzGAEgASgNSACIAQESHQoQcHJvbXB0c19wZXJfc3RlcBgCIAEoDUgBiAEBEh8KEnNhbXBsZXNfcGVyX3Byb21wdBgDIAEoDUgCiAEBEjEKCHNhbXBsaW5nGAQgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zEhoKDWxlYXJuaW5nX3JhdGUYBSABKAJIA4gBARISCgVnYW1tYRgGIAEoAkgEiAEBEhQKB2tsX2NvZWYYByABKAJIBYgBARIaCg1tYXhfZ3JhZF9ub3JtGAggASgCSAaIAQESGgoNcHVibGlzaF9ldmVyeRgJIAEoDUgHiAEBEhEKBHNlZWQYCiABKARICIgBARIPCgdwcm9tcHRzGAsgAygJEhsKDmJhc2VsaW5lX2RlY2F5GAwgASgCSAmIAQESGQoMZW50cm9weV9jb2VmGA0gASgCSAqIAQESFQoIYmFzZWxpbmUYDiABKAlIC4gBARISCgVrbF9pbhgPIAEoCUgMiAEBEhkKDGtsX2VzdGltYXRvchgQIAEoCUgNiAEBEhYKCWtsX3RhcmdldBgRIAEoAkgOiAEBEhcKCmtsX2hvcml6b24YEiABKAJID4gBARIZCgx3ZWlnaHRfZGVjYXkYEyABKAJIEIgBARIZCgx3YXJtdXBfc3RlcHMYFCABKA1IEYgBARIVCghscl9kZWNheRgVIAEoCUgSiAEBEhcKCm9mZl9wb2xpY3kYFiABKAlIE4gBARIZCgxjbGlwX2Vwc2lsb24YFyABKAJIFIgBARIXCgp0cnVuY2F0aW9uGBggASgCSBWIAQESHQoQY2hlY2twb2ludF9ldmVyeRgZIAEoDUgWiAEBEhwKD2NoZWNrcG9pbnRfa2VlcBgaIAEoDUgXiAEBQggKBl9zdGVwc0ITChFfcHJvbXB0c19wZXJfc3RlcEIVChNfc2FtcGxlc19wZXJfcHJvbXB0QhAKDl9sZWFybmluZ19yYXRlQggKBl9nYW1tYUIKCghfa2xfY29lZkIQCg5fbWF4X2dyYWRfbm9ybUIQCg5fcHVibGlzaF9ldmVyeUIHCgVfc2VlZEIRCg9fYmFzZWxpbmVfZGVjYXlCDwoNX2VudHJvcHlfY29lZkILCglfYmFzZWxpbmVCCAoGX2tsX2luQg8KDV9rbF9lc3RpbWF0b3JCDAoKX2tsX3RhcmdldEINCgtfa2xfaG9yaXpvbkIPCg1fd2VpZ2h0X2RlY2F5Qg8KDV93YXJtdXBfc3RlcHNCCwoJX2xyX2RlY2F5Qg0KC19vZmZfcG9saWN5Qg8KDV9jbGlwX2Vwc2lsb25CDQoLX3RydW5jYXRpb25CEwoRX2NoZWNrcG9pbnRfZXZlcnlCEgoQX2NoZWNrcG9pbnRfa2VlcCLDAgoLU3RlcE1ldHJpY3MSDgoGcnVuX2lkGAEgASgJEgwKBHN0ZXAYAiABKAQSEwoLbWVhbl9yZXdhcmQYAyABKAESEgoKc3RkX3Jld2FyZBgEIAEoARIKCgJrbBgFIAEoARIPCgdlbnRyb3B5GAYgASgBEhEKCWdyYWRfbm9ybRgHIAEoARIMCgRsb3NzGAggASgBEhQKDHRyYWplY3RvcmllcxgJIAEoDRIZChF0b2tlbnNfcGVyX3NlY29uZBgKIAEoARIXCg93ZWlnaHRzX3ZlcnNpb24YCyABKAQSFAoMd2FsbF9zZWNvbmRzGAwgASgBEhAKCGV4Y2x1ZGVkGA0gASgNEhUKDWNsaXBfZnJhY3Rpb24YDiABKAESDwoHa2xfY29lZhgPIAEoARIVCg1sZWFybmluZ19yYXRlGBAgASgBIv8BCgpSdW5TdW1tYXJ5Eg4KBnJ1bl9pZBgBIAEoCRINCgVzdGVwcxgCIAEoDRIUCgx0cmFqZWN0b3JpZXMYAyABKA0SGQoRZmlyc3RfbWVhbl9yZXdhcmQYBCABKAESGAoQbGFzdF9tZWFuX3Jld2FyZBgFIAEoARIQCghmaW5hbF9rbBgGIAEoARIdChVmaW5hbF93ZWlnaHRzX3ZlcnNpb24YByABKAQSFAoMd2FsbF9zZWNvbmRzGAggASgBEhkKEXRva2Vuc19wZXJfc2Vjb25kGAkgASgBEgwKBG1vZGUYCiABKAkSFwoPY2hlY2twb2ludF9wYXRoGAsgASgJKpEBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAESFQoRRklOSVNIX1JFQVNPTl9FT1MQAhIZChVGSU5JU0hfUkVBU09OX0NPTlRFWFQQAxIWChJGSU5JU0hfUkVBU09OX1NUT1AQBGIGcHJvdG8z");
+  fileDesc("ChtybGFpZi9jb21tb24vdjEvdHlwZXMucHJvdG8SD3JsYWlmLmNvbW1vbi52MSLkAQoOU2FtcGxpbmdQYXJhbXMSGwoObWF4X25ld190b2tlbnMYASABKA1IAIgBARIYCgt0ZW1wZXJhdHVyZRgCIAEoAUgBiAEBEhIKBXRvcF9rGAMgASgNSAKIAQESEgoFdG9wX3AYBCABKAFIA4gBARIRCgRzZWVkGAUgASgESASIAQESEgoKaWdub3JlX2VvcxgGIAEoCBIMCgRzdG9wGAcgAygJQhEKD19tYXhfbmV3X3Rva2Vuc0IOCgxfdGVtcGVyYXR1cmVCCAoGX3RvcF9rQggKBl90b3BfcEIHCgVfc2VlZCKpAQoJUHJvbXB0Sm9iEg4KBnJ1bl9pZBgBIAEoCRIMCgRzdGVwGAIgASgNEg0KBWluZGV4GAMgASgNEg4KBnByb21wdBgEIAEoCRIPCgdzYW1wbGVzGAUgASgNEjEKCHNhbXBsaW5nGAYgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zEhsKE21pbl93ZWlnaHRzX3ZlcnNpb24YByABKAQizAMKClRyYWplY3RvcnkSCgoCaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEgwKBHN0ZXAYAyABKA0SFAoMcHJvbXB0X2luZGV4GAQgASgNEhQKDHNhbXBsZV9pbmRleBgFIAEoDRIOCgZwcm9tcHQYBiABKAkSEgoKY29tcGxldGlvbhgHIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAggAygNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAkgAygNEhoKEmJlaGF2aW91cl9sb2dwcm9icxgKIAMoAhIaChJyZWZlcmVuY2VfbG9ncHJvYnMYCyADKAISDgoGcmV3YXJkGAwgASgBEhUKDXRva2VuX3Jld2FyZHMYDSADKAISHAoPd2VpZ2h0c192ZXJzaW9uGA4gASgESACIAQESEQoJc2NvcmVyX2lkGA8gASgJEhYKDnNjb3Jlcl92ZXJzaW9uGBAgASgJEhEKCXJhdGlvbmFsZRgRIAEoCRI0Cg1maW5pc2hfcmVhc29uGBIgASgOMh0ucmxhaWYuY29tbW9uLnYxLkZpbmlzaFJlYXNvbhINCgVlcnJvchgTIAEoCUISChBfd2VpZ2h0c192ZXJzaW9uIvoBCg9XZWlnaHRzTWFuaWZlc3QSDwoHdmVyc2lvbhgBIAEoBBIOCgZydW5faWQYAiABKAkSDAoEc3RlcBgDIAEoDRITCgtvYmplY3RfbmFtZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkSEgoKc2l6ZV9ieXRlcxgGIAEoBBIdChVyZWZlcmVuY2Vfb2JqZWN0X25hbWUYByABKAkSGAoQcmVmZXJlbmNlX3NoYTI1NhgIIAEoCRISCgptb2RlbF9raW5kGAkgASgJEhcKD2NyZWF0ZWRfdW5peF9tcxgKIAEoAxIZChFyZWZlcmVuY2VfdmVyc2lvbhgLIAEoBCLeCAoJUnVuQ29uZmlnEhIKBXN0ZXBzGAEgASgNSACIAQESHQoQcHJvbXB0c19wZXJfc3RlcBgCIAEoDUgBiAEBEh8KEnNhbXBsZXNfcGVyX3Byb21wdBgDIAEoDUgCiAEBEjEKCHNhbXBsaW5nGAQgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zEhoKDWxlYXJuaW5nX3JhdGUYBSABKAFIA4gBARISCgVnYW1tYRgGIAEoAUgEiAEBEhQKB2tsX2NvZWYYByABKAFIBYgBARIaCg1tYXhfZ3JhZF9ub3JtGAggASgBSAaIAQESGgoNcHVibGlzaF9ldmVyeRgJIAEoDUgHiAEBEhEKBHNlZWQYCiABKARICIgBARIPCgdwcm9tcHRzGAsgAygJEhsKDmJhc2VsaW5lX2RlY2F5GAwgASgBSAmIAQESGQoMZW50cm9weV9jb2VmGA0gASgBSAqIAQESKwoIYmFzZWxpbmUYDiABKA4yGS5ybGFpZi5jb21tb24udjEuQmFzZWxpbmUSJAoFa2xfaW4YDyABKA4yFS5ybGFpZi5jb21tb24udjEuS2xJbhIyCgxrbF9lc3RpbWF0b3IYECABKA4yHC5ybGFpZi5jb21tb24udjEuS2xFc3RpbWF0b3ISFgoJa2xfdGFyZ2V0GBEgASgBSAuIAQESFwoKa2xfaG9yaXpvbhgSIAEoAUgMiAEBEhkKDHdlaWdodF9kZWNheRgTIAEoAUgNiAEBEhkKDHdhcm11cF9zdGVwcxgUIAEoDUgOiAEBEioKCGxyX2RlY2F5GBUgASgOMhgucmxhaWYuY29tbW9uLnYxLkxyRGVjYXkSLgoKb2ZmX3BvbGljeRgWIAEoDjIaLnJsYWlmLmNvbW1vbi52MS5PZmZQb2xpY3kSGQoMY2xpcF9lcHNpbG9uGBcgASgBSA+IAQESFwoKdHJ1bmNhdGlvbhgYIAEoAUgQiAEBEh0KEGNoZWNrcG9pbnRfZXZlcnkYGSABKA1IEYgBARIcCg9jaGVja3BvaW50X2tlZXAYGiABKA1IEogBAUIICgZfc3RlcHNCEwoRX3Byb21wdHNfcGVyX3N0ZXBCFQoTX3NhbXBsZXNfcGVyX3Byb21wdEIQCg5fbGVhcm5pbmdfcmF0ZUIICgZfZ2FtbWFCCgoIX2tsX2NvZWZCEAoOX21heF9ncmFkX25vcm1CEAoOX3B1Ymxpc2hfZXZlcnlCBwoFX3NlZWRCEQoPX2Jhc2VsaW5lX2RlY2F5Qg8KDV9lbnRyb3B5X2NvZWZCDAoKX2tsX3RhcmdldEINCgtfa2xfaG9yaXpvbkIPCg1fd2VpZ2h0X2RlY2F5Qg8KDV93YXJtdXBfc3RlcHNCDwoNX2NsaXBfZXBzaWxvbkINCgtfdHJ1bmNhdGlvbkITChFfY2hlY2twb2ludF9ldmVyeUISChBfY2hlY2twb2ludF9rZWVwItsCCgtTdGVwTWV0cmljcxIOCgZydW5faWQYASABKAkSDAoEc3RlcBgCIAEoDRITCgttZWFuX3Jld2FyZBgDIAEoARISCgpzdGRfcmV3YXJkGAQgASgBEgoKAmtsGAUgASgBEg8KB2VudHJvcHkYBiABKAESEQoJZ3JhZF9ub3JtGAcgASgBEgwKBGxvc3MYCCABKAESFAoMdHJhamVjdG9yaWVzGAkgASgNEhkKEXRva2Vuc19wZXJfc2Vjb25kGAogASgBEhcKD3dlaWdodHNfdmVyc2lvbhgLIAEoBBIUCgx3YWxsX3NlY29uZHMYDCABKAESEAoIZXhjbHVkZWQYDSABKA0SFQoNY2xpcF9mcmFjdGlvbhgOIAEoARIPCgdrbF9jb2VmGA8gASgBEhUKDWxlYXJuaW5nX3JhdGUYECABKAESFgoOdXBkYXRlX3NraXBwZWQYESABKAgimAIKClJ1blN1bW1hcnkSDgoGcnVuX2lkGAEgASgJEg0KBXN0ZXBzGAIgASgNEhQKDHRyYWplY3RvcmllcxgDIAEoDRIZChFmaXJzdF9tZWFuX3Jld2FyZBgEIAEoARIYChBsYXN0X21lYW5fcmV3YXJkGAUgASgBEhAKCGZpbmFsX2tsGAYgASgBEh0KFWZpbmFsX3dlaWdodHNfdmVyc2lvbhgHIAEoBBIUCgx3YWxsX3NlY29uZHMYCCABKAESGQoRdG9rZW5zX3Blcl9zZWNvbmQYCSABKAESDAoEbW9kZRgKIAEoCRIXCg9jaGVja3BvaW50X3BhdGgYCyABKAkSFwoPc2tpcHBlZF91cGRhdGVzGAwgASgNKpEBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAESFQoRRklOSVNIX1JFQVNPTl9FT1MQAhIZChVGSU5JU0hfUkVBU09OX0NPTlRFWFQQAxIWChJGSU5JU0hfUkVBU09OX1NUT1AQBCqPAQoIQmFzZWxpbmUSGAoUQkFTRUxJTkVfVU5TUEVDSUZJRUQQABIRCg1CQVNFTElORV9OT05FEAESGwoXQkFTRUxJTkVfTU9WSU5HX0FWRVJBR0UQAhIRCg1CQVNFTElORV9STE9PEAMSEgoOQkFTRUxJTkVfR1JPVVAQBBISCg5CQVNFTElORV9CQVRDSBAFKj8KBEtsSW4SFQoRS0xfSU5fVU5TUEVDSUZJRUQQABIQCgxLTF9JTl9SRVdBUkQQARIOCgpLTF9JTl9MT1NTEAIqVQoLS2xFc3RpbWF0b3ISHAoYS0xfRVNUSU1BVE9SX1VOU1BFQ0lGSUVEEAASEwoPS0xfRVNUSU1BVE9SX0sxEAESEwoPS0xfRVNUSU1BVE9SX0szEAIqSwoHTHJEZWNheRIYChRMUl9ERUNBWV9VTlNQRUNJRklFRBAAEhEKDUxSX0RFQ0FZX05PTkUQARITCg9MUl9ERUNBWV9DT1NJTkUQAipvCglPZmZQb2xpY3kSGgoWT0ZGX1BPTElDWV9VTlNQRUNJRklFRBAAEhMKD09GRl9QT0xJQ1lfTk9ORRABEhcKE09GRl9QT0xJQ1lfUFBPX0NMSVAQAhIYChRPRkZfUE9MSUNZX1RSVU5DQVRFRBADYgZwcm90bzM");
 
 /**
- * How a policy turns next-token distributions into tokens.
+ * How a policy turns next-token distributions into tokens. Every scalar has explicit presence:
+ * an unset field takes the server default named in its comment, a set one is used as given (so
+ * temperature 0 is greedy only when a caller asks for it).
  *
  * @generated from message rlaif.common.v1.SamplingParams
  */
 export type SamplingParams = Message<"rlaif.common.v1.SamplingParams"> & {
   /**
-   * Most tokens to generate after the prompt (1..context length). 0 means the server default.
+   * Most tokens to generate after the prompt, 1..4096 (the prompt plus the completion must also
+   * fit in the model's context). Unset: 32 for Generate, the run's max_new_tokens (24) in a run.
    *
-   * @generated from field: uint32 max_new_tokens = 1;
+   * @generated from field: optional uint32 max_new_tokens = 1;
    */
-  maxNewTokens: number;
+  maxNewTokens?: number | undefined;
 
   /**
-   * Softmax temperature; 0 means greedy (argmax). Must be in [0, 10].
+   * Softmax temperature in [0, 10]; 0 means greedy (argmax). Unset: 1, the policy's own
+   * distribution (the one REINFORCE assumes).
    *
-   * @generated from field: float temperature = 2;
+   * @generated from field: optional double temperature = 2;
    */
-  temperature: number;
+  temperature?: number | undefined;
 
   /**
-   * Keep only the k most likely tokens before sampling; 0 disables top-k.
+   * Keep only the k most likely tokens before sampling, 0..100000; 0 disables top-k. Unset: 0.
    *
-   * @generated from field: uint32 top_k = 3;
+   * @generated from field: optional uint32 top_k = 3;
    */
-  topK: number;
+  topK?: number | undefined;
 
   /**
-   * Keep the smallest set of tokens whose probability sums to at least p; 0 or 1 disables it.
+   * Keep the smallest set of tokens whose probability sums to at least p, in (0, 1]; 1 disables
+   * it. Unset: 1.
    *
-   * @generated from field: float top_p = 4;
+   * @generated from field: optional double top_p = 4;
    */
-  topP: number;
+  topP?: number | undefined;
 
   /**
-   * Seed of the sampler's random generator; the same seed, weights and backend give the same tokens.
+   * Seed of the sampler's random generator, 0..4294967295 (larger values are refused, never
+   * cut); the same seed, weights and backend give the same tokens. Unset: 0. Not allowed in a
+   * RunConfig, whose samples are seeded from RunConfig.seed.
    *
-   * @generated from field: uint64 seed = 5;
+   * @generated from field: optional uint64 seed = 5;
    */
-  seed: bigint;
+  seed?: bigint | undefined;
 
   /**
-   * Keep generating after the end-of-sequence token instead of stopping there.
+   * Keep generating after the end-of-sequence token instead of stopping there. Not allowed in a
+   * RunConfig.
    *
    * @generated from field: bool ignore_eos = 6;
    */
@@ -69,6 +77,7 @@ export type SamplingParams = Message<"rlaif.common.v1.SamplingParams"> & {
    * decoded bytes end with one of them (matched on bytes, so across token boundaries). The
    * completion's tokens and log-probs keep the tokens that spelled the stop sequence (they were
    * sampled, and the learner needs every sampled action), its text leaves the stop sequence out.
+   * Not allowed in a RunConfig.
    *
    * @generated from field: repeated string stop = 7;
    */
@@ -96,11 +105,11 @@ export type PromptJob = Message<"rlaif.common.v1.PromptJob"> & {
   runId: string;
 
   /**
-   * Optimizer step that asked for it.
+   * Optimizer step that asked for it (1-based).
    *
-   * @generated from field: uint64 step = 2;
+   * @generated from field: uint32 step = 2;
    */
-  step: bigint;
+  step: number;
 
   /**
    * Index of the prompt within the step (0-based); with run_id and step it makes the Nats-Msg-Id.
@@ -167,11 +176,11 @@ export type Trajectory = Message<"rlaif.common.v1.Trajectory"> & {
   runId: string;
 
   /**
-   * Optimizer step whose job produced it.
+   * Optimizer step whose job produced it (1-based).
    *
-   * @generated from field: uint64 step = 3;
+   * @generated from field: uint32 step = 3;
    */
-  step: bigint;
+  step: number;
 
   /**
    * Index of the prompt within the step; samples of one prompt share it (a group).
@@ -245,11 +254,12 @@ export type Trajectory = Message<"rlaif.common.v1.Trajectory"> & {
   tokenRewards: number[];
 
   /**
-   * Weights version that sampled the completion.
+   * Weights version that sampled the completion (always set; 0 = the checkpoint the Policy loaded
+   * at start, before any version from the bus).
    *
-   * @generated from field: uint64 weights_version = 14;
+   * @generated from field: optional uint64 weights_version = 14;
    */
-  weightsVersion: bigint;
+  weightsVersion?: bigint | undefined;
 
   /**
    * Identifier of the scorer that produced the reward.
@@ -316,11 +326,11 @@ export type WeightsManifest = Message<"rlaif.common.v1.WeightsManifest"> & {
   runId: string;
 
   /**
-   * Optimizer step after which the weights were taken.
+   * Optimizer step after which the weights were taken (0 = the run's starting weights).
    *
-   * @generated from field: uint64 step = 3;
+   * @generated from field: uint32 step = 3;
    */
-  step: bigint;
+  step: number;
 
   /**
    * Object Store name of the weights blob (safetensors layout).
@@ -387,192 +397,201 @@ export const WeightsManifestSchema: GenMessage<WeightsManifest> = /*@__PURE__*/
   messageDesc(file_rlaif_common_v1_types, 3);
 
 /**
- * Hyperparameters and shape of one training run. Every scalar is optional: an unset field takes
- * the Optimizer's configured default, and a set one (even 0, e.g. gamma) is used as given.
+ * Hyperparameters and shape of one training run. Every scalar has explicit presence and every
+ * choice is an enum whose _UNSPECIFIED value means the server default: an unset field takes the
+ * Optimizer's configured default, and a set one (even 0, e.g. gamma) is used as given. Ranges are
+ * inclusive unless marked; a value outside them is refused with INVALID_ARGUMENT naming the field
+ * (the same rules and messages as `rlaif train`'s flags and config file). The defaults and ranges
+ * are listed in the README's settings table, generated from the one settings schema.
  *
  * @generated from message rlaif.common.v1.RunConfig
  */
 export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
   /**
-   * Number of optimizer steps.
+   * Number of optimizer steps, 1..100000. Default 20.
    *
    * @generated from field: optional uint32 steps = 1;
    */
   steps?: number | undefined;
 
   /**
-   * Prompts per step.
+   * Prompts per step, 1..1024. Default 8.
    *
    * @generated from field: optional uint32 prompts_per_step = 2;
    */
   promptsPerStep?: number | undefined;
 
   /**
-   * Completions sampled per prompt (G).
+   * Completions sampled per prompt (G), 1..64. Default 8.
    *
    * @generated from field: optional uint32 samples_per_prompt = 3;
    */
   samplesPerPrompt?: number | undefined;
 
   /**
-   * Sampling parameters used by the Rollout workers.
+   * Sampling of the run's completions: max_new_tokens (default 24), temperature (default 1),
+   * top_k (default 0), top_p (default 1). seed, ignore_eos and stop must be left unset.
    *
    * @generated from field: rlaif.common.v1.SamplingParams sampling = 4;
    */
   sampling?: SamplingParams | undefined;
 
   /**
-   * Adam learning rate.
+   * Peak Adam learning rate alpha, in (0, 1]. Default 0.001.
    *
-   * @generated from field: optional float learning_rate = 5;
+   * @generated from field: optional double learning_rate = 5;
    */
   learningRate?: number | undefined;
 
   /**
-   * Discount factor γ of the returns-to-go, in [0, 1].
+   * Discount factor gamma of the returns-to-go, in [0, 1]. Default 0.9.
    *
-   * @generated from field: optional float gamma = 6;
+   * @generated from field: optional double gamma = 6;
    */
   gamma?: number | undefined;
 
   /**
-   * Coefficient β of the KL penalty to the reference policy.
+   * Coefficient beta of the KL penalty to the reference policy, in [0, 100]. Default 0.045.
    *
-   * @generated from field: optional float kl_coef = 7;
+   * @generated from field: optional double kl_coef = 7;
    */
   klCoef?: number | undefined;
 
   /**
-   * Global gradient-norm clipping threshold; 0 disables clipping.
+   * Global gradient-norm clipping threshold, in [0, 1e6]; 0 disables clipping. Default 1.
    *
-   * @generated from field: optional float max_grad_norm = 8;
+   * @generated from field: optional double max_grad_norm = 8;
    */
   maxGradNorm?: number | undefined;
 
   /**
-   * Publish new weights every this many steps (>= 1).
+   * Publish new weights every this many steps, 1..10000. Default 1.
    *
    * @generated from field: optional uint32 publish_every = 9;
    */
   publishEvery?: number | undefined;
 
   /**
-   * Seed of the run: prompt order, initialisation of the sampler seeds.
+   * Seed of the run (prompt order and the sampler seeds), 0..4294967295: larger values are
+   * refused, never cut. Default 1.
    *
    * @generated from field: optional uint64 seed = 10;
    */
   seed?: bigint | undefined;
 
   /**
-   * Prompts to train on; empty means the built-in held-out corpus prompts.
+   * Prompts to train on (at most 65536, each 1..4096 bytes); empty means held-out prompts of the
+   * bundled corpus.
    *
    * @generated from field: repeated string prompts = 11;
    */
   prompts: string[];
 
   /**
-   * Decay of the moving-average baseline, in [0, 1).
+   * Decay d of the moving-average baseline b <- d b + (1 - d) mean(R), in [0, 1). Default 0.9.
    *
-   * @generated from field: optional float baseline_decay = 12;
+   * @generated from field: optional double baseline_decay = 12;
    */
   baselineDecay?: number | undefined;
 
   /**
-   * Entropy bonus coefficient.
+   * Entropy bonus coefficient c of L <- L - c H, in [0, 10]. Default 0.
    *
-   * @generated from field: optional float entropy_coef = 13;
+   * @generated from field: optional double entropy_coef = 13;
    */
   entropyCoef?: number | undefined;
 
   /**
-   * Baseline b of the advantages: "none", "moving-average" (default), "rloo" (leave-one-out mean
-   * of the other G-1 samples' returns), "group" (GRPO: (R - mean_group)/(std_group + eps)) or
-   * "batch" (REINFORCE++: the batch's advantages normalised to mean 0, std 1). Unset = default.
+   * Baseline of the advantages. Default BASELINE_RLOO.
    *
-   * @generated from field: optional string baseline = 14;
+   * @generated from field: rlaif.common.v1.Baseline baseline = 14;
    */
-  baseline?: string | undefined;
+  baseline: Baseline;
 
   /**
-   * Where the KL to the reference goes: "reward" (default: r_t - beta*KL_t) or "loss" (+beta*KL).
+   * Where the KL to the reference goes. Default KL_IN_REWARD.
    *
-   * @generated from field: optional string kl_in = 15;
+   * @generated from field: rlaif.common.v1.KlIn kl_in = 15;
    */
-  klIn?: string | undefined;
+  klIn: KlIn;
 
   /**
-   * Sampled-token KL estimator: "k1" (default, log pi - log pi_ref) or "k3" ((r - 1) - log r).
+   * Sampled-token KL estimator. Default KL_ESTIMATOR_K1.
    *
-   * @generated from field: optional string kl_estimator = 16;
+   * @generated from field: rlaif.common.v1.KlEstimator kl_estimator = 16;
    */
-  klEstimator?: string | undefined;
+  klEstimator: KlEstimator;
 
   /**
-   * Target KL in nats per sample; > 0 turns on the adaptive beta controller (Ziegler et al.); 0 = fixed beta.
+   * Target KL in nats per sample, in [0, 1000]; > 0 turns on the adaptive beta controller
+   * (Ziegler et al. 2019), 0 = fixed beta. Default 0.
    *
-   * @generated from field: optional float kl_target = 17;
+   * @generated from field: optional double kl_target = 17;
    */
   klTarget?: number | undefined;
 
   /**
-   * Horizon (in samples) of the adaptive beta controller; beta moves by at most 20% per horizon.
+   * Horizon (in samples) of the adaptive beta controller, in [1, 1e9]; beta moves by at most 20%
+   * per horizon. Default 10000.
    *
-   * @generated from field: optional float kl_horizon = 18;
+   * @generated from field: optional double kl_horizon = 18;
    */
   klHorizon?: number | undefined;
 
   /**
-   * AdamW decoupled weight decay lambda (0 = plain Adam).
+   * AdamW decoupled weight decay lambda, in [0, 10] (0 = plain Adam). Default 0.
    *
-   * @generated from field: optional float weight_decay = 19;
+   * @generated from field: optional double weight_decay = 19;
    */
   weightDecay?: number | undefined;
 
   /**
-   * Linear learning-rate warm-up over this many steps (0 = none).
+   * Linear learning-rate warm-up over this many steps, 0..100000 (0 = none). Default 10.
    *
    * @generated from field: optional uint32 warmup_steps = 20;
    */
   warmupSteps?: number | undefined;
 
   /**
-   * Learning-rate decay after warm-up: "none" (default, constant) or "cosine" (to 0.1 x lr at the last step).
+   * Learning-rate decay after warm-up. Default LR_DECAY_COSINE.
    *
-   * @generated from field: optional string lr_decay = 21;
+   * @generated from field: rlaif.common.v1.LrDecay lr_decay = 21;
    */
-  lrDecay?: string | undefined;
+  lrDecay: LrDecay;
 
   /**
-   * Off-policy correction for samples of older weights: "none" (default), "ppo-clip" or "truncated".
+   * Off-policy correction for samples of older weights. Default OFF_POLICY_NONE.
    *
-   * @generated from field: optional string off_policy = 22;
+   * @generated from field: rlaif.common.v1.OffPolicy off_policy = 22;
    */
-  offPolicy?: string | undefined;
+  offPolicy: OffPolicy;
 
   /**
-   * epsilon of the PPO clip of the importance ratio to [1 - eps, 1 + eps], in (0, 1).
+   * epsilon of the PPO clip of the importance ratio to [1 - eps, 1 + eps], in (0, 1) (both
+   * bounds exclusive). Default 0.2.
    *
-   * @generated from field: optional float clip_epsilon = 23;
+   * @generated from field: optional double clip_epsilon = 23;
    */
   clipEpsilon?: number | undefined;
 
   /**
-   * c of truncated importance sampling min(rho, c), >= 1.
+   * c of truncated importance sampling min(rho, c), in [1, 1e6]. Default 1.
    *
-   * @generated from field: optional float truncation = 24;
+   * @generated from field: optional double truncation = 24;
    */
   truncation?: number | undefined;
 
   /**
    * Write a resumable checkpoint (step-<n>.safetensors in the run directory) every this many
-   * steps and after the last step; 0 = only after the last step. Unset = the server's default.
+   * steps and after the last step, 0..100000; 0 = only after the last step. Default 10.
    *
    * @generated from field: optional uint32 checkpoint_every = 25;
    */
   checkpointEvery?: number | undefined;
 
   /**
-   * Keep the newest this many step checkpoints of the run, deleting older ones; 0 = keep all.
+   * Keep the newest this many step checkpoints of the run, deleting older ones, 0..10000;
+   * 0 = keep all. Default 2.
    *
    * @generated from field: optional uint32 checkpoint_keep = 26;
    */
@@ -602,9 +621,9 @@ export type StepMetrics = Message<"rlaif.common.v1.StepMetrics"> & {
   /**
    * Step number, 1-based.
    *
-   * @generated from field: uint64 step = 2;
+   * @generated from field: uint32 step = 2;
    */
-  step: bigint;
+  step: number;
 
   /**
    * Mean sequence reward of the step's trajectories.
@@ -704,6 +723,14 @@ export type StepMetrics = Message<"rlaif.common.v1.StepMetrics"> & {
    * @generated from field: double learning_rate = 16;
    */
   learningRate: number;
+
+  /**
+   * True when the step's update was skipped because the gradient was not finite (NaN or
+   * infinite): the weights, the Adam state, the baseline and beta stay as they were.
+   *
+   * @generated from field: bool update_skipped = 17;
+   */
+  updateSkipped: boolean;
 };
 
 /**
@@ -795,6 +822,13 @@ export type RunSummary = Message<"rlaif.common.v1.RunSummary"> & {
    * @generated from field: string checkpoint_path = 11;
    */
   checkpointPath: string;
+
+  /**
+   * Steps whose update was skipped because the gradient was not finite.
+   *
+   * @generated from field: uint32 skipped_updates = 12;
+   */
+  skippedUpdates: number;
 };
 
 /**
@@ -851,4 +885,203 @@ export enum FinishReason {
  */
 export const FinishReasonSchema: GenEnum<FinishReason> = /*@__PURE__*/
   enumDesc(file_rlaif_common_v1_types, 0);
+
+/**
+ * Baseline b of the advantages A_t = R_t - b.
+ *
+ * @generated from enum rlaif.common.v1.Baseline
+ */
+export enum Baseline {
+  /**
+   * The server default (BASELINE_RLOO).
+   *
+   * @generated from enum value: BASELINE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * b = 0: plain REINFORCE.
+   *
+   * @generated from enum value: BASELINE_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * Exponential moving average of past batches' mean return, decayed by baseline_decay.
+   *
+   * @generated from enum value: BASELINE_MOVING_AVERAGE = 2;
+   */
+  MOVING_AVERAGE = 2,
+
+  /**
+   * Leave-one-out: the mean return of the other G-1 samples of the same prompt.
+   *
+   * @generated from enum value: BASELINE_RLOO = 3;
+   */
+  RLOO = 3,
+
+  /**
+   * GRPO: (R - mean_group) / (std_group + eps) over the G samples of a prompt.
+   *
+   * @generated from enum value: BASELINE_GROUP = 4;
+   */
+  GROUP = 4,
+
+  /**
+   * REINFORCE++: the batch's advantages normalised to mean 0, std 1.
+   *
+   * @generated from enum value: BASELINE_BATCH = 5;
+   */
+  BATCH = 5,
+}
+
+/**
+ * Describes the enum rlaif.common.v1.Baseline.
+ */
+export const BaselineSchema: GenEnum<Baseline> = /*@__PURE__*/
+  enumDesc(file_rlaif_common_v1_types, 1);
+
+/**
+ * Where the KL penalty to the frozen reference policy goes.
+ *
+ * @generated from enum rlaif.common.v1.KlIn
+ */
+export enum KlIn {
+  /**
+   * The server default (KL_IN_REWARD).
+   *
+   * @generated from enum value: KL_IN_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * In the per-token reward: r_t <- r_t - beta * KL_t.
+   *
+   * @generated from enum value: KL_IN_REWARD = 1;
+   */
+  REWARD = 1,
+
+  /**
+   * In the loss: L <- L + beta * KL.
+   *
+   * @generated from enum value: KL_IN_LOSS = 2;
+   */
+  LOSS = 2,
+}
+
+/**
+ * Describes the enum rlaif.common.v1.KlIn.
+ */
+export const KlInSchema: GenEnum<KlIn> = /*@__PURE__*/
+  enumDesc(file_rlaif_common_v1_types, 2);
+
+/**
+ * Sampled-token estimator of KL(pi_theta || pi_ref).
+ *
+ * @generated from enum rlaif.common.v1.KlEstimator
+ */
+export enum KlEstimator {
+  /**
+   * The server default (KL_ESTIMATOR_K1).
+   *
+   * @generated from enum value: KL_ESTIMATOR_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * k1 = log pi_theta - log pi_ref.
+   *
+   * @generated from enum value: KL_ESTIMATOR_K1 = 1;
+   */
+  K1 = 1,
+
+  /**
+   * k3 = (r - 1) - log r with r = pi_ref / pi_theta (non-negative, low variance).
+   *
+   * @generated from enum value: KL_ESTIMATOR_K3 = 2;
+   */
+  K3 = 2,
+}
+
+/**
+ * Describes the enum rlaif.common.v1.KlEstimator.
+ */
+export const KlEstimatorSchema: GenEnum<KlEstimator> = /*@__PURE__*/
+  enumDesc(file_rlaif_common_v1_types, 3);
+
+/**
+ * Learning-rate schedule after the linear warm-up.
+ *
+ * @generated from enum rlaif.common.v1.LrDecay
+ */
+export enum LrDecay {
+  /**
+   * The server default (LR_DECAY_COSINE).
+   *
+   * @generated from enum value: LR_DECAY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Constant learning rate.
+   *
+   * @generated from enum value: LR_DECAY_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * Cosine decay to 0.1 x learning_rate at the last step.
+   *
+   * @generated from enum value: LR_DECAY_COSINE = 2;
+   */
+  COSINE = 2,
+}
+
+/**
+ * Describes the enum rlaif.common.v1.LrDecay.
+ */
+export const LrDecaySchema: GenEnum<LrDecay> = /*@__PURE__*/
+  enumDesc(file_rlaif_common_v1_types, 4);
+
+/**
+ * Correction for samples drawn by older weights than the learner's, with the importance ratio
+ * rho = pi_theta / pi_behaviour.
+ *
+ * @generated from enum rlaif.common.v1.OffPolicy
+ */
+export enum OffPolicy {
+  /**
+   * The server default (OFF_POLICY_NONE).
+   *
+   * @generated from enum value: OFF_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * No correction: plain on-policy REINFORCE.
+   *
+   * @generated from enum value: OFF_POLICY_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * PPO's clipped surrogate -min(rho A, clip(rho, 1 - eps, 1 + eps) A).
+   *
+   * @generated from enum value: OFF_POLICY_PPO_CLIP = 2;
+   */
+  PPO_CLIP = 2,
+
+  /**
+   * Truncated importance sampling sg(min(rho, c)) A log pi_theta.
+   *
+   * @generated from enum value: OFF_POLICY_TRUNCATED = 3;
+   */
+  TRUNCATED = 3,
+}
+
+/**
+ * Describes the enum rlaif.common.v1.OffPolicy.
+ */
+export const OffPolicySchema: GenEnum<OffPolicy> = /*@__PURE__*/
+  enumDesc(file_rlaif_common_v1_types, 5);
 

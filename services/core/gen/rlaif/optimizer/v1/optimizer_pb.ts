@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rlaif/optimizer/v1/optimizer.proto.
  */
 export const file_rlaif_optimizer_v1_optimizer: GenFile = /*@__PURE__*/
-  fileDesc("CiJybGFpZi9vcHRpbWl6ZXIvdjEvb3B0aW1pemVyLnByb3RvEhJybGFpZi5vcHRpbWl6ZXIudjEiYgoPU3RhcnRSdW5SZXF1ZXN0EioKBmNvbmZpZxgBIAEoCzIaLnJsYWlmLmNvbW1vbi52MS5SdW5Db25maWcSDgoGcnVuX2lkGAIgASgJEhMKC3Jlc3VtZV9mcm9tGAMgASgJIj0KEFN0YXJ0UnVuUmVzcG9uc2USDgoGcnVuX2lkGAEgASgJEhkKEXJlc3VtZWRfZnJvbV9zdGVwGAIgASgNIiIKEEdldFN0YXR1c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIs8BChFHZXRTdGF0dXNSZXNwb25zZRIOCgZydW5faWQYASABKAkSKwoFc3RhdGUYAiABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUSDAoEc3RlcBgDIAEoDRIyCgxsYXN0X21ldHJpY3MYBCABKAsyHC5ybGFpZi5jb21tb24udjEuU3RlcE1ldHJpY3MSLAoHc3VtbWFyeRgFIAEoCzIbLnJsYWlmLmNvbW1vbi52MS5SdW5TdW1tYXJ5Eg0KBWVycm9yGAYgASgJIiUKE1dhdGNoTWV0cmljc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIkUKFFdhdGNoTWV0cmljc1Jlc3BvbnNlEi0KB21ldHJpY3MYASABKAsyHC5ybGFpZi5jb21tb24udjEuU3RlcE1ldHJpY3MiIwoRQ2hlY2twb2ludFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIlkKEkNoZWNrcG9pbnRSZXNwb25zZRIMCgRwYXRoGAEgASgJEgwKBHN0ZXAYAiABKA0SFwoPd2VpZ2h0c192ZXJzaW9uGAMgASgEEg4KBnNoYTI1NhgEIAEoCSIhCg9QYXVzZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIj8KEFBhdXNlUnVuUmVzcG9uc2USKwoFc3RhdGUYASABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUiIgoQUmVzdW1lUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiQAoRUmVzdW1lUnVuUmVzcG9uc2USKwoFc3RhdGUYASABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUqgQEKCFJ1blN0YXRlEhkKFVJVTl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFURV9SVU5OSU5HEAESFAoQUlVOX1NUQVRFX1BBVVNFRBACEhcKE1JVTl9TVEFURV9TVUNDRUVERUQQAxIUChBSVU5fU1RBVEVfRkFJTEVEEAQytgQKEE9wdGltaXplclNlcnZpY2USVQoIU3RhcnRSdW4SIy5ybGFpZi5vcHRpbWl6ZXIudjEuU3RhcnRSdW5SZXF1ZXN0GiQucmxhaWYub3B0aW1pemVyLnYxLlN0YXJ0UnVuUmVzcG9uc2USWAoJR2V0U3RhdHVzEiQucmxhaWYub3B0aW1pemVyLnYxLkdldFN0YXR1c1JlcXVlc3QaJS5ybGFpZi5vcHRpbWl6ZXIudjEuR2V0U3RhdHVzUmVzcG9uc2USYwoMV2F0Y2hNZXRyaWNzEicucmxhaWYub3B0aW1pemVyLnYxLldhdGNoTWV0cmljc1JlcXVlc3QaKC5ybGFpZi5vcHRpbWl6ZXIudjEuV2F0Y2hNZXRyaWNzUmVzcG9uc2UwARJbCgpDaGVja3BvaW50EiUucmxhaWYub3B0aW1pemVyLnYxLkNoZWNrcG9pbnRSZXF1ZXN0GiYucmxhaWYub3B0aW1pemVyLnYxLkNoZWNrcG9pbnRSZXNwb25zZRJVCghQYXVzZVJ1bhIjLnJsYWlmLm9wdGltaXplci52MS5QYXVzZVJ1blJlcXVlc3QaJC5ybGFpZi5vcHRpbWl6ZXIudjEuUGF1c2VSdW5SZXNwb25zZRJYCglSZXN1bWVSdW4SJC5ybGFpZi5vcHRpbWl6ZXIudjEuUmVzdW1lUnVuUmVxdWVzdBolLnJsYWlmLm9wdGltaXplci52MS5SZXN1bWVSdW5SZXNwb25zZWIGcHJvdG8z", [file_rlaif_common_v1_types]);
+  fileDesc("CiJybGFpZi9vcHRpbWl6ZXIvdjEvb3B0aW1pemVyLnByb3RvEhJybGFpZi5vcHRpbWl6ZXIudjEiYgoPU3RhcnRSdW5SZXF1ZXN0EioKBmNvbmZpZxgBIAEoCzIaLnJsYWlmLmNvbW1vbi52MS5SdW5Db25maWcSDgoGcnVuX2lkGAIgASgJEhMKC3Jlc3VtZV9mcm9tGAMgASgJIj0KEFN0YXJ0UnVuUmVzcG9uc2USDgoGcnVuX2lkGAEgASgJEhkKEXJlc3VtZWRfZnJvbV9zdGVwGAIgASgNIiIKEEdldFN0YXR1c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIs8BChFHZXRTdGF0dXNSZXNwb25zZRIOCgZydW5faWQYASABKAkSKwoFc3RhdGUYAiABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUSDAoEc3RlcBgDIAEoDRIyCgxsYXN0X21ldHJpY3MYBCABKAsyHC5ybGFpZi5jb21tb24udjEuU3RlcE1ldHJpY3MSLAoHc3VtbWFyeRgFIAEoCzIbLnJsYWlmLmNvbW1vbi52MS5SdW5TdW1tYXJ5Eg0KBWVycm9yGAYgASgJIjgKD0xpc3RSdW5zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSKLAQoHUnVuSW5mbxIOCgZydW5faWQYASABKAkSKwoFc3RhdGUYAiABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUSDAoEc3RlcBgDIAEoDRINCgVzdGVwcxgEIAEoDRIXCg9zdGFydGVkX3VuaXhfbXMYBSABKAMSDQoFZXJyb3IYBiABKAkiVgoQTGlzdFJ1bnNSZXNwb25zZRIpCgRydW5zGAEgAygLMhsucmxhaWYub3B0aW1pemVyLnYxLlJ1bkluZm8SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjgKE1dhdGNoTWV0cmljc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWZyb21fc3RlcBgCIAEoDSJFChRXYXRjaE1ldHJpY3NSZXNwb25zZRItCgdtZXRyaWNzGAEgASgLMhwucmxhaWYuY29tbW9uLnYxLlN0ZXBNZXRyaWNzIiMKEUNoZWNrcG9pbnRSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSJZChJDaGVja3BvaW50UmVzcG9uc2USDAoEcGF0aBgBIAEoCRIMCgRzdGVwGAIgASgNEhcKD3dlaWdodHNfdmVyc2lvbhgDIAEoBBIOCgZzaGEyNTYYBCABKAkiIQoPUGF1c2VSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI/ChBQYXVzZVJ1blJlc3BvbnNlEisKBXN0YXRlGAEgASgOMhwucmxhaWYub3B0aW1pemVyLnYxLlJ1blN0YXRlIiMKEVVucGF1c2VSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSJBChJVbnBhdXNlUnVuUmVzcG9uc2USKwoFc3RhdGUYASABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUiIgoQQ2FuY2VsUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiTgoRQ2FuY2VsUnVuUmVzcG9uc2USKwoFc3RhdGUYASABKA4yHC5ybGFpZi5vcHRpbWl6ZXIudjEuUnVuU3RhdGUSDAoEc3RlcBgCIAEoDSqaAQoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRFX1JVTk5JTkcQARIUChBSVU5fU1RBVEVfUEFVU0VEEAISFwoTUlVOX1NUQVRFX1NVQ0NFRURFRBADEhQKEFJVTl9TVEFURV9GQUlMRUQQBBIXChNSVU5fU1RBVEVfQ0FOQ0VMTEVEEAUy6gUKEE9wdGltaXplclNlcnZpY2USVQoIU3RhcnRSdW4SIy5ybGFpZi5vcHRpbWl6ZXIudjEuU3RhcnRSdW5SZXF1ZXN0GiQucmxhaWYub3B0aW1pemVyLnYxLlN0YXJ0UnVuUmVzcG9uc2USWAoJR2V0U3RhdHVzEiQucmxhaWYub3B0aW1pemVyLnYxLkdldFN0YXR1c1JlcXVlc3QaJS5ybGFpZi5vcHRpbWl6ZXIudjEuR2V0U3RhdHVzUmVzcG9uc2USVQoITGlzdFJ1bnMSIy5ybGFpZi5vcHRpbWl6ZXIudjEuTGlzdFJ1bnNSZXF1ZXN0GiQucmxhaWYub3B0aW1pemVyLnYxLkxpc3RSdW5zUmVzcG9uc2USYwoMV2F0Y2hNZXRyaWNzEicucmxhaWYub3B0aW1pemVyLnYxLldhdGNoTWV0cmljc1JlcXVlc3QaKC5ybGFpZi5vcHRpbWl6ZXIudjEuV2F0Y2hNZXRyaWNzUmVzcG9uc2UwARJbCgpDaGVja3BvaW50EiUucmxhaWYub3B0aW1pemVyLnYxLkNoZWNrcG9pbnRSZXF1ZXN0GiYucmxhaWYub3B0aW1pemVyLnYxLkNoZWNrcG9pbnRSZXNwb25zZRJVCghQYXVzZVJ1bhIjLnJsYWlmLm9wdGltaXplci52MS5QYXVzZVJ1blJlcXVlc3QaJC5ybGFpZi5vcHRpbWl6ZXIudjEuUGF1c2VSdW5SZXNwb25zZRJbCgpVbnBhdXNlUnVuEiUucmxhaWYub3B0aW1pemVyLnYxLlVucGF1c2VSdW5SZXF1ZXN0GiYucmxhaWYub3B0aW1pemVyLnYxLlVucGF1c2VSdW5SZXNwb25zZRJYCglDYW5jZWxSdW4SJC5ybGFpZi5vcHRpbWl6ZXIudjEuQ2FuY2VsUnVuUmVxdWVzdBolLnJsYWlmLm9wdGltaXplci52MS5DYW5jZWxSdW5SZXNwb25zZWIGcHJvdG8z", [file_rlaif_common_v1_types]);
 
 /**
  * Start a run.
@@ -165,6 +165,118 @@ export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE_
   messageDesc(file_rlaif_optimizer_v1_optimizer, 3);
 
 /**
+ * List runs.
+ *
+ * @generated from message rlaif.optimizer.v1.ListRunsRequest
+ */
+export type ListRunsRequest = Message<"rlaif.optimizer.v1.ListRunsRequest"> & {
+  /**
+   * Most runs per page, 0..1000; 0 means 100.
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message rlaif.optimizer.v1.ListRunsRequest.
+ * Use `create(ListRunsRequestSchema)` to create a new message.
+ */
+export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 4);
+
+/**
+ * One run in a listing.
+ *
+ * @generated from message rlaif.optimizer.v1.RunInfo
+ */
+export type RunInfo = Message<"rlaif.optimizer.v1.RunInfo"> & {
+  /**
+   * Run id.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * State.
+   *
+   * @generated from field: rlaif.optimizer.v1.RunState state = 2;
+   */
+  state: RunState;
+
+  /**
+   * Steps completed.
+   *
+   * @generated from field: uint32 step = 3;
+   */
+  step: number;
+
+  /**
+   * Steps the run is configured to take.
+   *
+   * @generated from field: uint32 steps = 4;
+   */
+  steps: number;
+
+  /**
+   * When the run was started or resumed in this Optimizer, milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 started_unix_ms = 5;
+   */
+  startedUnixMs: bigint;
+
+  /**
+   * Error message when state is RUN_STATE_FAILED.
+   *
+   * @generated from field: string error = 6;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message rlaif.optimizer.v1.RunInfo.
+ * Use `create(RunInfoSchema)` to create a new message.
+ */
+export const RunInfoSchema: GenMessage<RunInfo> = /*@__PURE__*/
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 5);
+
+/**
+ * A page of runs.
+ *
+ * @generated from message rlaif.optimizer.v1.ListRunsResponse
+ */
+export type ListRunsResponse = Message<"rlaif.optimizer.v1.ListRunsResponse"> & {
+  /**
+   * Runs, newest first.
+   *
+   * @generated from field: repeated rlaif.optimizer.v1.RunInfo runs = 1;
+   */
+  runs: RunInfo[];
+
+  /**
+   * Token of the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message rlaif.optimizer.v1.ListRunsResponse.
+ * Use `create(ListRunsResponseSchema)` to create a new message.
+ */
+export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 6);
+
+/**
  * Watch a run's metrics.
  *
  * @generated from message rlaif.optimizer.v1.WatchMetricsRequest
@@ -176,6 +288,13 @@ export type WatchMetricsRequest = Message<"rlaif.optimizer.v1.WatchMetricsReques
    * @generated from field: string run_id = 1;
    */
   runId: string;
+
+  /**
+   * First step to send (1-based); 0 or 1 send every step from the first.
+   *
+   * @generated from field: uint32 from_step = 2;
+   */
+  fromStep: number;
 };
 
 /**
@@ -183,7 +302,7 @@ export type WatchMetricsRequest = Message<"rlaif.optimizer.v1.WatchMetricsReques
  * Use `create(WatchMetricsRequestSchema)` to create a new message.
  */
 export const WatchMetricsRequestSchema: GenMessage<WatchMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_rlaif_optimizer_v1_optimizer, 4);
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 7);
 
 /**
  * Metrics of one step.
@@ -204,7 +323,7 @@ export type WatchMetricsResponse = Message<"rlaif.optimizer.v1.WatchMetricsRespo
  * Use `create(WatchMetricsResponseSchema)` to create a new message.
  */
 export const WatchMetricsResponseSchema: GenMessage<WatchMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_rlaif_optimizer_v1_optimizer, 5);
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 8);
 
 /**
  * Write a checkpoint.
@@ -225,7 +344,7 @@ export type CheckpointRequest = Message<"rlaif.optimizer.v1.CheckpointRequest"> 
  * Use `create(CheckpointRequestSchema)` to create a new message.
  */
 export const CheckpointRequestSchema: GenMessage<CheckpointRequest> = /*@__PURE__*/
-  messageDesc(file_rlaif_optimizer_v1_optimizer, 6);
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 9);
 
 /**
  * Where the checkpoint went.
@@ -268,7 +387,7 @@ export type CheckpointResponse = Message<"rlaif.optimizer.v1.CheckpointResponse"
  * Use `create(CheckpointResponseSchema)` to create a new message.
  */
 export const CheckpointResponseSchema: GenMessage<CheckpointResponse> = /*@__PURE__*/
-  messageDesc(file_rlaif_optimizer_v1_optimizer, 7);
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 10);
 
 /**
  * Pause a run.
@@ -289,7 +408,7 @@ export type PauseRunRequest = Message<"rlaif.optimizer.v1.PauseRunRequest"> & {
  * Use `create(PauseRunRequestSchema)` to create a new message.
  */
 export const PauseRunRequestSchema: GenMessage<PauseRunRequest> = /*@__PURE__*/
-  messageDesc(file_rlaif_optimizer_v1_optimizer, 8);
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 11);
 
 /**
  * Result of PauseRun.
@@ -310,14 +429,14 @@ export type PauseRunResponse = Message<"rlaif.optimizer.v1.PauseRunResponse"> & 
  * Use `create(PauseRunResponseSchema)` to create a new message.
  */
 export const PauseRunResponseSchema: GenMessage<PauseRunResponse> = /*@__PURE__*/
-  messageDesc(file_rlaif_optimizer_v1_optimizer, 9);
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 12);
 
 /**
- * Resume a run.
+ * Unpause a run.
  *
- * @generated from message rlaif.optimizer.v1.ResumeRunRequest
+ * @generated from message rlaif.optimizer.v1.UnpauseRunRequest
  */
-export type ResumeRunRequest = Message<"rlaif.optimizer.v1.ResumeRunRequest"> & {
+export type UnpauseRunRequest = Message<"rlaif.optimizer.v1.UnpauseRunRequest"> & {
   /**
    * Run id; empty means the most recent run.
    *
@@ -327,18 +446,18 @@ export type ResumeRunRequest = Message<"rlaif.optimizer.v1.ResumeRunRequest"> & 
 };
 
 /**
- * Describes the message rlaif.optimizer.v1.ResumeRunRequest.
- * Use `create(ResumeRunRequestSchema)` to create a new message.
+ * Describes the message rlaif.optimizer.v1.UnpauseRunRequest.
+ * Use `create(UnpauseRunRequestSchema)` to create a new message.
  */
-export const ResumeRunRequestSchema: GenMessage<ResumeRunRequest> = /*@__PURE__*/
-  messageDesc(file_rlaif_optimizer_v1_optimizer, 10);
+export const UnpauseRunRequestSchema: GenMessage<UnpauseRunRequest> = /*@__PURE__*/
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 13);
 
 /**
- * Result of ResumeRun.
+ * Result of UnpauseRun.
  *
- * @generated from message rlaif.optimizer.v1.ResumeRunResponse
+ * @generated from message rlaif.optimizer.v1.UnpauseRunResponse
  */
-export type ResumeRunResponse = Message<"rlaif.optimizer.v1.ResumeRunResponse"> & {
+export type UnpauseRunResponse = Message<"rlaif.optimizer.v1.UnpauseRunResponse"> & {
   /**
    * State after the call.
    *
@@ -348,11 +467,60 @@ export type ResumeRunResponse = Message<"rlaif.optimizer.v1.ResumeRunResponse"> 
 };
 
 /**
- * Describes the message rlaif.optimizer.v1.ResumeRunResponse.
- * Use `create(ResumeRunResponseSchema)` to create a new message.
+ * Describes the message rlaif.optimizer.v1.UnpauseRunResponse.
+ * Use `create(UnpauseRunResponseSchema)` to create a new message.
  */
-export const ResumeRunResponseSchema: GenMessage<ResumeRunResponse> = /*@__PURE__*/
-  messageDesc(file_rlaif_optimizer_v1_optimizer, 11);
+export const UnpauseRunResponseSchema: GenMessage<UnpauseRunResponse> = /*@__PURE__*/
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 14);
+
+/**
+ * Cancel a run.
+ *
+ * @generated from message rlaif.optimizer.v1.CancelRunRequest
+ */
+export type CancelRunRequest = Message<"rlaif.optimizer.v1.CancelRunRequest"> & {
+  /**
+   * Run id; empty means the most recent run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message rlaif.optimizer.v1.CancelRunRequest.
+ * Use `create(CancelRunRequestSchema)` to create a new message.
+ */
+export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 15);
+
+/**
+ * Result of CancelRun.
+ *
+ * @generated from message rlaif.optimizer.v1.CancelRunResponse
+ */
+export type CancelRunResponse = Message<"rlaif.optimizer.v1.CancelRunResponse"> & {
+  /**
+   * State after the call: RUN_STATE_CANCELLED, or the final state of a run that had already ended.
+   *
+   * @generated from field: rlaif.optimizer.v1.RunState state = 1;
+   */
+  state: RunState;
+
+  /**
+   * Steps completed when the run stopped.
+   *
+   * @generated from field: uint32 step = 2;
+   */
+  step: number;
+};
+
+/**
+ * Describes the message rlaif.optimizer.v1.CancelRunResponse.
+ * Use `create(CancelRunResponseSchema)` to create a new message.
+ */
+export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
+  messageDesc(file_rlaif_optimizer_v1_optimizer, 16);
 
 /**
  * Lifecycle of a run.
@@ -394,6 +562,13 @@ export enum RunState {
    * @generated from enum value: RUN_STATE_FAILED = 4;
    */
   FAILED = 4,
+
+  /**
+   * Stopped by CancelRun.
+   *
+   * @generated from enum value: RUN_STATE_CANCELLED = 5;
+   */
+  CANCELLED = 5,
 }
 
 /**
@@ -430,7 +605,18 @@ export const OptimizerService: GenService<{
     output: typeof GetStatusResponseSchema;
   },
   /**
-   * Stream the metrics of every step of a run, from the first, until it ends.
+   * Runs this Optimizer knows (started or resumed since it started), newest first, paged.
+   *
+   * @generated from rpc rlaif.optimizer.v1.OptimizerService.ListRuns
+   */
+  listRuns: {
+    methodKind: "unary";
+    input: typeof ListRunsRequestSchema;
+    output: typeof ListRunsResponseSchema;
+  },
+  /**
+   * Stream the metrics of every step of a run from from_step on (steps already taken first),
+   * then each new step as it is taken, until the run ends.
    *
    * @generated from rpc rlaif.optimizer.v1.OptimizerService.WatchMetrics
    */
@@ -450,7 +636,8 @@ export const OptimizerService: GenService<{
     output: typeof CheckpointResponseSchema;
   },
   /**
-   * Pause a running run after its current step.
+   * Pause a running run after its current step (it holds its state in memory; UnpauseRun goes
+   * on). Not to be confused with StartRun's resume_from, which restarts a run from a checkpoint.
    *
    * @generated from rpc rlaif.optimizer.v1.OptimizerService.PauseRun
    */
@@ -460,14 +647,27 @@ export const OptimizerService: GenService<{
     output: typeof PauseRunResponseSchema;
   },
   /**
-   * Resume a paused run.
+   * Let a paused run take steps again.
    *
-   * @generated from rpc rlaif.optimizer.v1.OptimizerService.ResumeRun
+   * @generated from rpc rlaif.optimizer.v1.OptimizerService.UnpauseRun
    */
-  resumeRun: {
+  unpauseRun: {
     methodKind: "unary";
-    input: typeof ResumeRunRequestSchema;
-    output: typeof ResumeRunResponseSchema;
+    input: typeof UnpauseRunRequestSchema;
+    output: typeof UnpauseRunResponseSchema;
+  },
+  /**
+   * Stop a run for good: no further step starts, the step in progress is abandoned (its
+   * trajectories are never applied), and the run ends in RUN_STATE_CANCELLED with its last
+   * completed step's resumable checkpoint on disk (StartRun with resume_from continues it).
+   * Cancelling a run that has already ended is a no-op that returns its final state.
+   *
+   * @generated from rpc rlaif.optimizer.v1.OptimizerService.CancelRun
+   */
+  cancelRun: {
+    methodKind: "unary";
+    input: typeof CancelRunRequestSchema;
+    output: typeof CancelRunResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_rlaif_optimizer_v1_optimizer, 0);

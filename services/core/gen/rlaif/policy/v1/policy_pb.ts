@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rlaif/policy/v1/policy.proto.
  */
 export const file_rlaif_policy_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("ChxybGFpZi9wb2xpY3kvdjEvcG9saWN5LnByb3RvEg9ybGFpZi5wb2xpY3kudjEicQoPR2VuZXJhdGVSZXF1ZXN0Eg8KB3Byb21wdHMYASADKAkSGgoSc2FtcGxlc19wZXJfcHJvbXB0GAIgASgNEjEKCHNhbXBsaW5nGAMgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zIsMBCgpDb21wbGV0aW9uEhQKDHByb21wdF9pbmRleBgBIAEoDRIUCgxzYW1wbGVfaW5kZXgYAiABKA0SDAoEdGV4dBgDIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAQgAygNEg4KBnRva2VucxgFIAMoDRIQCghsb2dwcm9icxgGIAMoAhI0Cg1maW5pc2hfcmVhc29uGAcgASgOMh0ucmxhaWYuY29tbW9uLnYxLkZpbmlzaFJlYXNvbhIMCgRzdG9wGAggASgJIl0KEEdlbmVyYXRlUmVzcG9uc2USMAoLY29tcGxldGlvbnMYASADKAsyGy5ybGFpZi5wb2xpY3kudjEuQ29tcGxldGlvbhIXCg93ZWlnaHRzX3ZlcnNpb24YAiABKAQiWgoVR2VuZXJhdGVTdHJlYW1SZXF1ZXN0Eg4KBnByb21wdBgBIAEoCRIxCghzYW1wbGluZxgCIAEoCzIfLnJsYWlmLmNvbW1vbi52MS5TYW1wbGluZ1BhcmFtcyKyAQoWR2VuZXJhdGVTdHJlYW1SZXNwb25zZRINCgVpbmRleBgBIAEoDRINCgV0b2tlbhgCIAEoDRIMCgR0ZXh0GAMgASgJEg8KB2xvZ3Byb2IYBCABKAISFwoPd2VpZ2h0c192ZXJzaW9uGAUgASgEEjQKDWZpbmlzaF9yZWFzb24YBiABKA4yHS5ybGFpZi5jb21tb24udjEuRmluaXNoUmVhc29uEgwKBHN0b3AYByABKAkiZgoOU2NvcmVkU2VxdWVuY2USDgoGcHJvbXB0GAEgASgJEhIKCmNvbXBsZXRpb24YAiABKAkSFQoNcHJvbXB0X3Rva2VucxgDIAMoDRIZChFjb21wbGV0aW9uX3Rva2VucxgEIAMoDSJ4Cg9Mb2dwcm9ic1JlcXVlc3QSMgoJc2VxdWVuY2VzGAEgAygLMh8ucmxhaWYucG9saWN5LnYxLlNjb3JlZFNlcXVlbmNlEjEKB3dlaWdodHMYAiABKA4yIC5ybGFpZi5wb2xpY3kudjEuV2VpZ2h0c1NlbGVjdG9yIiQKEFNlcXVlbmNlTG9ncHJvYnMSEAoIbG9ncHJvYnMYASADKAIiXwoQTG9ncHJvYnNSZXNwb25zZRIyCgdyZXN1bHRzGAEgAygLMiEucmxhaWYucG9saWN5LnYxLlNlcXVlbmNlTG9ncHJvYnMSFwoPd2VpZ2h0c192ZXJzaW9uGAIgASgEIhAKDkdldEluZm9SZXF1ZXN0ItcBCg9HZXRJbmZvUmVzcG9uc2USEgoKbW9kZWxfa2luZBgBIAEoCRIRCgl0b2tlbml6ZXIYAiABKAkSEgoKdm9jYWJfc2l6ZRgDIAEoDRIWCg5jb250ZXh0X2xlbmd0aBgEIAEoDRIXCg9wYXJhbWV0ZXJfY291bnQYBSABKAQSFwoPd2VpZ2h0c192ZXJzaW9uGAYgASgEEhkKEXJlZmVyZW5jZV92ZXJzaW9uGAcgASgEEg8KB2JhY2tlbmQYCCABKAkSEwoLY29uZmlnX2pzb24YCSABKAkqcQoPV2VpZ2h0c1NlbGVjdG9yEiAKHFdFSUdIVFNfU0VMRUNUT1JfVU5TUEVDSUZJRUQQABIcChhXRUlHSFRTX1NFTEVDVE9SX0NVUlJFTlQQARIeChpXRUlHSFRTX1NFTEVDVE9SX1JFRkVSRU5DRRACMuQCCg1Qb2xpY3lTZXJ2aWNlEk8KCEdlbmVyYXRlEiAucmxhaWYucG9saWN5LnYxLkdlbmVyYXRlUmVxdWVzdBohLnJsYWlmLnBvbGljeS52MS5HZW5lcmF0ZVJlc3BvbnNlEmMKDkdlbmVyYXRlU3RyZWFtEiYucmxhaWYucG9saWN5LnYxLkdlbmVyYXRlU3RyZWFtUmVxdWVzdBonLnJsYWlmLnBvbGljeS52MS5HZW5lcmF0ZVN0cmVhbVJlc3BvbnNlMAESTwoITG9ncHJvYnMSIC5ybGFpZi5wb2xpY3kudjEuTG9ncHJvYnNSZXF1ZXN0GiEucmxhaWYucG9saWN5LnYxLkxvZ3Byb2JzUmVzcG9uc2USTAoHR2V0SW5mbxIfLnJsYWlmLnBvbGljeS52MS5HZXRJbmZvUmVxdWVzdBogLnJsYWlmLnBvbGljeS52MS5HZXRJbmZvUmVzcG9uc2ViBnByb3RvMw", [file_rlaif_common_v1_types]);
+  fileDesc("ChxybGFpZi9wb2xpY3kvdjEvcG9saWN5LnByb3RvEg9ybGFpZi5wb2xpY3kudjEicQoPR2VuZXJhdGVSZXF1ZXN0Eg8KB3Byb21wdHMYASADKAkSGgoSc2FtcGxlc19wZXJfcHJvbXB0GAIgASgNEjEKCHNhbXBsaW5nGAMgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zIsMBCgpDb21wbGV0aW9uEhQKDHByb21wdF9pbmRleBgBIAEoDRIUCgxzYW1wbGVfaW5kZXgYAiABKA0SDAoEdGV4dBgDIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAQgAygNEg4KBnRva2VucxgFIAMoDRIQCghsb2dwcm9icxgGIAMoAhI0Cg1maW5pc2hfcmVhc29uGAcgASgOMh0ucmxhaWYuY29tbW9uLnYxLkZpbmlzaFJlYXNvbhIMCgRzdG9wGAggASgJInYKEEdlbmVyYXRlUmVzcG9uc2USMAoLY29tcGxldGlvbnMYASADKAsyGy5ybGFpZi5wb2xpY3kudjEuQ29tcGxldGlvbhIcCg93ZWlnaHRzX3ZlcnNpb24YAiABKARIAIgBAUISChBfd2VpZ2h0c192ZXJzaW9uIloKFUdlbmVyYXRlU3RyZWFtUmVxdWVzdBIOCgZwcm9tcHQYASABKAkSMQoIc2FtcGxpbmcYAiABKAsyHy5ybGFpZi5jb21tb24udjEuU2FtcGxpbmdQYXJhbXMiywEKFkdlbmVyYXRlU3RyZWFtUmVzcG9uc2USDQoFaW5kZXgYASABKA0SDQoFdG9rZW4YAiABKA0SDAoEdGV4dBgDIAEoCRIPCgdsb2dwcm9iGAQgASgCEhwKD3dlaWdodHNfdmVyc2lvbhgFIAEoBEgAiAEBEjQKDWZpbmlzaF9yZWFzb24YBiABKA4yHS5ybGFpZi5jb21tb24udjEuRmluaXNoUmVhc29uEgwKBHN0b3AYByABKAlCEgoQX3dlaWdodHNfdmVyc2lvbiJmCg5TY29yZWRTZXF1ZW5jZRIOCgZwcm9tcHQYASABKAkSEgoKY29tcGxldGlvbhgCIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAMgAygNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAQgAygNIngKD0xvZ3Byb2JzUmVxdWVzdBIyCglzZXF1ZW5jZXMYASADKAsyHy5ybGFpZi5wb2xpY3kudjEuU2NvcmVkU2VxdWVuY2USMQoHd2VpZ2h0cxgCIAEoDjIgLnJsYWlmLnBvbGljeS52MS5XZWlnaHRzU2VsZWN0b3IiJAoQU2VxdWVuY2VMb2dwcm9icxIQCghsb2dwcm9icxgBIAMoAiJ4ChBMb2dwcm9ic1Jlc3BvbnNlEjIKB3Jlc3VsdHMYASADKAsyIS5ybGFpZi5wb2xpY3kudjEuU2VxdWVuY2VMb2dwcm9icxIcCg93ZWlnaHRzX3ZlcnNpb24YAiABKARIAIgBAUISChBfd2VpZ2h0c192ZXJzaW9uIhAKDkdldEluZm9SZXF1ZXN0IosCCg9HZXRJbmZvUmVzcG9uc2USEgoKbW9kZWxfa2luZBgBIAEoCRIRCgl0b2tlbml6ZXIYAiABKAkSEgoKdm9jYWJfc2l6ZRgDIAEoDRIWCg5jb250ZXh0X2xlbmd0aBgEIAEoDRIXCg9wYXJhbWV0ZXJfY291bnQYBSABKAQSHAoPd2VpZ2h0c192ZXJzaW9uGAYgASgESACIAQESHgoRcmVmZXJlbmNlX3ZlcnNpb24YByABKARIAYgBARIPCgdiYWNrZW5kGAggASgJEhMKC2NvbmZpZ19qc29uGAkgASgJQhIKEF93ZWlnaHRzX3ZlcnNpb25CFAoSX3JlZmVyZW5jZV92ZXJzaW9uKnEKD1dlaWdodHNTZWxlY3RvchIgChxXRUlHSFRTX1NFTEVDVE9SX1VOU1BFQ0lGSUVEEAASHAoYV0VJR0hUU19TRUxFQ1RPUl9DVVJSRU5UEAESHgoaV0VJR0hUU19TRUxFQ1RPUl9SRUZFUkVOQ0UQAjLkAgoNUG9saWN5U2VydmljZRJPCghHZW5lcmF0ZRIgLnJsYWlmLnBvbGljeS52MS5HZW5lcmF0ZVJlcXVlc3QaIS5ybGFpZi5wb2xpY3kudjEuR2VuZXJhdGVSZXNwb25zZRJjCg5HZW5lcmF0ZVN0cmVhbRImLnJsYWlmLnBvbGljeS52MS5HZW5lcmF0ZVN0cmVhbVJlcXVlc3QaJy5ybGFpZi5wb2xpY3kudjEuR2VuZXJhdGVTdHJlYW1SZXNwb25zZTABEk8KCExvZ3Byb2JzEiAucmxhaWYucG9saWN5LnYxLkxvZ3Byb2JzUmVxdWVzdBohLnJsYWlmLnBvbGljeS52MS5Mb2dwcm9ic1Jlc3BvbnNlEkwKB0dldEluZm8SHy5ybGFpZi5wb2xpY3kudjEuR2V0SW5mb1JlcXVlc3QaIC5ybGFpZi5wb2xpY3kudjEuR2V0SW5mb1Jlc3BvbnNlYgZwcm90bzM", [file_rlaif_common_v1_types]);
 
 /**
  * A batch of prompts to complete.
@@ -138,11 +138,12 @@ export type GenerateResponse = Message<"rlaif.policy.v1.GenerateResponse"> & {
   completions: Completion[];
 
   /**
-   * Weights version that produced every completion of this response.
+   * Weights version that produced every completion of this response (always set; 0 = the
+   * checkpoint this replica loaded at start, before any version from the bus).
    *
-   * @generated from field: uint64 weights_version = 2;
+   * @generated from field: optional uint64 weights_version = 2;
    */
-  weightsVersion: bigint;
+  weightsVersion?: bigint | undefined;
 };
 
 /**
@@ -217,11 +218,12 @@ export type GenerateStreamResponse = Message<"rlaif.policy.v1.GenerateStreamResp
   logprob: number;
 
   /**
-   * Weights version generating the stream (fixed for the whole stream).
+   * Weights version generating the stream, fixed for the whole stream (always set; 0 = the
+   * checkpoint loaded at start).
    *
-   * @generated from field: uint64 weights_version = 5;
+   * @generated from field: optional uint64 weights_version = 5;
    */
-  weightsVersion: bigint;
+  weightsVersion?: bigint | undefined;
 
   /**
    * Set on the last message only.
@@ -350,11 +352,12 @@ export type LogprobsResponse = Message<"rlaif.policy.v1.LogprobsResponse"> & {
   results: SequenceLogprobs[];
 
   /**
-   * Weights version used (the reference's version for WEIGHTS_SELECTOR_REFERENCE).
+   * Weights version used, the reference's version for WEIGHTS_SELECTOR_REFERENCE (always set;
+   * 0 = the checkpoint loaded at start).
    *
-   * @generated from field: uint64 weights_version = 2;
+   * @generated from field: optional uint64 weights_version = 2;
    */
-  weightsVersion: bigint;
+  weightsVersion?: bigint | undefined;
 };
 
 /**
@@ -421,18 +424,19 @@ export type GetInfoResponse = Message<"rlaif.policy.v1.GetInfoResponse"> & {
   parameterCount: bigint;
 
   /**
-   * Weights version currently served.
+   * Weights version currently served (always set, so JSON shows it: 0 = the checkpoint this
+   * replica loaded at start, before any version from the bus; published versions start at 1).
    *
-   * @generated from field: uint64 weights_version = 6;
+   * @generated from field: optional uint64 weights_version = 6;
    */
-  weightsVersion: bigint;
+  weightsVersion?: bigint | undefined;
 
   /**
-   * Version of the reference weights.
+   * Version of the reference weights (always set; 0 = the checkpoint loaded at start).
    *
-   * @generated from field: uint64 reference_version = 7;
+   * @generated from field: optional uint64 reference_version = 7;
    */
-  referenceVersion: bigint;
+  referenceVersion?: bigint | undefined;
 
   /**
    * Compute backend, e.g. "wasm" or "tensorflow".

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rlaif/rollout/v1/rollout.proto.
  */
 export const file_rlaif_rollout_v1_rollout: GenFile = /*@__PURE__*/
-  fileDesc("Ch5ybGFpZi9yb2xsb3V0L3YxL3JvbGxvdXQucHJvdG8SEHJsYWlmLnJvbGxvdXQudjEicAoOQ29sbGVjdFJlcXVlc3QSDwoHcHJvbXB0cxgBIAMoCRIaChJzYW1wbGVzX3Blcl9wcm9tcHQYAiABKA0SMQoIc2FtcGxpbmcYAyABKAsyHy5ybGFpZi5jb21tb24udjEuU2FtcGxpbmdQYXJhbXMiRAoPQ29sbGVjdFJlc3BvbnNlEjEKDHRyYWplY3RvcmllcxgBIAMoCzIbLnJsYWlmLmNvbW1vbi52MS5UcmFqZWN0b3J5IhIKEEdldFN0YXR1c1JlcXVlc3QisAEKEUdldFN0YXR1c1Jlc3BvbnNlEhYKDmpvYnNfY29tcGxldGVkGAEgASgEEh4KFnRyYWplY3Rvcmllc19wdWJsaXNoZWQYAiABKAQSEwoLam9ic19mYWlsZWQYAyABKAQSHAoUbGFzdF93ZWlnaHRzX3ZlcnNpb24YBCABKAQSFgoOcG9saWN5X2FkZHJlc3MYBSABKAkSGAoQZmVlZGJhY2tfYWRkcmVzcxgGIAEoCTK2AQoOUm9sbG91dFNlcnZpY2USTgoHQ29sbGVjdBIgLnJsYWlmLnJvbGxvdXQudjEuQ29sbGVjdFJlcXVlc3QaIS5ybGFpZi5yb2xsb3V0LnYxLkNvbGxlY3RSZXNwb25zZRJUCglHZXRTdGF0dXMSIi5ybGFpZi5yb2xsb3V0LnYxLkdldFN0YXR1c1JlcXVlc3QaIy5ybGFpZi5yb2xsb3V0LnYxLkdldFN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_rlaif_common_v1_types]);
+  fileDesc("Ch5ybGFpZi9yb2xsb3V0L3YxL3JvbGxvdXQucHJvdG8SEHJsYWlmLnJvbGxvdXQudjEicAoOQ29sbGVjdFJlcXVlc3QSDwoHcHJvbXB0cxgBIAMoCRIaChJzYW1wbGVzX3Blcl9wcm9tcHQYAiABKA0SMQoIc2FtcGxpbmcYAyABKAsyHy5ybGFpZi5jb21tb24udjEuU2FtcGxpbmdQYXJhbXMiRAoPQ29sbGVjdFJlc3BvbnNlEjEKDHRyYWplY3RvcmllcxgBIAMoCzIbLnJsYWlmLmNvbW1vbi52MS5UcmFqZWN0b3J5IhIKEEdldFN0YXR1c1JlcXVlc3QizgEKEUdldFN0YXR1c1Jlc3BvbnNlEhYKDmpvYnNfY29tcGxldGVkGAEgASgEEh4KFnRyYWplY3Rvcmllc19wdWJsaXNoZWQYAiABKAQSEwoLam9ic19mYWlsZWQYAyABKAQSIQoUbGFzdF93ZWlnaHRzX3ZlcnNpb24YBCABKARIAIgBARIWCg5wb2xpY3lfYWRkcmVzcxgFIAEoCRIYChBmZWVkYmFja19hZGRyZXNzGAYgASgJQhcKFV9sYXN0X3dlaWdodHNfdmVyc2lvbjK2AQoOUm9sbG91dFNlcnZpY2USTgoHQ29sbGVjdBIgLnJsYWlmLnJvbGxvdXQudjEuQ29sbGVjdFJlcXVlc3QaIS5ybGFpZi5yb2xsb3V0LnYxLkNvbGxlY3RSZXNwb25zZRJUCglHZXRTdGF0dXMSIi5ybGFpZi5yb2xsb3V0LnYxLkdldFN0YXR1c1JlcXVlc3QaIy5ybGFpZi5yb2xsb3V0LnYxLkdldFN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_rlaif_common_v1_types]);
 
 /**
  * An ad-hoc batch to collect.
@@ -117,11 +117,11 @@ export type GetStatusResponse = Message<"rlaif.rollout.v1.GetStatusResponse"> & 
   jobsFailed: bigint;
 
   /**
-   * Weights version of the most recent samples.
+   * Weights version of the most recent samples (always set; 0 before the first job).
    *
-   * @generated from field: uint64 last_weights_version = 4;
+   * @generated from field: optional uint64 last_weights_version = 4;
    */
-  lastWeightsVersion: bigint;
+  lastWeightsVersion?: bigint | undefined;
 
   /**
    * Address of the Policy service used.
