@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type LocalCluster, startLocalCluster } from "../services/cluster/local-cluster.js";
 import {
+  expectInterruptCancelledRun,
   expectRunAsServerReports,
   missingTools,
   parseClientRun,
@@ -80,6 +81,16 @@ describe.skipIf(missing.length > 0)("go client", () => {
     await expectRunAsServerReports(run, optimizer);
   }, 120_000);
 
+  it("go client - Ctrl-C while the run trains cancels it through CancelRun and exits 130", async () => {
+    const { policy, optimizer } = cluster.addresses;
+    const out = await runProgram(
+      binary,
+      ["-policy", policy, "-optimizer", optimizer, "-steps", "1000", "-max-new-tokens", "4"],
+      { interruptWhen: /^ {3}1 {2}/m },
+    );
+    await expectInterruptCancelledRun(out, optimizer);
+  }, 120_000);
+
   it("go client - an unreachable address exits 1 naming it, bad flags exit 2 naming the flag", async () => {
     const { policy } = cluster.addresses;
     const dead = await runProgram(binary, [
@@ -95,5 +106,8 @@ describe.skipIf(missing.length > 0)("go client", () => {
     const steps = await runProgram(binary, ["-policy", policy, "-optimizer", policy, "-steps", "0"]);
     expect(steps.code).toBe(2);
     expect(steps.stderr).toBe("go-client: -steps must be at least 1\n");
+    const seed = await runProgram(binary, ["-policy", policy, "-optimizer", policy, "-seed", "4294967296"]);
+    expect(seed.code).toBe(2);
+    expect(seed.stderr).toBe("go-client: -seed must be in 0..4294967295, got 4294967296\n");
   });
 });

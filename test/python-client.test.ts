@@ -12,9 +12,11 @@ import { type LocalCluster, startLocalCluster } from "../services/cluster/local-
 import { PolicyService } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import { createClient } from "../services/core/src/grpc/client.js";
 import {
+  expectInterruptCancelledRun,
   expectRunAsServerReports,
   missingTools,
   parseClientRun,
+  type RunOptions,
   runProgram,
 } from "./helpers/client-programs.js";
 import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
@@ -35,8 +37,8 @@ describe.skipIf(missing.length > 0)("python client", () => {
   let env: NodeJS.ProcessEnv;
 
   /** Run one of the example's programs with the generated stubs. */
-  const python = (program: string, args: string[]) =>
-    runProgram(PYTHON, [program, ...args], { cwd: DIR, env });
+  const python = (program: string, args: string[], options: RunOptions = {}) =>
+    runProgram(PYTHON, [program, ...args], { cwd: DIR, env, ...options });
 
   beforeAll(async () => {
     const stubs = mkdtempSync(join(tmpdir(), "rlaif-py-stubs-"));
@@ -72,6 +74,16 @@ describe.skipIf(missing.length > 0)("python client", () => {
     await expectRunAsServerReports(run, optimizer);
   }, 120_000);
 
+  it("python client - Ctrl-C while the run trains cancels it through CancelRun and exits 130", async () => {
+    const { policy, optimizer } = cluster.addresses;
+    const out = await python(
+      "client.py",
+      ["--policy", policy, "--optimizer", optimizer, "--steps", "1000", "--max-new-tokens", "4"],
+      { interruptWhen: /^ {3}1 {2}/m },
+    );
+    await expectInterruptCancelledRun(out, optimizer);
+  }, 120_000);
+
   it("python client - an unreachable address fails with exit 1 naming the service and the address", async () => {
     const out = await python("client.py", [
       ...["--policy", cluster.addresses.policy, "--optimizer", "127.0.0.1:1", "--connect-timeout", "1"],
@@ -89,6 +101,9 @@ describe.skipIf(missing.length > 0)("python client", () => {
     const address = await python("client.py", ["--policy", "localhost", "--optimizer", optimizer]);
     expect(address.code).toBe(2);
     expect(address.stderr).toContain('argument --policy: "localhost" is not host:port');
+    const seed = await python("client.py", ["--policy", policy, "--optimizer", optimizer, "--seed", "-1"]);
+    expect(seed.code).toBe(2);
+    expect(seed.stderr).toContain("argument --seed: must be in 0..4294967295, got -1");
   });
 
   for (const api of ["v1", "v1alpha"]) {
@@ -116,13 +131,20 @@ describe.skipIf(missing.length > 0)("python client", () => {
     });
   }
 
-  it("reflection(python) - a message type resolves, an unknown symbol is NOT_FOUND", async () => {
+  it("reflection(python) - message and enum types resolve, an unknown symbol is NOT_FOUND", async () => {
     const { optimizer } = cluster.addresses;
-    const known = await python("reflect.py", [optimizer, "--describe", "rlaif.common.v1.RunConfig"]);
+    const known = await python("reflect.py", [
+      ...[optimizer, "--describe", "rlaif.common.v1.RunConfig", "--describe", "rlaif.optimizer.v1.RunState"],
+    ]);
     expect(known.code).toBe(0);
     expect(known.stdout).toContain("  rlaif.optimizer.v1.OptimizerService\n");
     expect(known.stdout).toContain("message rlaif.common.v1.RunConfig (file rlaif/common/v1/types.proto)");
     expect(known.stdout).toMatch(/^ {4}steps = 1 \(optional uint32\)$/m);
+    expect(known.stdout).toMatch(/^ {4}baseline = 14 \(rlaif\.common\.v1\.Baseline\)$/m);
+    expect(known.stdout).toContain(
+      "enum rlaif.optimizer.v1.RunState (file rlaif/optimizer/v1/optimizer.proto)",
+    );
+    expect(known.stdout).toMatch(/^ {4}RUN_STATE_CANCELLED = 5$/m);
     const unknown = await python("reflect.py", [optimizer, "--describe", "rlaif.nope.v1.Missing"]);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain("NOT_FOUND: Symbol not found: rlaif.nope.v1.Missing");

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"sort"
 	"strings"
 	"time"
@@ -61,8 +64,8 @@ func showPolicy(conn *grpc.ClientConn, o *options) error {
 		return callError("Policy GetInfo", err)
 	}
 	fmt.Printf("policy %s: %s, %d parameters, vocab %d, context %d, backend %s, weights version %d (reference %d)\n",
-		o.policy, info.ModelKind, info.ParameterCount, info.VocabSize, info.ContextLength, info.Backend,
-		info.WeightsVersion, info.ReferenceVersion)
+		o.policy, info.GetModelKind(), info.GetParameterCount(), info.GetVocabSize(), info.GetContextLength(),
+		info.GetBackend(), info.GetWeightsVersion(), info.GetReferenceVersion())
 	prompt := "The film was"
 	if len(o.prompts) > 0 {
 		prompt = o.prompts[0]
@@ -70,25 +73,22 @@ func showPolicy(conn *grpc.ClientConn, o *options) error {
 	res, err := policy.Generate(ctx, &policyv1.GenerateRequest{
 		Prompts:          []string{prompt},
 		SamplesPerPrompt: 2,
-		Sampling:         sampling(o, o.seed),
+		Sampling:         &commonv1.SamplingParams{MaxNewTokens: proto.Uint32(uint32(o.maxNewTokens)), Seed: proto.Uint64(o.seed)},
 	})
 	if err != nil {
 		return callError("Policy Generate", err)
 	}
-	fmt.Printf("generate: %d samples of %q with weights version %d\n", len(res.Completions), prompt, res.WeightsVersion)
-	for _, c := range res.Completions {
+	fmt.Printf("generate: %d samples of %q with weights version %d\n", len(res.GetCompletions()), prompt,
+		res.GetWeightsVersion())
+	for _, c := range res.GetCompletions() {
 		mean := 0.0
-		for _, lp := range c.Logprobs {
-			mean += float64(lp) / float64(len(c.Logprobs))
+		for _, lp := range c.GetLogprobs() {
+			mean += float64(lp) / float64(len(c.GetLogprobs()))
 		}
-		fmt.Printf("  [%d] %q (%d tokens, %s, mean log-prob %.3f)\n", c.SampleIndex, c.Text, len(c.Tokens),
-			enumName(c.FinishReason.String(), "FINISH_REASON_"), mean)
+		fmt.Printf("  [%d] %q (%d tokens, %s, mean log-prob %.3f)\n", c.GetSampleIndex(), c.GetText(), len(c.GetTokens()),
+			enumName(c.GetFinishReason().String(), "FINISH_REASON_"), mean)
 	}
 	return nil
-}
-
-func sampling(o *options, seed uint64) *commonv1.SamplingParams {
-	return &commonv1.SamplingParams{MaxNewTokens: uint32(o.maxNewTokens), Temperature: 1, Seed: seed}
 }
 
 func train(conn *grpc.ClientConn, o *options) (bool, error) {
@@ -99,7 +99,7 @@ func train(conn *grpc.ClientConn, o *options) (bool, error) {
 		Steps:            proto.Uint32(uint32(o.steps)),
 		PromptsPerStep:   proto.Uint32(uint32(o.promptsPerStep)),
 		SamplesPerPrompt: proto.Uint32(uint32(o.samplesPerStep)),
-		Sampling:         sampling(o, 0),
+		Sampling:         &commonv1.SamplingParams{MaxNewTokens: proto.Uint32(uint32(o.maxNewTokens))},
 		Seed:             proto.Uint64(o.seed),
 		Prompts:          o.prompts,
 	}
@@ -107,35 +107,64 @@ func train(conn *grpc.ClientConn, o *options) (bool, error) {
 	if err != nil {
 		return false, callError("Optimizer StartRun", err)
 	}
-	fmt.Printf("run %s: %d steps of %d prompts x %d samples\n", started.RunId, o.steps, o.promptsPerStep, o.samplesPerStep)
+	fmt.Printf("run %s: %d steps of %d prompts x %d samples\n", started.GetRunId(), o.steps, o.promptsPerStep, o.samplesPerStep)
 	fmt.Printf("%4s  %11s  %9s\n", "step", "mean_reward", "kl")
-	stream, err := optimizer.WatchMetrics(ctx, &optimizerv1.WatchMetricsRequest{RunId: started.RunId})
+	// Ctrl-C ends the watch; the run lives on the Optimizer, so it is cancelled there too.
+	watchCtx, stopWatch := signal.NotifyContext(ctx, os.Interrupt)
+	defer stopWatch()
+	stream, err := optimizer.WatchMetrics(watchCtx, &optimizerv1.WatchMetricsRequest{RunId: started.GetRunId()})
 	if err != nil {
 		return false, callError("Optimizer WatchMetrics", err)
 	}
+	interrupted := false
 	for {
 		update, err := stream.Recv()
 		if err == io.EOF {
 			break
 		}
+		if err != nil && watchCtx.Err() != nil && ctx.Err() == nil {
+			interrupted = true
+			if err := cancelRun(ctx, optimizer, started.GetRunId()); err != nil {
+				return false, err
+			}
+			break
+		}
 		if err != nil {
 			return false, callError("Optimizer WatchMetrics", err)
 		}
-		m := update.Metrics
+		m := update.GetMetrics()
 		fmt.Printf("%4d  %11.4f  %9.4f\n", m.GetStep(), m.GetMeanReward(), m.GetKl())
 	}
-	st, err := optimizer.GetStatus(ctx, &optimizerv1.GetStatusRequest{RunId: started.RunId})
+	st, err := optimizer.GetStatus(ctx, &optimizerv1.GetStatusRequest{RunId: started.GetRunId()})
 	if err != nil {
 		return false, callError("Optimizer GetStatus", err)
 	}
-	line := fmt.Sprintf("final: run %s %s after %d steps", st.RunId, enumName(st.State.String(), "RUN_STATE_"), st.Step)
-	if s := st.Summary; s != nil {
+	line := fmt.Sprintf("final: run %s %s after %d steps", st.GetRunId(), enumName(st.GetState().String(), "RUN_STATE_"),
+		st.GetStep())
+	if s := st.GetSummary(); s != nil {
 		line += fmt.Sprintf(", %d trajectories, mean reward %.4f -> %.4f, final KL %.4f, weights version %d, %.1f s",
-			s.Trajectories, s.FirstMeanReward, s.LastMeanReward, s.FinalKl, s.FinalWeightsVersion, s.WallSeconds)
+			s.GetTrajectories(), s.GetFirstMeanReward(), s.GetLastMeanReward(), s.GetFinalKl(),
+			s.GetFinalWeightsVersion(), s.GetWallSeconds())
 	}
-	if st.Error != "" {
-		line += ", error: " + st.Error
+	if st.GetError() != "" {
+		line += ", error: " + st.GetError()
 	}
 	fmt.Println(line)
-	return st.State == optimizerv1.RunState_RUN_STATE_SUCCEEDED, nil
+	if interrupted {
+		return false, errInterrupted
+	}
+	return st.GetState() == optimizerv1.RunState_RUN_STATE_SUCCEEDED, nil
+}
+
+// errInterrupted reports a run cancelled by Ctrl-C (exit status 130, as a shell would give).
+var errInterrupted = errors.New("interrupted")
+
+func cancelRun(ctx context.Context, optimizer optimizerv1.OptimizerServiceClient, runID string) error {
+	res, err := optimizer.CancelRun(ctx, &optimizerv1.CancelRunRequest{RunId: runID})
+	if err != nil {
+		return callError("Optimizer CancelRun", err)
+	}
+	fmt.Fprintf(os.Stderr, "interrupted: CancelRun stopped run %s after step %d (%s)\n", runID, res.GetStep(),
+		enumName(res.GetState().String(), "RUN_STATE_"))
+	return nil
 }

@@ -5,8 +5,9 @@
 //	.build/go-client -policy 127.0.0.1:50051 -optimizer 127.0.0.1:50054
 //
 // It exists to show that the API is usable from a second language with nothing but the .proto
-// files and Debian's Go packages (see README.md). Exit status: 0 when the run succeeded, 1 when
-// it did not or a call failed, 2 on bad flags.
+// files and Debian's Go packages (see README.md). Ctrl-C while the run trains cancels it
+// (CancelRun). Exit status: 0 when the run succeeded, 1 when it did not or a call failed, 2 on bad
+// flags, 130 when interrupted.
 package main
 
 import (
@@ -68,6 +69,9 @@ func parseFlags(args []string) (*options, error) {
 			return nil, fmt.Errorf("%s must be at least 1", name)
 		}
 	}
+	if o.seed > 0xFFFFFFFF {
+		return nil, fmt.Errorf("-seed must be in 0..4294967295, got %d", o.seed)
+	}
 	return o, nil
 }
 
@@ -122,6 +126,9 @@ func main() {
 		os.Exit(2)
 	}
 	ok, err := run(o)
+	if errors.Is(err, errInterrupted) {
+		os.Exit(130)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "go-client: %v\n", err)
 		os.Exit(1)

@@ -6,8 +6,9 @@
 
 Calls Policy GetInfo and Generate, then Optimizer StartRun (3 steps of 2 prompts x 2 samples by
 default), streams WatchMetrics and prints the reward curve (step, mean reward, KL to the reference),
-and ends with GetStatus's final state. Exits 0 when the run succeeded, 1 when it did not or a call
-failed, 2 on bad arguments.
+and ends with GetStatus's final state. Ctrl-C (SIGINT) while the run trains cancels it (CancelRun)
+instead of leaving it running on the Optimizer. Exits 0 when the run succeeded, 1 when it did not
+or a call failed, 2 on bad arguments, 130 when interrupted.
 """
 import argparse
 import sys
@@ -27,6 +28,17 @@ def positive_int(value):
         raise argparse.ArgumentTypeError(f'"{value}" is not a whole number') from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def seed(value):
+    """argparse type: a seed in 0..2^32-1 (the range the services accept)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'"{value}" is not a whole number') from None
+    if not 0 <= n <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"must be in 0..4294967295, got {n}")
     return n
 
 
@@ -52,7 +64,7 @@ def parse_args(argv):
         default=[],
         help="a training prompt (repeatable; default: the Optimizer's built-in prompts)",
     )
-    p.add_argument("--seed", type=int, default=1, help="seed of the sampler and the run (default 1)")
+    p.add_argument("--seed", type=seed, default=1, help="seed of the sampler and the run (default 1)")
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for each service")
     p.add_argument("--run-timeout", type=float, default=600.0, help="seconds the whole run may take")
     return p.parse_args(argv)
@@ -83,7 +95,7 @@ def show_policy(api, channel, args):
         f" (reference {info.reference_version})"
     )
     prompt = args.prompt[0] if args.prompt else "The film was"
-    sampling = api.types_pb2.SamplingParams(max_new_tokens=args.max_new_tokens, temperature=1.0, seed=args.seed)
+    sampling = api.types_pb2.SamplingParams(max_new_tokens=args.max_new_tokens, seed=args.seed)
     request = api.policy_pb2.GenerateRequest(prompts=[prompt], samples_per_prompt=2, sampling=sampling)
     res = call("Policy Generate", policy.Generate, request, timeout=60)
     print(f"generate: {len(res.completions)} samples of {prompt!r} with weights version {res.weights_version}")
@@ -99,7 +111,7 @@ def train(api, channel, args):
         steps=args.steps,
         prompts_per_step=args.prompts_per_step,
         samples_per_prompt=args.samples_per_prompt,
-        sampling=api.types_pb2.SamplingParams(max_new_tokens=args.max_new_tokens, temperature=1.0),
+        sampling=api.types_pb2.SamplingParams(max_new_tokens=args.max_new_tokens),
         seed=args.seed,
         prompts=args.prompt,
     )
@@ -107,13 +119,22 @@ def train(api, channel, args):
     run_id = started.run_id
     print(f"run {run_id}: {args.steps} steps of {args.prompts_per_step} prompts x {args.samples_per_prompt} samples")
     print(f"{'step':>4}  {'mean_reward':>11}  {'kl':>9}")
-    watch = api.optimizer_pb2.WatchMetricsRequest(run_id=run_id)
+    stream = optimizer.WatchMetrics(api.optimizer_pb2.WatchMetricsRequest(run_id=run_id), timeout=args.run_timeout)
+    interrupted = False
     try:
-        for update in optimizer.WatchMetrics(watch, timeout=args.run_timeout):
+        for update in stream:
             m = update.metrics
             print(f"{m.step:>4}  {m.mean_reward:>11.4f}  {m.kl:>9.4f}", flush=True)
     except grpc.RpcError as err:
         raise describe_rpc_error("Optimizer WatchMetrics", err) from None
+    except KeyboardInterrupt:
+        # The run lives on the Optimizer: stop it there rather than leave it training unwatched.
+        stream.cancel()
+        interrupted = True
+        req = api.optimizer_pb2.CancelRunRequest(run_id=run_id)
+        res = call("Optimizer CancelRun", optimizer.CancelRun, req, timeout=60)
+        state = enum_name(api.optimizer_pb2.RunState, res.state, "RUN_STATE_")
+        print(f"interrupted: CancelRun stopped run {run_id} after step {res.step} ({state})", file=sys.stderr)
     status = call(
         "Optimizer GetStatus", optimizer.GetStatus, api.optimizer_pb2.GetStatusRequest(run_id=run_id), timeout=30
     )
@@ -128,7 +149,9 @@ def train(api, channel, args):
     if status.error:
         line += f", error: {status.error}"
     print(line)
-    return status.state == api.optimizer_pb2.RUN_STATE_SUCCEEDED
+    if interrupted:
+        return 130
+    return 0 if status.state == api.optimizer_pb2.RUN_STATE_SUCCEEDED else 1
 
 
 def main(argv):
@@ -139,11 +162,10 @@ def main(argv):
         optimizer_channel = connect(args.optimizer, "Optimizer", args.connect_timeout)
         with policy_channel, optimizer_channel:
             show_policy(api, policy_channel, args)
-            ok = train(api, optimizer_channel, args)
+            return train(api, optimizer_channel, args)
     except ClientError as err:
         print(f"client.py: {err}", file=sys.stderr)
         return 1
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@
     /usr/bin/python3 reflect.py 127.0.0.1:50051 --describe rlaif.policy.v1.PolicyService.Generate
 
 Lists the services (list_services), and for each --describe SYMBOL (a method, a service or a
-message) fetches the file that declares it and its imports (file_containing_symbol), loads them
+message, an enum) fetches the file that declares it and its imports (file_containing_symbol), loads them
 into a fresh descriptor pool and prints what it is: a method's request and response messages with
-their fields, a service's methods, a message's fields. --api v1alpha speaks the older reflection
+their fields, a service's methods, a message's fields, an enum's values. --api v1alpha speaks the older reflection
 API that many existing tools still use.
 """
 import argparse
@@ -112,6 +112,7 @@ def describe(reflector, symbol):
         (pool.FindMethodByName, "method"),
         (pool.FindServiceByName, "service"),
         (pool.FindMessageTypeByName, "message"),
+        (pool.FindEnumTypeByName, "enum"),
     ):
         try:
             d = find(symbol)
@@ -125,10 +126,12 @@ def describe(reflector, symbol):
             lines += message_lines(f"  output {stream(d.server_streaming)}", d.output_type)
         elif kind == "service":
             lines += [f"  rpc {m.name}({m.input_type.full_name}) returns ({m.output_type.full_name})" for m in d.methods]
-        else:
+        elif kind == "message":
             lines += message_lines("  ", d)[1:]
+        else:
+            lines += [f"    {v.name} = {v.number}" for v in d.values]
         return lines
-    raise ClientError(f"{symbol}: the server's files declare no method, service or message of that name")
+    raise ClientError(f"{symbol}: the server's files declare no method, service, message or enum of that name")
 
 
 def address(value):
@@ -141,7 +144,7 @@ def address(value):
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("address", type=address, help="host:port of any rlaif service")
-    p.add_argument("--describe", action="append", default=[], metavar="SYMBOL", help="a method, service or message")
+    p.add_argument("--describe", action="append", default=[], metavar="SYMBOL", help="a method, service, message or enum")
     p.add_argument("--api", choices=["v1", "v1alpha"], default="v1", help="reflection API version (default v1)")
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the server")
     args = p.parse_args(argv)

@@ -15,11 +15,21 @@ export interface ProgramResult {
   stderr: string;
 }
 
-/** Run a program to its end (killed after `timeoutMs`), collecting its output. */
+/** Options of `runProgram`. */
+export interface RunOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Killed (SIGKILL) after this long; default 120 s. */
+  timeoutMs?: number;
+  /** Send SIGINT (a user's Ctrl-C) once stdout matches this. */
+  interruptWhen?: RegExp;
+}
+
+/** Run a program to its end, collecting its output. */
 export function runProgram(
   command: string,
   args: readonly string[],
-  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  options: RunOptions = {},
 ): Promise<ProgramResult> {
   const child = spawn(command, args, {
     cwd: options.cwd,
@@ -28,8 +38,13 @@ export function runProgram(
   });
   let stdout = "";
   let stderr = "";
+  let interrupted = false;
   child.stdout.on("data", (b: Buffer) => {
     stdout += b.toString();
+    if (!interrupted && options.interruptWhen?.test(stdout)) {
+      interrupted = true;
+      child.kill("SIGINT");
+    }
   });
   child.stderr.on("data", (b: Buffer) => {
     stderr += b.toString();
@@ -118,6 +133,29 @@ export async function expectRunAsServerReports(run: ClientRun, optimizerAddress:
       5.001e-5,
     );
     expect(Math.abs(Number(last?.kl) - Number(status.lastMetrics?.kl))).toBeLessThan(5.001e-5);
+  } finally {
+    optimizer.close();
+  }
+}
+
+/**
+ * Check what a client did on Ctrl-C during a run: exit 130, say on stderr that CancelRun stopped
+ * the run, print its final CANCELLED state, and the Optimizer agrees on the state and step.
+ */
+export async function expectInterruptCancelledRun(
+  out: ProgramResult,
+  optimizerAddress: string,
+): Promise<void> {
+  expect(out.code, out.stderr).toBe(130);
+  const said = /^interrupted: CancelRun stopped run (\S+) after step (\d+) \(CANCELLED\)$/m.exec(out.stderr);
+  expect(said, out.stderr).not.toBeNull();
+  const [, runId, step] = said as RegExpExecArray;
+  expect(out.stdout).toContain(`final: run ${runId} CANCELLED after ${step} steps`);
+  const optimizer = createClient(OptimizerService, optimizerAddress, { defaultTimeoutMs: 10_000 });
+  try {
+    const status = await optimizer.getStatus({ runId: runId as string });
+    expect(status.state).toBe(RunState.CANCELLED);
+    expect(status.step).toBe(Number(step));
   } finally {
     optimizer.close();
   }
