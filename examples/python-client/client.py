@@ -16,44 +16,35 @@ import sys
 import grpc
 
 from rlaif_client import stubs
-from rlaif_client.channel import check_address, connect, describe_rpc_error
+from rlaif_client.channel import address_arg, connect, describe_rpc_error
 from rlaif_client.errors import ClientError
 
 
-def positive_int(value):
-    """argparse type: a whole number >= 1."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'"{value}" is not a whole number') from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
+def int_in(low, high):
+    """argparse type: a whole number in low..high, else a message saying what is allowed."""
+
+    def parse(value):
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'"{value}" is not a whole number') from None
+        if high is not None and not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {n}")
+        if n < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {n}")
+        return n
+
+    return parse
 
 
-def seed(value):
-    """argparse type: a seed in 0..2^32-1 (the range the services accept)."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'"{value}" is not a whole number') from None
-    if not 0 <= n <= 0xFFFFFFFF:
-        raise argparse.ArgumentTypeError(f"must be in 0..4294967295, got {n}")
-    return n
-
-
-def address(value):
-    """argparse type: host:port."""
-    try:
-        return check_address(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+positive_int = int_in(1, None)
 
 
 def parse_args(argv):
+    """The command line, checked (argparse exits 2 naming a bad flag)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--policy", type=address, required=True, help="host:port of a Policy service")
-    p.add_argument("--optimizer", type=address, required=True, help="host:port of an Optimizer service")
+    p.add_argument("--policy", type=address_arg, required=True, help="host:port of a Policy service")
+    p.add_argument("--optimizer", type=address_arg, required=True, help="host:port of an Optimizer service")
     p.add_argument("--steps", type=positive_int, default=3, help="optimizer steps of the run (default 3)")
     p.add_argument("--prompts-per-step", type=positive_int, default=2, help="prompts per step (default 2)")
     p.add_argument("--samples-per-prompt", type=positive_int, default=2, help="samples per prompt (default 2)")
@@ -64,7 +55,7 @@ def parse_args(argv):
         default=[],
         help="a training prompt (repeatable; default: the Optimizer's built-in prompts)",
     )
-    p.add_argument("--seed", type=seed, default=1, help="seed of the sampler and the run (default 1)")
+    p.add_argument("--seed", type=int_in(0, 0xFFFFFFFF), default=1, help="seed of the sampler and the run (default 1)")
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for each service")
     p.add_argument("--run-timeout", type=float, default=600.0, help="seconds the whole run may take")
     return p.parse_args(argv)
@@ -87,6 +78,7 @@ def enum_name(enum, value, prefix):
 
 
 def show_policy(api, channel, args):
+    """GetInfo, then two samples of one prompt from Generate."""
     policy = api.policy_pb2_grpc.PolicyServiceStub(channel)
     info = call("Policy GetInfo", policy.GetInfo, api.policy_pb2.GetInfoRequest(), timeout=30)
     print(
@@ -106,6 +98,7 @@ def show_policy(api, channel, args):
 
 
 def train(api, channel, args):
+    """StartRun, WatchMetrics to the end (or Ctrl-C: CancelRun), GetStatus; the exit status."""
     optimizer = api.optimizer_pb2_grpc.OptimizerServiceStub(channel)
     config = api.types_pb2.RunConfig(
         steps=args.steps,
@@ -155,6 +148,7 @@ def train(api, channel, args):
 
 
 def main(argv):
+    """Run the whole tour; the exit status."""
     args = parse_args(argv)
     try:
         api = stubs.load()

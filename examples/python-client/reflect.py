@@ -5,11 +5,11 @@
     /usr/bin/python3 reflect.py 127.0.0.1:50051
     /usr/bin/python3 reflect.py 127.0.0.1:50051 --describe rlaif.policy.v1.PolicyService.Generate
 
-Lists the services (list_services), and for each --describe SYMBOL (a method, a service or a
-message, an enum) fetches the file that declares it and its imports (file_containing_symbol), loads them
+Lists the services (list_services), and for each --describe SYMBOL (a method, service, message
+or enum) fetches the file that declares it and its imports (file_containing_symbol), loads them
 into a fresh descriptor pool and prints what it is: a method's request and response messages with
-their fields, a service's methods, a message's fields, an enum's values. --api v1alpha speaks the older reflection
-API that many existing tools still use.
+their fields, a service's methods, a message's fields, an enum's values. --api v1alpha speaks the
+older reflection API that many existing tools still use.
 """
 import argparse
 import sys
@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 
 from rlaif_client import stubs
-from rlaif_client.channel import check_address, connect, describe_rpc_error
+from rlaif_client.channel import address_arg, connect, describe_rpc_error
 from rlaif_client.errors import ClientError
 
 
@@ -38,9 +38,12 @@ class Reflector:
     def _ask(self, what, **request):
         req = self._pb2.ServerReflectionRequest(**request)
         try:
-            [res] = list(self._stub.ServerReflectionInfo(iter([req]), timeout=10))
+            answers = list(self._stub.ServerReflectionInfo(iter([req]), timeout=10))
         except grpc.RpcError as err:
             raise describe_rpc_error(f"reflection {what}", err) from None
+        if len(answers) != 1:
+            raise ClientError(f"reflection {what}: expected one answer to one request, got {len(answers)}")
+        [res] = answers
         if res.HasField("error_response"):
             e = res.error_response
             raise ClientError(f"reflection {what}: {status_name(e.error_code)}: {e.error_message}")
@@ -87,6 +90,7 @@ TYPE_NAMES = {
 
 
 def field_text(f):
+    """`name = number (type)`, with `repeated` or `optional` as the .proto file says it."""
     if f.message_type is not None:
         kind = f.message_type.full_name
     elif f.enum_type is not None:
@@ -101,12 +105,19 @@ def field_text(f):
 
 
 def message_lines(prefix, m):
+    """A message's full name after `prefix`, then one indented line per field."""
     lines = [f"{prefix}{m.full_name}"]
     lines += [f"    {field_text(f)}" for f in m.fields]
     return lines
 
 
+def streamed(yes):
+    """The `stream ` marker of a streaming request or response."""
+    return "stream " if yes else ""
+
+
 def describe(reflector, symbol):
+    """The lines that describe `symbol`, whatever kind of descriptor it names."""
     pool = reflector.pool_with(symbol)
     for find, kind in (
         (pool.FindMethodByName, "method"),
@@ -121,9 +132,8 @@ def describe(reflector, symbol):
         file = d.containing_service.file if kind == "method" else d.file
         lines = [f"{kind} {d.full_name} (file {file.name})"]
         if kind == "method":
-            stream = lambda yes: "stream " if yes else ""  # noqa: E731
-            lines += message_lines(f"  input  {stream(d.client_streaming)}", d.input_type)
-            lines += message_lines(f"  output {stream(d.server_streaming)}", d.output_type)
+            lines += message_lines(f"  input  {streamed(d.client_streaming)}", d.input_type)
+            lines += message_lines(f"  output {streamed(d.server_streaming)}", d.output_type)
         elif kind == "service":
             lines += [f"  rpc {m.name}({m.input_type.full_name}) returns ({m.output_type.full_name})" for m in d.methods]
         elif kind == "message":
@@ -134,16 +144,9 @@ def describe(reflector, symbol):
     raise ClientError(f"{symbol}: the server's files declare no method, service, message or enum of that name")
 
 
-def address(value):
-    try:
-        return check_address(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("address", type=address, help="host:port of any rlaif service")
+    p.add_argument("address", type=address_arg, help="host:port of any rlaif service")
     p.add_argument("--describe", action="append", default=[], metavar="SYMBOL", help="a method, service, message or enum")
     p.add_argument("--api", choices=["v1", "v1alpha"], default="v1", help="reflection API version (default v1)")
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the server")

@@ -4,6 +4,7 @@ gRPC channels connect lazily and retry forever, so a wrong address would otherwi
 DEADLINE_EXCEEDED on the first call. `connect` waits for the channel to be ready for a bounded
 time and says which service at which address did not answer.
 """
+import argparse
 import re
 
 import grpc
@@ -13,11 +14,11 @@ from .errors import ClientError
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
-def check_address(value):
-    """`value` if it is host:port (a bracketed IPv6 host is fine), else ValueError saying so."""
+def address_arg(value):
+    """argparse type: `value` if it is host:port (a bracketed IPv6 host is fine)."""
     m = _ADDRESS.match(value)
     if not m or not 0 < int(m.group(2)) < 65536:
-        raise ValueError(f'"{value}" is not host:port (e.g. 127.0.0.1:50051)')
+        raise argparse.ArgumentTypeError(f'"{value}" is not host:port (e.g. 127.0.0.1:50051)')
     return value
 
 
