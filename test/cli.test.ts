@@ -37,7 +37,7 @@ describe("cli", () => {
 
   it("cli - bad flags and config exit 2 with a message that says what to fix", () => {
     const cases: [string[], RegExp][] = [
-      [["train", "--steps", "0"], /--steps: must be at least 1, got 0/],
+      [["train", "--steps", "0"], /--steps: must be between 1 and 100000, got 0/],
       [["train", "--lr", "fast"], /--lr: expected a number, got "fast"/],
       [["train", "--bogus"], /Unknown option '--bogus'/],
       [["train", "--backend", "tpu"], /--backend: must be one of auto, tensorflow, wasm, cpu/],
@@ -72,7 +72,7 @@ describe("cli", () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/unknown setting "run\.stepz"/);
     writeFileSync(bad, "run:\n  gamma: 2\n");
-    expect(rlaif("train", "--config", bad).stderr).toMatch(/run\.gamma: must be at most 1, got 2/);
+    expect(rlaif("train", "--config", bad).stderr).toMatch(/run\.gamma: must be between 0 and 1, got 2/);
   });
 
   it("cli - train reads a YAML config, flags override it, and --json ends stdout with a RunSummary", () => {

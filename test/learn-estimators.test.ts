@@ -429,6 +429,45 @@ describe("estimators", () => {
     learner.dispose();
   });
 
+  it("estimators - a step with a non-finite gradient is skipped and counted: weights, baseline and β stay", async () => {
+    const gru = createModel(
+      { kind: "gru", vocabSize: 258, contextLength: 32, dModel: 16, hidden: 16, nLayers: 1 },
+      7,
+    );
+    const learner = new ReinforceLearner(gru, {
+      ...defaultConfig().run,
+      baseline: "moving-average",
+      klTarget: 0.5,
+      offPolicy: "ppo-clip",
+    });
+    const traj = (reward: number, behaviour: number) =>
+      [0, 1].map((g) =>
+        create(TrajectorySchema, {
+          id: `n${g}`,
+          promptIndex: 0,
+          sampleIndex: g,
+          promptTokens: [72],
+          completionTokens: [32, 97 + g],
+          // A behaviour log-prob of −1e30 overflows ρ = exp(log π_θ − log π_behaviour) to ∞: with a negative
+          // advantage the PPO surrogate −min(ρA, clip(ρ)A) is +∞ and the gradient is not finite.
+          behaviourLogprobs: [behaviour, behaviour],
+          referenceLogprobs: [-5.0, -5.1],
+          reward,
+        }),
+      );
+    await learner.step(traj(1, -5));
+    const weights = learner.weightsBlob();
+    const state = learner.getState();
+    const res = await learner.step(traj(-1, -1e30));
+    expect(res.updateSkipped).toBe(true);
+    expect(Buffer.from(learner.weightsBlob()).equals(Buffer.from(weights))).toBe(true);
+    expect(learner.getState()).toEqual(state);
+    // A finite step afterwards applies again.
+    expect((await learner.step(traj(1, -5))).updateSkipped).toBe(false);
+    expect(Buffer.from(learner.weightsBlob()).equals(Buffer.from(weights))).toBe(false);
+    learner.dispose();
+  });
+
   it("estimators - ReinforceLearner steps leak no tensors and keep β in its state", async () => {
     const path = await writeTinyCheckpoint(3);
     const settings: RunSettings = {

@@ -29,6 +29,8 @@ class FakeLearner implements Learner {
   readonly steps: string[][] = [];
   readonly rewards: number[][] = [];
   readonly versionAtStep: number[] = [];
+  /** Steps (1-based) whose update reports a non-finite gradient. */
+  skipAt = new Set<number>();
   blobs = 0;
   disposed = false;
   constructor(private readonly bus: MemoryBus) {}
@@ -36,7 +38,7 @@ class FakeLearner implements Learner {
     this.steps.push(trajectories.map((t) => t.id));
     this.rewards.push(trajectories.map((t) => t.reward));
     this.versionAtStep.push(Number((await readLatestWeights(this.bus))?.manifest.version ?? 0));
-    return { loss: 0.25, gradNorm: 1.5, entropy: 2 };
+    return { loss: 0.25, gradNorm: 1.5, entropy: 2, updateSkipped: this.skipAt.has(this.steps.length) };
   }
   weightsBlob(): Uint8Array {
     this.blobs++;
@@ -187,6 +189,24 @@ describe("run driver", () => {
     expect(summary.finalWeightsVersion).toBe(3n);
     expect(summary.mode).toBe("embedded");
     expect(driver.step).toBe(2);
+  });
+
+  it("run driver - a skipped update is counted in its step's metrics and in the summary", async () => {
+    const { bus, learner } = setup();
+    rollout(bus);
+    learner.skipAt = new Set([2]);
+    const metrics: StepMetrics[] = [];
+    const driver = new RunDriver(bus, learner, {
+      runId: "run-s",
+      settings: settings({ steps: 3 }),
+      prompts: ["p0"],
+      stepTimeoutMs: 10_000,
+      mode: "embedded",
+      onMetrics: (m) => metrics.push(m),
+    });
+    const summary = await driver.run();
+    expect(metrics.map((m) => m.updateSkipped)).toEqual([false, true, false]);
+    expect(summary.skippedUpdates).toBe(1);
   });
 
   it("run driver - applies each trajectory id at most once, ignoring duplicates, other runs and earlier steps", async () => {

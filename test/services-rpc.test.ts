@@ -9,13 +9,18 @@
  */
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import { toJson } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedCluster, startEmbeddedCluster } from "../services/cluster/embedded-cluster.js";
 import { FinishReason } from "../services/core/gen/rlaif/common/v1/types_pb.js";
 import { FeedbackService } from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { OptimizerService, RunState } from "../services/core/gen/rlaif/optimizer/v1/optimizer_pb.js";
-import { PolicyService, WeightsSelector } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
+import {
+  GetInfoResponseSchema,
+  PolicyService,
+  WeightsSelector,
+} from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import { RolloutService } from "../services/core/gen/rlaif/rollout/v1/rollout_pb.js";
 import { RpcError } from "../services/core/src/errors.js";
 import { checkHealth, createClient } from "../services/core/src/grpc/client.js";
@@ -379,6 +384,8 @@ describe("services rpc - policy, feedback, rollout (standalone, no bus)", () => 
     expect(info.parameterCount).toBeGreaterThan(0n);
     expect(info.weightsVersion).toBe(0n);
     expect(info.referenceVersion).toBe(0n);
+    // Version 0 (the checkpoint loaded at start) is set, not absent, so proto3 JSON shows it.
+    expect(toJson(GetInfoResponseSchema, info)).toMatchObject({ weightsVersion: "0", referenceVersion: "0" });
     expect(info.backend).toBe("wasm");
     expect(JSON.parse(info.configJson)).toMatchObject({ dModel: 32, nLayers: 1, nHeads: 2 });
     expect(info.tokenizer).toMatch(/byte/);
@@ -562,7 +569,7 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
     firstRun = started.runId;
     const steps = [];
     for await (const m of oc.watchMetrics({ runId: firstRun })) steps.push(m.metrics);
-    expect(steps.map((m) => m?.step)).toEqual([1n, 2n]);
+    expect(steps.map((m) => m?.step)).toEqual([1, 2]);
     let lastVersion = 0n;
     for (const m of steps) {
       expect(m?.runId).toBe(firstRun);
@@ -577,7 +584,7 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
     // Watching an ended run replays its history and ends.
     const replay = [];
     for await (const m of oc.watchMetrics({})) replay.push(m.metrics?.step);
-    expect(replay).toEqual([1n, 2n]);
+    expect(replay).toEqual([1, 2]);
   });
 
   it("optimizer rpc - GetStatus reports the ended run with its summary and last metrics", async () => {
@@ -586,7 +593,7 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
     expect(s.state).toBe(RunState.SUCCEEDED);
     expect(s.step).toBe(2);
     expect(s.error).toBe("");
-    expect(s.lastMetrics?.step).toBe(2n);
+    expect(s.lastMetrics?.step).toBe(2);
     expect(s.summary?.steps).toBe(2);
     expect(s.summary?.trajectories).toBe(8);
     expect(s.summary?.mode).toBe("embedded");
@@ -707,6 +714,8 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
       (c) => c.checkpoint({ runId: firstRun }, { timeoutMs: 1 }),
       (c) => c.pauseRun({ runId: firstRun }, { timeoutMs: 1 }),
       (c) => c.unpauseRun({ runId: firstRun }, { timeoutMs: 1 }),
+      (c) => c.cancelRun({ runId: firstRun }, { timeoutMs: 1 }),
+      (c) => c.listRuns({}, { timeoutMs: 1 }),
     ];
     for (const call of calls) {
       const err = await freshCall(OptimizerService, address, call as (c: never) => Promise<unknown>);
@@ -714,6 +723,63 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
     }
     // None of them took effect: the long run still runs.
     expect((await oc.getStatus({})).state).toBe(RunState.RUNNING);
+  });
+
+  it("optimizer rpc - WatchMetrics from_step skips the steps before it", async () => {
+    const runId = "rpc-run-long";
+    await poll(
+      "the long run to reach step 3",
+      () => oc.getStatus({ runId }),
+      (s) => s.step >= 3,
+    );
+    const seen: number[] = [];
+    const err = await rpcError(
+      (async function* () {
+        for await (const m of oc.watchMetrics({ runId, fromStep: 3 }, { timeoutMs: 800 })) {
+          seen.push(m.metrics?.step ?? 0);
+          yield m;
+        }
+      })(),
+    );
+    expect(err.code).toBe(status.DEADLINE_EXCEEDED);
+    expect(seen[0]).toBe(3);
+    expect(seen).toEqual(seen.map((_, i) => i + 3));
+  });
+
+  it("optimizer rpc - ListRuns pages the runs newest first", async () => {
+    const all = await oc.listRuns({});
+    expect(all.runs.map((r) => r.runId)).toEqual(["rpc-run-long", firstRun]);
+    expect(all.runs[0]?.state).toBe(RunState.RUNNING);
+    expect(all.runs[1]).toMatchObject({ state: RunState.SUCCEEDED, step: 2, steps: 2, error: "" });
+    expect(all.nextPageToken).toBe("");
+    const first = await oc.listRuns({ pageSize: 1 });
+    expect(first.runs.map((r) => r.runId)).toEqual(["rpc-run-long"]);
+    const second = await oc.listRuns({ pageSize: 1, pageToken: first.nextPageToken });
+    expect(second.runs.map((r) => r.runId)).toEqual([firstRun]);
+    expect(second.nextPageToken).toBe("");
+    await expectInvalid(oc.listRuns({ pageToken: "garbage" }), "page_token");
+    await expectInvalid(oc.listRuns({ pageSize: 5000 }), "page_size");
+  });
+
+  it("optimizer rpc - CancelRun ends a running run CANCELLED with its last step checkpointed; then a new run may start", async () => {
+    const runId = "rpc-run-long";
+    await expectInvalid(oc.cancelRun({ runId: "bad id!" }), "run_id");
+    await expectCode(oc.cancelRun({ runId: "no-such-run" }), status.NOT_FOUND);
+    const res = await oc.cancelRun({ runId });
+    expect(res.state).toBe(RunState.CANCELLED);
+    const st = await oc.getStatus({ runId });
+    expect(st.state).toBe(RunState.CANCELLED);
+    expect(st.step).toBe(res.step);
+    // Its last completed step is resumable (a checkpoint of the stopped run is of that step).
+    const c = await oc.checkpoint({ runId });
+    expect(c.step).toBe(res.step);
+    expect(existsSync(c.path)).toBe(true);
+    // Cancelling again is a no-op; pausing an ended run is refused.
+    expect((await oc.cancelRun({ runId })).state).toBe(RunState.CANCELLED);
+    await expectCode(oc.pauseRun({ runId }), status.FAILED_PRECONDITION);
+    const next = await oc.startRun({ config, runId: "rpc-run-after-cancel" });
+    expect(next.runId).toBe("rpc-run-after-cancel");
+    await oc.cancelRun({ runId: next.runId });
   });
 
   it("services health - optimizer reports SERVING overall and for its service", async () => {

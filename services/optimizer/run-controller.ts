@@ -49,6 +49,8 @@ export interface RunRecord {
   error: string;
   /** Resolves when the run has ended (either way). */
   done: Promise<RunSummary | null>;
+  /** Set by {@link RunController.cancel}: the run is to end CANCELLED, not FAILED. */
+  cancelRequested: boolean;
   /** When it was started or resumed here, ms since the Unix epoch. */
   startedUnixMs: number;
   /** Called with each new step's metrics and once with null at the end. */
@@ -161,6 +163,7 @@ export class RunController {
       resumedFromStep: resume?.step ?? 0,
       summary: null,
       error: "",
+      cancelRequested: false,
       startedUnixMs: Date.now(),
       watchers: new Set(),
       done: Promise.resolve(null),
@@ -206,7 +209,8 @@ export class RunController {
       run.state = RunState.SUCCEEDED;
       return summary;
     } catch (err) {
-      if (err instanceof RunCancelledError) {
+      // Only CancelRun ends a run CANCELLED; a driver stopped otherwise (shutdown) has failed.
+      if (err instanceof RunCancelledError && run.cancelRequested) {
         // The step in progress is abandoned (its trajectories are never applied); the last
         // completed step stays resumable.
         if (run.driver.step > 0) await this.writeCheckpoint(run);
@@ -289,6 +293,7 @@ export class RunController {
   async cancel(runId: string): Promise<RunRecord> {
     const run = this.get(runId);
     if (run.state === RunState.RUNNING || run.state === RunState.PAUSED) {
+      run.cancelRequested = true;
       run.driver.cancel();
       await run.done;
     }
