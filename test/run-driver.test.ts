@@ -17,9 +17,9 @@ import {
 import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
 import { OPTIMIZER_CONSUMER, ROLLOUT_CONSUMER, runStateKey } from "../services/core/src/bus/subjects.js";
 import { defaultConfig, type RunSettings } from "../services/core/src/config/settings.js";
-import { RunCancelledError } from "../services/core/src/errors.js";
+import { RunCancelledError, RunFailedError } from "../services/core/src/errors.js";
 import { readLatestWeights, watchLatestWeights } from "../services/core/src/weights/weights-channel.js";
-import { jobSeed, type Learner, RunDriver, RunFailedError } from "../services/optimizer/run-driver.js";
+import { jobSeed, type Learner, RunDriver } from "../services/optimizer/run-driver.js";
 import { failedTrajectories, trajectoryId } from "../services/rollout/collect.js";
 
 /** Records the trajectory ids of each step and the latest version visible when it ran. */

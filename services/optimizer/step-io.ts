@@ -11,7 +11,6 @@ import { RunFailedError } from "../core/src/errors.js";
 import { jobSeed } from "./run-helpers.js";
 
 /** Re-exported because run-driver.ts imports it from here; the class lives in errors.ts. */
-export { RunFailedError };
 
 /** What both halves need to know about the run. */
 export interface StepIo {

@@ -3,15 +3,8 @@
  * clipping and an Adam update (adam.ts).
  */
 import * as tf from "@tensorflow/tfjs";
-import { ADAM_TENSOR_PREFIX } from "../model/checkpoint-names.js";
-import { Adam, adamStateFromTensors, adamStateToTensors, clipByGlobalNorm } from "./adam.js";
+import { type Adam, clipByGlobalNorm } from "./adam.js";
 import { type PgBatch, type PgLossConfig, reinforceLoss } from "./reinforce.js";
-
-/**
- * Re-exported because reinforce-learner.ts imports them from here; they live in adam.ts and
- * checkpoint-names.ts.
- */
-export { ADAM_TENSOR_PREFIX, Adam, adamStateFromTensors, adamStateToTensors };
 
 /** Loss hyperparameters plus the clip threshold. */
 export interface TrainStepConfig extends PgLossConfig {
