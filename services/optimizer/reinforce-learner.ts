@@ -1,6 +1,6 @@
 /**
  * The Optimizer's learner: the trainable policy, Adam(W), the baseline and β, applying REINFORCE
- * as the seed states it, with the fixes a real system needs (DESIGN §1, §4):
+ * as the seed states it, with the fixes a real system needs (docs/architecture.md#seed-fixes, #learning):
  *
  *   J(θ) = E_πθ[Σ_t γ^t r_t]
  *   ∇J ≈ Σ_t ∇log π_θ(y_t | x, y_<t) · A_t,   A_t = R_t − b,   R_t = Σ_{k≥t} γ^{k−t} r_k

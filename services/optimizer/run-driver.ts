@@ -1,5 +1,5 @@
 /**
- * The run loop of the Optimizer (DESIGN §3): for each step, queue the prompt jobs, gather exactly
+ * The run loop of the Optimizer (docs/architecture.md#data-flow): for each step, queue the prompt jobs, gather exactly
  * that step's trajectories, take one REINFORCE step, publish new weights, report metrics.
  *
  * Exactly-once: jobs are published with `Nats-Msg-Id` = run.step.index, trajectories are keyed by

@@ -1,5 +1,5 @@
 /**
- * `rlaif pretrain`: seed step 3.1 — make the initial policy by next-byte prediction on the
+ * `rlaif pretrain`: seed step 3.1 (docs/architecture.md#pretraining) — make the initial policy by next-byte prediction on the
  * bundled Brown corpus, report held-out loss and bits per byte, write a checkpoint (atomically)
  * and print a few samples as a sanity check of the text.
  */

@@ -1,5 +1,5 @@
 /**
- * Seq2Seq encoder–decoder (seed §4.1) hyperparameters and the parameter layout they imply.
+ * Seq2Seq encoder–decoder (docs/architecture.md#seq2seq) hyperparameters and the parameter layout they imply.
  * TensorFlow.js-free, like transformer-config.ts and rnn-config.ts, so checkpoints and CLIs can validate
  * without a backend.
  */

@@ -1,5 +1,5 @@
 /**
- * The seed's Seq2Seq encoder–decoder policy (§4.1): a GRU encoder reads the prompt x, a GRU
+ * The seed's Seq2Seq encoder–decoder policy (docs/architecture.md#seq2seq): a GRU encoder reads the prompt x, a GRU
  * decoder with Luong attention over the encoder states generates the completion,
  * π_θ(y_t | x, y_<t). It implements the one `CausalLM` interface, so sampling, scoring, the
  * learner, checkpoints and the Policy service use it like any other kind.
