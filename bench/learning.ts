@@ -1,5 +1,5 @@
 /**
- * The learning benchmark (issue 4): does the policy get better under AI feedback without
+ * The learning benchmark (docs/architecture.md#learning-benchmark): does the policy get better under AI feedback without
  * breaking? Trains the given checkpoint with `rlaif train`'s embedded cluster on held-out corpus
  * prompts and the rule-based positive-sentiment scorer, then compares the pretrained policy and
  * the trained one on OTHER held-out prompts, measured in the same run:

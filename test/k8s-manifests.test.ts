@@ -1,5 +1,5 @@
 /**
- * Offline validation of the deployment (DESIGN.md §8): the kustomize tree under k8s/ and the images
+ * Offline validation of the deployment: the kustomize tree under k8s/ and the images
  * under deploy/. No cluster or Docker engine is needed, only the kubectl binary:
  *
  * - the base and both overlays are rendered by `kubectl kustomize` (kustomize v5, what
@@ -27,7 +27,7 @@ import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { parseCommand } from "../services/cli/args.js";
 import { serveSpec } from "../services/cli/specs.js";
-import { subjectsFor } from "../services/core/src/bus/subjects.js";
+import { ROLLOUT_CONSUMER, subjectsFor } from "../services/core/src/bus/subjects.js";
 import { DEFAULT_CHECKPOINT, REPO_ROOT } from "../services/core/src/config/settings.js";
 import {
   flowAllowed,
@@ -574,9 +574,7 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
   });
 
   it("keda - the ScaledObject scales Rollout on the lag of the code's `rollout` consumer of the jobs stream", () => {
-    const group = /group:\s*"([^"]+)"/.exec(
-      readFileSync(path.join(ROOT, "services/rollout/main.ts"), "utf8"),
-    )?.[1];
+    const group = ROLLOUT_CONSUMER;
     expect(group).toBe("rollout");
     for (const name of ["base", "gpu-pool"] as const) {
       const objs = TREES[name];

@@ -13,11 +13,12 @@ import { runConfigFromSettings, settingsFromRunConfig } from "../services/core/s
 import { type BaselineKind, defaultConfig, type RunSettings } from "../services/core/src/config/settings.js";
 import { runConfigRules } from "../services/core/src/grpc/rules.js";
 import { validate } from "../services/core/src/grpc/validation.js";
+import { Adam } from "../services/core/src/learn/adam.js";
 import { computeAdvantages, NORM_EPS } from "../services/core/src/learn/advantages.js";
 import { MovingAverageBaseline } from "../services/core/src/learn/baseline.js";
 import { klPenalizedRewards } from "../services/core/src/learn/kl.js";
 import { KlController } from "../services/core/src/learn/kl-controller.js";
-import { Adam, trainStep } from "../services/core/src/learn/optimizer.js";
+import { trainStep } from "../services/core/src/learn/optimizer.js";
 import {
   buildPgBatch,
   disposePgBatch,

@@ -3,8 +3,9 @@ import { dirname } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import { beforeAll, describe, expect, it } from "vitest";
+import { Adam, clipByGlobalNorm } from "../services/core/src/learn/adam.js";
 import { MovingAverageBaseline } from "../services/core/src/learn/baseline.js";
-import { Adam, clipByGlobalNorm, trainStep } from "../services/core/src/learn/optimizer.js";
+import { trainStep } from "../services/core/src/learn/optimizer.js";
 import { buildPgBatch, disposePgBatch, type PgTrajectory } from "../services/core/src/learn/reinforce.js";
 import { rng } from "./helpers/uniform.js";
 

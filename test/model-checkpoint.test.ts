@@ -7,7 +7,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CheckpointError, ValidationError } from "../services/core/src/errors.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import {
-  CHECKPOINT_FORMAT,
   checkpointFromModel,
   decodeCheckpoint,
   encodeCheckpoint,
@@ -15,6 +14,7 @@ import {
   modelFromCheckpoint,
   saveCheckpoint,
 } from "../services/core/src/model/checkpoint.js";
+import { CHECKPOINT_FORMAT } from "../services/core/src/model/checkpoint-names.js";
 import { TransformerLM } from "../services/core/src/model/transformer.js";
 import { PYTHON, requireTool, TOOLS } from "./helpers/require-tool.js";
 

@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { Adam } from "../services/core/src/learn/optimizer.js";
+import { Adam } from "../services/core/src/learn/adam.js";
 import { learningRate } from "../services/core/src/learn/schedule.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import { loadCorpusSplit } from "../services/core/src/model/corpus.js";

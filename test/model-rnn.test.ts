@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ValidationError } from "../services/core/src/errors.js";
-import { Adam } from "../services/core/src/learn/optimizer.js";
+import { Adam } from "../services/core/src/learn/adam.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import { countModelParameters, type WeightMap } from "../services/core/src/model/causal-lm.js";
 import {
@@ -17,7 +17,7 @@ import { RnnLM } from "../services/core/src/model/rnn.js";
 import { type RnnConfig, type RnnKind, validateRnnConfig } from "../services/core/src/model/rnn-config.js";
 import { generate, sequenceLogprobs } from "../services/core/src/model/sampler.js";
 import { BOS, encode } from "../services/core/src/model/tokenizer.js";
-import { transformerLoader } from "../services/policy/transformer-model.js";
+import { policyModelLoader } from "../services/policy/policy-model.js";
 import {
   expectFiniteDifferenceGradients,
   maxAbsDiff,
@@ -280,7 +280,7 @@ describe("rnn", () => {
       // a config of one kind under the other kind's name is refused
       const other = kind === "gru" ? "lstm" : "gru";
       expect(() => encodeCheckpoint({ ...checkpointFromModel(m), kind: other })).toThrow(ValidationError);
-      const loaded = transformerLoader.fromBlob(bytes);
+      const loaded = policyModelLoader.fromBlob(bytes);
       expect(loaded.kind).toBe(kind);
       expect(loaded.parameterCount).toBe(countModelParameters(m.config));
       const out = await loaded.generate([encode("Hi")], TEST_SAMPLING);

@@ -23,7 +23,7 @@ import { type Seq2SeqConfig, validateSeq2SeqConfig } from "../services/core/src/
 import { sampleSplitRows } from "../services/core/src/model/seq2seq-data.js";
 import { BOS, decode, EOS, encode } from "../services/core/src/model/tokenizer.js";
 import { ReinforceLearner } from "../services/optimizer/reinforce-learner.js";
-import { transformerLoader } from "../services/policy/transformer-model.js";
+import { policyModelLoader } from "../services/policy/policy-model.js";
 import {
   expectFiniteDifferenceGradients,
   maxAbsDiff,
@@ -350,7 +350,7 @@ describe("seq2seq", () => {
     tf.dispose([x, a, b]);
     copy.dispose();
     expect(() => encodeCheckpoint({ ...checkpointFromModel(m), kind: "gru" })).toThrow(ValidationError);
-    const loaded = transformerLoader.fromBlob(bytes);
+    const loaded = policyModelLoader.fromBlob(bytes);
     expect(loaded.kind).toBe("seq2seq");
     expect(loaded.parameterCount).toBe(countModelParameters(m.config));
     const out = await loaded.generate([encode("Hi")], TEST_SAMPLING);

@@ -2,9 +2,13 @@ import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ValidationError, WeightsError } from "../services/core/src/errors.js";
 import { initBackend } from "../services/core/src/model/backend.js";
-import { countParameters, DEFAULT_CONFIG, validateConfig } from "../services/core/src/model/config.js";
+import { countModelParameters } from "../services/core/src/model/causal-lm.js";
 import { maskedCrossEntropy } from "../services/core/src/model/loss.js";
 import { TransformerLM } from "../services/core/src/model/transformer.js";
+import {
+  DEFAULT_TRANSFORMER_CONFIG,
+  validateTransformerConfig,
+} from "../services/core/src/model/transformer-config.js";
 
 const TINY = { vocabSize: 258, contextLength: 16, dModel: 16, nLayers: 2, nHeads: 2 };
 
@@ -27,10 +31,10 @@ describe("transformer", () => {
   afterAll(() => model.dispose());
 
   it("transformer - config validation and parameter count", () => {
-    expect(countParameters(DEFAULT_CONFIG)).toBe(867584);
-    expect(() => validateConfig({ ...TINY, nHeads: 3 })).toThrow(ValidationError);
-    expect(() => validateConfig({ ...TINY, dModel: 0 })).toThrow(ValidationError);
-    expect(() => validateConfig({ ...TINY, nLayers: 1.5 })).toThrow(ValidationError);
+    expect(countModelParameters(DEFAULT_TRANSFORMER_CONFIG)).toBe(867584);
+    expect(() => validateTransformerConfig({ ...TINY, nHeads: 3 })).toThrow(ValidationError);
+    expect(() => validateTransformerConfig({ ...TINY, dModel: 0 })).toThrow(ValidationError);
+    expect(() => validateTransformerConfig({ ...TINY, nLayers: 1.5 })).toThrow(ValidationError);
   });
 
   it("transformer - the same seed gives the same weights, another seed different ones", () => {

@@ -20,6 +20,7 @@ import {
   loadCheckpoint,
   saveCheckpoint,
 } from "../services/core/src/model/checkpoint.js";
+import { prefixTensors, REFERENCE_TENSOR_PREFIX } from "../services/core/src/model/checkpoint-names.js";
 import { createTransformer } from "../services/core/src/model/transformer.js";
 import { OptimizerService } from "../services/optimizer/optimizer-service.js";
 import { checkpointFileName } from "../services/optimizer/run-checkpoint.js";
@@ -143,7 +144,7 @@ describe("optimizer resume api", () => {
     mkdirSync(join(config.out, "other"));
     await otherModelCheckpoint(join(config.out, "other", "start.safetensors"));
     const other = await loadCheckpoint(join(config.out, "other", "start.safetensors"));
-    const reference = new Map([...other.weights].map(([k, w]) => [`reference.${k}`, w]));
+    const reference = prefixTensors(REFERENCE_TENSOR_PREFIX, other.weights);
     await saveCheckpoint(join(config.out, "other", checkpointFileName(1)), {
       ...other,
       metadata: { ...cp.metadata, runId: "other", step: "1" },

@@ -1,5 +1,5 @@
 /**
- * Exact resume (issue 4): a run stopped after step k and resumed from its checkpoint ends with
+ * Exact resume (docs/architecture.md#exact-resume): a run stopped after step k and resumed from its checkpoint ends with
  * weights, Adam moments, baseline and β bitwise identical to an uninterrupted run with the same
  * seed on the same backend; metrics.jsonl holds each step once; a kill while a checkpoint is
  * written leaves the previous one intact; the checkpoint is a weights file Python can read.

@@ -26,6 +26,7 @@ import {
 } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import type { QueueMessage } from "../services/core/src/bus/bus.js";
 import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
+import { OPTIMIZER_CONSUMER, ROLLOUT_CONSUMER } from "../services/core/src/bus/subjects.js";
 import { RpcError } from "../services/core/src/errors.js";
 import { type FeedbackCaller, type PolicyCaller, trajectoryId } from "../services/rollout/collect.js";
 import { RolloutWorker } from "../services/rollout/rollout-worker.js";
@@ -111,7 +112,7 @@ function setup(opts: { ackWaitMs?: number; maxAttempts?: number } = {}) {
   const feedback = new FakeFeedback();
   const logs: string[] = [];
   const worker = new RolloutWorker(bus, policy, feedback, {
-    group: "rollout",
+    group: ROLLOUT_CONSUMER,
     rpcTimeoutMs: 1000,
     log: (l) => logs.push(l),
     ...(opts.maxAttempts ? { maxAttempts: opts.maxAttempts } : {}),
@@ -136,7 +137,7 @@ async function until(what: string, ok: () => boolean | Promise<boolean>, timeout
 /** Everything on the trajectories queue, acked, in order. */
 async function drain(bus: MemoryBus): Promise<{ msg: QueueMessage; t: Trajectory }[]> {
   const q = await bus.queue("trajectories");
-  const msgs = await q.pull("optimizer", { max: 100, expiresMs: 0 });
+  const msgs = await q.pull(OPTIMIZER_CONSUMER, { max: 100, expiresMs: 0 });
   for (const m of msgs) await m.ack();
   return msgs.map((msg) => ({ msg, t: fromBinary(TrajectorySchema, msg.data) }));
 }

@@ -15,11 +15,11 @@ import {
   TrajectorySchema,
 } from "../services/core/gen/rlaif/common/v1/types_pb.js";
 import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
-import { runStateKey } from "../services/core/src/bus/subjects.js";
+import { OPTIMIZER_CONSUMER, ROLLOUT_CONSUMER, runStateKey } from "../services/core/src/bus/subjects.js";
 import { defaultConfig, type RunSettings } from "../services/core/src/config/settings.js";
-import { RunCancelledError } from "../services/core/src/errors.js";
+import { RunCancelledError, RunFailedError } from "../services/core/src/errors.js";
 import { readLatestWeights, watchLatestWeights } from "../services/core/src/weights/weights-channel.js";
-import { jobSeed, type Learner, RunDriver, RunFailedError } from "../services/optimizer/run-driver.js";
+import { jobSeed, type Learner, RunDriver } from "../services/optimizer/run-driver.js";
 import { failedTrajectories, trajectoryId } from "../services/rollout/collect.js";
 
 /** Records the trajectory ids of each step and the latest version visible when it ran. */
@@ -106,7 +106,7 @@ function startRollout(bus: MemoryBus, hooks: RolloutHooks = {}) {
       await out.publish(toBinary(TrajectorySchema, t), { msgId });
     };
     while (running) {
-      for (const msg of await queue.pull("rollout", { max: 10, expiresMs: 50 })) {
+      for (const msg of await queue.pull(ROLLOUT_CONSUMER, { max: 10, expiresMs: 50 })) {
         const job = fromBinary(PromptJobSchema, msg.data);
         jobs.push({ job, msgId: msg.msgId });
         for (let s = 0; s < job.samples; s++) {
@@ -341,7 +341,7 @@ describe("run driver", () => {
     // Extras published during the last step may still sit unpulled; a drain shows nothing is left
     // unacked by the driver (only never-delivered messages remain, and the drain acks those).
     const queue = await bus.queue("trajectories");
-    const leftovers = await queue.pull("optimizer", { max: 100, expiresMs: 0 });
+    const leftovers = await queue.pull(OPTIMIZER_CONSUMER, { max: 100, expiresMs: 0 });
     for (const m of leftovers) {
       const t = fromBinary(TrajectorySchema, m.data);
       expect(t.runId !== "run-a" || Number(t.step) < 3).toBe(true);

@@ -34,12 +34,13 @@ import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, describe, expect, it } from "vitest";
 import type { BaselineKind } from "../services/core/src/config/settings.js";
+import { Adam, clipByGlobalNorm } from "../services/core/src/learn/adam.js";
 import { computeAdvantages } from "../services/core/src/learn/advantages.js";
 import { MovingAverageBaseline } from "../services/core/src/learn/baseline.js";
 import { type KlEstimator, klK1, klPenalizedRewards } from "../services/core/src/learn/kl.js";
 import { KlController } from "../services/core/src/learn/kl-controller.js";
 import type { OffPolicyMode } from "../services/core/src/learn/off-policy.js";
-import { Adam, clipByGlobalNorm, trainStep } from "../services/core/src/learn/optimizer.js";
+import { trainStep } from "../services/core/src/learn/optimizer.js";
 import {
   buildPgBatch,
   disposePgBatch,
@@ -50,8 +51,8 @@ import {
 } from "../services/core/src/learn/reinforce.js";
 import { returnsToGo, tokenRewards } from "../services/core/src/learn/returns.js";
 import { initBackend } from "../services/core/src/model/backend.js";
-import type { TransformerConfig } from "../services/core/src/model/config.js";
 import { createTransformer } from "../services/core/src/model/transformer.js";
+import type { TransformerConfig } from "../services/core/src/model/transformer-config.js";
 import { PYTHON, requireTool, TOOLS } from "./helpers/require-tool.js";
 import { rng } from "./helpers/uniform.js";
 

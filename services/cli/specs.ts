@@ -4,9 +4,9 @@
  */
 
 import { RUN_FLAGS } from "../core/src/config/settings.js";
-import { DEFAULT_CONFIG } from "../core/src/model/config.js";
 import { DEFAULT_RNN_CONFIG } from "../core/src/model/rnn-config.js";
 import { DEFAULT_SEQ2SEQ_CONFIG } from "../core/src/model/seq2seq-config.js";
+import { DEFAULT_TRANSFORMER_CONFIG as DEFAULT_CONFIG } from "../core/src/model/transformer-config.js";
 import type { CommandSpec } from "./args.js";
 
 /** What the model services need. */

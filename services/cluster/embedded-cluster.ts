@@ -1,5 +1,5 @@
 /**
- * The four services in one process (DESIGN §6, embedded default): real gRPC servers on loopback
+ * The four services in one process (docs/architecture.md#modes, the embedded default): real gRPC servers on loopback
  * ports and one bus — the in-memory bus without a NATS URL, NATS JetStream with one. The code
  * path is the distributed one; only the process boundaries are missing.
  */

@@ -1,7 +1,7 @@
 /**
  * The built-in rule-based AI feedback: AFINN-165 sentiment plus degeneration rules.
  *
- * Why rules: the seed's step 3.2 allows a rule-based feedback system, and a deterministic, pure
+ * Why rules: the seed's step 3.2 (docs/architecture.md#seed-steps) allows a rule-based feedback system, and a deterministic, pure
  * scorer makes runs reproducible and the learning signal easy to audit (the rationale says which
  * words and rules fired). The rules exist because a policy optimised against a lexicon alone
  * learns to hack it: repeat "good good good", emit nothing, or emit byte garbage.

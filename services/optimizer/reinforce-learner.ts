@@ -1,6 +1,6 @@
 /**
  * The Optimizer's learner: the trainable policy, Adam(W), the baseline and β, applying REINFORCE
- * as the seed states it, with the fixes a real system needs (DESIGN §1, §4):
+ * as the seed states it, with the fixes a real system needs (docs/architecture.md#seed-fixes, #learning):
  *
  *   J(θ) = E_πθ[Σ_t γ^t r_t]
  *   ∇J ≈ Σ_t ∇log π_θ(y_t | x, y_<t) · A_t,   A_t = R_t − b,   R_t = Σ_{k≥t} γ^{k−t} r_k
@@ -16,17 +16,12 @@ import type * as tf from "@tensorflow/tfjs";
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { CheckpointError } from "../core/src/errors.js";
+import { Adam, adamStateFromTensors, adamStateToTensors } from "../core/src/learn/adam.js";
 import { computeAdvantages } from "../core/src/learn/advantages.js";
 import { type BaselineState, MovingAverageBaseline } from "../core/src/learn/baseline.js";
 import { klPenalizedRewards } from "../core/src/learn/kl.js";
 import { KlController, type KlControllerState } from "../core/src/learn/kl-controller.js";
-import {
-  ADAM_TENSOR_PREFIX,
-  Adam,
-  adamStateFromTensors,
-  adamStateToTensors,
-  trainStep,
-} from "../core/src/learn/optimizer.js";
+import { trainStep } from "../core/src/learn/optimizer.js";
 import { buildPgBatch, disposePgBatch } from "../core/src/learn/reinforce.js";
 import { tokenRewards } from "../core/src/learn/returns.js";
 import { runLearningRate } from "../core/src/learn/schedule.js";
@@ -38,14 +33,13 @@ import {
   modelFromCheckpoint,
   saveCheckpoint,
 } from "../core/src/model/checkpoint.js";
+import {
+  ADAM_TENSOR_PREFIX,
+  LEARNER_STATE_KEY,
+  OPTIMIZER_STATE_KEY,
+} from "../core/src/model/checkpoint-names.js";
 import { BOS, EOS } from "../core/src/model/tokenizer.js";
 import { type Learner, type LearnerStepResult, sampleKl } from "./run-driver.js";
-
-/** Checkpoint metadata key of the {@link LearnerState} JSON. */
-export const LEARNER_STATE_KEY = "learnerState";
-
-/** Checkpoint metadata key of Adam's update count and hyperparameters ({@link OptimizerInfo} JSON). */
-export const OPTIMIZER_STATE_KEY = "optimizer";
 
 /** What a resumable checkpoint says about Adam beside its moment tensors. */
 export interface OptimizerInfo {

@@ -1,6 +1,6 @@
 /**
  * Resumable run checkpoints: one safetensors file, `step-<n>.safetensors` in the run directory,
- * that holds everything a run needs to continue bit for bit (issue 4):
+ * that holds everything a run needs to continue bit for bit:
  *
  * - tensors: the policy's parameters (as in any weights file, so `rlaif sample`, the Policy and
  *   Python load it as is), Adam's moments `optimizer.m.<param>` / `optimizer.v.<param>`, the run's
@@ -9,6 +9,8 @@
  * - metadata: `runId`, `step`, `weightsVersion`, `runConfig` (the settings with the resolved
  *   prompts), `rngState`, `runProgress` (totals for the summary), and from the learner
  *   `learnerState` (baseline, β) and `optimizer` (Adam's update count and hyperparameters).
+ *
+ * Every tensor prefix and metadata key is defined in core/src/model/checkpoint-names.ts.
  *
  * Why one file: a single atomic rename (saveCheckpoint: temp file, fsync, rename, fsync dir)
  * commits weights and state together, so a kill mid-write leaves the previous checkpoint and never
@@ -21,15 +23,20 @@ import type { RunSettings } from "../core/src/config/settings.js";
 import { CheckpointError } from "../core/src/errors.js";
 import type { ModelConfig, ModelKind, WeightMap } from "../core/src/model/causal-lm.js";
 import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint } from "../core/src/model/checkpoint.js";
+import {
+  PUBLISHED_TENSOR_PREFIX,
+  prefixTensors,
+  REFERENCE_TENSOR_PREFIX,
+  RNG_STATE_KEY,
+  RUN_CONFIG_KEY,
+  RUN_ID_KEY,
+  RUN_PROGRESS_KEY,
+  STEP_KEY,
+  unprefixTensors,
+  WEIGHTS_VERSION_KEY,
+} from "../core/src/model/checkpoint-names.js";
 import type { Learner, ResumePoint, RunDriver } from "./run-driver.js";
 import { RNG_SCHEME } from "./run-helpers.js";
-
-/** Metadata key of the run's settings (JSON RunSettings, prompts resolved). */
-export const RUN_CONFIG_KEY = "runConfig";
-/** Metadata key of the RNG state: `{scheme, seed, nextStep}` (see RNG_SCHEME). */
-export const RNG_STATE_KEY = "rngState";
-/** Metadata key of the counters a summary needs: `{servedStep, trajectories, tokens, wallSeconds}`. */
-export const RUN_PROGRESS_KEY = "runProgress";
 
 const STEP_FILE = /^step-(\d+)\.safetensors$/;
 
@@ -46,10 +53,6 @@ export interface WrittenCheckpoint {
   sha256: string;
 }
 
-function prefixed(prefix: string, weights: WeightMap): WeightMap {
-  return new Map([...weights].map(([name, w]) => [`${prefix}${name}`, w]));
-}
-
 /**
  * Write the run's resumable checkpoint of its current step into `dir`. Call it between steps
  * (`driver.atStepBoundary`, or from `onStepEnd`) so every part belongs to the same step.
@@ -61,19 +64,19 @@ export async function writeRunCheckpoint(
   const { driver, learner, settings } = run;
   const step = driver.step;
   const reference = driver.referenceBlob ?? learner.weightsBlob();
-  const tensors = prefixed("reference.", decodeCheckpoint(reference).weights);
+  const tensors = prefixTensors(REFERENCE_TENSOR_PREFIX, decodeCheckpoint(reference).weights);
   const servedStep = driver.servedBlob ? driver.servedStep : step;
   if (servedStep !== step && driver.servedBlob) {
-    for (const [k, w] of prefixed("published.", decodeCheckpoint(driver.servedBlob).weights))
+    for (const [k, w] of prefixTensors(PUBLISHED_TENSOR_PREFIX, decodeCheckpoint(driver.servedBlob).weights))
       tensors.set(k, w);
   }
   const path = join(dir, checkpointFileName(step));
   const sha256 = await learner.saveCheckpoint(
     path,
     {
-      runId: run.runId,
-      step: String(step),
-      weightsVersion: String(driver.weightsVersion),
+      [RUN_ID_KEY]: run.runId,
+      [STEP_KEY]: String(step),
+      [WEIGHTS_VERSION_KEY]: String(driver.weightsVersion),
       [RUN_CONFIG_KEY]: JSON.stringify(settings),
       [RNG_STATE_KEY]: JSON.stringify({ scheme: RNG_SCHEME, seed: settings.seed, nextStep: step + 1 }),
       [RUN_PROGRESS_KEY]: JSON.stringify({
@@ -129,18 +132,16 @@ export async function readRunCheckpoint(path: string): Promise<RunCheckpoint> {
   if (rng.scheme !== RNG_SCHEME) {
     throw new CheckpointError(`${path}: RNG scheme '${rng.scheme}' is not this version's '${RNG_SCHEME}'`);
   }
-  const step = Number(c.metadata.step);
-  const runId = c.metadata.runId ?? "";
+  const step = Number(c.metadata[STEP_KEY]);
+  const runId = c.metadata[RUN_ID_KEY] ?? "";
   if (!Number.isInteger(step) || step < 0 || !runId) {
-    throw new CheckpointError(`${path}: metadata 'step' or 'runId' missing or invalid`);
+    throw new CheckpointError(`${path}: metadata '${STEP_KEY}' or '${RUN_ID_KEY}' missing or invalid`);
   }
-  const pick = (prefix: string): WeightMap =>
-    new Map([...c.state].filter(([k]) => k.startsWith(prefix)).map(([k, w]) => [k.slice(prefix.length), w]));
   const blob = (weights: WeightMap) =>
     encodeCheckpoint({ kind: c.kind, config: c.config, weights, metadata: {} });
-  const reference = pick("reference.");
-  if (reference.size === 0) throw new CheckpointError(`${path}: no reference.* tensors`);
-  const published = pick("published.");
+  const reference = unprefixTensors(REFERENCE_TENSOR_PREFIX, c.state);
+  if (reference.size === 0) throw new CheckpointError(`${path}: no ${REFERENCE_TENSOR_PREFIX}* tensors`);
+  const published = unprefixTensors(PUBLISHED_TENSOR_PREFIX, c.state);
   let referenceBlob: Uint8Array;
   let servedBlob: Uint8Array;
   try {
@@ -153,7 +154,7 @@ export async function readRunCheckpoint(path: string): Promise<RunCheckpoint> {
     path,
     runId,
     step,
-    weightsVersion: Number(c.metadata.weightsVersion ?? 0),
+    weightsVersion: Number(c.metadata[WEIGHTS_VERSION_KEY] ?? 0),
     settings,
     model: { kind: c.kind, config: c.config },
     resume: {

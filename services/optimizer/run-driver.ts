@@ -1,5 +1,5 @@
 /**
- * The run loop of the Optimizer (DESIGN §3): for each step, queue the prompt jobs, gather exactly
+ * The run loop of the Optimizer (docs/architecture.md#data-flow): for each step, queue the prompt jobs, gather exactly
  * that step's trajectories, take one REINFORCE step, publish new weights, report metrics.
  *
  * Exactly-once: jobs are published with `Nats-Msg-Id` = run.step.index, trajectories are keyed by
@@ -24,13 +24,13 @@ import {
 import type { Bus } from "../core/src/bus/bus.js";
 import { runStateKey } from "../core/src/bus/subjects.js";
 import type { RunSettings } from "../core/src/config/settings.js";
-import { RunCancelledError } from "../core/src/errors.js";
+import { RunCancelledError, RunFailedError } from "../core/src/errors.js";
 import type { WeightMap } from "../core/src/model/causal-lm.js";
 import { publishWeights } from "../core/src/weights/weights-channel.js";
 import { jobSeed, meanStd, StepLock, sampleKl } from "./run-helpers.js";
-import { gatherTrajectories, queueJobs, RunFailedError, type StepIo } from "./step-io.js";
+import { gatherTrajectories, queueJobs, type StepIo } from "./step-io.js";
 
-export { jobSeed, RunFailedError, sampleKl };
+export { jobSeed, sampleKl };
 
 /** What one update reports (the optional parts default to 0 in the metrics). */
 export interface LearnerStepResult {

@@ -5,12 +5,12 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PromptJobSchema, type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, QueueMessage } from "../core/src/bus/bus.js";
+import { OPTIMIZER_CONSUMER } from "../core/src/bus/subjects.js";
 import type { RunSettings } from "../core/src/config/settings.js";
-import { RlaifError } from "../core/src/errors.js";
+import { RunFailedError } from "../core/src/errors.js";
 import { jobSeed } from "./run-helpers.js";
 
-/** The run failed (timeout waiting for trajectories, a peer gone); the message says why. */
-export class RunFailedError extends RlaifError {}
+/** Re-exported because run-driver.ts imports it from here; the class lives in errors.ts. */
 
 /** What both halves need to know about the run. */
 export interface StepIo {
@@ -78,7 +78,7 @@ export async function gatherTrajectories(
         `step ${step}: only ${byId.size} of ${need} trajectories arrived within ${stepTimeoutMs} ms — are the Rollout, Policy and Feedback services running?`,
       );
     }
-    for (const msg of await queue.pull("optimizer", { max: need - byId.size, expiresMs: 1000 })) {
+    for (const msg of await queue.pull(OPTIMIZER_CONSUMER, { max: need - byId.size, expiresMs: 1000 })) {
       let t: Trajectory;
       try {
         t = fromBinary(TrajectorySchema, msg.data);

@@ -7,9 +7,9 @@ import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, startBackend } from "../core/src/model/backend.js";
+import { policyModelLoader } from "./policy-model.js";
 import { PolicyReplica } from "./policy-replica.js";
 import { policyService } from "./policy-service.js";
-import { transformerLoader } from "./transformer-model.js";
 
 /** Options of a Policy server. */
 export interface PolicyServerOptions {
@@ -34,7 +34,7 @@ export interface PolicyServer {
 export async function startPolicyServer(opts: PolicyServerOptions): Promise<PolicyServer> {
   const backend = await startBackend(opts.backend);
   opts.log?.(`policy: compute backend ${backend}`);
-  const replica = new PolicyReplica(transformerLoader.fromFile(opts.checkpoint), transformerLoader, opts.log);
+  const replica = new PolicyReplica(policyModelLoader.fromFile(opts.checkpoint), policyModelLoader, opts.log);
   if (opts.bus) await replica.follow(opts.bus);
   const server = await startServer({
     ...(opts.host ? { host: opts.host } : {}),

@@ -18,7 +18,7 @@ import {
   type LogprobsResponse,
   WeightsSelector,
 } from "../core/gen/rlaif/policy/v1/policy_pb.js";
-import { PeerError, RlaifError, RpcError, ValidationError } from "../core/src/errors.js";
+import { PeerError, RpcError, StaleWeightsError, ValidationError } from "../core/src/errors.js";
 import { isRetryable } from "../core/src/grpc/client.js";
 import { scoreResponseRules } from "../core/src/grpc/rules.js";
 import { validate } from "../core/src/grpc/validation.js";
@@ -59,9 +59,6 @@ export interface CollectJob {
   /** W3C trace context to pass on to the peers. */
   traceparent?: string;
 }
-
-/** The Policy still serves weights older than the job allows; retry after the replica swaps. */
-export class StaleWeightsError extends RlaifError {}
 
 /**
  * Checks a scorer's answer like any untrusted input: the API's response rules (one finite score

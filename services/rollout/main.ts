@@ -6,6 +6,7 @@
 import { FeedbackService } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
+import { ROLLOUT_CONSUMER } from "../core/src/bus/subjects.js";
 import { createClient } from "../core/src/grpc/client.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { RolloutService, rolloutService } from "./rollout-service.js";
@@ -44,7 +45,7 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
   const feedback = createClient(FeedbackService, opts.feedbackAddress, clientOptions);
   const worker = opts.bus
     ? new RolloutWorker(opts.bus, policy, feedback, {
-        group: "rollout",
+        group: ROLLOUT_CONSUMER,
         rpcTimeoutMs: opts.rpcTimeoutMs,
         ...(opts.log ? { log: opts.log } : {}),
       })

@@ -8,14 +8,13 @@ import { randomBytes } from "node:crypto";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PromptJobSchema, type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, Queue, QueueMessage } from "../core/src/bus/bus.js";
-import { PeerError, ValidationError } from "../core/src/errors.js";
+import { PeerError, StaleWeightsError, ValidationError } from "../core/src/errors.js";
 import {
   type CollectJob,
   collectPrompt,
   type FeedbackCaller,
   failedTrajectories,
   type PolicyCaller,
-  StaleWeightsError,
 } from "./collect.js";
 
 /** Counters reported by RolloutService.GetStatus. */

@@ -8,8 +8,8 @@ import { join } from "node:path";
 import { defaultConfig, type RlaifConfig } from "../../services/core/src/config/settings.js";
 import { initBackend } from "../../services/core/src/model/backend.js";
 import { checkpointFromModel, saveCheckpoint } from "../../services/core/src/model/checkpoint.js";
-import type { TransformerConfig } from "../../services/core/src/model/config.js";
 import { createTransformer } from "../../services/core/src/model/transformer.js";
+import type { TransformerConfig } from "../../services/core/src/model/transformer-config.js";
 
 /** A model small enough for a whole RLAIF step to take well under a second. */
 export const TINY_MODEL: TransformerConfig = {

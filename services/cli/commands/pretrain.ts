@@ -1,5 +1,5 @@
 /**
- * `rlaif pretrain`: seed step 3.1 — make the initial policy by next-byte prediction on the
+ * `rlaif pretrain`: seed step 3.1 (docs/architecture.md#pretraining) — make the initial policy by next-byte prediction on the
  * bundled Brown corpus, report held-out loss and bits per byte, write a checkpoint (atomically)
  * and print a few samples as a sanity check of the text.
  */
@@ -12,13 +12,13 @@ import {
   validateModelConfig,
 } from "../../core/src/model/causal-lm.js";
 import { checkpointFromModel, saveCheckpoint } from "../../core/src/model/checkpoint.js";
-import { DEFAULT_CONFIG } from "../../core/src/model/config.js";
 import { heldOutPrompts } from "../../core/src/model/corpus.js";
 import { type PretrainLog, pretrain } from "../../core/src/model/pretrain.js";
 import { DEFAULT_RNN_CONFIG } from "../../core/src/model/rnn-config.js";
 import { generate } from "../../core/src/model/sampler.js";
 import { DEFAULT_SEQ2SEQ_CONFIG } from "../../core/src/model/seq2seq-config.js";
 import { decode, encode } from "../../core/src/model/tokenizer.js";
+import { DEFAULT_TRANSFORMER_CONFIG as DEFAULT_CONFIG } from "../../core/src/model/transformer-config.js";
 import type { CommandRun } from "../args.js";
 
 function intFlag(

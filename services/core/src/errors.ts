@@ -46,6 +46,15 @@ export class WeightsError extends RlaifError {}
 export class PeerError extends RlaifError {}
 
 /**
+ * The Policy still serves weights older than a rollout job allows. Distinct so the Rollout worker
+ * naks the job for a later retry (after the replica swaps) instead of failing it.
+ */
+export class StaleWeightsError extends RlaifError {}
+
+/** A training run failed (timeout waiting for trajectories, a peer gone, cancelled); the message says why. */
+export class RunFailedError extends RlaifError {}
+
+/**
  * A thing the caller named (a run, a checkpoint, a weights version) does not exist. A distinct
  * class so the gRPC layer can answer NOT_FOUND instead of INTERNAL and callers know not to retry.
  */

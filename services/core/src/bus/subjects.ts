@@ -40,6 +40,16 @@ export interface Subjects {
  */
 export const LATEST_WEIGHTS_KEY = "weights.latest";
 
+/**
+ * Durable consumer group of the jobs queue. Every Rollout worker pulls as this group, so they
+ * share the jobs; the KEDA ScaledObject in k8s/ scales Rollout on this consumer's lag. Consumers
+ * live inside a (namespaced) stream, so the name is the same in every namespace.
+ */
+export const ROLLOUT_CONSUMER = "rollout";
+
+/** Durable consumer group of the trajectories queue: the Optimizer's step gatherer. */
+export const OPTIMIZER_CONSUMER = "optimizer";
+
 /** Production names (no namespace), documented in one place for operators and k8s manifests. */
 const BASE = {
   jobsStream: "RLAIF_JOBS",

@@ -1,7 +1,7 @@
 /**
  * TensorFlow.js backend selection.
  *
- * DESIGN.md §7: the backend is chosen at start-up, `tensorflow` (tfjs-node-gpu, then tfjs-node) →
+ * The backend is chosen at start-up, `tensorflow` (tfjs-node-gpu, then tfjs-node) →
  * `wasm` → `cpu`, overridable by config. The native packages download libtensorflow at install
  * time and cannot be installed on every machine, so they are imported dynamically and never
  * listed as hard dependencies; the wasm binaries ship inside `@tensorflow/tfjs-backend-wasm` and

@@ -5,9 +5,13 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError, WeightsError } from "../errors.js";
-import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
 import { isRnnKind, type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
 import { type Seq2SeqConfig, seq2seqParameterShapes, validateSeq2SeqConfig } from "./seq2seq-config.js";
+import {
+  type TransformerConfig,
+  transformerParameterShapes,
+  validateTransformerConfig,
+} from "./transformer-config.js";
 
 /** Model families, as written in a checkpoint's `__metadata__.kind`. */
 export type ModelKind = "transformer" | "gru" | "lstm" | "seq2seq";
@@ -85,6 +89,30 @@ export interface CausalLM {
   dispose(): void;
 }
 
+/**
+ * Checks a forward pass's inputs: int32 tokens [B, T] with T ≥ 1 and, when given, a key mask of
+ * the same [B, T]. Throws ValidationError naming the bad input.
+ */
+export function checkForwardInputs(tokens: tf.Tensor2D, keyMask: tf.Tensor2D | null | undefined): void {
+  const [b, t] = tokens.shape;
+  if (tokens.rank !== 2 || t < 1)
+    throw new ValidationError("tokens", `must be [B, T], got [${tokens.shape}]`);
+  if (keyMask != null && (keyMask.shape[0] !== b || keyMask.shape[1] !== t)) {
+    throw new ValidationError("keyMask", `must be [${b}, ${t}], got [${keyMask.shape}]`);
+  }
+}
+
+/**
+ * Checks a decoding step's key mask: [B, P + S] for S new tokens [B, S] (the prefix's columns
+ * first). Throws ValidationError naming `keyMask`.
+ */
+export function checkStepMask(tokens: tf.Tensor2D, keyMask: tf.Tensor2D): void {
+  const [b, s] = tokens.shape;
+  if (keyMask.shape[0] !== b || keyMask.shape[1] < s) {
+    throw new ValidationError("keyMask", `must be [${b}, ≥${s}], got [${keyMask.shape}]`);
+  }
+}
+
 /** Frees every tensor reachable from a decoding state (a KV cache or a recurrent state). */
 export function disposeState(state: DecodingState | null): void {
   if (state === null) return;
@@ -104,7 +132,7 @@ export function modelKindOf(config: ModelConfig): ModelKind {
 
 /** Checks an untrusted config for `kind`; throws ValidationError naming the bad field. */
 export function validateModelConfig(kind: string, value: unknown): ModelConfig {
-  if (kind === "transformer") return validateConfig(value);
+  if (kind === "transformer") return validateTransformerConfig(value);
   if (isRnnKind(kind) || kind === "seq2seq") {
     const withKind = { ...(value as object), kind };
     const c = kind === "seq2seq" ? validateSeq2SeqConfig(withKind) : validateRnnConfig(withKind);
@@ -121,7 +149,7 @@ export function validateModelConfig(kind: string, value: unknown): ModelConfig {
 
 /** Parameter names and shapes of any config. */
 export function modelParameterShapes(config: ModelConfig): Map<string, number[]> {
-  if (!("kind" in config)) return parameterShapes(config);
+  if (!("kind" in config)) return transformerParameterShapes(config);
   return config.kind === "seq2seq" ? seq2seqParameterShapes(config) : rnnParameterShapes(config);
 }
 

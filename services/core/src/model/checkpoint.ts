@@ -5,9 +5,10 @@
  * `{name: {dtype: "F32", shape, data_offsets: [begin, end]}, "__metadata__": {string: string}}`
  * (space-padded to a multiple of 8), then the little-endian tensor bytes. Python's `safetensors`
  * (or `json` + `numpy.frombuffer`) reads it as is, which is why weights published to the Object
- * Store use it (DESIGN.md §6). The metadata carries what is needed to rebuild the model: kind,
- * config JSON, tokenizer description, plus free-form fields (step, version, …). `kind` is
- * "transformer", "gru", "lstm" or "seq2seq"; `modelFromCheckpoint` builds the matching `CausalLM`.
+ * Store use it. The metadata carries what is needed to rebuild the model: kind, config JSON,
+ * tokenizer description, plus free-form fields (step, version, …). `kind` is "transformer",
+ * "gru", "lstm" or "seq2seq"; `modelFromCheckpoint` builds the matching `CausalLM`. Every name
+ * besides the parameters' (metadata keys, state-tensor prefixes) is in checkpoint-names.ts.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
@@ -25,29 +26,22 @@ import {
   validateModelConfig,
   type WeightMap,
 } from "./causal-lm.js";
+import {
+  CHECKPOINT_FORMAT,
+  CONFIG_KEY,
+  FORMAT_KEY,
+  isStateTensor,
+  KIND_KEY,
+  RESERVED_METADATA_KEYS,
+  STATE_TENSOR_PREFIXES,
+  TOKENIZER_KEY,
+} from "./checkpoint-names.js";
 import { RnnLM } from "./rnn.js";
 import { Seq2SeqLM } from "./seq2seq.js";
 import { describeTokenizer, isByteTokenizer, type TokenizerDescription } from "./tokenizer.js";
 import { TransformerLM } from "./transformer.js";
 
-/** Value of `__metadata__.format`, so a loader can tell our files from other safetensors files. */
-export const CHECKPOINT_FORMAT = "rlaif-checkpoint-v1";
-/** The Transformer's `__metadata__.kind` (GRU and LSTM checkpoints say "gru" / "lstm"). */
-export const TRANSFORMER_KIND = "transformer";
-
-/**
- * Name prefixes of non-parameter tensors: the state a resumable training checkpoint carries
- * (Adam's `optimizer.m|v.<param>`, `reference.<param>`, `published.<param>`; see
- * services/optimizer/run-checkpoint.ts). Decoding returns them in `state` and models are built
- * from the parameters only, so such a file loads wherever a weights file does.
- */
-export const STATE_TENSOR_PREFIXES = ["optimizer.", "reference.", "published."] as const;
-
-function isStateTensor(name: string): boolean {
-  return STATE_TENSOR_PREFIXES.some((p) => name.startsWith(p));
-}
-
-const RESERVED = new Set(["format", "kind", "config", "tokenizer"]);
+const RESERVED = new Set(RESERVED_METADATA_KEYS);
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 const LITTLE_ENDIAN_HOST = endianness() === "LE";
 
@@ -96,10 +90,10 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   const header: Record<string, unknown> = {
     __metadata__: {
       ...c.metadata,
-      format: CHECKPOINT_FORMAT,
-      kind,
-      config: JSON.stringify(config),
-      tokenizer: JSON.stringify(describeTokenizer()),
+      [FORMAT_KEY]: CHECKPOINT_FORMAT,
+      [KIND_KEY]: kind,
+      [CONFIG_KEY]: JSON.stringify(config),
+      [TOKENIZER_KEY]: JSON.stringify(describeTokenizer()),
     },
   };
   let offset = 0;
@@ -163,18 +157,19 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
     fail("__metadata__ missing or not a string map");
   }
   const m = meta as Record<string, string>;
-  if (m.format !== CHECKPOINT_FORMAT) fail(`format '${m.format}' is not ${CHECKPOINT_FORMAT}`);
-  const kind = m.kind as ModelKind;
-  if (!MODEL_KINDS.includes(kind)) fail(`unsupported model kind '${m.kind}'`);
+  const format = m[FORMAT_KEY];
+  if (format !== CHECKPOINT_FORMAT) fail(`format '${format}' is not ${CHECKPOINT_FORMAT}`);
+  const kind = m[KIND_KEY] as ModelKind;
+  if (!MODEL_KINDS.includes(kind)) fail(`unsupported model kind '${kind}'`);
   let config: ModelConfig;
   let tokenizer: unknown;
   try {
-    config = validateModelConfig(kind, JSON.parse(m.config ?? ""));
-    tokenizer = JSON.parse(m.tokenizer ?? "");
+    config = validateModelConfig(kind, JSON.parse(m[CONFIG_KEY] ?? ""));
+    tokenizer = JSON.parse(m[TOKENIZER_KEY] ?? "");
   } catch (e) {
     fail("config or tokenizer metadata unreadable", e);
   }
-  if (!isByteTokenizer(tokenizer)) fail(`unsupported tokenizer ${m.tokenizer}`);
+  if (!isByteTokenizer(tokenizer)) fail(`unsupported tokenizer ${m[TOKENIZER_KEY]}`);
   const dataStart = 8 + n;
   const dataLength = bytes.length - dataStart;
   const expected = modelParameterShapes(config);

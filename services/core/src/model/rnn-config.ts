@@ -1,8 +1,8 @@
 /**
  * Recurrent language model (GRU / LSTM) hyperparameters and the parameter layout they imply.
- * TensorFlow.js-free, like config.ts, so checkpoints and CLIs can validate without a backend.
+ * TensorFlow.js-free, like transformer-config.ts, so checkpoints and CLIs can validate without a backend.
  */
-import { ValidationError } from "../errors.js";
+import { validateConfigFields } from "./config-fields.js";
 import { VOCAB_SIZE } from "./tokenizer.js";
 
 /** The recurrent cell families. */
@@ -39,31 +39,17 @@ export const DEFAULT_RNN_CONFIG: RnnConfig = {
 
 const FIELDS = ["vocabSize", "contextLength", "dModel", "hidden", "nLayers"] as const;
 
+/** The recurrent kinds, in the order error messages list them. */
+const RNN_KINDS: readonly RnnKind[] = ["gru", "lstm"];
+
 /** True for the recurrent model kinds. */
 export function isRnnKind(kind: unknown): kind is RnnKind {
-  return kind === "gru" || kind === "lstm";
+  return RNN_KINDS.includes(kind as RnnKind);
 }
 
 /** Checks an untrusted RNN config; throws ValidationError naming the field. */
 export function validateRnnConfig(value: unknown): RnnConfig {
-  if (typeof value !== "object" || value === null) throw new ValidationError("config", "must be an object");
-  const v = value as Record<string, unknown>;
-  if (!isRnnKind(v.kind))
-    throw new ValidationError("config.kind", `must be "gru" or "lstm", got ${JSON.stringify(v.kind)}`);
-  for (const f of FIELDS) {
-    const x = v[f];
-    if (typeof x !== "number" || !Number.isInteger(x) || x < 1 || x > 1 << 20) {
-      throw new ValidationError(`config.${f}`, `must be a positive integer, got ${JSON.stringify(x)}`);
-    }
-  }
-  return {
-    kind: v.kind,
-    vocabSize: v.vocabSize as number,
-    contextLength: v.contextLength as number,
-    dModel: v.dModel as number,
-    hidden: v.hidden as number,
-    nLayers: v.nLayers as number,
-  };
+  return validateConfigFields(value, FIELDS, RNN_KINDS);
 }
 
 /** Gates per cell: GRU stacks (r, z, n), LSTM stacks (i, f, g, o) along the output axis. */

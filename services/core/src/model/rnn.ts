@@ -8,44 +8,32 @@
  * h_t ← h_{t−1} + m_t (h̃_t − h_{t−1}), so a padded position leaves the state exactly as it was:
  * a left-padded prompt row gives the same logits as the row alone.
  *
- * Speed on wasm: the input projections x_t W_ih of all T steps are one [B·T, in] × [in, G·H]
- * product; only h_{t−1} W_hh is sequential. Products use layers.ts's `matmul`/`linear` (gradients
- * with explicit transposes, no transposeA/B flags), and tanh is computed as 2σ(2x) − 1 because
- * sigmoid is a much faster kernel than tanh on wasm (same function, to float rounding).
+ * Speed on wasm: per-step inputs are built from JS arrays, not slices of a tensor; products use
+ * layers.ts's `matmul`/`linear` (gradients with explicit transposes, no transposeA/B flags); the
+ * cells and their tanh = 2σ(2x) − 1 come from recurrent-cells.ts, shared with the Seq2Seq model.
  */
 import * as tf from "@tensorflow/tfjs";
-import { ValidationError } from "../errors.js";
-import type { CausalLM, DecodingState, ForwardOptions } from "./causal-lm.js";
-import * as L from "./layers.js";
+import {
+  type CausalLM,
+  checkForwardInputs,
+  checkStepMask,
+  type DecodingState,
+  type ForwardOptions,
+} from "./causal-lm.js";
 import { ParamModel } from "./param-model.js";
+import {
+  gruCell,
+  lstmCell,
+  maskedUpdate,
+  RECURRENT_OPS as OPS,
+  type RecurrentOps,
+} from "./recurrent-cells.js";
 import { type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
 
 /** Per-layer recurrent state, each [B, H]; `c` is empty for a GRU. (A type, so it is a TensorContainer.) */
 export type RecurrentState = {
   h: tf.Tensor2D[];
   c: tf.Tensor2D[];
-};
-
-/** The primitives one forward pass uses (stock, custom-gradient or inference flavours). */
-interface RnnOps {
-  linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D;
-  embedding(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D;
-  tanh<T extends tf.Tensor>(x: T): T;
-}
-
-/** tanh(x) = 2σ(2x) − 1 (sigmoid is a fast kernel on wasm, tanh a slow one). */
-function sigmoidTanh<T extends tf.Tensor>(x: T): T {
-  return tf.sub(tf.mul(tf.sigmoid(tf.mul(x, 2)), 2), 1) as T;
-}
-
-const OPS: Record<NonNullable<ForwardOptions["ops"]>, RnnOps> = {
-  train: { linear: L.linear, embedding: L.embedding, tanh: sigmoidTanh },
-  inference: {
-    linear: (x, w, b) => tf.fused.matMul({ a: x, b: w, bias: b }) as tf.Tensor2D,
-    embedding: (table, ids) => tf.gather(table, ids),
-    tanh: sigmoidTanh,
-  },
-  reference: { linear: L.linearReference, embedding: L.embeddingReference, tanh: tf.tanh },
 };
 
 /** A GRU or LSTM language model whose parameters are named `tf.Variable`s. Dispose it when done. */
@@ -87,13 +75,8 @@ export class RnnLM extends ParamModel implements CausalLM {
    * recurrence knows the order); `options.keyMask` [B, T] freezes the state at padding.
    */
   forward(tokens: tf.Tensor2D, _positions?: tf.Tensor2D, options: ForwardOptions = {}): tf.Tensor3D {
-    const [b, t] = tokens.shape;
-    if (tokens.rank !== 2 || t < 1)
-      throw new ValidationError("tokens", `must be [B, T], got [${tokens.shape}]`);
     const mask = options.keyMask ?? null;
-    if (mask !== null && (mask.shape[0] !== b || mask.shape[1] !== t)) {
-      throw new ValidationError("keyMask", `must be [${b}, ${t}], got [${mask.shape}]`);
-    }
+    checkForwardInputs(tokens, mask);
     return tf.tidy(() => this.run(tokens, mask, null, OPS[options.ops ?? "train"]).logits);
   }
 
@@ -108,10 +91,8 @@ export class RnnLM extends ParamModel implements CausalLM {
     keyMask: tf.Tensor2D,
     past: DecodingState | null,
   ): { logits: tf.Tensor3D; cache: RecurrentState } {
+    checkStepMask(tokens, keyMask);
     const [b, s] = tokens.shape;
-    if (keyMask.shape[0] !== b || keyMask.shape[1] < s) {
-      throw new ValidationError("keyMask", `must be [${b}, ≥${s}], got [${keyMask.shape}]`);
-    }
     type Out = { logits: tf.Tensor3D; cache: RecurrentState };
     // tidy keeps every tensor reachable from the returned object (logits and the new state).
     return tf.tidy(() => {
@@ -131,7 +112,7 @@ export class RnnLM extends ParamModel implements CausalLM {
     tokens: tf.Tensor2D,
     keyMask: tf.Tensor2D | null,
     past: RecurrentState | null,
-    ops: RnnOps,
+    ops: RecurrentOps,
   ): { logits: tf.Tensor3D; cache: RecurrentState } {
     const { hidden: h, vocabSize: v, nLayers, kind } = this.config;
     const [b, t] = tokens.shape;
@@ -167,35 +148,18 @@ export class RnnLM extends ParamModel implements CausalLM {
         let hNew: tf.Tensor2D;
         let cNew: tf.Tensor2D | null = null;
         if (kind === "gru") {
-          const [aRz, aN] = tf.split(a, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, 2H], [B, H]
-          const [uRz, uN] = tf.split(u, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, 2H], [B, H]
-          // [r, z] = σ(x W_ir + b_ir + h W_hr + b_hr,  x W_iz + b_iz + h W_hz + b_hz)
-          const [r, z] = tf.split(tf.sigmoid(tf.add(aRz, uRz)), 2, 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, H] each
-          // n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))
-          const n = ops.tanh(tf.add(aN, tf.mul(r, uN))) as tf.Tensor2D; // [B, H]
-          // h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)
-          hNew = tf.add(n, tf.mul(z, tf.sub(hPrev, n))) as tf.Tensor2D; // [B, H]
+          hNew = gruCell(a, u, hPrev, ops.tanh); // [B, H]
         } else {
-          const pre = tf.add(a, u) as tf.Tensor2D; // [B, 4H]
-          const [pi, pf, pg, po] = tf.split(pre, 4, 1) as tf.Tensor2D[]; // [B, H] each
-          // i = σ(x W_ii + b_ii + h W_hi + b_hi),  f = σ(x W_if + b_if + h W_hf + b_hf)
-          const ig = tf.sigmoid(pi as tf.Tensor2D); // [B, H]
-          const fg = tf.sigmoid(pf as tf.Tensor2D); // [B, H]
-          // g = tanh(x W_ig + b_ig + h W_hg + b_hg),  o = σ(x W_io + b_io + h W_ho + b_ho)
-          const gg = ops.tanh(pg as tf.Tensor2D); // [B, H]
-          const og = tf.sigmoid(po as tf.Tensor2D); // [B, H]
-          // c' = f ⊙ c + i ⊙ g
-          cNew = tf.add(tf.mul(fg, cPrev as tf.Tensor2D), tf.mul(ig, gg)) as tf.Tensor2D; // [B, H]
-          // h' = o ⊙ tanh(c')
-          hNew = tf.mul(og, ops.tanh(cNew)) as tf.Tensor2D; // [B, H]
+          const next = lstmCell(a, u, cPrev as tf.Tensor2D, ops.tanh); // [B, H] each
+          hNew = next.h;
+          cNew = next.c;
         }
         const m = masks?.[i];
         if (m !== undefined) {
           // h_t = h_{t−1} + m_t (h' − h_{t−1})   (m_t = 0: padding leaves the state unchanged)
-          hNew = tf.add(hPrev, tf.mul(m, tf.sub(hNew, hPrev))) as tf.Tensor2D; // [B, H]
+          hNew = maskedUpdate(hPrev, hNew, m); // [B, H]
           // c_t = c_{t−1} + m_t (c' − c_{t−1})
-          if (cNew !== null)
-            cNew = tf.add(cPrev as tf.Tensor2D, tf.mul(m, tf.sub(cNew, cPrev as tf.Tensor2D))) as tf.Tensor2D; // [B, H]
+          if (cNew !== null) cNew = maskedUpdate(cPrev as tf.Tensor2D, cNew, m); // [B, H]
         }
         outs.push(hNew);
         hPrev = hNew;

@@ -226,24 +226,87 @@ export async function generate(
   validateSamplingParams(p);
   const rows = prompts.map(promptRow);
   checkRows(model, rows, "prompts", () => 1);
-  const b = rows.length;
-  if (b === 0) return [];
-  const { contextLength: ctx, vocabSize: v } = model.config;
+  if (rows.length === 0) return [];
+  const g = startGeneration(model, rows, p);
+  let input = prefill(rows);
+  let cache: DecodingState | null = null;
+  try {
+    for (let t = 0; t < g.maxSteps; t++) {
+      const out = modelStep(model, g, input, cache);
+      cache = out.cache;
+      const next = sampleStep(g, lastLogits(out.logits, g.vocabSize), onToken);
+      if (next === null) break;
+      await new Promise((resolve) => setImmediate(resolve));
+      signal?.throwIfAborted();
+      input = stepInput(next.tokens, next.positions, 1);
+    }
+  } finally {
+    tf.dispose([input.tokens, input.positions]);
+    disposeState(cache);
+  }
+  return g.results;
+}
+
+/** What `generate` tracks between model steps; arrays are per row. */
+interface Generation {
+  readonly p: SamplingParams;
+  readonly contextLength: number;
+  readonly vocabSize: number;
+  /** Prompt row lengths, BOS included. */
+  readonly lens: readonly number[];
+  /** The results so far; a row's `finishReason` is final once it is no longer active. */
+  readonly results: GenerationResult[];
+  readonly active: boolean[];
+  readonly rngs: readonly Rng[];
+  /** The stop sequences' bytes, and each row's completion bytes so far (kept only when there are stops). */
+  readonly stops: readonly Uint8Array[];
+  readonly bytes: number[][];
+  /** The key mask, one column per position fed so far (0: left padding, or a finished row's filler). */
+  readonly maskCols: number[][];
+  /** Steps after which every row has met its token budget or the context length. */
+  readonly maxSteps: number;
+}
+
+/** Token ids and position ids [B, S] of one model step. */
+interface StepInput {
+  tokens: tf.Tensor2D;
+  positions: tf.Tensor2D;
+}
+
+/** Per-row state before the first token: active, seeded streams (seed, row), the prompts' key mask. */
+function startGeneration(model: CausalLM, rows: number[][], p: SamplingParams): Generation {
+  const { contextLength, vocabSize } = model.config;
   const lens = rows.map((r) => r.length);
   const width = Math.max(...lens);
-  const results: GenerationResult[] = rows.map(() => ({ tokens: [], logprobs: [], finishReason: "length" }));
-  const active = rows.map(() => true);
-  const rngs = rows.map((_, r) => new Rng(p.seed, r));
-  const stops = stopBytes(p.stop);
-  const bytes: number[][] = rows.map(() => []);
-  const maxSteps = Math.max(...lens.map((l) => Math.min(p.maxNewTokens, ctx - l)));
-  const maskCols: number[][] = rows.map((_, r) =>
-    Array.from({ length: width }, (_, j) => (j >= width - (lens[r] as number) ? 1 : 0)),
-  );
+  return {
+    p,
+    contextLength,
+    vocabSize,
+    lens,
+    results: rows.map(() => ({ tokens: [], logprobs: [], finishReason: "length" })),
+    active: rows.map(() => true),
+    rngs: rows.map((_, r) => new Rng(p.seed, r)),
+    stops: stopBytes(p.stop),
+    bytes: rows.map(() => []),
+    maskCols: lens.map((len) => Array.from({ length: width }, (_, j) => (j >= width - len ? 1 : 0))),
+    maxSteps: Math.max(...lens.map((l) => Math.min(p.maxNewTokens, contextLength - l))),
+  };
+}
 
-  // Prefill: left-padded prompts, positions counted from each row's first real token.
-  const tok = new Int32Array(b * width);
-  const pos = new Int32Array(b * width);
+/** int32 tensors [B, S] of flat row-major token and position ids. */
+function stepInput(tokens: Int32Array, positions: Int32Array, s: number): StepInput {
+  const b = tokens.length / s;
+  return {
+    tokens: tf.tensor2d(tokens, [b, s], "int32"),
+    positions: tf.tensor2d(positions, [b, s], "int32"),
+  };
+}
+
+/** Prefill input: the prompts left-padded, positions counted from each row's first real token. */
+function prefill(rows: number[][]): StepInput {
+  const width = Math.max(...rows.map((r) => r.length));
+  const tok = new Int32Array(rows.length * width);
+  const pos = new Int32Array(rows.length * width);
   rows.forEach((row, r) => {
     const pad = width - row.length;
     row.forEach((id, j) => {
@@ -251,73 +314,100 @@ export async function generate(
       pos[r * width + pad + j] = j;
     });
   });
-  let cache: DecodingState | null = null;
-  let input = {
-    tokens: tf.tensor2d(tok, [b, width], "int32"),
-    positions: tf.tensor2d(pos, [b, width], "int32"),
-  };
-  try {
-    for (let t = 0; t < maxSteps; t++) {
-      const mask = tf.tensor2d(maskCols.flat(), [b, maskCols[0]?.length ?? 0]);
-      const out = model.step(input.tokens, input.positions, mask, cache);
-      tf.dispose([mask, input.tokens, input.positions]);
-      disposeState(cache);
-      cache = out.cache;
-      const s = out.logits.shape[1];
-      const last = (
-        s === 1 ? out.logits.dataSync() : tf.tidy(() => out.logits.slice([0, s - 1, 0], [b, 1, v]).dataSync())
-      ) as Float32Array;
-      out.logits.dispose();
-      const nextTok = new Int32Array(b);
-      const nextPos = new Int32Array(b);
-      rows.forEach((_, r) => {
-        const res = results[r] as GenerationResult;
-        if (!active[r]) {
-          nextPos[r] = ctx - 1;
-          maskCols[r]?.push(0);
-          return;
-        }
-        const z = last.subarray(r * v, (r + 1) * v);
-        const id = chooseToken(z, p, rngs[r] as Rng);
-        const lp = logSoftmax(z)[id] as number;
-        res.tokens.push(id);
-        res.logprobs.push(lp);
-        onToken?.(r, id, lp);
-        const used = (lens[r] as number) + res.tokens.length;
-        let stopped = -1;
-        if (id < 256 && stops.length > 0) {
-          (bytes[r] as number[]).push(id);
-          stopped = matchStop(bytes[r] as number[], stops);
-        }
-        if (p.stopAtEos && id === EOS) res.finishReason = "eos";
-        else if (stopped >= 0) {
-          res.finishReason = "stop";
-          res.stop = p.stop?.[stopped];
-        } else if (res.tokens.length >= p.maxNewTokens) res.finishReason = "length";
-        else if (used >= ctx) res.finishReason = "context";
-        else {
-          nextTok[r] = id;
-          nextPos[r] = used - 1;
-          maskCols[r]?.push(1);
-          return;
-        }
-        active[r] = false;
-        nextPos[r] = ctx - 1;
-        maskCols[r]?.push(0);
-      });
-      if (!active.some((a) => a)) break;
-      await new Promise((resolve) => setImmediate(resolve));
-      signal?.throwIfAborted();
-      input = {
-        tokens: tf.tensor2d(nextTok, [b, 1], "int32"),
-        positions: tf.tensor2d(nextPos, [b, 1], "int32"),
-      };
+  return stepInput(tok, pos, width);
+}
+
+/**
+ * One model step over `input` from `past` (null before the prefill), under the key mask so far.
+ * Frees `input`, the mask and `past`; the caller owns the returned logits [B, S, V] and state.
+ */
+function modelStep(
+  model: CausalLM,
+  g: Generation,
+  input: StepInput,
+  past: DecodingState | null,
+): { logits: tf.Tensor3D; cache: DecodingState } {
+  const mask = tf.tensor2d(g.maskCols.flat(), [g.maskCols.length, g.maskCols[0]?.length ?? 0]);
+  const out = model.step(input.tokens, input.positions, mask, past);
+  tf.dispose([mask, input.tokens, input.positions]);
+  disposeState(past);
+  return out;
+}
+
+/** The last position's logits of every row, flat [B·V], read out of `logits` [B, S, V] (freed). */
+function lastLogits(logits: tf.Tensor3D, v: number): Float32Array {
+  const [b, s] = logits.shape;
+  const last = (
+    s === 1 ? logits.dataSync() : tf.tidy(() => logits.slice([0, s - 1, 0], [b, 1, v]).dataSync())
+  ) as Float32Array;
+  logits.dispose();
+  return last;
+}
+
+/**
+ * Samples one token for every active row from its logits (rows in order, so each row's stream
+ * sees the same draws whatever the others do) and returns the next step's token and position ids
+ * [B], or null when every row has finished. A finished row is fed a masked filler at position
+ * contextLength − 1, which no other row's results can see.
+ */
+function sampleStep(
+  g: Generation,
+  last: Float32Array,
+  onToken: OnToken | undefined,
+): { tokens: Int32Array; positions: Int32Array } | null {
+  const b = g.results.length;
+  const v = g.vocabSize;
+  const tokens = new Int32Array(b);
+  const positions = new Int32Array(b);
+  for (let r = 0; r < b; r++) {
+    const id = g.active[r] ? sampleRow(g, r, last.subarray(r * v, (r + 1) * v), onToken) : null;
+    if (id === null) {
+      positions[r] = g.contextLength - 1;
+      g.maskCols[r]?.push(0);
+    } else {
+      tokens[r] = id;
+      positions[r] = (g.lens[r] as number) + (g.results[r] as GenerationResult).tokens.length - 1;
+      g.maskCols[r]?.push(1);
     }
-  } finally {
-    tf.dispose([input.tokens, input.positions]);
-    disposeState(cache);
   }
-  return results;
+  return g.active.some((a) => a) ? { tokens, positions } : null;
+}
+
+/**
+ * Picks row r's next token from its logits z and records it with its log π_θ; returns it, or
+ * null when the row has just finished (then it is no longer active).
+ */
+function sampleRow(g: Generation, r: number, z: Float32Array, onToken: OnToken | undefined): number | null {
+  const res = g.results[r] as GenerationResult;
+  const id = chooseToken(z, g.p, g.rngs[r] as Rng);
+  const lp = logSoftmax(z)[id] as number;
+  res.tokens.push(id);
+  res.logprobs.push(lp);
+  onToken?.(r, id, lp);
+  if (!finish(g, r, id)) return id;
+  g.active[r] = false;
+  return null;
+}
+
+/**
+ * Whether row r ends with the token `id` it just sampled, recording why in its result: an EOS
+ * (with stopAtEos), a stop sequence its bytes now end with, its token budget, or the context.
+ */
+function finish(g: Generation, r: number, id: number): boolean {
+  const res = g.results[r] as GenerationResult;
+  let stopped = -1;
+  if (id < 256 && g.stops.length > 0) {
+    (g.bytes[r] as number[]).push(id);
+    stopped = matchStop(g.bytes[r] as number[], g.stops);
+  }
+  if (g.p.stopAtEos && id === EOS) res.finishReason = "eos";
+  else if (stopped >= 0) {
+    res.finishReason = "stop";
+    res.stop = g.p.stop?.[stopped];
+  } else if (res.tokens.length >= g.p.maxNewTokens) res.finishReason = "length";
+  else if ((g.lens[r] as number) + res.tokens.length >= g.contextLength) res.finishReason = "context";
+  else return false;
+  return true;
 }
 
 /** Rows per forward pass in `sequenceLogprobs` (bounds memory for large requests). */

@@ -1,9 +1,9 @@
 /**
- * Seq2Seq encoder–decoder (seed §4.1) hyperparameters and the parameter layout they imply.
- * TensorFlow.js-free, like config.ts and rnn-config.ts, so checkpoints and CLIs can validate
+ * Seq2Seq encoder–decoder (docs/architecture.md#seq2seq) hyperparameters and the parameter layout they imply.
+ * TensorFlow.js-free, like transformer-config.ts and rnn-config.ts, so checkpoints and CLIs can validate
  * without a backend.
  */
-import { ValidationError } from "../errors.js";
+import { validateConfigFields } from "./config-fields.js";
 import { VOCAB_SIZE } from "./tokenizer.js";
 
 /** Shape of the encoder–decoder policy. Stored in checkpoints. */
@@ -42,24 +42,7 @@ const FIELDS = ["vocabSize", "contextLength", "dModel", "hidden", "nLayers"] as 
 
 /** Checks an untrusted seq2seq config; throws ValidationError naming the field. */
 export function validateSeq2SeqConfig(value: unknown): Seq2SeqConfig {
-  if (typeof value !== "object" || value === null) throw new ValidationError("config", "must be an object");
-  const v = value as Record<string, unknown>;
-  if (v.kind !== "seq2seq")
-    throw new ValidationError("config.kind", `must be "seq2seq", got ${JSON.stringify(v.kind)}`);
-  for (const f of FIELDS) {
-    const x = v[f];
-    if (typeof x !== "number" || !Number.isInteger(x) || x < 1 || x > 1 << 20) {
-      throw new ValidationError(`config.${f}`, `must be a positive integer, got ${JSON.stringify(x)}`);
-    }
-  }
-  return {
-    kind: "seq2seq",
-    vocabSize: v.vocabSize as number,
-    contextLength: v.contextLength as number,
-    dModel: v.dModel as number,
-    hidden: v.hidden as number,
-    nLayers: v.nLayers as number,
-  };
+  return validateConfigFields(value, FIELDS, ["seq2seq"] as const);
 }
 
 /**

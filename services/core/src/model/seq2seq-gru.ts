@@ -1,37 +1,14 @@
 /**
  * The recurrent half of the Seq2Seq policy (seq2seq.ts): a stack of GRU layers run over one
- * side's steps (the encoder over the prompt, the decoder over GO and the completion), and the
- * three flavours of primitives every pass is built from.
+ * side's steps (the encoder over the prompt, the decoder over GO and the completion).
  *
  * Speed on wasm (as in rnn.ts): the embeddings and input projections x_t W_ih of all steps are
- * one lookup and one product; only h_{t−1} W_hh is sequential; tanh is 2σ(2x) − 1 because
- * sigmoid is a much faster kernel than tanh on wasm (same function, to float rounding).
+ * one lookup and one product; only h_{t−1} W_hh is sequential. The cell, the masked update and the
+ * primitives come from recurrent-cells.ts, shared with the recurrent LM.
  */
 import * as tf from "@tensorflow/tfjs";
-import type { ForwardOptions } from "./causal-lm.js";
-import * as L from "./layers.js";
+import { gruCell, maskedUpdate, type RecurrentOps } from "./recurrent-cells.js";
 import type { Seq2SeqConfig } from "./seq2seq-config.js";
-
-/** The primitives one pass uses (custom-gradient, inference or stock-autodiff flavours). */
-export interface Seq2SeqOps {
-  linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D;
-  embedding(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D;
-  tanh<T extends tf.Tensor>(x: T): T;
-  matmul<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
-  matmulNT<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
-}
-
-/** tanh(x) = 2σ(2x) − 1 (sigmoid is a fast kernel on wasm, tanh a slow one). */
-function sigmoidTanh<T extends tf.Tensor>(x: T): T {
-  return tf.sub(tf.mul(tf.sigmoid(tf.mul(x, 2)), 2), 1) as T;
-}
-
-/** `train`: custom gradients (layers.ts); `inference`: fused kernels; `reference`: stock autodiff. */
-export const SEQ2SEQ_OPS: Record<NonNullable<ForwardOptions["ops"]>, Seq2SeqOps> = {
-  train: { ...L.TRAIN_OPS, tanh: sigmoidTanh },
-  inference: { ...L.INFERENCE_OPS, tanh: sigmoidTanh },
-  reference: { ...L.REFERENCE_OPS, tanh: tf.tanh },
-};
 
 /**
  * One side's input, time-major: per step the rows' token ids and update masks m ∈ {0, 1}
@@ -54,7 +31,7 @@ export function gruStack(
   side: "enc" | "dec",
   plan: SidePlan,
   init: readonly tf.Tensor2D[] | null,
-  ops: Seq2SeqOps,
+  ops: RecurrentOps,
 ): { outs: tf.Tensor2D[]; last: tf.Tensor2D[] } {
   const p = <T extends tf.Tensor>(name: string) => params.get(name) as unknown as T;
   const { hidden: h, nLayers } = config;
@@ -79,17 +56,10 @@ export function gruStack(
     for (let i = 0; i < steps; i++) {
       // u_t = h_{t−1} W_hh + b_hh
       const u = ops.linear(hPrev, wHh, bHh); // [B, 3H]
-      const [aRz, aN] = tf.split(as[i] as tf.Tensor2D, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D];
-      const [uRz, uN] = tf.split(u, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D];
-      // [r, z] = σ(a_rz + u_rz)
-      const [r, z] = tf.split(tf.sigmoid(tf.add(aRz, uRz)), 2, 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, H] each
-      // n = tanh(a_n + r ⊙ u_n)
-      const n = ops.tanh(tf.add(aN, tf.mul(r, uN))) as tf.Tensor2D; // [B, H]
-      // h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)
-      let hNew = tf.add(n, tf.mul(z, tf.sub(hPrev, n))) as tf.Tensor2D; // [B, H]
+      let hNew = gruCell(as[i] as tf.Tensor2D, u, hPrev, ops.tanh); // [B, H]
       const m = masks[i];
       // h_t = h_{t−1} + m_t (h' − h_{t−1})
-      if (m) hNew = tf.add(hPrev, tf.mul(m, tf.sub(hNew, hPrev))) as tf.Tensor2D; // [B, H]
+      if (m) hNew = maskedUpdate(hPrev, hNew, m); // [B, H]
       outs.push(hNew);
       hPrev = hNew;
     }

@@ -1,5 +1,5 @@
 /**
- * The seed's Seq2Seq encoder–decoder policy (§4.1): a GRU encoder reads the prompt x, a GRU
+ * The seed's Seq2Seq encoder–decoder policy (docs/architecture.md#seq2seq): a GRU encoder reads the prompt x, a GRU
  * decoder with Luong attention over the encoder states generates the completion,
  * π_θ(y_t | x, y_<t). It implements the one `CausalLM` interface, so sampling, scoring, the
  * learner, checkpoints and the Policy service use it like any other kind.
@@ -23,10 +23,18 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
-import type { CausalLM, DecodingState, ForwardOptions } from "./causal-lm.js";
+import {
+  type CausalLM,
+  checkForwardInputs,
+  checkStepMask,
+  type DecodingState,
+  type ForwardOptions,
+} from "./causal-lm.js";
+import { MASKED } from "./layers.js";
 import { ParamModel } from "./param-model.js";
+import { RECURRENT_OPS as OPS, type RecurrentOps as Ops } from "./recurrent-cells.js";
 import { type Seq2SeqConfig, seq2seqParameterShapes, validateSeq2SeqConfig } from "./seq2seq-config.js";
-import { gruStack, SEQ2SEQ_OPS as OPS, type Seq2SeqOps as Ops, type SidePlan } from "./seq2seq-gru.js";
+import { gruStack, type SidePlan } from "./seq2seq-gru.js";
 import { BOS } from "./tokenizer.js";
 
 /** What `step` carries between calls (a type, so it is a TensorContainer). */
@@ -40,9 +48,6 @@ export type Seq2SeqState = {
   /** Decoder state per layer, each [B, H]. */
   h: tf.Tensor2D[];
 };
-
-/** Score added to padded source positions: exp underflows to exactly 0 after the max shift. */
-const MASKED = -1e9;
 
 /** GRU encoder + attentive GRU decoder whose parameters are named `tf.Variable`s. Dispose it when done. */
 export class Seq2SeqLM extends ParamModel implements CausalLM {
@@ -74,12 +79,9 @@ export class Seq2SeqLM extends ParamModel implements CausalLM {
    * padding. `positions` are ignored (the recurrences know the order).
    */
   forward(tokens: tf.Tensor2D, _positions?: tf.Tensor2D, options: ForwardOptions = {}): tf.Tensor3D {
-    const [b, t] = tokens.shape;
-    if (tokens.rank !== 2 || t < 1)
-      throw new ValidationError("tokens", `must be [B, T], got [${tokens.shape}]`);
     const mask = options.keyMask;
-    if (mask !== undefined && (mask.shape[0] !== b || mask.shape[1] !== t))
-      throw new ValidationError("keyMask", `must be [${b}, ${t}], got [${mask.shape}]`);
+    checkForwardInputs(tokens, mask);
+    const [b, t] = tokens.shape;
     const src = options.sourceLengths ?? new Array<number>(b).fill(t);
     if (src.length !== b || src.some((s) => !Number.isInteger(s) || s < 1 || s > t))
       throw new ValidationError("sourceLengths", `must be ${b} integers in [1, ${t}]`);
@@ -138,10 +140,8 @@ export class Seq2SeqLM extends ParamModel implements CausalLM {
     keyMask: tf.Tensor2D,
     past: DecodingState | null,
   ): { logits: tf.Tensor3D; cache: Seq2SeqState } {
+    checkStepMask(tokens, keyMask);
     const [b, s] = tokens.shape;
-    if (keyMask.shape[0] !== b || keyMask.shape[1] < s) {
-      throw new ValidationError("keyMask", `must be [${b}, ≥${s}], got [${keyMask.shape}]`);
-    }
     const tok = tokens.dataSync();
     const total = keyMask.shape[1];
     const km = keyMask.dataSync();

@@ -2,7 +2,7 @@
  * Byte-level tokenizer: token ids 0..255 are UTF-8 bytes, plus two specials.
  *
  * Bytes need no trained vocabulary, never produce out-of-vocabulary text and make log-probs
- * comparable across any model that uses them (DESIGN.md §4: byte-level by default). The two
+ * comparable across any model that uses them (byte-level is the default). The two
  * specials mark sequence boundaries: BOS starts every row the model sees, EOS is the action
  * "stop" that a policy can take.
  */

@@ -10,9 +10,13 @@
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
 import { type CausalLM, type DecodingState, disposeState, type ForwardOptions } from "./causal-lm.js";
-import { parameterShapes, type TransformerConfig, validateConfig } from "./config.js";
 import * as L from "./layers.js";
 import { ParamModel } from "./param-model.js";
+import {
+  type TransformerConfig,
+  transformerParameterShapes,
+  validateTransformerConfig,
+} from "./transformer-config.js";
 
 export type { ForwardOptions, WeightMap } from "./causal-lm.js";
 
@@ -22,9 +26,6 @@ export interface KVCache {
 }
 
 const OPS = { train: L.TRAIN_OPS, inference: L.INFERENCE_OPS, reference: L.REFERENCE_OPS };
-
-/** Additive attention bias for masked keys: exp(-1e9 - max) is exactly 0 in float32. */
-const MASKED = -1e9;
 
 /** A GPT whose parameters are named `tf.Variable`s. Dispose it when done. */
 export class TransformerLM extends ParamModel implements CausalLM {
@@ -41,9 +42,9 @@ export class TransformerLM extends ParamModel implements CausalLM {
    * LayerNorm gains 1.
    */
   constructor(config: TransformerConfig, seed: number) {
-    const c = validateConfig(config);
+    const c = validateTransformerConfig(config);
     const projStd = 0.02 / Math.sqrt(2 * c.nLayers);
-    super("transformer", parameterShapes(c), seed, (name, _shape, data, rng) => {
+    super("transformer", transformerParameterShapes(c), seed, (name, _shape, data, rng) => {
       if (name.endsWith(".bias")) return; // zeros
       if (name.includes("ln_")) data.fill(1);
       else {
@@ -178,7 +179,8 @@ function attentionBias(
     const base = r * h * row;
     for (let i = 0; i < s; i++) {
       for (let j = 0; j < total; j++) {
-        if (j > prev + i || (mask !== null && mask[r * total + j] === 0)) bias[base + i * total + j] = MASKED;
+        if (j > prev + i || (mask !== null && mask[r * total + j] === 0))
+          bias[base + i * total + j] = L.MASKED;
       }
     }
     for (let k = 1; k < h; k++) bias.copyWithin(base + k * row, base, base + row);

@@ -1,7 +1,7 @@
 /**
  * Kernel workarounds for the tfjs `wasm` backend (4.22.0, pinned exactly in package.json).
  *
- * Measured on the project's machines (see shared NOTES-platform.md), the stock wasm backend has
+ * Measured on the project's machines, the stock wasm backend has
  * three problems that bite a transformer trained in Node:
  * - `OneHot` writes int32 bit patterns into float32 outputs, so `tf.oneHot(i, d, 1, 0, 'float32')`
  *   yields 1.4e-45 instead of 1 (silently zero losses). Replaced by a JS kernel that is correct

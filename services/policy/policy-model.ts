@@ -11,8 +11,8 @@ import { decodeCheckpoint, modelFromCheckpoint } from "../core/src/model/checkpo
 import { generate, sequenceLogprobs } from "../core/src/model/sampler.js";
 import type { LoadedModel, ModelLoader } from "./loaded-model.js";
 
-/** A loaded policy model of any kind (the name predates the GRU/LSTM/Seq2Seq kinds). */
-export class TransformerModel implements LoadedModel {
+/** A loaded policy model of any kind: the `CausalLM` a checkpoint declares, behind `LoadedModel`. */
+export class PolicyModel implements LoadedModel {
   readonly vocabSize: number;
   readonly contextLength: number;
   readonly parameterCount: number;
@@ -45,13 +45,13 @@ export class TransformerModel implements LoadedModel {
   }
 }
 
-function fromBytes(bytes: Uint8Array): TransformerModel {
+function fromBytes(bytes: Uint8Array): PolicyModel {
   const c = decodeCheckpoint(bytes);
-  return new TransformerModel(modelFromCheckpoint(c), c.kind);
+  return new PolicyModel(modelFromCheckpoint(c), c.kind);
 }
 
 /** Loads checkpoints of every model kind (`decodeCheckpoint` rejects unknown kinds). */
-export const transformerLoader: ModelLoader = {
+export const policyModelLoader: ModelLoader = {
   fromFile(path) {
     let bytes: Uint8Array;
     try {

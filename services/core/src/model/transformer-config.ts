@@ -5,6 +5,7 @@
  * and compute shapes without touching TensorFlow.js.
  */
 import { ValidationError } from "../errors.js";
+import { validateConfigFields } from "./config-fields.js";
 import { VOCAB_SIZE } from "./tokenizer.js";
 
 /** Shape of a decoder-only GPT. Stored as JSON in every checkpoint. */
@@ -28,7 +29,7 @@ export interface TransformerConfig {
  * The default policy: ~0.83M parameters, small enough to pre-train on two wasm cores in about
  * ten minutes and to sample thousands of tokens per second, large enough for English-like text.
  */
-export const DEFAULT_CONFIG: TransformerConfig = {
+export const DEFAULT_TRANSFORMER_CONFIG: TransformerConfig = {
   vocabSize: VOCAB_SIZE,
   contextLength: 64,
   dModel: 128,
@@ -39,22 +40,8 @@ export const DEFAULT_CONFIG: TransformerConfig = {
 const FIELDS = ["vocabSize", "contextLength", "dModel", "nLayers", "nHeads"] as const;
 
 /** Checks an untrusted config (CLI flags, checkpoint JSON); throws ValidationError naming the field. */
-export function validateConfig(value: unknown): TransformerConfig {
-  if (typeof value !== "object" || value === null) throw new ValidationError("config", "must be an object");
-  const v = value as Record<string, unknown>;
-  for (const f of FIELDS) {
-    const x = v[f];
-    if (typeof x !== "number" || !Number.isInteger(x) || x < 1 || x > 1 << 20) {
-      throw new ValidationError(`config.${f}`, `must be a positive integer, got ${JSON.stringify(x)}`);
-    }
-  }
-  const c: TransformerConfig = {
-    vocabSize: v.vocabSize as number,
-    contextLength: v.contextLength as number,
-    dModel: v.dModel as number,
-    nLayers: v.nLayers as number,
-    nHeads: v.nHeads as number,
-  };
+export function validateTransformerConfig(value: unknown): TransformerConfig {
+  const c = validateConfigFields(value, FIELDS);
   if (c.dModel % c.nHeads !== 0) {
     throw new ValidationError("config.nHeads", `must divide dModel (${c.dModel}), got ${c.nHeads}`);
   }
@@ -67,7 +54,7 @@ export function validateConfig(value: unknown): TransformerConfig {
  * vocabulary tying would save only 33k parameters, and separate matrices keep the embedding
  * gradient a plain lookup-gradient.
  */
-export function parameterShapes(config: TransformerConfig): Map<string, number[]> {
+export function transformerParameterShapes(config: TransformerConfig): Map<string, number[]> {
   const { vocabSize: v, contextLength: t, dModel: c, nLayers } = config;
   const shapes = new Map<string, number[]>([
     ["wte", [v, c]],
@@ -92,11 +79,4 @@ export function parameterShapes(config: TransformerConfig): Map<string, number[]
   shapes.set("ln_f.bias", [c]);
   shapes.set("lm_head.weight", [c, v]);
   return shapes;
-}
-
-/** Total number of scalar parameters of a config. */
-export function countParameters(config: TransformerConfig): number {
-  let n = 0;
-  for (const shape of parameterShapes(config).values()) n += shape.reduce((a, b) => a * b, 1);
-  return n;
 }

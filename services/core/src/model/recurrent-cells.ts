@@ -1,0 +1,90 @@
+/**
+ * The recurrent cells (GRU, LSTM), the masked state update and the primitives they are built from,
+ * shared by the recurrent language model (rnn.ts) and the Seq2Seq encoder/decoder
+ * (seq2seq-gru.ts), so both models run the same cell maths.
+ *
+ * Gate layout (PyTorch's, transposed): a GRU's pre-activations are [r | z | n] blocks of width H,
+ * an LSTM's [i | f | g | o]. tanh is computed as 2σ(2x) − 1 in the fast flavours because sigmoid
+ * is a much faster kernel than tanh on wasm (same function, to float rounding).
+ *
+ * All functions expect to be called inside `tf.tidy` (the models' passes are).
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { ForwardOptions } from "./causal-lm.js";
+import * as L from "./layers.js";
+
+/** The primitives a recurrent pass uses (custom-gradient, inference or stock-autodiff flavours). */
+export interface RecurrentOps {
+  linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D;
+  embedding(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D;
+  tanh<T extends tf.Tensor>(x: T): T;
+  /** a @ b */
+  matmul<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
+  /** a @ bᵀ */
+  matmulNT<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
+}
+
+/** tanh(x) = 2σ(2x) − 1 (sigmoid is a fast kernel on wasm, tanh a slow one). */
+export function sigmoidTanh<T extends tf.Tensor>(x: T): T {
+  return tf.sub(tf.mul(tf.sigmoid(tf.mul(x, 2)), 2), 1) as T;
+}
+
+/** `train`: custom gradients (layers.ts); `inference`: fused kernels; `reference`: stock autodiff. */
+export const RECURRENT_OPS: Record<NonNullable<ForwardOptions["ops"]>, RecurrentOps> = {
+  train: { ...L.TRAIN_OPS, tanh: sigmoidTanh },
+  inference: { ...L.INFERENCE_OPS, tanh: sigmoidTanh },
+  reference: { ...L.REFERENCE_OPS, tanh: tf.tanh },
+};
+
+/**
+ * One GRU step from a = x W_ih + b_ih and u = h W_hh + b_hh (each [B, 3H]) and the previous state
+ * h [B, H]: returns h' [B, H].
+ */
+export function gruCell(
+  a: tf.Tensor2D,
+  u: tf.Tensor2D,
+  hPrev: tf.Tensor2D,
+  tanh: RecurrentOps["tanh"],
+): tf.Tensor2D {
+  const h = hPrev.shape[1];
+  const [aRz, aN] = tf.split(a, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, 2H], [B, H]
+  const [uRz, uN] = tf.split(u, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, 2H], [B, H]
+  // [r, z] = σ(x W_ir + b_ir + h W_hr + b_hr,  x W_iz + b_iz + h W_hz + b_hz)
+  const [r, z] = tf.split(tf.sigmoid(tf.add(aRz, uRz)), 2, 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, H] each
+  // n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))
+  const n = tanh(tf.add(aN, tf.mul(r, uN))) as tf.Tensor2D; // [B, H]
+  // h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)
+  return tf.add(n, tf.mul(z, tf.sub(hPrev, n))) as tf.Tensor2D; // [B, H]
+}
+
+/**
+ * One LSTM step from a = x W_ih + b_ih and u = h W_hh + b_hh (each [B, 4H]) and the previous cell
+ * state c [B, H]: returns h' and c' (each [B, H]).
+ */
+export function lstmCell(
+  a: tf.Tensor2D,
+  u: tf.Tensor2D,
+  cPrev: tf.Tensor2D,
+  tanh: RecurrentOps["tanh"],
+): { h: tf.Tensor2D; c: tf.Tensor2D } {
+  const pre = tf.add(a, u) as tf.Tensor2D; // [B, 4H]
+  const [pi, pf, pg, po] = tf.split(pre, 4, 1) as tf.Tensor2D[]; // [B, H] each
+  // i = σ(x W_ii + b_ii + h W_hi + b_hi),  f = σ(x W_if + b_if + h W_hf + b_hf)
+  const ig = tf.sigmoid(pi as tf.Tensor2D); // [B, H]
+  const fg = tf.sigmoid(pf as tf.Tensor2D); // [B, H]
+  // g = tanh(x W_ig + b_ig + h W_hg + b_hg),  o = σ(x W_io + b_io + h W_ho + b_ho)
+  const gg = tanh(pg as tf.Tensor2D); // [B, H]
+  const og = tf.sigmoid(po as tf.Tensor2D); // [B, H]
+  // c' = f ⊙ c + i ⊙ g
+  const c = tf.add(tf.mul(fg, cPrev), tf.mul(ig, gg)) as tf.Tensor2D; // [B, H]
+  // h' = o ⊙ tanh(c')
+  return { h: tf.mul(og, tanh(c)) as tf.Tensor2D, c };
+}
+
+/**
+ * s_t = s_{t−1} + m_t (s' − s_{t−1}) with m_t [B, 1] ∈ {0, 1}: a padded step (m = 0) leaves the
+ * state exactly as it was, which is what makes a left-padded row give the results it has alone.
+ */
+export function maskedUpdate(prev: tf.Tensor2D, next: tf.Tensor2D, m: tf.Tensor2D): tf.Tensor2D {
+  return tf.add(prev, tf.mul(m, tf.sub(next, prev))) as tf.Tensor2D; // [B, H]
+}
