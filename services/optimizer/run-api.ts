@@ -8,14 +8,13 @@
 import { resolve } from "node:path";
 import type { RunSummary, StepMetrics } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { RunSettings } from "../core/src/config/settings.js";
-import { ValidationError } from "../core/src/errors.js";
+import { RunFailedError, ValidationError } from "../core/src/errors.js";
 import { loadCheckpoint } from "../core/src/model/checkpoint.js";
 import type { OptimizerServer } from "./main.js";
 import { checkSameModel, resumeSettings } from "./resume-settings.js";
 import { openResumeCheckpoint, type RunCheckpoint } from "./run-checkpoint.js";
 import type { RunRecord } from "./run-controller.js";
 import type { RunProvenance } from "./run-files.js";
-import { RunFailedError } from "./step-io.js";
 
 /** A run to resume, checked before any service starts (from {@link planResume}). */
 export interface ResumePlan {
