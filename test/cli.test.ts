@@ -58,9 +58,18 @@ describe("cli", () => {
     };
     const common = ["config", "port", "host", "version", "help"];
     expect([...flagsOf("feedback")].sort()).toEqual([...common].sort());
-    expect([...flagsOf("policy")].sort()).toEqual([...common, "checkpoint", "backend", "nats"].sort());
+    expect([...flagsOf("policy")].sort()).toEqual(
+      [...common, "checkpoint", "backend", "nats", "policy-batch-rows", "policy-queue-rows"].sort(),
+    );
     expect([...flagsOf("rollout")].sort()).toEqual(
-      [...common, "nats", "policy-address", "feedback-address", "rpc-timeout-ms"].sort(),
+      [
+        ...common,
+        "nats",
+        "policy-address",
+        "feedback-address",
+        "rpc-timeout-ms",
+        "rollout-concurrency",
+      ].sort(),
     );
     const optimizer = flagsOf("optimizer");
     for (const f of ["checkpoint", "nats", "out", "step-timeout-ms", "steps", "lr", "kl-coef"])

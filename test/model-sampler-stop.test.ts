@@ -6,20 +6,19 @@
  * A scripted model makes the stopping place exact: at each decoding step it puts all the mass on
  * the next byte of its row's script, so every seed samples the script.
  */
-import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ValidationError } from "../services/core/src/errors.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import type { CausalLM } from "../services/core/src/model/causal-lm.js";
+import type { RowDecoder } from "../services/core/src/model/row-decoder.js";
+import { generate, sequenceLogprobs } from "../services/core/src/model/sampler.js";
 import {
   completionText,
-  generate,
   matchStop,
   type SamplingParams,
-  sequenceLogprobs,
   stopBytes,
   stopHoldback,
-} from "../services/core/src/model/sampler.js";
+} from "../services/core/src/model/sampling.js";
 import { EOS, encode } from "../services/core/src/model/tokenizer.js";
 import { TransformerLM } from "../services/core/src/model/transformer.js";
 
@@ -33,21 +32,42 @@ const SAMPLE: SamplingParams = {
   stopAtEos: false,
 };
 
-/** A model whose row r emits scripts[r] (token ids) one token per step, whatever the prompt. */
+/**
+ * A model whose row r emits scripts[r] (token ids) one token per step, whatever the prompt. One
+ * request's rows are admitted together into slots 0, 1, …, so slot s starts as row s; a re-layout
+ * carries each slot's script along.
+ */
 function scripted(scripts: number[][], contextLength = 64): CausalLM {
-  let k = 0;
+  /** Logits [n·V] putting 60 on each slot's next script token. */
+  const logits = (rows: { script: number; k: number }[]) => {
+    const z = new Float32Array(rows.length * V);
+    rows.forEach((row, i) => {
+      z[i * V + (scripts[row.script]?.[row.k++] ?? 0)] = 60;
+    });
+    return z;
+  };
   const model = {
     kind: "transformer",
     config: { vocabSize: V, contextLength, dModel: 8, nLayers: 1, nHeads: 1 },
-    step(tokens: tf.Tensor2D) {
-      const [b, s] = tokens.shape;
-      const z = new Float32Array(b * s * V);
-      for (let r = 0; r < b; r++) {
-        const next = scripts[r]?.[k] ?? 0;
-        z[(r * s + s - 1) * V + next] = 60;
-      }
-      k++;
-      return { logits: tf.tensor3d(z, [b, s, V]), cache: {} };
+    decoder(capacity: number): RowDecoder {
+      let slots = Array.from({ length: capacity }, (_, s) => ({ script: s, k: 0 }));
+      return {
+        get capacity() {
+          return slots.length;
+        },
+        resize(size, keep) {
+          const kept = keep.map((s) => slots[s] as { script: number; k: number });
+          slots = [
+            ...kept,
+            ...Array.from({ length: size - kept.length }, (_, i) => ({ script: kept.length + i, k: 0 })),
+          ];
+        },
+        prefillKey: () => 0,
+        prefill: (_prompts, targets) =>
+          logits(targets.map((t) => slots[t[0] as number] as { script: number; k: number })),
+        step: () => logits(slots),
+        dispose() {},
+      };
     },
   };
   return model as unknown as CausalLM;

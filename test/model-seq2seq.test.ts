@@ -355,7 +355,7 @@ describe("seq2seq", () => {
     expect(loaded.parameterCount).toBe(countModelParameters(m.config));
     const out = await loaded.generate([encode("Hi")], TEST_SAMPLING);
     expect(out[0]?.tokens).toEqual((await generate(m, [encode("Hi")], TEST_SAMPLING))[0]?.tokens);
-    expect(loaded.logprobs([encode("Hi")], [out[0]?.tokens ?? []])[0]?.length).toBe(8);
+    expect((await loaded.logprobs([encode("Hi")], [out[0]?.tokens ?? []]))[0]?.length).toBe(8);
     loaded.dispose();
   });
 

@@ -15,6 +15,9 @@ const MODEL_FLAGS = ["checkpoint", "backend"] as const;
 /** Timeouts of calls and steps. */
 const TIMEOUT_FLAGS = ["rpc-timeout-ms", "step-timeout-ms"] as const;
 
+/** How much work a Policy replica batches and queues. */
+const POLICY_FLAGS = ["policy-batch-rows", "policy-queue-rows"] as const;
+
 /** The services `rlaif serve` can run. */
 export const SERVICE_NAMES = ["policy", "rollout", "feedback", "optimizer"] as const;
 
@@ -24,7 +27,16 @@ export const trainSpec: CommandSpec = {
   summary: "Run RLAIF training with all four services in this process (embedded bus unless --nats)",
   usage:
     "rlaif train [--config file] [flags] | rlaif train --resume <run dir | step-<n>.safetensors> [--steps n]",
-  settings: [...RUN_FLAGS, ...MODEL_FLAGS, ...TIMEOUT_FLAGS, "nats", "feedback-address", "out"],
+  settings: [
+    ...RUN_FLAGS,
+    ...MODEL_FLAGS,
+    ...TIMEOUT_FLAGS,
+    ...POLICY_FLAGS,
+    "rollout-concurrency",
+    "nats",
+    "feedback-address",
+    "out",
+  ],
   flags: [
     { name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" },
     {
@@ -77,13 +89,13 @@ export const serveSpec: CommandSpec = {
       "policy",
       "Serve the Policy (Generate, log-probs) from a checkpoint; with --nats it follows the weights the Optimizer publishes",
       "[--checkpoint file] [--nats url] [flags]",
-      [...MODEL_FLAGS, "nats"],
+      [...MODEL_FLAGS, ...POLICY_FLAGS, "nats"],
     ),
     rollout: serveVariant(
       "rollout",
       "Serve a Rollout worker: pulls prompt jobs from NATS, samples from the Policy, scores with the FeedbackService",
       "--nats <url> --policy-address <host:port> --feedback-address <host:port> [flags]",
-      ["nats", "policy-address", "feedback-address", "rpc-timeout-ms"],
+      ["nats", "policy-address", "feedback-address", "rpc-timeout-ms", "rollout-concurrency"],
     ),
     feedback: serveVariant(
       "feedback",
@@ -111,7 +123,15 @@ export const upSpec: CommandSpec = {
   name: "up",
   summary: "Start a local cluster (nats-server + one process per service) and train through it",
   usage: "rlaif up [--config file] [flags]",
-  settings: [...RUN_FLAGS, ...MODEL_FLAGS, ...TIMEOUT_FLAGS, "feedback-address", "out"],
+  settings: [
+    ...RUN_FLAGS,
+    ...MODEL_FLAGS,
+    ...TIMEOUT_FLAGS,
+    ...POLICY_FLAGS,
+    "rollout-concurrency",
+    "feedback-address",
+    "out",
+  ],
   flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
 };
 

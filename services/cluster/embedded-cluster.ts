@@ -54,6 +54,8 @@ export async function startEmbeddedCluster(
       checkpoint: services.checkpoint,
       bus,
       backend: services.backend,
+      batchRows: services.policyBatchRows,
+      queueRows: services.policyQueueRows,
       ...logOpt,
     });
     closers.push(() => policy.close());
@@ -64,6 +66,7 @@ export async function startEmbeddedCluster(
       feedbackAddress,
       rpcTimeoutMs: services.rpcTimeoutMs,
       bus,
+      concurrency: services.rolloutConcurrency,
       ...logOpt,
     });
     closers.push(() => rollout.close());

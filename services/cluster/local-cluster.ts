@@ -96,7 +96,20 @@ export async function startLocalCluster(
   try {
     const [feedback, policy] = await Promise.all([
       s.feedbackAddress ? null : track(startService("feedback", [], log)),
-      track(startService("policy", [...natsFlags, ...model], log)),
+      track(
+        startService(
+          "policy",
+          [
+            ...natsFlags,
+            ...model,
+            "--policy-batch-rows",
+            String(s.policyBatchRows),
+            "--policy-queue-rows",
+            String(s.policyQueueRows),
+          ],
+          log,
+        ),
+      ),
     ]);
     const feedbackAddress = s.feedbackAddress || (feedback as ServiceProcess).address;
     const [rollout, optimizer] = await Promise.all([
@@ -107,6 +120,8 @@ export async function startLocalCluster(
             ...natsFlags,
             "--rpc-timeout-ms",
             String(s.rpcTimeoutMs),
+            "--rollout-concurrency",
+            String(s.rolloutConcurrency),
             "--policy-address",
             policy.address,
             "--feedback-address",

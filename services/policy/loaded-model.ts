@@ -3,7 +3,7 @@
  * Keeping the service behind this small interface lets one replica serve any model family.
  */
 
-import type { GenerationResult, SamplingParams } from "../core/src/model/sampler.js";
+import type { GenerationResult, SamplingParams } from "../core/src/model/sampling.js";
 
 export type { GenerationResult, SamplingParams };
 
@@ -17,7 +17,7 @@ export interface LoadedModel {
   readonly configJson: string;
   /**
    * Sample one completion per prompt row (token ids without BOS); `onToken` sees each token as it
-   * is sampled, and `signal` stops the work early.
+   * is sampled, and `signal` stops the work early. Concurrent calls share forward passes.
    */
   generate(
     prompts: number[][],
@@ -26,7 +26,8 @@ export interface LoadedModel {
     signal?: AbortSignal,
   ): Promise<GenerationResult[]>;
   /** Per-token log-probs of each completion given its prompt. */
-  logprobs(prompts: number[][], completions: number[][]): number[][];
+  logprobs(prompts: number[][], completions: number[][]): Promise<number[][]>;
+  /** Frees the weights; the replica calls it once no call uses the model any more. */
   dispose(): void;
 }
 

@@ -5,9 +5,10 @@
 
 import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
+import { defaultConfig } from "../core/src/config/settings.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, startBackend } from "../core/src/model/backend.js";
-import { policyModelLoader } from "./policy-model.js";
+import { createPolicyModelLoader } from "./policy-model.js";
 import { PolicyReplica } from "./policy-replica.js";
 import { policyService } from "./policy-service.js";
 
@@ -20,6 +21,10 @@ export interface PolicyServerOptions {
   /** Without a bus the replica serves the checkpoint only. */
   bus?: Bus;
   backend: "auto" | BackendName;
+  /** Most rows decoded together (default: the `services.policyBatchRows` setting's). */
+  batchRows?: number;
+  /** Most rows queued beyond one batch before RESOURCE_EXHAUSTED (default: `services.policyQueueRows`'s). */
+  queueRows?: number;
   log?: (line: string) => void;
 }
 
@@ -34,12 +39,18 @@ export interface PolicyServer {
 export async function startPolicyServer(opts: PolicyServerOptions): Promise<PolicyServer> {
   const backend = await startBackend(opts.backend);
   opts.log?.(`policy: compute backend ${backend}`);
-  const replica = new PolicyReplica(policyModelLoader.fromFile(opts.checkpoint), policyModelLoader, opts.log);
+  const defaults = defaultConfig().services;
+  const limits = {
+    batchRows: opts.batchRows ?? defaults.policyBatchRows,
+    queueRows: opts.queueRows ?? defaults.policyQueueRows,
+  };
+  const loader = createPolicyModelLoader({ batchRows: limits.batchRows });
+  const replica = new PolicyReplica(loader.fromFile(opts.checkpoint), loader, opts.log);
   if (opts.bus) await replica.follow(opts.bus);
   const server = await startServer({
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
-    services: [implement(PolicyService, policyService(replica))],
+    services: [implement(PolicyService, policyService(replica, limits))],
     ...(opts.log ? { log: opts.log } : {}),
   });
   return {

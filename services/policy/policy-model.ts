@@ -1,31 +1,42 @@
 /**
  * Any policy model (Transformer, GRU, LSTM, Seq2Seq: whatever kind the checkpoint declares) as a Policy
- * replica's LoadedModel: loads checkpoints (files or blobs in the safetensors layout) and exposes
- * sampling and scoring.
+ * replica's LoadedModel: loads checkpoints (files or blobs in the safetensors layout, built
+ * straight from their weights) and exposes batched sampling and scoring.
  */
 import { readFileSync } from "node:fs";
 import * as tf from "@tensorflow/tfjs";
 import { CheckpointError } from "../core/src/errors.js";
 import { type CausalLM, countModelParameters } from "../core/src/model/causal-lm.js";
 import { decodeCheckpoint, modelFromCheckpoint } from "../core/src/model/checkpoint.js";
-import { generate, sequenceLogprobs } from "../core/src/model/sampler.js";
+import { ContinuousSampler, DEFAULT_MAX_ROWS } from "../core/src/model/continuous-sampler.js";
+import { ScoreBatcher } from "./batcher.js";
 import type { LoadedModel, ModelLoader } from "./loaded-model.js";
 
-/** A loaded policy model of any kind: the `CausalLM` a checkpoint declares, behind `LoadedModel`. */
+/**
+ * A loaded policy model of any kind: the `CausalLM` a checkpoint declares, behind `LoadedModel`.
+ * Its calls are batched: Generate rows through one continuously batched sampler, Logprobs calls
+ * through a ScoreBatcher.
+ */
 export class PolicyModel implements LoadedModel {
   readonly vocabSize: number;
   readonly contextLength: number;
   readonly parameterCount: number;
   readonly configJson: string;
+  private readonly sampler: ContinuousSampler;
+  private readonly scorer: ScoreBatcher;
 
+  /** `batchRows`: most rows decoded together. */
   constructor(
     private readonly model: CausalLM,
     readonly kind: string,
+    batchRows = DEFAULT_MAX_ROWS,
   ) {
     this.vocabSize = model.config.vocabSize;
     this.contextLength = model.config.contextLength;
     this.parameterCount = countModelParameters(model.config);
     this.configJson = JSON.stringify(model.config);
+    this.sampler = new ContinuousSampler(model, batchRows);
+    this.scorer = new ScoreBatcher(model);
   }
 
   get backend(): string {
@@ -33,11 +44,11 @@ export class PolicyModel implements LoadedModel {
   }
 
   generate(...args: Parameters<LoadedModel["generate"]>): ReturnType<LoadedModel["generate"]> {
-    return generate(this.model, ...args);
+    return this.sampler.submit(...args);
   }
 
-  logprobs(prompts: number[][], completions: number[][]): number[][] {
-    return sequenceLogprobs(this.model, prompts, completions);
+  logprobs(prompts: number[][], completions: number[][]): Promise<number[][]> {
+    return this.scorer.score(prompts, completions);
   }
 
   dispose(): void {
@@ -45,21 +56,31 @@ export class PolicyModel implements LoadedModel {
   }
 }
 
-function fromBytes(bytes: Uint8Array): PolicyModel {
-  const c = decodeCheckpoint(bytes);
-  return new PolicyModel(modelFromCheckpoint(c), c.kind);
+/** Options of the models a loader builds. */
+export interface PolicyModelOptions {
+  /** Most rows decoded together (see ContinuousSampler). */
+  batchRows?: number;
 }
 
-/** Loads checkpoints of every model kind (`decodeCheckpoint` rejects unknown kinds). */
-export const policyModelLoader: ModelLoader = {
-  fromFile(path) {
-    let bytes: Uint8Array;
-    try {
-      bytes = readFileSync(path);
-    } catch (cause) {
-      throw new CheckpointError(`cannot read checkpoint ${path}: ${(cause as Error).message}`, { cause });
-    }
-    return fromBytes(bytes);
-  },
-  fromBlob: fromBytes,
-};
+/** A loader of checkpoints of every model kind (`decodeCheckpoint` rejects unknown kinds). */
+export function createPolicyModelLoader(opts: PolicyModelOptions = {}): ModelLoader {
+  const fromBytes = (bytes: Uint8Array): PolicyModel => {
+    const c = decodeCheckpoint(bytes);
+    return new PolicyModel(modelFromCheckpoint(c), c.kind, opts.batchRows);
+  };
+  return {
+    fromFile(path) {
+      let bytes: Uint8Array;
+      try {
+        bytes = readFileSync(path);
+      } catch (cause) {
+        throw new CheckpointError(`cannot read checkpoint ${path}: ${(cause as Error).message}`, { cause });
+      }
+      return fromBytes(bytes);
+    },
+    fromBlob: fromBytes,
+  };
+}
+
+/** The loader with default options. */
+export const policyModelLoader: ModelLoader = createPolicyModelLoader();

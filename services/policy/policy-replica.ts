@@ -1,7 +1,9 @@
 /**
  * A Policy replica's state: the weights it serves now, the frozen reference weights of the
- * current run, and the version of each. Model work and weight swaps go through one queue, so a
- * swap always happens between requests and every response is produced by exactly one version.
+ * current run, and the version of each. Calls run concurrently (their rows share forward passes
+ * in the models' batchers); each call leases one consistent (current, reference) pair for its
+ * whole duration, so every response is produced by exactly one version. A swap takes effect for
+ * calls that start after it; the models it replaces are freed once their last lease ends.
  */
 import type { WeightsManifest } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
@@ -17,13 +19,47 @@ export interface VersionedModel {
   objectName: string;
 }
 
-/** Serialises async work: each task starts after the previous one settled. */
-class SerialQueue {
-  private tail: Promise<unknown> = Promise.resolve();
-  run<T>(task: () => Promise<T> | T): Promise<T> {
-    const next = this.tail.then(task, task);
-    this.tail = next.catch(() => undefined);
-    return next;
+/**
+ * Counts the calls using each model and frees a retired model when its last call ends, so a swap
+ * never pulls weights from under a generation in progress.
+ */
+class Leases {
+  private readonly counts = new Map<LoadedModel, number>();
+  private readonly retired = new Set<LoadedModel>();
+  private drained: (() => void) | null = null;
+
+  acquire(m: LoadedModel): void {
+    this.counts.set(m, (this.counts.get(m) ?? 0) + 1);
+  }
+
+  release(m: LoadedModel): void {
+    const n = (this.counts.get(m) ?? 1) - 1;
+    if (n > 0) this.counts.set(m, n);
+    else {
+      this.counts.delete(m);
+      this.freeIfRetired(m);
+    }
+  }
+
+  /** Frees `m` now, or when its last lease ends. */
+  retire(m: LoadedModel): void {
+    this.retired.add(m);
+    this.freeIfRetired(m);
+  }
+
+  /** Resolves once every retired model has been freed. */
+  async drain(): Promise<void> {
+    if (this.retired.size === 0) return;
+    await new Promise<void>((resolve) => {
+      this.drained = resolve;
+    });
+  }
+
+  private freeIfRetired(m: LoadedModel): void {
+    if (!this.retired.has(m) || this.counts.has(m)) return;
+    this.retired.delete(m);
+    m.dispose();
+    if (this.retired.size === 0) this.drained?.();
   }
 }
 
@@ -31,7 +67,7 @@ class SerialQueue {
 export class PolicyReplica {
   private current: VersionedModel;
   private reference: VersionedModel;
-  private readonly queue = new SerialQueue();
+  private readonly leases = new Leases();
   private unwatch: (() => void) | null = null;
   /** Last swap failure, for GetInfo/logs; a failed swap keeps the previous weights. */
   lastSwapError = "";
@@ -55,9 +91,17 @@ export class PolicyReplica {
     return this.reference;
   }
 
-  /** Run model work against one consistent (current, reference) pair. */
-  withModels<T>(task: (current: VersionedModel, reference: VersionedModel) => Promise<T> | T): Promise<T> {
-    return this.queue.run(() => task(this.current, this.reference));
+  /** Run model work against one consistent (current, reference) pair, leased until it settles. */
+  async withModels<T>(
+    task: (current: VersionedModel, reference: VersionedModel) => Promise<T> | T,
+  ): Promise<T> {
+    const pair = [this.current, this.reference] as const;
+    for (const v of pair) this.leases.acquire(v.model);
+    try {
+      return await task(...pair);
+    } finally {
+      for (const v of pair) this.leases.release(v.model);
+    }
   }
 
   /**
@@ -77,21 +121,19 @@ export class PolicyReplica {
         : await fetchWeightsBlob(bus, manifest.referenceObjectName, manifest.referenceSha256);
     const model = this.loader.fromBlob(blob);
     const refModel = needRef ? (refBlob === blob ? model : this.loader.fromBlob(refBlob)) : null;
-    await this.queue.run(() => {
-      // Re-check under the queue: a newer version may have been swapped in while this one loaded.
-      if (version <= this.current.version) {
-        for (const m of new Set([model, refModel])) m?.dispose();
-        throw new WeightsError(`refusing weights v${version}: already serving v${this.current.version}`);
-      }
-      const old = [this.current.model, this.reference.model];
-      this.current = { model, version, objectName: manifest.objectName };
-      if (refModel) {
-        const refVersion = Number(manifest.referenceVersion);
-        this.reference = { model: refModel, version: refVersion, objectName: manifest.referenceObjectName };
-      }
-      const live = new Set([this.current.model, this.reference.model]);
-      for (const m of new Set(old)) if (!live.has(m)) m.dispose();
-    });
+    // Re-check: a newer version may have been swapped in while this one loaded.
+    if (version <= this.current.version) {
+      for (const m of new Set([model, refModel])) m?.dispose();
+      throw new WeightsError(`refusing weights v${version}: already serving v${this.current.version}`);
+    }
+    const old = [this.current.model, this.reference.model];
+    this.current = { model, version, objectName: manifest.objectName };
+    if (refModel) {
+      const refVersion = Number(manifest.referenceVersion);
+      this.reference = { model: refModel, version: refVersion, objectName: manifest.referenceObjectName };
+    }
+    const live = new Set([this.current.model, this.reference.model]);
+    for (const m of new Set(old)) if (!live.has(m)) this.leases.retire(m);
   }
 
   /** Follow the latest-weights pointer on `bus`; failures are logged and the old weights kept. */
@@ -116,12 +158,11 @@ export class PolicyReplica {
     });
   }
 
-  /** Stop following and free the models. */
+  /** Stop following and free the models once the calls using them have ended. */
   async close(): Promise<void> {
     this.unwatch?.();
     this.unwatch = null;
-    await this.queue.run(() => {
-      for (const m of new Set([this.current.model, this.reference.model])) m.dispose();
-    });
+    for (const m of new Set([this.current.model, this.reference.model])) this.leases.retire(m);
+    await this.leases.drain();
   }
 }

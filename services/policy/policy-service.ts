@@ -9,8 +9,9 @@ import { FinishReason } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { type PolicyService, WeightsSelector } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import { ValidationError } from "../core/src/errors.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
-import { completionText, stopBytes, stopHoldback } from "../core/src/model/sampler.js";
+import { completionText, stopBytes, stopHoldback } from "../core/src/model/sampling.js";
 import { createStreamDecoder, encode } from "../core/src/model/tokenizer.js";
+import { RowGate } from "./batcher.js";
 import type { GenerationResult, SamplingParams } from "./loaded-model.js";
 import type { PolicyReplica } from "./policy-replica.js";
 
@@ -51,39 +52,64 @@ function checkFits(field: string, tokens: number, extra: number, context: number
   }
 }
 
+/** How much work a replica takes on before refusing calls (see RowGate). */
+export interface ServingLimits {
+  /** Most rows decoded together (and sequences counted as one batch of scoring). */
+  batchRows: number;
+  /** Most rows held beyond one batch before calls fail with RESOURCE_EXHAUSTED. */
+  queueRows: number;
+}
+
+/** Runs `work` with `n` rows admitted through `gate` (OverloadedError when it is full). */
+async function admitted<T>(gate: RowGate, n: number, work: () => Promise<T>): Promise<T> {
+  const release = gate.admit(n);
+  try {
+    return await work();
+  } finally {
+    release();
+  }
+}
+
 /** The PolicyService handlers. */
-export function policyService(replica: PolicyReplica): ServiceImpl<typeof PolicyService> {
+export function policyService(
+  replica: PolicyReplica,
+  limits: ServingLimits,
+): ServiceImpl<typeof PolicyService> {
+  const rowGate = new RowGate(limits.batchRows, limits.queueRows, "Generate rows");
+  const sequenceGate = new RowGate(limits.batchRows, limits.queueRows, "Logprobs sequences");
   return {
     async generate(req, ctx) {
       const params = samplingOptions(req.sampling);
       const samples = req.samplesPerPrompt || 1;
       const encoded = req.prompts.map(encode);
-      return replica.withModels(async ({ model, version }) => {
-        encoded.forEach((t, i) => {
-          checkFits(`prompts[${i}]`, t.length, 1, model.contextLength, "new token (at least)");
-        });
-        const rows = encoded.flatMap((t) => Array.from({ length: samples }, () => t));
-        const results = await model.generate(rows, params, undefined, ctx.signal);
-        return {
-          weightsVersion: BigInt(version),
-          completions: results.map((r, row) => ({
-            promptIndex: Math.floor(row / samples),
-            sampleIndex: row % samples,
-            text: completionText(r),
-            promptTokens: rows[row],
-            tokens: r.tokens,
-            logprobs: r.logprobs,
-            finishReason: FINISH[r.finishReason],
-            stop: r.stop ?? "",
-          })),
-        };
-      });
+      return admitted(rowGate, encoded.length * samples, () =>
+        replica.withModels(async ({ model, version }) => {
+          encoded.forEach((t, i) => {
+            checkFits(`prompts[${i}]`, t.length, 1, model.contextLength, "new token (at least)");
+          });
+          const rows = encoded.flatMap((t) => Array.from({ length: samples }, () => t));
+          const results = await model.generate(rows, params, undefined, ctx.signal);
+          return {
+            weightsVersion: BigInt(version),
+            completions: results.map((r, row) => ({
+              promptIndex: Math.floor(row / samples),
+              sampleIndex: row % samples,
+              text: completionText(r),
+              promptTokens: rows[row],
+              tokens: r.tokens,
+              logprobs: r.logprobs,
+              finishReason: FINISH[r.finishReason],
+              stop: r.stop ?? "",
+            })),
+          };
+        }),
+      );
     },
 
     async *generateStream(req, ctx) {
       const params = samplingOptions(req.sampling);
       const prompt = encode(req.prompt);
-      // Generation runs under the replica's queue and hands each token over as it is sampled;
+      // Generation runs in the replica's batch and hands each token over as it is sampled;
       // this generator sends it on. A token is held back until the next one (or the end) shows
       // whether it is the last, which carries the finish reason. Its text is held back further
       // while it could be the start of a stop sequence, and a matched stop is never sent, so the
@@ -101,8 +127,8 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
         wake?.();
         wake = null;
       };
-      const work = replica
-        .withModels(async ({ model, version: v }) => {
+      const work = admitted(rowGate, 1, () =>
+        replica.withModels(async ({ model, version: v }) => {
           checkFits("prompt", prompt.length, 1, model.contextLength, "new token (at least)");
           state.version = BigInt(v);
           const onToken = (_row: number, token: number, logprob: number) => {
@@ -111,7 +137,8 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
           };
           const [result] = await model.generate([prompt], params, onToken, ctx.signal);
           state.finished = result ?? null;
-        })
+        }),
+      )
         .catch((err: unknown) => {
           state.failure = err;
         })
@@ -159,25 +186,27 @@ export function policyService(replica: PolicyReplica): ServiceImpl<typeof Policy
         prompt: s.promptTokens.length ? [...s.promptTokens] : encode(s.prompt),
         completion: s.completionTokens.length ? [...s.completionTokens] : encode(s.completion),
       }));
-      return replica.withModels((current, reference) => {
-        const chosen = req.weights === WeightsSelector.REFERENCE ? reference : current;
-        seqs.forEach((s, i) => {
-          if (s.completion.length === 0)
-            throw new ValidationError(`sequences[${i}].completion`, "must not be empty");
-          checkFits(
-            `sequences[${i}]`,
-            s.prompt.length,
-            s.completion.length,
-            chosen.model.contextLength,
-            "completion tokens",
+      return admitted(sequenceGate, seqs.length, () =>
+        replica.withModels(async (current, reference) => {
+          const chosen = req.weights === WeightsSelector.REFERENCE ? reference : current;
+          seqs.forEach((s, i) => {
+            if (s.completion.length === 0)
+              throw new ValidationError(`sequences[${i}].completion`, "must not be empty");
+            checkFits(
+              `sequences[${i}]`,
+              s.prompt.length,
+              s.completion.length,
+              chosen.model.contextLength,
+              "completion tokens",
+            );
+          });
+          const lps = await chosen.model.logprobs(
+            seqs.map((s) => s.prompt),
+            seqs.map((s) => s.completion),
           );
-        });
-        const lps = chosen.model.logprobs(
-          seqs.map((s) => s.prompt),
-          seqs.map((s) => s.completion),
-        );
-        return { weightsVersion: BigInt(chosen.version), results: lps.map((logprobs) => ({ logprobs })) };
-      });
+          return { weightsVersion: BigInt(chosen.version), results: lps.map((logprobs) => ({ logprobs })) };
+        }),
+      );
     },
 
     async getInfo() {

@@ -7,6 +7,7 @@ import { FeedbackService } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { ROLLOUT_CONSUMER } from "../core/src/bus/subjects.js";
+import { defaultConfig } from "../core/src/config/settings.js";
 import { createClient } from "../core/src/grpc/client.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { RolloutService, rolloutService } from "./rollout-service.js";
@@ -22,6 +23,8 @@ export interface RolloutServerOptions {
   rpcTimeoutMs: number;
   /** Without a bus no worker runs (Collect only). */
   bus?: Bus;
+  /** Prompt jobs in flight at once (default: the `services.rolloutConcurrency` setting's). */
+  concurrency?: number;
   log?: (line: string) => void;
 }
 
@@ -47,6 +50,7 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
     ? new RolloutWorker(opts.bus, policy, feedback, {
         group: ROLLOUT_CONSUMER,
         rpcTimeoutMs: opts.rpcTimeoutMs,
+        concurrency: opts.concurrency ?? defaultConfig().services.rolloutConcurrency,
         ...(opts.log ? { log: opts.log } : {}),
       })
     : null;

@@ -35,6 +35,11 @@ export interface RolloutWorkerOptions {
   log?: (line: string) => void;
   /** Deliveries of a job before its samples are reported as failed (default 5). */
   maxAttempts?: number;
+  /**
+   * Jobs in flight at once (default 1). Several let the Policy batch their samples together: a
+   * step's jobs are decoded in one batch instead of one after another.
+   */
+  concurrency?: number;
 }
 
 /** A fresh W3C traceparent (version 00, sampled), so one sample can be followed across services. */
@@ -42,7 +47,7 @@ export function newTraceparent(): string {
   return `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
 }
 
-/** Pulls prompt jobs and publishes scored trajectories until stopped. */
+/** Pulls prompt jobs and publishes scored trajectories until stopped, `concurrency` at a time. */
 export class RolloutWorker {
   readonly counters: RolloutCounters = {
     jobsCompleted: 0,
@@ -70,7 +75,7 @@ export class RolloutWorker {
     this.loop = this.run();
   }
 
-  /** Stop after the job in hand; resolves when the loop has exited. */
+  /** Stop after the jobs in hand; resolves when every lane has exited. */
   async stop(): Promise<void> {
     this.running = false;
     await this.loop;
@@ -79,6 +84,12 @@ export class RolloutWorker {
   private async run(): Promise<void> {
     const jobs = await this.bus.queue("jobs");
     const trajectories = await this.bus.queue("trajectories");
+    const lanes = Math.max(1, this.opts.concurrency ?? 1);
+    await Promise.all(Array.from({ length: lanes }, () => this.lane(jobs, trajectories)));
+  }
+
+  /** One job at a time, until stopped; `concurrency` lanes share the queue. */
+  private async lane(jobs: Queue, trajectories: Queue): Promise<void> {
     while (this.running) {
       let msgs: QueueMessage[];
       try {

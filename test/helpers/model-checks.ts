@@ -5,7 +5,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { expect } from "vitest";
-import type { SamplingParams } from "../../services/core/src/model/sampler.js";
+import type { SamplingParams } from "../../services/core/src/model/sampling.js";
 
 /** Seeded sampling at temperature 1 with no filters and no EOS stop: every row runs 8 tokens. */
 export const TEST_SAMPLING: SamplingParams = {

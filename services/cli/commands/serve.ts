@@ -48,6 +48,8 @@ async function startService(name: string, config: RlaifConfig, host: string, por
       port,
       checkpoint: s.checkpoint,
       backend: s.backend,
+      batchRows: s.policyBatchRows,
+      queueRows: s.policyQueueRows,
       log,
       ...(bus ? { bus } : {}),
     });
@@ -74,6 +76,7 @@ async function startService(name: string, config: RlaifConfig, host: string, por
       policyAddress: s.policyAddress,
       feedbackAddress: s.feedbackAddress,
       rpcTimeoutMs: s.rpcTimeoutMs,
+      concurrency: s.rolloutConcurrency,
       bus,
       log,
     });

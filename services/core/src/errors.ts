@@ -74,6 +74,12 @@ export class PreconditionError extends RlaifError {}
 export class RunCancelledError extends RlaifError {}
 
 /**
+ * A server is too busy to take the call now (a Policy replica's queue of rows is full). The gRPC
+ * layer answers RESOURCE_EXHAUSTED, which callers retry later or send to another replica.
+ */
+export class OverloadedError extends RlaifError {}
+
+/**
  * A gRPC call failed with a status. Carries the numeric status `code` (grpc-js `status` enum) and
  * the server's `details`, so callers branch on the code (retry UNAVAILABLE, never retry
  * INVALID_ARGUMENT) instead of parsing messages. A handler may also throw one to answer with an

@@ -383,6 +383,36 @@ const SERVICES = {
     default: "auto",
     help: "compute backend (auto: native → wasm → cpu)",
   }),
+  /**
+   * 256: four steps' worth of the default run's 64 rows, ~64 MB of KV cache for the default
+   * Transformer; past a few dozen rows a decoding step costs little more per row added.
+   */
+  policyBatchRows: int({
+    flag: "policy-batch-rows",
+    default: 256,
+    min: 1,
+    max: 16_384,
+    unit: "rows",
+    help: "most rows a Policy replica decodes together (more wait for a free slot)",
+  }),
+  /** 1024: a few batches of waiting work; past it callers are told to back off (RESOURCE_EXHAUSTED). */
+  policyQueueRows: int({
+    flag: "policy-queue-rows",
+    default: 1024,
+    min: 0,
+    max: 1_000_000,
+    unit: "rows",
+    help: "most rows a Policy replica queues beyond one batch before refusing calls (RESOURCE_EXHAUSTED)",
+  }),
+  /** 8: a default step's 8 prompt jobs at once, so the Policy decodes them as one 64-row batch. */
+  rolloutConcurrency: int({
+    flag: "rollout-concurrency",
+    default: 8,
+    min: 1,
+    max: 256,
+    unit: "jobs",
+    help: "prompt jobs a Rollout worker keeps in flight",
+  }),
   rpcTimeoutMs: int({
     flag: "rpc-timeout-ms",
     default: 60_000,

@@ -10,6 +10,7 @@ import {
   NotFoundError,
   ObjectIntegrityError,
   ObjectNotFoundError,
+  OverloadedError,
   PeerError,
   PreconditionError,
   RlaifError,
@@ -43,6 +44,7 @@ export interface FailureContext {
  * - PreconditionError (e.g. a run is already active), WeightsError → FAILED_PRECONDITION.
  * - KvConflictError → ABORTED (a concurrent writer won; retry the whole read-modify-write).
  * - PeerError → UNAVAILABLE (a downstream service failed; the caller may retry later).
+ * - OverloadedError → RESOURCE_EXHAUSTED (too busy now: retry later or elsewhere).
  * - ObjectIntegrityError → DATA_LOSS.
  * - RpcError thrown by a handler → its own code and details, unchanged.
  * - Anything (typically an AbortError) once the deadline passed → DEADLINE_EXCEEDED; once the
@@ -65,6 +67,7 @@ export function toStatus(err: unknown, ctx: FailureContext): MappedStatus {
   }
   if (err instanceof KvConflictError) return expected(status.ABORTED, err.message);
   if (err instanceof PeerError) return expected(status.UNAVAILABLE, err.message);
+  if (err instanceof OverloadedError) return expected(status.RESOURCE_EXHAUSTED, err.message);
   if (err instanceof ObjectIntegrityError) return expected(status.DATA_LOSS, err.message);
   const details =
     err instanceof RlaifError

@@ -6,6 +6,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError, WeightsError } from "../errors.js";
 import { isRnnKind, type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
+import type { RowDecoder } from "./row-decoder.js";
 import { type Seq2SeqConfig, seq2seqParameterShapes, validateSeq2SeqConfig } from "./seq2seq-config.js";
 import {
   type TransformerConfig,
@@ -79,6 +80,11 @@ export interface CausalLM {
     keyMask: tf.Tensor2D,
     past: DecodingState | null,
   ): { logits: tf.Tensor3D; cache: DecodingState };
+  /**
+   * A decoder of up to `capacity` rows in slots, for continuous batching (row-decoder.ts): the
+   * sampler's incremental path, whose rows' results do not depend on the other rows.
+   */
+  decoder(capacity: number): RowDecoder;
   /** The trainable variables, in parameter order. */
   variables(): tf.Variable[];
   /** A copy of every parameter. */
@@ -173,23 +179,33 @@ export function readParams(params: ReadonlyMap<string, tf.Variable>): WeightMap 
 }
 
 /**
+ * Checks that `weights` names exactly the parameters of `shapes` with matching shapes and value
+ * counts; throws WeightsError naming the first mismatch. Shared by `writeParams` and models built
+ * straight from weights, so both refuse the same maps with the same words.
+ */
+export function checkWeights(shapes: ReadonlyMap<string, readonly number[]>, weights: WeightMap): void {
+  for (const name of weights.keys()) {
+    if (!shapes.has(name)) throw new WeightsError(`unexpected parameter '${name}'`);
+  }
+  for (const [name, shape] of shapes) {
+    const w = weights.get(name);
+    if (w === undefined) throw new WeightsError(`missing parameter '${name}'`);
+    if (w.shape.length !== shape.length || w.shape.some((dim, i) => dim !== shape[i])) {
+      throw new WeightsError(`parameter '${name}' has shape [${w.shape}], expected [${shape}]`);
+    }
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (w.data.length !== size) {
+      throw new WeightsError(`parameter '${name}' has ${w.data.length} values, expected ${size}`);
+    }
+  }
+}
+
+/**
  * Replaces every parameter. The map must name exactly these parameters with matching shapes;
  * otherwise WeightsError is thrown and no parameter is changed (all checks run before any write).
  */
 export function writeParams(params: ReadonlyMap<string, tf.Variable>, weights: WeightMap): void {
-  for (const name of weights.keys()) {
-    if (!params.has(name)) throw new WeightsError(`unexpected parameter '${name}'`);
-  }
-  for (const [name, variable] of params) {
-    const w = weights.get(name);
-    if (w === undefined) throw new WeightsError(`missing parameter '${name}'`);
-    if (w.shape.length !== variable.shape.length || w.shape.some((dim, i) => dim !== variable.shape[i])) {
-      throw new WeightsError(`parameter '${name}' has shape [${w.shape}], expected [${variable.shape}]`);
-    }
-    if (w.data.length !== variable.size) {
-      throw new WeightsError(`parameter '${name}' has ${w.data.length} values, expected ${variable.size}`);
-    }
-  }
+  checkWeights(new Map([...params].map(([name, v]) => [name, v.shape])), weights);
   for (const [name, variable] of params) {
     const w = weights.get(name) as { shape: number[]; data: Float32Array };
     tf.tidy(() => variable.assign(tf.tensor(w.data, w.shape, "float32")));

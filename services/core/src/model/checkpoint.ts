@@ -36,6 +36,7 @@ import {
   STATE_TENSOR_PREFIXES,
   TOKENIZER_KEY,
 } from "./checkpoint-names.js";
+import type { ParamSource } from "./param-model.js";
 import { RnnLM } from "./rnn.js";
 import { Seq2SeqLM } from "./seq2seq.js";
 import { describeTokenizer, isByteTokenizer, type TokenizerDescription } from "./tokenizer.js";
@@ -270,28 +271,24 @@ export function checkpointFromModel(model: CausalLM, metadata: Record<string, st
   return { kind: model.kind, config: model.config, weights: model.getWeights(), metadata };
 }
 
-/** A fresh model of the kind `config` describes (see each class's constructor for its init). */
+/**
+ * A model of the kind `config` describes: fresh from a seed (see each class's constructor for its
+ * init), or built straight from weights (WeightsError when they do not fit the config).
+ */
 export function createModel(
   config: ModelConfig,
-  seed: number,
+  source: ParamSource,
   kind: ModelKind = modelKindOf(config),
 ): CausalLM {
   const c = validateModelConfig(kind, config);
-  if (!("kind" in c)) return new TransformerLM(c, seed);
-  return c.kind === "seq2seq" ? new Seq2SeqLM(c, seed) : new RnnLM(c, seed);
+  if (!("kind" in c)) return new TransformerLM(c, source);
+  return c.kind === "seq2seq" ? new Seq2SeqLM(c, source) : new RnnLM(c, source);
 }
 
 /**
- * The model a checkpoint declares (`kind` transformer, gru, lstm or seq2seq), with its weights; throws
- * WeightsError if they do not fit the config.
+ * The model a checkpoint declares (`kind` transformer, gru, lstm or seq2seq), built from its
+ * weights without a random initialisation first; throws WeightsError if they do not fit the config.
  */
 export function modelFromCheckpoint(c: Checkpoint): CausalLM {
-  const model = createModel(c.config, 0, c.kind ?? modelKindOf(c.config));
-  try {
-    model.setWeights(c.weights);
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
-  return model;
+  return createModel(c.config, c.weights, c.kind ?? modelKindOf(c.config));
 }

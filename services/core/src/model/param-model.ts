@@ -5,11 +5,19 @@
  * behaviour from every kind.
  */
 import * as tf from "@tensorflow/tfjs";
-import { readParams, type WeightMap, writeParams } from "./causal-lm.js";
+import { checkWeights, readParams, type WeightMap, writeParams } from "./causal-lm.js";
 import { hashString, Rng } from "./rng.js";
 
 /** Fills a parameter's fresh (zeroed) data; `rng` is this parameter's own stream. */
 export type ParamInit = (name: string, shape: readonly number[], data: Float32Array, rng: Rng) => void;
+
+/**
+ * Where a model's parameters come from: a seed (fresh weights, drawn by the family's init), or
+ * the weights themselves (a checkpoint, published weights). Building straight from weights skips
+ * the random initialisation a load would overwrite at once (~40 ms for the default Transformer,
+ * paid on every weight swap of a Policy replica).
+ */
+export type ParamSource = number | WeightMap;
 
 let modelCounter = 0;
 
@@ -19,22 +27,27 @@ export abstract class ParamModel {
   readonly params: ReadonlyMap<string, tf.Variable>;
 
   /**
-   * Creates every parameter of `shapes` with `init`, each drawing from its own RNG stream
-   * (seed, hash(name)), so the same seed gives the same weights on every backend and adding a
-   * parameter does not change the others. Variables are named `<prefix><n>/<name>` (unique per
-   * process, as tfjs requires).
+   * Creates every parameter of `shapes`. From a seed: with `init`, each parameter drawing from its
+   * own RNG stream (seed, hash(name)), so the same seed gives the same weights on every backend
+   * and adding a parameter does not change the others. From weights: their values, after
+   * `checkWeights` (WeightsError, nothing allocated, when names or shapes differ). Variables are
+   * named `<prefix><n>/<name>` (unique per process, as tfjs requires).
    */
   protected constructor(
     prefix: string,
     shapes: ReadonlyMap<string, number[]>,
-    seed: number,
+    source: ParamSource,
     init: ParamInit,
   ) {
+    if (typeof source !== "number") checkWeights(shapes, source);
     const unique = `${prefix}${modelCounter++}`;
     const params = new Map<string, tf.Variable>();
     for (const [name, shape] of shapes) {
-      const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-      init(name, shape, data, new Rng(seed, hashString(name)));
+      let data: Float32Array;
+      if (typeof source === "number") {
+        data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+        init(name, shape, data, new Rng(source, hashString(name)));
+      } else data = (source.get(name) as { data: Float32Array }).data;
       params.set(name, tf.variable(tf.tensor(data, shape, "float32"), true, `${unique}/${name}`));
     }
     this.params = params;

@@ -20,7 +20,7 @@ import {
   type DecodingState,
   type ForwardOptions,
 } from "./causal-lm.js";
-import { ParamModel } from "./param-model.js";
+import { ParamModel, type ParamSource } from "./param-model.js";
 import {
   gruCell,
   lstmCell,
@@ -29,6 +29,8 @@ import {
   type RecurrentOps,
 } from "./recurrent-cells.js";
 import { type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
+import type { RowDecoder } from "./row-decoder.js";
+import { StateDecoder, type StateLayout } from "./state-decoder.js";
 
 /** Per-layer recurrent state, each [B, H]; `c` is empty for a GRU. (A type, so it is a TensorContainer.) */
 export type RecurrentState = {
@@ -42,17 +44,18 @@ export class RnnLM extends ParamModel implements CausalLM {
   readonly config: RnnConfig;
 
   /**
-   * Creates the parameters deterministically from `seed`: each parameter draws from its own RNG
-   * stream (seed, hash(name)), so the same seed gives the same weights on every backend.
+   * Creates the parameters from `source`: given weights (a checkpoint's) as they are, or a seed,
+   * deterministically: each parameter draws from its own RNG stream (seed, hash(name)), so the
+   * same seed gives the same weights on every backend.
    * Embedding ~ N(0, 1); recurrent, input and head matrices ~ U(−1/√H, 1/√H) (PyTorch's RNN
    * init); biases 0, except the LSTM forget-gate block of `bias_ih`, which starts at 1 so the
    * cell remembers by default early in training.
    */
-  constructor(config: RnnConfig, seed: number) {
+  constructor(config: RnnConfig, source: ParamSource) {
     const c = validateRnnConfig(config);
     const h = c.hidden;
     const k = 1 / Math.sqrt(h);
-    super(c.kind, rnnParameterShapes(c), seed, (name, _shape, data, rng) => {
+    super(c.kind, rnnParameterShapes(c), source, (name, _shape, data, rng) => {
       if (name === "wte") {
         for (let i = 0; i < data.length; i++) data[i] = rng.nextNormal();
       } else if (name.includes("bias")) {
@@ -105,6 +108,22 @@ export class RnnLM extends ParamModel implements CausalLM {
         OPS.inference,
       ) as unknown as tf.TensorContainer;
     }) as unknown as Out;
+  }
+
+  /**
+   * A decoder of up to `capacity` rows keeping each row's h (and c) per layer. Any prompts may
+   * share a prefill: left padding is masked, and a masked step leaves the state exactly as it was.
+   */
+  decoder(capacity: number): RowDecoder {
+    const { hidden, nLayers, kind } = this.config;
+    const states = kind === "lstm" ? 2 * nLayers : nLayers;
+    const layout: StateLayout = {
+      fields: Array.from({ length: states }, () => ({ rowShape: [hidden], perPosition: false, fill: 0 })),
+      toTensors: (state) => [...(state as RecurrentState).h, ...(state as RecurrentState).c],
+      fromTensors: (ts) => ({ h: ts.slice(0, nLayers), c: ts.slice(nLayers) }) as RecurrentState,
+      prefillKey: () => 0,
+    };
+    return new StateDecoder(this, layout, capacity);
   }
 
   /** Unrolls every layer over the sequence; see the module doc for the masking rule. */

@@ -31,10 +31,12 @@ import {
   type ForwardOptions,
 } from "./causal-lm.js";
 import { MASKED } from "./layers.js";
-import { ParamModel } from "./param-model.js";
+import { ParamModel, type ParamSource } from "./param-model.js";
 import { RECURRENT_OPS as OPS, type RecurrentOps as Ops } from "./recurrent-cells.js";
+import type { RowDecoder } from "./row-decoder.js";
 import { type Seq2SeqConfig, seq2seqParameterShapes, validateSeq2SeqConfig } from "./seq2seq-config.js";
 import { gruStack, type SidePlan } from "./seq2seq-gru.js";
+import { StateDecoder, type StateLayout } from "./state-decoder.js";
 import { BOS } from "./tokenizer.js";
 
 /** What `step` carries between calls (a type, so it is a TensorContainer). */
@@ -56,13 +58,14 @@ export class Seq2SeqLM extends ParamModel implements CausalLM {
   readonly config: Seq2SeqConfig;
 
   /**
-   * Creates the parameters deterministically from `seed` (each from its own RNG stream (seed,
+   * Creates the parameters from `source`: given weights as they are, or deterministically from a
+   * seed (each from its own RNG stream (seed,
    * hash(name)), so every backend gets the same weights). Embedding ~ N(0, 1); GRU matrices
    * ~ U(±1/√H) (PyTorch's GRU init); other matrices ~ U(±1/√fan_in) (PyTorch's Linear); biases 0.
    */
-  constructor(config: Seq2SeqConfig, seed: number) {
+  constructor(config: Seq2SeqConfig, source: ParamSource) {
     const c = validateSeq2SeqConfig(config);
-    super("seq2seq", seq2seqParameterShapes(c), seed, (name, shape, data, rng) => {
+    super("seq2seq", seq2seqParameterShapes(c), source, (name, shape, data, rng) => {
       const gru = name.startsWith("enc.") || name.startsWith("dec.");
       const k = 1 / Math.sqrt(gru ? c.hidden : (shape[0] as number));
       if (name === "wte") for (let i = 0; i < data.length; i++) data[i] = rng.nextNormal();
@@ -170,6 +173,40 @@ export class Seq2SeqLM extends ParamModel implements CausalLM {
       const out = this.decode({ ids: cols.map((i) => col(tok, s, i)), masks }, from, ops);
       return { logits: tf.reshape(out.logits, [b, s, v]), cache: out.state } as unknown as tf.TensorContainer;
     }) as unknown as Out;
+  }
+
+  /**
+   * A decoder of up to `capacity` rows keeping each row's encoded prompt (memory, keys, mask bias,
+   * right-aligned to contextLength positions) and decoder state. Only prompts of one length share
+   * a prefill: the encoder's masked update differs in its last bit from the unmasked one, and the
+   * GO step's attention width is the prompt's, so padding would change a row.
+   */
+  decoder(capacity: number): RowDecoder {
+    const { hidden: h, nLayers, contextLength: w } = this.config;
+    const layout: StateLayout = {
+      fields: [
+        { rowShape: [w, h], perPosition: true, fill: 0 },
+        { rowShape: [w, h], perPosition: true, fill: 0 },
+        { rowShape: [w], perPosition: true, fill: MASKED },
+        ...Array.from({ length: nLayers }, () => ({ rowShape: [h], perPosition: false, fill: 0 })),
+      ],
+      toTensors: (state) => {
+        const s = state as Seq2SeqState;
+        const [b, , len] = s.bias.shape;
+        return [s.memory, s.keys, tf.reshape(s.bias, [b, len]), ...s.h];
+      },
+      fromTensors: ([memory, keys, bias, ...hs]) => {
+        const b = (bias as tf.Tensor).shape[0] as number;
+        return {
+          memory: memory as tf.Tensor3D,
+          keys: keys as tf.Tensor3D,
+          bias: tf.reshape(bias as tf.Tensor, [b, 1, w]) as tf.Tensor3D,
+          h: hs as tf.Tensor2D[],
+        } satisfies Seq2SeqState;
+      },
+      prefillKey: (length) => length,
+    };
+    return new StateDecoder(this, layout, capacity);
   }
 
   /**

@@ -11,12 +11,15 @@ import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
 import { type CausalLM, type DecodingState, disposeState, type ForwardOptions } from "./causal-lm.js";
 import * as L from "./layers.js";
-import { ParamModel } from "./param-model.js";
+import { ParamModel, type ParamSource } from "./param-model.js";
+import type { RowDecoder } from "./row-decoder.js";
+import { attentionBias, heads, mergeHeads } from "./transformer-attention.js";
 import {
   type TransformerConfig,
   transformerParameterShapes,
   validateTransformerConfig,
 } from "./transformer-config.js";
+import { TransformerDecoder } from "./transformer-decoder.js";
 
 export type { ForwardOptions, WeightMap } from "./causal-lm.js";
 
@@ -36,15 +39,15 @@ export class TransformerLM extends ParamModel implements CausalLM {
   private readonly headDim: number;
 
   /**
-   * Creates the parameters deterministically from `seed`: each parameter draws from its own RNG
-   * stream (seed, hash(name)), so the same seed gives the same weights on every backend.
-   * Weights ~ N(0, 0.02), residual projections ~ N(0, 0.02/√(2·nLayers)) (GPT-2), biases 0,
+   * Creates the parameters from `source`: given weights (a checkpoint's) as they are, or a seed,
+   * deterministically: each parameter draws from its own RNG stream (seed, hash(name)), so the
+   * same seed gives the same weights on every backend. Weights ~ N(0, 0.02), residual projections ~ N(0, 0.02/√(2·nLayers)) (GPT-2), biases 0,
    * LayerNorm gains 1.
    */
-  constructor(config: TransformerConfig, seed: number) {
+  constructor(config: TransformerConfig, source: ParamSource) {
     const c = validateTransformerConfig(config);
     const projStd = 0.02 / Math.sqrt(2 * c.nLayers);
-    super("transformer", transformerParameterShapes(c), seed, (name, _shape, data, rng) => {
+    super("transformer", transformerParameterShapes(c), source, (name, _shape, data, rng) => {
       if (name.endsWith(".bias")) return; // zeros
       if (name.includes("ln_")) data.fill(1);
       else {
@@ -99,6 +102,48 @@ export class TransformerLM extends ParamModel implements CausalLM {
     ) as unknown as Out;
   }
 
+  /** A decoder of up to `capacity` rows with a preallocated KV cache (see transformer-decoder.ts). */
+  decoder(capacity: number): RowDecoder {
+    return new TransformerDecoder(this, capacity);
+  }
+
+  /** x = E_tok[tokens] + E_pos[positions]: rows [N, C] for int32 ids [N] (shared with the decoder). */
+  embed(tokIds: tf.Tensor1D, posIds: tf.Tensor1D, ops: L.LayerOps): tf.Tensor2D {
+    return tf.add(ops.embedding(this.p("wte"), tokIds), ops.embedding(this.p("wpe"), posIds)) as tf.Tensor2D;
+  }
+
+  /**
+   * The blocks and the final LayerNorm over token rows x [N, C]. `attend(i, q, k, v)` turns layer
+   * i's projections (each [N, C], q already scaled by 1/√D) into its attention output [N, C]:
+   * forward, `step` and the row decoder differ only in where the keys and values live.
+   */
+  blocks(x: tf.Tensor2D, attend: Attend, ops: L.LayerOps): tf.Tensor2D {
+    const { linear: lin, layerNorm: ln, gelu: act } = ops;
+    for (let i = 0; i < this.config.nLayers; i++) {
+      const w = (name: string) => this.p<tf.Tensor2D>(`h.${i}.${name}`);
+      const bv = (name: string) => this.p<tf.Tensor1D>(`h.${i}.${name}`);
+      // qkv = LN₁(x) W_attn + b_attn
+      const h1 = ln(x, bv("ln_1.weight"), bv("ln_1.bias")); // [N, C]
+      const qkv = lin(h1, w("attn.c_attn.weight"), bv("attn.c_attn.bias")); // [N, 3C]
+      const [q2, k2, v2] = tf.split(qkv, 3, 1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D]; // [N, C] each
+      // y = softmax(q kᵀ / √D + bias) v, heads merged back
+      const y = attend(i, tf.mul(q2, 1 / Math.sqrt(this.headDim)), k2, v2); // [N, C]
+      // x = x + y W_proj + b_proj
+      x = tf.add(x, lin(y, w("attn.c_proj.weight"), bv("attn.c_proj.bias"))); // [N, C]
+      // x = x + GELU(LN₂(x) W_fc + b_fc) W_mlp + b_mlp
+      const h2 = ln(x, bv("ln_2.weight"), bv("ln_2.bias")); // [N, C]
+      const hid = act(lin(h2, w("mlp.c_fc.weight"), bv("mlp.c_fc.bias"))); // [N, 4C]
+      x = tf.add(x, lin(hid, w("mlp.c_proj.weight"), bv("mlp.c_proj.bias"))); // [N, C]
+    }
+    // LN_f(x)
+    return ops.layerNorm(x, this.p("ln_f.weight"), this.p("ln_f.bias")); // [N, C]
+  }
+
+  /** logits = h W_head for final hidden rows h [N, C]: [N, V]. */
+  head(h: tf.Tensor2D, ops: L.LayerOps): tf.Tensor2D {
+    return ops.matmul(h, this.p("lm_head.weight"));
+  }
+
   private run(
     tokens: tf.Tensor2D,
     positions: tf.Tensor2D,
@@ -110,23 +155,12 @@ export class TransformerLM extends ParamModel implements CausalLM {
     const d = this.headDim;
     const [b, s] = tokens.shape;
     const prev = past === null ? 0 : (past.layers[0]?.k.shape[2] ?? 0);
-    const { linear: lin, layerNorm: ln, gelu: act, embedding: emb, matmul: mm } = ops;
-
-    // x = E_tok[tokens] + E_pos[positions]
     const tokIds = tokens.reshape([b * s]).cast("int32") as tf.Tensor1D; // [B*S]
     const posIds = positions.reshape([b * s]).cast("int32") as tf.Tensor1D; // [B*S]
-    let x = tf.add(emb(this.p("wte"), tokIds), emb(this.p("wpe"), posIds)) as tf.Tensor2D; // [B*S, C]
     const bias = attentionBias(b, h, s, prev, keyMask); // [B, H, S, P+S]
     const cache: KVCache = { layers: [] };
-    for (let i = 0; i < this.config.nLayers; i++) {
-      const w = (name: string) => this.p<tf.Tensor2D>(`h.${i}.${name}`);
-      const bv = (name: string) => this.p<tf.Tensor1D>(`h.${i}.${name}`);
-      // qkv = LN₁(x) W_attn + b_attn
-      const h1 = ln(x, bv("ln_1.weight"), bv("ln_1.bias")); // [B*S, C]
-      const qkv = lin(h1, w("attn.c_attn.weight"), bv("attn.c_attn.bias")); // [B*S, 3C]
-      const [q2, k2, v2] = tf.split(qkv, 3, 1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D]; // [B*S, C] each
-      // q = q / √D, split into heads
-      const q = heads(tf.mul(q2, 1 / Math.sqrt(d)), b, s, h, d); // [B, H, S, D]
+    const attend: Attend = (i, q2, k2, v2) => {
+      const q = heads(q2, b, s, h, d); // [B, H, S, D]
       let kh = heads(k2, b, s, h, d); // [B, H, S, D]
       let vh = heads(v2, b, s, h, d); // [B, H, S, D]
       const layerPast = past?.layers[i];
@@ -138,65 +172,18 @@ export class TransformerLM extends ParamModel implements CausalLM {
       // A = softmax(q kᵀ + bias)
       const att = tf.softmax(tf.add(ops.matmulNT(q, kh), bias)); // [B, H, S, P+S]
       // y = A v, heads merged back
-      const y = mergeHeads(mm(att as tf.Tensor4D, vh), b, s, c); // [B*S, C]
-      // x = x + y W_proj + b_proj
-      x = tf.add(x, lin(y, w("attn.c_proj.weight"), bv("attn.c_proj.bias"))); // [B*S, C]
-      // x = x + GELU(LN₂(x) W_fc + b_fc) W_mlp + b_mlp
-      const h2 = ln(x, bv("ln_2.weight"), bv("ln_2.bias")); // [B*S, C]
-      const hid = act(lin(h2, w("mlp.c_fc.weight"), bv("mlp.c_fc.bias"))); // [B*S, 4C]
-      x = tf.add(x, lin(hid, w("mlp.c_proj.weight"), bv("mlp.c_proj.bias"))); // [B*S, C]
-    }
-    // logits = LN_f(x) W_head
-    const hf = ln(x, this.p("ln_f.weight"), this.p("ln_f.bias")); // [B*S, C]
-    const logits = mm(hf, this.p("lm_head.weight")); // [B*S, V]
-    return { logits: tf.reshape(logits, [b, s, v]) as tf.Tensor3D, cache };
+      return mergeHeads(ops.matmul(att as tf.Tensor4D, vh), b, s, c); // [B*S, C]
+    };
+    const hf = this.blocks(this.embed(tokIds, posIds, ops), attend, ops); // [B*S, C]
+    return { logits: tf.reshape(this.head(hf, ops), [b, s, v]) as tf.Tensor3D, cache };
   }
 }
 
 /**
- * Additive attention bias [B, H, S, P+S], built in JS: query i (absolute index P+i) may see key j
- * iff j ≤ P+i and keyMask[j] = 1. Materialised at full score shape once per forward because
- * broadcasting kernels (Tile, broadcast adds) are very slow on wasm.
+ * Layer i's attention: projections q (scaled), k, v of the token rows, each [N, C], to the
+ * attention output [N, C]. (See `TransformerLM.blocks`.)
  */
-function attentionBias(
-  b: number,
-  h: number,
-  s: number,
-  prev: number,
-  keyMask: tf.Tensor2D | null,
-): tf.Tensor4D {
-  const total = prev + s;
-  let mask: Float32Array | Int32Array | Uint8Array | null = null;
-  if (keyMask !== null) {
-    if (keyMask.shape[0] !== b || keyMask.shape[1] !== total) {
-      throw new ValidationError("keyMask", `must be [${b}, ${total}], got [${keyMask.shape}]`);
-    }
-    mask = keyMask.dataSync() as Float32Array | Int32Array | Uint8Array;
-  }
-  const row = s * total;
-  const bias = new Float32Array(b * h * row);
-  for (let r = 0; r < b; r++) {
-    const base = r * h * row;
-    for (let i = 0; i < s; i++) {
-      for (let j = 0; j < total; j++) {
-        if (j > prev + i || (mask !== null && mask[r * total + j] === 0))
-          bias[base + i * total + j] = L.MASKED;
-      }
-    }
-    for (let k = 1; k < h; k++) bias.copyWithin(base + k * row, base, base + row);
-  }
-  return tf.tensor4d(bias, [b, h, s, total]);
-}
-
-/** [B*S, C] rows → [B, H, S, D] heads (a pure reshape when S = 1, as in every decoding step). */
-function heads(x: tf.Tensor2D, b: number, s: number, h: number, d: number): tf.Tensor4D {
-  return s === 1 ? tf.reshape(x, [b, h, 1, d]) : tf.transpose(tf.reshape(x, [b, s, h, d]), [0, 2, 1, 3]);
-}
-
-/** [B, H, S, D] heads → [B*S, C] rows (inverse of `heads`). */
-function mergeHeads(y: tf.Tensor4D, b: number, s: number, c: number): tf.Tensor2D {
-  return tf.reshape(s === 1 ? y : tf.transpose(y, [0, 2, 1, 3]), [b * s, c]);
-}
+export type Attend = (layer: number, q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D) => tf.Tensor2D;
 
 /** Position ids 0..T-1 on every row, built in JS (Tile is slow on wasm). */
 function defaultPositions(b: number, t: number): tf.Tensor2D {

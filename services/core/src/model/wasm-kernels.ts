@@ -145,9 +145,23 @@ function makeBatchMatMulKernel(original: tf.KernelConfig): tf.KernelFunc {
       return out;
     };
     const rowsOut = a.shape[a.shape.length - (transposeA ? 1 : 2)] as number;
-    const batched = a.shape.length > 2 && size(a.shape.slice(0, -2)) > 1;
+    const slices = size(a.shape.slice(0, -2));
+    if (b.shape.length > 2 && size(b.shape.slice(0, -2)) === slices && rowsOut < MIN_ROWS_FOR_SLICING) {
+      // A few query rows per slice (decoding): the strided loop beats any transpose. It runs for
+      // one slice too, so a slice's result never depends on how many slices share the call (the
+      // stock kernel takes XNNPACK for a single untransposed product, whose sums round
+      // differently); the batched sampler relies on that (row-decoder.ts).
+      if (transposeA || transposeB || slices > 1) return original.kernelFunc(args);
+      const bt = swapLast(b);
+      try {
+        return original.kernelFunc({ ...args, inputs: { a, b: bt }, attrs: { ...attrs, transposeB: true } });
+      } finally {
+        for (const t of temps) be.disposeData(t.dataId);
+      }
+    }
+    const batched = a.shape.length > 2 && slices > 1;
     if (batched && rowsOut < MIN_ROWS_FOR_SLICING && size(b.shape.slice(0, -2)) > 1) {
-      // A few query rows per slice (decoding): the strided loop beats any transpose.
+      // A few query rows per slice with a broadcast operand: the strided loop, as above.
       return original.kernelFunc(args);
     }
     try {

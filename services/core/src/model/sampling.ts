@@ -1,0 +1,227 @@
+/**
+ * The rules of sampling one row, shared by the batch sampler (continuous-sampler.ts), the Policy
+ * and the CLI: sampling parameters and their validation, token choice from one row of logits,
+ * stop sequences matched on bytes, and a completion's text. See sampler.ts for the conventions
+ * (which log-probs are reported, what a stop sequence leaves in the tokens).
+ */
+import { ValidationError } from "../errors.js";
+import type { CausalLM } from "./causal-lm.js";
+import type { Rng } from "./rng.js";
+import { BOS, decode } from "./tokenizer.js";
+
+/** How to pick tokens. */
+export interface SamplingParams {
+  /** Most tokens to generate per row (EOS included when it ends a row). */
+  maxNewTokens: number;
+  /** Softmax temperature; 0 = greedy (argmax, lowest id on ties). */
+  temperature: number;
+  /** Keep only the k most likely tokens; 0 = off. */
+  topK: number;
+  /** Keep the smallest most-likely set with probability ≥ topP; 1 = off. */
+  topP: number;
+  /** Seeds the per-row random streams (row r uses stream (seed, r)). */
+  seed: number;
+  /** Stop a row when it samples EOS (the EOS is returned as its last token). */
+  stopAtEos: boolean;
+  /**
+   * Stop a row when its completion's bytes end with one of these non-empty strings (see the module
+   * doc: the stop's tokens are kept, `completionText` leaves it out). Empty or absent = none.
+   */
+  stop?: readonly string[];
+}
+
+/** Why a row stopped: its token budget, an EOS, a stop sequence, or the model's context length. */
+export type FinishReason = "length" | "eos" | "stop" | "context";
+
+/** One generated row. */
+export interface GenerationResult {
+  /** Sampled token ids (prompt not included). */
+  tokens: number[];
+  /** log π_θ(token | prefix) of each sampled token under the unmodified model (see module doc). */
+  logprobs: number[];
+  finishReason: FinishReason;
+  /**
+   * The stop sequence that ended the row (finishReason "stop"; the longest one when several
+   * match at once), whose bytes are the last bytes of `tokens`; absent otherwise.
+   */
+  stop?: string;
+}
+
+/** Per-token streaming callback: row index, token id and its log π_θ. */
+export type OnToken = (row: number, tokenId: number, logprob: number) => void;
+
+/** The row the model reads for a prompt: BOS followed by the prompt ids (BOS is not doubled). */
+export function promptRow(prompt: readonly number[]): number[] {
+  return prompt[0] === BOS ? [...prompt] : [BOS, ...prompt];
+}
+
+/** Checks sampling parameters; throws ValidationError naming the bad field. */
+export function validateSamplingParams(p: SamplingParams): SamplingParams {
+  const bad = (field: string, reason: string): never => {
+    throw new ValidationError(`params.${field}`, reason);
+  };
+  if (!Number.isInteger(p.maxNewTokens) || p.maxNewTokens < 1) bad("maxNewTokens", "must be an integer ≥ 1");
+  if (!(p.temperature >= 0) || !Number.isFinite(p.temperature)) bad("temperature", "must be finite and ≥ 0");
+  if (!Number.isInteger(p.topK) || p.topK < 0) bad("topK", "must be an integer ≥ 0");
+  if (!(p.topP > 0 && p.topP <= 1)) bad("topP", "must be in (0, 1]");
+  if (!Number.isSafeInteger(p.seed)) bad("seed", "must be a safe integer");
+  (p.stop ?? []).forEach((s, i) => {
+    if (typeof s !== "string" || s === "") bad(`stop[${i}]`, "must be a non-empty string");
+  });
+  return p;
+}
+
+const utf8 = new TextEncoder();
+
+/** The UTF-8 bytes of each stop sequence. */
+export function stopBytes(stop: readonly string[] | undefined): Uint8Array[] {
+  return (stop ?? []).map((s) => utf8.encode(s));
+}
+
+/** Whether `bytes` ends with `tail`. */
+function endsWith(bytes: readonly number[], tail: Uint8Array, length = tail.length): boolean {
+  if (length > bytes.length) return false;
+  const off = bytes.length - length;
+  for (let k = 0; k < length; k++) if (bytes[off + k] !== tail[k]) return false;
+  return true;
+}
+
+/** Index of the longest stop sequence that `bytes` ends with, or −1. */
+export function matchStop(bytes: readonly number[], stops: readonly Uint8Array[]): number {
+  let best = -1;
+  stops.forEach((s, i) => {
+    if (endsWith(bytes, s) && (best < 0 || s.length > (stops[best] as Uint8Array).length)) best = i;
+  });
+  return best;
+}
+
+/**
+ * How many trailing bytes of `bytes` could still be the start of a stop sequence (the longest
+ * proper prefix of any stop that `bytes` ends with): a streaming server holds them back until the
+ * next bytes show whether they belong to the stop (never sent) or to the text.
+ */
+export function stopHoldback(bytes: readonly number[], stops: readonly Uint8Array[]): number {
+  let hold = 0;
+  for (const s of stops) {
+    for (let k = Math.min(s.length - 1, bytes.length); k > hold; k--) {
+      if (endsWith(bytes, s, k)) {
+        hold = k;
+        break;
+      }
+    }
+  }
+  return hold;
+}
+
+/** The byte tokens (0–255) of a completion: what its text decodes from. */
+export function completionBytes(tokens: readonly number[]): number[] {
+  return tokens.filter((id) => id < 256);
+}
+
+/**
+ * A completion's text: its bytes decoded as UTF-8, without a final EOS (special tokens carry no
+ * bytes) and without the stop sequence that ended it.
+ */
+export function completionText(r: Pick<GenerationResult, "tokens" | "stop">): string {
+  const bytes = completionBytes(r.tokens);
+  const cut = r.stop ? utf8.encode(r.stop).length : 0;
+  return decode(bytes.slice(0, bytes.length - cut));
+}
+
+/**
+ * Checks token rows for `model`: every id in [0, V) and row i plus extra(i) positions within the
+ * context length. Throws ValidationError naming `field[i]` (and the token, `field[i][j]`).
+ */
+export function checkRows(
+  model: CausalLM,
+  rows: readonly (readonly number[])[],
+  field: string,
+  extra: (i: number) => number,
+): void {
+  const { contextLength, vocabSize } = model.config;
+  rows.forEach((row, i) => {
+    const bad = row.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+    if (bad >= 0)
+      throw new ValidationError(`${field}[${i}][${bad}]`, `token id must be in [0, ${vocabSize})`);
+    if (row.length + extra(i) > contextLength) {
+      throw new ValidationError(
+        `${field}[${i}]`,
+        `needs ${row.length + extra(i)} positions (BOS included) but the context length is ${contextLength}`,
+      );
+    }
+  });
+}
+
+/** Σ_i exp(z_i − max), in float64 and id order: the softmax's normaliser. */
+function expSum(z: Float32Array, max: number): number {
+  let sum = 0;
+  for (const v of z) sum += Math.exp(v - max);
+  return sum;
+}
+
+/** Scratch weights of one draw (sampling is synchronous, so one buffer serves every call). */
+let weights = new Float64Array(0);
+
+/**
+ * Picks a token from one row of logits according to `p` (see SamplingParams) and reports its
+ * log π_θ under the unmodified distribution, z_id − logsumexp(z) in float64. One pass of exps
+ * serves both at temperature 1 without truncation (the RL default): its weights exp(z − max) are
+ * the softmax's numerators. No allocation per call: it runs for every row of every token.
+ */
+export function sampleToken(z: Float32Array, p: SamplingParams, rng: Rng): { id: number; logprob: number } {
+  let best = 0;
+  for (let i = 1; i < z.length; i++) if ((z[i] as number) > (z[best] as number)) best = i;
+  const max = z[best] as number;
+  const logprob = (id: number, sum: number) => (z[id] as number) - (max + Math.log(sum));
+  if (p.temperature === 0) return { id: best, logprob: logprob(best, expSum(z, max)) };
+  if (p.topK > 0 || p.topP < 1) {
+    const id = drawTruncated(z, p, rng, max);
+    return { id, logprob: logprob(id, expSum(z, max)) };
+  }
+  // q_i ∝ exp((z_i − max) / T) over every token, in id order
+  if (weights.length < z.length) weights = new Float64Array(z.length);
+  let total = 0;
+  for (let i = 0; i < z.length; i++) {
+    const w = Math.exp(((z[i] as number) - max) / p.temperature);
+    weights[i] = w;
+    total += w;
+  }
+  let id = z.length - 1;
+  let u = rng.nextFloat() * total;
+  for (let k = 0; k < z.length; k++) {
+    u -= weights[k] as number;
+    if (u < 0) {
+      id = k;
+      break;
+    }
+  }
+  return { id, logprob: logprob(id, p.temperature === 1 ? total : expSum(z, max)) };
+}
+
+/** The token `sampleToken` picks (see there). */
+export function chooseToken(z: Float32Array, p: SamplingParams, rng: Rng): number {
+  return sampleToken(z, p, rng).id;
+}
+
+/** A draw among the top-k / top-p tokens: sorted by logit (ties: lower id first), then truncated. */
+function drawTruncated(z: Float32Array, p: SamplingParams, rng: Rng, max: number): number {
+  let ids = Array.from(z.keys());
+  ids.sort((a, b) => (z[b] as number) - (z[a] as number) || a - b);
+  if (p.topK > 0) ids = ids.slice(0, p.topK);
+  // q_i ∝ exp((z_i − max) / T)
+  const w = ids.map((i) => Math.exp(((z[i] as number) - max) / p.temperature));
+  let total = w.reduce((a, b) => a + b, 0);
+  if (p.topP < 1) {
+    let cum = 0;
+    let keep = 0;
+    while (keep < w.length && cum < p.topP * total) cum += w[keep++] as number;
+    ids = ids.slice(0, Math.max(1, keep));
+    total = cum;
+  }
+  let u = rng.nextFloat() * total;
+  for (let k = 0; k < ids.length; k++) {
+    u -= w[k] as number;
+    if (u < 0) return ids[k] as number;
+  }
+  return ids[ids.length - 1] as number;
+}

@@ -1,0 +1,167 @@
+/**
+ * The Transformer's row decoder: a KV cache preallocated per slot, at absolute positions.
+ *
+ * Layout: per layer, K and V buffers [capacity, H, W, D] with W = contextLength; the key and value
+ * of a row's token at position p live in column p of its slot. A step writes every row's new key
+ * and value into its column in place and attends over all W columns with bias 0 for j ≤ p and
+ * −1e9 beyond. Why the full width: a row then reads its keys from the same columns in the same
+ * order whatever the other rows are (their lengths, when they joined), and a softmax's bits depend
+ * on its width, so a fixed width is what keeps a row bit-identical alone or batched (see
+ * row-decoder.ts). Measured for 64 rows of the default model (contextLength 64) on wasm: the
+ * in-place writes take 0.1 ms a step where the per-token concat took 0.9 ms and grew; the wider
+ * attention costs more than a prefix-wide one only where the batched matmul is the slow loop.
+ *
+ * Prefill: the distinct prompts of one width bucket, right-padded to the bucket (a causal mask
+ * keeps the padding out of every real position), in one pass; each prompt's keys and values are
+ * copied into the slots of all its samples, and only the last real position goes through the head.
+ */
+import * as tf from "@tensorflow/tfjs";
+import * as L from "./layers.js";
+import { RowBuffer } from "./row-buffer.js";
+import { type RowDecoder, widthBucket } from "./row-decoder.js";
+import type { Attend, TransformerLM } from "./transformer.js";
+import { attentionBias, heads, mergeHeads } from "./transformer-attention.js";
+
+const OPS = L.INFERENCE_OPS;
+
+/** Slots of a Transformer's decoding state (see the module doc). */
+export class TransformerDecoder implements RowDecoder {
+  private readonly k: RowBuffer[];
+  private readonly v: RowBuffer[];
+
+  constructor(
+    private readonly model: TransformerLM,
+    capacity: number,
+  ) {
+    const { nLayers, nHeads, dModel, contextLength } = model.config;
+    const row = [nHeads, contextLength, dModel / nHeads];
+    this.k = Array.from({ length: nLayers }, () => new RowBuffer(row, capacity));
+    this.v = Array.from({ length: nLayers }, () => new RowBuffer(row, capacity));
+  }
+
+  get capacity(): number {
+    return this.k[0]?.capacity ?? 0;
+  }
+
+  resize(capacity: number, keep: readonly number[]): void {
+    for (const b of [...this.k, ...this.v]) b.resize(capacity, keep);
+  }
+
+  prefillKey(length: number): number {
+    return widthBucket(length, this.model.config.contextLength);
+  }
+
+  prefill(prompts: readonly (readonly number[])[], slots: readonly (readonly number[])[]): Float32Array {
+    const { nHeads: h, dModel: c, contextLength } = this.model.config;
+    const d = c / h;
+    const n = prompts.length;
+    const width = widthBucket(Math.max(...prompts.map((p) => p.length)), contextLength);
+    const tok = new Int32Array(n * width);
+    const pos = new Int32Array(n * width);
+    prompts.forEach((p, r) => {
+      tok.set(p, r * width);
+      for (let j = 0; j < width; j++) pos[r * width + j] = j;
+    });
+    return tf.tidy(() => {
+      const bias = attentionBias(n, h, width, 0, null); // [n, H, W', W'] causal
+      const attend: Attend = (i, q2, k2, v2) => {
+        const q = heads(q2, n, width, h, d); // [n, H, W', D]
+        const kh = heads(k2, n, width, h, d); // [n, H, W', D]
+        const vh = heads(v2, n, width, h, d); // [n, H, W', D]
+        this.copyPrompts(i, kh, vh, width, slots);
+        // A = softmax(q kᵀ + bias);  y = A v
+        const att = tf.softmax(tf.add(OPS.matmulNT(q, kh), bias)) as tf.Tensor4D; // [n, H, W', W']
+        return mergeHeads(OPS.matmul(att, vh), n, width, c); // [n·W', C]
+      };
+      const x = this.model.embed(tf.tensor1d(tok, "int32"), tf.tensor1d(pos, "int32"), OPS);
+      const hf = this.model.blocks(x, attend, OPS); // [n·W', C]
+      const last = tf.tensor1d(
+        prompts.map((p, r) => r * width + p.length - 1),
+        "int32",
+      );
+      return Float32Array.from(this.model.head(tf.gather(hf, last), OPS).dataSync()); // [n·V]
+    });
+  }
+
+  step(tokens: Int32Array, positions: Int32Array): Float32Array {
+    const { nHeads: h, dModel: c, contextLength: w } = this.model.config;
+    const d = c / h;
+    const cap = tokens.length;
+    // key j of slot s is visible iff j ≤ positions[s]
+    const bias = new Float32Array(cap * h * w);
+    for (let s = 0; s < cap; s++) {
+      const base = s * h * w;
+      bias.fill(L.MASKED, base + (positions[s] as number) + 1, base + w);
+      for (let k = 1; k < h; k++) bias.copyWithin(base + k * w, base, base + w);
+    }
+    return tf.tidy(() => {
+      const biasT = tf.tensor4d(bias, [cap, h, 1, w]);
+      const attend: Attend = (i, q2, k2, v2) => {
+        this.writeColumns(i, k2, v2, positions);
+        const q = tf.reshape(q2, [cap, h, 1, d]) as tf.Tensor4D;
+        const kc = this.k[i]?.tensor() as tf.Tensor4D; // [cap, H, W, D]
+        const vc = this.v[i]?.tensor() as tf.Tensor4D; // [cap, H, W, D]
+        // A = softmax(q kᵀ + bias);  y = A v
+        const att = tf.softmax(tf.add(OPS.matmulNT(q, kc), biasT)) as tf.Tensor4D; // [cap, H, 1, W]
+        return tf.reshape(OPS.matmul(att, vc), [cap, c]) as tf.Tensor2D; // [cap, C]
+      };
+      const x = this.model.embed(tf.tensor1d(tokens, "int32"), tf.tensor1d(positions, "int32"), OPS);
+      const hf = this.model.blocks(x, attend, OPS); // [cap, C]
+      return Float32Array.from(this.model.head(hf, OPS).dataSync()); // [cap·V]
+    });
+  }
+
+  dispose(): void {
+    for (const b of [...this.k, ...this.v]) b.dispose();
+  }
+
+  /** Copies prompt r's keys and values (columns 0..W'−1 of kh, vh [n, H, W', D]) into its slots. */
+  private copyPrompts(
+    layer: number,
+    kh: tf.Tensor4D,
+    vh: tf.Tensor4D,
+    width: number,
+    slots: readonly (readonly number[])[],
+  ): void {
+    const [, h, , d] = kh.shape;
+    const w = this.model.config.contextLength;
+    const block = width * d;
+    for (const [buffer, t] of [
+      [this.k[layer], kh],
+      [this.v[layer], vh],
+    ] as const) {
+      const src = t.dataSync() as Float32Array;
+      buffer?.update((dst) => {
+        slots.forEach((targets, r) => {
+          for (const s of targets) {
+            for (let k = 0; k < h; k++) {
+              const from = (r * h + k) * block;
+              dst.set(src.subarray(from, from + block), (s * h + k) * w * d);
+            }
+          }
+        });
+      });
+    }
+  }
+
+  /** Writes every slot's new key and value (rows of k2, v2 [cap, C]) into column positions[s]. */
+  private writeColumns(layer: number, k2: tf.Tensor2D, v2: tf.Tensor2D, positions: Int32Array): void {
+    const { nHeads: h, dModel: c, contextLength: w } = this.model.config;
+    const d = c / h;
+    for (const [buffer, t] of [
+      [this.k[layer], k2],
+      [this.v[layer], v2],
+    ] as const) {
+      const src = t.dataSync() as Float32Array;
+      buffer?.update((dst) => {
+        for (let s = 0; s < positions.length; s++) {
+          const p = positions[s] as number;
+          for (let k = 0; k < h; k++) {
+            const from = s * c + k * d;
+            dst.set(src.subarray(from, from + d), ((s * h + k) * w + p) * d);
+          }
+        }
+      });
+    }
+  }
+}
