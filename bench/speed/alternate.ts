@@ -58,3 +58,11 @@ export function medians<K extends string>(times: Record<K, number[]>): Record<K,
     number
   >;
 }
+
+/** Shortest of {@link alternate}'s times per side (for peaks: noise only ever adds time). */
+export function best<K extends string>(times: Record<K, number[]>): Record<K, number> {
+  return Object.fromEntries(Object.entries<number[]>(times).map(([k, v]) => [k, Math.min(...v)])) as Record<
+    K,
+    number
+  >;
+}

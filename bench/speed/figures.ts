@@ -119,7 +119,9 @@ export function buildFigures(r: Results): Figure[] {
       });
     }
   }
-  out.push(figure("sgemmPeakGflops", `sgemm peak, ${r.peak.n}³ float32`, "GFLOP/s", r.peak.gflops));
+  out.push(
+    figure("sgemmPeakGflops", `sgemm peak, ${r.peak.n}³ float32, best round`, "GFLOP/s", r.peak.gflops),
+  );
   if (r.modelMatmul) {
     const shape = r.modelMatmul.shape.join("×");
     out.push(

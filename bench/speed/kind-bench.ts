@@ -5,7 +5,6 @@
  * scoring forward), each timed with the sides alternated (alternate.ts), plus the RSS after each
  * learner step and the numeric cross-check that both sides did the same work (compare.ts).
  */
-import * as tf from "@tensorflow/tfjs";
 import type { RunSettings } from "../../services/core/src/config/settings.js";
 import { buildPgBatch, disposePgBatch } from "../../services/core/src/learn/reinforce.js";
 import type { CausalLM, ModelKind } from "../../services/core/src/model/causal-lm.js";
@@ -146,9 +145,9 @@ async function compareLogits(model: CausalLM, work: Workload, o: KindBenchOption
     { bosId: BOS, padId: EOS, vocabSize: model.config.vocabSize, gamma: o.settings.gamma, baseline: 0 },
   );
   try {
-    const ours = tf.tidy(() =>
-      model.forward(built.tokens, undefined, { sourceLengths: built.sourceLengths }).dataSync(),
-    );
+    const logits = model.forward(built.tokens, undefined, { sourceLengths: built.sourceLengths });
+    const ours = logits.dataSync();
+    logits.dispose();
     const file = tempFile(`logits-${o.kind}.f32`);
     const { shape } = await o.torch.call<{ shape: number[] }>("logits", { kind: o.kind, out: file });
     const [b, t] = built.tokens.shape;
