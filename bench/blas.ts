@@ -10,8 +10,8 @@
  *   trains on by default: 8 prompts × 8 samples, 20 prompt + 24 completion tokens (64 × 45 with BOS);
  * - sampling 64 rows × 24 tokens with the KV cache (tokens/s);
  * - reference log-probs, one 64 × 45 forward.
- * With `--profile`, per-kernel time and call counts of one learner step (tf.profile), to show
- * what to fuse next. Needs the addon (`npm run build:native`).
+ * With `--profile`, per-kernel time and call counts of one learner step on the first BLAS variant
+ * (tf.profile), to show what to fuse next. Needs the addon (`npm run build:native`).
  */
 import { parseArgs } from "node:util";
 import { create } from "@bufbuild/protobuf";
@@ -43,6 +43,7 @@ const NEW_TOKENS = 24;
 await initBackend("wasm");
 const blas = loadBlas().addon;
 if (blas === null) throw new Error(`bench/blas.ts needs the BLAS addon: ${describeBackend()}`);
+const started = describeBackend();
 const checkpoint = await loadCheckpoint(values.checkpoint);
 
 /** Deterministic byte tokens (the learner's cost does not depend on their values). */
@@ -127,7 +128,7 @@ const rows = variants.map((v) => {
 
 let profile: { kernel: string; ms: number; calls: number }[] = [];
 if (values.profile) {
-  (variants.at(-1) as Variant).use();
+  (variants[1] as Variant).use();
   const info = await tf.profile(async () => {
     await learner.step(trajectories);
   });
@@ -147,16 +148,16 @@ learner.dispose();
 policy.dispose();
 
 if (values.json) {
-  console.log(JSON.stringify({ backend: describeBackend(), rows, profile }));
+  console.log(JSON.stringify({ backend: started, rows, profile }));
 } else {
   console.log(
-    `backend ${describeBackend()}; ${checkpoint.kind}, batch ${PROMPTS * SAMPLES} × ${PROMPT_TOKENS + NEW_TOKENS + 1}`,
+    `backend ${started}; ${checkpoint.kind}, batch ${PROMPTS * SAMPLES} × ${PROMPT_TOKENS + NEW_TOKENS + 1}`,
   );
   console.table(rows);
   if (profile.length > 0) {
     const total = profile.reduce((s, p) => s + p.ms, 0);
     console.log(
-      `learner step kernels (${variants.at(-1)?.name}): ${total} ms in ${profile.reduce((s, p) => s + p.calls, 0)} calls`,
+      `learner step kernels (${variants[1]?.name}): ${total} ms in ${profile.reduce((s, p) => s + p.calls, 0)} calls`,
     );
     console.table(profile.slice(0, 15));
   }

@@ -48,8 +48,9 @@ export const BLAS_ENV = "RLAIF_BLAS";
 
 /**
  * OpenBLAS threads used unless `OPENBLAS_NUM_THREADS` is set. One: on the model's shapes (64×45
- * rows, widths 128–512, attention slices 45×32×45) a second thread gained too little to pay for
- * taking the core the rest of the process (and the other services) need; see README "Speed".
+ * rows, widths 128–512; attention's 45×32×45 slices run on one thread inside OpenBLAS anyway) a
+ * second thread was never faster on a 2-core machine, and the second core is worth more to the
+ * rest of the process and the other services (docs/platform-notes.md#native-blas).
  */
 export const DEFAULT_BLAS_THREADS = 1;
 
