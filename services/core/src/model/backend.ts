@@ -117,7 +117,7 @@ export function describeBackend(): string {
  * Starts a TensorFlow.js backend and returns the name of the one in use ({@link activeBackend}).
  *
  * `preferred` (else `$RLAIF_TF_BACKEND`, else `tensorflow`) is tried first and the faster-to-slower
- * chain continues below it, so `initBackend('wasm')` never loads native code and
+ * chain continues below it, so `initBackend('wasm')` never loads native TensorFlow and
  * `initBackend('cpu')` is the reproducible reference. Idempotent: repeated calls with the same (or
  * no) preference share one initialisation; a different preference switches backends. Throws
  * ConfigError for an unknown name or when nothing can start.
