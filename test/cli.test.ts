@@ -1,15 +1,26 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { StepMetricsSchema } from "../services/core/gen/rlaif/common/v1/types_pb.js";
+import { sha256Hex } from "../services/core/src/hash.js";
+import { RULE_SCORER_ID, RULE_SCORER_VERSION } from "../services/feedback/scorer.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
 const BIN = join(import.meta.dirname, "..", "bin", "rlaif.js");
+const VERSION = JSON.parse(readFileSync(join(import.meta.dirname, "..", "package.json"), "utf8")).version;
+
+function rlaifIn(
+  cwd: string | undefined,
+  args: string[],
+): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 120_000, cwd });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
 
 function rlaif(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  return rlaifIn(undefined, args);
 }
 
 describe("cli", () => {
@@ -21,30 +32,82 @@ describe("cli", () => {
   });
 
   it("cli - --help works for every command and lists its flags", () => {
-    for (const cmd of ["train", "serve", "up", "pretrain", "sample"]) {
+    for (const cmd of ["train", "serve", "up", "run", "status", "cancel", "pretrain", "sample"]) {
       const r = rlaif(cmd, "--help");
       expect(r.code).toBe(0);
       expect(r.stdout).toContain(`Usage: rlaif ${cmd}`);
       expect(r.stdout).toContain("--help");
     }
-    expect(rlaif("train", "--help").stdout).toContain("--feedback-address");
-    expect(rlaif("serve", "--help").stdout).toContain("--feedback-address");
+    const train = rlaif("train", "--help").stdout;
+    expect(train).toContain("--feedback-address");
+    expect(train).toMatch(/rlaif train --resume runs\/<run id> --steps 40/);
+    expect(train).toMatch(/--config <file> .*relative paths in it .*resolve against the file's folder/i);
     expect(rlaif("up", "--help").stdout).toContain("--feedback-address");
+    expect(rlaif("sample", "--help").stdout).toContain("--prompts examples/prompts.txt");
     const top = rlaif("--help");
     expect(top.code).toBe(0);
-    expect(top.stdout).toMatch(/train.*\n.*serve.*\n.*up.*\n.*pretrain/);
+    expect(top.stdout).toMatch(/train.*\n.*serve.*\n.*up.*\n.*run.*\n.*status.*\n.*cancel.*\n.*pretrain/);
+  });
+
+  it("cli - serve <service> --help lists only the flags that service uses", () => {
+    const flagsOf = (service: string) => {
+      const r = rlaif("serve", service, "--help");
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`Usage: rlaif serve ${service} --port <n>`);
+      return new Set([...r.stdout.matchAll(/^ {2}(?:-\w, )?--([a-z-]+)/gm)].map((m) => m[1]));
+    };
+    const common = ["config", "port", "host", "version", "help"];
+    expect([...flagsOf("feedback")].sort()).toEqual([...common].sort());
+    expect([...flagsOf("policy")].sort()).toEqual([...common, "checkpoint", "backend", "nats"].sort());
+    expect([...flagsOf("rollout")].sort()).toEqual(
+      [...common, "nats", "policy-address", "feedback-address", "rpc-timeout-ms"].sort(),
+    );
+    const optimizer = flagsOf("optimizer");
+    for (const f of ["checkpoint", "nats", "out", "step-timeout-ms", "steps", "lr", "kl-coef"])
+      expect(optimizer.has(f), f).toBe(true);
+    expect(optimizer.has("policy-address")).toBe(false);
+    expect(optimizer.has("rpc-timeout-ms")).toBe(false);
+    // `rlaif serve --help` names the services and where their flags are.
+    const serve = rlaif("serve", "--help").stdout;
+    for (const s of ["policy", "rollout", "feedback", "optimizer"])
+      expect(serve).toMatch(new RegExp(`^  ${s} `, "m"));
+    expect(serve).toContain("rlaif serve <service> --help");
+  });
+
+  it("cli - --version prints package.json's version, on rlaif and on every command", () => {
+    for (const args of [["--version"], ["-v"], ["train", "--version"], ["serve", "policy", "--version"]]) {
+      const r = rlaif(...args);
+      expect(r.code, args.join(" ")).toBe(0);
+      expect(r.stdout).toBe(`rlaif ${VERSION}\n`);
+    }
+    for (const cmd of ["up", "pretrain", "sample", "serve"])
+      expect(rlaif(cmd, "--version").stdout).toBe(`rlaif ${VERSION}\n`);
   });
 
   it("cli - bad flags and config exit 2 with a message that says what to fix", () => {
     const cases: [string[], RegExp][] = [
       [["train", "--steps", "0"], /--steps: must be between 1 and 100000, got 0/],
       [["train", "--lr", "fast"], /--lr: expected a number, got "fast"/],
-      [["train", "--bogus"], /Unknown option '--bogus'/],
+      [["train", "--bogus"], /unknown flag --bogus\n/],
+      [["train", "--stpes", "3"], /unknown flag --stpes \(did you mean --steps\?\)/],
+      [
+        ["train", "--prompt-per-step=3"],
+        /unknown flag --prompt-per-step \(did you mean --prompts-per-step\?\)/,
+      ],
+      [["trian"], /unknown command "trian" \(did you mean "train"\?\)/],
+      [["serve", "polcy", "--port", "0"], /unknown service "polcy" \(did you mean "policy"\?\)/],
+      [
+        ["serve", "policy", "--port", "0", "--policy-address", "a:1"],
+        /--policy-address is not a flag of serve policy; serve rollout takes it/,
+      ],
       [["train", "--backend", "tpu"], /--backend: must be one of auto, tensorflow, wasm, cpu/],
       [["train", "--feedback-address", "nohost"], /--feedback-address: must look like host:port/],
       [["train", "--config", join(dir, "missing.yaml")], /cannot read config file/],
       [["train", "--checkpoint", join(dir, "none.safetensors")], /does not exist: pass --checkpoint/],
-      [["serve", "nope", "--port", "1"], /unknown service "nope"/],
+      [
+        ["serve", "nope", "--port", "1"],
+        /unknown service "nope": choose one of policy, rollout, feedback, optimizer/,
+      ],
       [["serve", "feedback"], /--port is required/],
       [["serve", "rollout", "--port", "0"], /needs --policy-address/],
       [["serve", "optimizer", "--port", "0", "--checkpoint", checkpoint], /needs --nats <url>/],
@@ -75,8 +138,9 @@ describe("cli", () => {
     expect(rlaif("train", "--config", bad).stderr).toMatch(/run\.gamma: must be between 0 and 1, got 2/);
   });
 
-  it("cli - train reads a YAML config, flags override it, and --json ends stdout with a RunSummary", () => {
+  it("cli - train reads a YAML config (paths relative to its folder), flags override it, and --json ends stdout with a RunSummary", () => {
     const file = join(dir, "run.yaml");
+    copyFileSync(checkpoint, join(dir, "model.safetensors"));
     writeFileSync(
       file,
       [
@@ -87,13 +151,14 @@ describe("cli", () => {
         "  maxNewTokens: 6",
         "  prompts: [The film was, I think]",
         "services:",
-        `  checkpoint: ${checkpoint}`,
+        "  checkpoint: model.safetensors",
         "  backend: wasm",
-        `out: ${join(dir, "runs")}`,
+        "out: runs",
         "",
       ].join("\n"),
     );
-    const r = rlaif("train", "--config", file, "--steps", "2", "--json");
+    // Run from another directory: the config's relative paths still mean its own folder.
+    const r = rlaifIn(tmpdir(), ["train", "--config", file, "--steps", "2", "--json"]);
     expect(r.code, r.stderr).toBe(0);
     const last = r.stdout.trim().split("\n").at(-1) as string;
     const summary = JSON.parse(last);
@@ -103,11 +168,46 @@ describe("cli", () => {
     expect(typeof summary.firstMeanReward).toBe("number");
     expect(typeof summary.lastMeanReward).toBe("number");
     expect(typeof summary.finalKl).toBe("number");
-    expect(Number(summary.finalWeightsVersion)).toBeGreaterThanOrEqual(3);
+    expect(summary.finalWeightsVersion).toBeGreaterThanOrEqual(3);
     expect(summary.wallSeconds).toBeGreaterThan(0);
     expect(summary.checkpointPath).toContain(join(dir, "runs"));
     // Not a TTY: progress goes to stderr as plain lines, one per step.
     expect(r.stderr.match(/^step \d\/2 reward/gm)).toHaveLength(2);
+
+    const runDir = join(dir, "runs", summary.runId);
+    // config.json: the settings and where the run came from.
+    const config = JSON.parse(readFileSync(join(runDir, "config.json"), "utf8"));
+    expect(config.steps).toBe(2);
+    expect(config.provenance).toEqual({
+      rlaif: VERSION,
+      model: {
+        path: join(dir, "model.safetensors"),
+        sha256: sha256Hex(readFileSync(join(dir, "model.safetensors"))),
+      },
+      backend: "wasm",
+      bus: "embedded",
+      mode: "embedded",
+      feedback: {
+        address: expect.stringMatching(/^127\.0\.0\.1:\d+$/),
+        inProcess: true,
+        scorers: [{ id: RULE_SCORER_ID, version: RULE_SCORER_VERSION }],
+      },
+    });
+    // metrics.jsonl: one plain object per step, every field, numbers as numbers.
+    const lines = readFileSync(join(runDir, "metrics.jsonl"), "utf8").trim().split("\n");
+    expect(lines).toHaveLength(2);
+    lines.forEach((line, i) => {
+      const m = JSON.parse(line);
+      expect(Object.keys(m).sort()).toEqual(StepMetricsSchema.fields.map((f) => f.jsonName).sort());
+      expect(m.step).toBe(i + 1);
+      expect(m.weightsVersion).toBe(i + 2);
+      expect(m.runId).toBe(summary.runId);
+      expect(m.updateSkipped).toBe(false);
+      for (const f of StepMetricsSchema.fields) {
+        if (f.fieldKind === "scalar" && f.jsonName !== "runId" && f.jsonName !== "updateSkipped")
+          expect(typeof m[f.jsonName], f.jsonName).toBe("number");
+      }
+    });
   });
 
   it("cli - sample prints one JSON object per prompt, reproducibly for a seed", () => {

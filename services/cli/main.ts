@@ -2,21 +2,47 @@
  * The `rlaif` command: dispatches to a command module, turns configuration mistakes into a
  * message that says what to fix (exit 2) and other failures into one error line (exit 1).
  */
+import { didYouMean } from "../core/src/config/did-you-mean.js";
 import { ConfigError, ValidationError } from "../core/src/errors.js";
+import { RLAIF_VERSION } from "../core/src/version.js";
 import { type Command, helpText, parseCommand } from "./args.js";
-import { pretrainSpec, sampleSpec, serveSpec, trainSpec, upSpec } from "./specs.js";
+import {
+  cancelSpec,
+  pretrainSpec,
+  runSpec,
+  sampleSpec,
+  serveSpec,
+  statusSpec,
+  trainSpec,
+  upSpec,
+} from "./specs.js";
 
 const COMMANDS: readonly Command[] = [
   { spec: trainSpec, load: async () => (await import("./commands/train.js")).trainCommand },
   { spec: serveSpec, load: async () => (await import("./commands/serve.js")).serveCommand },
   { spec: upSpec, load: async () => (await import("./commands/up.js")).upCommand },
+  { spec: runSpec, load: async () => (await import("./commands/run.js")).runCommand },
+  { spec: statusSpec, load: async () => (await import("./commands/status.js")).statusCommand },
+  { spec: cancelSpec, load: async () => (await import("./commands/cancel.js")).cancelCommand },
   { spec: pretrainSpec, load: async () => (await import("./commands/pretrain.js")).pretrainCommand },
   { spec: sampleSpec, load: async () => (await import("./commands/sample.js")).sampleCommand },
 ];
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.spec.name.padEnd(10)}${c.spec.summary}`).join("\n");
-  return `rlaif — reinforcement learning from AI feedback, as gRPC + NATS services\n\nUsage: rlaif <command> [flags]\n\nCommands:\n${rows}\n\nRun 'rlaif <command> --help' for a command's flags.\n`;
+  return `rlaif ${RLAIF_VERSION} — reinforcement learning from AI feedback, as gRPC + NATS services\n\nUsage: rlaif <command> [flags]\n\nCommands:\n${rows}\n\nRun 'rlaif <command> --help' for a command's flags, 'rlaif --version' for the version.\n`;
+}
+
+/** What `--version` prints, on `rlaif` and on every command. */
+function versionLine(): string {
+  return `rlaif ${RLAIF_VERSION}\n`;
+}
+
+/** The command (and service, for `serve`) whose help to point at. */
+function helpName(name: string, rest: string[]): string {
+  const spec = COMMANDS.find((c) => c.spec.name === name)?.spec;
+  const variant = rest[0] !== undefined && spec?.variants?.[rest[0]];
+  return variant ? variant.name : name;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -25,24 +51,38 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage());
     return name ? 0 : 2;
   }
+  if (name === "--version" || name === "-v") {
+    process.stdout.write(versionLine());
+    return 0;
+  }
   const command = COMMANDS.find((c) => c.spec.name === name);
   if (!command) {
-    process.stderr.write(`rlaif: unknown command "${name}"\n\n${usage()}`);
+    const hint = didYouMean(
+      name,
+      COMMANDS.map((c) => c.spec.name),
+    );
+    process.stderr.write(`rlaif: unknown command "${name}"${hint}\n\n${usage()}`);
     return 2;
   }
+  let parsing = true;
   try {
     const parsed = parseCommand(command.spec, rest);
+    parsing = false;
     if (parsed.help) {
-      process.stdout.write(helpText(command.spec));
+      process.stdout.write(helpText(parsed.spec));
+      return 0;
+    }
+    if (parsed.version) {
+      process.stdout.write(versionLine());
       return 0;
     }
     await (await command.load()).run(parsed);
     return 0;
   } catch (err) {
     if (err instanceof ConfigError || err instanceof ValidationError) {
-      process.stderr.write(
-        `rlaif ${name}: ${err.message}\nRun 'rlaif ${name} --help' for the valid flags.\n`,
-      );
+      // A flag or config-file mistake points at the help; a later refusal already says what to do.
+      const hint = parsing ? `\nRun 'rlaif ${helpName(name, rest)} --help' for the valid flags.` : "";
+      process.stderr.write(`rlaif ${name}: ${err.message}${hint}\n`);
       return 2;
     }
     process.stderr.write(`rlaif ${name}: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -33,27 +33,77 @@ export const trainSpec: CommandSpec = {
       help: "continue a run from its newest checkpoint (a run directory) or from a step-<n>.safetensors file, with its saved settings; --steps may raise the total",
     },
   ],
+  examples: [
+    "rlaif train --steps 20",
+    "rlaif train --config run.yaml --steps 40 --json | tail -1",
+    "rlaif train --resume runs/<run id> --steps 40        # continue the run up to step 40",
+    "rlaif train --resume runs/<run id>/step-000010.safetensors --steps 40",
+    "rlaif train --feedback-address 127.0.0.1:50070       # score with your own FeedbackService",
+  ],
 };
 
-/** `rlaif serve`. */
+/** Flags every `rlaif serve <service>` takes. */
+const LISTEN_FLAGS = [
+  { name: "port", type: "string", help: "port to listen on (required; 0 picks a free one)" },
+  { name: "host", type: "string", help: "interface to listen on (default 0.0.0.0)" },
+] as const;
+
+/** One service of `rlaif serve`, with the flags its main reads. */
+function serveVariant(
+  name: (typeof SERVICE_NAMES)[number],
+  summary: string,
+  usage: string,
+  settings: string[],
+): CommandSpec {
+  return {
+    name: `serve ${name}`,
+    summary,
+    usage: `rlaif serve ${name} --port <n> ${usage}`,
+    settings,
+    flags: LISTEN_FLAGS,
+    positionals: 1,
+  };
+}
+
+/** `rlaif serve`: one variant per service, each listing only the flags that service uses. */
 export const serveSpec: CommandSpec = {
   name: "serve",
   summary: "Run one service (policy, rollout, feedback or optimizer) as its own gRPC server",
-  usage: "rlaif serve <policy|rollout|feedback|optimizer> --port <n> [--nats url] [flags]",
-  settings: [
-    ...MODEL_FLAGS,
-    ...TIMEOUT_FLAGS,
-    ...RUN_FLAGS,
-    "nats",
-    "feedback-address",
-    "policy-address",
-    "out",
-  ],
-  flags: [
-    { name: "port", type: "string", help: "port to listen on (0 picks a free one)" },
-    { name: "host", type: "string", help: "interface to listen on (default 0.0.0.0)" },
-  ],
+  usage: "rlaif serve <policy|rollout|feedback|optimizer> --port <n> [flags]",
+  settings: [],
   positionals: 1,
+  variants: {
+    policy: serveVariant(
+      "policy",
+      "Serve the Policy (Generate, log-probs) from a checkpoint; with --nats it follows the weights the Optimizer publishes",
+      "[--checkpoint file] [--nats url] [flags]",
+      [...MODEL_FLAGS, "nats"],
+    ),
+    rollout: serveVariant(
+      "rollout",
+      "Serve a Rollout worker: pulls prompt jobs from NATS, samples from the Policy, scores with the FeedbackService",
+      "--nats <url> --policy-address <host:port> --feedback-address <host:port> [flags]",
+      ["nats", "policy-address", "feedback-address", "rpc-timeout-ms"],
+    ),
+    feedback: serveVariant(
+      "feedback",
+      "Serve the built-in rule-based FeedbackService (AFINN-165 scorer)",
+      "[--host address]",
+      [],
+    ),
+    optimizer: serveVariant(
+      "optimizer",
+      "Serve the Optimizer: runs started with StartRun (rlaif run) train over NATS; run flags are the defaults for fields a StartRun leaves unset",
+      "--nats <url> [--checkpoint file] [--out dir] [--feedback-address host:port (recorded in each run's config.json)] [flags]",
+      [...MODEL_FLAGS, "nats", "out", "step-timeout-ms", "feedback-address", ...RUN_FLAGS],
+    ),
+  },
+  examples: [
+    "rlaif serve feedback  --port 50061",
+    "rlaif serve policy    --port 50062 --nats nats://127.0.0.1:4222",
+    "rlaif serve rollout   --port 50063 --nats nats://127.0.0.1:4222 --policy-address 127.0.0.1:50062 --feedback-address 127.0.0.1:50061",
+    "rlaif serve optimizer --port 50064 --nats nats://127.0.0.1:4222 --feedback-address 127.0.0.1:50061",
+  ],
 };
 
 /** `rlaif up`. */
@@ -63,6 +113,66 @@ export const upSpec: CommandSpec = {
   usage: "rlaif up [--config file] [flags]",
   settings: [...RUN_FLAGS, ...MODEL_FLAGS, ...TIMEOUT_FLAGS, "feedback-address", "out"],
   flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
+};
+
+/** Where `rlaif status` looks when no --optimizer is given: the port the README's examples use. */
+export const DEFAULT_OPTIMIZER_ADDRESS = "127.0.0.1:50064";
+
+const OPTIMIZER_FLAG = {
+  name: "optimizer",
+  type: "string",
+  help: "host:port of the Optimizer (rlaif serve optimizer)",
+} as const;
+
+/** `rlaif run`. */
+export const runSpec: CommandSpec = {
+  name: "run",
+  summary: "Start a run on a cluster you started (rlaif serve …) and watch it, as train does",
+  usage:
+    "rlaif run --optimizer <host:port> [run flags] [--json] | rlaif run --optimizer <host:port> --resume <run id> [--steps n]",
+  settings: [...RUN_FLAGS, "rpc-timeout-ms"],
+  flags: [
+    { ...OPTIMIZER_FLAG, help: `${OPTIMIZER_FLAG.help} (required)` },
+    { name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" },
+    { name: "run-id", type: "string", help: "id of the new run (default: generated)" },
+    {
+      name: "resume",
+      type: "string",
+      help: "continue a run from its checkpoint: a run id, or a run directory or step-<n>.safetensors inside the Optimizer's --out; --steps may raise the total",
+    },
+  ],
+  examples: [
+    "rlaif run --optimizer 127.0.0.1:50064 --steps 20",
+    "rlaif run --optimizer 127.0.0.1:50064 --steps 20 --lr 3e-4 --json | tail -1",
+    "rlaif run --optimizer 127.0.0.1:50064 --resume <run id> --steps 40",
+  ],
+};
+
+/** `rlaif status`. */
+export const statusSpec: CommandSpec = {
+  name: "status",
+  summary: "Show the runs of an Optimizer, or one run's state, step and metrics",
+  usage: "rlaif status [--optimizer host:port] [run id] [--json]",
+  settings: ["rpc-timeout-ms"],
+  flags: [
+    { ...OPTIMIZER_FLAG, help: `${OPTIMIZER_FLAG.help} (default ${DEFAULT_OPTIMIZER_ADDRESS})` },
+    { name: "json", type: "boolean", help: "print the answer as JSON on stdout" },
+  ],
+  optionalPositionals: 1,
+};
+
+/** `rlaif cancel`. */
+export const cancelSpec: CommandSpec = {
+  name: "cancel",
+  summary:
+    "Cancel a run on an Optimizer (its last step's checkpoint stays, resumable with rlaif run --resume)",
+  usage: "rlaif cancel --optimizer <host:port> [run id] [--json]",
+  settings: ["rpc-timeout-ms"],
+  flags: [
+    { ...OPTIMIZER_FLAG, help: `${OPTIMIZER_FLAG.help} (required)` },
+    { name: "json", type: "boolean", help: "print the answer as JSON on stdout" },
+  ],
+  optionalPositionals: 1,
 };
 
 /** `rlaif pretrain`. */
@@ -122,5 +232,9 @@ export const sampleSpec: CommandSpec = {
       help: "stop sequence (repeatable, up to 16, 1..128 bytes; e.g. --stop $'\\n'): a completion ends with it, its text leaves it out",
     },
     { name: "json", type: "boolean", help: "one JSON object per prompt per line on stdout" },
+  ],
+  examples: [
+    "rlaif sample --prompts examples/prompts.txt",
+    "rlaif sample --checkpoint runs/<run id>/final.safetensors --prompts examples/prompts.txt --json",
   ],
 };

@@ -77,6 +77,11 @@ export async function startEmbeddedCluster(
       stepTimeoutMs: services.stepTimeoutMs,
       backend: services.backend,
       mode: "embedded",
+      provenance: {
+        bus: services.natsUrl || "embedded",
+        feedbackAddress,
+        feedbackInProcess: !services.feedbackAddress,
+      },
       ...logOpt,
     });
     closers.push(() => optimizer.close());

@@ -85,7 +85,8 @@ export async function startLocalCluster(
     await nats.stop();
   };
   const s = config.services;
-  const common = ["--nats", nats.url, "--rpc-timeout-ms", String(s.rpcTimeoutMs)];
+  // Each service gets the flags its own `rlaif serve <service>` takes.
+  const natsFlags = ["--nats", nats.url];
   const model = ["--checkpoint", s.checkpoint, "--backend", s.backend];
   const track = async (p: Promise<ServiceProcess>) => {
     const sp = await p;
@@ -95,21 +96,38 @@ export async function startLocalCluster(
   try {
     const [feedback, policy] = await Promise.all([
       s.feedbackAddress ? null : track(startService("feedback", [], log)),
-      track(startService("policy", [...common, ...model], log)),
+      track(startService("policy", [...natsFlags, ...model], log)),
     ]);
     const feedbackAddress = s.feedbackAddress || (feedback as ServiceProcess).address;
     const [rollout, optimizer] = await Promise.all([
       track(
         startService(
           "rollout",
-          [...common, "--policy-address", policy.address, "--feedback-address", feedbackAddress],
+          [
+            ...natsFlags,
+            "--rpc-timeout-ms",
+            String(s.rpcTimeoutMs),
+            "--policy-address",
+            policy.address,
+            "--feedback-address",
+            feedbackAddress,
+          ],
           log,
         ),
       ),
       track(
         startService(
           "optimizer",
-          [...common, ...model, "--out", config.out, "--step-timeout-ms", String(s.stepTimeoutMs)],
+          [
+            ...natsFlags,
+            ...model,
+            "--out",
+            config.out,
+            "--step-timeout-ms",
+            String(s.stepTimeoutMs),
+            "--feedback-address",
+            feedbackAddress,
+          ],
           log,
         ),
       ),

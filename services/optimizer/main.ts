@@ -29,6 +29,12 @@ export interface OptimizerServerOptions {
   stepTimeoutMs: number;
   backend: "auto" | BackendName;
   mode: string;
+  /**
+   * What each run's config.json records about its surroundings: the bus ("embedded" or the NATS
+   * URL) and the FeedbackService, where this process knows it ("" otherwise), and whether that
+   * is the built-in scorer started in this same process.
+   */
+  provenance?: { bus: string; feedbackAddress: string; feedbackInProcess: boolean };
   log?: (line: string) => void;
 }
 
@@ -58,6 +64,14 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
     stepTimeoutMs: opts.stepTimeoutMs,
     defaultPrompts: () => heldOutPrompts(DEFAULT_PROMPT_COUNT, opts.settings.seed),
     mode: opts.mode,
+    provenance: {
+      checkpoint: opts.checkpoint,
+      backend,
+      mode: opts.mode,
+      bus: opts.provenance?.bus ?? "",
+      feedbackAddress: opts.provenance?.feedbackAddress ?? "",
+      feedbackInProcess: opts.provenance?.feedbackInProcess ?? false,
+    },
     ...(opts.log ? { log: opts.log } : {}),
   });
   const server = await startServer({

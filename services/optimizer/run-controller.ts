@@ -23,8 +23,16 @@ import {
   writeRunCheckpoint,
 } from "./run-checkpoint.js";
 import { type Learner, type ResumePoint, RunDriver } from "./run-driver.js";
-import { FINAL_CHECKPOINT, METRICS_FILE, metricsLine, metricsUpTo, writeRunConfig } from "./run-files.js";
+import {
+  FINAL_CHECKPOINT,
+  METRICS_FILE,
+  metricsLine,
+  metricsUpTo,
+  type RunProvenance,
+  writeRunConfig,
+} from "./run-files.js";
 import { checkPromptsFit, newRunId } from "./run-helpers.js";
+import { type ProvenanceContext, recordScorers, runProvenance } from "./run-provenance.js";
 
 export { checkPromptsFit, newRunId };
 
@@ -55,6 +63,8 @@ export interface RunRecord {
   startedUnixMs: number;
   /** Called with each new step's metrics and once with null at the end. */
   watchers: Set<(m: StepMetrics | null) => void>;
+  /** Where the run came from (config.json's `provenance`), when the controller was told. */
+  provenance?: RunProvenance;
 }
 
 /** Options of the controller. */
@@ -68,6 +78,8 @@ export interface RunControllerOptions {
   /** Prompts to use when a run's config has none. */
   defaultPrompts: () => string[];
   mode: string;
+  /** What to record as each run's provenance in its config.json (run-provenance.ts). */
+  provenance?: ProvenanceContext;
   log?: (line: string) => void;
 }
 
@@ -97,7 +109,8 @@ export class RunController {
     const learner = await this.newLearner({ ...settings, prompts });
     const dir = join(this.opts.outDir, runId);
     mkdirSync(dir, { recursive: true });
-    return this.launch(runId, { ...settings, prompts }, learner, dir);
+    const provenance = this.opts.provenance && (await runProvenance(this.opts.provenance, dir));
+    return this.launch(runId, { ...settings, prompts }, learner, dir, provenance);
   }
 
   /**
@@ -117,7 +130,13 @@ export class RunController {
     this.opts.log?.(
       `optimizer: resuming run ${checkpoint.runId} at step ${checkpoint.step} from ${checkpoint.path}`,
     );
-    return this.launch(checkpoint.runId, settings, learner, dir, { ...checkpoint.resume, history });
+    const provenance =
+      this.opts.provenance &&
+      (await runProvenance(this.opts.provenance, dir, { path: checkpoint.path, step: checkpoint.step }));
+    return this.launch(checkpoint.runId, settings, learner, dir, provenance, {
+      ...checkpoint.resume,
+      history,
+    });
   }
 
   private checkIdle(runId: string, resuming: boolean): void {
@@ -151,9 +170,16 @@ export class RunController {
     settings: RunSettings,
     learner: Learner,
     dir: string,
+    provenance: RunProvenance | undefined,
     resume?: ResumePoint,
   ): RunRecord {
-    writeRunConfig(dir, runId, settings, settings.prompts);
+    writeRunConfig(dir, runId, settings, settings.prompts, provenance);
+    // The scorers of the trajectories each update uses go into config.json as they appear.
+    const observed = provenance
+      ? recordScorers(learner, provenance, () =>
+          writeRunConfig(dir, runId, settings, settings.prompts, provenance),
+        )
+      : learner;
     const record: RunRecord = {
       runId,
       state: RunState.RUNNING,
@@ -166,8 +192,9 @@ export class RunController {
       cancelRequested: false,
       startedUnixMs: Date.now(),
       watchers: new Set(),
+      ...(provenance ? { provenance } : {}),
       done: Promise.resolve(null),
-      driver: new RunDriver(this.opts.bus, learner, {
+      driver: new RunDriver(this.opts.bus, observed, {
         runId,
         settings,
         prompts: settings.prompts,

@@ -6,9 +6,10 @@
 import { randomBytes } from "node:crypto";
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { fromJsonString } from "@bufbuild/protobuf";
 import { type StepMetrics, StepMetricsSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { RunSettings } from "../core/src/config/settings.js";
+import { plainJson } from "../core/src/plain-json.js";
 
 /** File names inside `<out>/<runId>/`. */
 export const CONFIG_FILE = "config.json";
@@ -37,14 +38,59 @@ export function writeFileAtomic(file: string, text: string): void {
   }
 }
 
-/** `config.json`: the run id, the effective settings and the prompts it cycles through. */
-export function writeRunConfig(dir: string, runId: string, settings: RunSettings, prompts: string[]): void {
-  writeFileAtomic(join(dir, CONFIG_FILE), `${JSON.stringify({ runId, ...settings, prompts }, null, 2)}\n`);
+/** One scorer that scored a run's trajectories (ScoreResponse.scorer_id / scorer_version). */
+export interface ScorerIdentity {
+  id: string;
+  version: string;
 }
 
-/** One metrics line, as `metrics.jsonl` holds it (protobuf JSON). */
+/**
+ * Where a run came from, recorded in its `config.json` so that a result can be traced to the
+ * exact model, scorer and software that made it, and repeated.
+ */
+export interface RunProvenance {
+  /** Version of rlaif that ran it (package.json). */
+  rlaif: string;
+  /** Checkpoint the run's weights start from: absolute path and SHA-256 of the file. */
+  model: { path: string; sha256: string };
+  /** For a resumed run: the resumable checkpoint it continued from, and its step. */
+  resumedFrom?: { path: string; sha256: string; step: number };
+  /** Compute backend of the Optimizer (wasm, tensorflow, cpu). */
+  backend: string;
+  /** "embedded" (the in-memory bus of one process) or the NATS URL. */
+  bus: string;
+  /** "embedded" or "distributed". */
+  mode: string;
+  /**
+   * The feedback side: the FeedbackService address where the Optimizer knows it ("" when the
+   * Rollout workers alone know it), whether it is the built-in rule scorer started in the same
+   * process (`rlaif train`; its address is then a loopback port of that process), and every
+   * scorer (id and version) that scored the run's trajectories so far.
+   */
+  feedback: { address: string; inProcess: boolean; scorers: ScorerIdentity[] };
+}
+
+/**
+ * `config.json`: the run id, the effective settings, the prompts it cycles through, and (when
+ * known) its provenance.
+ */
+export function writeRunConfig(
+  dir: string,
+  runId: string,
+  settings: RunSettings,
+  prompts: string[],
+  provenance?: RunProvenance,
+): void {
+  const doc = { runId, ...settings, prompts, ...(provenance ? { provenance } : {}) };
+  writeFileAtomic(join(dir, CONFIG_FILE), `${JSON.stringify(doc, null, 2)}\n`);
+}
+
+/**
+ * One metrics line, as `metrics.jsonl` holds it: a plain JSON object with every field, numbers
+ * as numbers (core/src/plain-json.ts), so jq and pandas read it without surprises.
+ */
 export function metricsLine(m: StepMetrics): string {
-  return `${toJsonString(StepMetricsSchema, m)}\n`;
+  return `${JSON.stringify(plainJson(StepMetricsSchema, m))}\n`;
 }
 
 /**

@@ -1,18 +1,23 @@
 /**
- * How a finished run is reported: `--json` prints the protobuf-JSON RunSummary as the last line
- * of stdout (for scripts), otherwise a short human summary goes to stderr.
+ * How a finished run is reported: `--json` prints the RunSummary as the last line of stdout (for
+ * scripts: every field, numbers as numbers, core/src/plain-json.ts), otherwise a short human
+ * summary goes to stderr.
  */
-import { toJsonString } from "@bufbuild/protobuf";
 import { type RunSummary, RunSummarySchema } from "../../core/gen/rlaif/common/v1/types_pb.js";
+import { plainJson } from "../../core/src/plain-json.js";
 
-/** Print a run summary. */
-export function reportSummary(summary: RunSummary, json: boolean): void {
+/** Print a run summary (the human one to `human`, default stderr). */
+export function reportSummary(
+  summary: RunSummary,
+  json: boolean,
+  human: NodeJS.WritableStream = process.stderr,
+): void {
   if (json) {
-    process.stdout.write(`${toJsonString(RunSummarySchema, summary, { alwaysEmitImplicit: true })}\n`);
+    process.stdout.write(`${JSON.stringify(plainJson(RunSummarySchema, summary))}\n`);
     return;
   }
   const r = (x: number) => x.toFixed(3);
-  process.stderr.write(
+  human.write(
     `run ${summary.runId} (${summary.mode}): ${summary.steps} steps, ${summary.trajectories} trajectories, ` +
       `reward ${r(summary.firstMeanReward)} → ${r(summary.lastMeanReward)}, KL ${r(summary.finalKl)} nats, ` +
       `weights v${summary.finalWeightsVersion}, ${summary.wallSeconds.toFixed(1)} s` +

@@ -1,28 +1,20 @@
 /**
  * `rlaif train`: a whole RLAIF run in one process — Policy, Rollout, Feedback and Optimizer as
  * gRPC servers on loopback over the in-memory bus (or NATS with --nats). With `--resume` it
- * continues a run from its checkpoint instead (services/optimizer/run-checkpoint.ts).
+ * continues a run from its checkpoint instead. It drives the run through the Optimizer's run
+ * API (services/optimizer/run-api.ts) only.
  */
-
-import { resolve } from "node:path";
 import { startEmbeddedCluster } from "../../cluster/embedded-cluster.js";
 import { explicitSettings } from "../../core/src/config/load-config.js";
 import type { RlaifConfig, RunSettings } from "../../core/src/config/settings.js";
 import { SETTINGS } from "../../core/src/config/settings.js";
-import { CheckpointError, ConfigError, RlaifError } from "../../core/src/errors.js";
-import { loadCheckpoint } from "../../core/src/model/checkpoint.js";
-import { checkSameModel, resumeSettings } from "../../optimizer/resume-settings.js";
-import { openResumeCheckpoint, type RunCheckpoint } from "../../optimizer/run-checkpoint.js";
+import { CheckpointError, ConfigError } from "../../core/src/errors.js";
+import { planResume, type ResumePlan, startRun } from "../../optimizer/run-api.js";
 import type { CommandRun } from "../args.js";
+import { followRun } from "../follow-run.js";
+import { checkFeedback } from "../preflight.js";
 import { createProgress } from "../progress.js";
-import { reportSummary } from "./report.js";
 import { requireCheckpoint } from "./shared-flags.js";
-
-/** A run to resume: its checkpoint and the settings it continues with. */
-interface ResumeTarget {
-  checkpoint: RunCheckpoint;
-  settings: RunSettings;
-}
 
 function flagOf(key: keyof RunSettings): string {
   const s = SETTINGS.find((x) => x.path === `run.${key}`);
@@ -39,62 +31,60 @@ export async function resumeTarget(
   config: RlaifConfig,
   from: string,
   log?: (line: string) => void,
-): Promise<ResumeTarget> {
-  let checkpoint: RunCheckpoint;
+): Promise<ResumePlan> {
+  const explicit = explicitSettings(config);
+  const requested: Partial<Record<keyof RunSettings, unknown>> = {};
+  for (const key of Object.keys(config.run) as (keyof RunSettings)[]) {
+    if (explicit.has(`run.${key}`)) requested[key] = config.run[key];
+  }
   try {
-    checkpoint = await openResumeCheckpoint(resolve(from), log);
+    return await planResume(from, requested as Partial<RunSettings>, {
+      name: flagOf,
+      ...(explicit.has("services.checkpoint")
+        ? { sameModelAs: { field: "--checkpoint", path: config.services.checkpoint } }
+        : {}),
+      ...(log ? { log } : {}),
+    });
   } catch (err) {
     if (!(err instanceof CheckpointError)) throw err;
     throw new ConfigError(
       `--resume: ${err.message} — pass a run directory (runs/<run id>) or one of its step-<n>.safetensors files`,
     );
   }
-  const explicit = explicitSettings(config);
-  const requested: Partial<Record<keyof RunSettings, unknown>> = {};
-  for (const key of Object.keys(config.run) as (keyof RunSettings)[]) {
-    if (explicit.has(`run.${key}`)) requested[key] = config.run[key];
-  }
-  const settings = resumeSettings(
-    checkpoint.settings,
-    requested as Partial<RunSettings>,
-    checkpoint.step,
-    flagOf,
-  );
-  if (explicit.has("services.checkpoint")) {
-    const start = await loadCheckpoint(config.services.checkpoint).catch((err: Error) => {
-      throw new ConfigError(`--checkpoint: ${err.message}`);
-    });
-    checkSameModel("--checkpoint", checkpoint.model, start, config.services.checkpoint);
-  }
-  return { checkpoint, settings };
 }
 
 /** What `rlaif train` does (its command line is declared in specs.ts). */
 export const trainCommand: CommandRun = {
   async run({ config, flags }) {
+    const progress = createProgress();
     const resume = typeof flags.resume === "string" ? await resumeTarget(config, flags.resume) : null;
     // A resumed run's Policy starts from the run's own weights (same model as the learner's).
-    if (resume) config.services.checkpoint = resume.checkpoint.path;
+    if (resume) config.services.checkpoint = resume.path;
     requireCheckpoint(config.services.checkpoint);
+    if (config.services.feedbackAddress)
+      await checkFeedback(config.services.feedbackAddress, "--feedback-address");
     const settings = resume?.settings ?? config.run;
-    const progress = createProgress(settings.steps);
     const cluster = await startEmbeddedCluster(config, (line) => progress.log(line));
     try {
       progress.log(
-        `rlaif train: ${resume ? `resuming ${resume.checkpoint.runId} at step ${resume.checkpoint.step} of ` : ""}` +
+        `rlaif train: ${resume ? `resuming ${resume.runId} at step ${resume.step} of ` : ""}` +
           `${settings.steps} steps × ${settings.promptsPerStep} prompts × ${settings.samplesPerPrompt} samples, ` +
           `feedback at ${cluster.feedbackAddress}, bus ${config.services.natsUrl || "in-memory"}`,
       );
-      const runs = cluster.optimizer.runs;
-      const run = resume
-        ? await runs.resume(resume.checkpoint, resume.settings)
-        : await runs.start(config.run);
-      run.watchers.add((m) => m && progress.step(m));
-      const summary = await run.done;
-      progress.done();
-      if (!summary) throw new RlaifError(`run ${run.runId} failed: ${run.error}`);
-      reportSummary(summary, flags.json === true);
+      const run = await startRun(cluster.optimizer, resume ? { resume } : { settings: config.run });
+      await followRun(
+        progress,
+        {
+          runId: run.runId,
+          steps: run.settings.steps,
+          fromStep: run.resumedFromStep,
+          metrics: run.metrics(),
+          result: run.result,
+        },
+        flags.json === true,
+      );
     } finally {
+      progress.done();
       await cluster.close();
     }
   },

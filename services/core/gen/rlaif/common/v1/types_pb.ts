@@ -98,7 +98,8 @@ export const SamplingParamsSchema: GenMessage<SamplingParams> = /*@__PURE__*/
  */
 export type PromptJob = Message<"rlaif.common.v1.PromptJob"> & {
   /**
-   * Run this job belongs to; workers drop jobs of runs that are no longer active.
+   * Run this job belongs to (the bus id of a resumed attempt differs); the Optimizer applies only
+   * the trajectories of the run and step it is gathering and drops the others.
    *
    * @generated from field: string run_id = 1;
    */
