@@ -47,7 +47,7 @@ export interface OptimizerServer {
 
 /** Start the Optimizer. */
 export async function startOptimizerServer(opts: OptimizerServerOptions): Promise<OptimizerServer> {
-  await startBackend(opts.backend);
+  const backend = await startBackend(opts.backend);
   opts.log?.(`optimizer: compute backend ${describeBackend()}`);
   const logOpt = opts.log ? { log: opts.log } : {};
   // The model of the starting checkpoint, read once on the first resume request.
