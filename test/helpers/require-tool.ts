@@ -67,7 +67,11 @@ export const TOOLS = {
   blasAddon: {
     name: "the OpenBLAS addon (native/blas)",
     command: process.execPath,
-    args: ["-e", `console.log(require(${JSON.stringify(ADDON_PATH)}).info().config)`],
+    args: [
+      "-e",
+      `try { console.log(require(${JSON.stringify(ADDON_PATH)}).info().config) } ` +
+        "catch (e) { console.error(e.message.split('\\n')[0]); process.exit(1) }",
+    ],
     install:
       "apt-get install libopenblas-dev g++ make python3, then npm run build:native (npm ci builds it too)",
   },
