@@ -381,7 +381,7 @@ const SERVICES = {
   backend: choice(["auto", "tensorflow", "wasm", "cpu"] as const, {
     flag: "backend",
     default: "auto",
-    help: "compute backend (auto: native → wasm → cpu)",
+    help: "compute backend (auto: native → wasm with OpenBLAS → wasm → cpu)",
   }),
   rpcTimeoutMs: int({
     flag: "rpc-timeout-ms",
