@@ -7,7 +7,7 @@ import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { defaultConfig } from "../core/src/config/settings.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
-import { type BackendName, startBackend } from "../core/src/model/backend.js";
+import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import { createPolicyModelLoader } from "./policy-model.js";
 import { PolicyReplica } from "./policy-replica.js";
 import { policyService } from "./policy-service.js";
@@ -37,8 +37,8 @@ export interface PolicyServer {
 
 /** Start a Policy replica. */
 export async function startPolicyServer(opts: PolicyServerOptions): Promise<PolicyServer> {
-  const backend = await startBackend(opts.backend);
-  opts.log?.(`policy: compute backend ${backend}`);
+  await startBackend(opts.backend);
+  opts.log?.(`policy: compute backend ${describeBackend()}`);
   const defaults = defaultConfig().services;
   const limits = {
     batchRows: opts.batchRows ?? defaults.policyBatchRows,

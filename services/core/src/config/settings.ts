@@ -381,7 +381,7 @@ const SERVICES = {
   backend: choice(["auto", "tensorflow", "wasm", "cpu"] as const, {
     flag: "backend",
     default: "auto",
-    help: "compute backend (auto: native → wasm → cpu)",
+    help: "compute backend (auto: native → wasm with OpenBLAS → wasm → cpu)",
   }),
   /**
    * 256: four steps' worth of the default run's 64 rows, ~64 MB of KV cache for the default

@@ -1,0 +1,118 @@
+/**
+ * The Policy's serving benchmark: how fast one replica answers the requests a training run sends
+ * it. A run's step sends P = 8 Generate calls of G = 8 samples at once (one per prompt job, from
+ * concurrent Rollout jobs), then 8 reference Logprobs calls; this measures that pattern against
+ * one call carrying all 64 rows, over real gRPC on loopback:
+ *
+ *   npx tsx bench/serving.ts [--checkpoint file] [--repeats 5] [--tokens 24] [--json]
+ *
+ * Reported per pattern: median wall time of the batch of calls and sampled tokens per second
+ * (every generated token, EOS included, over the wall time). Figures depend on the machine's
+ * load; compare patterns from the same run.
+ */
+import { parseArgs } from "node:util";
+import { PolicyService, WeightsSelector } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
+import { DEFAULT_CHECKPOINT } from "../services/core/src/config/settings.js";
+import { createClient } from "../services/core/src/grpc/client.js";
+import { heldOutPrompts } from "../services/core/src/model/corpus.js";
+import { jobSeed } from "../services/optimizer/run-helpers.js";
+import { startPolicyServer } from "../services/policy/main.js";
+
+const { values } = parseArgs({
+  options: {
+    checkpoint: { type: "string", default: DEFAULT_CHECKPOINT },
+    repeats: { type: "string", default: "5" },
+    tokens: { type: "string", default: "24" },
+    json: { type: "boolean", default: false },
+  },
+});
+const repeats = Number(values.repeats);
+const maxNewTokens = Number(values.tokens);
+const PROMPTS = 8;
+const SAMPLES = 8;
+
+const policy = await startPolicyServer({
+  host: "127.0.0.1",
+  port: 0,
+  checkpoint: values.checkpoint,
+  backend: "auto",
+});
+const client = createClient(PolicyService, policy.server.address, { defaultTimeoutMs: 600_000 });
+const prompts = heldOutPrompts(PROMPTS, 1);
+
+/** The sampling a run's job uses (default run settings), seeded like job `index` of `step`. */
+const sampling = (step: number, index: number) => ({ maxNewTokens, seed: BigInt(jobSeed(1, step, index)) });
+
+interface Figure {
+  pattern: string;
+  medianMs: number;
+  tokensPerSecond: number;
+}
+
+/** Runs `call` `repeats` times (after one warm-up) and reports its median wall time. */
+async function measure(pattern: string, call: (rep: number) => Promise<number>): Promise<Figure> {
+  await call(0);
+  const walls: { ms: number; tokens: number }[] = [];
+  for (let rep = 1; rep <= repeats; rep++) {
+    const t0 = performance.now();
+    const tokens = await call(rep);
+    walls.push({ ms: performance.now() - t0, tokens });
+  }
+  walls.sort((a, b) => a.ms - b.ms);
+  const mid = walls[walls.length >> 1] as { ms: number; tokens: number };
+  return { pattern, medianMs: mid.ms, tokensPerSecond: (mid.tokens / mid.ms) * 1000 };
+}
+
+const tokenCount = (res: { completions: { tokens: number[] }[] }[]) =>
+  res.reduce((n, r) => n + r.completions.reduce((m, c) => m + c.tokens.length, 0), 0);
+
+const figures: Figure[] = [];
+figures.push(
+  await measure(`Generate: ${PROMPTS} concurrent calls × ${SAMPLES} samples`, async (rep) =>
+    tokenCount(
+      await Promise.all(
+        prompts.map((p, i) =>
+          client.generate({ prompts: [p], samplesPerPrompt: SAMPLES, sampling: sampling(rep, i) }),
+        ),
+      ),
+    ),
+  ),
+);
+figures.push(
+  await measure(`Generate: 1 call × ${PROMPTS} prompts × ${SAMPLES} samples`, async (rep) =>
+    tokenCount([await client.generate({ prompts, samplesPerPrompt: SAMPLES, sampling: sampling(rep, 0) })]),
+  ),
+);
+// Reference log-probs of one step's completions, as the Rollout jobs ask for them.
+const step = await Promise.all(
+  prompts.map((p, i) =>
+    client.generate({ prompts: [p], samplesPerPrompt: SAMPLES, sampling: sampling(99, i) }),
+  ),
+);
+const sequences = step.map((r) =>
+  r.completions.map((c) => ({ promptTokens: c.promptTokens, completionTokens: c.tokens })),
+);
+figures.push(
+  await measure(`Logprobs: ${PROMPTS} concurrent calls × ${SAMPLES} sequences`, async () => {
+    await Promise.all(
+      sequences.map((s) => client.logprobs({ weights: WeightsSelector.REFERENCE, sequences: s })),
+    );
+    return 0;
+  }),
+);
+figures.push(
+  await measure(`Logprobs: 1 call × ${PROMPTS * SAMPLES} sequences`, async () => {
+    await client.logprobs({ weights: WeightsSelector.REFERENCE, sequences: sequences.flat() });
+    return 0;
+  }),
+);
+
+client.close();
+await policy.close();
+if (values.json) process.stdout.write(`${JSON.stringify({ maxNewTokens, repeats, figures })}\n`);
+else {
+  for (const f of figures) {
+    const rate = f.tokensPerSecond > 0 ? `, ${Math.round(f.tokensPerSecond)} tokens/s` : "";
+    process.stdout.write(`${f.pattern}: ${f.medianMs.toFixed(0)} ms${rate}\n`);
+  }
+}
