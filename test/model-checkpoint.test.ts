@@ -4,10 +4,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CheckpointError, ValidationError } from "../services/core/src/errors.js";
+import { CheckpointError, ValidationError, WeightsError } from "../services/core/src/errors.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import {
   checkpointFromModel,
+  createModel,
   decodeCheckpoint,
   encodeCheckpoint,
   loadCheckpoint,
@@ -79,6 +80,20 @@ describe("checkpoint", () => {
     expect(tf.tidy(() => copy.forward(x).dataSync())).toEqual(tf.tidy(() => model.forward(x).dataSync()));
     x.dispose();
     copy.dispose();
+  });
+
+  it("checkpoint - a model built from weights holds exactly them; weights that do not fit are refused before any tensor exists", () => {
+    const weights = model.getWeights();
+    const built = createModel(TINY, weights);
+    for (const [name, w] of built.getWeights()) expect(w.data).toEqual(weights.get(name)?.data);
+    built.dispose();
+    const before = tf.memory().numTensors;
+    const short = new Map(weights);
+    short.delete("lm_head.weight");
+    expect(() => createModel(TINY, short)).toThrow(/missing parameter 'lm_head.weight'/);
+    const wrong = new Map(weights).set("wte", { shape: [258, 4], data: new Float32Array(258 * 4) });
+    expect(() => createModel(TINY, wrong)).toThrow(WeightsError);
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it("checkpoint - layout is safetensors: LE u64 header length, padded JSON, contiguous F32 data", () => {

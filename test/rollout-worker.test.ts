@@ -106,7 +106,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function setup(opts: { ackWaitMs?: number; maxAttempts?: number } = {}) {
+function setup(opts: { ackWaitMs?: number; maxAttempts?: number; concurrency?: number } = {}) {
   const bus = new MemoryBus({ ackWaitMs: opts.ackWaitMs ?? 30_000 });
   const policy = new FakePolicy();
   const feedback = new FakeFeedback();
@@ -116,6 +116,7 @@ function setup(opts: { ackWaitMs?: number; maxAttempts?: number } = {}) {
     rpcTimeoutMs: 1000,
     log: (l) => logs.push(l),
     ...(opts.maxAttempts ? { maxAttempts: opts.maxAttempts } : {}),
+    ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
   });
   cleanups.push(async () => {
     // stop() flags the loop; closing the bus releases its pending pull at once.
@@ -367,6 +368,30 @@ describe("rollout worker", () => {
     const out = await drain(bus);
     for (const { t } of out) expect(t.error).toContain("judge unavailable");
     await until("the ack", async () => (await jobs.pending()) === 0);
+  });
+
+  it("rollout worker - with concurrency 3 three jobs are in flight at once, never more, and all complete", async () => {
+    const { bus, policy, worker } = setup({ concurrency: 3 });
+    const generate = policy.generate.bind(policy);
+    let inFlight = 0;
+    let most = 0;
+    const waiting: (() => void)[] = [];
+    policy.generate = async (req, opts) => {
+      most = Math.max(most, ++inFlight);
+      await new Promise<void>((resolve) => waiting.push(resolve));
+      inFlight--;
+      return generate(req, opts);
+    };
+    const jobs = await bus.queue("jobs");
+    for (const index of [0, 1, 2, 3, 4]) await jobs.publish(job({ index }), { msgId: `run-w.3.${index}` });
+    worker.start();
+    await until("three jobs in flight", () => inFlight === 3);
+    while (worker.counters.jobsCompleted < 5) {
+      for (const release of waiting.splice(0)) release();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(most).toBe(3);
+    expect((await drain(bus)).length).toBe(15);
   });
 
   it("rollout worker - stop() ends the loop and later jobs stay queued", async () => {

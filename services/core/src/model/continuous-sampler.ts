@@ -142,10 +142,11 @@ export class ContinuousSampler {
   private async run(): Promise<void> {
     try {
       while (this.queue.length > 0 || this.live > 0) {
+        // Yield first: calls that arrived with this one (a burst of requests) join its first step.
+        await new Promise((resolve) => setImmediate(resolve));
         this.dropAborted();
         this.admit();
         if (this.live > 0) this.decodeStep();
-        await new Promise((resolve) => setImmediate(resolve));
       }
     } catch (err) {
       for (const job of this.jobs) this.fail(job, err);

@@ -31,7 +31,7 @@ import { ValidationError } from "../errors.js";
 import type { CausalLM } from "./causal-lm.js";
 import { ContinuousSampler } from "./continuous-sampler.js";
 import { selectLogprobs } from "./loss.js";
-import { widthBucket } from "./row-decoder.js";
+import { readPass, widthBucket } from "./row-decoder.js";
 import {
   checkRows,
   type GenerationResult,
@@ -125,7 +125,7 @@ export function sequenceLogprobs(model: CausalLM, prompts: number[][], completio
           y[r * width + j] = row[j + 1] as number;
         }
       });
-      const lp = tf.tidy(() => {
+      const lp = readPass(() => {
         const xs = tf.tensor2d(x, [idx.length, width], "int32");
         const ys = tf.tensor2d(y, [idx.length, width], "int32");
         return selectLogprobs(
@@ -135,7 +135,7 @@ export function sequenceLogprobs(model: CausalLM, prompts: number[][], completio
             sourceLengths: idx.map((i) => Math.min((heads[i] as number[]).length, width)),
           }),
           ys,
-        ).dataSync() as Float32Array;
+        );
       });
       idx.forEach((i, r) => {
         const p0 = (heads[i] as number[]).length;

@@ -12,7 +12,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { CausalLM, DecodingState } from "./causal-lm.js";
 import { RowBuffer } from "./row-buffer.js";
-import type { RowDecoder } from "./row-decoder.js";
+import { type RowDecoder, readPass } from "./row-decoder.js";
 
 /** One tensor of a kind's decoding state. */
 export interface StateField {
@@ -69,7 +69,7 @@ export class StateDecoder implements RowDecoder {
       tok.set(p, r * width + width - p.length);
       mask.fill(1, r * width + width - p.length, (r + 1) * width);
     });
-    return tf.tidy(() => {
+    return readPass(() => {
       const out = this.model.step(
         tf.tensor2d(tok, [n, width], "int32"),
         tf.zeros([n, width], "int32"),
@@ -80,13 +80,13 @@ export class StateDecoder implements RowDecoder {
         this.copyPrompts(this.buffers[i] as RowBuffer, this.layout.fields[i] as StateField, t, slots);
       });
       const v = out.logits.shape[2];
-      return Float32Array.from(out.logits.slice([0, width - 1, 0], [n, 1, v]).dataSync()); // [n·V]
+      return out.logits.slice([0, width - 1, 0], [n, 1, v]); // [n·V]
     });
   }
 
   step(tokens: Int32Array, positions: Int32Array): Float32Array {
     const cap = tokens.length;
-    return tf.tidy(() => {
+    return readPass(() => {
       const past = this.layout.fromTensors(this.buffers.map((b) => b.tensor()));
       const out = this.model.step(
         tf.tensor2d(tokens, [cap, 1], "int32"),
@@ -100,7 +100,7 @@ export class StateDecoder implements RowDecoder {
         const data = t.dataSync() as Float32Array;
         this.buffers[i]?.update((dst) => dst.set(data));
       });
-      return Float32Array.from(out.logits.dataSync()); // [cap·V]
+      return out.logits; // [cap·V]
     });
   }
 

@@ -18,7 +18,7 @@
 import * as tf from "@tensorflow/tfjs";
 import * as L from "./layers.js";
 import { RowBuffer } from "./row-buffer.js";
-import { type RowDecoder, widthBucket } from "./row-decoder.js";
+import { type RowDecoder, readPass, widthBucket } from "./row-decoder.js";
 import type { Attend, TransformerLM } from "./transformer.js";
 import { attentionBias, heads, mergeHeads } from "./transformer-attention.js";
 
@@ -62,7 +62,7 @@ export class TransformerDecoder implements RowDecoder {
       tok.set(p, r * width);
       for (let j = 0; j < width; j++) pos[r * width + j] = j;
     });
-    return tf.tidy(() => {
+    return readPass(() => {
       const bias = attentionBias(n, h, width, 0, null); // [n, H, W', W'] causal
       const attend: Attend = (i, q2, k2, v2) => {
         const q = heads(q2, n, width, h, d); // [n, H, W', D]
@@ -79,7 +79,7 @@ export class TransformerDecoder implements RowDecoder {
         prompts.map((p, r) => r * width + p.length - 1),
         "int32",
       );
-      return Float32Array.from(this.model.head(tf.gather(hf, last), OPS).dataSync()); // [n·V]
+      return this.model.head(tf.gather(hf, last), OPS); // [n·V]
     });
   }
 
@@ -94,7 +94,7 @@ export class TransformerDecoder implements RowDecoder {
       bias.fill(L.MASKED, base + (positions[s] as number) + 1, base + w);
       for (let k = 1; k < h; k++) bias.copyWithin(base + k * w, base, base + w);
     }
-    return tf.tidy(() => {
+    return readPass(() => {
       const biasT = tf.tensor4d(bias, [cap, h, 1, w]);
       const attend: Attend = (i, q2, k2, v2) => {
         this.writeColumns(i, k2, v2, positions);
@@ -107,7 +107,7 @@ export class TransformerDecoder implements RowDecoder {
       };
       const x = this.model.embed(tf.tensor1d(tokens, "int32"), tf.tensor1d(positions, "int32"), OPS);
       const hf = this.model.blocks(x, attend, OPS); // [cap, C]
-      return Float32Array.from(this.model.head(hf, OPS).dataSync()); // [cap·V]
+      return this.model.head(hf, OPS); // [cap·V]
     });
   }
 
