@@ -5,18 +5,28 @@
  * one call carrying all 64 rows, over real gRPC on loopback:
  *
  *   npx tsx bench/serving.ts [--checkpoint file] [--repeats 5] [--tokens 24] [--json]
+ *                            [--train-steps 0] [--rollout-concurrency n]
  *
  * Reported per pattern: median wall time of the batch of calls and sampled tokens per second
- * (every generated token, EOS included, over the wall time). Figures depend on the machine's
- * load; compare patterns from the same run.
+ * (every generated token, EOS included, over the wall time). With --train-steps n it also runs
+ * `rlaif train`'s embedded cluster (default settings; --rollout-concurrency overrides that one)
+ * for n steps and reports, over steps 2..n, the median time from a step's first Generate call to
+ * its last one ending (one weights version is one step; each Generate the replica serves is
+ * timed by wrapping PolicyModel.generate) and the median step time. Figures depend on the
+ * machine's load; compare patterns from the same run.
  */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { startEmbeddedCluster } from "../services/cluster/embedded-cluster.js";
 import { PolicyService, WeightsSelector } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
-import { DEFAULT_CHECKPOINT } from "../services/core/src/config/settings.js";
+import { DEFAULT_CHECKPOINT, defaultConfig } from "../services/core/src/config/settings.js";
 import { createClient } from "../services/core/src/grpc/client.js";
 import { heldOutPrompts } from "../services/core/src/model/corpus.js";
 import { jobSeed } from "../services/optimizer/run-helpers.js";
 import { startPolicyServer } from "../services/policy/main.js";
+import { PolicyModel } from "../services/policy/policy-model.js";
 
 const { values } = parseArgs({
   options: {
@@ -24,6 +34,8 @@ const { values } = parseArgs({
     repeats: { type: "string", default: "5" },
     tokens: { type: "string", default: "24" },
     json: { type: "boolean", default: false },
+    "train-steps": { type: "string", default: "0" },
+    "rollout-concurrency": { type: "string" },
   },
 });
 const repeats = Number(values.repeats);
@@ -109,8 +121,45 @@ figures.push(
 
 client.close();
 await policy.close();
-if (values.json) process.stdout.write(`${JSON.stringify({ maxNewTokens, repeats, figures })}\n`);
+
+/** An embedded training run: per step (weights version), the span of its Generate calls. */
+async function trainSteps(steps: number): Promise<{ generateMs: number; stepMs: number }> {
+  const spans = new Map<object, { start: number; end: number }>();
+  const generate = PolicyModel.prototype.generate;
+  PolicyModel.prototype.generate = function (this: PolicyModel, ...args) {
+    const span = spans.get(this) ?? { start: performance.now(), end: 0 };
+    spans.set(this, span);
+    return generate.apply(this, args).finally(() => {
+      span.end = Math.max(span.end, performance.now());
+    });
+  };
+  const config = defaultConfig();
+  config.run.steps = steps;
+  config.services.checkpoint = values.checkpoint;
+  if (values["rollout-concurrency"])
+    config.services.rolloutConcurrency = Number(values["rollout-concurrency"]);
+  config.out = mkdtempSync(join(tmpdir(), "rlaif-serving-bench-"));
+  const cluster = await startEmbeddedCluster(config, () => {});
+  const run = await cluster.optimizer.runs.start(config.run);
+  await run.done;
+  await cluster.close();
+  PolicyModel.prototype.generate = generate;
+  const byStep = [...spans.values()].sort((a, b) => a.start - b.start).slice(1); // step 1 warms up
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? Number.NaN;
+  return {
+    generateMs: median(byStep.map((s) => s.end - s.start)),
+    stepMs: median(byStep.slice(1).map((s, i) => s.start - (byStep[i] as { start: number }).start)),
+  };
+}
+
+const train = Number(values["train-steps"]) > 0 ? await trainSteps(Number(values["train-steps"])) : null;
+if (values.json) process.stdout.write(`${JSON.stringify({ maxNewTokens, repeats, figures, train })}\n`);
 else {
+  if (train) {
+    process.stdout.write(
+      `rlaif train (embedded, rollout concurrency ${values["rollout-concurrency"] ?? defaultConfig().services.rolloutConcurrency}): generate ${train.generateMs.toFixed(0)} ms of a ${train.stepMs.toFixed(0)} ms step (medians of steps 2..${values["train-steps"]})\n`,
+    );
+  }
   for (const f of figures) {
     const rate = f.tokensPerSecond > 0 ? `, ${Math.round(f.tokensPerSecond)} tokens/s` : "";
     process.stdout.write(`${f.pattern}: ${f.medianMs.toFixed(0)} ms${rate}\n`);

@@ -8,6 +8,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initBackend } from "../services/core/src/model/backend.js";
+import { batchInvariant } from "../services/core/src/model/blas-kernels.js";
 import type { CausalLM } from "../services/core/src/model/causal-lm.js";
 import { ContinuousSampler } from "../services/core/src/model/continuous-sampler.js";
 import { RnnLM } from "../services/core/src/model/rnn.js";
@@ -158,6 +159,33 @@ describe("batching", () => {
     // one prompt prefilled once for the 4 rows of both requests
     expect(prefilled).toEqual([1]);
     expect(new Set([...(a ?? []), ...(b ?? [])].map((r) => r.tokens.join())).size).toBe(4);
+  });
+
+  it("batching - under batchInvariant a row's linear layer has the same bits whatever the rows in the call", () => {
+    tf.tidy(() => {
+      for (const [k, n] of [
+        [512, 128],
+        [128, 258],
+      ] as const) {
+        const w = tf.randomNormal([k, n], 0, 1, "float32", 1) as tf.Tensor2D;
+        const bias = tf.randomNormal([n], 0, 1, "float32", 2) as tf.Tensor1D;
+        const x = tf.randomNormal([70, k], 0, 1, "float32", 3) as tf.Tensor2D;
+        const row = (m: number) =>
+          batchInvariant(() => [
+            ...tf.fused
+              .matMul({ a: x.slice([0, 0], [m, k]), b: w, bias })
+              .dataSync()
+              .subarray(0, n),
+            ...tf
+              .matMul(x.slice([0, 0], [m, k]), w)
+              .dataSync()
+              .subarray(0, n),
+          ]);
+        const alone = JSON.stringify(row(1));
+        for (const m of [2, 15, 16, 17, 64, 70])
+          expect(JSON.stringify(row(m)), `${k}x${n}, ${m} rows`).toBe(alone);
+      }
+    });
   });
 
   it("batching - scoring a row alone or with other rows gives the same log-probs bit for bit, every kind", () => {

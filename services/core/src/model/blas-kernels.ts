@@ -30,7 +30,7 @@ interface WasmHeapBackend {
 }
 
 /** Rows of every sgemm call against a shared weight matrix under `batchInvariant`. */
-export const INVARIANT_ROWS = 64;
+export const INVARIANT_ROWS = 16;
 
 let invariantDepth = 0;
 
@@ -42,9 +42,10 @@ let invariantDepth = 0;
  * row of [M, 512] @ [512, 128] changes bits from M = 16 on, of [M, 128] @ [128, 258] from M = 4).
  * The batched sampler and scoring run their passes under it, so a row's tokens and log-probs do
  * not depend on the rows batched with it; training keeps whole calls. Per-slice batched products
- * (attention) need nothing: each slice is its own call of a shape the row determines. Cost,
- * measured on the default Transformer: none visible on a 64-row decoding step (one call either
- * way), ~10% on a 64 × 45 scoring pass (the weights are packed once per call of 64 rows).
+ * (attention) need nothing: each slice is its own call of a shape the row determines. Why 16:
+ * the SkylakeX kernels' row tile, so a call is whole tiles; 64-row calls made an 8-row decoding
+ * step ~2x slower (padding), 16-row ones cost nothing measurable on 8- or 64-row steps or on a
+ * 64 × 45 scoring pass (the weights are packed once per call, cheap at these widths).
  */
 export function batchInvariant<T>(fn: () => T): T {
   invariantDepth++;
