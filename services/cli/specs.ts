@@ -24,7 +24,7 @@ export const trainSpec: CommandSpec = {
   summary: "Run RLAIF training with all four services in this process (embedded bus unless --nats)",
   usage:
     "rlaif train [--config file] [flags] | rlaif train --resume <run dir | step-<n>.safetensors> [--steps n]",
-  settings: [...RUN_FLAGS, ...MODEL_FLAGS, ...TIMEOUT_FLAGS, "nats", "feedback-address", "out"],
+  settings: [...RUN_FLAGS, ...MODEL_FLAGS, ...TIMEOUT_FLAGS, "nats", "feedback-address", "policy-in", "out"],
   flags: [
     { name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" },
     {

@@ -398,6 +398,16 @@ const SERVICES = {
     default: "auto",
     help: "compute backend (auto: native → wasm → cpu)",
   }),
+  /**
+   * "thread": the embedded run's Policy samples in a worker thread of its own while the main
+   * thread learns, so a second core works (tfjs-wasm and JS are single-threaded). "main" keeps
+   * everything on one thread, as before; the run's samples and weights are the same either way.
+   */
+  policyIn: choice(["thread", "main"] as const, {
+    flag: "policy-in",
+    default: "thread",
+    help: "where an embedded run's Policy computes: its own worker thread, or the main thread",
+  }),
   rpcTimeoutMs: int({
     flag: "rpc-timeout-ms",
     default: 60_000,
