@@ -25,6 +25,7 @@ import { RolloutService } from "../services/core/gen/rlaif/rollout/v1/rollout_pb
 import { RpcError } from "../services/core/src/errors.js";
 import { checkHealth, createClient } from "../services/core/src/grpc/client.js";
 import type { RunningServer } from "../services/core/src/grpc/server.js";
+import { loadBlas } from "../services/core/src/model/native-blas.js";
 import { startFeedbackServer } from "../services/feedback/main.js";
 import { type PolicyServer, startPolicyServer } from "../services/policy/main.js";
 import { type RolloutServer, startRolloutServer } from "../services/rollout/main.js";
@@ -386,7 +387,7 @@ describe("services rpc - policy, feedback, rollout (standalone, no bus)", () => 
     expect(info.referenceVersion).toBe(0n);
     // Version 0 (the checkpoint loaded at start) is set, not absent, so proto3 JSON shows it.
     expect(toJson(GetInfoResponseSchema, info)).toMatchObject({ weightsVersion: "0", referenceVersion: "0" });
-    expect(info.backend).toBe("wasm");
+    expect(info.backend).toBe(loadBlas().addon !== null ? "wasm+blas" : "wasm");
     expect(JSON.parse(info.configJson)).toMatchObject({ dModel: 32, nLayers: 1, nHeads: 2 });
     expect(info.tokenizer).toMatch(/byte/);
     const raw = await rawUnary(policy.server.address, "/rlaif.policy.v1.PolicyService/GetInfo", TRUNCATED);

@@ -5,7 +5,7 @@
 import type { Bus } from "../core/src/bus/bus.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
-import { type BackendName, startBackend } from "../core/src/model/backend.js";
+import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
 import { loadCheckpoint } from "../core/src/model/checkpoint.js";
 import { heldOutPrompts } from "../core/src/model/corpus.js";
@@ -48,7 +48,7 @@ export interface OptimizerServer {
 /** Start the Optimizer. */
 export async function startOptimizerServer(opts: OptimizerServerOptions): Promise<OptimizerServer> {
   const backend = await startBackend(opts.backend);
-  opts.log?.(`optimizer: compute backend ${backend}`);
+  opts.log?.(`optimizer: compute backend ${describeBackend()}`);
   const logOpt = opts.log ? { log: opts.log } : {};
   // The model of the starting checkpoint, read once on the first resume request.
   let starting: Promise<{ kind: ModelKind; config: ModelConfig }> | null = null;

@@ -6,7 +6,7 @@
 import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
-import { type BackendName, startBackend } from "../core/src/model/backend.js";
+import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import { policyModelLoader } from "./policy-model.js";
 import { PolicyReplica } from "./policy-replica.js";
 import { policyService } from "./policy-service.js";
@@ -32,8 +32,8 @@ export interface PolicyServer {
 
 /** Start a Policy replica. */
 export async function startPolicyServer(opts: PolicyServerOptions): Promise<PolicyServer> {
-  const backend = await startBackend(opts.backend);
-  opts.log?.(`policy: compute backend ${backend}`);
+  await startBackend(opts.backend);
+  opts.log?.(`policy: compute backend ${describeBackend()}`);
   const replica = new PolicyReplica(policyModelLoader.fromFile(opts.checkpoint), policyModelLoader, opts.log);
   if (opts.bus) await replica.follow(opts.bus);
   const server = await startServer({

@@ -4,8 +4,8 @@
  * sampling and scoring.
  */
 import { readFileSync } from "node:fs";
-import * as tf from "@tensorflow/tfjs";
 import { CheckpointError } from "../core/src/errors.js";
+import { activeBackend } from "../core/src/model/backend.js";
 import { type CausalLM, countModelParameters } from "../core/src/model/causal-lm.js";
 import { decodeCheckpoint, modelFromCheckpoint } from "../core/src/model/checkpoint.js";
 import { generate, sequenceLogprobs } from "../core/src/model/sampler.js";
@@ -28,8 +28,9 @@ export class PolicyModel implements LoadedModel {
     this.configJson = JSON.stringify(model.config);
   }
 
+  /** The compute backend as reported by GetInfo: `wasm+blas` when the matmuls run on OpenBLAS. */
   get backend(): string {
-    return tf.getBackend();
+    return activeBackend();
   }
 
   generate(...args: Parameters<LoadedModel["generate"]>): ReturnType<LoadedModel["generate"]> {

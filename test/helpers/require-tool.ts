@@ -8,6 +8,7 @@
  * Use it at the top of a test file: `const hasX = requireTool(TOOLS.x); describe.skipIf(!hasX)(...)`.
  */
 import { spawnSync } from "node:child_process";
+import { ADDON_PATH } from "../../services/core/src/model/native-blas.js";
 
 /** Debian's interpreter: python3-torch, -numpy and -grpcio install under it, not under a pyenv `python3`. */
 export const PYTHON = "/usr/bin/python3";
@@ -62,6 +63,17 @@ export const TOOLS = {
     command: PYTHON,
     args: ["-c", "import torch, numpy"],
     install: "apt-get install python3-torch libopenblas0-pthread python3-numpy",
+  },
+  blasAddon: {
+    name: "the OpenBLAS addon (native/blas)",
+    command: process.execPath,
+    args: [
+      "-e",
+      `try { console.log(require(${JSON.stringify(ADDON_PATH)}).info().config) } ` +
+        "catch (e) { console.error(e.message.split('\\n')[0]); process.exit(1) }",
+    ],
+    install:
+      "apt-get install libopenblas-dev g++ make python3, then npm run build:native (npm ci builds it too)",
   },
 } as const satisfies Record<string, ToolSpec>;
 

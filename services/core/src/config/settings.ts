@@ -396,7 +396,7 @@ const SERVICES = {
   backend: choice(["auto", "tensorflow", "wasm", "cpu"] as const, {
     flag: "backend",
     default: "auto",
-    help: "compute backend (auto: native → wasm → cpu)",
+    help: "compute backend (auto: native → wasm with OpenBLAS → wasm → cpu)",
   }),
   /**
    * "thread": the embedded run's Policy samples in a worker thread of its own while the main

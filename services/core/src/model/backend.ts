@@ -1,20 +1,22 @@
 /**
  * TensorFlow.js backend selection.
  *
- * The backend is chosen at start-up, `tensorflow` (tfjs-node-gpu, then tfjs-node) →
- * `wasm` → `cpu`, overridable by config. The native packages download libtensorflow at install
- * time and cannot be installed on every machine, so they are imported dynamically and never
- * listed as hard dependencies; the wasm binaries ship inside `@tensorflow/tfjs-backend-wasm` and
- * are located on disk (no download). On wasm, the kernel workarounds of `wasm-kernels.ts` are
+ * The backend is chosen once at start-up, `tensorflow` (tfjs-node-gpu, then tfjs-node) →
+ * `wasm+blas` → `wasm` → `cpu`, overridable by config. The native packages download libtensorflow
+ * at install time and cannot be installed on every machine, so they are imported dynamically and
+ * never listed as hard dependencies; the wasm binaries ship inside `@tensorflow/tfjs-backend-wasm`
+ * and are located on disk (no download). On wasm, the kernel workarounds of `wasm-kernels.ts` are
  * installed, because the stock kernels silently corrupt one-hot floats, lack the embedding
- * gradient and run batched/transposed matmuls 5–10x slower.
+ * gradient and run batched/transposed matmuls 5–10x slower; where the OpenBLAS addon is built
+ * (and `RLAIF_BLAS=0` is not set) the matmuls run on OpenBLAS, reported as `wasm+blas`.
  */
 import { createRequire } from "node:module";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import { ConfigError } from "../errors.js";
-import { registerWasmWorkarounds } from "./wasm-kernels.js";
+import { type BlasLoad, loadBlas } from "./native-blas.js";
+import { registerWasmWorkarounds, wasmMatMulKind } from "./wasm-kernels.js";
 
 /** The backends the project knows how to start, fastest first. */
 export type BackendName = "tensorflow" | "wasm" | "cpu";
@@ -35,6 +37,7 @@ function wasmDistDir(): string {
 }
 
 let wasmPathsSet = false;
+let blasLoad: BlasLoad | null = null;
 
 async function tryBackend(name: BackendName): Promise<boolean> {
   if (name === "tensorflow") {
@@ -64,7 +67,10 @@ async function tryBackend(name: BackendName): Promise<boolean> {
   } catch {
     return false;
   }
-  if (name === "wasm") registerWasmWorkarounds();
+  if (name === "wasm") {
+    blasLoad = loadBlas();
+    registerWasmWorkarounds(blasLoad.addon);
+  }
   return true;
 }
 
@@ -78,16 +84,40 @@ function parseName(value: string, source: string): BackendName {
 async function select(preferred: BackendName): Promise<string> {
   const candidates = BACKEND_ORDER.slice(BACKEND_ORDER.indexOf(preferred));
   for (const name of candidates) {
-    if (await tryBackend(name)) return tf.getBackend();
+    if (await tryBackend(name)) return activeBackend();
   }
   throw new ConfigError(`no TensorFlow.js backend could be started (tried ${candidates.join(", ")})`);
 }
 
 /**
- * Starts a TensorFlow.js backend and returns the name of the one in use.
+ * The backend in use as it is reported (GetInfo, logs): tf's name, with `+blas` when the wasm
+ * backend's matmuls run on OpenBLAS.
+ */
+export function activeBackend(): string {
+  const name = tf.getBackend();
+  return name === "wasm" && wasmMatMulKind() === "blas" ? "wasm+blas" : name;
+}
+
+/**
+ * {@link activeBackend} with what a log reader needs to know about it: the OpenBLAS build and
+ * thread count, or why the wasm backend runs without BLAS.
+ */
+export function describeBackend(): string {
+  const name = activeBackend();
+  if (name === "wasm+blas" && blasLoad?.addon) {
+    const info = blasLoad.addon.info();
+    return `${name} (${info.config.split(" ").slice(0, 2).join(" ")} ${info.corename}, ${info.threads} thread${info.threads === 1 ? "" : "s"})`;
+  }
+  if (name === "wasm" && blasLoad !== null && blasLoad.addon === null)
+    return `${name} (no BLAS: ${blasLoad.reason})`;
+  return name;
+}
+
+/**
+ * Starts a TensorFlow.js backend and returns the name of the one in use ({@link activeBackend}).
  *
  * `preferred` (else `$RLAIF_TF_BACKEND`, else `tensorflow`) is tried first and the faster-to-slower
- * chain continues below it, so `initBackend('wasm')` never loads native code and
+ * chain continues below it, so `initBackend('wasm')` never loads native TensorFlow and
  * `initBackend('cpu')` is the reproducible reference. Idempotent: repeated calls with the same (or
  * no) preference share one initialisation; a different preference switches backends. Throws
  * ConfigError for an unknown name or when nothing can start.
@@ -118,7 +148,7 @@ export function initBackend(preferred?: BackendName): Promise<string> {
  */
 export async function startBackend(choice: "auto" | BackendName): Promise<string> {
   const started = await initBackend(choice === "auto" ? undefined : choice);
-  if (choice !== "auto" && started !== choice) {
+  if (choice !== "auto" && started.split("+")[0] !== choice) {
     throw new ConfigError(
       `backend "${choice}" could not be started (fell back to "${started}")` +
         (choice === "tensorflow"

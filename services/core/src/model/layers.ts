@@ -13,6 +13,7 @@
  * All functions expect to be called inside `tf.tidy` (the model's forward is).
  */
 import * as tf from "@tensorflow/tfjs";
+import { wasmMatMulKind } from "./wasm-kernels.js";
 
 /**
  * Additive attention score for masked keys (the Transformer's padding and future positions, the
@@ -41,6 +42,22 @@ function colSum(x: tf.Tensor2D): tf.Tensor1D {
   return tf.sum(x, 0); // [C]
 }
 
+/**
+ * Whether the active matmul kernels take transpose flags at full speed: OpenBLAS under wasm and
+ * native TensorFlow do; the wasm backend's own kernels (and cpu) run flagged products 5–10x slower
+ * than an explicit Transpose followed by a plain product.
+ */
+function transposeFlagsFree(): boolean {
+  const backend = tf.getBackend();
+  return backend === "tensorflow" || (backend === "wasm" && wasmMatMulKind() === "blas");
+}
+
+/** op(a) @ op(b), with each transpose as a flag or as an explicit Transpose, whichever is faster here. */
+function product(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean): tf.Tensor {
+  if (transposeFlagsFree()) return tf.matMul(a, b, transA, transB);
+  return tf.matMul(transA ? swapLast(a) : a, transB ? swapLast(b) : b);
+}
+
 const matmulOp = tf.customGrad((...args) => {
   const [a, b, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
   save([a, b]);
@@ -49,8 +66,8 @@ const matmulOp = tf.customGrad((...args) => {
     value: tf.matMul(a, b), // [..., M, N]
     gradFunc: (dy: tf.Tensor, [sa, sb]: tf.Tensor[]) => [
       // ∂L/∂a = dy bᵀ,  ∂L/∂b = aᵀ dy
-      tf.matMul(dy, swapLast(sb as tf.Tensor)), // [..., M, K]
-      tf.matMul(swapLast(sa as tf.Tensor), dy), // [..., K, N]
+      product(dy, sb as tf.Tensor, false, true), // [..., M, K]
+      product(sa as tf.Tensor, dy, true, false), // [..., K, N]
     ],
   };
 });
@@ -65,11 +82,11 @@ const matmulNTOp = tf.customGrad((...args) => {
   save([a, b]);
   return {
     // y = a bᵀ
-    value: tf.matMul(a, swapLast(b)), // [..., M, N]
+    value: product(a, b, false, true), // [..., M, N]
     gradFunc: (dy: tf.Tensor, [sa, sb]: tf.Tensor[]) => [
       // ∂L/∂a = dy b,  ∂L/∂b = dyᵀ a
       tf.matMul(dy, sb as tf.Tensor), // [..., M, K]
-      tf.matMul(swapLast(dy), sa as tf.Tensor), // [..., N, K]
+      product(dy, sa as tf.Tensor, true, false), // [..., N, K]
     ],
   };
 });
@@ -87,9 +104,9 @@ const linearOp = tf.customGrad((...args) => {
     value: tf.add(tf.matMul(x, w), b), // [N, out]
     gradFunc: (dy: tf.Tensor, [sx, sw]: tf.Tensor[]) => [
       // ∂L/∂x = dy Wᵀ
-      tf.matMul(dy as tf.Tensor2D, swapLast(sw as tf.Tensor2D)), // [N, in]
+      product(dy, sw as tf.Tensor, false, true), // [N, in]
       // ∂L/∂W = xᵀ dy
-      tf.matMul(swapLast(sx as tf.Tensor2D), dy as tf.Tensor2D), // [in, out]
+      product(sx as tf.Tensor, dy, true, false), // [in, out]
       // ∂L/∂b = Σ_n dy
       colSum(dy as tf.Tensor2D), // [out]
     ],

@@ -15,10 +15,16 @@
  *   runs each batch slice through the fast path by registering zero-copy views of the slices
  *   with the wasm runtime.
  *
+ * Where the OpenBLAS addon is built, `BatchMatMul` and `_FusedMatMul` come from blas-kernels.ts
+ * instead (3–10x faster again, transpose flags included); `setWasmMatMul` switches between the
+ * three matmul implementations, so tests can compare them in one process.
+ *
  * These rely on wasm-backend internals (`dataIdMap`, `wasm.tfjs.registerTensor`); every kernel
  * checks that they exist and otherwise leaves the stock kernel in place.
  */
 import * as tf from "@tensorflow/tfjs";
+import { hasHeapInternals, makeBlasBatchMatMul, makeBlasFusedMatMul } from "./blas-kernels.js";
+import type { BlasAddon } from "./native-blas.js";
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 
@@ -198,24 +204,59 @@ function makeBatchMatMulKernel(original: tf.KernelConfig): tf.KernelFunc {
   };
 }
 
-let registered = false;
+/** Which kernels serve `BatchMatMul` and `_FusedMatMul` on wasm: OpenBLAS, this file's, or tfjs's own. */
+export type WasmMatMul = "blas" | "wasm" | "stock";
+
+let stock: { batch: tf.KernelConfig; fused: tf.KernelConfig } | null = null;
+let matMulKind: WasmMatMul = "stock";
+
+function replace(kernelName: string, kernelFunc: tf.KernelFunc): void {
+  if (tf.getKernel(kernelName, "wasm") !== undefined) tf.unregisterKernel(kernelName, "wasm");
+  tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc });
+}
 
 /**
- * Installs the three replacement kernels on the already-initialised `wasm` backend. Idempotent;
- * returns the names of the kernels it replaced (empty when the backend internals are missing).
+ * Installs the replacement kernels on the already-initialised `wasm` backend: OneHot,
+ * UnsortedSegmentSum, and the matmul kernels of `setWasmMatMul` — OpenBLAS when `blas` is given,
+ * else this file's BatchMatMul. Returns the names of the kernels it replaced (empty when the
+ * backend internals are missing, and then nothing is replaced).
  */
-export function registerWasmWorkarounds(): string[] {
-  if (registered) return ["OneHot", "UnsortedSegmentSum", "BatchMatMul"];
+export function registerWasmWorkarounds(blas: BlasAddon | null): string[] {
   const backend = tf.findBackend("wasm");
   if (!hasInternals(backend)) return [];
-  const replace = (kernelName: string, kernelFunc: tf.KernelFunc): void => {
-    if (tf.getKernel(kernelName, "wasm") !== undefined) tf.unregisterKernel(kernelName, "wasm");
-    tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc });
-  };
-  const originalMatMul = tf.getKernel("BatchMatMul", "wasm");
-  replace("OneHot", oneHotKernel as tf.KernelFunc);
-  replace("UnsortedSegmentSum", unsortedSegmentSumKernel as tf.KernelFunc);
-  replace("BatchMatMul", makeBatchMatMulKernel(originalMatMul));
-  registered = true;
-  return ["OneHot", "UnsortedSegmentSum", "BatchMatMul"];
+  if (stock === null) {
+    stock = { batch: tf.getKernel("BatchMatMul", "wasm"), fused: tf.getKernel("_FusedMatMul", "wasm") };
+    replace("OneHot", oneHotKernel as tf.KernelFunc);
+    replace("UnsortedSegmentSum", unsortedSegmentSumKernel as tf.KernelFunc);
+  }
+  const useBlas = blas !== null && hasHeapInternals(backend);
+  setWasmMatMul(useBlas ? "blas" : "wasm", blas);
+  return ["OneHot", "UnsortedSegmentSum", "BatchMatMul", ...(useBlas ? ["_FusedMatMul"] : [])];
+}
+
+/**
+ * Switches the wasm matmul kernels (after `registerWasmWorkarounds`): `blas` needs the addon;
+ * `stock` restores tfjs's own kernels, the reference the tests compare the others with. Kernels
+ * are looked up per op, so the switch applies to the next op.
+ */
+export function setWasmMatMul(kind: WasmMatMul, blas: BlasAddon | null = null): void {
+  if (stock === null) throw new Error("setWasmMatMul: the wasm backend's kernels are not registered yet");
+  if (kind === "blas" && blas === null) throw new Error("setWasmMatMul: 'blas' needs the BLAS addon");
+  const batch =
+    kind === "blas"
+      ? makeBlasBatchMatMul(blas as BlasAddon, stock.batch)
+      : kind === "wasm"
+        ? makeBatchMatMulKernel(stock.batch)
+        : stock.batch.kernelFunc;
+  replace("BatchMatMul", batch);
+  replace(
+    "_FusedMatMul",
+    kind === "blas" ? makeBlasFusedMatMul(blas as BlasAddon, stock.fused) : stock.fused.kernelFunc,
+  );
+  matMulKind = kind;
+}
+
+/** The wasm matmul kernels in use (`stock` before the backend is set up). */
+export function wasmMatMulKind(): WasmMatMul {
+  return matMulKind;
 }

@@ -1,0 +1,11 @@
+{
+  "targets": [
+    {
+      "target_name": "rlaif_blas",
+      "sources": ["blas.c"],
+      "include_dirs": ["/usr/include/x86_64-linux-gnu/openblas-pthread", "/usr/include/openblas"],
+      "cflags": ["-O3", "-std=c11", "-Wall", "-Wextra"],
+      "libraries": ["-lopenblas"]
+    }
+  ]
+}

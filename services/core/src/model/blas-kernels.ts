@@ -1,0 +1,228 @@
+/**
+ * `BatchMatMul` and `_FusedMatMul` for the tfjs `wasm` backend, computed by OpenBLAS sgemm
+ * through the project's addon (native-blas.ts), zero-copy on the wasm heap.
+ *
+ * Why: the wasm backend's own matmul is 3–10x slower than OpenBLAS at the model's shapes, and
+ * matmul is three quarters of a learner step. sgemm's own transpose flags and batch strides make
+ * every product (transposed gradients, attention's batched products) run at BLAS speed, so no
+ * explicit transposes are needed.
+ *
+ * Batch dimensions broadcast as tfjs's `matMul` defines them (numpy rules on all but the last two
+ * axes). Broadcasting is expressed as strides (0 for a broadcast operand), adjacent batch axes
+ * are merged where their strides allow, and a right operand shared by every batch with an
+ * untransposed left operand becomes one tall 2-D product (the linear layers on [B, T, C]).
+ *
+ * Relies on wasm-backend internals of tfjs 4.22.0 (pinned exactly): `dataIdMap(...).memoryOffset`
+ * (byte offset of a tensor on the heap), `makeOutput`, and `wasm.HEAPU8`. The heap view is taken
+ * only after the output is allocated, because an allocation can grow the heap and detach it.
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { BlasAddon } from "./native-blas.js";
+
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+
+/** The parts of tfjs-backend-wasm's `BackendWasm` these kernels use. */
+interface WasmHeapBackend {
+  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  wasm: { HEAPU8: Uint8Array };
+}
+
+/** True when `backend` exposes what the BLAS kernels touch. */
+export function hasHeapInternals(backend: unknown): boolean {
+  const b = backend as Partial<WasmHeapBackend> | null;
+  return (
+    b != null &&
+    typeof b.makeOutput === "function" &&
+    typeof b.dataIdMap?.get === "function" &&
+    b.wasm?.HEAPU8 instanceof Uint8Array
+  );
+}
+
+/**
+ * How one batched product maps onto sgemm calls: `calls` batched sgemm calls, each of `count`
+ * products `stride*` elements apart, starting at the element offsets in `starts` ([a, b, c]
+ * relative to each tensor). `m` can exceed the product's rows when a shared right operand folds
+ * the batch into one tall product.
+ */
+export interface GemmPlan {
+  outShape: number[];
+  m: number;
+  starts: [number, number, number][];
+  count: number;
+  strides: [number, number, number];
+}
+
+const prod = (xs: readonly number[]): number => xs.reduce((p, x) => p * x, 1);
+
+/**
+ * Plans `op(a) @ op(b)` for batch shapes `batchA`, `batchB` (broadcast like tfjs; throws on
+ * incompatible shapes) and per-matrix sizes m×k, k×n. Pure arithmetic, so it is unit-testable.
+ */
+export function planGemm(
+  batchA: readonly number[],
+  batchB: readonly number[],
+  m: number,
+  n: number,
+  k: number,
+  transA: boolean,
+): GemmPlan {
+  const outer = tf.backend_util.assertAndGetBroadcastShape([...batchA], [...batchB]);
+  const outShape = [...outer, m, n];
+  const r = outer.length;
+  const padA = [...Array(r - batchA.length).fill(1), ...batchA] as number[];
+  const padB = [...Array(r - batchB.length).fill(1), ...batchB] as number[];
+  // Per batch axis: size and element strides of a, b, c (0 where an operand broadcasts).
+  const axes: { size: number; s: [number, number, number] }[] = [];
+  for (let d = 0; d < r; d++) {
+    const size = outer[d] as number;
+    if (size === 1) continue;
+    const sa = padA[d] === 1 ? 0 : prod(padA.slice(d + 1)) * m * k;
+    const sb = padB[d] === 1 ? 0 : prod(padB.slice(d + 1)) * k * n;
+    const sc = prod(outer.slice(d + 1)) * m * n;
+    const last = axes.at(-1);
+    // Merge with the previous axis when one stride steps through both.
+    if (last?.s.every((s, i) => s === [sa, sb, sc][i] * size)) {
+      last.size *= size;
+      last.s = [sa, sb, sc];
+    } else {
+      axes.push({ size, s: [sa, sb, sc] });
+    }
+  }
+  const inner = axes.pop() ?? { size: 1, s: [0, 0, 0] as [number, number, number] };
+  if (axes.length === 0 && inner.s[1] === 0 && !transA && inner.s[0] === m * k) {
+    // Shared right operand, contiguous untransposed left: one [count·m, k] @ [k, n] product.
+    return { outShape, m: m * inner.size, starts: [[0, 0, 0]], count: 1, strides: [0, 0, 0] };
+  }
+  let starts: [number, number, number][] = [[0, 0, 0]];
+  for (const axis of axes) {
+    starts = starts.flatMap(([a, b, c]) =>
+      Array.from({ length: axis.size }, (_, i): [number, number, number] => [
+        a + i * axis.s[0],
+        b + i * axis.s[1],
+        c + i * axis.s[2],
+      ]),
+    );
+  }
+  return { outShape, m, starts, count: inner.size, strides: inner.s };
+}
+
+let heapBuffer: ArrayBufferLike | null = null;
+let heapView: Float32Array<ArrayBufferLike> = new Float32Array(0);
+
+/** A Float32Array over the whole wasm heap, renewed when the heap has grown (a new buffer). */
+function heapF32(be: WasmHeapBackend): Float32Array<ArrayBufferLike> {
+  const buffer = be.wasm.HEAPU8.buffer;
+  if (buffer !== heapBuffer) {
+    heapBuffer = buffer;
+    heapView = new Float32Array(buffer);
+  }
+  return heapView;
+}
+
+function offsetOf(be: WasmHeapBackend, t: tf.TensorInfo): number {
+  return (be.dataIdMap.get(t.dataId)?.memoryOffset ?? 0) / 4;
+}
+
+/** `op(a) @ op(b) (+ bias)` into a new output tensor; bias is [n]. */
+function gemm(
+  blas: BlasAddon,
+  be: WasmHeapBackend,
+  a: tf.TensorInfo,
+  b: tf.TensorInfo,
+  transA: boolean,
+  transB: boolean,
+  bias: tf.TensorInfo | null,
+): tf.TensorInfo {
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  const m = a.shape[transA ? ra - 1 : ra - 2] as number;
+  const k = a.shape[transA ? ra - 2 : ra - 1] as number;
+  const kb = b.shape[transB ? rb - 1 : rb - 2] as number;
+  const n = b.shape[transB ? rb - 2 : rb - 1] as number;
+  if (k !== kb) {
+    throw new Error(
+      `Error in matMul: inner shapes (${k}) and (${kb}) of Tensors with shapes ${a.shape} and ` +
+        `${b.shape} and transposeA=${transA} and transposeB=${transB} must match.`,
+    );
+  }
+  const plan = planGemm(a.shape.slice(0, -2), b.shape.slice(0, -2), m, n, k, transA);
+  const out = be.makeOutput(plan.outShape, "float32");
+  if (prod(plan.outShape) === 0) return out;
+  const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
+  const [oa, ob, oc] = [offsetOf(be, a), offsetOf(be, b), offsetOf(be, out)];
+  let beta = 0;
+  if (bias !== null) {
+    const values = heap.subarray(offsetOf(be, bias), offsetOf(be, bias) + prod(bias.shape));
+    const c = heap.subarray(oc, oc + prod(plan.outShape));
+    for (let row = 0; row < c.length; row += n) c.set(values, row);
+    beta = 1;
+  }
+  const [sa, sb, sc] = plan.strides;
+  for (const [da, db, dc] of plan.starts) {
+    blas.sgemm(
+      transA,
+      transB,
+      plan.m,
+      n,
+      k,
+      1,
+      heap,
+      oa + da,
+      sa,
+      heap,
+      ob + db,
+      sb,
+      beta,
+      heap,
+      oc + dc,
+      sc,
+      plan.count,
+    );
+  }
+  return out;
+}
+
+/** A `BatchMatMul` kernel over sgemm; non-float32 inputs go to `original` (which rejects them). */
+export function makeBlasBatchMatMul(blas: BlasAddon, original: tf.KernelConfig): tf.KernelFunc {
+  return (args: KernelArgs) => {
+    const a = args.inputs.a as tf.TensorInfo;
+    const b = args.inputs.b as tf.TensorInfo;
+    const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+    if (a.dtype !== "float32" || b.dtype !== "float32") return original.kernelFunc(args);
+    return gemm(blas, args.backend as unknown as WasmHeapBackend, a, b, transposeA, transposeB, null);
+  };
+}
+
+/**
+ * A `_FusedMatMul` kernel (tf.fused.matMul: the inference path's linear layers) over sgemm for a
+ * linear activation and no bias or a bias of [n] (written into the output, then sgemm adds the
+ * product with beta = 1). Other activations, biases and PReLU weights go to `original`.
+ */
+export function makeBlasFusedMatMul(blas: BlasAddon, original: tf.KernelConfig): tf.KernelFunc {
+  return (args: KernelArgs) => {
+    const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+    const { transposeA, transposeB, activation } = args.attrs as unknown as {
+      transposeA: boolean;
+      transposeB: boolean;
+      activation: string;
+    };
+    const ta = a as tf.TensorInfo;
+    const tb = b as tf.TensorInfo;
+    const n = tb.shape[transposeB ? tb.shape.length - 2 : tb.shape.length - 1] as number;
+    const biasOk = bias == null || (bias.shape.length === 1 && bias.shape[0] === n);
+    const plain = activation === "linear" && preluActivationWeights == null && biasOk;
+    if (!plain || ta.dtype !== "float32" || tb.dtype !== "float32" || bias?.dtype === "int32") {
+      return original.kernelFunc(args);
+    }
+    return gemm(
+      blas,
+      args.backend as unknown as WasmHeapBackend,
+      ta,
+      tb,
+      transposeA,
+      transposeB,
+      bias ?? null,
+    );
+  };
+}

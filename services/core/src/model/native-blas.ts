@@ -1,0 +1,91 @@
+/**
+ * The project's OpenBLAS addon (native/blas), loaded once if it was built.
+ *
+ * Why an addon: the wasm backend's own matmul reaches 25–30 GFLOP/s on a plain product and
+ * 1–10 on the transposed and batched products of attention and of every backward pass; OpenBLAS
+ * sgemm reaches ~100 per core on the same shapes, and the addon calls it on the wasm heap without
+ * copying. `npm ci` builds it where a compiler and libopenblas-dev exist (`npm run build:native`
+ * builds it explicitly); elsewhere it is absent and the wasm kernels are used.
+ *
+ * `RLAIF_BLAS=0` forces the pure-wasm path (e.g. to compare both paths); `OPENBLAS_NUM_THREADS`,
+ * when set, overrides {@link DEFAULT_BLAS_THREADS}.
+ */
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+/** The addon's exports (native/blas/blas.c documents each argument). */
+export interface BlasAddon {
+  /**
+   * C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch, row-major; offsets and strides in
+   * elements, a stride of 0 reuses one matrix. Throws RangeError when a matrix leaves its array.
+   */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: Float32Array,
+    aOffset: number,
+    aStride: number,
+    b: Float32Array,
+    bOffset: number,
+    bStride: number,
+    beta: number,
+    c: Float32Array,
+    cOffset: number,
+    cStride: number,
+    batch: number,
+  ): void;
+  setThreads(n: number): void;
+  info(): { threads: number; corename: string; config: string };
+}
+
+/** Environment switch: `RLAIF_BLAS=0` (or `false`, `off`) never loads the addon. */
+export const BLAS_ENV = "RLAIF_BLAS";
+
+/**
+ * OpenBLAS threads used unless `OPENBLAS_NUM_THREADS` is set. One: on the model's shapes (64×45
+ * rows, widths 128–512; attention's 45×32×45 slices run on one thread inside OpenBLAS anyway) a
+ * second thread was never faster on a 2-core machine, and the second core is worth more to the
+ * rest of the process and the other services (docs/platform-notes.md#native-blas).
+ */
+export const DEFAULT_BLAS_THREADS = 1;
+
+/** Where `npm ci` / `npm run build:native` leaves the addon. */
+export const ADDON_PATH = fileURLToPath(
+  new URL("../../../../native/blas/build/Release/rlaif_blas.node", import.meta.url),
+);
+
+/** Why the addon is not in use (for logs), or the addon. */
+export type BlasLoad = { addon: BlasAddon } | { addon: null; reason: string };
+
+let loaded: BlasLoad | null = null;
+
+function disabledByEnv(env: NodeJS.ProcessEnv): boolean {
+  const v = env[BLAS_ENV]?.trim().toLowerCase();
+  return v === "0" || v === "false" || v === "off";
+}
+
+/**
+ * Loads the addon once per process (the `RLAIF_BLAS` check included) and sets its thread
+ * count. Never throws: a missing or broken addon is a reason, and the caller falls back.
+ */
+export function loadBlas(env: NodeJS.ProcessEnv = process.env): BlasLoad {
+  if (disabledByEnv(env)) return { addon: null, reason: `${BLAS_ENV}=${env[BLAS_ENV]}` };
+  if (loaded !== null) return loaded;
+  if (!existsSync(ADDON_PATH)) {
+    loaded = { addon: null, reason: "addon not built (npm run build:native)" };
+    return loaded;
+  }
+  try {
+    const addon = createRequire(import.meta.url)(ADDON_PATH) as BlasAddon;
+    if (env.OPENBLAS_NUM_THREADS === undefined) addon.setThreads(DEFAULT_BLAS_THREADS);
+    loaded = { addon };
+  } catch (err) {
+    loaded = { addon: null, reason: `addon failed to load: ${(err as Error).message}` };
+  }
+  return loaded;
+}
