@@ -1,7 +1,8 @@
 /**
  * The thread bridge of the bus (port-bus.ts) over a MessageChannel: KV reads and watches and
  * Object Store reads behave as on the bus itself, blobs are moved (transferred) rather than
- * copied, errors keep their classes, writes are refused, and stopping or closing ends it all.
+ * copied and can come with the watched entry that names them, errors keep their classes, writes
+ * are refused, and stopping or closing ends it all.
  */
 import { MessageChannel } from "node:worker_threads";
 import { afterEach, describe, expect, it } from "vitest";
@@ -81,6 +82,34 @@ describe("port bus", () => {
     await expect((await remote.objects()).get("nope")).rejects.toBeInstanceOf(ObjectNotFoundError);
     store.corruptForTest("w1");
     await expect((await remote.objects()).get("w1")).rejects.toBeInstanceOf(ObjectIntegrityError);
+  });
+
+  it("port bus - a watched entry brings the objects it names, so reading them needs no round trip", async () => {
+    const bus = new MemoryBus();
+    const { port1, port2 } = new MessageChannel();
+    const stop = serveBusOverPort(bus, port1, { sendWithEntry: (_key, value) => dec(value).split(",") });
+    const remote = new PortBus(port2);
+    cleanups.push(
+      () => bus.close(),
+      stop,
+      () => remote.close(),
+      () => port1.close(),
+    );
+    const store = await bus.objects();
+    for (const name of ["A", "B", "R"]) await store.put(name, enc(`blob ${name}`));
+    const seen: string[] = [];
+    await (await remote.kv()).watch("ptr", (e) => seen.push(dec(e.value)));
+    const kv = await bus.kv();
+    await kv.put("ptr", enc("A,R"));
+    await until(() => seen.length === 1);
+    expect(dec(await (await remote.objects()).get("A"))).toBe("blob A");
+    // R was sent with the first entry and is named again: it is kept, not sent twice.
+    await kv.put("ptr", enc("B,R"));
+    await until(() => seen.length === 2);
+    // The serving side stops answering: what came with the entries is still readable.
+    stop();
+    expect(dec(await (await remote.objects()).get("B"))).toBe("blob B");
+    expect(dec(await (await remote.objects()).get("R"))).toBe("blob R");
   });
 
   it("port bus - writes and queues are refused, naming what is not bridged", async () => {

@@ -8,14 +8,17 @@
  * policy`, on loopback; the Rollout reaches it by address, exactly as distributed. It follows the
  * weights through a {@link PortBus} over a MessagePort: the embedded bus is in-memory in the main
  * thread, and the replica only reads the latest-weights pointer and the blobs it names (moved
- * across, not copied). The same weights and seeds give the same samples in either thread.
+ * across, not copied, and sent with the pointer's new entry). The same weights and seeds give the
+ * same samples in either thread.
  */
 import type { EventLoopUtilization } from "node:perf_hooks";
 import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
 import type { Bus } from "../core/src/bus/bus.js";
 import { serveBusOverPort } from "../core/src/bus/port-bus.js";
+import { LATEST_WEIGHTS_KEY } from "../core/src/bus/subjects.js";
 import { PolicyThreadError } from "../core/src/errors.js";
 import type { BackendName } from "../core/src/model/backend.js";
+import { manifestObjectNames } from "../core/src/weights/weights-channel.js";
 
 /** What the thread is started with (its `workerData`). */
 export interface PolicyThreadInit {
@@ -74,7 +77,11 @@ function bootstrap(): string {
 /** Start the Policy in a worker thread; resolves once its server listens (rejects with why not). */
 export async function startPolicyThread(opts: PolicyThreadOptions): Promise<PolicyThread> {
   const channel = new MessageChannel();
-  const stopServing = serveBusOverPort(opts.bus, channel.port1);
+  // The blobs a new latest-weights entry names go with it, so the thread swaps them in before
+  // the next step's requests reach it, even while this thread is busy learning.
+  const stopServing = serveBusOverPort(opts.bus, channel.port1, {
+    sendWithEntry: (key, value) => (key === LATEST_WEIGHTS_KEY ? manifestObjectNames(value) : []),
+  });
   const init: PolicyThreadInit = {
     host: opts.host,
     checkpoint: opts.checkpoint,

@@ -8,6 +8,11 @@
  * clear error: the main thread stays the only writer. Blobs cross as transferred ArrayBuffers
  * (moved, not copied), and the error classes of errors.ts survive the crossing, so callers branch
  * on them exactly as they do in-process.
+ *
+ * A watched entry can carry the objects its watcher reads next (`sendWithEntry`): the serving
+ * thread may be busy for a long while right after it writes the entry (the Optimizer's update
+ * runs synchronously), and a round trip for the blob would then let requests reach the Policy
+ * before the weights they must be served with.
  */
 import type { MessagePort } from "node:worker_threads";
 import { KvConflictError, ObjectIntegrityError, ObjectNotFoundError, RlaifError } from "../errors.js";
@@ -22,10 +27,22 @@ type Request =
 
 type Call = Request extends infer R ? (R extends Request ? Omit<R, "id"> : never) : never;
 
+/** Objects sent with a watched entry: every name it reads, the bytes of those not sent before. */
+interface Sent {
+  names: string[];
+  objects: { name: string; data: Uint8Array }[];
+}
+
 type Reply =
   | { id: number; value: unknown }
   | { id: number; error: { name: string; message: string } }
-  | { watch: number; entry: KvEntry };
+  | { watch: number; entry: KvEntry; sent: Sent };
+
+/** Options of {@link serveBusOverPort}. */
+export interface ServeOptions {
+  /** Names of the objects a watcher of `key` reads after seeing `value`, sent along with it. */
+  sendWithEntry?: (key: string, value: Uint8Array) => string[];
+}
 
 /**
  * Errors a reader may branch on (the replica refuses a corrupt blob, a missing one); any other
@@ -55,17 +72,36 @@ function owned(data: Uint8Array): Uint8Array {
  * Answer a {@link PortBus}'s requests on `port` from `bus`. Returns a function that stops serving
  * and ends every watch it opened (the port itself is the caller's to close).
  */
-export function serveBusOverPort(bus: Bus, port: MessagePort): () => void {
+export function serveBusOverPort(bus: Bus, port: MessagePort, opts: ServeOptions = {}): () => void {
   const watches = new Map<number, () => void>();
   let stopped = false;
+  /** One watch's entries, in order, each with the objects it names (those not sent before). */
+  const forward = (watch: number) => {
+    let chain = Promise.resolve();
+    let before = new Set<string>();
+    return (entry: KvEntry) => {
+      chain = chain.then(async () => {
+        const names = opts.sendWithEntry?.(entry.key, entry.value) ?? [];
+        const sent: Sent = { names, objects: [] };
+        for (const name of new Set(names)) {
+          if (before.has(name)) continue;
+          // An object that cannot be read is left to the watcher's own get, which reports why.
+          const data = await (await bus.objects()).get(name).catch(() => null);
+          if (data) sent.objects.push({ name, data: owned(data) });
+        }
+        before = new Set(names.filter((n) => before.has(n) || sent.objects.some((o) => o.name === n)));
+        if (stopped) return;
+        const transfer = sent.objects.map((o) => o.data.buffer as ArrayBuffer);
+        port.postMessage({ watch, entry, sent } satisfies Reply, transfer);
+      });
+    };
+  };
   const answer = async (req: Request): Promise<Reply> => {
     switch (req.op) {
       case "kv.get":
         return { id: req.id, value: await (await bus.kv()).get(req.key) };
       case "kv.watch": {
-        const stop = await (await bus.kv()).watch(req.key, (entry) => {
-          if (!stopped) port.postMessage({ watch: req.id, entry } satisfies Reply);
-        });
+        const stop = await (await bus.kv()).watch(req.key, forward(req.id));
         if (stopped) stop();
         else watches.set(req.id, stop);
         return { id: req.id, value: null };
@@ -111,11 +147,16 @@ export class PortBus implements Bus {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private readonly watchers = new Map<number, (entry: KvEntry) => void>();
+  /** Objects sent with the latest watched entry, until read (older ones are dropped). */
+  private sent = new Map<string, Uint8Array>();
   private closed = false;
 
   constructor(private readonly port: MessagePort) {
     port.on("message", (reply: Reply) => {
       if ("watch" in reply) {
+        const keep = new Set(reply.sent.names);
+        this.sent = new Map([...this.sent].filter(([name]) => keep.has(name)));
+        for (const o of reply.sent.objects) this.sent.set(o.name, o.data);
         this.watchers.get(reply.watch)?.(reply.entry);
         return;
       }
@@ -165,7 +206,13 @@ export class PortBus implements Bus {
 
   async objects(): Promise<ObjectStore> {
     return {
-      get: (name) => this.call<Uint8Array>({ op: "objects.get", name }),
+      get: (name) => {
+        const data = this.sent.get(name);
+        if (!data) return this.call<Uint8Array>({ op: "objects.get", name });
+        // Each sent object is handed out once: the caller owns its bytes.
+        this.sent.delete(name);
+        return Promise.resolve(data);
+      },
       info: (name) => this.call<ObjectInfo | null>({ op: "objects.info", name }),
       put: async () => this.refuse("objects put"),
       delete: async () => this.refuse("objects delete"),
@@ -176,6 +223,7 @@ export class PortBus implements Bus {
   async close(): Promise<void> {
     this.closed = true;
     this.watchers.clear();
+    this.sent.clear();
     for (const call of this.pending.values()) call.reject(new RlaifError("bus is closed"));
     this.pending.clear();
   }
