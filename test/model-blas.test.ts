@@ -162,6 +162,30 @@ describe.skipIf(!hasBlas)("blas", () => {
     tf.dispose([a, w, bias]);
   });
 
+  it("blas - Sum over leading axes (column sums) equals the stock kernel; other reductions are left to it", () => {
+    const x = tf.randomNormal([37, 5, 6], 0, 1, "float32", 8);
+    const cases: [number | number[], boolean][] = [
+      [0, false],
+      [[0, 1], false],
+      [[1, 0], true],
+      [-3, true],
+      [1, false], // not leading: stock
+      [[0, 1, 2], false], // everything: stock
+      [-1, true], // inner: stock
+    ];
+    for (const [axis, keepDims] of cases) {
+      const run = () => tf.sum(x, axis, keepDims);
+      const [ours, stock] = [run(), using("stock", run)];
+      expect(ours.shape, `${axis} ${keepDims}`).toEqual(stock.shape);
+      expect(scaledError(ours.dataSync(), stock.dataSync()), `${axis} ${keepDims}`).toBeLessThan(1e-6);
+      tf.dispose([ours, stock]);
+    }
+    const ints = tf.tensor2d([1, 2, 3, 4], [2, 2], "int32");
+    expect(Array.from(tf.sum(ints, 0).dataSync())).toEqual([4, 6]);
+    expect(Array.from(tf.sum(tf.zeros([0, 3]), 0).dataSync())).toEqual([0, 0, 0]);
+    tf.dispose([x, ints]);
+  });
+
   it("blas - training steps of a Transformer and a GRU give the same loss and gradients with and without BLAS", () => {
     const configs = [
       { vocabSize: 258, contextLength: 16, dModel: 32, nLayers: 2, nHeads: 2 },
