@@ -13,20 +13,10 @@ import { createModel } from "../services/core/src/model/checkpoint.js";
 import { maskedCrossEntropy } from "../services/core/src/model/loss.js";
 import { type BlasAddon, loadBlas } from "../services/core/src/model/native-blas.js";
 import { setWasmMatMul, type WasmMatMul } from "../services/core/src/model/wasm-kernels.js";
+import { scaledError } from "./helpers/model-checks.js";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
 
 const hasBlas = requireTool(TOOLS.blasAddon);
-
-/** max_i |a_i − b_i| / max_i |b_i|: the error relative to the tensor's scale. */
-function scaledError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs((a[i] as number) - (b[i] as number)));
-    den = Math.max(den, Math.abs(b[i] as number));
-  }
-  return num / Math.max(den, 1e-30);
-}
 
 describe.skipIf(!hasBlas)("blas", () => {
   let blas: BlasAddon;
