@@ -52,8 +52,11 @@ function transposeFlagsFree(): boolean {
   return backend === "tensorflow" || (backend === "wasm" && wasmMatMulKind() === "blas");
 }
 
-/** op(a) @ op(b), with each transpose as a flag or as an explicit Transpose, whichever is faster here. */
-function product(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean): tf.Tensor {
+/**
+ * op(a) @ op(b), with each transpose as a flag or as an explicit Transpose, whichever is faster
+ * here (exported for the hand-written backward passes of other ops, e.g. gru-layer.ts).
+ */
+export function product(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean): tf.Tensor {
   if (transposeFlagsFree()) return tf.matMul(a, b, transA, transB);
   return tf.matMul(transA ? swapLast(a) : a, transB ? swapLast(b) : b);
 }
