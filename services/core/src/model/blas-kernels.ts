@@ -21,8 +21,8 @@ import type { BlasAddon } from "./native-blas.js";
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 
-/** The parts of tfjs-backend-wasm's `BackendWasm` these kernels use. */
-interface WasmHeapBackend {
+/** The parts of tfjs-backend-wasm's `BackendWasm` these kernels (and fused-kernels.ts) use. */
+export interface WasmHeapBackend {
   dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   wasm: { HEAPU8: Uint8Array };
@@ -111,7 +111,7 @@ let heapBuffer: ArrayBufferLike | null = null;
 let heapView: Float32Array<ArrayBufferLike> = new Float32Array(0);
 
 /** A Float32Array over the whole wasm heap, renewed when the heap has grown (a new buffer). */
-function heapF32(be: WasmHeapBackend): Float32Array<ArrayBufferLike> {
+export function heapF32(be: WasmHeapBackend): Float32Array<ArrayBufferLike> {
   const buffer = be.wasm.HEAPU8.buffer;
   if (buffer !== heapBuffer) {
     heapBuffer = buffer;
@@ -120,7 +120,8 @@ function heapF32(be: WasmHeapBackend): Float32Array<ArrayBufferLike> {
   return heapView;
 }
 
-function offsetOf(be: WasmHeapBackend, t: tf.TensorInfo): number {
+/** Element offset of a float32 tensor on the wasm heap. */
+export function offsetOf(be: WasmHeapBackend, t: tf.TensorInfo): number {
   return (be.dataIdMap.get(t.dataId)?.memoryOffset ?? 0) / 4;
 }
 

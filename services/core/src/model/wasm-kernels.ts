@@ -17,7 +17,8 @@
  *
  * Where the OpenBLAS addon is built, `BatchMatMul` and `_FusedMatMul` come from blas-kernels.ts
  * instead (3–10x faster again, transpose flags included), and so do column sums (`Sum` over the
- * leading axes, the bias gradients); `setWasmMatMul` switches between the three matmul
+ * leading axes, the bias gradients) and the fused LayerNorm/GELU kernels of fused-kernels.ts;
+ * `setWasmMatMul` switches between the three matmul
  * implementations, so tests can compare them in one process. The data-movement kernels that
  * copy needlessly (Slice, SplitV, Unpack, Identity, GatherV2) come from wasm-data-kernels.ts.
  *
@@ -26,6 +27,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { hasHeapInternals, makeBlasBatchMatMul, makeBlasFusedMatMul, makeBlasSum } from "./blas-kernels.js";
+import { FUSED, setFusedKernels } from "./fused-kernels.js";
 import type { BlasAddon } from "./native-blas.js";
 import { setWasmDataKernels } from "./wasm-data-kernels.js";
 
@@ -240,18 +242,13 @@ export function registerWasmWorkarounds(blas: BlasAddon | null): string[] {
   const data = setWasmDataKernels("views");
   const useBlas = blas !== null && hasHeapInternals(backend);
   setWasmMatMul(useBlas ? "blas" : "wasm", blas);
-  return [
-    "OneHot",
-    "UnsortedSegmentSum",
-    ...data,
-    "BatchMatMul",
-    ...(useBlas ? ["_FusedMatMul", "Sum"] : []),
-  ];
+  const addon = useBlas ? ["_FusedMatMul", "Sum", ...Object.values(FUSED)] : [];
+  return ["OneHot", "UnsortedSegmentSum", ...data, "BatchMatMul", ...addon];
 }
 
 /**
- * Switches the wasm matmul kernels and column sums (after `registerWasmWorkarounds`): `blas`
- * needs the addon; `stock` restores tfjs's own kernels, the reference the tests compare the
+ * Switches the wasm matmul kernels, column sums and fused kernels (after
+ * `registerWasmWorkarounds`): `blas` needs the addon; `stock` restores tfjs's own kernels, the reference the tests compare the
  * others with. Kernels are looked up per op, so the switch applies to the next op.
  */
 export function setWasmMatMul(kind: WasmMatMul, blas: BlasAddon | null = null): void {
@@ -269,6 +266,7 @@ export function setWasmMatMul(kind: WasmMatMul, blas: BlasAddon | null = null): 
     kind === "blas" ? makeBlasFusedMatMul(blas as BlasAddon, stock.fused) : stock.fused.kernelFunc,
   );
   replace("Sum", kind === "blas" ? makeBlasSum(blas as BlasAddon, stock.sum) : stock.sum.kernelFunc);
+  setFusedKernels(kind === "blas" ? blas : null);
   matMulKind = kind;
 }
 
