@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { StepMetricsSchema } from "../services/core/gen/rlaif/common/v1/types_pb.js";
 import { sha256Hex } from "../services/core/src/hash.js";
+import { loadBlas } from "../services/core/src/model/native-blas.js";
 import { RULE_SCORER_ID, RULE_SCORER_VERSION } from "../services/feedback/scorer.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
@@ -184,7 +185,8 @@ describe("cli", () => {
         path: join(dir, "model.safetensors"),
         sha256: sha256Hex(readFileSync(join(dir, "model.safetensors"))),
       },
-      backend: "wasm",
+      // The child runs wasm with the OpenBLAS matmul when the addon loads here, plain wasm otherwise.
+      backend: loadBlas().addon ? "wasm+blas" : "wasm",
       bus: "embedded",
       mode: "embedded",
       feedback: {

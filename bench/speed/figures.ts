@@ -1,0 +1,171 @@
+/**
+ * The benchmark's results as one list of figures (one table row each: a value per side, the
+ * ratios rlaif/PyTorch and the cross-check of that row), the single source of both the printed
+ * table and the `--json` report, so the two can never disagree.
+ */
+import type { BySide, KindResult } from "./kind-bench.js";
+import type { TrainResult } from "./train-bench.js";
+
+/** One row. */
+export interface Figure {
+  /** Stable id, e.g. `learnerMs.transformer` (tests and scripts read figures by it). */
+  key: string;
+  label: string;
+  unit: string;
+  /** Value per side: `rlaif`, `torch1`, `torch2` (a side is absent where it has no such figure). */
+  values: BySide;
+  /** rlaif / PyTorch in the row's unit, per PyTorch side (absent for shares and rlaif-only rows). */
+  ratios?: BySide;
+  /** How far rlaif and PyTorch differ on this row's inputs (see `checkNote`). */
+  check?: number;
+}
+
+/** Everything the figures are made of. */
+export interface Results {
+  rows: number;
+  maxNewTokens: number;
+  kinds: Record<string, KindResult>;
+  /** PyTorch's n³ product per thread count: the machine's practical peak. */
+  peak: { n: number; gflops: BySide };
+  /** A product at the Transformer's MLP shape [rows·positions, C] × [C, 4C], on every side. */
+  modelMatmul?: { shape: readonly number[]; gflops: BySide };
+  /** Transformer learner step: GFLOP per step (flops.ts) and the batch positions it was counted for. */
+  flops?: { gflopPerStep: number; positions: number };
+  train?: TrainResult;
+}
+
+/** What the check column means. */
+export const CHECK_NOTE =
+  "check: learner rows max relative difference of logits, loss, grad norm, entropy and the loss after one update; log-prob rows max |Δ log p| in nats";
+
+function withRatios(values: BySide): BySide | undefined {
+  const rlaif = values.rlaif;
+  if (rlaif === undefined) return undefined;
+  return Object.fromEntries(
+    Object.entries(values)
+      .filter(([side]) => side !== "rlaif")
+      .map(([side, v]) => [side, rlaif / v]),
+  );
+}
+
+function figure(key: string, label: string, unit: string, values: BySide, check?: number): Figure {
+  const ratios = withRatios(values);
+  return {
+    key,
+    label,
+    unit,
+    values,
+    ...(ratios ? { ratios } : {}),
+    ...(check !== undefined ? { check } : {}),
+  };
+}
+
+/** The learner check of a kind: the worst of its relative figures. */
+function learnerCheck(k: KindResult): number {
+  const c = k.check;
+  return Math.max(c.logits, c.loss, c.gradNorm, c.entropy, c.lossAfterUpdate);
+}
+
+const scale = (v: BySide, f: (x: number) => number) =>
+  Object.fromEntries(Object.entries(v).map(([k, x]) => [k, f(x)]));
+
+/** Every figure of a run, in table order. */
+export function buildFigures(r: Results): Figure[] {
+  const kinds = Object.entries(r.kinds);
+  const positions = (k: KindResult) => k.batch.positions;
+  const out: Figure[] = [
+    ...kinds.map(([kind, k]) =>
+      figure(`learnerMs.${kind}`, `learner step, ${kind}`, "ms", k.learnerMs, learnerCheck(k)),
+    ),
+    ...kinds.map(([kind, k]) =>
+      figure(
+        `samplingTokensPerSecond.${kind}`,
+        `sampling ${r.rows}×${r.maxNewTokens}, ${kind}`,
+        "tok/s",
+        k.samplingTokensPerSecond,
+        k.check.sampling,
+      ),
+    ),
+    ...kinds.map(([kind, k]) =>
+      figure(
+        `logprobsMs.${kind}`,
+        `reference log-probs ${r.rows}×${positions(k)}, ${kind}`,
+        "ms",
+        k.logprobsMs,
+        k.check.logprobs,
+      ),
+    ),
+  ];
+  const gpt = r.kinds.transformer;
+  const flops = r.flops;
+  if (gpt && flops) {
+    const gflops = scale(gpt.learnerMs, (ms) => flops.gflopPerStep / (ms / 1000));
+    out.push(
+      figure(
+        "learnerGflops.transformer",
+        `learner step, transformer, ${flops.gflopPerStep.toFixed(2)} GFLOP`,
+        "GFLOP/s",
+        gflops,
+      ),
+    );
+    for (const t of [1, 2]) {
+      const peak = r.peak.gflops[`torch${t}`];
+      if (peak === undefined) continue;
+      out.push({
+        key: `learnerPeakShare${t}.transformer`,
+        label: `  as a share of the ${t}-thread sgemm peak`,
+        unit: "%",
+        values: scale(gflops, (g) => (100 * g) / peak),
+      });
+    }
+  }
+  out.push(
+    figure("sgemmPeakGflops", `sgemm peak, ${r.peak.n}³ float32, best round`, "GFLOP/s", r.peak.gflops),
+  );
+  if (r.modelMatmul) {
+    const shape = r.modelMatmul.shape.join("×");
+    out.push(
+      figure("matmulGflops.mlp", `matmul at the MLP's shape ${shape}`, "GFLOP/s", r.modelMatmul.gflops),
+    );
+  }
+  for (const [kind, k] of kinds) {
+    out.push(
+      figure(`rssMb.${kind}`, `RSS after a learner step, ${kind}`, "MB", {
+        rlaif: k.rssMb.rlaif,
+        ...Object.fromEntries(
+          Object.keys(k.learnerMs)
+            .filter((s) => s !== "rlaif")
+            .map((s) => [s, k.rssMb.torch]),
+        ),
+      }),
+    );
+  }
+  if (r.train) {
+    const t = r.train;
+    const only = (key: string, label: string, unit: string, v: number): Figure => ({
+      key,
+      label,
+      unit,
+      values: { rlaif: v },
+    });
+    out.push(
+      only("train.stepsPerSecond", `rlaif train, embedded, ${measured(t)}`, "steps/s", t.stepsPerSecond),
+      only("train.cpuPerWall", "rlaif train, cpu/wall (process tree)", "cores", t.cpuPerWall),
+      only("train.firstStepSeconds", "rlaif train, first step (start-up included)", "s", t.firstStepSeconds),
+      only("train.peakRssMb", "rlaif train, peak RSS", "MB", t.peakRssMb),
+      only("train.rssGrowthMbPerStep", "rlaif train, RSS growth per step", "MB", rssGrowth(t.rssMbAfterStep)),
+    );
+  }
+  return out;
+}
+
+/** Which steps the rate is over ("steps 2–5", or "step 1" of a one-step run). */
+function measured(t: TrainResult): string {
+  const from = t.steps - t.measuredSteps + 1;
+  return from === t.steps ? `step ${from}` : `steps ${from}–${t.steps}`;
+}
+
+/** Mean RSS growth per step after the first (0 for a one-step run). */
+function rssGrowth(rss: readonly number[]): number {
+  return rss.length < 2 ? 0 : ((rss.at(-1) as number) - (rss[0] as number)) / (rss.length - 1);
+}

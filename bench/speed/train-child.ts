@@ -1,0 +1,74 @@
+/**
+ * `rlaif train`'s embedded run (the same four services on loopback and the in-memory bus that
+ * the CLI starts), measured from inside its own process so nothing else is counted:
+ *
+ *   node --import tsx bench/speed/train-child.ts --steps n --out dir [run flags, e.g. --prompts-per-step 1]
+ *
+ * Prints one JSON line: steps per second and CPU/wall over steps 2..n (step 1 also pays for
+ * compiling and warming up; with one step, over that step), the process tree's RSS after every
+ * step, and the process's peak RSS. CPU and RSS are of the process tree (proc-tree.ts).
+ */
+import { parseArgs } from "node:util";
+import { startEmbeddedCluster } from "../../services/cluster/embedded-cluster.js";
+import { loadConfig } from "../../services/core/src/config/load-config.js";
+import { treeUsage } from "./proc-tree.js";
+
+const RUN_FLAGS = ["prompts-per-step", "samples-per-prompt", "max-new-tokens"] as const;
+const { values } = parseArgs({
+  options: {
+    steps: { type: "string", default: "5" },
+    out: { type: "string" },
+    ...Object.fromEntries(RUN_FLAGS.map((f) => [f, { type: "string" as const }])),
+  },
+});
+if (!values.out) throw new Error("--out <dir> is required (the run's checkpoints and metrics go there)");
+const flags = Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined));
+const config = loadConfig(undefined, flags);
+
+interface Mark {
+  step: number;
+  at: number;
+  cpuSeconds: number;
+  processCpuSeconds: number;
+  rssMb: number;
+}
+const mark = (step: number): Mark => {
+  const cpu = process.cpuUsage();
+  const tree = treeUsage();
+  return {
+    step,
+    at: performance.now(),
+    cpuSeconds: tree.cpuSeconds,
+    processCpuSeconds: (cpu.user + cpu.system) / 1e6,
+    rssMb: tree.rssMb,
+  };
+};
+
+const cluster = await startEmbeddedCluster(config, () => {});
+const marks: Mark[] = [mark(0)];
+try {
+  const run = await cluster.optimizer.runs.start(config.run);
+  run.watchers.add((m) => {
+    if (m) marks.push(mark(m.step));
+  });
+  if (!(await run.done)) throw new Error(`training failed: ${run.error}`);
+} finally {
+  await cluster.close();
+}
+const steps = marks.length - 1;
+const from = marks[steps >= 2 ? 1 : 0] as Mark;
+const to = marks[steps] as Mark;
+const wall = (to.at - from.at) / 1000;
+process.stdout.write(
+  `${JSON.stringify({
+    steps,
+    measuredSteps: to.step - from.step,
+    firstStepSeconds: ((marks[1] as Mark).at - (marks[0] as Mark).at) / 1000,
+    stepsPerSecond: (to.step - from.step) / wall,
+    cpuPerWall: (to.cpuSeconds - from.cpuSeconds) / wall,
+    processCpuPerWall: (to.processCpuSeconds - from.processCpuSeconds) / wall,
+    processes: treeUsage().processes,
+    rssMbAfterStep: marks.slice(1).map((m) => m.rssMb),
+    peakRssMb: process.resourceUsage().maxRSS / 1024,
+  })}\n`,
+);
