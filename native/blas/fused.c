@@ -19,6 +19,12 @@
  *   layerNormGrad(dy, dyo, xhat, xho, rstd, ro, g, go, dx, dxo, dg, dgo, db, dbo, rows, cols)
  *     per row, with gx = dy g: dx = rstd (gx - mean gx - xhat mean(gx xhat));
  *     over rows: dg = sum dy xhat, db = sum dy
+ *   adam(p, po, g, go, m, mo, v, vo, p2, p2o, m2, m2o, v2, v2o, n,
+ *        beta1, 1 - beta1, beta2, 1 - beta2, eps, step, sqrtBc2, decay)
+ *     m2 = beta1 m + (1 - beta1) g, v2 = beta2 v + (1 - beta2) g^2,
+ *     p2 = decay p - step m2 / (sqrt(v2) / sqrtBc2 + eps)   (step = lr / (1 - beta1^t)),
+ *     in float32, each constant rounded once and every operation in the order learn/adam.ts's
+ *     tfjs ops take, so both give the same floats
  * Row statistics and the column sums accumulate in double.
  */
 #include <math.h>
@@ -210,12 +216,40 @@ static napi_value layer_norm_grad(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value adam(napi_env env, napi_callback_info info) {
+  napi_value argv[23];
+  int64_t n;
+  double hp[8]; /* beta1, 1 - beta1, beta2, 1 - beta2, eps, step, sqrtBc2, decay */
+  if (!args(env, info, 23, argv, "adam: expected 23 arguments")) return NULL;
+  if (!count_arg(env, argv[14], &n)) return range_error(env, "adam: n must be a 32-bit count");
+  for (int k = 0; k < 8; k++)
+    if (napi_get_value_double(env, argv[15 + k], &hp[k]) != napi_ok) return type_error(env, "adam: hyperparameters must be numbers");
+  float *spans[6];
+  for (int k = 0; k < 6; k++)
+    if ((spans[k] = span(env, argv[2 * k], argv[2 * k + 1], n)) == NULL) return NULL;
+  const float *p = spans[0], *g = spans[1], *m = spans[2], *v = spans[3];
+  float *p2 = spans[4], *m2 = spans[5];
+  float *v2 = span(env, argv[12], argv[13], n);
+  if (v2 == NULL) return NULL;
+  const float b1 = (float)hp[0], c1 = (float)hp[1], b2 = (float)hp[2], c2 = (float)hp[3];
+  const float eps = (float)hp[4], step = (float)hp[5], sqrt_bc2 = (float)hp[6], decay = (float)hp[7];
+  for (int64_t i = 0; i < n; i++) {
+    const float mi = m[i] * b1 + g[i] * c1;
+    const float vi = v[i] * b2 + (g[i] * g[i]) * c2;
+    m2[i] = mi;
+    v2[i] = vi;
+    p2[i] = p[i] * decay - (mi / (sqrtf(vi) / sqrt_bc2 + eps)) * step;
+  }
+  return NULL;
+}
+
 napi_status fused_define(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"geluArg", NULL, gelu_arg, NULL, NULL, NULL, napi_default, NULL},
       {"geluGrad", NULL, gelu_grad, NULL, NULL, NULL, napi_default, NULL},
       {"layerNorm", NULL, layer_norm, NULL, NULL, NULL, napi_default, NULL},
       {"layerNormGrad", NULL, layer_norm_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"adam", NULL, adam, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

@@ -1,12 +1,14 @@
 /**
- * Fused LayerNorm and GELU kernels for the tfjs `wasm` backend, computed by the project's addon
- * (native/blas/fused.c) in one pass each, zero-copy on the wasm heap.
+ * Fused LayerNorm, GELU and Adam kernels for the tfjs `wasm` backend, computed by the project's
+ * addon (native/blas/fused.c) in one pass each, zero-copy on the wasm heap.
  *
  * Why: on wasm each tfjs elementwise op is a pass over memory plus a dispatch, and LayerNorm
  * (~20 ops forward and backward) and GELU (~14) were a third of a Transformer learner step.
  * These are custom kernels (names in {@link FUSED}) that layers.ts's custom-gradient ops call
  * when the active backend has them (`hasFusedKernel`) and replace by the same maths in tfjs ops
  * otherwise. GELU's sigmoid stays a tfjs kernel (vectorised exp); only its arithmetic is fused.
+ * Adam's update (learn/adam.ts) was ~13 kernels per parameter tensor, over half of a step's
+ * kernel calls.
  * Registered with the OpenBLAS kernels (`setWasmMatMul("blas")`) and removed with them, so the
  * tests compare both paths in one process. Float32 only (everything the models feed them).
  */
@@ -26,7 +28,24 @@ export const FUSED = {
   layerNorm: "RlaifLayerNorm",
   /** {dy, xhat [N, C], rstd [N, 1], gamma [C]} → [dx [N, C], dγ [C], dβ [C]]. */
   layerNormGrad: "RlaifLayerNormGrad",
+  /** {param, grad, m, v}, attrs {@link AdamAttrs} → [θ', m', v'] (one Adam(W) update). */
+  adam: "RlaifAdam",
 } as const;
+
+/** The constants of one Adam(W) update, as learn/adam.ts computes them (in double). */
+export type AdamAttrs = {
+  beta1: number;
+  oneMinusBeta1: number;
+  beta2: number;
+  oneMinusBeta2: number;
+  epsilon: number;
+  /** α / (1 − β1^t) */
+  step: number;
+  /** √(1 − β2^t) */
+  sqrtBc2: number;
+  /** 1 − α·λ with decoupled weight decay, else 1 */
+  decay: number;
+};
 
 const size = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
@@ -39,6 +58,37 @@ function float32(name: string, inputs: tf.TensorInfo[]): void {
 function rowsCols(x: tf.TensorInfo): [number, number] {
   const cols = x.shape.at(-1) as number;
   return [size(x.shape) / cols, cols];
+}
+
+function adamKernel(blas: BlasAddon): tf.KernelFunc {
+  return (args) => {
+    const { param, grad, m, v } = args.inputs as Record<string, tf.TensorInfo>;
+    const ins = [param, grad, m, v] as tf.TensorInfo[];
+    float32(FUSED.adam, ins);
+    const a = args.attrs as unknown as AdamAttrs;
+    const be = args.backend as unknown as WasmHeapBackend;
+    const shape = [...(param as tf.TensorInfo).shape];
+    const outs = [
+      be.makeOutput(shape, "float32"),
+      be.makeOutput(shape, "float32"),
+      be.makeOutput(shape, "float32"),
+    ];
+    const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
+    const [o0, o1, o2, o3, o4, o5, o6] = [...ins, ...outs].map((t) => offsetOf(be, t));
+    blas.adam(
+      ...[heap, o0, heap, o1, heap, o2, heap, o3, heap, o4, heap, o5, heap, o6],
+      size(shape),
+      a.beta1,
+      a.oneMinusBeta1,
+      a.beta2,
+      a.oneMinusBeta2,
+      a.epsilon,
+      a.step,
+      a.sqrtBc2,
+      a.decay,
+    );
+    return outs;
+  };
 }
 
 function kernels(blas: BlasAddon): Record<keyof typeof FUSED, tf.KernelFunc> {
@@ -130,6 +180,7 @@ function kernels(blas: BlasAddon): Record<keyof typeof FUSED, tf.KernelFunc> {
       );
       return [dx, dg, db];
     },
+    adam: adamKernel(blas),
   };
 }
 

@@ -90,6 +90,32 @@ export interface BlasAddon {
     rows: number,
     cols: number,
   ): void;
+  /** One Adam(W) update over n elements: writes θ', m', v' (fused.c gives the equations). */
+  adam(
+    p: Float32Array,
+    pOffset: number,
+    g: Float32Array,
+    gOffset: number,
+    m: Float32Array,
+    mOffset: number,
+    v: Float32Array,
+    vOffset: number,
+    p2: Float32Array,
+    p2Offset: number,
+    m2: Float32Array,
+    m2Offset: number,
+    v2: Float32Array,
+    v2Offset: number,
+    n: number,
+    beta1: number,
+    oneMinusBeta1: number,
+    beta2: number,
+    oneMinusBeta2: number,
+    epsilon: number,
+    step: number,
+    sqrtBc2: number,
+    decay: number,
+  ): void;
   setThreads(n: number): void;
   info(): { threads: number; corename: string; config: string };
 }
