@@ -223,14 +223,13 @@ static napi_value adam(napi_env env, napi_callback_info info) {
   if (!args(env, info, 23, argv, "adam: expected 23 arguments")) return NULL;
   if (!count_arg(env, argv[14], &n)) return range_error(env, "adam: n must be a 32-bit count");
   for (int k = 0; k < 8; k++)
-    if (napi_get_value_double(env, argv[15 + k], &hp[k]) != napi_ok) return type_error(env, "adam: hyperparameters must be numbers");
-  float *spans[6];
-  for (int k = 0; k < 6; k++)
+    if (napi_get_value_double(env, argv[15 + k], &hp[k]) != napi_ok)
+      return type_error(env, "adam: hyperparameters must be numbers");
+  float *spans[7]; /* p, g, m, v, p2, m2, v2 */
+  for (int k = 0; k < 7; k++)
     if ((spans[k] = span(env, argv[2 * k], argv[2 * k + 1], n)) == NULL) return NULL;
   const float *p = spans[0], *g = spans[1], *m = spans[2], *v = spans[3];
-  float *p2 = spans[4], *m2 = spans[5];
-  float *v2 = span(env, argv[12], argv[13], n);
-  if (v2 == NULL) return NULL;
+  float *p2 = spans[4], *m2 = spans[5], *v2 = spans[6];
   const float b1 = (float)hp[0], c1 = (float)hp[1], b2 = (float)hp[2], c2 = (float)hp[3];
   const float eps = (float)hp[4], step = (float)hp[5], sqrt_bc2 = (float)hp[6], decay = (float)hp[7];
   for (int64_t i = 0; i < n; i++) {
