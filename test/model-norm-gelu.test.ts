@@ -99,7 +99,7 @@ describe("norm and gelu", () => {
   }
 
   it.skipIf(blas === null)(
-    "norm and gelu - the fused kernels refuse arrays too small for their counts",
+    "norm and gelu - the fused kernels (Adam's too) refuse arrays too small for their counts",
     () => {
       const addon = blas as NonNullable<typeof blas>;
       const small = new Float32Array(4);
@@ -114,6 +114,10 @@ describe("norm and gelu", () => {
       expect(() => addon.geluArg(new Float64Array(4) as unknown as Float32Array, 0, small, 0, 4)).toThrow(
         TypeError,
       );
+      // Adam's seven arrays, the last (v') one element short
+      const arrays = Array.from({ length: 7 }, (_, k) => [k === 6 ? new Float32Array(3) : small, 0]).flat();
+      const adam = addon.adam as (...a: unknown[]) => void;
+      expect(() => adam(...arrays, 4, 0.9, 0.1, 0.999, 0.001, 1e-8, 1, 1, 1)).toThrow(/out of range/);
     },
   );
 });
