@@ -1,6 +1,7 @@
 /*
- * Fused elementwise kernels for the tfjs wasm backend: LayerNorm forward/backward and the
- * arithmetic parts of tanh-GELU, each one pass over its tensors, zero-copy on Float32Arrays.
+ * Fused elementwise kernels for the tfjs wasm backend: LayerNorm forward/backward, the
+ * arithmetic parts of tanh-GELU, Adam's update and the GRU backward's gate factors, each one pass
+ * over its tensors, zero-copy on Float32Arrays.
  *
  * Why: on the wasm backend every tfjs elementwise op is its own pass over memory plus a kernel
  * dispatch; the Transformer's LayerNorm is ~20 such passes forward and backward, GELU ~14, and
@@ -25,6 +26,11 @@
  *     p2 = decay p - step m2 / (sqrt(v2) / sqrtBc2 + eps)   (step = lr / (1 - beta1^t)),
  *     in float32, each constant rounded once and every operation in the order learn/adam.ts's
  *     tfjs ops take, so both give the same floats
+ *   gruFactors(hp, hpo, r, ro, z, zo, n, no, un, uno, m, mo, pa, pao, pu, puo, zc, zco, rows, h)
+ *     the GRU backward's per-element factors for every step at once (services/core/src/model/
+ *     gru-layer.ts gives the equations): pa = [pr | pz | pn], pu = [pr | pz | pn r] (rows x 3h),
+ *     zc (rows x h); m (rows x 1) may be null (no masks); the same float32 operations in the
+ *     same order as gru-layer.ts's tfjs ops
  * Row statistics and the column sums accumulate in double.
  */
 #include <math.h>
@@ -242,6 +248,50 @@ static napi_value adam(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value gru_factors(napi_env env, napi_callback_info info) {
+  napi_value argv[20];
+  int64_t rows, h;
+  napi_valuetype mtype;
+  if (!args(env, info, 20, argv, "gruFactors: expected 20 arguments")) return NULL;
+  if (!count_arg(env, argv[18], &rows) || !count_arg(env, argv[19], &h))
+    return range_error(env, "gruFactors: rows and h must be 32-bit counts");
+  const int64_t n = rows * h;
+  float *in[5]; /* hp, r, z, n, uN */
+  for (int k = 0; k < 5; k++)
+    if ((in[k] = span(env, argv[2 * k], argv[2 * k + 1], n)) == NULL) return NULL;
+  float *m = NULL;
+  if (napi_typeof(env, argv[10], &mtype) != napi_ok) return NULL;
+  if (mtype != napi_null && (m = span(env, argv[10], argv[11], rows)) == NULL) return NULL;
+  float *pa = span(env, argv[12], argv[13], 3 * n);
+  float *pu = pa == NULL ? NULL : span(env, argv[14], argv[15], 3 * n);
+  float *zc = pu == NULL ? NULL : span(env, argv[16], argv[17], n);
+  if (zc == NULL) return NULL;
+  for (int64_t i = 0; i < rows; i++) {
+    for (int64_t j = 0; j < h; j++) {
+      const int64_t e = i * h + j;
+      const float hp = in[0][e], r = in[1][e], z = in[2][e], nn = in[3][e], un = in[4][e];
+      const float omz = 1 - z;
+      float pn = omz * (1 - nn * nn);
+      float pz = ((hp - nn) * z) * omz;
+      float pr = (pn * un) * (r * (1 - r));
+      float zcv = z;
+      if (m != NULL) {
+        pn *= m[i];
+        pz *= m[i];
+        pr *= m[i];
+        zcv = 1 - m[i] * omz;
+      }
+      float *par = pa + i * 3 * h, *pur = pu + i * 3 * h;
+      par[j] = pur[j] = pr;
+      par[h + j] = pur[h + j] = pz;
+      par[2 * h + j] = pn;
+      pur[2 * h + j] = pn * r;
+      zc[e] = zcv;
+    }
+  }
+  return NULL;
+}
+
 napi_status fused_define(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"geluArg", NULL, gelu_arg, NULL, NULL, NULL, napi_default, NULL},
@@ -249,6 +299,7 @@ napi_status fused_define(napi_env env, napi_value exports) {
       {"layerNorm", NULL, layer_norm, NULL, NULL, NULL, napi_default, NULL},
       {"layerNormGrad", NULL, layer_norm_grad, NULL, NULL, NULL, napi_default, NULL},
       {"adam", NULL, adam, NULL, NULL, NULL, napi_default, NULL},
+      {"gruFactors", NULL, gru_factors, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

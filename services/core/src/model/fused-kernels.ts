@@ -1,6 +1,6 @@
 /**
- * Fused LayerNorm, GELU and Adam kernels for the tfjs `wasm` backend, computed by the project's
- * addon (native/blas/fused.c) in one pass each, zero-copy on the wasm heap.
+ * Fused LayerNorm, GELU, Adam and GRU-backward kernels for the tfjs `wasm` backend, computed by
+ * the project's addon (native/blas/fused.c) in one pass each, zero-copy on the wasm heap.
  *
  * Why: on wasm each tfjs elementwise op is a pass over memory plus a dispatch, and LayerNorm
  * (~20 ops forward and backward) and GELU (~14) were a third of a Transformer learner step.
@@ -30,6 +30,8 @@ export const FUSED = {
   layerNormGrad: "RlaifLayerNormGrad",
   /** {param, grad, m, v}, attrs {@link AdamAttrs} → [θ', m', v'] (one Adam(W) update). */
   adam: "RlaifAdam",
+  /** {hp, r, z, n, uN (each [N, H]), mask? [N, 1]} → [Pᵃ, Pᵘ (both [N, 3H]), z̃ [N, H]] (gru-layer.ts). */
+  gruFactors: "RlaifGruFactors",
 } as const;
 
 /** The constants of one Adam(W) update, as learn/adam.ts computes them (in double). */
@@ -86,6 +88,32 @@ function adamKernel(blas: BlasAddon): tf.KernelFunc {
       a.step,
       a.sqrtBc2,
       a.decay,
+    );
+    return outs;
+  };
+}
+
+function gruFactorsKernel(blas: BlasAddon): tf.KernelFunc {
+  return (args) => {
+    const { hp, r, z, n, uN, mask } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+    const ins = [hp, r, z, n, uN] as tf.TensorInfo[];
+    float32(FUSED.gruFactors, mask === undefined ? ins : [...ins, mask]);
+    const [rows, h] = (hp as tf.TensorInfo).shape as [number, number];
+    const be = args.backend as unknown as WasmHeapBackend;
+    const outs = [
+      be.makeOutput([rows, 3 * h], "float32"),
+      be.makeOutput([rows, 3 * h], "float32"),
+      be.makeOutput([rows, h], "float32"),
+    ];
+    const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
+    const [o0, o1, o2, o3, o4, pa, pu, zc] = [...ins, ...outs].map((t) => offsetOf(be, t));
+    const m = mask === undefined ? [null, 0] : [heap, offsetOf(be, mask)];
+    blas.gruFactors(
+      ...[heap, o0, heap, o1, heap, o2, heap, o3, heap, o4],
+      ...(m as [Float32Array | null, number]),
+      ...[heap, pa, heap, pu, heap, zc],
+      rows,
+      h,
     );
     return outs;
   };
@@ -181,6 +209,7 @@ function kernels(blas: BlasAddon): Record<keyof typeof FUSED, tf.KernelFunc> {
       return [dx, dg, db];
     },
     adam: adamKernel(blas),
+    gruFactors: gruFactorsKernel(blas),
   };
 }
 

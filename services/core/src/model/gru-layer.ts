@@ -9,13 +9,15 @@
  *
  *   dh_{t−1} = dh_t ⊙ z̃_t + (dh_t ⊙ Pᵘ_t) W_hhᵀ,
  *
- * where the gate factors P (below) are computed for all steps at once before the loop, and the
+ * where the gate factors P (below) are computed for all steps at once before the loop (one fused
+ * kernel on the OpenBLAS path, fused-kernels.ts), and the
  * gradients of the inputs and weights are one product and one column sum over all steps after it.
  * Rows are time-major (row t·B + r), so each step's rows are one contiguous block.
  *
  * Call inside `tf.tidy` (the models' passes are).
  */
 import * as tf from "@tensorflow/tfjs";
+import { FUSED, hasFusedKernel, runFused } from "./fused-kernels.js";
 import { product } from "./layers.js";
 import { gruCell, gruStep, maskedUpdate, type RecurrentOps } from "./recurrent-cells.js";
 
@@ -33,6 +35,47 @@ function rows(xs: tf.Tensor2D[]): tf.Tensor2D {
 function perGate(d: tf.Tensor2D, x: tf.Tensor2D): tf.Tensor2D {
   const [n, h] = d.shape;
   return tf.reshape(tf.mul(tf.reshape(d, [n, 1, h]), tf.reshape(x, [n, 3, h])), [n, 3 * h]);
+}
+
+/**
+ * The per-element factors of ∂h_t for every step at once, from h_{t−1}, r, z, n and u_n
+ * ([T·B, H] each) and the masks m [T·B, 1] (null: all 1): Pᵃ = ∂h_t/∂a_t and Pᵘ = ∂h_t/∂u_t
+ * ([T·B, 3H], per gate block) and z̃ = ∂h_t/∂h_{t−1} outside W_hh. One fused kernel where the
+ * addon's are registered, else tfjs ops (the same float32 operations).
+ */
+function gateFactors(
+  hp: tf.Tensor2D,
+  r: tf.Tensor2D,
+  z: tf.Tensor2D,
+  n: tf.Tensor2D,
+  uN: tf.Tensor2D,
+  m: tf.Tensor2D | null,
+): { pa: tf.Tensor2D; pu: tf.Tensor2D; zc: tf.Tensor2D } {
+  if (hasFusedKernel(FUSED.gruFactors)) {
+    const inputs = { hp, r, z, n, uN, ...(m === null ? {} : { mask: m }) };
+    const [pa, pu, zc] = runFused<tf.Tensor2D[]>(FUSED.gruFactors, inputs);
+    return { pa: pa as tf.Tensor2D, pu: pu as tf.Tensor2D, zc: zc as tf.Tensor2D };
+  }
+  const omz = tf.sub(1, z); // 1 − z
+  // Pⁿ = ∂h'/∂n · ∂n/∂(a_n + r u_n) = (1 − z)(1 − n²)
+  let pn = tf.mul(omz, tf.sub(1, tf.square(n))); // [T·B, H]
+  // Pᶻ = ∂h'/∂z · σ'(·) = (h_{t−1} − n) z (1 − z)
+  let pz = tf.mul(tf.mul(tf.sub(hp, n), z), omz); // [T·B, H]
+  // Pʳ = Pⁿ · ∂(r u_n)/∂r · σ'(·) = Pⁿ u_n r (1 − r)
+  let pr = tf.mul(tf.mul(pn, uN), tf.mul(r, tf.sub(1, r))); // [T·B, H]
+  // z̃ = ∂h_t/∂h_{t−1} outside W_hh: z, or 1 − m (1 − z) with masks
+  let zc: tf.Tensor = z; // [T·B, H]
+  if (m !== null) {
+    // a masked step passes dh_t on to h_{t−1} unchanged and nothing to its gates
+    [pn, pz, pr] = [tf.mul(pn, m), tf.mul(pz, m), tf.mul(pr, m)];
+    zc = tf.sub(1, tf.mul(m, omz));
+  }
+  return {
+    // Pᵃ = [Pʳ | Pᶻ | Pⁿ],  Pᵘ = [Pʳ | Pᶻ | Pⁿ r]
+    pa: tf.concat([pr, pz, pn], 1) as tf.Tensor2D, // [T·B, 3H]
+    pu: tf.concat([pr, pz, tf.mul(pn, r)], 1) as tf.Tensor2D, // [T·B, 3H]
+    zc: zc as tf.Tensor2D, // [T·B, H]
+  };
 }
 
 /**
@@ -114,24 +157,8 @@ export function gruLayer(
     // every step's h_{t−1}, r, z, n and u_n, stacked: [T·B, H] each
     const hp = rows([sh0, ...hs.slice(0, steps - 1)]);
     const [r, z, n, uN] = [rows(part(1)), rows(part(2)), rows(part(3)), rows(part(4))];
-    const omz = tf.sub(1, z); // 1 − z
-    // Pⁿ = ∂h'/∂n · ∂n/∂(a_n + r u_n) = (1 − z)(1 − n²)
-    let pn = tf.mul(omz, tf.sub(1, tf.square(n))); // [T·B, H]
-    // Pᶻ = ∂h'/∂z · σ'(·) = (h_{t−1} − n) z (1 − z)
-    let pz = tf.mul(tf.mul(tf.sub(hp, n), z), omz); // [T·B, H]
-    // Pʳ = Pⁿ · ∂(r u_n)/∂r · σ'(·) = Pⁿ u_n r (1 − r)
-    let pr = tf.mul(tf.mul(pn, uN), tf.mul(r, tf.sub(1, r))); // [T·B, H]
-    // z̃ = ∂h_t/∂h_{t−1} outside W_hh: z, or 1 − m (1 − z) with masks
-    let zc: tf.Tensor = z; // [T·B, H]
-    if (m !== null) {
-      // a masked step passes dh_t on to h_{t−1} unchanged and nothing to its gates
-      [pn, pz, pr] = [tf.mul(pn, m), tf.mul(pz, m), tf.mul(pr, m)];
-      zc = tf.sub(1, tf.mul(m, omz));
-    }
-    // ∂h_t/∂a_t = [Pʳ | Pᶻ | Pⁿ],  ∂h_t/∂u_t = [Pʳ | Pᶻ | Pⁿ r]   (per element of dh_t)
-    const pa = tf.concat([pr, pz, pn], 1) as tf.Tensor2D; // [T·B, 3H]
-    const pu = tf.concat([pr, pz, tf.mul(pn, r)], 1) as tf.Tensor2D; // [T·B, 3H]
-    const [dys, pus, zcs] = [byStep(dy, steps), byStep(pu, steps), byStep(zc as tf.Tensor2D, steps)];
+    const { pa, pu, zc } = gateFactors(hp, r, z, n, uN, m);
+    const [dys, pus, zcs] = [byStep(dy, steps), byStep(pu, steps), byStep(zc, steps)];
     const wT = tf.transpose(sw); // [3H, H]
     const dhs: tf.Tensor2D[] = new Array(steps);
     let carry: tf.Tensor2D | null = null; // ∂L/∂h_t through step t + 1

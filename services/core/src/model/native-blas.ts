@@ -116,6 +116,29 @@ export interface BlasAddon {
     sqrtBc2: number,
     decay: number,
   ): void;
+  /** The GRU backward's gate factors of every step (fused.c; `m` null: no masks). */
+  gruFactors(
+    hp: Float32Array,
+    hpOffset: number,
+    r: Float32Array,
+    rOffset: number,
+    z: Float32Array,
+    zOffset: number,
+    n: Float32Array,
+    nOffset: number,
+    uN: Float32Array,
+    uNOffset: number,
+    m: Float32Array | null,
+    mOffset: number,
+    pa: Float32Array,
+    paOffset: number,
+    pu: Float32Array,
+    puOffset: number,
+    zc: Float32Array,
+    zcOffset: number,
+    rows: number,
+    h: number,
+  ): void;
   setThreads(n: number): void;
   info(): { threads: number; corename: string; config: string };
 }
