@@ -13,8 +13,8 @@
  * crashed process applied after step k died with it; their samples are drawn again with the same
  * seeds from the same weights, so the resumed run applies each step's data exactly once.
  *
- * Overlap (`maxStaleness` n > 0): the jobs of step k + n go out before step k is gathered, so the
- * Policy samples them while this process learns on step k. Each job asks for the version in force
+ * Overlap (`maxStaleness` n > 0): the jobs of step k + n go out once step k is gathered, before
+ * its update, so the Policy samples them while this process learns on step k. Each job asks for the version in force
  * when it was queued, and at most one version is published per step, so no sample is applied more
  * than n versions old; the learner's off-policy correction (ppo-clip, truncated) reweights them by
  * the behaviour log-probs they carry. n = 0 is the synchronous loop, unchanged. Either way a crash

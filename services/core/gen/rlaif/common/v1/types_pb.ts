@@ -601,10 +601,10 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
   /**
    * Most weights versions a sample may lag behind the weights its update is applied to, 0..4.
    * 0 = the synchronous loop: a step's prompt jobs go out after the previous update is published,
-   * so every sample comes from the weights in force. n > 0 queues the jobs of step k + n before
-   * step k is gathered and updated, so sampling (the Policy) and learning (the Optimizer) run at
-   * the same time; the jobs' min_weights_version keeps each sample within n versions. Pair it
-   * with off_policy ppo-clip or truncated, which correct the samples' importance ratio.
+   * so every sample comes from the weights in force. n > 0 queues the jobs of step k + n once
+   * step k is gathered, before its update, so sampling (the Policy) and learning (the Optimizer)
+   * run at the same time; the jobs' min_weights_version keeps each sample within n versions.
+   * Pair it with off_policy ppo-clip or truncated, which correct the samples' importance ratio.
    * Default 0.
    *
    * @generated from field: optional uint32 max_staleness = 27;
