@@ -22,7 +22,7 @@ describe("e2e(embedded)", () => {
 
   it("e2e(embedded) - a short run scores samples, advances the weights version, and the Policy serves it", async () => {
     const config = tinyRunConfig(checkpoint);
-    const policy = createClient(PolicyService, cluster.policy.server.address, { defaultTimeoutMs: 10_000 });
+    const policy = createClient(PolicyService, cluster.policyAddress, { defaultTimeoutMs: 10_000 });
     const before = await policy.getInfo({});
     const run = await cluster.optimizer.runs.start(config.run);
     const seen: number[] = [];
@@ -68,7 +68,7 @@ describe("e2e(embedded)", () => {
   });
 
   it("e2e(embedded) - the trained weights differ from the reference: Logprobs under both disagree", async () => {
-    const policy = createClient(PolicyService, cluster.policy.server.address, { defaultTimeoutMs: 10_000 });
+    const policy = createClient(PolicyService, cluster.policyAddress, { defaultTimeoutMs: 10_000 });
     const seq = { prompt: "The film was", completion: " good" };
     const cur = await policy.logprobs({ sequences: [seq], weights: 1 });
     const ref = await policy.logprobs({ sequences: [seq], weights: 2 });

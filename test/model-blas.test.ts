@@ -13,20 +13,10 @@ import { createModel } from "../services/core/src/model/checkpoint.js";
 import { maskedCrossEntropy } from "../services/core/src/model/loss.js";
 import { type BlasAddon, loadBlas } from "../services/core/src/model/native-blas.js";
 import { setWasmMatMul, type WasmMatMul } from "../services/core/src/model/wasm-kernels.js";
+import { scaledError } from "./helpers/model-checks.js";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
 
 const hasBlas = requireTool(TOOLS.blasAddon);
-
-/** max_i |a_i − b_i| / max_i |b_i|: the error relative to the tensor's scale. */
-function scaledError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs((a[i] as number) - (b[i] as number)));
-    den = Math.max(den, Math.abs(b[i] as number));
-  }
-  return num / Math.max(den, 1e-30);
-}
 
 describe.skipIf(!hasBlas)("blas", () => {
   let blas: BlasAddon;
@@ -160,6 +150,30 @@ describe.skipIf(!hasBlas)("blas", () => {
       }
     }
     tf.dispose([a, w, bias]);
+  });
+
+  it("blas - Sum over leading axes (column sums) equals the stock kernel; other reductions are left to it", () => {
+    const x = tf.randomNormal([37, 5, 6], 0, 1, "float32", 8);
+    const cases: [number | number[], boolean][] = [
+      [0, false],
+      [[0, 1], false],
+      [[1, 0], true],
+      [-3, true],
+      [1, false], // not leading: stock
+      [[0, 1, 2], false], // everything: stock
+      [-1, true], // inner: stock
+    ];
+    for (const [axis, keepDims] of cases) {
+      const run = () => tf.sum(x, axis, keepDims);
+      const [ours, stock] = [run(), using("stock", run)];
+      expect(ours.shape, `${axis} ${keepDims}`).toEqual(stock.shape);
+      expect(scaledError(ours.dataSync(), stock.dataSync()), `${axis} ${keepDims}`).toBeLessThan(1e-6);
+      tf.dispose([ours, stock]);
+    }
+    const ints = tf.tensor2d([1, 2, 3, 4], [2, 2], "int32");
+    expect(Array.from(tf.sum(ints, 0).dataSync())).toEqual([4, 6]);
+    expect(Array.from(tf.sum(tf.zeros([0, 3]), 0).dataSync())).toEqual([0, 0, 0]);
+    tf.dispose([x, ints]);
   });
 
   it("blas - training steps of a Transformer and a GRU give the same loss and gradients with and without BLAS", () => {

@@ -1,7 +1,8 @@
 /**
  * Exact resume (docs/architecture.md#exact-resume): a run stopped after step k and resumed from its checkpoint ends with
  * weights, Adam moments, baseline and β bitwise identical to an uninterrupted run with the same
- * seed on the same backend; metrics.jsonl holds each step once; a kill while a checkpoint is
+ * seed on the same backend (with maxStaleness 1, each step's samples are still applied once);
+ * metrics.jsonl holds each step once; a kill while a checkpoint is
  * written leaves the previous one intact; the checkpoint is a weights file Python can read.
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -88,6 +89,25 @@ describe("optimizer resume", () => {
     );
     expect(state.kl.beta).not.toBe(0.1);
     expect(state.baseline.updates).toBe(4);
+  });
+
+  it("resume - a run with maxStaleness 1 crashed after step 3 resumes from step 2 and applies every step's samples once", async () => {
+    const settings = { steps: 4, checkpointEvery: 2, maxStaleness: 1, offPolicy: "ppo-clip" as const };
+    const crashed = tinyRunConfig(start, settings);
+    // Step 4's jobs were already out when the run stopped after step 3: they die with the attempt.
+    const dir = await runAndCrash(crashed, 3);
+    expect(await resumeToEnd(crashed, dir)).toEqual({ dir, step: 2 });
+    const lines = readFileSync(join(dir, "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines.map((m) => m.step)).toEqual([1, 2, 3, 4]);
+    for (const m of lines) {
+      expect(m.trajectories).toBe(8);
+      expect(m.sampleStaleness ?? 0).toBeLessThanOrEqual(1);
+    }
+    const last = await loadCheckpoint(join(dir, checkpointFileName(4)));
+    expect(JSON.parse(last.metadata.optimizer ?? "")).toMatchObject({ step: 4 });
   });
 
   it("resume - with publishEvery 2 a checkpoint at odd step 3 carries the served weights and resumes exactly", async () => {

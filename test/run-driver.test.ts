@@ -4,152 +4,21 @@
  * once, what was used is acked, weights versions move the latest pointer every publishEvery
  * steps, a missing trajectory fails the run after stepTimeoutMs, and cancel() stops it.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { afterEach, describe, expect, it } from "vitest";
+import { fromBinary } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
 import {
-  type PromptJob,
-  PromptJobSchema,
   type StepMetrics,
   StepMetricsSchema,
-  type Trajectory,
   TrajectorySchema,
 } from "../services/core/gen/rlaif/common/v1/types_pb.js";
-import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
-import { OPTIMIZER_CONSUMER, ROLLOUT_CONSUMER, runStateKey } from "../services/core/src/bus/subjects.js";
-import { defaultConfig, type RunSettings } from "../services/core/src/config/settings.js";
+import { OPTIMIZER_CONSUMER, runStateKey } from "../services/core/src/bus/subjects.js";
 import { RunCancelledError, RunFailedError } from "../services/core/src/errors.js";
 import { readLatestWeights, watchLatestWeights } from "../services/core/src/weights/weights-channel.js";
-import { jobSeed, type Learner, RunDriver } from "../services/optimizer/run-driver.js";
-import { failedTrajectories, trajectoryId } from "../services/rollout/collect.js";
+import { jobSeed, RunDriver } from "../services/optimizer/run-driver.js";
+import { failedTrajectories } from "../services/rollout/collect.js";
+import { ids, settings, trajectory, useFakeRun } from "./helpers/fake-run.js";
 
-/** Records the trajectory ids of each step and the latest version visible when it ran. */
-class FakeLearner implements Learner {
-  readonly modelKind = "fake";
-  readonly contextLength = 64;
-  readonly steps: string[][] = [];
-  readonly rewards: number[][] = [];
-  readonly versionAtStep: number[] = [];
-  /** Steps (1-based) whose update reports a non-finite gradient. */
-  skipAt = new Set<number>();
-  blobs = 0;
-  disposed = false;
-  constructor(private readonly bus: MemoryBus) {}
-  async step(trajectories: Trajectory[]) {
-    this.steps.push(trajectories.map((t) => t.id));
-    this.rewards.push(trajectories.map((t) => t.reward));
-    this.versionAtStep.push(Number((await readLatestWeights(this.bus))?.manifest.version ?? 0));
-    return { loss: 0.25, gradNorm: 1.5, entropy: 2, updateSkipped: this.skipAt.has(this.steps.length) };
-  }
-  weightsBlob(): Uint8Array {
-    this.blobs++;
-    return Uint8Array.of(1, 2, 3, this.blobs);
-  }
-  async saveCheckpoint(): Promise<string> {
-    return "0".repeat(64);
-  }
-  dispose(): void {
-    this.disposed = true;
-  }
-}
-
-function settings(overrides: Partial<RunSettings> = {}): RunSettings {
-  return {
-    ...defaultConfig().run,
-    steps: 2,
-    promptsPerStep: 2,
-    samplesPerPrompt: 2,
-    publishEvery: 1,
-    maxNewTokens: 5,
-    seed: 3,
-    prompts: ["p0", "p1", "p2"],
-    ...overrides,
-  };
-}
-
-function trajectory(
-  runId: string,
-  step: number,
-  index: number,
-  sample: number,
-  reward = index + sample / 10,
-): Trajectory {
-  return create(TrajectorySchema, {
-    id: trajectoryId(runId, step, index, sample),
-    runId,
-    step,
-    promptIndex: index,
-    sampleIndex: sample,
-    prompt: `p${index}`,
-    completion: "abc",
-    completionTokens: [97, 98, 99],
-    behaviourLogprobs: [-1, -1, -1],
-    referenceLogprobs: [-1.5, -1, -1],
-    reward,
-  });
-}
-
-interface RolloutHooks {
-  /** Called for each job after its trajectories went out, before the ack; may publish more. */
-  afterJob?: (job: PromptJob, publish: (t: Trajectory, msgId: string) => Promise<void>) => Promise<void>;
-  /** Leave out this sample. */
-  skip?: (job: PromptJob, sample: number) => boolean;
-}
-
-/** A fake rollout worker: pulls jobs, publishes their trajectories (msgId = id), acks the job. */
-function startRollout(bus: MemoryBus, hooks: RolloutHooks = {}) {
-  const jobs: { job: PromptJob; msgId: string }[] = [];
-  let running = true;
-  const loop = (async () => {
-    const queue = await bus.queue("jobs");
-    const out = await bus.queue("trajectories");
-    const publish = async (t: Trajectory, msgId: string) => {
-      await out.publish(toBinary(TrajectorySchema, t), { msgId });
-    };
-    while (running) {
-      for (const msg of await queue.pull(ROLLOUT_CONSUMER, { max: 10, expiresMs: 50 })) {
-        const job = fromBinary(PromptJobSchema, msg.data);
-        jobs.push({ job, msgId: msg.msgId });
-        for (let s = 0; s < job.samples; s++) {
-          if (hooks.skip?.(job, s)) continue;
-          const t = trajectory(job.runId, Number(job.step), job.index, s);
-          await publish(t, t.id);
-        }
-        await hooks.afterJob?.(job, publish);
-        await msg.ack();
-      }
-    }
-  })();
-  return {
-    jobs,
-    async stop() {
-      running = false;
-      await loop;
-    },
-  };
-}
-
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-function setup(busOpts: ConstructorParameters<typeof MemoryBus>[0] = {}) {
-  const bus = new MemoryBus(busOpts);
-  cleanups.push(() => bus.close());
-  const learner = new FakeLearner(bus);
-  return { bus, learner };
-}
-
-function rollout(bus: MemoryBus, hooks?: RolloutHooks) {
-  const r = startRollout(bus, hooks);
-  cleanups.push(() => r.stop());
-  return r;
-}
-
-const ids = (runId: string, step: number, prompts = 2, samples = 2) =>
-  Array.from({ length: prompts * samples }, (_, k) =>
-    trajectoryId(runId, step, Math.floor(k / samples), k % samples),
-  );
+const { cleanups, setup, rollout } = useFakeRun();
 
 describe("run driver", () => {
   it("run driver - queues each step's jobs and applies exactly that step's trajectories", async () => {

@@ -603,7 +603,7 @@ describe("services rpc - optimizer (embedded cluster on a MemoryBus)", () => {
     // "" means the most recent run.
     expect((await oc.getStatus({})).runId).toBe(firstRun);
     // The cluster's Policy replica followed the bus to the run's final weights.
-    const pc = createClient(PolicyService, cluster.policy.server.address, CLIENT);
+    const pc = createClient(PolicyService, cluster.policyAddress, CLIENT);
     try {
       const info = await poll(
         "the policy to serve the final version",

@@ -35,6 +35,7 @@ export const trainSpec: CommandSpec = {
     "rollout-concurrency",
     "nats",
     "feedback-address",
+    "policy-in",
     "out",
   ],
   flags: [

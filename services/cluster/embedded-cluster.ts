@@ -1,7 +1,9 @@
 /**
  * The four services in one process (docs/architecture.md#modes, the embedded default): real gRPC servers on loopback
  * ports and one bus — the in-memory bus without a NATS URL, NATS JetStream with one. The code
- * path is the distributed one; only the process boundaries are missing.
+ * path is the distributed one; only the process boundaries are missing. The Policy runs in a
+ * worker thread of its own (policy-thread.ts) unless `services.policyIn` is "main", so sampling
+ * and learning can use two cores.
  */
 import type { Bus } from "../core/src/bus/bus.js";
 import { MemoryBus } from "../core/src/bus/memory-bus.js";
@@ -9,8 +11,9 @@ import { NatsBus } from "../core/src/bus/nats-bus.js";
 import type { RlaifConfig } from "../core/src/config/settings.js";
 import { startFeedbackServer } from "../feedback/main.js";
 import { type OptimizerServer, startOptimizerServer } from "../optimizer/main.js";
-import { type PolicyServer, startPolicyServer } from "../policy/main.js";
+import { startPolicyServer } from "../policy/main.js";
 import { type RolloutServer, startRolloutServer } from "../rollout/main.js";
+import { type PolicyThread, startPolicyThread } from "./policy-thread.js";
 
 /** The bus a configuration asks for: NATS when a URL is set, else in-memory. */
 export async function connectBus(natsUrl: string): Promise<Bus> {
@@ -20,12 +23,43 @@ export async function connectBus(natsUrl: string): Promise<Bus> {
 /** Addresses and handles of an embedded cluster. */
 export interface EmbeddedCluster {
   bus: Bus;
-  policy: PolicyServer;
+  /** Address of the Policy server (in its own thread, or on the main thread). */
+  policyAddress: string;
+  /** The Policy's thread; null when it runs on the main thread (`services.policyIn` "main"). */
+  policyThread: PolicyThread | null;
   rollout: RolloutServer;
   optimizer: OptimizerServer;
   /** Address of the Feedback service in use (built-in or external). */
   feedbackAddress: string;
   close(): Promise<void>;
+}
+
+/** The Policy in its own thread, or on this one (`services.policyIn`). */
+async function startPolicy(
+  config: RlaifConfig,
+  bus: Bus,
+  log: ((line: string) => void) | undefined,
+): Promise<{ address: string; thread: PolicyThread | null; close(): Promise<void> }> {
+  const { services } = config;
+  const opts = {
+    host: "127.0.0.1",
+    checkpoint: services.checkpoint,
+    bus,
+    backend: services.backend,
+    batchRows: services.policyBatchRows,
+    queueRows: services.policyQueueRows,
+  };
+  if (services.policyIn === "main") {
+    const server = await startPolicyServer({ ...opts, port: 0, ...(log ? { log } : {}) });
+    return { address: server.server.address, thread: null, close: () => server.close() };
+  }
+  const thread = await startPolicyThread({
+    ...opts,
+    ...(log ? { log } : {}),
+    // The Rollout's retries would hide a dead Policy behind UNAVAILABLE: say what happened.
+    onFailure: (err) => (log ?? console.error)(`policy: ${err.message}`),
+  });
+  return { address: thread.address, thread, close: () => thread.close() };
 }
 
 /** Start Feedback (unless an external one is configured), Policy, Rollout and Optimizer. */
@@ -48,21 +82,12 @@ export async function startEmbeddedCluster(
       closers.push(() => feedback.shutdown(1000));
       feedbackAddress = feedback.address;
     }
-    const policy = await startPolicyServer({
-      host,
-      port: 0,
-      checkpoint: services.checkpoint,
-      bus,
-      backend: services.backend,
-      batchRows: services.policyBatchRows,
-      queueRows: services.policyQueueRows,
-      ...logOpt,
-    });
+    const policy = await startPolicy(config, bus, log);
     closers.push(() => policy.close());
     const rollout = await startRolloutServer({
       host,
       port: 0,
-      policyAddress: policy.server.address,
+      policyAddress: policy.address,
       feedbackAddress,
       rpcTimeoutMs: services.rpcTimeoutMs,
       bus,
@@ -88,7 +113,15 @@ export async function startEmbeddedCluster(
       ...logOpt,
     });
     closers.push(() => optimizer.close());
-    return { bus, policy, rollout, optimizer, feedbackAddress, close };
+    return {
+      bus,
+      policyAddress: policy.address,
+      policyThread: policy.thread,
+      rollout,
+      optimizer,
+      feedbackAddress,
+      close,
+    };
   } catch (err) {
     await close();
     throw err;

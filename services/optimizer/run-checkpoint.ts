@@ -19,7 +19,7 @@
  */
 import { readdir, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import type { RunSettings } from "../core/src/config/settings.js";
+import { defaultConfig, type RunSettings } from "../core/src/config/settings.js";
 import { CheckpointError } from "../core/src/errors.js";
 import type { ModelConfig, ModelKind, WeightMap } from "../core/src/model/causal-lm.js";
 import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint } from "../core/src/model/checkpoint.js";
@@ -121,7 +121,9 @@ function parseJson<T>(path: string, meta: Record<string, string>, key: string): 
 /** Reads a resumable checkpoint; CheckpointError says why a file cannot be resumed from. */
 export async function readRunCheckpoint(path: string): Promise<RunCheckpoint> {
   const c = await loadCheckpoint(path);
-  const settings = parseJson<RunSettings>(path, c.metadata, RUN_CONFIG_KEY);
+  // A setting added after the checkpoint was written takes its default; each new setting's
+  // default keeps the old behaviour (maxStaleness 0: the synchronous loop).
+  const settings = { ...defaultConfig().run, ...parseJson<RunSettings>(path, c.metadata, RUN_CONFIG_KEY) };
   const rng = parseJson<{ scheme: string }>(path, c.metadata, RNG_STATE_KEY);
   const progress = parseJson<{
     servedStep: number;

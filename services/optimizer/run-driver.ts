@@ -12,6 +12,13 @@
  * de-duplication window, and that attempt's leftovers are dropped as another run's. Updates the
  * crashed process applied after step k died with it; their samples are drawn again with the same
  * seeds from the same weights, so the resumed run applies each step's data exactly once.
+ *
+ * Overlap (`maxStaleness` n > 0): the jobs of step k + n go out once step k is gathered, before
+ * its update, so the Policy samples them while this process learns on step k. Each job asks for the version in force
+ * when it was queued, and at most one version is published per step, so no sample is applied more
+ * than n versions old; the learner's off-policy correction (ppo-clip, truncated) reweights them by
+ * the behaviour log-probs they carry. n = 0 is the synchronous loop, unchanged. Either way a crash
+ * only loses unacked work: jobs and trajectories of later steps die with the attempt's bus id.
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
@@ -27,8 +34,8 @@ import type { RunSettings } from "../core/src/config/settings.js";
 import { RunCancelledError, RunFailedError } from "../core/src/errors.js";
 import type { WeightMap } from "../core/src/model/causal-lm.js";
 import { publishWeights } from "../core/src/weights/weights-channel.js";
-import { jobSeed, meanStd, StepLock, sampleKl } from "./run-helpers.js";
-import { gatherTrajectories, queueJobs, type StepIo } from "./step-io.js";
+import { jobSeed, meanStaleness, meanStd, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
+import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
 
 export { jobSeed, sampleKl };
 
@@ -185,28 +192,47 @@ export class RunDriver {
       this.step = resume.step;
       await this.publish(resume.servedBlob, resume.servedStep, reference);
     }
+    const io: StepIo = { bus: this.bus, busRunId: this.busRunId, settings, log: this.opts.log };
+    const inbox = new TrajectoryInbox(io);
+    const lag = settings.maxStaleness;
+    // Jobs of steps up to `queued` are out; each is sampled by the weights in force when it was
+    // queued, or newer ones.
+    let queued = this.step;
+    const queueThrough = async (last: number) => {
+      for (; queued < Math.min(last, settings.steps); )
+        await queueJobs(io, this.opts.prompts, ++queued, this.weightsVersion);
+    };
     for (let step = this.step + 1; step <= settings.steps; step++) {
       while (this.paused && !this.cancelled) await new Promise((r) => setTimeout(r, 100));
       this.checkCancelled();
       const stepStart = performance.now();
-      const io: StepIo = { bus: this.bus, busRunId: this.busRunId, settings, log: this.opts.log };
-      await queueJobs(io, this.opts.prompts, step, this.weightsVersion);
-      const { trajs: arrived, msgs } = await gatherTrajectories(io, step, this.opts.stepTimeoutMs, () =>
+      await queueThrough(step);
+      const { trajs: arrived, msgs } = await inbox.gather(step, queued, this.opts.stepTimeoutMs, () =>
         this.checkCancelled(),
       );
-      // Samples the Rollout could not produce or score carry an error: they are excluded.
-      const trajs = arrived.filter((t) => !t.error);
+      // With staleness allowed, a sample older than the bound is refused too (defence in depth
+      // behind the jobs' min_weights_version); at 0 every error-free sample is used, as always.
+      const trajs = usableTrajectories(arrived, lag > 0 ? this.weightsVersion - lag : 0, this.opts.log);
       if (trajs.length === 0) {
         throw new RunFailedError(`step ${step}: every sample failed; the first error: ${arrived[0]?.error}`);
       }
-      for (const t of arrived) if (t.error) this.opts.log?.(`optimizer: excluding ${t.id}: ${t.error}`);
+      if (lag > 0) {
+        // Overlap: the jobs of steps up to step + lag go out before this update; the `lag`
+        // updates until they are applied publish at most `lag` versions. Queued only now, so the
+        // Policy serves this step's jobs first. The update holds this thread (tfjs computes
+        // synchronously): one turn of the event loop lets the Rollout send their requests
+        // first, so the Policy samples while this thread learns.
+        await queueThrough(step + lag);
+        await new Promise((r) => setImmediate(r));
+      }
       await this.lock.run(async () => {
+        const staleness = meanStaleness(trajs, this.weightsVersion);
         const update = await this.learner.step(trajs);
         for (const m of msgs) await m.ack();
         if (step % settings.publishEvery === 0 || step === settings.steps) {
           await this.publish(this.learner.weightsBlob(), step, reference);
         }
-        await this.record(step, stepStart, arrived.length, trajs, update);
+        await this.record(step, stepStart, arrived.length, trajs, { ...update, staleness });
         await this.opts.onStepEnd?.(step);
       });
     }
@@ -249,7 +275,7 @@ export class RunDriver {
     stepStart: number,
     arrived: number,
     trajs: Trajectory[],
-    update: LearnerStepResult,
+    update: LearnerStepResult & { staleness: number },
   ): Promise<void> {
     const { runId } = this.opts;
     const stepTokens = trajs.reduce((s, t) => s + t.completionTokens.length, 0);
@@ -272,6 +298,7 @@ export class RunDriver {
       klCoef: update.klCoef ?? 0,
       learningRate: update.learningRate ?? 0,
       updateSkipped: update.updateSkipped ?? false,
+      sampleStaleness: update.staleness,
       weightsVersion: BigInt(this.weightsVersion),
       wallSeconds: this.wallSeconds,
     });

@@ -79,3 +79,33 @@ export function checkPromptsFit(prompts: readonly string[], contextLength: numbe
     }
   });
 }
+
+/**
+ * Mean weights versions the samples lag behind `version`, the one their update is applied to
+ * (StepMetrics.sample_staleness). A sample newer than it (a replica that swapped early) counts 0.
+ */
+export function meanStaleness(trajs: readonly Trajectory[], version: number): number {
+  const lags = trajs.map((t) => Math.max(0, version - Number(t.weightsVersion ?? version)));
+  return meanStd(lags)[0];
+}
+
+/**
+ * The trajectories a step may use: those without an error and sampled by weights version `floor`
+ * or newer (floor 0 takes every version). The others are logged, so an excluded sample is never
+ * silent; StepMetrics.excluded counts them.
+ */
+export function usableTrajectories(
+  arrived: readonly Trajectory[],
+  floor: number,
+  log?: (line: string) => void,
+): Trajectory[] {
+  return arrived.filter((t) => {
+    if (t.error) log?.(`optimizer: excluding ${t.id}: ${t.error}`);
+    else if (Number(t.weightsVersion ?? 0) < floor)
+      log?.(
+        `optimizer: excluding ${t.id}: sampled by weights v${t.weightsVersion ?? 0}, older than v${floor}`,
+      );
+    else return true;
+    return false;
+  });
+}

@@ -1,5 +1,5 @@
 /**
- * The bus side of one step: queue its prompt jobs, gather exactly its trajectories. Apart from
+ * The bus side of a run: queue a step's prompt jobs, gather exactly its trajectories. Apart from
  * run-driver.ts so the loop reads as the algorithm; the exactly-once rules live here.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -9,8 +9,6 @@ import { OPTIMIZER_CONSUMER } from "../core/src/bus/subjects.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { RunFailedError } from "../core/src/errors.js";
 import { jobSeed } from "./run-helpers.js";
-
-/** Re-exported because run-driver.ts imports it from here; the class lives in errors.ts. */
 
 /** What both halves need to know about the run. */
 export interface StepIo {
@@ -54,51 +52,82 @@ export async function queueJobs(
   }
 }
 
+/** One step's trajectories as they arrive: the first copy of each id, and every delivery to ack. */
+interface StepArrivals {
+  byId: Map<string, Trajectory>;
+  msgs: QueueMessage[];
+}
+
 /**
- * Pull until this step's P×G distinct trajectories are in hand; other runs' (and earlier
- * attempts') and other steps' are acked and dropped. `checkCancelled` throws to stop waiting.
+ * The Optimizer's side of the trajectories queue. Why a class: with `max_staleness` > 0 the jobs
+ * of later steps are already out while a step is gathered, so their trajectories can arrive
+ * early; the inbox holds them (unacked, so a crash still leaves them queued) until their step is
+ * gathered. Anything of a step whose jobs were not queued, an earlier step's (already applied)
+ * and another run's is acked and dropped, so nothing is applied twice. With `max_staleness` 0 no
+ * later step is ever queued, and it gathers exactly as the synchronous loop always did.
  */
-export async function gatherTrajectories(
-  io: StepIo,
-  step: number,
-  stepTimeoutMs: number,
-  checkCancelled: () => void,
-): Promise<{ trajs: Trajectory[]; msgs: QueueMessage[] }> {
-  const { settings, busRunId: runId } = io;
-  const need = settings.promptsPerStep * settings.samplesPerPrompt;
-  const queue = await io.bus.queue("trajectories");
-  const byId = new Map<string, Trajectory>();
-  // Every delivery handed to us is acked once the step is applied, duplicates included.
-  const msgs: QueueMessage[] = [];
-  const deadline = performance.now() + stepTimeoutMs;
-  while (byId.size < need) {
-    checkCancelled();
-    if (performance.now() > deadline) {
-      throw new RunFailedError(
-        `step ${step}: only ${byId.size} of ${need} trajectories arrived within ${stepTimeoutMs} ms — are the Rollout, Policy and Feedback services running?`,
-      );
-    }
-    for (const msg of await queue.pull(OPTIMIZER_CONSUMER, { max: need - byId.size, expiresMs: 1000 })) {
-      let t: Trajectory;
-      try {
-        t = fromBinary(TrajectorySchema, msg.data);
-      } catch {
-        io.log?.(`optimizer: dropping undecodable trajectory ${msg.msgId}`);
-        await msg.ack();
-        continue;
+export class TrajectoryInbox {
+  private readonly early = new Map<number, StepArrivals>();
+
+  constructor(private readonly io: StepIo) {}
+
+  /**
+   * Pull until `step`'s P×G distinct trajectories are in hand, holding those of steps up to
+   * `queuedThrough` for later. `checkCancelled` throws to stop waiting.
+   */
+  async gather(
+    step: number,
+    queuedThrough: number,
+    stepTimeoutMs: number,
+    checkCancelled: () => void,
+  ): Promise<{ trajs: Trajectory[]; msgs: QueueMessage[] }> {
+    const { settings, busRunId: runId } = this.io;
+    const need = settings.promptsPerStep * settings.samplesPerPrompt;
+    const queue = await this.io.bus.queue("trajectories");
+    const current = this.arrivals(step);
+    this.early.delete(step);
+    const deadline = performance.now() + stepTimeoutMs;
+    while (current.byId.size < need) {
+      checkCancelled();
+      if (performance.now() > deadline) {
+        throw new RunFailedError(
+          `step ${step}: only ${current.byId.size} of ${need} trajectories arrived within ${stepTimeoutMs} ms — are the Rollout, Policy and Feedback services running?`,
+        );
       }
-      if (t.runId !== runId || Number(t.step) !== step) {
-        // Another run's, or an earlier step's (already applied): never applied twice.
-        await msg.ack();
-        continue;
+      const max = need - current.byId.size;
+      for (const msg of await queue.pull(OPTIMIZER_CONSUMER, { max, expiresMs: 1000 })) {
+        let t: Trajectory;
+        try {
+          t = fromBinary(TrajectorySchema, msg.data);
+        } catch {
+          this.io.log?.(`optimizer: dropping undecodable trajectory ${msg.msgId}`);
+          await msg.ack();
+          continue;
+        }
+        const tStep = Number(t.step);
+        if (t.runId !== runId || tStep < step || tStep > queuedThrough) {
+          // Another run's, an earlier step's (already applied) or one nobody asked for yet.
+          await msg.ack();
+          continue;
+        }
+        const into = tStep === step ? current : this.arrivals(tStep);
+        // The first copy of an id is the one applied; a duplicate is only acked with the step.
+        if (!into.byId.has(t.id)) into.byId.set(t.id, t);
+        into.msgs.push(msg);
       }
-      // The first copy of an id is the one applied; a duplicate is only acked with the step.
-      if (!byId.has(t.id)) byId.set(t.id, t);
-      msgs.push(msg);
     }
+    const trajs = [...current.byId.values()].sort(
+      (a, b) => a.promptIndex - b.promptIndex || a.sampleIndex - b.sampleIndex,
+    );
+    return { trajs, msgs: current.msgs };
   }
-  const trajs = [...byId.values()].sort(
-    (a, b) => a.promptIndex - b.promptIndex || a.sampleIndex - b.sampleIndex,
-  );
-  return { trajs, msgs };
+
+  private arrivals(step: number): StepArrivals {
+    let a = this.early.get(step);
+    if (!a) {
+      a = { byId: new Map(), msgs: [] };
+      this.early.set(step, a);
+    }
+    return a;
+  }
 }

@@ -1,7 +1,7 @@
 /**
  * Shared pieces of the model tests (Transformer, RNN, Seq2Seq, sampler): one sampling setup for
- * seeded-generation checks, the float64 helpers the hand-written reference models use, and the
- * finite-difference gradient check.
+ * seeded-generation checks, the float64 helpers the hand-written reference models use, the
+ * scale-relative error of fused ops against their references, and the finite-difference check.
  */
 import * as tf from "@tensorflow/tfjs";
 import { expect } from "vitest";
@@ -25,6 +25,17 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs((a[i] as number) - (b[i] as number)));
   return m;
+}
+
+/** max_i |a_i − b_i| / max_i |b_i|: the error relative to the tensor's scale. */
+export function scaledError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num = Math.max(num, Math.abs((a[i] as number) - (b[i] as number)));
+    den = Math.max(den, Math.abs(b[i] as number));
+  }
+  return num / Math.max(den, 1e-30);
 }
 
 /**

@@ -51,6 +51,12 @@ export class PeerError extends RlaifError {}
  */
 export class StaleWeightsError extends RlaifError {}
 
+/**
+ * The Policy's worker thread of an embedded run could not start or stopped unexpectedly; the
+ * message carries the thread's own error, so the cause is not hidden behind the Rollout's retries.
+ */
+export class PolicyThreadError extends RlaifError {}
+
 /** A training run failed (timeout waiting for trajectories, a peer gone, cancelled); the message says why. */
 export class RunFailedError extends RlaifError {}
 

@@ -269,6 +269,21 @@ const RUN = {
     help: "c of truncated importance sampling min(ρ, c)",
     proto: "truncation",
   }),
+  /**
+   * 0 keeps the synchronous loop (every sample from the weights in force, the same run for the
+   * same seed). 1 lets the Policy sample step k + 1 while the Optimizer updates on step k, so both
+   * cores work; use it with off-policy ppo-clip or truncated. More than a few versions only adds
+   * importance-ratio variance: the overlap is already complete at 1.
+   */
+  maxStaleness: int({
+    flag: "max-staleness",
+    default: 0,
+    min: 0,
+    max: 4,
+    unit: "versions",
+    help: "most weights versions a sample may lag (0 = synchronous; > 0 overlaps sampling and learning)",
+    proto: "maxStaleness",
+  }),
   publishEvery: int({
     flag: "publish-every",
     default: 1,
@@ -382,6 +397,16 @@ const SERVICES = {
     flag: "backend",
     default: "auto",
     help: "compute backend (auto: native → wasm with OpenBLAS → wasm → cpu)",
+  }),
+  /**
+   * "thread": the embedded run's Policy samples in a worker thread of its own while the main
+   * thread learns, so a second core works (tfjs-wasm and JS are single-threaded). "main" keeps
+   * everything on one thread, as before; the run's samples and weights are the same either way.
+   */
+  policyIn: choice(["thread", "main"] as const, {
+    flag: "policy-in",
+    default: "thread",
+    help: "where an embedded run's Policy computes: its own worker thread, or the main thread",
   }),
   /**
    * 256: four steps' worth of the default run's 64 rows, ~64 MB of KV cache for the default

@@ -9,6 +9,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
+import { selectLogprobs, tokenEntropy } from "../model/loss.js";
 import { type KlEstimator, klTensor } from "./kl.js";
 import { checkOffPolicy, type OffPolicyConfig, surrogate } from "./off-policy.js";
 
@@ -76,13 +77,14 @@ function checkConfig(cfg: PgLossConfig): void {
  *   L = −(1/N) Σ mask·s_t + β·(1/N) Σ mask·KL_t − c_ent·(1/N) Σ mask·H_t,
  * s_t = log π_θ(a_t|s_t)·A_t (on-policy) or its importance-corrected form (off-policy.ts), N = Σ mask. Minimising it ascends the seed's J(θ) (the −∇ of the first term is the REINFORCE
  * estimator with returns-to-go). Why logits in, not a model: the caller decides what produced them,
- * and the gradient w.r.t. the logits can be checked by hand. Wasm-safe: no gather, and the one-hot
- * is cast after it is built. The returned tensors are new; the caller disposes them.
+ * and the gradient w.r.t. the logits can be checked by hand. The log-probs and entropies come
+ * from model/loss.ts (one op each, closed-form gradients). The returned tensors are new; the
+ * caller disposes them.
  */
 export function reinforceLoss(logits: tf.Tensor3D, batch: PgBatch, cfg: PgLossConfig): PgLossOutput {
   checkConfig(cfg);
   if (logits.rank !== 3) throw new ValidationError("logits", `must be [B, T, V], got rank ${logits.rank}`);
-  const [b, t, v] = logits.shape;
+  const [b, t] = logits.shape;
   for (const [name, x] of Object.entries(batch) as [string, tf.Tensor | undefined][]) {
     if (x === undefined) continue;
     if (x.rank !== 2 || x.shape[0] !== b || x.shape[1] !== t) {
@@ -92,16 +94,13 @@ export function reinforceLoss(logits: tf.Tensor3D, batch: PgBatch, cfg: PgLossCo
   if (batch.actions.dtype !== "int32") throw new ValidationError("actions", "must be int32");
   return tf.tidy(() => {
     const mask = batch.mask.dtype === "float32" ? batch.mask : batch.mask.cast("float32"); // [B, T]
-    const z = logits.dtype === "float32" ? logits : logits.cast("float32"); // [B, T, V]
-    // 1. log π_θ(j|s_t) = z_{t,j} − log Σ_k exp z_{t,k}
-    const logp = tf.logSoftmax(z); // [B, T, V]
-    // 2. 1[j = a_t]; built as int then cast (tf.oneHot(…, 'float32') is wrong on wasm)
-    const onehot = tf.oneHot(batch.actions, v).cast("float32"); // [B, T, V]
-    // 3. log π_θ(a_t|s_t) = Σ_j 1[j = a_t]·log π_θ(j|s_t), zeroed where mask = 0
-    const chosen = tf.mul(tf.sum(tf.mul(logp, onehot), -1), mask); // [B, T]
-    // 4. N = Σ mask, at least 1 so an empty batch gives 0, not NaN
+    const z = (logits.dtype === "float32" ? logits : logits.cast("float32")) as tf.Tensor3D; // [B, T, V]
+    // 1. log π_θ(a_t|s_t) = z_{t,a_t} − log Σ_k exp z_{t,k}, zeroed where mask = 0
+    //    (one op with the closed-form gradient onehot(a_t) − π_θ, model/loss.ts)
+    const chosen = tf.mul(selectLogprobs(z, batch.actions), mask); // [B, T]
+    // 2. N = Σ mask, at least 1 so an empty batch gives 0, not NaN
     const n = tf.maximum(tf.sum(mask), 1); // []
-    // 5. s_t = log π_θ(a_t)·A_t, or its importance-corrected form (off-policy.ts)
+    // 3. s_t = log π_θ(a_t)·A_t, or its importance-corrected form (off-policy.ts)
     const behaviour = batch.behaviourLogprobs ? tf.mul(batch.behaviourLogprobs, mask) : undefined; // [B, T]
     const sur = surrogate(
       chosen as tf.Tensor2D,
@@ -113,15 +112,15 @@ export function reinforceLoss(logits: tf.Tensor3D, batch: PgBatch, cfg: PgLossCo
     const pgLoss = tf.neg(tf.div(tf.sum(tf.mul(sur.s, mask)), n)); // []
     //    clip fraction = (1/N) Σ mask·1[clipped_t]
     const clipFraction = tf.div(tf.sum(tf.mul(sur.clipped, mask)), n); // []
-    // 6. KL_t from the sampled token; both log-probs zeroed where mask = 0 so padding gives KL_t = 0
+    // 4. KL_t from the sampled token; both log-probs zeroed where mask = 0 so padding gives KL_t = 0
     const klT = klTensor(chosen, tf.mul(batch.refLogprobs, mask), cfg.klEstimator); // [B, T]
-    // 7. KL = (1/N) Σ mask·KL_t
+    // 5. KL = (1/N) Σ mask·KL_t
     const kl = tf.div(tf.sum(tf.mul(klT, mask)), n); // []
-    // 8. H_t = −Σ_j π_θ(j|s_t)·log π_θ(j|s_t)
-    const entT = tf.neg(tf.sum(tf.mul(tf.exp(logp), logp), -1)); // [B, T]
-    // 9. H = (1/N) Σ mask·H_t
+    // 6. H_t = −Σ_j π_θ(j|s_t)·log π_θ(j|s_t)   (closed-form gradient, model/loss.ts)
+    const entT = tokenEntropy(z); // [B, T]
+    // 7. H = (1/N) Σ mask·H_t
     const entropy = tf.div(tf.sum(tf.mul(entT, mask)), n); // []
-    // 10. L = L_pg + β·KL − c_ent·H
+    // 8. L = L_pg + β·KL − c_ent·H
     const loss = tf.sub(tf.add(pgLoss, tf.mul(kl, cfg.klCoef)), tf.mul(entropy, cfg.entropyCoef)); // []
     return {
       loss: loss as tf.Scalar,

@@ -21,8 +21,8 @@ import type { BlasAddon } from "./native-blas.js";
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 
-/** The parts of tfjs-backend-wasm's `BackendWasm` these kernels use. */
-interface WasmHeapBackend {
+/** The parts of tfjs-backend-wasm's `BackendWasm` these kernels (and fused-kernels.ts) use. */
+export interface WasmHeapBackend {
   dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   disposeData(dataId: object): boolean;
@@ -139,7 +139,7 @@ let heapBuffer: ArrayBufferLike | null = null;
 let heapView: Float32Array<ArrayBufferLike> = new Float32Array(0);
 
 /** A Float32Array over the whole wasm heap, renewed when the heap has grown (a new buffer). */
-function heapF32(be: WasmHeapBackend): Float32Array<ArrayBufferLike> {
+export function heapF32(be: WasmHeapBackend): Float32Array<ArrayBufferLike> {
   const buffer = be.wasm.HEAPU8.buffer;
   if (buffer !== heapBuffer) {
     heapBuffer = buffer;
@@ -148,7 +148,8 @@ function heapF32(be: WasmHeapBackend): Float32Array<ArrayBufferLike> {
   return heapView;
 }
 
-function offsetOf(be: WasmHeapBackend, t: tf.TensorInfo): number {
+/** Element offset of a float32 tensor on the wasm heap. */
+export function offsetOf(be: WasmHeapBackend, t: tf.TensorInfo): number {
   return (be.dataIdMap.get(t.dataId)?.memoryOffset ?? 0) / 4;
 }
 
@@ -321,5 +322,55 @@ export function makeBlasFusedMatMul(blas: BlasAddon, original: tf.KernelConfig):
       bias ?? null,
       true,
     );
+  };
+}
+
+/** A row of ones for column sums, grown on demand (it lives outside the wasm heap). */
+let ones = new Float32Array(0);
+
+/**
+ * A `Sum` kernel that reduces the leading axes of a float32 tensor (the bias and LayerNorm-gain
+ * gradients: Σ_n dy[n, :] over [N, C]) as one product ones[1, N] · x[N, C] on sgemm. Why: tfjs's
+ * wasm Sum transposes first and then sums rows, ~7x slower than the product at [2816, 512]. Every
+ * other reduction (inner axes, int32, keepDims over other axes) goes to `original`.
+ */
+export function makeBlasSum(blas: BlasAddon, original: tf.KernelConfig): tf.KernelFunc {
+  return (args: KernelArgs) => {
+    const x = args.inputs.x as tf.TensorInfo;
+    const { axis, keepDims } = args.attrs as unknown as { axis: number | number[]; keepDims: boolean };
+    const rank = x.shape.length;
+    const axes = tf.util.parseAxisParam(axis, x.shape).sort((p, q) => p - q);
+    // Only a prefix 0..r−1 of the axes, leaving at least one: x is then a contiguous [N, C].
+    const leading = axes.length > 0 && axes.length < rank && axes.every((d, i) => d === i);
+    if (x.dtype !== "float32" || !leading) return original.kernelFunc(args);
+    const n = prod(x.shape.slice(0, axes.length));
+    const c = prod(x.shape.slice(axes.length));
+    const kept = x.shape.slice(axes.length);
+    const be = args.backend as unknown as WasmHeapBackend;
+    const out = be.makeOutput(keepDims ? [...axes.map(() => 1), ...kept] : kept, "float32");
+    if (c === 0) return out;
+    if (ones.length < n) ones = new Float32Array(n).fill(1);
+    const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
+    // Σ_n x[n, :] = ones[1, N] · x[N, C]
+    blas.sgemm(
+      false,
+      false,
+      1,
+      c,
+      n,
+      1,
+      ones,
+      0,
+      0,
+      heap,
+      offsetOf(be, x),
+      0,
+      0,
+      heap,
+      offsetOf(be, out),
+      0,
+      1,
+    );
+    return out;
   };
 }

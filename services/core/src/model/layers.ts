@@ -13,7 +13,17 @@
  * All functions expect to be called inside `tf.tidy` (the model's forward is).
  */
 import * as tf from "@tensorflow/tfjs";
+import {
+  gelu,
+  geluInference,
+  geluReference,
+  layerNorm,
+  layerNormInference,
+  layerNormReference,
+} from "./norm-gelu.js";
 import { wasmMatMulKind } from "./wasm-kernels.js";
+
+export { gelu, geluReference, LN_EPS, layerNorm, layerNormReference } from "./norm-gelu.js";
 
 /**
  * Additive attention score for masked keys (the Transformer's padding and future positions, the
@@ -21,13 +31,6 @@ import { wasmMatMulKind } from "./wasm-kernels.js";
  * key gets attention weight exactly 0.
  */
 export const MASKED = -1e9;
-
-/** LayerNorm epsilon (GPT-2's value). */
-export const LN_EPS = 1e-5;
-
-/** √(2/π), the constant of the tanh approximation of GELU. */
-const GELU_C = Math.sqrt(2 / Math.PI);
-const GELU_A = 0.044715;
 
 /** Swaps the last two axes explicitly (a cheap kernel), instead of using matMul's transpose flags. */
 export function swapLast<T extends tf.Tensor>(t: T): T {
@@ -52,8 +55,11 @@ function transposeFlagsFree(): boolean {
   return backend === "tensorflow" || (backend === "wasm" && wasmMatMulKind() === "blas");
 }
 
-/** op(a) @ op(b), with each transpose as a flag or as an explicit Transpose, whichever is faster here. */
-function product(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean): tf.Tensor {
+/**
+ * op(a) @ op(b), with each transpose as a flag or as an explicit Transpose, whichever is faster
+ * here (exported for the hand-written backward passes of other ops, e.g. gru-layer.ts).
+ */
+export function product(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean): tf.Tensor {
   if (transposeFlagsFree()) return tf.matMul(a, b, transA, transB);
   return tf.matMul(transA ? swapLast(a) : a, transB ? swapLast(b) : b);
 }
@@ -121,76 +127,6 @@ export function linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tenso
 /** Stock-autodiff `linear`, the reference for gradient tests. */
 export function linearReference(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
   return tf.add(tf.matMul(x, w), b);
-}
-
-const layerNormOp = tf.customGrad((...args) => {
-  const [x, g, b, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D, tf.GradSaveFunc];
-  // μ = mean_c x
-  const mu = tf.mean(x, -1, true); // [N, 1]
-  const xc = tf.sub(x, mu); // [N, C]
-  // σ⁻¹ = 1 / √(mean_c (x − μ)² + ε)
-  const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), LN_EPS)); // [N, 1]
-  // x̂ = (x − μ) σ⁻¹
-  const xhat = tf.mul(xc, rstd); // [N, C]
-  save([xhat, rstd, g]);
-  return {
-    // y = γ x̂ + β
-    value: tf.add(tf.mul(xhat, g), b), // [N, C]
-    gradFunc: (dy: tf.Tensor, [sxhat, srstd, sg]: tf.Tensor[]) => {
-      const xh = sxhat as tf.Tensor2D;
-      // gx = dy γ
-      const gx = tf.mul(dy, sg as tf.Tensor); // [N, C]
-      // ∂L/∂x = σ⁻¹ (gx − mean_c gx − x̂ mean_c(gx x̂))
-      const dx = tf.mul(
-        srstd as tf.Tensor,
-        tf.sub(tf.sub(gx, tf.mean(gx, -1, true)), tf.mul(xh, tf.mean(tf.mul(gx, xh), -1, true))),
-      ); // [N, C]
-      // ∂L/∂γ = Σ_n dy x̂,  ∂L/∂β = Σ_n dy
-      return [dx, colSum(tf.mul(dy, xh) as tf.Tensor2D), colSum(dy as tf.Tensor2D)]; // [N, C], [C], [C]
-    },
-  };
-});
-
-/** LayerNorm over the last axis of rows [N, C] with gain γ and bias β. */
-export function layerNorm(x: tf.Tensor2D, g: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
-  return layerNormOp(x, g, b) as tf.Tensor2D;
-}
-
-/** Stock-autodiff LayerNorm (via `tf.moments`), the reference for gradient tests. */
-export function layerNormReference(x: tf.Tensor2D, g: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
-  const { mean, variance } = tf.moments(x, -1, true);
-  return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, LN_EPS))), g), b);
-}
-
-const geluOp = tf.customGrad((...args) => {
-  const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
-  // u = 2c (x + a x³);  s = σ(u)   (0.5 (1 + tanh(u/2)) = σ(u), and sigmoid is a fast kernel)
-  const x2 = tf.square(x); // [N, F]
-  const s = tf.sigmoid(tf.mul(tf.mul(x, tf.add(tf.mul(x2, GELU_A), 1)), 2 * GELU_C)); // [N, F]
-  save([x, s]);
-  return {
-    // gelu(x) = x s
-    value: tf.mul(x, s), // [N, F]
-    gradFunc: (dy: tf.Tensor, [sx, ss]: tf.Tensor[]) => {
-      const xv = sx as tf.Tensor;
-      const sv = ss as tf.Tensor;
-      // d gelu/dx = s + x s (1 − s) 2c (1 + 3a x²)
-      const du = tf.mul(tf.add(tf.mul(tf.square(xv), 3 * GELU_A), 1), 2 * GELU_C); // [N, F]
-      const d = tf.add(sv, tf.mul(tf.mul(xv, tf.mul(sv, tf.sub(1, sv))), du)); // [N, F]
-      return [tf.mul(dy, d)]; // [N, F]
-    },
-  };
-});
-
-/** GELU, tanh approximation (GPT-2's), computed through a sigmoid. */
-export function gelu<T extends tf.Tensor>(x: T): T {
-  return geluOp(x) as T;
-}
-
-/** Stock-autodiff tanh-GELU, the reference for gradient tests. */
-export function geluReference<T extends tf.Tensor>(x: T): T {
-  // gelu(x) = ½ x (1 + tanh(c (x + a x³)))
-  return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), GELU_A)), GELU_C))));
 }
 
 const embeddingOp = tf.customGrad((...args) => {
@@ -263,13 +199,8 @@ export const REFERENCE_OPS: LayerOps = {
  */
 export const INFERENCE_OPS: LayerOps = {
   linear: (x, w, b) => tf.fused.matMul({ a: x, b: w, bias: b }) as tf.Tensor2D,
-  layerNorm: (x, g, b) => {
-    const xc = tf.sub(x, tf.mean(x, -1, true)); // [N, C]
-    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), LN_EPS)); // [N, 1]
-    return tf.add(tf.mul(tf.mul(xc, rstd), g), b); // [N, C]
-  },
-  gelu: <T extends tf.Tensor>(x: T) =>
-    tf.mul(x, tf.sigmoid(tf.mul(tf.mul(x, tf.add(tf.mul(tf.square(x), GELU_A), 1)), 2 * GELU_C))) as T,
+  layerNorm: layerNormInference,
+  gelu: geluInference,
   embedding: (table, ids) => tf.gather(table, ids),
   matmul: <T extends tf.Tensor>(a: T, b: tf.Tensor) => tf.matMul(a, b) as T,
   matmulNT: <T extends tf.Tensor>(a: T, b: tf.Tensor) => tf.matMul(a, b, false, true) as T,

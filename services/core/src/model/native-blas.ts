@@ -14,7 +14,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
-/** The addon's exports (native/blas/blas.c documents each argument). */
+/** The addon's exports (native/blas/blas.c and fused.c document each argument). */
 export interface BlasAddon {
   /**
    * C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch, row-major; offsets and strides in
@@ -38,6 +38,106 @@ export interface BlasAddon {
     cOffset: number,
     cStride: number,
     batch: number,
+  ): void;
+  /** u = x (2c + 2ca x²) over n elements (native/blas/fused.c documents these four). */
+  geluArg(x: Float32Array, xOffset: number, u: Float32Array, uOffset: number, n: number): void;
+  /** dx = dy s (1 + (1 − s) x (2c + 6ca x²)) over n elements. */
+  geluGrad(
+    dy: Float32Array,
+    dyOffset: number,
+    x: Float32Array,
+    xOffset: number,
+    s: Float32Array,
+    sOffset: number,
+    dx: Float32Array,
+    dxOffset: number,
+    n: number,
+  ): void;
+  /** LayerNorm of rows × cols: y, x̂ and 1/σ per row. */
+  layerNorm(
+    x: Float32Array,
+    xOffset: number,
+    g: Float32Array,
+    gOffset: number,
+    b: Float32Array,
+    bOffset: number,
+    y: Float32Array,
+    yOffset: number,
+    xhat: Float32Array,
+    xhatOffset: number,
+    rstd: Float32Array,
+    rstdOffset: number,
+    rows: number,
+    cols: number,
+    eps: number,
+  ): void;
+  /** LayerNorm's backward: dx per row, dγ and dβ summed over rows. */
+  layerNormGrad(
+    dy: Float32Array,
+    dyOffset: number,
+    xhat: Float32Array,
+    xhatOffset: number,
+    rstd: Float32Array,
+    rstdOffset: number,
+    g: Float32Array,
+    gOffset: number,
+    dx: Float32Array,
+    dxOffset: number,
+    dg: Float32Array,
+    dgOffset: number,
+    db: Float32Array,
+    dbOffset: number,
+    rows: number,
+    cols: number,
+  ): void;
+  /** One Adam(W) update over n elements: writes θ', m', v' (fused.c gives the equations). */
+  adam(
+    p: Float32Array,
+    pOffset: number,
+    g: Float32Array,
+    gOffset: number,
+    m: Float32Array,
+    mOffset: number,
+    v: Float32Array,
+    vOffset: number,
+    p2: Float32Array,
+    p2Offset: number,
+    m2: Float32Array,
+    m2Offset: number,
+    v2: Float32Array,
+    v2Offset: number,
+    n: number,
+    beta1: number,
+    oneMinusBeta1: number,
+    beta2: number,
+    oneMinusBeta2: number,
+    epsilon: number,
+    step: number,
+    sqrtBc2: number,
+    decay: number,
+  ): void;
+  /** The GRU backward's gate factors of every step (fused.c; `m` null: no masks). */
+  gruFactors(
+    hp: Float32Array,
+    hpOffset: number,
+    r: Float32Array,
+    rOffset: number,
+    z: Float32Array,
+    zOffset: number,
+    n: Float32Array,
+    nOffset: number,
+    uN: Float32Array,
+    uNOffset: number,
+    m: Float32Array | null,
+    mOffset: number,
+    pa: Float32Array,
+    paOffset: number,
+    pu: Float32Array,
+    puOffset: number,
+    zc: Float32Array,
+    zcOffset: number,
+    rows: number,
+    h: number,
   ): void;
   setThreads(n: number): void;
   info(): { threads: number; corename: string; config: string };

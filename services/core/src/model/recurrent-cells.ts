@@ -7,11 +7,11 @@
  * an LSTM's [i | f | g | o]. tanh is computed as 2σ(2x) − 1 in the fast flavours because sigmoid
  * is a much faster kernel than tanh on wasm (same function, to float rounding).
  *
- * All functions expect to be called inside `tf.tidy` (the models' passes are).
+ * All functions expect to be called inside `tf.tidy` (the models' passes are). The flavours of
+ * primitives (`RECURRENT_OPS`) live in recurrent-ops.ts, the whole-sequence GRU layer in
+ * gru-layer.ts.
  */
 import * as tf from "@tensorflow/tfjs";
-import type { ForwardOptions } from "./causal-lm.js";
-import * as L from "./layers.js";
 
 /** The primitives a recurrent pass uses (custom-gradient, inference or stock-autodiff flavours). */
 export interface RecurrentOps {
@@ -22,6 +22,18 @@ export interface RecurrentOps {
   matmul<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
   /** a @ bᵀ */
   matmulNT<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
+  /**
+   * h_t of every step of one GRU layer (gru-layer.ts): `a` [T·B, 3H] = x W_ih + b_ih for all steps,
+   * time-major (row t·B + r), W_hh [H, 3H], b_hh [3H], h₀ [B, H], update masks m [T·B, 1] or null.
+   * Returns [T·B, H], rows in the same order.
+   */
+  gruLayer(
+    a: tf.Tensor2D,
+    wHh: tf.Tensor2D,
+    bHh: tf.Tensor1D,
+    h0: tf.Tensor2D,
+    mask: tf.Tensor2D | null,
+  ): tf.Tensor2D;
 }
 
 /** tanh(x) = 2σ(2x) − 1 (sigmoid is a fast kernel on wasm, tanh a slow one). */
@@ -29,12 +41,36 @@ export function sigmoidTanh<T extends tf.Tensor>(x: T): T {
   return tf.sub(tf.mul(tf.sigmoid(tf.mul(x, 2)), 2), 1) as T;
 }
 
-/** `train`: custom gradients (layers.ts); `inference`: fused kernels; `reference`: stock autodiff. */
-export const RECURRENT_OPS: Record<NonNullable<ForwardOptions["ops"]>, RecurrentOps> = {
-  train: { ...L.TRAIN_OPS, tanh: sigmoidTanh },
-  inference: { ...L.INFERENCE_OPS, tanh: sigmoidTanh },
-  reference: { ...L.REFERENCE_OPS, tanh: tf.tanh },
-};
+/** One GRU step's new state and the gate values its backward pass needs (each [B, H]). */
+export interface GruStep {
+  h: tf.Tensor2D;
+  r: tf.Tensor2D;
+  z: tf.Tensor2D;
+  n: tf.Tensor2D;
+  /** h W_hn + b_hn, the recurrent part of the candidate's pre-activation. */
+  uN: tf.Tensor2D;
+}
+
+/**
+ * One GRU step from a = x W_ih + b_ih, split into its [r | z] block aRz [B, 2H] and n block aN
+ * [B, H], u = h W_hh + b_hh [B, 3H] and the previous state h [B, H].
+ */
+export function gruStep(
+  aRz: tf.Tensor2D,
+  aN: tf.Tensor2D,
+  u: tf.Tensor2D,
+  hPrev: tf.Tensor2D,
+  tanh: RecurrentOps["tanh"],
+): GruStep {
+  const h = hPrev.shape[1];
+  const [uRz, uN] = tf.split(u, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, 2H], [B, H]
+  // [r, z] = σ(x W_ir + b_ir + h W_hr + b_hr,  x W_iz + b_iz + h W_hz + b_hz)
+  const [r, z] = tf.split(tf.sigmoid(tf.add(aRz, uRz)), 2, 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, H] each
+  // n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))
+  const n = tanh(tf.add(aN, tf.mul(r, uN))) as tf.Tensor2D; // [B, H]
+  // h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)
+  return { h: tf.add(n, tf.mul(z, tf.sub(hPrev, n))) as tf.Tensor2D, r, z, n, uN }; // [B, H]
+}
 
 /**
  * One GRU step from a = x W_ih + b_ih and u = h W_hh + b_hh (each [B, 3H]) and the previous state
@@ -48,13 +84,7 @@ export function gruCell(
 ): tf.Tensor2D {
   const h = hPrev.shape[1];
   const [aRz, aN] = tf.split(a, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, 2H], [B, H]
-  const [uRz, uN] = tf.split(u, [2 * h, h], 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, 2H], [B, H]
-  // [r, z] = σ(x W_ir + b_ir + h W_hr + b_hr,  x W_iz + b_iz + h W_hz + b_hz)
-  const [r, z] = tf.split(tf.sigmoid(tf.add(aRz, uRz)), 2, 1) as [tf.Tensor2D, tf.Tensor2D]; // [B, H] each
-  // n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))
-  const n = tanh(tf.add(aN, tf.mul(r, uN))) as tf.Tensor2D; // [B, H]
-  // h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)
-  return tf.add(n, tf.mul(z, tf.sub(hPrev, n))) as tf.Tensor2D; // [B, H]
+  return gruStep(aRz, aN, u, hPrev, tanh).h;
 }
 
 /**

@@ -8,9 +8,10 @@
  * h_t ← h_{t−1} + m_t (h̃_t − h_{t−1}), so a padded position leaves the state exactly as it was:
  * a left-padded prompt row gives the same logits as the row alone.
  *
- * Speed on wasm: per-step inputs are built from JS arrays, not slices of a tensor; products use
- * layers.ts's `matmul`/`linear` (gradients with explicit transposes, no transposeA/B flags); the
- * cells and their tanh = 2σ(2x) − 1 come from recurrent-cells.ts, shared with the Seq2Seq model.
+ * Speed: rows are time-major, so the embeddings and input projections x_t W_ih of all steps are
+ * one lookup and one product and each step is a contiguous block; a GRU layer is one op with its
+ * backpropagation through time written out (gru-layer.ts); the cells and their tanh = 2σ(2x) − 1
+ * come from recurrent-cells.ts, shared with the Seq2Seq model.
  */
 import * as tf from "@tensorflow/tfjs";
 import {
@@ -21,13 +22,8 @@ import {
   type ForwardOptions,
 } from "./causal-lm.js";
 import { ParamModel, type ParamSource } from "./param-model.js";
-import {
-  gruCell,
-  lstmCell,
-  maskedUpdate,
-  RECURRENT_OPS as OPS,
-  type RecurrentOps,
-} from "./recurrent-cells.js";
+import { lstmCell, maskedUpdate, type RecurrentOps } from "./recurrent-cells.js";
+import { RECURRENT_OPS as OPS } from "./recurrent-ops.js";
 import { type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
 import type { RowDecoder } from "./row-decoder.js";
 import { StateDecoder, type StateLayout } from "./state-decoder.js";
@@ -135,68 +131,80 @@ export class RnnLM extends ParamModel implements CausalLM {
   ): { logits: tf.Tensor3D; cache: RecurrentState } {
     const { hidden: h, vocabSize: v, nLayers, kind } = this.config;
     const [b, t] = tokens.shape;
-    // Per-step inputs are built from JS arrays: slicing a [B, T, ·] tensor per step costs ~1 ms
-    // per slice on wasm, more than the step's arithmetic.
-    const tok = tokens.dataSync();
-    const maskData = keyMask === null ? null : keyMask.dataSync();
-    const column = (data: ArrayLike<number>, i: number) =>
-      Array.from({ length: b }, (_, r) => Number(data[r * t + i]));
-    // x_t = E[tokens[:, t]]
-    let xs: tf.Tensor2D[] = Array.from({ length: t }, (_, i) =>
-      ops.embedding(this.p("wte"), tf.tensor1d(column(tok, i), "int32")),
-    ); // T × [B, D]
-    // m_t, one [B, 1] column per step (absent: every position is real)
-    const masks =
-      maskData === null
-        ? null
-        : Array.from({ length: t }, (_, i) => tf.tensor2d(column(maskData, i), [b, 1], "float32")); // T × [B, 1]
+    // Rows are time-major (row i·B + r is step i of row r), so each step is one contiguous block.
+    const timeMajor = (data: ArrayLike<number>) =>
+      Array.from({ length: t * b }, (_, k) => Number(data[(k % b) * t + Math.floor(k / b)]));
+    // x_t = E[tokens[:, t]] for every step at once
+    let xs = ops.embedding(this.p("wte"), tf.tensor1d(timeMajor(tokens.dataSync()), "int32")); // [T·B, D]
+    // m_t for every step (absent: every position is real)
+    const mask = keyMask === null ? null : tf.tensor2d(timeMajor(keyMask.dataSync()), [t * b, 1], "float32"); // [T·B, 1]
     const state: RecurrentState = { h: [], c: [] };
     for (let l = 0; l < nLayers; l++) {
-      const wIh = this.p<tf.Tensor2D>(`h.${l}.weight_ih`); // [in, G·H]
-      const bIh = this.p<tf.Tensor1D>(`h.${l}.bias_ih`); // [G·H]
       const wHh = this.p<tf.Tensor2D>(`h.${l}.weight_hh`); // [H, G·H]
       const bHh = this.p<tf.Tensor1D>(`h.${l}.bias_hh`); // [G·H]
-      let hPrev = past?.h[l] ?? (tf.zeros([b, h]) as tf.Tensor2D); // [B, H]
-      let cPrev = kind === "lstm" ? (past?.c[l] ?? (tf.zeros([b, h]) as tf.Tensor2D)) : null; // [B, H]
-      const outs: tf.Tensor2D[] = [];
-      for (let i = 0; i < t; i++) {
-        // a_t = x_t W_ih + b_ih
-        const a = ops.linear(xs[i] as tf.Tensor2D, wIh, bIh); // [B, G·H]
-        // u_t = h_{t−1} W_hh + b_hh
-        const u = ops.linear(hPrev, wHh, bHh); // [B, G·H]
-        let hNew: tf.Tensor2D;
-        let cNew: tf.Tensor2D | null = null;
-        if (kind === "gru") {
-          hNew = gruCell(a, u, hPrev, ops.tanh); // [B, H]
-        } else {
-          const next = lstmCell(a, u, cPrev as tf.Tensor2D, ops.tanh); // [B, H] each
-          hNew = next.h;
-          cNew = next.c;
-        }
-        const m = masks?.[i];
-        if (m !== undefined) {
-          // h_t = h_{t−1} + m_t (h' − h_{t−1})   (m_t = 0: padding leaves the state unchanged)
-          hNew = maskedUpdate(hPrev, hNew, m); // [B, H]
-          // c_t = c_{t−1} + m_t (c' − c_{t−1})
-          if (cNew !== null) cNew = maskedUpdate(cPrev as tf.Tensor2D, cNew, m); // [B, H]
-        }
-        outs.push(hNew);
-        hPrev = hNew;
-        cPrev = cNew;
+      const h0 = past?.h[l] ?? (tf.zeros([b, h]) as tf.Tensor2D); // [B, H]
+      // a_t = x_t W_ih + b_ih, every step in one product
+      const a = ops.linear(xs, this.p(`h.${l}.weight_ih`), this.p(`h.${l}.bias_ih`)); // [T·B, G·H]
+      if (kind === "gru") {
+        // the whole recurrence as one op (gru-layer.ts)
+        xs = ops.gruLayer(a, wHh, bHh, h0, mask); // [T·B, H]
+        state.h.push(t === 1 ? xs : (tf.slice(xs, [(t - 1) * b, 0], [b, h]) as tf.Tensor2D)); // [B, H]
+      } else {
+        const last = this.lstmLayer(
+          a,
+          wHh,
+          bHh,
+          h0,
+          past?.c[l] ?? (tf.zeros([b, h]) as tf.Tensor2D),
+          mask,
+          ops,
+        );
+        xs = last.hs; // [T·B, H]
+        state.h.push(last.h);
+        state.c.push(last.c);
       }
-      state.h.push(hPrev);
-      if (cPrev !== null) state.c.push(cPrev);
-      // the next layer (or the head) reads every step's h
-      xs = outs;
     }
     // Rows of every step's h in batch-major order (row r·T + i = h_i of row r), by a row gather:
     // a Transpose of [T, B, ·] costs tens of ms on wasm, a gather about one.
-    const timeMajor = tf.reshape(tf.stack(xs, 0), [t * b, h]) as tf.Tensor2D; // [T*B, H]
     const order = Int32Array.from({ length: b * t }, (_, k) => (k % t) * b + Math.floor(k / t));
-    const hs = t === 1 ? timeMajor : ops.embedding(timeMajor, tf.tensor1d(order, "int32")); // [B*T, H]
+    const hs = t === 1 ? xs : ops.embedding(xs, tf.tensor1d(order, "int32")); // [B*T, H]
     // logits = h W_head + b_head, for all steps at once
     const logits = ops.linear(hs, this.p("lm_head.weight"), this.p("lm_head.bias")); // [B*T, V]
     return { logits: tf.reshape(logits, [b, t, v]) as tf.Tensor3D, cache: state };
+  }
+
+  /**
+   * The LSTM recurrence step by step from a = x W_ih + b_ih of every step ([T·B, 4H], time-major):
+   * every step's h ([T·B, H]) and the final h and c.
+   */
+  private lstmLayer(
+    a: tf.Tensor2D,
+    wHh: tf.Tensor2D,
+    bHh: tf.Tensor1D,
+    h0: tf.Tensor2D,
+    c0: tf.Tensor2D,
+    mask: tf.Tensor2D | null,
+    ops: RecurrentOps,
+  ): { hs: tf.Tensor2D; h: tf.Tensor2D; c: tf.Tensor2D } {
+    const steps = a.shape[0] / h0.shape[0];
+    const as = steps === 1 ? [a] : (tf.split(a, steps, 0) as tf.Tensor2D[]); // T × [B, 4H]
+    const ms = mask === null ? null : steps === 1 ? [mask] : (tf.split(mask, steps, 0) as tf.Tensor2D[]); // T × [B, 1]
+    let [hPrev, cPrev] = [h0, c0];
+    const outs: tf.Tensor2D[] = [];
+    for (let i = 0; i < steps; i++) {
+      // u_t = h_{t−1} W_hh + b_hh
+      const u = ops.linear(hPrev, wHh, bHh); // [B, 4H]
+      let { h: hNew, c: cNew } = lstmCell(as[i] as tf.Tensor2D, u, cPrev, ops.tanh); // [B, H] each
+      const m = ms?.[i];
+      if (m !== undefined) {
+        // h_t = h_{t−1} + m_t (h' − h_{t−1}),  c_t = c_{t−1} + m_t (c' − c_{t−1})   (m_t = 0: padding)
+        hNew = maskedUpdate(hPrev, hNew, m); // [B, H]
+        cNew = maskedUpdate(cPrev, cNew, m); // [B, H]
+      }
+      outs.push(hNew);
+      [hPrev, cPrev] = [hNew, cNew];
+    }
+    return { hs: steps === 1 ? hPrev : (tf.concat(outs, 0) as tf.Tensor2D), h: hPrev, c: cPrev };
   }
 }
 

@@ -32,7 +32,8 @@ import {
 } from "./causal-lm.js";
 import { MASKED } from "./layers.js";
 import { ParamModel, type ParamSource } from "./param-model.js";
-import { RECURRENT_OPS as OPS, type RecurrentOps as Ops } from "./recurrent-cells.js";
+import type { RecurrentOps as Ops } from "./recurrent-cells.js";
+import { RECURRENT_OPS as OPS } from "./recurrent-ops.js";
 import type { RowDecoder } from "./row-decoder.js";
 import { type Seq2SeqConfig, seq2seqParameterShapes, validateSeq2SeqConfig } from "./seq2seq-config.js";
 import { gruStack, type SidePlan } from "./seq2seq-gru.js";

@@ -41,12 +41,18 @@ export function attentionBias(
   return tf.tensor4d(bias, [b, h, s, total]);
 }
 
-/** [B*S, C] rows → [B, H, S, D] heads (a pure reshape when S = 1, as in every decoding step). */
-export function heads(x: tf.Tensor2D, b: number, s: number, h: number, d: number): tf.Tensor4D {
-  return s === 1 ? tf.reshape(x, [b, h, 1, d]) : tf.transpose(tf.reshape(x, [b, s, h, d]), [0, 2, 1, 3]);
+/**
+ * [B*S, 3C] rows of q | k | v → q, k, v heads [B, H, S, D] each: for S > 1 one Transpose of
+ * [B, S, 3H, D] into [B, 3H, S, D] and a split along the head axis (each part B contiguous
+ * blocks), a third of the kernels of splitting first and transposing q, k and v apart; for S = 1
+ * (every decoding step) a split and pure reshapes.
+ */
+export function qkvHeads(qkv: tf.Tensor2D, b: number, s: number, h: number, d: number): tf.Tensor4D[] {
+  if (s === 1) return tf.split(qkv, 3, 1).map((x) => tf.reshape(x, [b, h, 1, d]) as tf.Tensor4D);
+  return tf.split(tf.transpose(tf.reshape(qkv, [b, s, 3 * h, d]), [0, 2, 1, 3]), 3, 1) as tf.Tensor4D[];
 }
 
-/** [B, H, S, D] heads → [B*S, C] rows (inverse of `heads`). */
+/** [B, H, S, D] heads → [B*S, C] rows (the inverse of `qkvHeads` for one of q, k, v). */
 export function mergeHeads(y: tf.Tensor4D, b: number, s: number, c: number): tf.Tensor2D {
   return tf.reshape(s === 1 ? y : tf.transpose(y, [0, 2, 1, 3]), [b * s, c]);
 }

@@ -20,7 +20,7 @@ import * as L from "./layers.js";
 import { RowBuffer } from "./row-buffer.js";
 import { type RowDecoder, readPass, widthBucket } from "./row-decoder.js";
 import type { Attend, TransformerLM } from "./transformer.js";
-import { attentionBias, heads, mergeHeads } from "./transformer-attention.js";
+import { attentionBias, mergeHeads, qkvHeads } from "./transformer-attention.js";
 
 const OPS = L.INFERENCE_OPS;
 
@@ -64,10 +64,9 @@ export class TransformerDecoder implements RowDecoder {
     });
     return readPass(() => {
       const bias = attentionBias(n, h, width, 0, null); // [n, H, W', W'] causal
-      const attend: Attend = (i, q2, k2, v2) => {
-        const q = heads(q2, n, width, h, d); // [n, H, W', D]
-        const kh = heads(k2, n, width, h, d); // [n, H, W', D]
-        const vh = heads(v2, n, width, h, d); // [n, H, W', D]
+      const attend: Attend = (i, qkv) => {
+        const [qh, kh, vh] = qkvHeads(qkv, n, width, h, d) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D]; // [n, H, W', D] each
+        const q = tf.mul(qh, 1 / Math.sqrt(d)) as tf.Tensor4D; // q / √D
         this.copyPrompts(i, kh, vh, width, slots);
         // A = softmax(q kᵀ + bias);  y = A v
         const att = tf.softmax(tf.add(OPS.matmulNT(q, kh), bias)) as tf.Tensor4D; // [n, H, W', W']
@@ -96,9 +95,10 @@ export class TransformerDecoder implements RowDecoder {
     }
     return readPass(() => {
       const biasT = tf.tensor4d(bias, [cap, h, 1, w]);
-      const attend: Attend = (i, q2, k2, v2) => {
+      const attend: Attend = (i, qkv) => {
+        const [q2, k2, v2] = tf.split(qkv, 3, 1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D]; // [cap, C] each
         this.writeColumns(i, k2, v2, positions);
-        const q = tf.reshape(q2, [cap, h, 1, d]) as tf.Tensor4D;
+        const q = tf.mul(tf.reshape(q2, [cap, h, 1, d]), 1 / Math.sqrt(d)) as tf.Tensor4D; // q / √D
         const kc = this.k[i]?.tensor() as tf.Tensor4D; // [cap, H, W, D]
         const vc = this.v[i]?.tensor() as tf.Tensor4D; // [cap, H, W, D]
         // A = softmax(q kᵀ + bias);  y = A v

@@ -13,7 +13,7 @@ import { type CausalLM, type DecodingState, disposeState, type ForwardOptions } 
 import * as L from "./layers.js";
 import { ParamModel, type ParamSource } from "./param-model.js";
 import type { RowDecoder } from "./row-decoder.js";
-import { attentionBias, heads, mergeHeads } from "./transformer-attention.js";
+import { attentionBias, mergeHeads, qkvHeads } from "./transformer-attention.js";
 import {
   type TransformerConfig,
   transformerParameterShapes,
@@ -113,9 +113,9 @@ export class TransformerLM extends ParamModel implements CausalLM {
   }
 
   /**
-   * The blocks and the final LayerNorm over token rows x [N, C]. `attend(i, q, k, v)` turns layer
-   * i's projections (each [N, C], q already scaled by 1/√D) into its attention output [N, C]:
-   * forward, `step` and the row decoder differ only in where the keys and values live.
+   * The blocks and the final LayerNorm over token rows x [N, C]. `attend(i, qkv)` turns layer i's
+   * projections q | k | v [N, 3C] into its attention output [N, C]: forward, `step` and the row
+   * decoder differ only in where the keys and values live.
    */
   blocks(x: tf.Tensor2D, attend: Attend, ops: L.LayerOps): tf.Tensor2D {
     const { linear: lin, layerNorm: ln, gelu: act } = ops;
@@ -125,9 +125,8 @@ export class TransformerLM extends ParamModel implements CausalLM {
       // qkv = LN₁(x) W_attn + b_attn
       const h1 = ln(x, bv("ln_1.weight"), bv("ln_1.bias")); // [N, C]
       const qkv = lin(h1, w("attn.c_attn.weight"), bv("attn.c_attn.bias")); // [N, 3C]
-      const [q2, k2, v2] = tf.split(qkv, 3, 1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D]; // [N, C] each
       // y = softmax(q kᵀ / √D + bias) v, heads merged back
-      const y = attend(i, tf.mul(q2, 1 / Math.sqrt(this.headDim)), k2, v2); // [N, C]
+      const y = attend(i, qkv); // [N, C]
       // x = x + y W_proj + b_proj
       x = tf.add(x, lin(y, w("attn.c_proj.weight"), bv("attn.c_proj.bias"))); // [N, C]
       // x = x + GELU(LN₂(x) W_fc + b_fc) W_mlp + b_mlp
@@ -159,10 +158,10 @@ export class TransformerLM extends ParamModel implements CausalLM {
     const posIds = positions.reshape([b * s]).cast("int32") as tf.Tensor1D; // [B*S]
     const bias = attentionBias(b, h, s, prev, keyMask); // [B, H, S, P+S]
     const cache: KVCache = { layers: [] };
-    const attend: Attend = (i, q2, k2, v2) => {
-      const q = heads(q2, b, s, h, d); // [B, H, S, D]
-      let kh = heads(k2, b, s, h, d); // [B, H, S, D]
-      let vh = heads(v2, b, s, h, d); // [B, H, S, D]
+    const attend: Attend = (i, qkv) => {
+      let [q, kh, vh] = qkvHeads(qkv, b, s, h, d); // [B, H, S, D] each
+      // q = q / √D
+      q = tf.mul(q, 1 / Math.sqrt(d)) as tf.Tensor4D; // [B, H, S, D]
       const layerPast = past?.layers[i];
       if (layerPast !== undefined) {
         kh = tf.concat([layerPast.k, kh], 2); // [B, H, P+S, D]
@@ -180,10 +179,10 @@ export class TransformerLM extends ParamModel implements CausalLM {
 }
 
 /**
- * Layer i's attention: projections q (scaled), k, v of the token rows, each [N, C], to the
- * attention output [N, C]. (See `TransformerLM.blocks`.)
+ * Layer i's attention: the token rows' projections q | k | v [N, 3C] to the attention output
+ * [N, C]. (See `TransformerLM.blocks`.)
  */
-export type Attend = (layer: number, q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D) => tf.Tensor2D;
+export type Attend = (layer: number, qkv: tf.Tensor2D) => tf.Tensor2D;
 
 /** Position ids 0..T-1 on every row, built in JS (Tile is slow on wasm). */
 function defaultPositions(b: number, t: number): tf.Tensor2D {

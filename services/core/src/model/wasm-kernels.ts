@@ -16,15 +16,20 @@
  *   with the wasm runtime.
  *
  * Where the OpenBLAS addon is built, `BatchMatMul` and `_FusedMatMul` come from blas-kernels.ts
- * instead (3–10x faster again, transpose flags included); `setWasmMatMul` switches between the
- * three matmul implementations, so tests can compare them in one process.
+ * instead (3–10x faster again, transpose flags included), and so do column sums (`Sum` over the
+ * leading axes, the bias gradients) and the fused LayerNorm/GELU kernels of fused-kernels.ts;
+ * `setWasmMatMul` switches between the three matmul
+ * implementations, so tests can compare them in one process. The data-movement kernels that
+ * copy needlessly (Slice, SplitV, Unpack, Identity, GatherV2) come from wasm-data-kernels.ts.
  *
  * These rely on wasm-backend internals (`dataIdMap`, `wasm.tfjs.registerTensor`); every kernel
  * checks that they exist and otherwise leaves the stock kernel in place.
  */
 import * as tf from "@tensorflow/tfjs";
-import { hasHeapInternals, makeBlasBatchMatMul, makeBlasFusedMatMul } from "./blas-kernels.js";
+import { hasHeapInternals, makeBlasBatchMatMul, makeBlasFusedMatMul, makeBlasSum } from "./blas-kernels.js";
+import { FUSED, setFusedKernels } from "./fused-kernels.js";
 import type { BlasAddon } from "./native-blas.js";
+import { setWasmDataKernels } from "./wasm-data-kernels.js";
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 
@@ -221,7 +226,7 @@ function makeBatchMatMulKernel(original: tf.KernelConfig): tf.KernelFunc {
 /** Which kernels serve `BatchMatMul` and `_FusedMatMul` on wasm: OpenBLAS, this file's, or tfjs's own. */
 export type WasmMatMul = "blas" | "wasm" | "stock";
 
-let stock: { batch: tf.KernelConfig; fused: tf.KernelConfig } | null = null;
+let stock: { batch: tf.KernelConfig; fused: tf.KernelConfig; sum: tf.KernelConfig } | null = null;
 let matMulKind: WasmMatMul = "stock";
 
 function replace(kernelName: string, kernelFunc: tf.KernelFunc): void {
@@ -231,27 +236,34 @@ function replace(kernelName: string, kernelFunc: tf.KernelFunc): void {
 
 /**
  * Installs the replacement kernels on the already-initialised `wasm` backend: OneHot,
- * UnsortedSegmentSum, and the matmul kernels of `setWasmMatMul` — OpenBLAS when `blas` is given,
- * else this file's BatchMatMul. Returns the names of the kernels it replaced (empty when the
- * backend internals are missing, and then nothing is replaced).
+ * UnsortedSegmentSum, the data-movement kernels of wasm-data-kernels.ts, and the matmul kernels
+ * of `setWasmMatMul` — OpenBLAS (with Sum) when `blas` is given, else this file's BatchMatMul.
+ * Returns the names of the kernels it replaced (empty when the backend internals are missing,
+ * and then nothing is replaced).
  */
 export function registerWasmWorkarounds(blas: BlasAddon | null): string[] {
   const backend = tf.findBackend("wasm");
   if (!hasInternals(backend)) return [];
   if (stock === null) {
-    stock = { batch: tf.getKernel("BatchMatMul", "wasm"), fused: tf.getKernel("_FusedMatMul", "wasm") };
+    stock = {
+      batch: tf.getKernel("BatchMatMul", "wasm"),
+      fused: tf.getKernel("_FusedMatMul", "wasm"),
+      sum: tf.getKernel("Sum", "wasm"),
+    };
     replace("OneHot", oneHotKernel as tf.KernelFunc);
     replace("UnsortedSegmentSum", unsortedSegmentSumKernel as tf.KernelFunc);
   }
+  const data = setWasmDataKernels("views");
   const useBlas = blas !== null && hasHeapInternals(backend);
   setWasmMatMul(useBlas ? "blas" : "wasm", blas);
-  return ["OneHot", "UnsortedSegmentSum", "BatchMatMul", ...(useBlas ? ["_FusedMatMul"] : [])];
+  const addon = useBlas ? ["_FusedMatMul", "Sum", ...Object.values(FUSED)] : [];
+  return ["OneHot", "UnsortedSegmentSum", ...data, "BatchMatMul", ...addon];
 }
 
 /**
- * Switches the wasm matmul kernels (after `registerWasmWorkarounds`): `blas` needs the addon;
- * `stock` restores tfjs's own kernels, the reference the tests compare the others with. Kernels
- * are looked up per op, so the switch applies to the next op.
+ * Switches the wasm matmul kernels, column sums and fused kernels (after
+ * `registerWasmWorkarounds`): `blas` needs the addon; `stock` restores tfjs's own kernels, the reference the tests compare the
+ * others with. Kernels are looked up per op, so the switch applies to the next op.
  */
 export function setWasmMatMul(kind: WasmMatMul, blas: BlasAddon | null = null): void {
   if (stock === null) throw new Error("setWasmMatMul: the wasm backend's kernels are not registered yet");
@@ -267,6 +279,8 @@ export function setWasmMatMul(kind: WasmMatMul, blas: BlasAddon | null = null): 
     "_FusedMatMul",
     kind === "blas" ? makeBlasFusedMatMul(blas as BlasAddon, stock.fused) : stock.fused.kernelFunc,
   );
+  replace("Sum", kind === "blas" ? makeBlasSum(blas as BlasAddon, stock.sum) : stock.sum.kernelFunc);
+  setFusedKernels(kind === "blas" ? blas : null);
   matMulKind = kind;
 }
 

@@ -97,6 +97,15 @@ export async function fetchWeightsBlob(bus: Bus, objectName: string, sha256: str
   return blob;
 }
 
+/**
+ * The blobs a replica reads after seeing the latest-weights entry `value`: the weights and the
+ * run's reference weights. Lets a bridge send them along with the entry (bus/port-bus.ts).
+ */
+export function manifestObjectNames(value: Uint8Array): string[] {
+  const m = fromBinary(WeightsManifestSchema, value);
+  return [m.objectName, m.referenceObjectName].filter((n) => n !== "");
+}
+
 /** Call `onManifest` with the current manifest (if any) and every later one, in order. */
 export async function watchLatestWeights(
   bus: Bus,
