@@ -9,8 +9,8 @@
  *
  * Reported per pattern: median wall time of the batch of calls and sampled tokens per second
  * (every generated token, EOS included, over the wall time). With --train-steps n it also runs
- * `rlaif train`'s embedded cluster (default settings; --rollout-concurrency overrides that one)
- * for n steps and reports, over steps 2..n, the median time from a step's first Generate call to
+ * `rlaif train`'s embedded cluster (default settings, the Policy on the main thread;
+ * --rollout-concurrency overrides that setting) for n steps and reports, over steps 2..n, the median time from a step's first Generate call to
  * its last one ending (one weights version is one step; each Generate the replica serves is
  * timed by wrapping PolicyModel.generate) and the median step time. Figures depend on the
  * machine's load; compare patterns from the same run.
@@ -138,6 +138,10 @@ async function trainSteps(steps: number): Promise<{ generateMs: number; stepMs: 
   config.services.checkpoint = values.checkpoint;
   if (values["rollout-concurrency"])
     config.services.rolloutConcurrency = Number(values["rollout-concurrency"]);
+  // The Policy on this thread, where the wrapper above sees its calls (a worker thread has its own
+  // PolicyModel class); with the run's default max_staleness 0 sampling and learning alternate
+  // either way, so a step's Generate span is the same.
+  config.services.policyIn = "main";
   config.out = mkdtempSync(join(tmpdir(), "rlaif-serving-bench-"));
   const cluster = await startEmbeddedCluster(config, () => {});
   const run = await cluster.optimizer.runs.start(config.run);

@@ -29,30 +29,33 @@ export interface WasmHeapBackend {
   wasm: { HEAPU8: Uint8Array };
 }
 
-/** Rows of every sgemm call against a shared weight matrix under `batchInvariant`. */
+/** Rows of every sgemm call against a shared weight matrix under `batchInvariant` by default. */
 export const INVARIANT_ROWS = 16;
 
-let invariantDepth = 0;
+/** Rows per call inside the innermost `batchInvariant` (0: outside, whole calls). */
+let invariantRows = 0;
 
 /**
  * Runs `fn` with every product of rows against one weight matrix (a 2-D right operand, or a
- * `_FusedMatMul`: the linear layers and heads) computed in sgemm calls of exactly INVARIANT_ROWS rows, the last one zero-padded. Why:
+ * `_FusedMatMul`: the linear layers and heads) computed in sgemm calls of exactly `rows` rows
+ * (INVARIANT_ROWS unless given; a caller keeps one value per kind of pass), the last one
+ * zero-padded. Why:
  * OpenBLAS chooses its kernel and K blocking by the call's size, so a row's result otherwise
  * depends on how many rows share the call (measured with OpenBLAS 0.3.21 on SkylakeX kernels: a
  * row of [M, 512] @ [512, 128] changes bits from M = 16 on, of [M, 128] @ [128, 258] from M = 4).
  * The batched sampler and scoring run their passes under it, so a row's tokens and log-probs do
  * not depend on the rows batched with it; training keeps whole calls. Per-slice batched products
- * (attention) need nothing: each slice is its own call of a shape the row determines. Why 16:
- * the SkylakeX kernels' row tile, so a call is whole tiles; 64-row calls made an 8-row decoding
- * step ~2x slower (padding), 16-row ones cost nothing measurable on 8- or 64-row steps or on a
- * 64 × 45 scoring pass (the weights are packed once per call, cheap at these widths).
+ * (attention) need nothing: each slice is its own call of a shape the row determines. Why 16 by
+ * default: the SkylakeX kernels' row tile, so a call is whole tiles; 64-row calls made an 8-row
+ * decoding step ~2x slower (padding), 16-row ones cost nothing measurable on 8- or 64-row steps.
  */
-export function batchInvariant<T>(fn: () => T): T {
-  invariantDepth++;
+export function batchInvariant<T>(fn: () => T, rows = INVARIANT_ROWS): T {
+  const outer = invariantRows;
+  invariantRows = rows;
   try {
     return fn();
   } finally {
-    invariantDepth--;
+    invariantRows = outer;
   }
 }
 
@@ -192,8 +195,8 @@ function gemm(
     beta = 1;
   }
   const weight = linear || b.shape.length === 2; // rows against one weight matrix
-  if (invariantDepth > 0 && weight && !transA && plan.count === 1 && plan.starts.length === 1) {
-    fixedRowGemm(blas, be, { a: oa, b: ob, c: oc }, plan.m, n, k, transB, bias, beta);
+  if (invariantRows > 0 && weight && !transA && plan.count === 1 && plan.starts.length === 1) {
+    fixedRowGemm(blas, be, { a: oa, b: ob, c: oc }, plan.m, n, k, transB, bias, beta, invariantRows);
     return out;
   }
   const [sa, sb, sc] = plan.strides;
@@ -223,7 +226,7 @@ function gemm(
 
 /**
  * `C = A @ op(B) + beta·C` for row-major A [m, k] at element offsets `at`, in calls of
- * INVARIANT_ROWS rows; the last partial block goes through zero-padded scratch tensors.
+ * `rows` rows; the last partial block goes through zero-padded scratch tensors.
  */
 function fixedRowGemm(
   blas: BlasAddon,
@@ -235,8 +238,8 @@ function fixedRowGemm(
   transB: boolean,
   bias: tf.TensorInfo | null,
   beta: number,
+  rows: number,
 ): void {
-  const rows = INVARIANT_ROWS;
   const full = m - (m % rows);
   for (let r = 0; r < full; r += rows) {
     const heap = heapF32(be);
