@@ -15,7 +15,7 @@
  * timed by wrapping PolicyModel.generate) and the median step time. Figures depend on the
  * machine's load; compare patterns from the same run.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -147,6 +147,7 @@ async function trainSteps(steps: number): Promise<{ generateMs: number; stepMs: 
   const run = await cluster.optimizer.runs.start(config.run);
   await run.done;
   await cluster.close();
+  rmSync(config.out, { recursive: true, force: true });
   PolicyModel.prototype.generate = generate;
   const byStep = [...spans.values()].sort((a, b) => a.start - b.start).slice(1); // step 1 warms up
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? Number.NaN;
