@@ -2,8 +2,6 @@
  * `rlaif run`, `rlaif status` and `rlaif cancel` against a cluster of `rlaif serve` processes
  * and nats-server, as a user who started the cluster by hand would drive it.
  */
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,32 +9,13 @@ import { explicitRunConfig } from "../services/cli/remote-run.js";
 import { type LocalCluster, startLocalCluster } from "../services/cluster/local-cluster.js";
 import { loadConfig } from "../services/core/src/config/load-config.js";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
+import { type RlaifResult, startRlaif } from "./helpers/spawn-rlaif.js";
 import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
-const BIN = join(import.meta.dirname, "..", "bin", "rlaif.js");
 const TINY = ["--prompts-per-step", "2", "--samples-per-prompt", "2", "--max-new-tokens", "6"];
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Spawn `rlaif …` without blocking this process (its cluster's logs are read here). */
-function start(args: string[]): { done: Promise<Result>; stderr: () => string } {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => {
-    stdout += d;
-  });
-  child.stderr.on("data", (d) => {
-    stderr += d;
-  });
-  const done = once(child, "exit").then(([code]) => ({ code: code as number | null, stdout, stderr }));
-  return { done, stderr: () => stderr };
-}
-
+type Result = RlaifResult;
+const start = startRlaif;
 const rlaif = (...args: string[]) => start(args).done;
 const lastJson = (r: Result) => JSON.parse(r.stdout.trim().split("\n").at(-1) as string);
 

@@ -15,6 +15,7 @@ import { registerService } from "../services/core/src/grpc/adapter.js";
 import { type RunningServer, startServer } from "../services/core/src/grpc/server.js";
 import { FeedbackService, ruleFeedbackService } from "../services/feedback/feedback-service.js";
 import { startFeedbackServer } from "../services/feedback/main.js";
+import { startRlaif } from "./helpers/spawn-rlaif.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
 const ROOT = join(import.meta.dirname, "..");
@@ -26,21 +27,7 @@ function rlaif(...args: string[]): { code: number | null; stdout: string; stderr
 }
 
 /** Like {@link rlaif}, without blocking this process (so servers in it keep answering). */
-async function rlaifAsync(
-  ...args: string[]
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => {
-    stdout += d;
-  });
-  child.stderr.on("data", (d) => {
-    stderr += d;
-  });
-  const [code] = (await once(child, "exit")) as [number | null];
-  return { code, stdout, stderr };
-}
+const rlaifAsync = (...args: string[]) => startRlaif(args).done;
 
 /** A bare grpc-js server (no health service) on a free loopback port. */
 async function bareServer(
