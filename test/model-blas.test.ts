@@ -13,7 +13,7 @@ import { createModel } from "../services/core/src/model/checkpoint.js";
 import { maskedCrossEntropy } from "../services/core/src/model/loss.js";
 import { type BlasAddon, loadBlas } from "../services/core/src/model/native-blas.js";
 import { setWasmMatMul, type WasmMatMul } from "../services/core/src/model/wasm-kernels.js";
-import { scaledError } from "./helpers/model-checks.js";
+import { scaledError, syntheticLmBatch } from "./helpers/model-checks.js";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
 
 const hasBlas = requireTool(TOOLS.blasAddon);
@@ -182,17 +182,7 @@ describe.skipIf(!hasBlas)("blas", () => {
       { kind: "gru" as const, vocabSize: 258, contextLength: 16, dModel: 16, hidden: 24, nLayers: 1 },
     ];
     const [b, t] = [4, 12];
-    const ids = Array.from({ length: b * t }, (_, i) => (i * 37 + 11) % 258);
-    const x = tf.tensor2d(ids, [b, t], "int32");
-    const y = tf.tensor2d(
-      ids.map((v) => (v * 5 + 3) % 258),
-      [b, t],
-      "int32",
-    );
-    const mask = tf.tensor2d(
-      ids.map((_, i) => (i % t < t - 3 || i < t ? 1 : 0)),
-      [b, t],
-    );
+    const { x, y, mask } = syntheticLmBatch(b, t, 3);
     for (const config of configs) {
       const model = createModel(config, 11);
       const kind = model.kind;

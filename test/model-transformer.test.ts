@@ -9,6 +9,7 @@ import {
   DEFAULT_TRANSFORMER_CONFIG,
   validateTransformerConfig,
 } from "../services/core/src/model/transformer-config.js";
+import { syntheticLmBatch } from "./helpers/model-checks.js";
 
 const TINY = { vocabSize: 258, contextLength: 16, dModel: 16, nLayers: 2, nHeads: 2 };
 
@@ -70,17 +71,7 @@ describe("transformer", () => {
   it("transformer - custom gradients equal stock autodiff to 1e-5 relative", () => {
     const b = 3;
     const t = 12;
-    const ids = Array.from({ length: b * t }, (_, i) => (i * 37 + 11) % 258);
-    const x = tf.tensor2d(ids, [b, t], "int32");
-    const y = tf.tensor2d(
-      ids.map((v) => (v * 5 + 3) % 258),
-      [b, t],
-      "int32",
-    );
-    const m = tf.tensor2d(
-      ids.map((_, i) => (i % t < t - 2 || i < t ? 1 : 0)),
-      [b, t],
-    );
+    const { x, y, mask: m } = syntheticLmBatch(b, t, 2);
     const grads = (ops: "train" | "reference") =>
       tf.variableGrads(
         () => maskedCrossEntropy(model.forward(x, undefined, { ops }), y, m),

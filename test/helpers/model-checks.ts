@@ -17,6 +17,31 @@ export const TEST_SAMPLING: SamplingParams = {
   stopAtEos: false,
 };
 
+/**
+ * A fixed next-token batch over the byte vocabulary: inputs x [b, t], targets y [b, t] and a loss
+ * mask [b, t] that drops the last `maskedTail` positions of every row but the first, so gradient
+ * checks cover padded rows. Deterministic, so two code paths see the same batch.
+ */
+export function syntheticLmBatch(
+  b: number,
+  t: number,
+  maskedTail: number,
+): { x: tf.Tensor2D; y: tf.Tensor2D; mask: tf.Tensor2D } {
+  const ids = Array.from({ length: b * t }, (_, i) => (i * 37 + 11) % 258);
+  return {
+    x: tf.tensor2d(ids, [b, t], "int32"),
+    y: tf.tensor2d(
+      ids.map((v) => (v * 5 + 3) % 258),
+      [b, t],
+      "int32",
+    ),
+    mask: tf.tensor2d(
+      ids.map((_, i) => (i % t < t - maskedTail || i < t ? 1 : 0)),
+      [b, t],
+    ),
+  };
+}
+
 /** σ(x) in float64, for reference cell equations. */
 export const sigmoid = (x: number): number => 1 / (1 + Math.exp(-x));
 
