@@ -42,7 +42,7 @@ export class FakeLearner implements Learner {
     await this.onStep?.(this.steps.length);
     return { loss: 0.25, gradNorm: 1.5, entropy: 2, updateSkipped: this.skipAt.has(this.steps.length) };
   }
-  weightsBlob(): Uint8Array {
+  async weightsBlob(): Promise<Uint8Array> {
     this.blobs++;
     return Uint8Array.of(1, 2, 3, this.blobs);
   }

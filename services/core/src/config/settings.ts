@@ -409,6 +409,17 @@ const SERVICES = {
     help: "where an embedded run's Policy computes: its own worker thread, or the main thread",
   }),
   /**
+   * "thread": the Optimizer's updates compute in a worker thread of its own, so the main thread
+   * keeps the services, the bus and the gRPC API going during an update, and with maxStaleness > 0
+   * the next step is sampled meanwhile. "main" updates on the main thread; the weights are the
+   * same either way.
+   */
+  learnerIn: choice(["thread", "main"] as const, {
+    flag: "learner-in",
+    default: "thread",
+    help: "where the Optimizer's updates compute: its own worker thread, or the main thread",
+  }),
+  /**
    * 256: four steps' worth of the default run's 64 rows, ~64 MB of KV cache for the default
    * Transformer; past a few dozen rows a decoding step costs little more per row added.
    */
