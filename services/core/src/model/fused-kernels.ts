@@ -8,7 +8,8 @@
  * when the active backend has them (`hasFusedKernel`) and replace by the same maths in tfjs ops
  * otherwise. GELU's sigmoid stays a tfjs kernel (vectorised exp); only its arithmetic is fused.
  * Adam's update (learn/adam.ts) was ~13 kernels per parameter tensor, over half of a step's
- * kernel calls.
+ * kernel calls. The Seq2Seq decoder's attention (scores, bias, softmax, context: four kernels and
+ * two sgemm calls per row) is one kernel when sampling and scoring, which need no gradient.
  * Registered with the OpenBLAS kernels (`setWasmMatMul("blas")`) and removed with them, so the
  * tests compare both paths in one process. Float32 only (everything the models feed them).
  */
@@ -32,6 +33,11 @@ export const FUSED = {
   adam: "RlaifAdam",
   /** {hp, r, z, n, uN (each [N, H]), mask? [N, 1]} → [Pᵃ, Pᵘ (both [N, 3H]), z̃ [N, H]] (gru-layer.ts). */
   gruFactors: "RlaifGruFactors",
+  /**
+   * {q [B, J, H], keys [B, S, H], values [B, S, H], bias [B, 1, S]} → ctx [B, J, H] =
+   * softmax(q keysᵀ + bias) values per row (the Seq2Seq decoder's attention, attention.c).
+   */
+  attend: "RlaifAttend",
 } as const;
 
 /** The constants of one Adam(W) update, as learn/adam.ts computes them (in double). */
@@ -116,6 +122,22 @@ function gruFactorsKernel(blas: BlasAddon): tf.KernelFunc {
       h,
     );
     return outs;
+  };
+}
+
+function attendKernel(blas: BlasAddon): tf.KernelFunc {
+  return (args) => {
+    const { q, keys, values, bias } = args.inputs as Record<string, tf.TensorInfo>;
+    const ins = [q, keys, values, bias] as tf.TensorInfo[];
+    float32(FUSED.attend, ins);
+    const [b, j, h] = (q as tf.TensorInfo).shape as [number, number, number];
+    const s = (keys as tf.TensorInfo).shape[1] as number;
+    const be = args.backend as unknown as WasmHeapBackend;
+    const ctx = be.makeOutput([b, j, h], "float32");
+    const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
+    const [oq, ok, ov, ob, oc] = [...ins, ctx].map((t) => offsetOf(be, t)) as number[];
+    blas.attend(heap, oq as number, ok as number, ov as number, ob as number, oc as number, b, j, s, h);
+    return ctx;
   };
 }
 
@@ -210,6 +232,7 @@ function kernels(blas: BlasAddon): Record<keyof typeof FUSED, tf.KernelFunc> {
     },
     adam: adamKernel(blas),
     gruFactors: gruFactorsKernel(blas),
+    attend: attendKernel(blas),
   };
 }
 

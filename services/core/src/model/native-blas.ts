@@ -14,7 +14,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
-/** The addon's exports (native/blas/blas.c, fused.c and recurrent.c document each argument). */
+/** The addon's exports (native/blas/blas.c, fused.c, recurrent.c and attention.c document each argument). */
 export interface BlasAddon {
   /**
    * C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch, row-major; offsets and strides in
@@ -211,6 +211,22 @@ export interface BlasAddon {
     dc0: number,
     steps: number,
     batch: number,
+    hidden: number,
+  ): void;
+  /**
+   * Softmax attention of J queries per row over its own S keys and values (attention.c): q
+   * [B, J, H], keys and values [B, S, H], bias [B, S], ctx [B, J, H], as element offsets on `heap`.
+   */
+  attend(
+    heap: Float32Array,
+    q: number,
+    keys: number,
+    values: number,
+    bias: number,
+    ctx: number,
+    batch: number,
+    queries: number,
+    width: number,
     hidden: number,
   ): void;
   setThreads(n: number): void;
