@@ -24,9 +24,12 @@
 #include <stdlib.h>
 
 #include "attention.h"
+#include "row-kernel.h"
 
 #define ATTEND_INTS 9
 #define LANES 16
+/* A bias at or below this marks a padded position (the models use -1e9). */
+#define PADDING -1e9f
 
 static napi_value fail(napi_env env, bool range, const char *msg) {
   if (range)
@@ -37,7 +40,7 @@ static napi_value fail(napi_env env, bool range, const char *msg) {
 }
 
 /* q . k over n floats: LANES independent partial sums (vectorisable without reassociation). */
-static float dot(int64_t n, const float *restrict q, const float *restrict k) {
+static inline float dot(int64_t n, const float *restrict q, const float *restrict k) {
   float acc[LANES] = {0};
   int64_t i = 0;
   for (; i + LANES <= n; i += LANES)
@@ -48,24 +51,31 @@ static float dot(int64_t n, const float *restrict q, const float *restrict k) {
   return acc[0];
 }
 
-/* One query: scores into s [S] (scratch), then ctx [H] = softmax(s) . values. */
-static void attend_one(int64_t S, int64_t H, const float *restrict q, const float *restrict keys,
-                       const float *restrict values, const float *restrict bias, float *restrict s,
-                       float *restrict ctx) {
+/*
+ * One query: scores into s [S] (scratch), then ctx [H] = softmax(s) . values. Padded positions
+ * (bias <= PADDING) are skipped: their weight exp(s - max) is exactly 0 whenever the row has a
+ * real position; a row of padding only is computed in full, as the unfused maths would.
+ */
+ROW_KERNEL attend_one(int64_t S, int64_t H, const float *restrict q, const float *restrict keys,
+                      const float *restrict values, const float *restrict bias, float *restrict s,
+                      float *restrict ctx) {
+  int64_t real = 0;
+  for (int64_t i = 0; i < S; i++) real += bias[i] > PADDING;
   float max = -INFINITY;
   for (int64_t i = 0; i < S; i++) {
-    s[i] = dot(H, q, keys + i * H) + bias[i];
+    const bool use = real == 0 || bias[i] > PADDING;
+    s[i] = use ? dot(H, q, keys + i * H) + bias[i] : -INFINITY;
     if (s[i] > max) max = s[i];
   }
   float sum = 0.0f;
   for (int64_t i = 0; i < S; i++) {
-    s[i] = expf(s[i] - max);
+    s[i] = s[i] == -INFINITY ? 0.0f : expf(s[i] - max);
     sum += s[i];
   }
   for (int64_t h = 0; h < H; h++) ctx[h] = 0.0f;
   for (int64_t i = 0; i < S; i++) {
     const float a = s[i] / sum;
-    if (a == 0.0f) continue; /* padding: adds exactly nothing */
+    if (a == 0.0f) continue; /* a padded position adds exactly nothing */
     const float *restrict v = values + i * H;
     for (int64_t h = 0; h < H; h++) ctx[h] += a * v[h];
   }
