@@ -43,13 +43,15 @@ describe.skipIf(!hasBlas)("attend", () => {
 
   const fused = (x: tf.NamedTensorMap) => runFused<tf.Tensor3D>(FUSED.attend, x);
 
-  it("attend - equals softmax(q kᵀ + bias) v computed in tfjs ops, padded positions weighing nothing", () => {
-    for (const [b, j, s, h] of [
-      [3, 1, 7, 20],
-      [2, 4, 5, 33],
-      [1, 2, 64, 192],
+  it("attend - equals softmax(q kᵀ + bias) v computed in tfjs ops, with padding and a row of padding only", () => {
+    // [B, J, S, H, padded positions per row]; the last case's first row is padding only
+    for (const [b, j, s, h, pads] of [
+      [3, 1, 7, 20, [0, 2, 4]],
+      [2, 4, 5, 33, [0, 2]],
+      [1, 2, 64, 192, [0]],
+      [2, 1, 4, 8, [4, 1]],
     ] as const) {
-      const x = inputs(b, j, s, h, [0, 2, 4], b + j);
+      const x = inputs(b, j, s, h, [...pads], b + j);
       const got = fused(x);
       const want = tf.matMul(tf.softmax(tf.add(tf.matMul(x.q, x.keys, false, true), x.bias)), x.values);
       expect(got.shape).toEqual([b, j, h]);
