@@ -1,6 +1,7 @@
 /*
  * Attention of a few queries per row over that row's fixed memory, one call for the whole batch:
- * the Seq2Seq decoder's Luong attention over its encoder states, zero-copy on the wasm heap.
+ * the Seq2Seq decoder's Luong attention over its encoder states, and the tanh that follows it,
+ * zero-copy on the wasm heap.
  *
  * Why: in tfjs ops a decoding step's attention is a batched scores product, a bias add, a softmax
  * and a batched context product; each product is one sgemm call per row (64 calls of a 1-row
@@ -9,10 +10,13 @@
  * fused-kernels.ts registers this as a tfjs kernel; seq2seq.ts keeps the tfjs ops for training
  * and for machines without the addon.
  *
- * Export (synchronous; the heap is one Float32Array, every tensor an element offset into it):
+ * Exports (synchronous; the heap is one Float32Array, every tensor an element offset into it):
  *   attend(heap, q, keys, values, bias, ctx, batch, queries, width, hidden)
  *     q [B, J, H], keys and values [B, S, H], bias [B, S] (0, or -1e9 for padding), ctx [B, J, H]:
  *     per row b and query j, s_i = q_bj . k_bi + bias_bi, a = softmax_i(s), ctx_bj = sum_i a_i v_bi
+ *   tanh(heap, x, y, n)
+ *     y = tanh x = 2 sigmoid(2x) - 1 over n floats (the decoder's h~ = tanh([c; s] W_c + b_c):
+ *     one kernel instead of four tfjs elementwise ops, each a dispatch and a pass over memory)
  * Each (row, query) is computed on its own in a fixed order (the dot products in 16 interleaved
  * float partial sums added up in a fixed tree), so a row's result never depends on the rows
  * batched with it. A padded position's weight is exactly 0 (exp underflows), so it adds nothing.
@@ -25,6 +29,7 @@
 #include <stdlib.h>
 
 #include "attention.h"
+#include "gate-math.h"
 #include "row-kernel.h"
 
 #define ATTEND_INTS 9
@@ -89,6 +94,35 @@ ROW_KERNEL attend_one(int64_t S, int64_t H, const float *restrict q, const float
   }
 }
 
+/* y = tanh x over n floats, as 2 sigmoid(2x) - 1 (gate-math.h). */
+ROW_KERNEL tanh_rows(int64_t n, const float *restrict x, float *restrict y) {
+  for (int64_t i = 0; i < n; i++) y[i] = tanh_s(x[i]);
+}
+
+/* tanh(heap, x, y, n): y = tanh x elementwise (offsets into the heap). */
+static napi_value tanh_export(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_typedarray_type type;
+  void *data = NULL;
+  size_t len = 0;
+  bool is_ta = false;
+  int64_t v[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4)
+    return fail(env, false, "tanh: expected the heap and 3 integers");
+  if (napi_is_typedarray(env, argv[0], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[0], &type, &len, &data, NULL, NULL) != napi_ok ||
+      type != napi_float32_array)
+    return fail(env, false, "tanh: the heap must be a Float32Array");
+  for (int i = 0; i < 3; i++)
+    if (napi_get_value_int64(env, argv[i + 1], &v[i]) != napi_ok)
+      return fail(env, false, "tanh: offsets and the count must be integers");
+  if (v[2] < 0 || v[0] < 0 || v[1] < 0 || v[0] + v[2] > (int64_t)len || v[1] + v[2] > (int64_t)len)
+    return fail(env, true, "tanh: a tensor is out of range");
+  tanh_rows(v[2], (const float *)data + v[0], (float *)data + v[1]);
+  return NULL;
+}
+
 static napi_value attend(napi_env env, napi_callback_info info) {
   size_t argc = ATTEND_INTS + 1;
   napi_value argv[ATTEND_INTS + 1];
@@ -129,6 +163,7 @@ static napi_value attend(napi_env env, napi_callback_info info) {
 napi_status attention_define(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"attend", NULL, attend, NULL, NULL, NULL, napi_default, NULL},
+      {"tanh", NULL, tanh_export, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

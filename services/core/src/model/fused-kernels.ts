@@ -9,7 +9,8 @@
  * otherwise. GELU's sigmoid stays a tfjs kernel (vectorised exp); only its arithmetic is fused.
  * Adam's update (learn/adam.ts) was ~13 kernels per parameter tensor, over half of a step's
  * kernel calls. The Seq2Seq decoder's attention (scores, bias, softmax, context: four kernels and
- * two sgemm calls per row) is one kernel when sampling and scoring, which need no gradient.
+ * two sgemm calls per row) is one kernel when sampling and scoring, which need no gradient, and so
+ * is the tanh of their inference passes (four elementwise kernels in tfjs ops).
  * Registered with the OpenBLAS kernels (`setWasmMatMul("blas")`) and removed with them, so the
  * tests compare both paths in one process. Float32 only (everything the models feed them).
  */
@@ -38,6 +39,8 @@ export const FUSED = {
    * softmax(q keysᵀ + bias) values per row (the Seq2Seq decoder's attention, attention.c).
    */
   attend: "RlaifAttend",
+  /** {x} → tanh x = 2σ(2x) − 1 (attention.c), in one pass instead of four tfjs kernels. */
+  tanh: "RlaifTanh",
 } as const;
 
 /** The constants of one Adam(W) update, as learn/adam.ts computes them (in double). */
@@ -233,6 +236,15 @@ function kernels(blas: BlasAddon): Record<keyof typeof FUSED, tf.KernelFunc> {
     adam: adamKernel(blas),
     gruFactors: gruFactorsKernel(blas),
     attend: attendKernel(blas),
+    tanh: (args) => {
+      const x = args.inputs.x as tf.TensorInfo;
+      float32(FUSED.tanh, [x]);
+      const be = heapOf(args);
+      const y = be.makeOutput([...x.shape], "float32");
+      const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
+      blas.tanh(heap, offsetOf(be, x), offsetOf(be, y), size(x.shape));
+      return y;
+    },
   };
 }
 

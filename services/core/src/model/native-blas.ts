@@ -229,6 +229,8 @@ export interface BlasAddon {
     width: number,
     hidden: number,
   ): void;
+  /** y = tanh x = 2σ(2x) − 1 over n floats (attention.c), element offsets on `heap`. */
+  tanh(heap: Float32Array, x: number, y: number, n: number): void;
   setThreads(n: number): void;
   info(): { threads: number; corename: string; config: string };
 }

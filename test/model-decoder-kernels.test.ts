@@ -1,7 +1,8 @@
 /**
- * The fused decoder attention (native/blas/attention.c through fused-kernels.ts) against the
- * same maths in tfjs ops, and the property the batched sampler relies on: a row's context does
- * not depend on the rows batched with it nor on how much padding precedes its memory.
+ * The fused decoder kernels (native/blas/attention.c through fused-kernels.ts): the attention
+ * against the same maths in tfjs ops, and the property the batched sampler relies on (a row's
+ * context does not depend on the rows batched with it nor on how much padding precedes its
+ * memory); the inference tanh against tf.tanh.
  * Needs the addon: a failure in CI (which builds it), a skip with a reason elsewhere.
  */
 import * as tf from "@tensorflow/tfjs";
@@ -10,11 +11,15 @@ import { initBackend } from "../services/core/src/model/backend.js";
 import { FUSED, runFused } from "../services/core/src/model/fused-kernels.js";
 import { MASKED } from "../services/core/src/model/layers.js";
 import { type BlasAddon, loadBlas } from "../services/core/src/model/native-blas.js";
+import { RECURRENT_OPS } from "../services/core/src/model/recurrent-ops.js";
 import { setWasmMatMul, wasmMatMulKind } from "../services/core/src/model/wasm-kernels.js";
 import { scaledError } from "./helpers/model-checks.js";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
 
 const hasBlas = requireTool(TOOLS.blasAddon);
+
+const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>) =>
+  Array.from(a).reduce((m, v, i) => Math.max(m, Math.abs(v - (b[i] as number))), 0);
 
 /** Inputs of one attention call: B rows, J queries, width S, hidden H; row r's first pads[r] positions padded. */
 function inputs(b: number, j: number, s: number, h: number, pads: number[], seed: number) {
@@ -30,7 +35,7 @@ function inputs(b: number, j: number, s: number, h: number, pads: number[], seed
   };
 }
 
-describe.skipIf(!hasBlas)("attend", () => {
+describe.skipIf(!hasBlas)("decoder kernels", () => {
   let initial: ReturnType<typeof wasmMatMulKind>;
   let blas: BlasAddon;
   beforeAll(async () => {
@@ -43,7 +48,7 @@ describe.skipIf(!hasBlas)("attend", () => {
 
   const fused = (x: tf.NamedTensorMap) => runFused<tf.Tensor3D>(FUSED.attend, x);
 
-  it("attend - equals softmax(q kᵀ + bias) v computed in tfjs ops, with padding and a row of padding only", () => {
+  it("decoder kernels - attention equals softmax(q kᵀ + bias) v computed in tfjs ops, with padding and a row of padding only", () => {
     // [B, J, S, H, padded positions per row]; the last case's first row is padding only
     for (const [b, j, s, h, pads] of [
       [3, 1, 7, 20, [0, 2, 4]],
@@ -60,7 +65,7 @@ describe.skipIf(!hasBlas)("attend", () => {
     }
   });
 
-  it("attend - a row's context is bit-identical alone, batched, and behind extra padding", () => {
+  it("decoder kernels - attention a row's context is bit-identical alone, batched, and behind extra padding", () => {
     const x = inputs(4, 1, 9, 40, [0, 3, 1, 5], 11);
     const all = fused(x).arraySync();
     const row = (t: tf.Tensor, r: number) => tf.slice(t, [r, 0, 0], [1, -1, -1]);
@@ -85,10 +90,23 @@ describe.skipIf(!hasBlas)("attend", () => {
     tf.dispose(Object.values(x));
   });
 
-  it("attend - the addon rejects tensors outside the heap and bad sizes instead of touching other memory", () => {
+  it("decoder kernels - tanh equals tf.tanh, saturating far out, and the inference ops use it", () => {
+    const values = Array.from({ length: 4001 }, (_, i) => (i - 2000) / 100); // −20 … 20
+    values.push(-100, 100, 1e-8, -0, 0);
+    const x = tf.tensor1d(values);
+    const got = runFused<tf.Tensor1D>(FUSED.tanh, { x });
+    const want = tf.tanh(x);
+    expect(maxAbs(got.dataSync(), want.dataSync())).toBeLessThan(1e-6);
+    const viaOps = RECURRENT_OPS.inference.tanh(x);
+    expect(Array.from(viaOps.dataSync())).toEqual(Array.from(got.dataSync()));
+    tf.dispose([x, got, want, viaOps]);
+  });
+
+  it("decoder kernels - the addon rejects tensors outside the heap and bad sizes instead of touching other memory", () => {
     const heap = new Float32Array(16);
     expect(() => blas.attend(heap, 0, 0, 0, 0, 13, 1, 1, 2, 4)).toThrow(/out of range/);
     expect(() => blas.attend(heap, 0, 0, 0, 0, 0, 0, 1, 2, 4)).toThrow(RangeError);
     expect(() => blas.attend(heap, -1, 0, 0, 0, 0, 1, 1, 1, 1)).toThrow(RangeError);
+    expect(() => blas.tanh(heap, 0, 8, 9)).toThrow(/out of range/);
   });
 });
