@@ -8,6 +8,7 @@ import { ValidationError, WeightsError } from "../errors.js";
 import { isRnnKind, type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
 import type { RowDecoder } from "./row-decoder.js";
 import { type Seq2SeqConfig, seq2seqParameterShapes, validateSeq2SeqConfig } from "./seq2seq-config.js";
+import type { Tokenizer } from "./tokenizer-types.js";
 import {
   type TransformerConfig,
   transformerParameterShapes,
@@ -60,6 +61,11 @@ export interface CausalLM {
   readonly kind: ModelKind;
   /** Validated hyperparameters; every kind has `vocabSize` and `contextLength`. */
   readonly config: ModelConfig;
+  /**
+   * The tokenizer the model was trained with, when it brings its own (a Hugging Face model
+   * directory); absent means the byte tokenizer (see `tokenizerOf`).
+   */
+  readonly tokenizer?: Tokenizer;
   /**
    * Logits [B, T, V] for int32 tokens [B, T], differentiable. Row t's logits depend only on
    * tokens ≤ t, so right-padded training batches are exact. `positions` [B, T] are per-row

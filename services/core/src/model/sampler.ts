@@ -36,9 +36,10 @@ import {
   checkRows,
   type GenerationResult,
   type OnToken,
-  promptRow,
+  promptRows,
   type SamplingParams,
 } from "./sampling.js";
+import { tokenizerOf } from "./tokenizer.js";
 
 /**
  * Generates a continuation for every prompt (token ids, usually `encode(text)`; BOS is
@@ -95,7 +96,7 @@ export function checkScoring(model: CausalLM, prompts: number[][], completions: 
   if (prompts.length !== completions.length) {
     throw new ValidationError("completions", `has ${completions.length} rows for ${prompts.length} prompts`);
   }
-  const heads = prompts.map(promptRow);
+  const heads = promptRows(prompts, tokenizerOf(model).bos);
   checkRows(model, heads, "prompts", (i) => (completions[i] as number[]).length);
   checkRows(model, completions, "completions", () => 0);
 }
@@ -108,7 +109,7 @@ export function checkScoring(model: CausalLM, prompts: number[][], completions: 
  */
 export function sequenceLogprobs(model: CausalLM, prompts: number[][], completions: number[][]): number[][] {
   checkScoring(model, prompts, completions);
-  const heads = prompts.map(promptRow);
+  const heads = promptRows(prompts, tokenizerOf(model).bos);
   const out: number[][] = heads.map(() => []);
   const groups = new Map<string, { width: number; rows: number[] }>();
   heads.forEach((head, i) => {

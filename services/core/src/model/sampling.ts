@@ -7,7 +7,8 @@
 import { ValidationError } from "../errors.js";
 import type { CausalLM } from "./causal-lm.js";
 import type { Rng } from "./rng.js";
-import { BOS, decode } from "./tokenizer.js";
+import { byteTokenizer } from "./tokenizer.js";
+import { type Tokenizer, tokensBytes } from "./tokenizer-types.js";
 
 /** How to pick tokens. */
 export interface SamplingParams {
@@ -50,9 +51,24 @@ export interface GenerationResult {
 /** Per-token streaming callback: row index, token id and its log π_θ. */
 export type OnToken = (row: number, tokenId: number, logprob: number) => void;
 
-/** The row the model reads for a prompt: BOS followed by the prompt ids (BOS is not doubled). */
-export function promptRow(prompt: readonly number[]): number[] {
-  return prompt[0] === BOS ? [...prompt] : [BOS, ...prompt];
+/**
+ * The row the model reads for a prompt: the tokenizer's BOS followed by the prompt ids (BOS is
+ * not doubled); just the prompt for a model without BOS.
+ */
+export function promptRow(prompt: readonly number[], bos: number | null): number[] {
+  return bos === null || prompt[0] === bos ? [...prompt] : [bos, ...prompt];
+}
+
+/**
+ * The rows the model reads for `prompts` (see promptRow). An empty prompt for a model without
+ * BOS leaves nothing to predict the first token from: ValidationError naming `prompts[i]`.
+ */
+export function promptRows(prompts: readonly (readonly number[])[], bos: number | null): number[][] {
+  return prompts.map((prompt, i) => {
+    if (prompt.length === 0 && bos === null)
+      throw new ValidationError(`prompts[${i}]`, "must not be empty: the model has no BOS token to start it");
+    return promptRow(prompt, bos);
+  });
 }
 
 /** Checks sampling parameters; throws ValidationError naming the bad field. */
@@ -113,19 +129,18 @@ export function stopHoldback(bytes: readonly number[], stops: readonly Uint8Arra
   return hold;
 }
 
-/** The byte tokens (0–255) of a completion: what its text decodes from. */
-export function completionBytes(tokens: readonly number[]): number[] {
-  return tokens.filter((id) => id < 256);
-}
-
 /**
- * A completion's text: its bytes decoded as UTF-8, without a final EOS (special tokens carry no
- * bytes) and without the stop sequence that ended it.
+ * A completion's text: its tokens' bytes decoded as UTF-8, without a final EOS (special tokens
+ * carry no bytes) and without the stop sequence that ended it. `tok` is the model's tokenizer
+ * (default: the byte tokenizer); invalid UTF-8 becomes U+FFFD.
  */
-export function completionText(r: Pick<GenerationResult, "tokens" | "stop">): string {
-  const bytes = completionBytes(r.tokens);
+export function completionText(
+  r: Pick<GenerationResult, "tokens" | "stop">,
+  tok: Tokenizer = byteTokenizer,
+): string {
+  const bytes = tokensBytes(tok, r.tokens);
   const cut = r.stop ? utf8.encode(r.stop).length : 0;
-  return decode(bytes.slice(0, bytes.length - cut));
+  return new TextDecoder("utf-8", { fatal: false }).decode(bytes.subarray(0, bytes.length - cut));
 }
 
 /**
