@@ -56,6 +56,13 @@ function checkFits(field: string, tokens: number, extra: number, model: LoadedMo
   }
 }
 
+/** Throws INVALID_ARGUMENT naming `field[j]` for the first id outside the model's vocabulary. */
+function checkIds(field: string, ids: readonly number[], vocabSize: number): void {
+  const j = ids.findIndex((t) => t >= vocabSize);
+  if (j >= 0)
+    throw new ValidationError(`${field}[${j}]`, `must be a token id below ${vocabSize}, got ${ids[j]}`);
+}
+
 /** How much work a replica takes on before refusing calls (see RowGate). */
 export interface ServingLimits {
   /** Most rows decoded together (and sequences counted as one batch of scoring). */
@@ -199,6 +206,10 @@ export function policyService(
             prompt: s.promptTokens.length ? [...s.promptTokens] : tokenizer.encode(s.prompt),
             completion: s.completionTokens.length ? [...s.completionTokens] : tokenizer.encode(s.completion),
           }));
+          req.sequences.forEach((s, i) => {
+            checkIds(`sequences[${i}].prompt_tokens`, s.promptTokens, chosen.model.vocabSize);
+            checkIds(`sequences[${i}].completion_tokens`, s.completionTokens, chosen.model.vocabSize);
+          });
           seqs.forEach((s, i) => {
             if (s.completion.length === 0)
               throw new ValidationError(`sequences[${i}].completion`, "must not be empty");
