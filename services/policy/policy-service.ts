@@ -9,7 +9,7 @@ import { FinishReason } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { type PolicyService, WeightsSelector } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import { ValidationError } from "../core/src/errors.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
-import { completionText, stopBytes, stopHoldback } from "../core/src/model/sampling.js";
+import { completionText, stopBytes, stopHoldback, textLength } from "../core/src/model/sampling.js";
 import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
 import { RowGate } from "./batcher.js";
 import type { GenerationResult, LoadedModel, SamplingParams } from "./loaded-model.js";
@@ -182,7 +182,7 @@ export function policyService(
         const last = finished !== null && i === tokens.length - 1;
         bytes.push(...(state.tokenizer as Tokenizer).tokenBytes(item.token));
         const text = last
-          ? release(bytes.length - Buffer.byteLength(finished.stop ?? "", "utf8")) + decoder.decode()
+          ? release(textLength(bytes, finished.stop)) + decoder.decode()
           : release(bytes.length - stopHoldback(bytes, stops));
         yield {
           index: i,

@@ -292,7 +292,7 @@ export class ContinuousSampler {
     const bytes = job.stops.length > 0 ? this.tokenizer.tokenBytes(id) : undefined;
     if (bytes !== undefined && bytes.length > 0) {
       (job.bytes[r] as number[]).push(...bytes);
-      stopped = matchStop(job.bytes[r] as number[], job.stops);
+      stopped = matchStop(job.bytes[r] as number[], job.stops, bytes.length);
     }
     if (job.p.stopAtEos && this.tokenizer.eos.includes(id)) res.finishReason = "eos";
     else if (stopped >= 0) {

@@ -42,8 +42,9 @@ export interface GenerationResult {
   logprobs: number[];
   finishReason: FinishReason;
   /**
-   * The stop sequence that ended the row (finishReason "stop"; the longest one when several
-   * match at once), whose bytes are the last bytes of `tokens`; absent otherwise.
+   * The stop sequence that ended the row (finishReason "stop"; see matchStop when several
+   * match at once), which the last token's bytes completed (a sub-word token may write bytes after
+   * it); absent otherwise.
    */
   stop?: string;
 }
@@ -96,19 +97,48 @@ export function stopBytes(stop: readonly string[] | undefined): Uint8Array[] {
 
 /** Whether `bytes` ends with `tail`. */
 function endsWith(bytes: readonly number[], tail: Uint8Array, length = tail.length): boolean {
-  if (length > bytes.length) return false;
-  const off = bytes.length - length;
-  for (let k = 0; k < length; k++) if (bytes[off + k] !== tail[k]) return false;
+  return occursAt(bytes, tail, bytes.length - length, length);
+}
+
+/** Whether bytes[at, at + length) equals tail[0, length). */
+function occursAt(bytes: ArrayLike<number>, tail: Uint8Array, at: number, length = tail.length): boolean {
+  if (at < 0 || at + length > bytes.length) return false;
+  for (let k = 0; k < length; k++) if (bytes[at + k] !== tail[k]) return false;
   return true;
 }
 
-/** Index of the longest stop sequence that `bytes` ends with, or −1. */
-export function matchStop(bytes: readonly number[], stops: readonly Uint8Array[]): number {
+/**
+ * Index of the stop sequence that the last `newBytes` bytes of `bytes` complete, or −1: a token
+ * of a sub-word tokenizer may write several bytes, so a stop may end inside it. When several do,
+ * the one that ends first wins, then the longest (with one byte per token: the longest of those
+ * `bytes` ends with).
+ */
+export function matchStop(bytes: readonly number[], stops: readonly Uint8Array[], newBytes = 1): number {
   let best = -1;
+  let bestEnd = Number.POSITIVE_INFINITY;
   stops.forEach((s, i) => {
-    if (endsWith(bytes, s) && (best < 0 || s.length > (stops[best] as Uint8Array).length)) best = i;
+    for (let end = Math.max(s.length, bytes.length - newBytes + 1); end <= bytes.length; end++) {
+      if (!occursAt(bytes, s, end - s.length)) continue;
+      if (end < bestEnd || (end === bestEnd && s.length > (stops[best] as Uint8Array).length)) {
+        best = i;
+        bestEnd = end;
+      }
+      break;
+    }
   });
   return best;
+}
+
+/**
+ * How many leading bytes of a completion are its text: all of them, or those before the stop
+ * sequence that ended it (its first occurrence: the row stopped as soon as one was complete, and
+ * bytes of the same token after it are dropped too).
+ */
+export function textLength(bytes: ArrayLike<number>, stop: string | undefined): number {
+  if (!stop) return bytes.length;
+  const s = utf8.encode(stop);
+  for (let at = 0; at + s.length <= bytes.length; at++) if (occursAt(bytes, s, at)) return at;
+  return bytes.length;
 }
 
 /**
@@ -139,8 +169,7 @@ export function completionText(
   tok: Tokenizer = byteTokenizer,
 ): string {
   const bytes = tokensBytes(tok, r.tokens);
-  const cut = r.stop ? utf8.encode(r.stop).length : 0;
-  return new TextDecoder("utf-8", { fatal: false }).decode(bytes.subarray(0, bytes.length - cut));
+  return new TextDecoder("utf-8", { fatal: false }).decode(bytes.subarray(0, textLength(bytes, r.stop)));
 }
 
 /**
