@@ -48,10 +48,10 @@ export interface PgBatchOptions {
 
 /** Model input and loss batch built from trajectories; the caller disposes the tensors. */
 export interface BuiltPgBatch {
-  /** Model input ids [B, T], T = max(1 + |prompt| + |completion|) − 1. */
+  /** Model input ids [B, T], T = max(b + |prompt| + |completion|) − 1 (b = 1 with a BOS, else 0). */
   tokens: tf.Tensor2D;
   /**
-   * Per row 1 + |prompt|: where the prompt ends, for `ForwardOptions.sourceLengths` (a Seq2Seq
+   * Per row b + |prompt|: where the prompt ends, for `ForwardOptions.sourceLengths` (a Seq2Seq
    * policy encodes those tokens and decodes the completion; causal LMs ignore it).
    */
   sourceLengths: number[];
