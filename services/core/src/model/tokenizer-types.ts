@@ -30,8 +30,8 @@ export interface Tokenizer {
   encode(text: string): number[];
   /**
    * The exact UTF-8 bytes token `id` writes (empty for BOS/EOS and other specials the text never
-   * shows). Concatenated over a sequence they are the text's bytes. Throws ValidationError for an
-   * id outside the vocabulary.
+   * shows; shared, so callers must not modify them). Concatenated over a sequence they are the
+   * text's bytes. Throws ValidationError for an id outside the vocabulary.
    */
   tokenBytes(id: number): Uint8Array;
   /** A decoder that turns ids into text at complete UTF-8 boundaries only. */
