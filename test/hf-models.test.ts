@@ -4,6 +4,7 @@ import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initBackend } from "../services/core/src/model/backend.js";
 import type { CausalLM, WeightMap } from "../services/core/src/model/causal-lm.js";
+import { gpt2WeightsToHf } from "../services/core/src/model/hf-gpt2.js";
 import { type HfModel, loadHfModel } from "../services/core/src/model/hf-model-dir.js";
 import { hfGpt2Name } from "../services/core/src/model/hf-parameters.js";
 import { maskedCrossEntropy, selectLogprobs } from "../services/core/src/model/loss.js";
@@ -142,5 +143,8 @@ describe("hf models", () => {
     expect([...b.keys()]).toEqual([...a.keys()]);
     for (const [name, w] of a) expect(b.get(name)?.data).toEqual(w.data);
     expect(a.has("lm_head.weight")).toBe(false);
+    // and map back to the names save_pretrained wrote
+    const file = get("gpt2").dtypes;
+    expect([...gpt2WeightsToHf(a).keys()].sort()).toEqual([...file.keys()].sort());
   });
 });
