@@ -53,8 +53,7 @@ try {
     if (m.step === 1) {
       from = mark();
       learnerFrom = run.learner.eventLoopUtilization?.();
-    }
-    else staleness.push(m.sampleStaleness);
+    } else staleness.push(m.sampleStaleness);
   });
   summary = await run.done;
   if (!summary) throw new Error(`training failed: ${run.error}`);

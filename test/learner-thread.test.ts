@@ -67,7 +67,9 @@ describe("learner thread", () => {
   it("learner thread - with maxStaleness 1 two runs end bitwise equal, each step after the first on samples exactly one version old", async () => {
     const dirs: string[] = [];
     for (let i = 0; i < 2; i++) {
-      dirs.push(await runToEnd(tinyRunConfig(checkpoint, { steps: 4, maxStaleness: 1, offPolicy: "ppo-clip" })));
+      dirs.push(
+        await runToEnd(tinyRunConfig(checkpoint, { steps: 4, maxStaleness: 1, offPolicy: "ppo-clip" })),
+      );
     }
     for (const dir of dirs) expect(await staleness(dir)).toEqual([0, 1, 1, 1]);
     const [a, b] = await Promise.all(dirs.map((d) => tensorBytes(join(d, "final.safetensors"))));

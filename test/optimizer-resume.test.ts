@@ -92,7 +92,13 @@ describe("optimizer resume", () => {
   });
 
   it("resume - a run with maxStaleness 1 crashed after step 3 resumes from step 2, applies every step's samples once and ends bitwise equal to an uninterrupted run", async () => {
-    const settings = { ...STATEFUL, steps: 4, checkpointEvery: 2, maxStaleness: 1, offPolicy: "ppo-clip" as const };
+    const settings = {
+      ...STATEFUL,
+      steps: 4,
+      checkpointEvery: 2,
+      maxStaleness: 1,
+      offPolicy: "ppo-clip" as const,
+    };
     const fullDir = await runToEnd(tinyRunConfig(start, settings));
     const crashed = tinyRunConfig(start, settings);
     // Step 4's jobs were already out when the run stopped after step 3: they die with the attempt.

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startPolicyThread } from "../services/cluster/policy-thread.js";
 import { PolicyService } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
-import { WorkerThreadError, RpcError } from "../services/core/src/errors.js";
+import { RpcError, WorkerThreadError } from "../services/core/src/errors.js";
 import { createClient } from "../services/core/src/grpc/client.js";
 import { checkpointFromModel, encodeCheckpoint } from "../services/core/src/model/checkpoint.js";
 import { createTransformer } from "../services/core/src/model/transformer.js";

@@ -17,8 +17,8 @@ import type { Bus } from "../core/src/bus/bus.js";
 import { serveBusOverPort } from "../core/src/bus/port-bus.js";
 import { LATEST_WEIGHTS_KEY } from "../core/src/bus/subjects.js";
 import { WorkerThreadError } from "../core/src/errors.js";
-import { startModuleWorker } from "../core/src/thread/worker-rpc.js";
 import type { BackendName } from "../core/src/model/backend.js";
+import { startModuleWorker } from "../core/src/thread/worker-rpc.js";
 import { manifestObjectNames } from "../core/src/weights/weights-channel.js";
 
 /** What the thread is started with (its `workerData`). */
@@ -87,7 +87,9 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
     ...(opts.queueRows !== undefined ? { queueRows: opts.queueRows } : {}),
     busPort: channel.port2,
   };
-  const worker = startModuleWorker(new URL("./policy-thread-entry.ts", import.meta.url), init, [channel.port2]);
+  const worker = startModuleWorker(new URL("./policy-thread-entry.ts", import.meta.url), init, [
+    channel.port2,
+  ]);
   let closing = false;
   let closed: () => void = () => {};
   const closedMsg = new Promise<void>((r) => {

@@ -22,7 +22,9 @@ const send = (m: LearnerThreadReady) => port.postMessage(m);
 
 try {
   const backend = await startBackend(init.backend);
-  const learner = await ReinforceLearner.fromCheckpoint(init.checkpoint, init.settings, { resume: init.resume });
+  const learner = await ReinforceLearner.fromCheckpoint(init.checkpoint, init.settings, {
+    resume: init.resume,
+  });
   serveCalls(port, {
     [LEARNER_CALLS.step]: async (arg: Uint8Array[]) => ({ value: await learner.step(decodeStepArg(arg)) }),
     [LEARNER_CALLS.weights]: async () => {
@@ -30,7 +32,11 @@ try {
       return { value: blob, transfer: [blob.buffer as ArrayBuffer] };
     },
     [LEARNER_CALLS.save]: async (arg: SaveArgs) => ({
-      value: await learner.saveCheckpoint(arg.path, arg.metadata, arg.tensors ? { tensors: arg.tensors } : undefined),
+      value: await learner.saveCheckpoint(
+        arg.path,
+        arg.metadata,
+        arg.tensors ? { tensors: arg.tensors } : undefined,
+      ),
     }),
   });
   send({ type: "ready", modelKind: learner.modelKind, contextLength: learner.contextLength, backend });

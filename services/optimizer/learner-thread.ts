@@ -10,15 +10,21 @@
  * weights blobs come back moved, not copied. The same checkpoint, settings and trajectories give
  * bit-identical weights in either thread.
  */
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+
 import type { EventLoopUtilization } from "node:perf_hooks";
 import type { Worker } from "node:worker_threads";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { WorkerThreadError } from "../core/src/errors.js";
 import type { BackendName } from "../core/src/model/backend.js";
 import type { WeightMap } from "../core/src/model/causal-lm.js";
-import { CallClient, errorFromWire, startModuleWorker, type WireError } from "../core/src/thread/worker-rpc.js";
+import {
+  CallClient,
+  errorFromWire,
+  startModuleWorker,
+  type WireError,
+} from "../core/src/thread/worker-rpc.js";
 import type { Learner, LearnerStepResult } from "./run-driver.js";
 
 /** What the thread is started with (its `workerData`). */
@@ -76,7 +82,9 @@ export class ThreadLearner implements Learner {
       worker.once("error", (err) =>
         reject(new WorkerThreadError(`the learner thread failed: ${err.message}`, { cause: err })),
       );
-      worker.once("exit", (code) => reject(new WorkerThreadError(`the learner thread exited with code ${code}`)));
+      worker.once("exit", (code) =>
+        reject(new WorkerThreadError(`the learner thread exited with code ${code}`)),
+      );
     }).catch(async (err: unknown) => {
       await worker.terminate();
       throw err;
@@ -102,7 +110,11 @@ export class ThreadLearner implements Learner {
     return this.calls.call(LEARNER_CALLS.weights);
   }
 
-  saveCheckpoint(path: string, metadata: Record<string, string>, resumable?: { tensors: WeightMap }): Promise<string> {
+  saveCheckpoint(
+    path: string,
+    metadata: Record<string, string>,
+    resumable?: { tensors: WeightMap },
+  ): Promise<string> {
     const arg: SaveArgs = { path, metadata, ...(resumable ? { tensors: resumable.tensors } : {}) };
     return this.calls.call(LEARNER_CALLS.save, arg);
   }

@@ -9,8 +9,8 @@ import { type BackendName, describeBackend, startBackend } from "../core/src/mod
 import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
 import { loadCheckpoint } from "../core/src/model/checkpoint.js";
 import { heldOutPrompts } from "../core/src/model/corpus.js";
-import { OptimizerService, optimizerService } from "./optimizer-service.js";
 import { ThreadLearner } from "./learner-thread.js";
+import { OptimizerService, optimizerService } from "./optimizer-service.js";
 import { ReinforceLearner } from "./reinforce-learner.js";
 import { RunController } from "./run-controller.js";
 

@@ -25,8 +25,9 @@
  * behaviour log-probs they carry. n = 0 is the synchronous loop, unchanged. Either way a crash
  * only loses unacked work: jobs and trajectories of later steps die with the attempt's bus id.
  */
-import { create, toBinary } from "@bufbuild/protobuf";
+
 import type { EventLoopUtilization } from "node:perf_hooks";
+import { create, toBinary } from "@bufbuild/protobuf";
 import {
   type RunSummary,
   RunSummarySchema,
@@ -232,18 +233,24 @@ export class RunDriver {
         });
         gathering.catch(() => undefined); // awaited below, unless the pending update failed first
         await pending;
+        // A step boundary: a cancel during the previous update stops the run here.
+        this.checkCancelled();
         const { trajs: arrived, msgs } = await gathering;
         if (lag > 0 && step - 1 > this.servedStep && due(step - 1)) {
           // The previous update's weights go out only now that this step's samples are all in,
           // so every one of them was drawn by the same version: a run with overlap is exactly
           // as reproducible (and resumable) as a synchronous one, each sample one version old.
-          await this.lock.run(async () => this.publish(await this.learner.weightsBlob(), step - 1, reference));
+          await this.lock.run(async () =>
+            this.publish(await this.learner.weightsBlob(), step - 1, reference),
+          );
         }
         // With staleness allowed, a sample older than the bound is refused too (defence in depth
         // behind the jobs' min_weights_version); at 0 every error-free sample is used, as always.
         const trajs = usableTrajectories(arrived, lag > 0 ? this.weightsVersion - lag : 0, this.opts.log);
         if (trajs.length === 0) {
-          throw new RunFailedError(`step ${step}: every sample failed; the first error: ${arrived[0]?.error}`);
+          throw new RunFailedError(
+            `step ${step}: every sample failed; the first error: ${arrived[0]?.error}`,
+          );
         }
         // Overlap: the next steps' jobs go out before this update, so the Policy samples them
         // while the learner (in its own thread) updates on this step.

@@ -20,7 +20,8 @@ export interface WireError {
 /** What goes over the wire for `err`. */
 export function errorToWire(err: unknown): WireError {
   const e = err instanceof Error ? err : new Error(String(err));
-  if (e instanceof ValidationError) return { name: e.name, message: e.message, field: e.field, reason: e.reason };
+  if (e instanceof ValidationError)
+    return { name: e.name, message: e.message, field: e.field, reason: e.reason };
   return { name: e.name, message: e.message };
 }
 
@@ -29,7 +30,8 @@ export function errorToWire(err: unknown): WireError {
  * they would in-process; any other arrives as an RlaifError with the same message.
  */
 export function errorFromWire(w: WireError): Error {
-  if (w.name === "ValidationError" && w.field !== undefined) return new ValidationError(w.field, w.reason ?? "");
+  if (w.name === "ValidationError" && w.field !== undefined)
+    return new ValidationError(w.field, w.reason ?? "");
   const Class = (errors as Record<string, unknown>)[w.name];
   if (typeof Class === "function" && Class.prototype instanceof RlaifError && Class !== ValidationError) {
     const e = new (Class as new (m: string) => Error)(w.message);
@@ -43,7 +45,11 @@ export function errorFromWire(w: WireError): Error {
  * tsx, whose loader a worker thread does not inherit in Node 20, so the thread registers it before
  * importing the entry module.
  */
-export function startModuleWorker(entry: URL, workerData: unknown, transferList: Transferable[] = []): Worker {
+export function startModuleWorker(
+  entry: URL,
+  workerData: unknown,
+  transferList: Transferable[] = [],
+): Worker {
   const tsx = import.meta.resolve("tsx/esm/api");
   const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); });`;
   return new Worker(boot, { eval: true, workerData, transferList });
