@@ -1,6 +1,6 @@
 /**
  * Decoder-only GPT (pre-LN, learned absolute positions, GELU MLP, causal multi-head attention,
- * untied output head) on TensorFlow.js.
+ * untied output head, or tied to the embedding for GPT-2 checkpoints: hf-gpt2.ts) on TensorFlow.js.
  *
  * One code path serves training (full sequences, differentiable, right padding handled by the
  * causal mask plus a loss mask), batched generation (left-padded prompts with per-row position
