@@ -360,7 +360,7 @@ describe("estimators", () => {
       weightDecay: 0.01,
       warmupSteps: 3,
       lrDecay: "cosine",
-      offPolicy: "ppo-clip",
+      offPolicy: "truncated",
       clipEpsilon: 0.25,
       truncation: 2,
     };
@@ -386,7 +386,7 @@ describe("estimators", () => {
       "reward",
       "k1",
       0.045,
-      "none",
+      "ppo-clip",
     ]);
     expect(() => validate(runConfigRules, create(RunConfigSchema, { baseline: 9 as Baseline }))).toThrow(
       /baseline/,

@@ -16,7 +16,8 @@
  *     touching memory outside the array.
  *   setThreads(n)  openblas_set_num_threads(n)
  *   info()         { threads, corename, config } of the OpenBLAS in use
- * and the fused elementwise kernels of fused.c (LayerNorm, GELU).
+ * and the fused elementwise kernels of fused.c (LayerNorm, GELU) and the recurrent layers of
+ * recurrent.c (GRU, LSTM).
  */
 #include <cblas.h>
 #include <node_api.h>
@@ -24,6 +25,7 @@
 #include <stdint.h>
 
 #include "fused.h"
+#include "recurrent.h"
 
 #define SGEMM_ARGS 17
 
@@ -138,5 +140,6 @@ NAPI_MODULE_INIT() {
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   if (fused_define(env, exports) != napi_ok) return NULL;
+  if (recurrent_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

@@ -233,6 +233,8 @@ export class RunDriver {
         });
         gathering.catch(() => undefined); // awaited below, unless the pending update failed first
         await pending;
+        // A step boundary: a cancel during the previous update stops the run here.
+        this.checkCancelled();
         const { trajs: arrived, msgs } = await gathering;
         if (lag > 0 && step - 1 > this.servedStep && due(step - 1)) {
           // The previous update's weights go out only now that this step's samples are all in,

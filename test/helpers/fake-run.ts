@@ -61,6 +61,8 @@ export function settings(overrides: Partial<RunSettings> = {}): RunSettings {
     promptsPerStep: 2,
     samplesPerPrompt: 2,
     publishEvery: 1,
+    // The synchronous loop unless a test asks for overlap (run-driver-overlap.test.ts).
+    maxStaleness: 0,
     maxNewTokens: 5,
     seed: 3,
     prompts: ["p0", "p1", "p2"],

@@ -248,7 +248,7 @@ const RUN = {
   }),
   offPolicy: choice(["none", "ppo-clip", "truncated"] as const, {
     flag: "off-policy",
-    default: "none",
+    default: "ppo-clip",
     help: "importance-ratio correction for samples of older weights",
     proto: "offPolicy",
     protoEnum: OffPolicySchema,
@@ -270,14 +270,15 @@ const RUN = {
     proto: "truncation",
   }),
   /**
-   * 0 keeps the synchronous loop (every sample from the weights in force, the same run for the
-   * same seed). 1 lets the Policy sample step k + 1 while the Optimizer updates on step k, so both
-   * cores work; use it with off-policy ppo-clip or truncated. More than a few versions only adds
-   * importance-ratio variance: the overlap is already complete at 1.
+   * 1 (the default) lets the Policy sample step k + 1 while the Optimizer updates on step k, so
+   * both cores work; each step's samples come from one version, one behind, so the run is still
+   * the same run for the same seed. Use it with off-policy ppo-clip (the default) or truncated.
+   * 0 keeps the synchronous loop (every sample from the weights in force). More than 1 only adds
+   * importance-ratio variance and timing-dependent sampling: the overlap is complete at 1.
    */
   maxStaleness: int({
     flag: "max-staleness",
-    default: 0,
+    default: 1,
     min: 0,
     max: 4,
     unit: "versions",
