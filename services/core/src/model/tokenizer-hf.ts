@@ -140,32 +140,32 @@ export function hfTokenizer(files: HfTokenizerFiles, opts: HfTokenizerOptions = 
   } catch (cause) {
     throw new TokenizerError(`${source}: cannot be loaded: ${(cause as Error).message}`, { cause });
   }
-  const vocab = lib.get_vocab(true);
-  const tokenVocab = Math.max(-1, ...vocab.values()) + 1;
+  const added = lib.get_added_tokens_decoder();
+  const idOf = new Map<string, number>(lib.get_vocab(true));
+  for (const [id, t] of added) idOf.set(t.content, id);
+  let tokenVocab = 0; // a loop, not Math.max(...ids): 150k arguments overflow the stack
+  for (const id of idOf.values()) tokenVocab = Math.max(tokenVocab, id + 1);
   const vocabSize = opts.modelVocabSize ?? tokenVocab;
   if (vocabSize < tokenVocab) {
     throw new TokenizerError(
       `${source}: has ids up to ${tokenVocab - 1}, more than the model's ${vocabSize} embedding rows`,
     );
   }
-  const specialIds = new Set(
-    [...lib.get_added_tokens_decoder().entries()].filter(([, t]) => t.special).map(([id]) => id),
-  );
   const byteOf = byteLevelDecoder();
-  const none = new Uint8Array(0);
-  const added = lib.get_added_tokens_decoder();
-  const bytes: Uint8Array[] = new Array<Uint8Array>(vocabSize).fill(none);
-  for (const [token, id] of vocab) {
-    if (specialIds.has(id)) continue;
-    // a non-special added token is matched in the raw text, so its content is its bytes
-    const b = added.has(id) ? utf8.encode(token) : spell(token, scheme, byteOf);
-    if (b === null)
+  const bytes: Uint8Array[] = new Array<Uint8Array>(vocabSize).fill(new Uint8Array(0));
+  for (const [token, id] of idOf) {
+    if (added.has(id)) continue;
+    const b = spell(token, scheme, byteOf);
+    if (b === null) {
       throw new TokenizerError(
         `${source}: model.vocab token ${JSON.stringify(token)} (id ${id}) is not byte-level`,
       );
+    }
     bytes[id] = b;
   }
-  const specials: SpecialIds = resolveSpecials(files, (t) => vocab.get(t), vocabSize);
+  // a non-special added token is matched in the raw text, so its content is its bytes; a special writes none
+  for (const [id, t] of added) if (!t.special) bytes[id] = utf8.encode(t.content);
+  const specials: SpecialIds = resolveSpecials(files, (t) => idOf.get(t), vocabSize);
   const tokenBytes = (id: number): Uint8Array => {
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
       throw new ValidationError("id", `token id must be an integer in [0, ${vocabSize}), got ${id}`);
