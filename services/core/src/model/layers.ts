@@ -106,8 +106,9 @@ const linearOp = tf.customGrad((...args) => {
   const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
   save([x, w]);
   return {
-    // y = x W + b
-    value: tf.add(tf.matMul(x, w), b), // [N, out]
+    // y = x W + b, the bias added by the product itself (sgemm's beta = 1 on the OpenBLAS path),
+    // not by a separate pass over [N, out]
+    value: tf.fused.matMul({ a: x, b: w, bias: b }), // [N, out]
     gradFunc: (dy: tf.Tensor, [sx, sw]: tf.Tensor[]) => [
       // ∂L/∂x = dy Wᵀ
       product(dy, sw as tf.Tensor, false, true), // [N, in]
