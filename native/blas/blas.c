@@ -16,13 +16,14 @@
  *     touching memory outside the array.
  *   setThreads(n)  openblas_set_num_threads(n)
  *   info()         { threads, corename, config } of the OpenBLAS in use
- * and the fused elementwise kernels of fused.c (LayerNorm, GELU).
+ * and the fused elementwise kernels of fused.c (LayerNorm, GELU) and attention.c (causal attention).
  */
 #include <cblas.h>
 #include <node_api.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "attention.h"
 #include "fused.h"
 
 #define SGEMM_ARGS 17
@@ -138,5 +139,6 @@ NAPI_MODULE_INIT() {
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   if (fused_define(env, exports) != napi_ok) return NULL;
+  if (attention_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

@@ -13,6 +13,7 @@
  * All functions expect to be called inside `tf.tidy` (the model's forward is).
  */
 import * as tf from "@tensorflow/tfjs";
+import { causalAttention } from "./attention-kernels.js";
 import {
   gelu,
   geluInference,
@@ -178,10 +179,15 @@ export interface LayerOps {
   matmul<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
   /** a @ bᵀ */
   matmulNT<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
+  /**
+   * Fused causal self-attention on q | k | v rows [B*S, 3C] → [B*S, C], or null where the
+   * backend lacks it; absent: always the tfjs ops (the reference).
+   */
+  causalAttention?(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D | null;
 }
 
 /** Training: custom gradients (explicit transposes, sigmoid GELU, closed-form LayerNorm). */
-export const TRAIN_OPS: LayerOps = { linear, layerNorm, gelu, embedding, matmul, matmulNT };
+export const TRAIN_OPS: LayerOps = { linear, layerNorm, gelu, embedding, matmul, matmulNT, causalAttention };
 
 /** Stock autodiff (transpose flags, tanh GELU, `moments`): the reference the tests compare to. */
 export const REFERENCE_OPS: LayerOps = {
@@ -205,4 +211,5 @@ export const INFERENCE_OPS: LayerOps = {
   embedding: (table, ids) => tf.gather(table, ids),
   matmul: <T extends tf.Tensor>(a: T, b: tf.Tensor) => tf.matMul(a, b) as T,
   matmulNT: <T extends tf.Tensor>(a: T, b: tf.Tensor) => tf.matMul(a, b, false, true) as T,
+  causalAttention,
 };

@@ -14,7 +14,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
-/** The addon's exports (native/blas/blas.c and fused.c document each argument). */
+/** The addon's exports (native/blas/blas.c, fused.c and attention.c document each argument). */
 export interface BlasAddon {
   /**
    * C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch, row-major; offsets and strides in
@@ -138,6 +138,36 @@ export interface BlasAddon {
     zcOffset: number,
     rows: number,
     h: number,
+  ): void;
+  /** Causal attention of every (sequence, head) on q | k | v rows (attention.c gives the layout). */
+  attentionForward(
+    qkv: Float32Array,
+    qkvOffset: number,
+    y: Float32Array,
+    yOffset: number,
+    p: Float32Array,
+    pOffset: number,
+    b: number,
+    s: number,
+    h: number,
+    d: number,
+    scale: number,
+  ): void;
+  /** attentionForward's backward: ∂L/∂qkv from ∂L/∂y and the saved weights p. */
+  attentionBackward(
+    dy: Float32Array,
+    dyOffset: number,
+    qkv: Float32Array,
+    qkvOffset: number,
+    p: Float32Array,
+    pOffset: number,
+    dqkv: Float32Array,
+    dqkvOffset: number,
+    b: number,
+    s: number,
+    h: number,
+    d: number,
+    scale: number,
   ): void;
   setThreads(n: number): void;
   info(): { threads: number; corename: string; config: string };

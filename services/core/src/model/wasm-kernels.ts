@@ -17,7 +17,8 @@
  *
  * Where the OpenBLAS addon is built, `BatchMatMul` and `_FusedMatMul` come from blas-kernels.ts
  * instead (3–10x faster again, transpose flags included), and so do column sums (`Sum` over the
- * leading axes, the bias gradients) and the fused LayerNorm/GELU kernels of fused-kernels.ts;
+ * leading axes, the bias gradients), the fused LayerNorm/GELU kernels of fused-kernels.ts and
+ * the causal attention of attention-kernels.ts;
  * `setWasmMatMul` switches between the three matmul
  * implementations, so tests can compare them in one process. The data-movement kernels that
  * copy needlessly (Slice, SplitV, Unpack, Identity, GatherV2) come from wasm-data-kernels.ts.
@@ -26,6 +27,7 @@
  * checks that they exist and otherwise leaves the stock kernel in place.
  */
 import * as tf from "@tensorflow/tfjs";
+import { ATTENTION, setAttentionKernels } from "./attention-kernels.js";
 import { hasHeapInternals, makeBlasBatchMatMul, makeBlasFusedMatMul, makeBlasSum } from "./blas-kernels.js";
 import { FUSED, setFusedKernels } from "./fused-kernels.js";
 import type { BlasAddon } from "./native-blas.js";
@@ -256,7 +258,7 @@ export function registerWasmWorkarounds(blas: BlasAddon | null): string[] {
   const data = setWasmDataKernels("views");
   const useBlas = blas !== null && hasHeapInternals(backend);
   setWasmMatMul(useBlas ? "blas" : "wasm", blas);
-  const addon = useBlas ? ["_FusedMatMul", "Sum", ...Object.values(FUSED)] : [];
+  const addon = useBlas ? ["_FusedMatMul", "Sum", ...Object.values(FUSED), ...Object.values(ATTENTION)] : [];
   return ["OneHot", "UnsortedSegmentSum", ...data, "BatchMatMul", ...addon];
 }
 
@@ -281,6 +283,7 @@ export function setWasmMatMul(kind: WasmMatMul, blas: BlasAddon | null = null): 
   );
   replace("Sum", kind === "blas" ? makeBlasSum(blas as BlasAddon, stock.sum) : stock.sum.kernelFunc);
   setFusedKernels(kind === "blas" ? blas : null);
+  setAttentionKernels(kind === "blas" ? blas : null);
   matMulKind = kind;
 }
 
