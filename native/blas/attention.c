@@ -32,6 +32,7 @@
 #include <stdlib.h>
 
 #include "attention.h"
+#include "vexp.h"
 
 /* Larger than any model dimension the addon is asked about; bounds s*s scratch and int casts. */
 #define MAX_DIM 65536
@@ -76,37 +77,12 @@ static bool sizes(napi_env env, napi_value *argv, int i, int64_t dims[4], float 
 }
 
 /*
- * e^x for x <= 0 (arguments minus their row maximum): Cephes' expf polynomial on the reduced
- * argument, branch-free so the compiler vectorises the softmax loops (libm's expf is a call per
- * element). Relative error about 2e-7; below about -87.3 the result stays about 1e-38 (not 0).
- */
-static inline float exp_nonpositive(float x) {
-  const float t = x * 1.44269504088896341f;
-  const float n = (t + 12582912.0f) - 12582912.0f; /* t rounded to an integer (|t| < 2^22) */
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  union {
-    int32_t i;
-    float f;
-  } two_n;
-  const int32_t e = (int32_t)n + 127;
-  two_n.i = (e > 1 ? e : 1) << 23; /* below 2^-126: the smallest normal power of two */
-  return p * two_n.f;
-}
-
-/*
  * Reductions over eight lanes (the compiler keeps a float sum's order, so one accumulator would
  * be one long dependency chain; eight become two vector registers).
  */
 #define LANES 8
 
-static float lane_max(const float *a, int64_t n) {
+static inline float lane_max(const float *a, int64_t n) {
   float m[LANES];
   for (int k = 0; k < LANES; k++) m[k] = a[0];
   int64_t j = 0;
@@ -118,7 +94,7 @@ static float lane_max(const float *a, int64_t n) {
 }
 
 /* Σ_j a[j] b[j] (b NULL: Σ_j a[j]). */
-static float lane_dot(const float *a, const float *b, int64_t n) {
+static inline float lane_dot(const float *a, const float *b, int64_t n) {
   float acc[LANES] = {0};
   int64_t j = 0;
   if (b == NULL) {
@@ -133,14 +109,28 @@ static float lane_dot(const float *a, const float *b, int64_t n) {
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-/* Row i of a causal score matrix (keys 0..i) → softmax weights in place; keys after i get 0. */
-static void causal_softmax_row(float *row, int64_t i, int64_t s) {
-  const int64_t n = i + 1;
-  const float mx = lane_max(row, n);
-  for (int64_t j = 0; j < n; j++) row[j] = exp_nonpositive(row[j] - mx);
-  const float inv = 1.0f / lane_dot(row, NULL, n);
-  for (int64_t j = 0; j < n; j++) row[j] *= inv;
-  for (int64_t j = n; j < s; j++) row[j] = 0;
+/* Each row i of a causal score matrix [s, s] (keys 0..i) → softmax weights; keys after i get 0. */
+VECTOR_CLONES static void causal_softmax(float *scores, int64_t s) {
+  for (int64_t i = 0; i < s; i++) {
+    float *row = scores + i * s;
+    const int64_t n = i + 1;
+    const float mx = lane_max(row, n);
+    for (int64_t j = 0; j < n; j++) row[j] = vexp_nonpositive(row[j] - mx);
+    const float inv = 1.0f / lane_dot(row, NULL, n);
+    for (int64_t j = 0; j < n; j++) row[j] *= inv;
+    for (int64_t j = n; j < s; j++) row[j] = 0;
+  }
+}
+
+/* dp [s, s] → ds = p (dp − Σ_j p dp) per row, in place; p is 0 after the diagonal, so ds is too. */
+VECTOR_CLONES static void softmax_backward(const float *p, float *dp, int64_t s) {
+  for (int64_t i = 0; i < s; i++) {
+    const float *pr = p + i * s;
+    float *dr = dp + i * s;
+    const float dot = lane_dot(pr, dr, i + 1);
+    for (int64_t j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot);
+    for (int64_t j = i + 1; j < s; j++) dr[j] = 0;
+  }
 }
 
 static napi_value attention_forward(napi_env env, napi_callback_info info) {
@@ -164,7 +154,7 @@ static napi_value attention_forward(napi_env env, napi_callback_info info) {
       float *ps = p + (bi * h + hi) * s * s;
       /* scores = scale q kᵀ [S, S] */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, D, scale, q, ld, k, ld, 0.0f, ps, S);
-      for (int64_t i = 0; i < s; i++) causal_softmax_row(ps + i * s, i, s);
+      causal_softmax(ps, s);
       /* y = p v [S, D], into head hi's columns of the merged rows */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, D, S, 1.0f, ps, S, v, ld, 0.0f,
                   y + bi * s * c + hi * d, (int)c);
@@ -201,14 +191,7 @@ static napi_value attention_backward(napi_env env, napi_callback_info info) {
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, D, S, 1.0f, ps, S, dyh, C, 0.0f, dv, ld);
       /* dp = dy vᵀ [S, S] */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, D, 1.0f, dyh, C, v, ld, 0.0f, ds, S);
-      /* ds = p (dp − Σ_j p dp) per row; p is 0 after the diagonal, so ds is too */
-      for (int64_t i = 0; i < s; i++) {
-        const float *pr = ps + i * s;
-        float *dr = ds + i * s;
-        const float dot = lane_dot(pr, dr, i + 1);
-        for (int64_t j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot);
-        for (int64_t j = i + 1; j < s; j++) dr[j] = 0;
-      }
+      softmax_backward(ps, ds, s); /* ds = p (dp − Σ_j p dp) */
       /* dq = scale ds k,  dk = scale dsᵀ q  [S, D] each */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, D, S, scale, ds, S, k, ld, 0.0f, dq, ld);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, D, S, scale, ds, S, q, ld, 0.0f, dk, ld);

@@ -16,7 +16,8 @@
  *     touching memory outside the array.
  *   setThreads(n)  openblas_set_num_threads(n)
  *   info()         { threads, corename, config } of the OpenBLAS in use
- * and the fused elementwise kernels of fused.c (LayerNorm, GELU) and attention.c (causal attention).
+ * and the fused elementwise kernels of fused.c (LayerNorm, GELU) and attention.c (causal attention)
+ * and gelu.c (GELU forward and backward).
  */
 #include <cblas.h>
 #include <node_api.h>
@@ -25,6 +26,7 @@
 
 #include "attention.h"
 #include "fused.h"
+#include "gelu.h"
 
 #define SGEMM_ARGS 17
 
@@ -140,5 +142,6 @@ NAPI_MODULE_INIT() {
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   if (fused_define(env, exports) != napi_ok) return NULL;
   if (attention_define(env, exports) != napi_ok) return NULL;
+  if (gelu_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

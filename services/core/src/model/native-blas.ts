@@ -14,7 +14,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
-/** The addon's exports (native/blas/blas.c, fused.c and attention.c document each argument). */
+/** The addon's exports (native/blas/blas.c, fused.c, attention.c and gelu.c document each argument). */
 export interface BlasAddon {
   /**
    * C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch, row-major; offsets and strides in
@@ -39,21 +39,19 @@ export interface BlasAddon {
     cStride: number,
     batch: number,
   ): void;
-  /** u = x (2c + 2ca x²) over n elements (native/blas/fused.c documents these four). */
-  geluArg(x: Float32Array, xOffset: number, u: Float32Array, uOffset: number, n: number): void;
-  /** dx = dy s (1 + (1 − s) x (2c + 6ca x²)) over n elements. */
-  geluGrad(
+  /** y = x σ(u), u = x (2c + 2ca x²) over n elements (native/blas/gelu.c documents these two). */
+  geluForward(x: Float32Array, xOffset: number, y: Float32Array, yOffset: number, n: number): void;
+  /** dx = dy s (1 + (1 − s) x (2c + 6ca x²)), s = σ(u), over n elements. */
+  geluBackward(
     dy: Float32Array,
     dyOffset: number,
     x: Float32Array,
     xOffset: number,
-    s: Float32Array,
-    sOffset: number,
     dx: Float32Array,
     dxOffset: number,
     n: number,
   ): void;
-  /** LayerNorm of rows × cols: y, x̂ and 1/σ per row. */
+  /** LayerNorm of rows × cols: y, x̂ and 1/σ per row (native/blas/fused.c documents it and the next three). */
   layerNorm(
     x: Float32Array,
     xOffset: number,
