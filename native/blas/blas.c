@@ -16,8 +16,8 @@
  *     touching memory outside the array.
  *   setThreads(n)  openblas_set_num_threads(n)
  *   info()         { threads, corename, config } of the OpenBLAS in use
- * and the fused elementwise kernels of fused.c (LayerNorm, GELU) and attention.c (causal attention)
- * and gelu.c (GELU forward and backward).
+ * and the fused kernels of fused.c (LayerNorm, Adam, GRU factors), attention.c (causal attention),
+ * gelu.c (GELU forward and backward) and softmax.c (row softmax with its log-normaliser).
  */
 #include <cblas.h>
 #include <node_api.h>
@@ -27,6 +27,7 @@
 #include "attention.h"
 #include "fused.h"
 #include "gelu.h"
+#include "softmax.h"
 
 #define SGEMM_ARGS 17
 
@@ -143,5 +144,6 @@ NAPI_MODULE_INIT() {
   if (fused_define(env, exports) != napi_ok) return NULL;
   if (attention_define(env, exports) != napi_ok) return NULL;
   if (gelu_define(env, exports) != napi_ok) return NULL;
+  if (softmax_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

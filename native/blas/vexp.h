@@ -1,7 +1,8 @@
 /*
  * A branch-free float32 e^x the compiler vectorises (libm's expf is one call per element, and
  * without -ffast-math a float comparison in a loop keeps it scalar: selects here are integer
- * ops). Shared by attention.c's softmax and gelu.c's sigmoid.
+ * ops), and float reductions over eight lanes. Shared by attention.c's and softmax.c's softmax
+ * and gelu.c's sigmoid.
  */
 #ifndef RLAIF_VEXP_H
 #define RLAIF_VEXP_H
@@ -17,6 +18,39 @@
 #define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define VECTOR_CLONES
+/*
+ * Reductions over eight lanes (the compiler keeps a float sum's order, so one accumulator would
+ * be one long dependency chain; eight become two vector registers).
+ */
+#define LANES 8
+
+static inline float lane_max(const float *a, int64_t n) {
+  float m[LANES];
+  for (int k = 0; k < LANES; k++) m[k] = a[0];
+  int64_t j = 0;
+  for (; j + LANES <= n; j += LANES)
+    for (int k = 0; k < LANES; k++) m[k] = a[j + k] > m[k] ? a[j + k] : m[k];
+  for (; j < n; j++) m[0] = a[j] > m[0] ? a[j] : m[0];
+  for (int k = 1; k < LANES; k++) m[0] = m[k] > m[0] ? m[k] : m[0];
+  return m[0];
+}
+
+/* Σ_j a[j] b[j] (b NULL: Σ_j a[j]). */
+static inline float lane_dot(const float *a, const float *b, int64_t n) {
+  float acc[LANES] = {0};
+  int64_t j = 0;
+  if (b == NULL) {
+    for (; j + LANES <= n; j += LANES)
+      for (int k = 0; k < LANES; k++) acc[k] += a[j + k];
+    for (; j < n; j++) acc[0] += a[j];
+  } else {
+    for (; j + LANES <= n; j += LANES)
+      for (int k = 0; k < LANES; k++) acc[k] += a[j + k] * b[j + k];
+    for (; j < n; j++) acc[0] += a[j] * b[j];
+  }
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 #endif
 
 /*
@@ -63,6 +97,39 @@ static inline float vsigmoid(float u) {
   } ev = {.f = e};
   num.i = (ev.i & neg) | (num.i & ~neg);
   return num.f / (1.0f + e);
+}
+
+/*
+ * Reductions over eight lanes (the compiler keeps a float sum's order, so one accumulator would
+ * be one long dependency chain; eight become two vector registers).
+ */
+#define LANES 8
+
+static inline float lane_max(const float *a, int64_t n) {
+  float m[LANES];
+  for (int k = 0; k < LANES; k++) m[k] = a[0];
+  int64_t j = 0;
+  for (; j + LANES <= n; j += LANES)
+    for (int k = 0; k < LANES; k++) m[k] = a[j + k] > m[k] ? a[j + k] : m[k];
+  for (; j < n; j++) m[0] = a[j] > m[0] ? a[j] : m[0];
+  for (int k = 1; k < LANES; k++) m[0] = m[k] > m[0] ? m[k] : m[0];
+  return m[0];
+}
+
+/* Σ_j a[j] b[j] (b NULL: Σ_j a[j]). */
+static inline float lane_dot(const float *a, const float *b, int64_t n) {
+  float acc[LANES] = {0};
+  int64_t j = 0;
+  if (b == NULL) {
+    for (; j + LANES <= n; j += LANES)
+      for (int k = 0; k < LANES; k++) acc[k] += a[j + k];
+    for (; j < n; j++) acc[0] += a[j];
+  } else {
+    for (; j + LANES <= n; j += LANES)
+      for (int k = 0; k < LANES; k++) acc[k] += a[j + k] * b[j + k];
+    for (; j < n; j++) acc[0] += a[j] * b[j];
+  }
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 #endif

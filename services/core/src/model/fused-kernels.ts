@@ -1,6 +1,7 @@
 /**
- * Fused LayerNorm, GELU, Adam and GRU-backward kernels for the tfjs `wasm` backend, computed by
- * the project's addon (native/blas/fused.c, gelu.c) in one pass each, zero-copy on the wasm heap.
+ * Fused LayerNorm, GELU, softmax, Adam and GRU-backward kernels for the tfjs `wasm` backend,
+ * computed by the project's addon (native/blas/fused.c, gelu.c, softmax.c) in one pass each,
+ * zero-copy on the wasm heap.
  *
  * Why: on wasm each tfjs elementwise op is a pass over memory plus a dispatch, and LayerNorm
  * (~20 ops forward and backward) and GELU (~14) were a third of a Transformer learner step.
@@ -24,6 +25,8 @@ export const FUSED = {
   gelu: "RlaifGelu",
   /** {dy, x} → dx = dy · d gelu/dx (σ(u) recomputed from x). */
   geluGrad: "RlaifGeluGrad",
+  /** {z [N, V]} → [p = softmax(z) [N, V], lse = log Σ_v exp z_v [N]] (native/blas/softmax.c). */
+  softmaxLse: "RlaifSoftmaxLse",
   /** {x [N, C], gamma [C], beta [C]}, attr epsilon → [y, x̂ (both [N, C]), 1/σ [N, 1]]. */
   layerNorm: "RlaifLayerNorm",
   /** {dy, xhat [N, C], rstd [N, 1], gamma [C]} → [dx [N, C], dγ [C], dβ [C]]. */
@@ -140,6 +143,19 @@ function kernels(blas: BlasAddon): Record<keyof typeof FUSED, tf.KernelFunc> {
       const o = (t: tf.TensorInfo | undefined) => offsetOf(be, t as tf.TensorInfo);
       blas.geluBackward(heap, o(dy), heap, o(x), heap, o(dx), size(dx.shape));
       return dx;
+    },
+    softmaxLse: (args) => {
+      const z = args.inputs.z as tf.TensorInfo;
+      float32(FUSED.softmaxLse, [z]);
+      const [rows, cols] = rowsCols(z);
+      const be = heapOf(args);
+      const [p, lse] = [
+        be.makeOutput([...z.shape], "float32"),
+        be.makeOutput(z.shape.slice(0, -1), "float32"),
+      ];
+      const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
+      blas.softmaxLse(heap, offsetOf(be, z), heap, offsetOf(be, p), heap, offsetOf(be, lse), rows, cols);
+      return [p, lse];
     },
     layerNorm: (args) => {
       const { x, gamma, beta } = args.inputs as Record<string, tf.TensorInfo>;

@@ -14,7 +14,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
-/** The addon's exports (native/blas/blas.c, fused.c, attention.c and gelu.c document each argument). */
+/** The addon's exports (native/blas/blas.c, fused.c, attention.c, gelu.c and softmax.c document each argument). */
 export interface BlasAddon {
   /**
    * C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch, row-major; offsets and strides in
@@ -136,6 +136,17 @@ export interface BlasAddon {
     zcOffset: number,
     rows: number,
     h: number,
+  ): void;
+  /** Per row of z [rows, cols]: p = softmax(z), lse = log Σ exp z (native/blas/softmax.c). */
+  softmaxLse(
+    z: Float32Array,
+    zOffset: number,
+    p: Float32Array,
+    pOffset: number,
+    lse: Float32Array,
+    lseOffset: number,
+    rows: number,
+    cols: number,
   ): void;
   /** Causal attention of every (sequence, head) on q | k | v rows (attention.c gives the layout). */
   attentionForward(
