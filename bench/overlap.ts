@@ -5,7 +5,7 @@
  * Rollout, Feedback) and the Policy's thread. Why the busy shares: on a shared machine cpu/wall
  * says how much CPU the run got; the sum of the two busy shares says how much it asked for (1 =
  * the threads take turns, 2 = both work all the time), which is what a free second core would
- * turn into speed. Also the mean staleness of the samples and the reward of the last step.
+ * turn into speed. The learner's own thread (`services.learnerIn: thread`) is counted too. Also the mean staleness of the samples and the reward of the last step.
  *
  *   npx tsx bench/overlap.ts --steps 10 [--max-staleness 1 --off-policy ppo-clip] [--policy-in main]
  *
@@ -44,12 +44,16 @@ let wall = 0;
 let cpu = { user: 0, system: 0 };
 let mainBusy = 0;
 let policyBusy = 0;
+let learnerBusy: number | null = null;
 try {
   const run = await cluster.optimizer.runs.start(config.run);
+  let learnerFrom = run.learner.eventLoopUtilization?.();
   run.watchers.add((m) => {
     if (!m) return;
-    if (m.step === 1) from = mark();
-    else staleness.push(m.sampleStaleness);
+    if (m.step === 1) {
+      from = mark();
+      learnerFrom = run.learner.eventLoopUtilization?.();
+    } else staleness.push(m.sampleStaleness);
   });
   summary = await run.done;
   if (!summary) throw new Error(`training failed: ${run.error}`);
@@ -58,6 +62,8 @@ try {
   cpu = process.cpuUsage(from.cpu);
   mainBusy = performance.eventLoopUtilization(from.main).active / 1000 / wall;
   policyBusy = from.policy && thread ? thread.eventLoopUtilization(from.policy).active / 1000 / wall : 0;
+  const learnerUse = learnerFrom && run.learner.eventLoopUtilization?.(learnerFrom);
+  learnerBusy = learnerUse ? learnerUse.active / 1000 / wall : null;
 } finally {
   await cluster.close();
 }
@@ -67,6 +73,7 @@ const f = (x: number) => x.toFixed(2);
 process.stdout.write(
   `${JSON.stringify({
     policyIn: config.services.policyIn,
+    learnerIn: config.services.learnerIn,
     maxStaleness: config.run.maxStaleness,
     offPolicy: config.run.offPolicy,
     measuredSteps: steps,
@@ -75,7 +82,8 @@ process.stdout.write(
     cpuPerWall: Number(f((cpu.user + cpu.system) / 1e6 / wall)),
     mainBusy: Number(f(mainBusy)),
     policyThreadBusy: thread ? Number(f(policyBusy)) : null,
-    busySum: Number(f(mainBusy + policyBusy)),
+    learnerThreadBusy: learnerBusy === null ? null : Number(f(learnerBusy)),
+    busySum: Number(f(mainBusy + policyBusy + (learnerBusy ?? 0))),
     meanSampleStaleness: Number(f(staleness.reduce((a, b) => a + b, 0) / Math.max(staleness.length, 1))),
     lastMeanReward: Number(summary.lastMeanReward.toFixed(3)),
   })}\n`,

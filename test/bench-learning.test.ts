@@ -42,9 +42,10 @@ describe("learning benchmark", () => {
       }
       expect(side.examples.length).toBeGreaterThan(0);
     }
-    // The reference is the pretrained policy itself: KL 0 before (up to float error), > 0 after training.
+    // The reference is the pretrained policy itself: KL 0 before (up to float error), not 0 after
+    // training (a k1 estimate over 16 samples after 3 warm-up steps may come out either side of 0).
     expect(Math.abs(report.before.klToReference)).toBeLessThan(1e-3);
-    expect(report.after.klToReference).toBeGreaterThan(1e-3);
+    expect(Math.abs(report.after.klToReference)).toBeGreaterThan(1e-3);
     expect(Object.keys(report.targets).sort()).toEqual([
       "klAtMost5Nats",
       "positiveShareAtLeastDoubles",

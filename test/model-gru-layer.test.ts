@@ -2,7 +2,8 @@
  * The whole-sequence GRU layer (gru-layer.ts, backpropagation through time written out) against
  * the same recurrence step by step under stock autodiff: outputs and the gradients of a, W_hh,
  * b_hh and h₀, with and without update masks, for one and for several steps, on the wasm backend
- * with its own kernels and (where the addon is built) with OpenBLAS.
+ * with its own kernels (tfjs ops) and, where the addon is built, with OpenBLAS and the native
+ * recurrent kernels.
  */
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,6 +12,7 @@ import { gruLayer, gruLayerStepwise } from "../services/core/src/model/gru-layer
 import { linearReference } from "../services/core/src/model/layers.js";
 import { loadBlas } from "../services/core/src/model/native-blas.js";
 import { sigmoidTanh } from "../services/core/src/model/recurrent-cells.js";
+import { hasRecurrentKernel, RECURRENT } from "../services/core/src/model/recurrent-kernels.js";
 import { setWasmMatMul, wasmMatMulKind } from "../services/core/src/model/wasm-kernels.js";
 import { scaledError } from "./helpers/model-checks.js";
 
@@ -44,6 +46,11 @@ describe("gru layer", () => {
   };
 
   for (const kind of kinds) {
+    it(`gru layer - ${kind} path ${kind === "blas" ? "runs the native kernels" : "runs tfjs ops"}`, () => {
+      setWasmMatMul(kind, blas);
+      expect(hasRecurrentKernel(RECURRENT.gruForward)).toBe(kind === "blas");
+      expect(hasRecurrentKernel(RECURRENT.gruBackward)).toBe(kind === "blas");
+    });
     for (const [steps, masked] of [
       [1, false],
       [7, false],

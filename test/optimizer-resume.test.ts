@@ -91,8 +91,15 @@ describe("optimizer resume", () => {
     expect(state.baseline.updates).toBe(4);
   });
 
-  it("resume - a run with maxStaleness 1 crashed after step 3 resumes from step 2 and applies every step's samples once", async () => {
-    const settings = { steps: 4, checkpointEvery: 2, maxStaleness: 1, offPolicy: "ppo-clip" as const };
+  it("resume - a run with maxStaleness 1 crashed after step 3 resumes from step 2, applies every step's samples once and ends bitwise equal to an uninterrupted run", async () => {
+    const settings = {
+      ...STATEFUL,
+      steps: 4,
+      checkpointEvery: 2,
+      maxStaleness: 1,
+      offPolicy: "ppo-clip" as const,
+    };
+    const fullDir = await runToEnd(tinyRunConfig(start, settings));
     const crashed = tinyRunConfig(start, settings);
     // Step 4's jobs were already out when the run stopped after step 3: they die with the attempt.
     const dir = await runAndCrash(crashed, 3);
@@ -102,12 +109,13 @@ describe("optimizer resume", () => {
       .split("\n")
       .map((l) => JSON.parse(l));
     expect(lines.map((m) => m.step)).toEqual([1, 2, 3, 4]);
-    for (const m of lines) {
-      expect(m.trajectories).toBe(8);
-      expect(m.sampleStaleness ?? 0).toBeLessThanOrEqual(1);
-    }
-    const last = await loadCheckpoint(join(dir, checkpointFileName(4)));
-    expect(JSON.parse(last.metadata.optimizer ?? "")).toMatchObject({ step: 4 });
+    for (const m of lines) expect(m.trajectories).toBe(8);
+    // Every step after the first trains on samples of the version before: exactly one behind.
+    expect(lines.map((m) => m.sampleStaleness ?? 0)).toEqual([0, 1, 1, 1]);
+    // The step-2 checkpoint kept the weights the replicas served (step 1's) to sample step 3 again.
+    const at2 = await loadCheckpoint(join(dir, checkpointFileName(2)));
+    expect(JSON.parse(at2.metadata.runProgress ?? "").servedStep).toBe(1);
+    await expectSameEnd(fullDir, dir, 4);
   });
 
   it("resume - with publishEvery 2 a checkpoint at odd step 3 carries the served weights and resumes exactly", async () => {

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startPolicyThread } from "../services/cluster/policy-thread.js";
 import { PolicyService } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
-import { PolicyThreadError, RpcError } from "../services/core/src/errors.js";
+import { RpcError, WorkerThreadError } from "../services/core/src/errors.js";
 import { createClient } from "../services/core/src/grpc/client.js";
 import { checkpointFromModel, encodeCheckpoint } from "../services/core/src/model/checkpoint.js";
 import { createTransformer } from "../services/core/src/model/transformer.js";
@@ -56,14 +56,14 @@ describe("policy thread", () => {
     policy.close();
   });
 
-  it("policy thread - a Policy that cannot start fails with PolicyThreadError carrying the thread's reason", async () => {
+  it("policy thread - a Policy that cannot start fails with WorkerThreadError carrying the thread's reason", async () => {
     const err = await startPolicyThread({
       host: "127.0.0.1",
       checkpoint: "/nonexistent/model.safetensors",
       backend: "wasm",
       bus,
     }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(PolicyThreadError);
+    expect(err).toBeInstanceOf(WorkerThreadError);
     expect((err as Error).message).toMatch(
       /Policy thread could not start: CheckpointError: cannot read checkpoint \/nonexistent\/model\.safetensors/,
     );

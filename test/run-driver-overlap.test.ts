@@ -77,6 +77,29 @@ describe("run driver overlap", () => {
     expect(await (await bus.queue("jobs")).pending()).toBe(0);
   });
 
+  it("run driver overlap - with maxStaleness 1 a step's weights go out only once the next step's samples are all in, so each step is sampled by one version", async () => {
+    const { bus, learner } = setup();
+    const latest = sampledByLatest(bus);
+    // Sampling is slower than the update: each job takes longer than a whole update.
+    rollout(bus, {
+      sampledBy: async () => {
+        await new Promise((r) => setTimeout(r, 15));
+        return latest();
+      },
+    });
+    const { d, metrics } = driver(bus, learner, 1);
+    await d.run();
+    const byStep = new Map<number, Set<number>>();
+    for (const { t } of learner.applied) {
+      const versions = byStep.get(t.step) ?? new Set();
+      versions.add(Number(t.weightsVersion));
+      byStep.set(t.step, versions);
+    }
+    // One version per step, each step's one newer than the step before's (step 1: the reference).
+    expect([...byStep.values()].map((v) => [...v])).toEqual([[1], [1], [2], [3]]);
+    expect(metrics.map((m) => m.sampleStaleness)).toEqual([0, 1, 1, 1]);
+  });
+
   it("run driver overlap - with maxStaleness 2, a later step's early trajectories wait for their step and are applied once", async () => {
     const { bus, learner } = setup();
     const published = await recordJobSteps(bus);

@@ -78,8 +78,8 @@ def kl_of(lp, ref, estimator):
 def layout(trajs, s):
     """Rows [BOS, prompt, completion] right-padded with EOS; input = row[:-1], action = row[1:];
     completion token k of row i sits at input position |prompt_i| + k."""
-    if s["baseline"] != "rloo" or s["offPolicy"] != "none":
-        raise ValueError("the PyTorch learner implements baseline 'rloo' with offPolicy 'none' only")
+    if s["baseline"] != "rloo":
+        raise ValueError("the PyTorch learner implements baseline 'rloo' only")
     rows = [[BOS, *t["prompt"], *t["completion"]] for t in trajs]
     b, t_len = len(rows), max(len(r) for r in rows) - 1
     beta = s["klCoef"] if s["klIn"] == "reward" else 0.0
@@ -100,7 +100,7 @@ def layout(trajs, s):
         groups.setdefault(t["group"], []).append(i)
     tokens = np.full((b, t_len), EOS, dtype=np.int64)
     actions = np.full((b, t_len), EOS, dtype=np.int64)
-    mask, adv, ref = (np.zeros((b, t_len), dtype=np.float32) for _ in range(3))
+    mask, adv, ref, beh = (np.zeros((b, t_len), dtype=np.float32) for _ in range(4))
     for i, (row, t) in enumerate(zip(rows, trajs)):
         tokens[i, : len(row) - 1] = row[:-1]
         actions[i, : len(row) - 1] = row[1:]
@@ -110,9 +110,10 @@ def layout(trajs, s):
         mask[i, at] = 1.0
         adv[i, at] = returns[i] - base
         ref[i, at] = t["reference"]
+        beh[i, at] = t["behaviour"]
     as_t = torch.from_numpy
     src = [1 + len(t["prompt"]) for t in trajs]
-    return {"tokens": as_t(tokens), "actions": as_t(actions), "mask": as_t(mask), "adv": as_t(adv), "ref": as_t(ref), "src": src}
+    return {"tokens": as_t(tokens), "actions": as_t(actions), "mask": as_t(mask), "adv": as_t(adv), "ref": as_t(ref), "beh": as_t(beh), "src": src}
 
 
 def pg_loss(logits, batch, s):
@@ -120,7 +121,20 @@ def pg_loss(logits, batch, s):
     m = batch["mask"]
     chosen = logp.gather(-1, batch["actions"][..., None])[..., 0] * m
     n = m.sum().clamp(min=1.0)
-    pg = -(chosen * batch["adv"] * m).sum() / n
+    adv = batch["adv"]
+    if s["offPolicy"] == "none":
+        surr = chosen * adv
+    else:
+        # rho_t = exp(log pi_theta(a_t) - log pi_behaviour(a_t)); 1 at padding (both are 0 there)
+        rho = torch.exp(chosen - batch["beh"] * m)
+        if s["offPolicy"] == "ppo-clip":
+            eps = s["clipEpsilon"]
+            surr = torch.minimum(rho * adv, torch.clamp(rho, 1 - eps, 1 + eps) * adv)
+        elif s["offPolicy"] == "truncated":
+            surr = torch.clamp(rho, max=s["truncation"]).detach() * adv * chosen
+        else:
+            raise ValueError(f"unknown offPolicy {s['offPolicy']!r}")
+    pg = -(surr * m).sum() / n
     ref = batch["ref"] * m
     kl_t = chosen - ref if s["klEstimator"] == "k1" else torch.exp(ref - chosen) - 1.0 - (ref - chosen)
     kl = (kl_t * m).sum() / n

@@ -17,7 +17,8 @@
  *   setThreads(n)  openblas_set_num_threads(n)
  *   info()         { threads, corename, config } of the OpenBLAS in use
  * and the fused kernels of fused.c (LayerNorm, Adam, GRU factors), attention.c (causal attention),
- * gelu.c (GELU forward and backward) and softmax.c (row softmax with its log-normaliser).
+ * gelu.c (GELU forward and backward), softmax.c (row softmax with its log-normaliser) and the
+ * recurrent layers of recurrent.c (GRU, LSTM).
  */
 #include <cblas.h>
 #include <node_api.h>
@@ -28,6 +29,7 @@
 #include "fused.h"
 #include "gelu.h"
 #include "softmax.h"
+#include "recurrent.h"
 
 #define SGEMM_ARGS 17
 
@@ -145,5 +147,6 @@ NAPI_MODULE_INIT() {
   if (attention_define(env, exports) != napi_ok) return NULL;
   if (gelu_define(env, exports) != napi_ok) return NULL;
   if (softmax_define(env, exports) != napi_ok) return NULL;
+  if (recurrent_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

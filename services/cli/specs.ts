@@ -36,6 +36,7 @@ export const trainSpec: CommandSpec = {
     "nats",
     "feedback-address",
     "policy-in",
+    "learner-in",
     "out",
   ],
   flags: [
@@ -108,7 +109,7 @@ export const serveSpec: CommandSpec = {
       "optimizer",
       "Serve the Optimizer: runs started with StartRun (rlaif run) train over NATS; run flags are the defaults for fields a StartRun leaves unset",
       "--nats <url> [--checkpoint file] [--out dir] [--feedback-address host:port (recorded in each run's config.json)] [flags]",
-      [...MODEL_FLAGS, "nats", "out", "step-timeout-ms", "feedback-address", ...RUN_FLAGS],
+      [...MODEL_FLAGS, "nats", "out", "step-timeout-ms", "feedback-address", "learner-in", ...RUN_FLAGS],
     ),
   },
   examples: [

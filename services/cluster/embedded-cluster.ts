@@ -104,6 +104,7 @@ export async function startEmbeddedCluster(
       outDir: config.out,
       stepTimeoutMs: services.stepTimeoutMs,
       backend: services.backend,
+      learnerIn: services.learnerIn,
       mode: "embedded",
       provenance: {
         bus: services.natsUrl || "embedded",

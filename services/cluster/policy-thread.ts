@@ -12,12 +12,13 @@
  * same samples in either thread.
  */
 import type { EventLoopUtilization } from "node:perf_hooks";
-import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
+import { MessageChannel, type MessagePort } from "node:worker_threads";
 import type { Bus } from "../core/src/bus/bus.js";
 import { serveBusOverPort } from "../core/src/bus/port-bus.js";
 import { LATEST_WEIGHTS_KEY } from "../core/src/bus/subjects.js";
-import { PolicyThreadError } from "../core/src/errors.js";
+import { WorkerThreadError } from "../core/src/errors.js";
 import type { BackendName } from "../core/src/model/backend.js";
+import { startModuleWorker } from "../core/src/thread/worker-rpc.js";
 import { manifestObjectNames } from "../core/src/weights/weights-channel.js";
 
 /** What the thread is started with (its `workerData`). */
@@ -51,7 +52,7 @@ export interface PolicyThreadOptions {
   bus: Bus;
   log?: (line: string) => void;
   /** Called once if the thread dies after it started (not on close()). */
-  onFailure?: (err: PolicyThreadError) => void;
+  onFailure?: (err: WorkerThreadError) => void;
 }
 
 /** A running Policy thread. */
@@ -70,16 +71,6 @@ export interface PolicyThread {
 /** Most time close() gives the thread's server to finish in-flight calls before it is terminated. */
 const CLOSE_GRACE_MS = 5_000;
 
-/**
- * The thread's bootstrap: the project runs TypeScript through tsx, whose loader a worker thread
- * does not inherit in Node 20, so the thread registers it before importing its entry module.
- */
-function bootstrap(): string {
-  const tsx = import.meta.resolve("tsx/esm/api");
-  const entry = new URL("./policy-thread-entry.ts", import.meta.url).href;
-  return `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
-}
-
 /** Start the Policy in a worker thread; resolves once its server listens (rejects with why not). */
 export async function startPolicyThread(opts: PolicyThreadOptions): Promise<PolicyThread> {
   const channel = new MessageChannel();
@@ -96,7 +87,9 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
     ...(opts.queueRows !== undefined ? { queueRows: opts.queueRows } : {}),
     busPort: channel.port2,
   };
-  const worker = new Worker(bootstrap(), { eval: true, workerData: init, transferList: [channel.port2] });
+  const worker = startModuleWorker(new URL("./policy-thread-entry.ts", import.meta.url), init, [
+    channel.port2,
+  ]);
   let closing = false;
   let closed: () => void = () => {};
   const closedMsg = new Promise<void>((r) => {
@@ -109,7 +102,7 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
   const address = await new Promise<string>((resolve, reject) => {
     let started = false;
     let failed = false;
-    const fail = (err: PolicyThreadError) => {
+    const fail = (err: WorkerThreadError) => {
       if (!started) reject(err);
       else if (!closing && !failed) opts.onFailure?.(err);
       failed = true;
@@ -120,15 +113,15 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
       else if (m.type === "ready") {
         started = true;
         resolve(m.address);
-      } else fail(new PolicyThreadError(`the Policy thread could not start: ${m.name}: ${m.message}`));
+      } else fail(new WorkerThreadError(`the Policy thread could not start: ${m.name}: ${m.message}`));
     });
     worker.on("error", (err) =>
-      fail(new PolicyThreadError(`the Policy thread failed: ${err.message}`, { cause: err })),
+      fail(new WorkerThreadError(`the Policy thread failed: ${err.message}`, { cause: err })),
     );
     worker.on("exit", (code) => {
       release();
       closed();
-      fail(new PolicyThreadError(`the Policy thread exited with code ${code}`));
+      fail(new WorkerThreadError(`the Policy thread exited with code ${code}`));
     });
   }).catch(async (err: unknown) => {
     closing = true;

@@ -9,6 +9,7 @@ import { type BackendName, describeBackend, startBackend } from "../core/src/mod
 import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
 import { loadCheckpoint } from "../core/src/model/checkpoint.js";
 import { heldOutPrompts } from "../core/src/model/corpus.js";
+import { ThreadLearner } from "./learner-thread.js";
 import { OptimizerService, optimizerService } from "./optimizer-service.js";
 import { ReinforceLearner } from "./reinforce-learner.js";
 import { RunController } from "./run-controller.js";
@@ -28,6 +29,8 @@ export interface OptimizerServerOptions {
   outDir: string;
   stepTimeoutMs: number;
   backend: "auto" | BackendName;
+  /** Where updates compute (`services.learnerIn`): a worker thread of their own, or this thread. */
+  learnerIn: "thread" | "main";
   mode: string;
   /**
    * What each run's config.json records about its surroundings: the bus ("embedded" or the NATS
@@ -58,8 +61,12 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
   };
   const runs = new RunController({
     bus: opts.bus,
-    newLearner: (settings, resumeFrom) =>
-      ReinforceLearner.fromCheckpoint(resumeFrom ?? opts.checkpoint, settings, { resume: !!resumeFrom }),
+    newLearner: (settings, resumeFrom) => {
+      const checkpoint = resumeFrom ?? opts.checkpoint;
+      return opts.learnerIn === "thread"
+        ? ThreadLearner.start({ checkpoint, settings, resume: !!resumeFrom, backend: opts.backend })
+        : ReinforceLearner.fromCheckpoint(checkpoint, settings, { resume: !!resumeFrom });
+    },
     outDir: opts.outDir,
     stepTimeoutMs: opts.stepTimeoutMs,
     defaultPrompts: () => heldOutPrompts(DEFAULT_PROMPT_COUNT, opts.settings.seed),

@@ -211,7 +211,7 @@ export class ReinforceLearner implements Learner {
     }
   }
 
-  weightsBlob(): Uint8Array {
+  async weightsBlob(): Promise<Uint8Array> {
     return encodeCheckpoint(checkpointFromModel(this.model));
   }
 

@@ -63,7 +63,7 @@ export async function writeRunCheckpoint(
 ): Promise<WrittenCheckpoint> {
   const { driver, learner, settings } = run;
   const step = driver.step;
-  const reference = driver.referenceBlob ?? learner.weightsBlob();
+  const reference = driver.referenceBlob ?? (await learner.weightsBlob());
   const tensors = prefixTensors(REFERENCE_TENSOR_PREFIX, decodeCheckpoint(reference).weights);
   const servedStep = driver.servedBlob ? driver.servedStep : step;
   if (servedStep !== step && driver.servedBlob) {

@@ -13,13 +13,20 @@
  * crashed process applied after step k died with it; their samples are drawn again with the same
  * seeds from the same weights, so the resumed run applies each step's data exactly once.
  *
- * Overlap (`maxStaleness` n > 0): the jobs of step k + n go out once step k is gathered, before
- * its update, so the Policy samples them while this process learns on step k. Each job asks for the version in force
- * when it was queued, and at most one version is published per step, so no sample is applied more
- * than n versions old; the learner's off-policy correction (ppo-clip, truncated) reweights them by
- * the behaviour log-probs they carry. n = 0 is the synchronous loop, unchanged. Either way a crash
+ * Overlap (`maxStaleness` n > 0): once step k is gathered, the jobs of steps up to k + n go out
+ * and step k's update starts without being awaited (the learner computes in a thread of its own,
+ * learner-thread.ts), so the Policy samples step k + 1 while the learner updates on step k. Step
+ * k's weights are published only when step k + 1's samples are all in: with n = 1 every sample of
+ * a step was drawn by the same version, exactly one behind the weights it is applied to, so such
+ * a run is as reproducible and as resumable as a synchronous one (its checkpoints carry the
+ * served weights beside the learner's). Each job asks for the version in force when it was
+ * queued, and at most one version is published per step, so no sample is applied more than n
+ * versions old; the learner's off-policy correction (ppo-clip, truncated) reweights them by the
+ * behaviour log-probs they carry. n = 0 is the synchronous loop, unchanged. Either way a crash
  * only loses unacked work: jobs and trajectories of later steps die with the attempt's bus id.
  */
+
+import type { EventLoopUtilization } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
   type RunSummary,
@@ -62,7 +69,7 @@ export interface Learner {
   /** One policy-gradient update on these trajectories. */
   step(trajectories: Trajectory[]): Promise<LearnerStepResult>;
   /** Current weights in the safetensors layout published to replicas. */
-  weightsBlob(): Uint8Array;
+  weightsBlob(): Promise<Uint8Array>;
   /**
    * Write a checkpoint file (atomically); resolves with its SHA-256. With `resumable`, the file
    * also carries the optimiser state and these extra tensors, so a run can continue from it.
@@ -74,6 +81,11 @@ export interface Learner {
   ): Promise<string>;
   /** Free the model and optimiser state. */
   dispose(): void;
+  /**
+   * Where the learner computes in a thread of its own: that thread's event-loop utilisation, so
+   * a bench can tell whether updates overlapped sampling.
+   */
+  eventLoopUtilization?(prev?: EventLoopUtilization): EventLoopUtilization;
 }
 
 /** Options of one run. */
@@ -178,7 +190,7 @@ export class RunDriver {
     this.started = performance.now();
     // Version 1 of the run: its starting weights, which are also the frozen reference (a resumed
     // run republishes its saved reference, then the weights the replicas served at its step).
-    this.referenceBlob = resume?.referenceBlob ?? this.learner.weightsBlob();
+    this.referenceBlob = resume?.referenceBlob ?? (await this.learner.weightsBlob());
     const first = await publishWeights(this.bus, {
       blob: this.referenceBlob,
       runId,
@@ -202,39 +214,66 @@ export class RunDriver {
       for (; queued < Math.min(last, settings.steps); )
         await queueJobs(io, this.opts.prompts, ++queued, this.weightsVersion);
     };
-    for (let step = this.step + 1; step <= settings.steps; step++) {
-      while (this.paused && !this.cancelled) await new Promise((r) => setTimeout(r, 100));
-      this.checkCancelled();
-      const stepStart = performance.now();
-      await queueThrough(step);
-      const { trajs: arrived, msgs } = await inbox.gather(step, queued, this.opts.stepTimeoutMs, () =>
-        this.checkCancelled(),
-      );
-      // With staleness allowed, a sample older than the bound is refused too (defence in depth
-      // behind the jobs' min_weights_version); at 0 every error-free sample is used, as always.
-      const trajs = usableTrajectories(arrived, lag > 0 ? this.weightsVersion - lag : 0, this.opts.log);
-      if (trajs.length === 0) {
-        throw new RunFailedError(`step ${step}: every sample failed; the first error: ${arrived[0]?.error}`);
-      }
-      if (lag > 0) {
-        // Overlap: the jobs of steps up to step + lag go out before this update; the `lag`
-        // updates until they are applied publish at most `lag` versions. Queued only now, so the
-        // Policy serves this step's jobs first. The update holds this thread (tfjs computes
-        // synchronously): one turn of the event loop lets the Rollout send their requests
-        // first, so the Policy samples while this thread learns.
-        await queueThrough(step + lag);
-        await new Promise((r) => setImmediate(r));
-      }
-      await this.lock.run(async () => {
-        const staleness = meanStaleness(trajs, this.weightsVersion);
-        const update = await this.learner.step(trajs);
-        for (const m of msgs) await m.ack();
-        if (step % settings.publishEvery === 0 || step === settings.steps) {
-          await this.publish(this.learner.weightsBlob(), step, reference);
+    const due = (step: number) => step % settings.publishEvery === 0 || step === settings.steps;
+    // With overlap, the previous step's update (learner, ack, metrics, onStepEnd) while this
+    // step's samples are drawn; null in a synchronous run, or before the first update.
+    let pending: Promise<void> | null = null;
+    let ended = false;
+    try {
+      for (let step = this.step + 1; step <= settings.steps; step++) {
+        while (this.paused && !this.cancelled) await new Promise((r) => setTimeout(r, 100));
+        // A cancel lets the update under way finish (and be recorded) first.
+        if (this.cancelled) await pending;
+        this.checkCancelled();
+        const stepStart = performance.now();
+        await queueThrough(step);
+        const gathering = inbox.gather(step, queued, this.opts.stepTimeoutMs, () => {
+          if (ended) throw new RunFailedError(`run ${runId} ended`);
+          this.checkCancelled();
+        });
+        gathering.catch(() => undefined); // awaited below, unless the pending update failed first
+        await pending;
+        // A step boundary: a cancel during the previous update stops the run here.
+        this.checkCancelled();
+        const { trajs: arrived, msgs } = await gathering;
+        if (lag > 0 && step - 1 > this.servedStep && due(step - 1)) {
+          // The previous update's weights go out only now that this step's samples are all in,
+          // so every one of them was drawn by the same version: a run with overlap is exactly
+          // as reproducible (and resumable) as a synchronous one, each sample one version old.
+          await this.lock.run(async () =>
+            this.publish(await this.learner.weightsBlob(), step - 1, reference),
+          );
         }
-        await this.record(step, stepStart, arrived.length, trajs, { ...update, staleness });
-        await this.opts.onStepEnd?.(step);
-      });
+        // With staleness allowed, a sample older than the bound is refused too (defence in depth
+        // behind the jobs' min_weights_version); at 0 every error-free sample is used, as always.
+        const trajs = usableTrajectories(arrived, lag > 0 ? this.weightsVersion - lag : 0, this.opts.log);
+        if (trajs.length === 0) {
+          throw new RunFailedError(
+            `step ${step}: every sample failed; the first error: ${arrived[0]?.error}`,
+          );
+        }
+        // Overlap: the next steps' jobs go out before this update, so the Policy samples them
+        // while the learner (in its own thread) updates on this step.
+        if (lag > 0) await queueThrough(step + lag);
+        const staleness = meanStaleness(trajs, this.weightsVersion);
+        const update = this.lock.run(async () => {
+          const result = await this.learner.step(trajs);
+          for (const m of msgs) await m.ack();
+          if ((lag === 0 || step === settings.steps) && due(step)) {
+            await this.publish(await this.learner.weightsBlob(), step, reference);
+          }
+          await this.record(step, stepStart, arrived.length, trajs, { ...result, staleness });
+          await this.opts.onStepEnd?.(step);
+        });
+        if (lag === 0) await update;
+        else pending = update;
+      }
+      await pending;
+    } finally {
+      ended = true;
+      // An update still under way when the loop failed ends before the run does (its learner
+      // may be disposed next); its own error, if any, is the lesser one.
+      await pending?.catch(() => undefined);
     }
     return create(RunSummarySchema, {
       runId,

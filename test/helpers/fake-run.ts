@@ -42,7 +42,7 @@ export class FakeLearner implements Learner {
     await this.onStep?.(this.steps.length);
     return { loss: 0.25, gradNorm: 1.5, entropy: 2, updateSkipped: this.skipAt.has(this.steps.length) };
   }
-  weightsBlob(): Uint8Array {
+  async weightsBlob(): Promise<Uint8Array> {
     this.blobs++;
     return Uint8Array.of(1, 2, 3, this.blobs);
   }
@@ -61,6 +61,8 @@ export function settings(overrides: Partial<RunSettings> = {}): RunSettings {
     promptsPerStep: 2,
     samplesPerPrompt: 2,
     publishEvery: 1,
+    // The synchronous loop unless a test asks for overlap (run-driver-overlap.test.ts).
+    maxStaleness: 0,
     maxNewTokens: 5,
     seed: 3,
     prompts: ["p0", "p1", "p2"],

@@ -99,6 +99,7 @@ async function startService(name: string, config: RlaifConfig, host: string, por
     outDir: config.out,
     stepTimeoutMs: s.stepTimeoutMs,
     backend: s.backend,
+    learnerIn: s.learnerIn,
     mode: "distributed",
     provenance: { bus: s.natsUrl, feedbackAddress: s.feedbackAddress, feedbackInProcess: false },
     log,

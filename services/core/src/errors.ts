@@ -52,10 +52,11 @@ export class PeerError extends RlaifError {}
 export class StaleWeightsError extends RlaifError {}
 
 /**
- * The Policy's worker thread of an embedded run could not start or stopped unexpectedly; the
- * message carries the thread's own error, so the cause is not hidden behind the Rollout's retries.
+ * A service's worker thread (an embedded run's Policy, the Optimizer's learner) could not start or
+ * stopped unexpectedly; the message carries the thread's own error, so the cause is not hidden
+ * behind the retries or timeouts of whoever was waiting on it.
  */
-export class PolicyThreadError extends RlaifError {}
+export class WorkerThreadError extends RlaifError {}
 
 /** A training run failed (timeout waiting for trajectories, a peer gone, cancelled); the message says why. */
 export class RunFailedError extends RlaifError {}

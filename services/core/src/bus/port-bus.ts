@@ -15,7 +15,8 @@
  * before the weights they must be served with.
  */
 import type { MessagePort } from "node:worker_threads";
-import { KvConflictError, ObjectIntegrityError, ObjectNotFoundError, RlaifError } from "../errors.js";
+import { RlaifError } from "../errors.js";
+import { errorFromWire, errorToWire, type WireError } from "../thread/worker-rpc.js";
 import type { Bus, KeyValue, KvEntry, ObjectInfo, ObjectStore, Queue } from "./bus.js";
 
 type Request =
@@ -35,28 +36,13 @@ interface Sent {
 
 type Reply =
   | { id: number; value: unknown }
-  | { id: number; error: { name: string; message: string } }
+  | { id: number; error: WireError }
   | { watch: number; entry: KvEntry; sent: Sent };
 
 /** Options of {@link serveBusOverPort}. */
 export interface ServeOptions {
   /** Names of the objects a watcher of `key` reads after seeing `value`, sent along with it. */
   sendWithEntry?: (key: string, value: Uint8Array) => string[];
-}
-
-/**
- * Errors a reader may branch on (the replica refuses a corrupt blob, a missing one); any other
- * arrives as an RlaifError with the same message.
- */
-const ERRORS: Record<string, new (message: string) => Error> = {
-  ObjectNotFoundError,
-  ObjectIntegrityError,
-  KvConflictError,
-};
-
-function revive(e: { name: string; message: string }): Error {
-  const Class = ERRORS[e.name] ?? RlaifError;
-  return new Class(e.message);
 }
 
 /** The bytes of `data` in an ArrayBuffer of their own, so it can be transferred. */
@@ -124,9 +110,7 @@ export function serveBusOverPort(bus: Bus, port: MessagePort, opts: ServeOptions
         port.postMessage(reply, value instanceof Uint8Array ? [value.buffer as ArrayBuffer] : []);
       },
       (err: unknown) => {
-        const e = err instanceof Error ? err : new Error(String(err));
-        if (!stopped)
-          port.postMessage({ id: req.id, error: { name: e.name, message: e.message } } satisfies Reply);
+        if (!stopped) port.postMessage({ id: req.id, error: errorToWire(err) } satisfies Reply);
       },
     );
   };
@@ -162,7 +146,7 @@ export class PortBus implements Bus {
       }
       const call = this.pending.get(reply.id);
       this.pending.delete(reply.id);
-      if ("error" in reply) call?.reject(revive(reply.error));
+      if ("error" in reply) call?.reject(errorFromWire(reply.error));
       else call?.resolve(reply.value);
     });
   }

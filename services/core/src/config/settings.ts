@@ -248,7 +248,7 @@ const RUN = {
   }),
   offPolicy: choice(["none", "ppo-clip", "truncated"] as const, {
     flag: "off-policy",
-    default: "none",
+    default: "ppo-clip",
     help: "importance-ratio correction for samples of older weights",
     proto: "offPolicy",
     protoEnum: OffPolicySchema,
@@ -270,14 +270,15 @@ const RUN = {
     proto: "truncation",
   }),
   /**
-   * 0 keeps the synchronous loop (every sample from the weights in force, the same run for the
-   * same seed). 1 lets the Policy sample step k + 1 while the Optimizer updates on step k, so both
-   * cores work; use it with off-policy ppo-clip or truncated. More than a few versions only adds
-   * importance-ratio variance: the overlap is already complete at 1.
+   * 1 (the default) lets the Policy sample step k + 1 while the Optimizer updates on step k, so
+   * both cores work; each step's samples come from one version, one behind, so the run is still
+   * the same run for the same seed. Use it with off-policy ppo-clip (the default) or truncated.
+   * 0 keeps the synchronous loop (every sample from the weights in force). More than 1 only adds
+   * importance-ratio variance and timing-dependent sampling: the overlap is complete at 1.
    */
   maxStaleness: int({
     flag: "max-staleness",
-    default: 0,
+    default: 1,
     min: 0,
     max: 4,
     unit: "versions",
@@ -407,6 +408,17 @@ const SERVICES = {
     flag: "policy-in",
     default: "thread",
     help: "where an embedded run's Policy computes: its own worker thread, or the main thread",
+  }),
+  /**
+   * "thread": the Optimizer's updates compute in a worker thread of its own, so the main thread
+   * keeps the services, the bus and the gRPC API going during an update, and with maxStaleness > 0
+   * the next step is sampled meanwhile. "main" updates on the main thread; the weights are the
+   * same either way.
+   */
+  learnerIn: choice(["thread", "main"] as const, {
+    flag: "learner-in",
+    default: "thread",
+    help: "where the Optimizer's updates compute: its own worker thread, or the main thread",
   }),
   /**
    * 256: four steps' worth of the default run's 64 rows, ~64 MB of KV cache for the default

@@ -59,6 +59,14 @@ export function batchInvariant<T>(fn: () => T, rows = INVARIANT_ROWS): T {
   }
 }
 
+/**
+ * Rows per sgemm call that `batchInvariant` asks for here (0: whole calls), for kernels that run
+ * their own products against a weight matrix (recurrent-kernels.ts's per-step h W_hh).
+ */
+export function invariantRowCount(): number {
+  return invariantRows;
+}
+
 /** True when `backend` exposes what the BLAS kernels touch. */
 export function hasHeapInternals(backend: unknown): boolean {
   const b = backend as Partial<WasmHeapBackend> | null;

@@ -14,22 +14,16 @@
  * gradients of the inputs and weights are one product and one column sum over all steps after it.
  * Rows are time-major (row t·B + r), so each step's rows are one contiguous block.
  *
+ * Where the addon is built, the forward recurrence and this backward pass are one native kernel
+ * each (recurrent-kernels.ts); the tfjs ops below are the same maths for machines without it.
+ *
  * Call inside `tf.tidy` (the models' passes are).
  */
 import * as tf from "@tensorflow/tfjs";
 import { FUSED, hasFusedKernel, runFused } from "./fused-kernels.js";
 import { product } from "./layers.js";
-import { gruCell, gruStep, maskedUpdate, type RecurrentOps } from "./recurrent-cells.js";
-
-/** `x` split into `steps` equal row blocks (one kernel; none for one step). */
-function byStep<T extends tf.Tensor>(x: T, steps: number): T[] {
-  return steps === 1 ? [x] : (tf.split(x, steps, 0) as T[]);
-}
-
-/** Rows of the given blocks stacked (one kernel; none for one block). */
-function rows(xs: tf.Tensor2D[]): tf.Tensor2D {
-  return xs.length === 1 ? (xs[0] as tf.Tensor2D) : (tf.concat(xs, 0) as tf.Tensor2D);
-}
+import { byStep, gruCell, gruStep, maskedUpdate, type RecurrentOps, rows } from "./recurrent-cells.js";
+import { hasRecurrentKernel, RECURRENT, runRecurrent } from "./recurrent-kernels.js";
 
 /** x [N, 3H] ⊙ (d [N, H] repeated over the three gate blocks). */
 function perGate(d: tf.Tensor2D, x: tf.Tensor2D): tf.Tensor2D {
@@ -92,6 +86,7 @@ export function gruLayer(
   mask: tf.Tensor2D | null,
   tanh: RecurrentOps["tanh"],
 ): tf.Tensor2D {
+  if (hasRecurrentKernel(RECURRENT.gruForward)) return gruLayerKernels(a, wHh, bHh, h0, mask);
   const [b, hidden] = h0.shape;
   const steps = a.shape[0] / b;
   const ms = mask === null ? null : byStep(mask, steps); // T × [B, 1]
@@ -184,6 +179,48 @@ export function gruLayer(
       carry as tf.Tensor2D, // ∂L/∂h₀ [B, H]
     ];
   };
+  return op(a, wHh, bHh, h0) as tf.Tensor2D;
+}
+
+/**
+ * `gruLayer` on the addon's recurrent kernels (recurrent-kernels.ts): the forward recurrence and
+ * the backward pass are one kernel each, with the same equations (tanh itself, not 2σ(2x) − 1).
+ */
+function gruLayerKernels(
+  a: tf.Tensor2D,
+  wHh: tf.Tensor2D,
+  bHh: tf.Tensor1D,
+  h0: tf.Tensor2D,
+  mask: tf.Tensor2D | null,
+): tf.Tensor2D {
+  const op = tf.customGrad((...args) => {
+    const [ta, tw, tb, th0, save] = args as [
+      tf.Tensor2D,
+      tf.Tensor2D,
+      tf.Tensor1D,
+      tf.Tensor2D,
+      tf.GradSaveFunc,
+    ];
+    // hs [T·B, H]; gates [T·B, 4H] = [r | z | n | u_n] of every step
+    const [hs, gates] = runRecurrent(RECURRENT.gruForward, { a: ta, w: tw, bias: tb, h0: th0, mask }) as [
+      tf.Tensor2D,
+      tf.Tensor2D,
+    ];
+    save([th0, tw, hs, gates as tf.Tensor, ...(mask === null ? [] : [mask])]);
+    return {
+      value: hs,
+      // [∂L/∂a, ∂L/∂W_hh, ∂L/∂b_hh, ∂L/∂h₀]
+      gradFunc: (dy: tf.Tensor, [sh0, sw, shs, sg, sm]: tf.Tensor[]) =>
+        runRecurrent(RECURRENT.gruBackward, {
+          dy,
+          w: sw as tf.Tensor,
+          h0: sh0 as tf.Tensor,
+          hs: shs as tf.Tensor,
+          gates: sg as tf.Tensor,
+          mask: sm ?? null,
+        }),
+    };
+  });
   return op(a, wHh, bHh, h0) as tf.Tensor2D;
 }
 

@@ -14,7 +14,10 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
-/** The addon's exports (native/blas/blas.c, fused.c, attention.c, gelu.c and softmax.c document each argument). */
+/**
+ * The addon's exports (native/blas/blas.c, fused.c, recurrent.c, attention.c, gelu.c and softmax.c
+ * document each argument).
+ */
 export interface BlasAddon {
   /**
    * C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch, row-major; offsets and strides in
@@ -177,6 +180,80 @@ export interface BlasAddon {
     h: number,
     d: number,
     scale: number,
+  ): void;
+  /**
+   * One GRU layer's recurrence over every step (native/blas/recurrent.c gives the layouts): each
+   * tensor is an element offset on `heap`, the mask −1 when absent.
+   */
+  gruForward(
+    heap: Float32Array,
+    a: number,
+    w: number,
+    bias: number,
+    h0: number,
+    mask: number,
+    hs: number,
+    gates: number,
+    steps: number,
+    batch: number,
+    hidden: number,
+    block: number,
+  ): void;
+  /** The GRU layer's backpropagation through time: ∂a, ∂W_hh, ∂b_hh and ∂h₀. */
+  gruBackward(
+    heap: Float32Array,
+    dy: number,
+    w: number,
+    h0: number,
+    hs: number,
+    gates: number,
+    mask: number,
+    da: number,
+    dw: number,
+    db: number,
+    dh0: number,
+    steps: number,
+    batch: number,
+    hidden: number,
+  ): void;
+  /** One LSTM layer's recurrence over every step: h_t of every step and the final c, c_t, gates, tanh c'. */
+  lstmForward(
+    heap: Float32Array,
+    a: number,
+    w: number,
+    bias: number,
+    h0: number,
+    c0: number,
+    mask: number,
+    out: number,
+    cs: number,
+    gates: number,
+    tc: number,
+    steps: number,
+    batch: number,
+    hidden: number,
+    block: number,
+  ): void;
+  /** The LSTM layer's backpropagation through time: ∂a, ∂W_hh, ∂b_hh, ∂h₀ and ∂c₀. */
+  lstmBackward(
+    heap: Float32Array,
+    dy: number,
+    w: number,
+    h0: number,
+    c0: number,
+    out: number,
+    cs: number,
+    gates: number,
+    tc: number,
+    mask: number,
+    da: number,
+    dw: number,
+    db: number,
+    dh0: number,
+    dc0: number,
+    steps: number,
+    batch: number,
+    hidden: number,
   ): void;
   setThreads(n: number): void;
   info(): { threads: number; corename: string; config: string };

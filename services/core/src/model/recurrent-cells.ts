@@ -8,8 +8,8 @@
  * is a much faster kernel than tanh on wasm (same function, to float rounding).
  *
  * All functions expect to be called inside `tf.tidy` (the models' passes are). The flavours of
- * primitives (`RECURRENT_OPS`) live in recurrent-ops.ts, the whole-sequence GRU layer in
- * gru-layer.ts.
+ * primitives (`RECURRENT_OPS`) live in recurrent-ops.ts, the whole-sequence layers in
+ * gru-layer.ts and lstm-layer.ts.
  */
 import * as tf from "@tensorflow/tfjs";
 
@@ -34,6 +34,28 @@ export interface RecurrentOps {
     h0: tf.Tensor2D,
     mask: tf.Tensor2D | null,
   ): tf.Tensor2D;
+  /**
+   * h_t of every step of one LSTM layer, then the final c (lstm-layer.ts): `a` [T·B, 4H], W_hh
+   * [H, 4H], b_hh [4H], h₀ and c₀ [B, H], masks [T·B, 1] or null. Returns [(T+1)·B, H].
+   */
+  lstmLayer(
+    a: tf.Tensor2D,
+    wHh: tf.Tensor2D,
+    bHh: tf.Tensor1D,
+    h0: tf.Tensor2D,
+    c0: tf.Tensor2D,
+    mask: tf.Tensor2D | null,
+  ): tf.Tensor2D;
+}
+
+/** `x` split into `steps` equal row blocks (one kernel; none for one step). */
+export function byStep<T extends tf.Tensor>(x: T, steps: number): T[] {
+  return steps === 1 ? [x] : (tf.split(x, steps, 0) as T[]);
+}
+
+/** Rows of the given blocks stacked (one kernel; none for one block). */
+export function rows(xs: tf.Tensor2D[]): tf.Tensor2D {
+  return xs.length === 1 ? (xs[0] as tf.Tensor2D) : (tf.concat(xs, 0) as tf.Tensor2D);
 }
 
 /** tanh(x) = 2σ(2x) − 1 (sigmoid is a fast kernel on wasm, tanh a slow one). */

@@ -9,8 +9,8 @@
  * a left-padded prompt row gives the same logits as the row alone.
  *
  * Speed: rows are time-major, so the embeddings and input projections x_t W_ih of all steps are
- * one lookup and one product and each step is a contiguous block; a GRU layer is one op with its
- * backpropagation through time written out (gru-layer.ts); the cells and their tanh = 2σ(2x) − 1
+ * one lookup and one product and each step is a contiguous block; a GRU or LSTM layer is one op
+ * with its backpropagation through time written out (gru-layer.ts, lstm-layer.ts); the cells and their tanh = 2σ(2x) − 1
  * come from recurrent-cells.ts, shared with the Seq2Seq model.
  */
 import * as tf from "@tensorflow/tfjs";
@@ -21,8 +21,9 @@ import {
   type DecodingState,
   type ForwardOptions,
 } from "./causal-lm.js";
+import { lstmOutputs } from "./lstm-layer.js";
 import { ParamModel, type ParamSource } from "./param-model.js";
-import { lstmCell, maskedUpdate, type RecurrentOps } from "./recurrent-cells.js";
+import type { RecurrentOps } from "./recurrent-cells.js";
 import { RECURRENT_OPS as OPS } from "./recurrent-ops.js";
 import { type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
 import type { RowDecoder } from "./row-decoder.js";
@@ -150,15 +151,9 @@ export class RnnLM extends ParamModel implements CausalLM {
         xs = ops.gruLayer(a, wHh, bHh, h0, mask); // [T·B, H]
         state.h.push(t === 1 ? xs : (tf.slice(xs, [(t - 1) * b, 0], [b, h]) as tf.Tensor2D)); // [B, H]
       } else {
-        const last = this.lstmLayer(
-          a,
-          wHh,
-          bHh,
-          h0,
-          past?.c[l] ?? (tf.zeros([b, h]) as tf.Tensor2D),
-          mask,
-          ops,
-        );
+        // the whole recurrence as one op (lstm-layer.ts): every h_t, then the final c
+        const c0 = past?.c[l] ?? (tf.zeros([b, h]) as tf.Tensor2D); // [B, H]
+        const last = lstmOutputs(ops.lstmLayer(a, wHh, bHh, h0, c0, mask), b);
         xs = last.hs; // [T·B, H]
         state.h.push(last.h);
         state.c.push(last.c);
@@ -171,40 +166,6 @@ export class RnnLM extends ParamModel implements CausalLM {
     // logits = h W_head + b_head, for all steps at once
     const logits = ops.linear(hs, this.p("lm_head.weight"), this.p("lm_head.bias")); // [B*T, V]
     return { logits: tf.reshape(logits, [b, t, v]) as tf.Tensor3D, cache: state };
-  }
-
-  /**
-   * The LSTM recurrence step by step from a = x W_ih + b_ih of every step ([T·B, 4H], time-major):
-   * every step's h ([T·B, H]) and the final h and c.
-   */
-  private lstmLayer(
-    a: tf.Tensor2D,
-    wHh: tf.Tensor2D,
-    bHh: tf.Tensor1D,
-    h0: tf.Tensor2D,
-    c0: tf.Tensor2D,
-    mask: tf.Tensor2D | null,
-    ops: RecurrentOps,
-  ): { hs: tf.Tensor2D; h: tf.Tensor2D; c: tf.Tensor2D } {
-    const steps = a.shape[0] / h0.shape[0];
-    const as = steps === 1 ? [a] : (tf.split(a, steps, 0) as tf.Tensor2D[]); // T × [B, 4H]
-    const ms = mask === null ? null : steps === 1 ? [mask] : (tf.split(mask, steps, 0) as tf.Tensor2D[]); // T × [B, 1]
-    let [hPrev, cPrev] = [h0, c0];
-    const outs: tf.Tensor2D[] = [];
-    for (let i = 0; i < steps; i++) {
-      // u_t = h_{t−1} W_hh + b_hh
-      const u = ops.linear(hPrev, wHh, bHh); // [B, 4H]
-      let { h: hNew, c: cNew } = lstmCell(as[i] as tf.Tensor2D, u, cPrev, ops.tanh); // [B, H] each
-      const m = ms?.[i];
-      if (m !== undefined) {
-        // h_t = h_{t−1} + m_t (h' − h_{t−1}),  c_t = c_{t−1} + m_t (c' − c_{t−1})   (m_t = 0: padding)
-        hNew = maskedUpdate(hPrev, hNew, m); // [B, H]
-        cNew = maskedUpdate(cPrev, cNew, m); // [B, H]
-      }
-      outs.push(hNew);
-      [hPrev, cPrev] = [hNew, cNew];
-    }
-    return { hs: steps === 1 ? hPrev : (tf.concat(outs, 0) as tf.Tensor2D), h: hPrev, c: cPrev };
   }
 }
 

@@ -561,7 +561,7 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
   lrDecay: LrDecay;
 
   /**
-   * Off-policy correction for samples of older weights. Default OFF_POLICY_NONE.
+   * Off-policy correction for samples of older weights. Default OFF_POLICY_PPO_CLIP.
    *
    * @generated from field: rlaif.common.v1.OffPolicy off_policy = 22;
    */
@@ -602,10 +602,12 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
    * Most weights versions a sample may lag behind the weights its update is applied to, 0..4.
    * 0 = the synchronous loop: a step's prompt jobs go out after the previous update is published,
    * so every sample comes from the weights in force. n > 0 queues the jobs of step k + n once
-   * step k is gathered, before its update, so sampling (the Policy) and learning (the Optimizer)
-   * run at the same time; the jobs' min_weights_version keeps each sample within n versions.
-   * Pair it with off_policy ppo-clip or truncated, which correct the samples' importance ratio.
-   * Default 0.
+   * step k is gathered and runs step k's update meanwhile, so sampling (the Policy) and learning
+   * (the Optimizer) run at the same time; step k's weights are published once step k + 1's
+   * samples are in, so at 1 each step is sampled by one version, exactly one behind, and the run
+   * is as reproducible as at 0. The jobs' min_weights_version keeps each sample within n
+   * versions. Pair it with off_policy ppo-clip or truncated, which correct the importance ratio.
+   * Default 1.
    *
    * @generated from field: optional uint32 max_staleness = 27;
    */
@@ -696,7 +698,9 @@ export type StepMetrics = Message<"rlaif.common.v1.StepMetrics"> & {
   tokensPerSecond: number;
 
   /**
-   * Weights version after the step.
+   * Weights version published when the step was recorded: the step's own with max_staleness 0;
+   * with max_staleness > 0 the step's weights go out with the next step, so this is the version
+   * its samples came from.
    *
    * @generated from field: uint64 weights_version = 11;
    */
@@ -1073,7 +1077,7 @@ export const LrDecaySchema: GenEnum<LrDecay> = /*@__PURE__*/
  */
 export enum OffPolicy {
   /**
-   * The server default (OFF_POLICY_NONE).
+   * The server default (OFF_POLICY_PPO_CLIP).
    *
    * @generated from enum value: OFF_POLICY_UNSPECIFIED = 0;
    */
