@@ -159,9 +159,14 @@ export class TransformerLM extends ParamModel implements CausalLM {
     const prev = past === null ? 0 : (past.layers[0]?.k.shape[2] ?? 0);
     const tokIds = tokens.reshape([b * s]).cast("int32") as tf.Tensor1D; // [B*S]
     const posIds = positions.reshape([b * s]).cast("int32") as tf.Tensor1D; // [B*S]
-    const bias = attentionBias(b, h, s, prev, keyMask); // [B, H, S, P+S]
+    // A full causal pass (training, scoring) keeps no cache: the fused kernel may serve it.
+    const fused = past === null && keyMask === null ? ops.causalAttention : undefined;
+    let bias: tf.Tensor4D | null = null;
     const cache: KVCache = { layers: [] };
     const attend: Attend = (i, qkv) => {
+      const y = fused?.(qkv, b, h) ?? null;
+      if (y !== null) return y; // [B*S, C]
+      bias ??= attentionBias(b, h, s, prev, keyMask); // [B, H, S, P+S]
       let [q, kh, vh] = qkvHeads(qkv, b, s, h, d); // [B, H, S, D] each
       // q = q / √D
       q = tf.mul(q, 1 / Math.sqrt(d)) as tf.Tensor4D; // [B, H, S, D]
