@@ -183,19 +183,19 @@ describe("validation API rules", () => {
     );
   });
 
-  it("logprobs - each sequence has content and token ids below 258", () => {
+  it("logprobs - each sequence has content and token ids below 2^20 (the model checks its own vocabulary)", () => {
     const seq = (s: object) =>
       create(LogprobsRequestSchema, { sequences: [{ prompt: "p", completion: "c" }, s] });
     expect(() =>
-      validate(logprobsRequestRules, seq({ promptTokens: [1], completionTokens: [257] })),
+      validate(logprobsRequestRules, seq({ promptTokens: [1], completionTokens: [151_935] })),
     ).not.toThrow();
     expect(() => validate(logprobsRequestRules, seq({ prompt: "p" }))).not.toThrow();
     expect(failure(() => validate(logprobsRequestRules, seq({})))).toBe(
       "sequences[1]: must have a prompt or a completion, as text or token ids",
     );
     expect(
-      failure(() => validate(logprobsRequestRules, seq({ prompt: "p", completionTokens: [5, 258] }))),
-    ).toBe("sequences[1].completion_tokens[1]: must be a token id below 258, got 258");
+      failure(() => validate(logprobsRequestRules, seq({ prompt: "p", completionTokens: [5, 1 << 20] }))),
+    ).toBe("sequences[1].completion_tokens[1]: must be a token id below 1048576, got 1048576");
     expect(failure(() => validate(logprobsRequestRules, create(LogprobsRequestSchema)))).toBe(
       "sequences: must have at least 1 item, got 0",
     );

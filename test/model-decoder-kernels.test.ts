@@ -1,5 +1,5 @@
 /**
- * The fused decoder kernels (native/blas/attention.c through fused-kernels.ts): the attention
+ * The fused decoder kernels (native/blas/decoder-attention.c through fused-kernels.ts): the attention
  * against the same maths in tfjs ops, and the property the batched sampler relies on (a row's
  * context does not depend on the rows batched with it nor on how much padding precedes its
  * memory); the inference tanh against tf.tanh.

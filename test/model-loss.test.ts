@@ -1,11 +1,12 @@
 /**
  * The log-prob and entropy ops of model/loss.ts (hand-written gradients) against plain autodiff
  * through logSoftmax: values and gradients for random logits at several scales, on the wasm
- * backend with its own kernels and (where the addon is built) with OpenBLAS.
+ * backend with its own kernels and (where the addon is built) with OpenBLAS and the fused softmax.
  */
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initBackend } from "../services/core/src/model/backend.js";
+import { FUSED, hasFusedKernel } from "../services/core/src/model/fused-kernels.js";
 import {
   selectLogprobs,
   selectLogprobsReference,
@@ -55,6 +56,7 @@ describe("loss ops", () => {
   for (const kind of kinds) {
     it(`loss ops - log-probs and entropies and their gradients equal autodiff through logSoftmax (${kind})`, () => {
       setWasmMatMul(kind, blas);
+      expect(hasFusedKernel(FUSED.softmaxLse), "fused softmax only with the addon").toBe(kind === "blas");
       const [b, t, v] = [3, 5, 258];
       const ids = tf.tensor2d(
         Array.from({ length: b * t }, (_, i) => (i * 97 + 5) % v),
@@ -110,4 +112,22 @@ describe("loss ops", () => {
     }
     z.dispose();
   });
+
+  it.skipIf(blas === null)(
+    "loss ops - the fused softmax refuses arrays too small for its rows and columns",
+    () => {
+      const addon = blas as NonNullable<typeof blas>;
+      const z = new Float32Array(6);
+      expect(() =>
+        addon.softmaxLse(z, 0, new Float32Array(6), 0, new Float32Array(2), 0, 2, 3),
+      ).not.toThrow();
+      expect(() => addon.softmaxLse(z, 1, new Float32Array(6), 0, new Float32Array(2), 0, 2, 3)).toThrow(
+        RangeError,
+      );
+      expect(() => addon.softmaxLse(z, 0, new Float32Array(6), 0, new Float32Array(1), 0, 2, 3)).toThrow(
+        /out of range/,
+      );
+      expect(() => addon.softmaxLse(z, 0, z, 0, z, 0, 2, 0)).toThrow(/cols > 0/);
+    },
+  );
 });

@@ -103,15 +103,15 @@ describe("norm and gelu", () => {
     () => {
       const addon = blas as NonNullable<typeof blas>;
       const small = new Float32Array(4);
-      expect(() => addon.geluArg(small, 0, small, 1, 4)).toThrow(RangeError);
-      expect(() => addon.geluGrad(small, 0, small, 0, small, 0, small, 0, 5)).toThrow(/out of range/);
+      expect(() => addon.geluForward(small, 0, small, 1, 4)).toThrow(RangeError);
+      expect(() => addon.geluBackward(small, 0, small, 0, small, 0, 5)).toThrow(/out of range/);
       expect(() =>
         addon.layerNorm(small, 0, small, 0, small, 0, small, 0, small, 0, small, 0, 2, 4, 1e-5),
       ).toThrow(RangeError);
       expect(() =>
         addon.layerNormGrad(small, 0, small, 0, small, 0, small, 0, small, 0, small, 0, small, 0, 1, 0),
       ).toThrow(/cols > 0/);
-      expect(() => addon.geluArg(new Float64Array(4) as unknown as Float32Array, 0, small, 0, 4)).toThrow(
+      expect(() => addon.geluForward(new Float64Array(4) as unknown as Float32Array, 0, small, 0, 4)).toThrow(
         TypeError,
       );
       // Adam's seven arrays, the last (v') one element short

@@ -9,8 +9,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ValidationError } from "../services/core/src/errors.js";
 import { initBackend } from "../services/core/src/model/backend.js";
-import type { CausalLM } from "../services/core/src/model/causal-lm.js";
-import type { RowDecoder } from "../services/core/src/model/row-decoder.js";
 import { generate, sequenceLogprobs } from "../services/core/src/model/sampler.js";
 import {
   completionText,
@@ -19,10 +17,10 @@ import {
   stopBytes,
   stopHoldback,
 } from "../services/core/src/model/sampling.js";
-import { EOS, encode } from "../services/core/src/model/tokenizer.js";
+import { EOS, encode, VOCAB_SIZE } from "../services/core/src/model/tokenizer.js";
 import { TransformerLM } from "../services/core/src/model/transformer.js";
+import { scripted } from "./helpers/scripted-model.js";
 
-const V = 258;
 const SAMPLE: SamplingParams = {
   maxNewTokens: 40,
   temperature: 1,
@@ -31,47 +29,6 @@ const SAMPLE: SamplingParams = {
   seed: 3,
   stopAtEos: false,
 };
-
-/**
- * A model whose row r emits scripts[r] (token ids) one token per step, whatever the prompt. One
- * request's rows are admitted together into slots 0, 1, …, so slot s starts as row s; a re-layout
- * carries each slot's script along.
- */
-function scripted(scripts: number[][], contextLength = 64): CausalLM {
-  /** Logits [n·V] putting 60 on each slot's next script token. */
-  const logits = (rows: { script: number; k: number }[]) => {
-    const z = new Float32Array(rows.length * V);
-    rows.forEach((row, i) => {
-      z[i * V + (scripts[row.script]?.[row.k++] ?? 0)] = 60;
-    });
-    return z;
-  };
-  const model = {
-    kind: "transformer",
-    config: { vocabSize: V, contextLength, dModel: 8, nLayers: 1, nHeads: 1 },
-    decoder(capacity: number): RowDecoder {
-      let slots = Array.from({ length: capacity }, (_, s) => ({ script: s, k: 0 }));
-      return {
-        get capacity() {
-          return slots.length;
-        },
-        resize(size, keep) {
-          const kept = keep.map((s) => slots[s] as { script: number; k: number });
-          slots = [
-            ...kept,
-            ...Array.from({ length: size - kept.length }, (_, i) => ({ script: kept.length + i, k: 0 })),
-          ];
-        },
-        prefillKey: () => 0,
-        prefill: (_prompts, targets) =>
-          logits(targets.map((t) => slots[t[0] as number] as { script: number; k: number })),
-        step: () => logits(slots),
-        dispose() {},
-      };
-    },
-  };
-  return model as unknown as CausalLM;
-}
 
 const bytesOf = (s: string) => [...Buffer.from(s, "utf8")];
 
@@ -185,7 +142,7 @@ describe("sampler stop sequences", () => {
 
   describe("on a real model", () => {
     let model: TransformerLM;
-    const TINY = { vocabSize: V, contextLength: 24, dModel: 16, nLayers: 2, nHeads: 2 };
+    const TINY = { vocabSize: VOCAB_SIZE, contextLength: 24, dModel: 16, nLayers: 2, nHeads: 2 };
     const PROMPTS = [encode("The"), encode("A longer prompt"), [], encode("Hi")];
     beforeAll(() => {
       model = new TransformerLM(TINY, 11);

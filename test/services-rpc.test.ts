@@ -169,6 +169,9 @@ describe("services rpc - policy, feedback, rollout (standalone, no bus)", () => 
       expect(c.tokens.length).toBeGreaterThan(0);
       expect(c.tokens.length).toBeLessThanOrEqual(10);
       expect(c.logprobs).toHaveLength(c.tokens.length);
+      // each token's bytes (byte tokenizer: the byte itself, none for EOS) spell the text
+      expect(c.tokenBytes.map((b) => [...b])).toEqual(c.tokens.map((t) => (t < 256 ? [t] : [])));
+      expect(Buffer.concat(c.tokenBytes).toString("utf8")).toBe(c.text);
       for (const lp of c.logprobs) {
         expect(Number.isFinite(lp)).toBe(true);
         expect(lp).toBeLessThanOrEqual(0);

@@ -14,6 +14,7 @@ import {
 import { MemoryBus, type MemoryObjectStore } from "../services/core/src/bus/memory-bus.js";
 import { LATEST_WEIGHTS_KEY, weightsObjectName } from "../services/core/src/bus/subjects.js";
 import { ObjectIntegrityError, ObjectNotFoundError, WeightsError } from "../services/core/src/errors.js";
+import { byteTokenizer } from "../services/core/src/model/tokenizer.js";
 import {
   fetchWeightsBlob,
   publishWeights,
@@ -34,6 +35,7 @@ class FakeModel implements LoadedModel {
   readonly contextLength = 48;
   readonly parameterCount = 1;
   readonly configJson = "{}";
+  readonly tokenizer = byteTokenizer;
   disposed = false;
   constructor(readonly name: string) {}
   async generate(): Promise<never> {

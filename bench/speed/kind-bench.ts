@@ -10,7 +10,7 @@ import { buildPgBatch, disposePgBatch } from "../../services/core/src/learn/rein
 import type { CausalLM, ModelKind } from "../../services/core/src/model/causal-lm.js";
 import { loadCheckpoint, modelFromCheckpoint } from "../../services/core/src/model/checkpoint.js";
 import { generate, sequenceLogprobs } from "../../services/core/src/model/sampler.js";
-import { BOS, EOS } from "../../services/core/src/model/tokenizer.js";
+import { tokenizerOf } from "../../services/core/src/model/tokenizer.js";
 import { ReinforceLearner } from "../../services/optimizer/reinforce-learner.js";
 import { alternate, medians, type Rounds, type Timed } from "./alternate.js";
 import { maxAbsDiff, relative, relativeToScale } from "./compare.js";
@@ -142,7 +142,13 @@ export async function benchKind(o: KindBenchOptions): Promise<KindResult> {
 async function compareLogits(model: CausalLM, work: Workload, o: KindBenchOptions): Promise<number> {
   const built = buildPgBatch(
     work.trajectories.map((t) => ({ ...t, refLogprobs: t.referenceLogprobs })),
-    { bosId: BOS, padId: EOS, vocabSize: model.config.vocabSize, gamma: o.settings.gamma, baseline: 0 },
+    {
+      bosId: tokenizerOf(model).bos,
+      padId: tokenizerOf(model).pad,
+      vocabSize: model.config.vocabSize,
+      gamma: o.settings.gamma,
+      baseline: 0,
+    },
   );
   try {
     const logits = model.forward(built.tokens, undefined, { sourceLengths: built.sourceLengths });

@@ -12,7 +12,7 @@ import type { CausalLM } from "../../services/core/src/model/causal-lm.js";
 import { heldOutPrompts } from "../../services/core/src/model/corpus.js";
 import { generate, sequenceLogprobs } from "../../services/core/src/model/sampler.js";
 import { completionText } from "../../services/core/src/model/sampling.js";
-import { encode } from "../../services/core/src/model/tokenizer.js";
+import { tokenizerOf } from "../../services/core/src/model/tokenizer.js";
 import { scoreCompletion } from "../../services/feedback/scorer.js";
 import { DEFAULT_PROMPT_COUNT } from "../../services/optimizer/main.js";
 import { alignTokenRewards } from "../../services/rollout/collect.js";
@@ -40,7 +40,8 @@ export interface PlainTrajectory {
 export async function buildWorkload(model: CausalLM, settings: RunSettings): Promise<Workload> {
   const g = settings.samplesPerPrompt;
   const texts = heldOutPrompts(DEFAULT_PROMPT_COUNT, settings.seed).slice(0, settings.promptsPerStep);
-  const prompts = texts.flatMap((text) => Array.from({ length: g }, () => encode(text)));
+  const tok = tokenizerOf(model);
+  const prompts = texts.flatMap((text) => Array.from({ length: g }, () => tok.encode(text)));
   const gen = await generate(model, prompts, {
     maxNewTokens: settings.maxNewTokens,
     temperature: settings.temperature,
@@ -56,7 +57,7 @@ export async function buildWorkload(model: CausalLM, settings: RunSettings): Pro
   );
   const trajectories = gen.map((r, i) => {
     const p = Math.floor(i / g);
-    const text = completionText(r);
+    const text = completionText(r, tok);
     const score = scoreCompletion(text);
     const t = create(TrajectorySchema, {
       id: `speed.1.${p}.${i % g}`,
@@ -71,7 +72,11 @@ export async function buildWorkload(model: CausalLM, settings: RunSettings): Pro
       behaviourLogprobs: r.logprobs,
       referenceLogprobs: ref[i] as number[],
       reward: score.reward,
-      tokenRewards: alignTokenRewards(r.tokens, text, score.byteRewards),
+      tokenRewards: alignTokenRewards(
+        r.tokens.map((id) => tok.tokenBytes(id)),
+        text,
+        score.byteRewards,
+      ),
       weightsVersion: 0n,
     });
     return fromBinary(TrajectorySchema, toBinary(TrajectorySchema, t));

@@ -1,27 +1,30 @@
 /*
- * Attention of a few queries per row over that row's fixed memory, one call for the whole batch:
- * the Seq2Seq decoder's Luong attention over its encoder states, and the tanh that follows it,
- * zero-copy on the wasm heap.
+ * Causal multi-head self-attention for the tfjs wasm backend, forward and backward, straight on
+ * the Transformer's q | k | v projection rows: per (row, head) slice two (forward) or four
+ * (backward) strided sgemm calls and a fused masked softmax, zero-copy on Float32Arrays.
  *
- * Why: in tfjs ops a decoding step's attention is a batched scores product, a bias add, a softmax
- * and a batched context product; each product is one sgemm call per row (64 calls of a 1-row
- * matrix for a 64-row step), and the four dispatches plus those calls were a fifth of a Seq2Seq
- * decoding step. The arithmetic is tiny (width x hidden per query). services/core/src/model/
- * fused-kernels.ts registers this as a tfjs kernel; seq2seq.ts keeps the tfjs ops for training
- * and for machines without the addon.
+ * Why: as tfjs ops the attention of one layer is a Transpose of [B, S, 3H, D] into heads, a split,
+ * a scale, two batched matmuls, a bias add, a softmax and a Transpose back, and autodiff doubles
+ * that; the head shuffles alone cost as much as the products. sgemm's leading dimensions address
+ * a head's q, k and v inside the projection rows (lda = 3C) and write a head's output into the
+ * merged rows (ldc = C), so no tensor is ever transposed, and the causal mask is applied inside
+ * the softmax instead of as a materialised [B, H, S, S] bias.
  *
- * Exports (synchronous; the heap is one Float32Array, every tensor an element offset into it):
- *   attend(heap, q, keys, values, bias, ctx, batch, queries, width, hidden)
- *     q [B, J, H], keys and values [B, S, H], bias [B, S] (0, or -1e9 for padding), ctx [B, J, H]:
- *     per row b and query j, s_i = q_bj . k_bi + bias_bi, a = softmax_i(s), ctx_bj = sum_i a_i v_bi
- *   tanh(heap, x, y, n)
- *     y = tanh x = 2 sigmoid(2x) - 1 over n floats (the decoder's h~ = tanh([c; s] W_c + b_c):
- *     one kernel instead of four tfjs elementwise ops, each a dispatch and a pass over memory)
- * Each (row, query) is computed on its own in a fixed order (the dot products in 16 interleaved
- * float partial sums added up in a fixed tree), so a row's result never depends on the rows
- * batched with it. A padded position's weight is exactly 0 (exp underflows), so it adds nothing.
+ * Layout (every index and count in float32 elements; each array is (Float32Array, offset) and
+ * must hold what the kernel touches from that offset, else a RangeError is thrown):
+ *   qkv [B*S, 3C] rows (C = H*D): row b*S + t holds q | k | v of token t of sequence b, head j
+ *   at columns j*D (q), C + j*D (k), 2C + j*D (v); y and dy are [B*S, C] with head j at j*D;
+ *   p is [B, H, S, S], the attention weights (0 above the diagonal).
+ * Exports:
+ *   attentionForward(qkv, qo, y, yo, p, po, b, s, h, d, scale)
+ *     p = softmax_row(scale q kᵀ, keys j <= query i), y = p v
+ *   attentionBackward(dy, dyo, qkv, qo, p, po, dqkv, dqo, b, s, h, d, scale)
+ *     dv = pᵀ dy, dp = dy vᵀ, ds = p (dp - rowsum(p dp)), dq = scale ds k, dk = scale dsᵀ q,
+ *     written into dqkv [B*S, 3C] in qkv's layout
+ * Single-threaded like the rest of the addon's calls on these shapes (OpenBLAS's own threading
+ * applies inside each sgemm).
  */
-#include <float.h>
+#include <cblas.h>
 #include <math.h>
 #include <node_api.h>
 #include <stdbool.h>
@@ -29,15 +32,10 @@
 #include <stdlib.h>
 
 #include "attention.h"
-#include "gate-math.h"
-#include "row-kernel.h"
+#include "vexp.h"
 
-#define ATTEND_INTS 9
-#define LANES 16
-/* A bias at or below this marks a padded position (the models use -1e9). */
-#define PADDING -1e9f
-/* exp(x) < FLT_MIN below this: such weights are taken as 0 (see attend_one). */
-#define EXP_CUT -87.0f
+/* Larger than any model dimension the addon is asked about; bounds s*s scratch and int casts. */
+#define MAX_DIM 65536
 
 static napi_value fail(napi_env env, bool range, const char *msg) {
   if (range)
@@ -47,123 +45,133 @@ static napi_value fail(napi_env env, bool range, const char *msg) {
   return NULL;
 }
 
-/* q . k over n floats: LANES independent partial sums (vectorisable without reassociation). */
-static inline float dot(int64_t n, const float *restrict q, const float *restrict k) {
-  float acc[LANES] = {0};
-  int64_t i = 0;
-  for (; i + LANES <= n; i += LANES)
-    for (int l = 0; l < LANES; l++) acc[l] += q[i + l] * k[i + l];
-  for (int l = 0; i < n; i++, l++) acc[l] += q[i] * k[i];
-  for (int w = LANES / 2; w > 0; w /= 2)
-    for (int l = 0; l < w; l++) acc[l] += acc[l + w];
-  return acc[0];
-}
-
-/*
- * One query: scores into s [S] (scratch), then ctx [H] = softmax(s) . values. Padded positions
- * (bias <= PADDING) are skipped: their weight exp(s - max) is exactly 0 whenever the row has a
- * real position; a row of padding only is computed in full, as the unfused maths would. Weights
- * below FLT_MIN count as 0: as subnormal floats every product with them took a microcode assist
- * (a peaked softmax made a 64-row step's attention ~9x slower), and they change no sum of
- * normal-sized context values.
- */
-ROW_KERNEL attend_one(int64_t S, int64_t H, const float *restrict q, const float *restrict keys,
-                      const float *restrict values, const float *restrict bias, float *restrict s,
-                      float *restrict ctx) {
-  int64_t real = 0;
-  for (int64_t i = 0; i < S; i++) real += bias[i] > PADDING;
-  float max = -INFINITY;
-  for (int64_t i = 0; i < S; i++) {
-    const bool use = real == 0 || bias[i] > PADDING;
-    s[i] = use ? dot(H, q, keys + i * H) + bias[i] : -INFINITY;
-    if (s[i] > max) max = s[i];
-  }
-  float sum = 0.0f;
-  for (int64_t i = 0; i < S; i++) {
-    const float x = s[i] - max;
-    s[i] = x < EXP_CUT ? 0.0f : expf(x);
-    sum += s[i];
-  }
-  for (int64_t h = 0; h < H; h++) ctx[h] = 0.0f;
-  const float cut = FLT_MIN * sum; /* sum >= 1: the largest weight is exp(0) */
-  for (int64_t i = 0; i < S; i++) {
-    if (s[i] < cut) continue; /* padding, or a weight below FLT_MIN */
-    const float a = s[i] / sum;
-    const float *restrict v = values + i * H;
-    for (int64_t h = 0; h < H; h++) ctx[h] += a * v[h];
-  }
-}
-
-/* y = tanh x over n floats, as 2 sigmoid(2x) - 1 (gate-math.h). */
-ROW_KERNEL tanh_rows(int64_t n, const float *restrict x, float *restrict y) {
-  for (int64_t i = 0; i < n; i++) y[i] = tanh_s(x[i]);
-}
-
-/* tanh(heap, x, y, n): y = tanh x elementwise (offsets into the heap). */
-static napi_value tanh_export(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  napi_typedarray_type type;
-  void *data = NULL;
-  size_t len = 0;
+/* argv[i], argv[i + 1] as (Float32Array, offset) holding `count` floats; NULL with an error thrown. */
+static float *f32_at(napi_env env, napi_value *argv, int i, int64_t count, const char *fn) {
   bool is_ta = false;
-  int64_t v[3];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4)
-    return fail(env, false, "tanh: expected the heap and 3 integers");
-  if (napi_is_typedarray(env, argv[0], &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, argv[0], &type, &len, &data, NULL, NULL) != napi_ok ||
-      type != napi_float32_array)
-    return fail(env, false, "tanh: the heap must be a Float32Array");
-  for (int i = 0; i < 3; i++)
-    if (napi_get_value_int64(env, argv[i + 1], &v[i]) != napi_ok)
-      return fail(env, false, "tanh: offsets and the count must be integers");
-  if (v[2] < 0 || v[0] < 0 || v[1] < 0 || v[0] + v[2] > (int64_t)len || v[1] + v[2] > (int64_t)len)
-    return fail(env, true, "tanh: a tensor is out of range");
-  tanh_rows(v[2], (const float *)data + v[0], (float *)data + v[1]);
+  napi_typedarray_type type;
+  size_t len = 0;
+  void *data = NULL;
+  int64_t off = 0;
+  if (napi_is_typedarray(env, argv[i], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[i], &type, &len, &data, NULL, NULL) != napi_ok ||
+      type != napi_float32_array) {
+    fail(env, false, fn);
+    return NULL;
+  }
+  if (napi_get_value_int64(env, argv[i + 1], &off) != napi_ok || off < 0 || off + count > (int64_t)len) {
+    fail(env, true, fn);
+    return NULL;
+  }
+  return (float *)data + off;
+}
+
+/* The four sizes b, s, h, d at argv[i..i+3] and the scale at argv[i+4]. */
+static bool sizes(napi_env env, napi_value *argv, int i, int64_t dims[4], float *scale) {
+  for (int k = 0; k < 4; k++)
+    if (napi_get_value_int64(env, argv[i + k], &dims[k]) != napi_ok || dims[k] < 1 || dims[k] > MAX_DIM)
+      return false;
+  double sc = 0;
+  if (napi_get_value_double(env, argv[i + 4], &sc) != napi_ok) return false;
+  *scale = (float)sc;
+  return dims[2] * dims[3] <= MAX_DIM; /* C = h d is sgemm's leading dimension (3C) */
+}
+
+/* Each row i of a causal score matrix [s, s] (keys 0..i) → softmax weights; keys after i get 0. */
+VECTOR_CLONES static void causal_softmax(float *scores, int64_t s) {
+  for (int64_t i = 0; i < s; i++) {
+    float *row = scores + i * s;
+    const int64_t n = i + 1;
+    const float mx = lane_max(row, n);
+    for (int64_t j = 0; j < n; j++) row[j] = vexp_nonpositive(row[j] - mx);
+    const float inv = 1.0f / lane_dot(row, NULL, n);
+    for (int64_t j = 0; j < n; j++) row[j] *= inv;
+    for (int64_t j = n; j < s; j++) row[j] = 0;
+  }
+}
+
+/* dp [s, s] → ds = p (dp − Σ_j p dp) per row, in place; p is 0 after the diagonal, so ds is too. */
+VECTOR_CLONES static void softmax_backward(const float *p, float *dp, int64_t s) {
+  for (int64_t i = 0; i < s; i++) {
+    const float *pr = p + i * s;
+    float *dr = dp + i * s;
+    const float dot = lane_dot(pr, dr, i + 1);
+    for (int64_t j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot);
+    for (int64_t j = i + 1; j < s; j++) dr[j] = 0;
+  }
+}
+
+static napi_value attention_forward(napi_env env, napi_callback_info info) {
+  napi_value argv[11];
+  size_t argc = 11;
+  const char *fn = "attentionForward(qkv, qo, y, yo, p, po, b, s, h, d, scale)";
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 11) return fail(env, false, fn);
+  int64_t dims[4];
+  float scale;
+  if (!sizes(env, argv, 6, dims, &scale)) return fail(env, true, "attentionForward: b, s, h, d out of range");
+  const int64_t b = dims[0], s = dims[1], h = dims[2], d = dims[3], c = h * d;
+  float *qkv = f32_at(env, argv, 0, b * s * 3 * c, "attentionForward: qkv");
+  float *y = qkv == NULL ? NULL : f32_at(env, argv, 2, b * s * c, "attentionForward: y");
+  float *p = y == NULL ? NULL : f32_at(env, argv, 4, b * h * s * s, "attentionForward: p");
+  if (p == NULL) return NULL;
+  const int ld = (int)(3 * c), S = (int)s, D = (int)d;
+  for (int64_t bi = 0; bi < b; bi++) {
+    const float *rows = qkv + bi * s * 3 * c;
+    for (int64_t hi = 0; hi < h; hi++) {
+      const float *q = rows + hi * d, *k = rows + c + hi * d, *v = rows + 2 * c + hi * d;
+      float *ps = p + (bi * h + hi) * s * s;
+      /* scores = scale q kᵀ [S, S] */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, D, scale, q, ld, k, ld, 0.0f, ps, S);
+      causal_softmax(ps, s);
+      /* y = p v [S, D], into head hi's columns of the merged rows */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, D, S, 1.0f, ps, S, v, ld, 0.0f,
+                  y + bi * s * c + hi * d, (int)c);
+    }
+  }
   return NULL;
 }
 
-static napi_value attend(napi_env env, napi_callback_info info) {
-  size_t argc = ATTEND_INTS + 1;
-  napi_value argv[ATTEND_INTS + 1];
-  napi_typedarray_type type;
-  void *data = NULL;
-  size_t len = 0;
-  bool is_ta = false;
-  int64_t v[ATTEND_INTS];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != ATTEND_INTS + 1)
-    return fail(env, false, "attend: expected the heap and 9 integers");
-  if (napi_is_typedarray(env, argv[0], &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, argv[0], &type, &len, &data, NULL, NULL) != napi_ok ||
-      type != napi_float32_array)
-    return fail(env, false, "attend: the heap must be a Float32Array");
-  for (int i = 0; i < ATTEND_INTS; i++)
-    if (napi_get_value_int64(env, argv[i + 1], &v[i]) != napi_ok)
-      return fail(env, false, "attend: offsets and sizes must be integers");
-  const int64_t B = v[5], J = v[6], S = v[7], H = v[8];
-  if (B < 1 || J < 1 || S < 1 || H < 1 || B > INT32_MAX || J > INT32_MAX || S > INT32_MAX || H > INT32_MAX)
-    return fail(env, true, "attend: batch, queries, width and hidden must be positive 32-bit sizes");
-  const int64_t counts[5] = {B * J * H, B * S * H, B * S * H, B * S, B * J * H};
-  for (int i = 0; i < 5; i++)
-    if (v[i] < 0 || v[i] + counts[i] > (int64_t)len) return fail(env, true, "attend: a tensor is out of range");
-  float *heap = (float *)data;
-  const float *q = heap + v[0], *keys = heap + v[1], *values = heap + v[2], *bias = heap + v[3];
-  float *ctx = heap + v[4];
-  float stack[256];
-  float *s = S <= 256 ? stack : malloc(sizeof(float) * (size_t)S);
-  if (s == NULL) return fail(env, true, "attend: out of memory");
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t j = 0; j < J; j++)
-      attend_one(S, H, q + (b * J + j) * H, keys + b * S * H, values + b * S * H, bias + b * S, s,
-                 ctx + (b * J + j) * H);
-  if (s != stack) free(s);
+static napi_value attention_backward(napi_env env, napi_callback_info info) {
+  napi_value argv[13];
+  size_t argc = 13;
+  const char *fn = "attentionBackward(dy, dyo, qkv, qo, p, po, dqkv, dqo, b, s, h, d, scale)";
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 13) return fail(env, false, fn);
+  int64_t dims[4];
+  float scale;
+  if (!sizes(env, argv, 8, dims, &scale)) return fail(env, true, "attentionBackward: b, s, h, d out of range");
+  const int64_t b = dims[0], s = dims[1], h = dims[2], d = dims[3], c = h * d;
+  float *dy = f32_at(env, argv, 0, b * s * c, "attentionBackward: dy");
+  float *qkv = dy == NULL ? NULL : f32_at(env, argv, 2, b * s * 3 * c, "attentionBackward: qkv");
+  float *p = qkv == NULL ? NULL : f32_at(env, argv, 4, b * h * s * s, "attentionBackward: p");
+  float *dqkv = p == NULL ? NULL : f32_at(env, argv, 6, b * s * 3 * c, "attentionBackward: dqkv");
+  if (dqkv == NULL) return NULL;
+  float *ds = malloc((size_t)(s * s) * sizeof(float));
+  if (ds == NULL) return fail(env, true, "attentionBackward: out of memory");
+  const int ld = (int)(3 * c), S = (int)s, D = (int)d, C = (int)c;
+  for (int64_t bi = 0; bi < b; bi++) {
+    const float *rows = qkv + bi * s * 3 * c, *dys = dy + bi * s * c;
+    float *drows = dqkv + bi * s * 3 * c;
+    for (int64_t hi = 0; hi < h; hi++) {
+      const float *q = rows + hi * d, *k = rows + c + hi * d, *v = rows + 2 * c + hi * d;
+      const float *dyh = dys + hi * d, *ps = p + (bi * h + hi) * s * s;
+      float *dq = drows + hi * d, *dk = drows + c + hi * d, *dv = drows + 2 * c + hi * d;
+      /* dv = pᵀ dy [S, D] */
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, D, S, 1.0f, ps, S, dyh, C, 0.0f, dv, ld);
+      /* dp = dy vᵀ [S, S] */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, D, 1.0f, dyh, C, v, ld, 0.0f, ds, S);
+      softmax_backward(ps, ds, s); /* ds = p (dp − Σ_j p dp) */
+      /* dq = scale ds k,  dk = scale dsᵀ q  [S, D] each */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, D, S, scale, ds, S, k, ld, 0.0f, dq, ld);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, D, S, scale, ds, S, q, ld, 0.0f, dk, ld);
+    }
+  }
+  free(ds);
   return NULL;
 }
 
 napi_status attention_define(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-      {"attend", NULL, attend, NULL, NULL, NULL, napi_default, NULL},
-      {"tanh", NULL, tanh_export, NULL, NULL, NULL, napi_default, NULL},
+      {"attentionForward", NULL, attention_forward, NULL, NULL, NULL, napi_default, NULL},
+      {"attentionBackward", NULL, attention_backward, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

@@ -1,4 +1,4 @@
-/* Fused attention over fixed memories (attention.c), defined on the addon's exports by blas.c's module init. */
+/* Causal self-attention kernels (attention.c), defined on the addon's exports by blas.c's module init. */
 #ifndef RLAIF_ATTENTION_H
 #define RLAIF_ATTENTION_H
 #include <node_api.h>

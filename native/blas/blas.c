@@ -16,8 +16,10 @@
  *     touching memory outside the array.
  *   setThreads(n)  openblas_set_num_threads(n)
  *   info()         { threads, corename, config } of the OpenBLAS in use
- * and the fused elementwise kernels of fused.c (LayerNorm, GELU), the recurrent layers of
- * recurrent.c (GRU, LSTM) and the decoder attention of attention.c.
+ * and the fused kernels of fused.c (LayerNorm, Adam, GRU factors), attention.c (causal attention),
+ * gelu.c (GELU forward and backward), softmax.c (row softmax with its log-normaliser),
+ * decoder-attention.c (the Seq2Seq decoder's attention and tanh) and the recurrent layers of
+ * recurrent.c (GRU, LSTM).
  */
 #include <cblas.h>
 #include <node_api.h>
@@ -25,7 +27,10 @@
 #include <stdint.h>
 
 #include "attention.h"
+#include "decoder-attention.h"
 #include "fused.h"
+#include "gelu.h"
+#include "softmax.h"
 #include "recurrent.h"
 
 #define SGEMM_ARGS 17
@@ -141,7 +146,10 @@ NAPI_MODULE_INIT() {
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   if (fused_define(env, exports) != napi_ok) return NULL;
-  if (recurrent_define(env, exports) != napi_ok) return NULL;
   if (attention_define(env, exports) != napi_ok) return NULL;
+  if (gelu_define(env, exports) != napi_ok) return NULL;
+  if (softmax_define(env, exports) != napi_ok) return NULL;
+  if (recurrent_define(env, exports) != napi_ok) return NULL;
+  if (decoder_attention_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

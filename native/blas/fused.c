@@ -1,7 +1,7 @@
 /*
- * Fused elementwise kernels for the tfjs wasm backend: LayerNorm forward/backward, the
- * arithmetic parts of tanh-GELU, Adam's update and the GRU backward's gate factors, each one pass
- * over its tensors, zero-copy on Float32Arrays.
+ * Fused elementwise kernels for the tfjs wasm backend: LayerNorm forward/backward, Adam's update
+ * and the GRU backward's gate factors, each one pass over its tensors, zero-copy on Float32Arrays
+ * (GELU's are in gelu.c).
  *
  * Why: on the wasm backend every tfjs elementwise op is its own pass over memory plus a kernel
  * dispatch; the Transformer's LayerNorm is ~20 such passes forward and backward, GELU ~14, and
@@ -10,10 +10,6 @@
  *
  * Exports (synchronous; every index and count in float32 elements; each array is (Float32Array,
  * offset) and must hold what the kernel touches from that offset, else a RangeError is thrown):
- *   geluArg(x, xo, u, uo, n)
- *     u = x (2c + 2ca x^2), c = sqrt(2/pi), a = 0.044715, so gelu(x) = x sigmoid(u)
- *   geluGrad(dy, dyo, x, xo, s, so, dx, dxo, n)
- *     dx = dy s (1 + (1 - s) x (2c + 6ca x^2)), s = sigmoid(u): d gelu/dx times dy
  *   layerNorm(x, xo, g, go, b, bo, y, yo, xhat, xho, rstd, ro, rows, cols, eps)
  *     per row: mu = mean x, rstd = 1/sqrt(mean (x - mu)^2 + eps), xhat = (x - mu) rstd,
  *     y = xhat g + b
@@ -41,8 +37,6 @@
 
 #include "fused.h"
 
-#define GELU_C 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_A 0.044715f
 #define MAX_ARGS 16
 
 static napi_value range_error(napi_env env, const char *msg) {
@@ -90,39 +84,6 @@ static float *span(napi_env env, napi_value array, napi_value offset, int64_t co
     return NULL;
   }
   return (float *)data + off;
-}
-
-static napi_value gelu_arg(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  int64_t n;
-  if (!args(env, info, 5, argv, "geluArg: expected 5 arguments")) return NULL;
-  if (!count_arg(env, argv[4], &n)) return range_error(env, "geluArg: n must be a 32-bit count");
-  float *x = span(env, argv[0], argv[1], n);
-  float *u = x == NULL ? NULL : span(env, argv[2], argv[3], n);
-  if (u == NULL) return NULL;
-  for (int64_t i = 0; i < n; i++) {
-    const float xi = x[i];
-    u[i] = xi * (2 * GELU_C + 2 * GELU_C * GELU_A * xi * xi);
-  }
-  return NULL;
-}
-
-static napi_value gelu_grad(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
-  int64_t n;
-  if (!args(env, info, 9, argv, "geluGrad: expected 9 arguments")) return NULL;
-  if (!count_arg(env, argv[8], &n)) return range_error(env, "geluGrad: n must be a 32-bit count");
-  float *dy = span(env, argv[0], argv[1], n);
-  float *x = dy == NULL ? NULL : span(env, argv[2], argv[3], n);
-  float *s = x == NULL ? NULL : span(env, argv[4], argv[5], n);
-  float *dx = s == NULL ? NULL : span(env, argv[6], argv[7], n);
-  if (dx == NULL) return NULL;
-  for (int64_t i = 0; i < n; i++) {
-    const float xi = x[i], si = s[i];
-    const float w = xi * (2 * GELU_C + 6 * GELU_C * GELU_A * xi * xi); /* x du/dx */
-    dx[i] = dy[i] * si * (1 + (1 - si) * w);
-  }
-  return NULL;
 }
 
 /* sum_j a[j] in double, over four accumulators (four dependency chains: the sums limit a row). */
@@ -294,8 +255,6 @@ static napi_value gru_factors(napi_env env, napi_callback_info info) {
 
 napi_status fused_define(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-      {"geluArg", NULL, gelu_arg, NULL, NULL, NULL, napi_default, NULL},
-      {"geluGrad", NULL, gelu_grad, NULL, NULL, NULL, napi_default, NULL},
       {"layerNorm", NULL, layer_norm, NULL, NULL, NULL, napi_default, NULL},
       {"layerNormGrad", NULL, layer_norm_grad, NULL, NULL, NULL, napi_default, NULL},
       {"adam", NULL, adam, NULL, NULL, NULL, napi_default, NULL},

@@ -1,6 +1,6 @@
 /*
- * The gate functions of the addon's per-row loops (recurrent.c's GRU and LSTM cells, attention.c's
- * tanh), inline and branch-free so that GCC vectorises the loops that call them.
+ * The gate functions of the addon's per-row loops (recurrent.c's GRU and LSTM cells,
+ * decoder-attention.c's tanh), inline and branch-free so that GCC vectorises the loops calling them.
  */
 #ifndef RLAIF_GATE_MATH_H
 #define RLAIF_GATE_MATH_H

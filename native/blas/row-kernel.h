@@ -1,8 +1,8 @@
 /*
  * ROW_KERNEL: a static void function compiled for AVX-512, AVX2 and baseline x86-64 and picked at
  * load time (GCC's target_clones, an ifunc), for the addon's per-row loops (recurrent.c's gates,
- * attention.c's products). Without FMA contraction (-std=c11 keeps it off) every width computes
- * the same float operations, so results do not depend on the machine's vector width either.
+ * decoder-attention.c's products). Without FMA contraction (-std=c11 keeps it off) every width
+ * computes the same float operations, so results do not depend on the machine's vector width.
  */
 #ifndef RLAIF_ROW_KERNEL_H
 #define RLAIF_ROW_KERNEL_H

@@ -38,7 +38,7 @@ import {
   LEARNER_STATE_KEY,
   OPTIMIZER_STATE_KEY,
 } from "../core/src/model/checkpoint-names.js";
-import { BOS, EOS } from "../core/src/model/tokenizer.js";
+import { tokenizerOf } from "../core/src/model/tokenizer.js";
 import { type Learner, type LearnerStepResult, sampleKl } from "./run-driver.js";
 
 /** What a resumable checkpoint says about Adam beside its moment tensors. */
@@ -155,8 +155,8 @@ export class ReinforceLearner implements Learner {
     // 2. Returns-to-go R_t and advantages A_t = R_t − b (b per the configured baseline), as model input [B, T].
     const groups = trajectories.map((t) => t.promptIndex);
     const built = buildPgBatch(pg, {
-      bosId: BOS,
-      padId: EOS,
+      bosId: tokenizerOf(this.model).bos,
+      padId: tokenizerOf(this.model).pad,
       vocabSize: this.model.config.vocabSize,
       gamma: s.gamma,
       baseline: 0,

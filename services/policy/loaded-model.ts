@@ -4,6 +4,7 @@
  */
 
 import type { GenerationResult, SamplingParams } from "../core/src/model/sampling.js";
+import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
 
 export type { GenerationResult, SamplingParams };
 
@@ -15,6 +16,8 @@ export interface LoadedModel {
   readonly contextLength: number;
   readonly parameterCount: number;
   readonly configJson: string;
+  /** The model's own tokenizer: prompts are encoded and completions spelled with it. */
+  readonly tokenizer: Tokenizer;
   /**
    * Sample one completion per prompt row (token ids without BOS); `onToken` sees each token as it
    * is sampled, and `signal` stops the work early. Concurrent calls share forward passes.

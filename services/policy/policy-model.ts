@@ -9,6 +9,8 @@ import { activeBackend } from "../core/src/model/backend.js";
 import { type CausalLM, countModelParameters } from "../core/src/model/causal-lm.js";
 import { decodeCheckpoint, modelFromCheckpoint } from "../core/src/model/checkpoint.js";
 import { ContinuousSampler, DEFAULT_MAX_ROWS } from "../core/src/model/continuous-sampler.js";
+import { tokenizerOf } from "../core/src/model/tokenizer.js";
+import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
 import { ScoreBatcher } from "./batcher.js";
 import type { LoadedModel, ModelLoader } from "./loaded-model.js";
 
@@ -22,6 +24,7 @@ export class PolicyModel implements LoadedModel {
   readonly contextLength: number;
   readonly parameterCount: number;
   readonly configJson: string;
+  readonly tokenizer: Tokenizer;
   private readonly sampler: ContinuousSampler;
   private readonly scorer: ScoreBatcher;
 
@@ -35,6 +38,7 @@ export class PolicyModel implements LoadedModel {
     this.contextLength = model.config.contextLength;
     this.parameterCount = countModelParameters(model.config);
     this.configJson = JSON.stringify(model.config);
+    this.tokenizer = tokenizerOf(model);
     this.sampler = new ContinuousSampler(model, batchRows);
     this.scorer = new ScoreBatcher(model);
   }

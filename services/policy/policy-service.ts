@@ -9,10 +9,10 @@ import { FinishReason } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { type PolicyService, WeightsSelector } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import { ValidationError } from "../core/src/errors.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
-import { completionText, stopBytes, stopHoldback } from "../core/src/model/sampling.js";
-import { createStreamDecoder, encode } from "../core/src/model/tokenizer.js";
+import { completionText, stopBytes, stopHoldback, textLength } from "../core/src/model/sampling.js";
+import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
 import { RowGate } from "./batcher.js";
-import type { GenerationResult, SamplingParams } from "./loaded-model.js";
+import type { GenerationResult, LoadedModel, SamplingParams } from "./loaded-model.js";
 import type { PolicyReplica } from "./policy-replica.js";
 
 /** New tokens generated when a request leaves max_new_tokens unset. */
@@ -42,14 +42,25 @@ export function samplingOptions(p: MessageShape<typeof SamplingParamsSchema> | u
   };
 }
 
-/** Throws INVALID_ARGUMENT unless BOS + prompt + `extra` tokens fit in the context window. */
-function checkFits(field: string, tokens: number, extra: number, context: number, what: string): void {
-  if (1 + tokens + extra > context) {
+/**
+ * Throws INVALID_ARGUMENT unless (BOS +) prompt + `extra` tokens fit in the context window; `bos`
+ * is 1 when the model's tokenizer puts a BOS before the prompt, 0 when it has none.
+ */
+function checkFits(field: string, tokens: number, extra: number, model: LoadedModel, what: string): void {
+  const bos = model.tokenizer.bos === null ? 0 : 1;
+  if (bos + tokens + extra > model.contextLength) {
     throw new ValidationError(
       field,
-      `${tokens} prompt tokens + ${extra} ${what} + BOS exceed the model's context of ${context} tokens`,
+      `${tokens} prompt tokens + ${extra} ${what}${bos ? " + BOS" : ""} exceed the model's context of ${model.contextLength} tokens`,
     );
   }
+}
+
+/** Throws INVALID_ARGUMENT naming `field[j]` for the first id outside the model's vocabulary. */
+function checkIds(field: string, ids: readonly number[], vocabSize: number): void {
+  const j = ids.findIndex((t) => t >= vocabSize);
+  if (j >= 0)
+    throw new ValidationError(`${field}[${j}]`, `must be a token id below ${vocabSize}, got ${ids[j]}`);
 }
 
 /** How much work a replica takes on before refusing calls (see RowGate). */
@@ -81,11 +92,11 @@ export function policyService(
     async generate(req, ctx) {
       const params = samplingOptions(req.sampling);
       const samples = req.samplesPerPrompt || 1;
-      const encoded = req.prompts.map(encode);
-      return admitted(rowGate, encoded.length * samples, () =>
+      return admitted(rowGate, req.prompts.length * samples, () =>
         replica.withModels(async ({ model, version }) => {
+          const encoded = req.prompts.map((p) => model.tokenizer.encode(p));
           encoded.forEach((t, i) => {
-            checkFits(`prompts[${i}]`, t.length, 1, model.contextLength, "new token (at least)");
+            checkFits(`prompts[${i}]`, t.length, 1, model, "new token (at least)");
           });
           const rows = encoded.flatMap((t) => Array.from({ length: samples }, () => t));
           const results = await model.generate(rows, params, undefined, ctx.signal);
@@ -94,9 +105,10 @@ export function policyService(
             completions: results.map((r, row) => ({
               promptIndex: Math.floor(row / samples),
               sampleIndex: row % samples,
-              text: completionText(r),
+              text: completionText(r, model.tokenizer),
               promptTokens: rows[row],
               tokens: r.tokens,
+              tokenBytes: r.tokens.map((id) => model.tokenizer.tokenBytes(id)),
               logprobs: r.logprobs,
               finishReason: FINISH[r.finishReason],
               stop: r.stop ?? "",
@@ -108,7 +120,6 @@ export function policyService(
 
     async *generateStream(req, ctx) {
       const params = samplingOptions(req.sampling);
-      const prompt = encode(req.prompt);
       // Generation runs in the replica's batch and hands each token over as it is sampled;
       // this generator sends it on. A token is held back until the next one (or the end) shows
       // whether it is the last, which carries the finish reason. Its text is held back further
@@ -118,18 +129,22 @@ export function policyService(
       let wake: (() => void) | null = null;
       // Written by the generation task, read by this generator (an object, so neither side's
       // type narrowing assumes the other never writes).
-      const state: { version: bigint; finished: GenerationResult | null; failure: unknown } = {
-        version: 0n,
-        finished: null,
-        failure: null,
-      };
+      // `tokenizer` is the sampling model's, set before its first token is handed over.
+      const state: {
+        version: bigint;
+        tokenizer: Tokenizer | null;
+        finished: GenerationResult | null;
+        failure: unknown;
+      } = { version: 0n, tokenizer: null, finished: null, failure: null };
       const notify = () => {
         wake?.();
         wake = null;
       };
       const work = admitted(rowGate, 1, () =>
         replica.withModels(async ({ model, version: v }) => {
-          checkFits("prompt", prompt.length, 1, model.contextLength, "new token (at least)");
+          const prompt = model.tokenizer.encode(req.prompt);
+          checkFits("prompt", prompt.length, 1, model, "new token (at least)");
+          state.tokenizer = model.tokenizer;
           state.version = BigInt(v);
           const onToken = (_row: number, token: number, logprob: number) => {
             tokens.push({ token, logprob });
@@ -143,14 +158,15 @@ export function policyService(
           state.failure = err;
         })
         .finally(notify);
-      const decoder = createStreamDecoder();
+      const decoder = new TextDecoder("utf-8", { fatal: false });
       const stops = stopBytes(params.stop);
       const bytes: number[] = [];
       let sent = 0;
-      /** Decoded text of bytes[sent, upTo). */
+      /** Decoded text of bytes[sent, upTo): a partial UTF-8 character waits for its last byte. */
       const release = (upTo: number): string => {
-        let text = "";
-        for (; sent < upTo; sent++) text += decoder.push(bytes[sent] as number);
+        const text =
+          upTo > sent ? decoder.decode(Uint8Array.from(bytes.slice(sent, upTo)), { stream: true }) : "";
+        sent = Math.max(sent, upTo);
         return text;
       };
       for (let i = 0; ; i++) {
@@ -164,9 +180,9 @@ export function policyService(
         if (!item) break;
         const finished = state.finished;
         const last = finished !== null && i === tokens.length - 1;
-        if (item.token < 256) bytes.push(item.token);
+        bytes.push(...(state.tokenizer as Tokenizer).tokenBytes(item.token));
         const text = last
-          ? release(bytes.length - Buffer.byteLength(finished.stop ?? "", "utf8")) + decoder.end()
+          ? release(textLength(bytes, finished.stop)) + decoder.decode()
           : release(bytes.length - stopHoldback(bytes, stops));
         yield {
           index: i,
@@ -182,13 +198,18 @@ export function policyService(
     },
 
     async logprobs(req) {
-      const seqs = req.sequences.map((s) => ({
-        prompt: s.promptTokens.length ? [...s.promptTokens] : encode(s.prompt),
-        completion: s.completionTokens.length ? [...s.completionTokens] : encode(s.completion),
-      }));
-      return admitted(sequenceGate, seqs.length, () =>
+      return admitted(sequenceGate, req.sequences.length, () =>
         replica.withModels(async (current, reference) => {
           const chosen = req.weights === WeightsSelector.REFERENCE ? reference : current;
+          const { tokenizer } = chosen.model;
+          const seqs = req.sequences.map((s) => ({
+            prompt: s.promptTokens.length ? [...s.promptTokens] : tokenizer.encode(s.prompt),
+            completion: s.completionTokens.length ? [...s.completionTokens] : tokenizer.encode(s.completion),
+          }));
+          req.sequences.forEach((s, i) => {
+            checkIds(`sequences[${i}].prompt_tokens`, s.promptTokens, chosen.model.vocabSize);
+            checkIds(`sequences[${i}].completion_tokens`, s.completionTokens, chosen.model.vocabSize);
+          });
           seqs.forEach((s, i) => {
             if (s.completion.length === 0)
               throw new ValidationError(`sequences[${i}].completion`, "must not be empty");
@@ -196,7 +217,7 @@ export function policyService(
               `sequences[${i}]`,
               s.prompt.length,
               s.completion.length,
-              chosen.model.contextLength,
+              chosen.model,
               "completion tokens",
             );
           });
@@ -212,7 +233,7 @@ export function policyService(
     async getInfo() {
       return replica.withModels((current, reference) => ({
         modelKind: current.model.kind,
-        tokenizer: "byte-level: ids 0-255 are UTF-8 bytes, 256 is BOS, 257 is EOS",
+        tokenizer: current.model.tokenizer.describe(),
         vocabSize: current.model.vocabSize,
         contextLength: current.model.contextLength,
         parameterCount: BigInt(current.model.parameterCount),

@@ -77,22 +77,39 @@ export function checkScores(res: ScoreResponse, texts: string[]): void {
 }
 
 /**
- * A scorer's per-byte rewards as per-token rewards of the completion the policy wrote. With the
- * byte tokenizer, token i is byte i of the text when the text re-encodes to the first sampled
- * bytes; the tokens after it (a stop sequence the text leaves out, a final EOS) get 0. When it
- * does not (invalid UTF-8 shown as U+FFFD), positions are unknown: [] tells the learner to credit
- * the scalar reward instead.
+ * A scorer's per-byte rewards as per-token rewards of the completion the policy wrote: each token
+ * gets the sum of the rewards of the bytes it wrote (`tokenBytes`, one entry per token, from the
+ * Policy's tokenizer), so a multi-byte character split over tokens credits each of them with its
+ * own bytes, and a token holding several characters gets all of theirs. Bytes after the text (a
+ * stop sequence the text leaves out, a final EOS, which writes none) earn 0. When the tokens'
+ * bytes do not start with the text's (invalid UTF-8 shown as U+FFFD) or the Policy reported no
+ * bytes per token, positions are unknown: [] tells the learner to credit the scalar reward.
  */
 export function alignTokenRewards(
-  tokens: readonly number[],
+  tokenBytes: readonly Uint8Array[],
   text: string,
   byteRewards: readonly number[],
 ): number[] {
   if (byteRewards.length === 0) return [];
   const bytes = Buffer.from(text, "utf8");
-  if (bytes.length !== byteRewards.length || tokens.length < bytes.length) return [];
-  for (let i = 0; i < bytes.length; i++) if (tokens[i] !== bytes[i]) return [];
-  return [...byteRewards, ...new Array<number>(tokens.length - bytes.length).fill(0)];
+  if (bytes.length !== byteRewards.length) return [];
+  const out: number[] = [];
+  let at = 0; // offset in the completion's bytes
+  for (const tb of tokenBytes) {
+    let sum = 0;
+    let first = true; // the first reward is taken as is (no 0 + r), so a byte token's is exact
+    for (const b of tb) {
+      if (at < bytes.length) {
+        if (b !== bytes[at]) return [];
+        const r = byteRewards[at] as number;
+        sum = first ? r : sum + r;
+        first = false;
+      }
+      at++;
+    }
+    out.push(sum);
+  }
+  return at >= bytes.length ? out : [];
 }
 
 /** Trajectory id: unique per run, step, prompt and sample; the Optimizer applies each id once. */
@@ -182,7 +199,11 @@ export async function collectPrompt(
       behaviourLogprobs: c.logprobs,
       referenceLogprobs: ref.results[i]?.logprobs ?? [],
       reward: score?.reward ?? 0,
-      tokenRewards: alignTokenRewards(c.tokens, c.text, score?.tokenRewards ?? []),
+      // a Policy that reports no bytes per token leaves the positions unknown (scalar reward)
+      tokenRewards:
+        c.tokenBytes.length === c.tokens.length
+          ? alignTokenRewards(c.tokenBytes, c.text, score?.tokenRewards ?? [])
+          : [],
       weightsVersion: gen.weightsVersion,
       scorerId: scores.scorerId,
       scorerVersion: scores.scorerVersion,

@@ -17,7 +17,8 @@ import { type PretrainLog, pretrain } from "../../core/src/model/pretrain.js";
 import { DEFAULT_RNN_CONFIG } from "../../core/src/model/rnn-config.js";
 import { generate } from "../../core/src/model/sampler.js";
 import { DEFAULT_SEQ2SEQ_CONFIG } from "../../core/src/model/seq2seq-config.js";
-import { decode, encode } from "../../core/src/model/tokenizer.js";
+import { tokenizerOf } from "../../core/src/model/tokenizer.js";
+import { tokensText } from "../../core/src/model/tokenizer-types.js";
 import { DEFAULT_TRANSFORMER_CONFIG as DEFAULT_CONFIG } from "../../core/src/model/transformer-config.js";
 import type { CommandRun } from "../args.js";
 
@@ -147,14 +148,15 @@ export const pretrainCommand: CommandRun = {
     log(`wrote ${out} after ${wallSeconds.toFixed(1)} s; held-out bpb ${evalLog?.heldOutBpb?.toFixed(4)}`);
     if (samples > 0) {
       const prompts = heldOutPrompts(samples, seed);
+      const tok = tokenizerOf(trained);
       const outs = await generate(
         trained,
-        prompts.map((p) => encode(p)),
+        prompts.map((p) => tok.encode(p)),
         { maxNewTokens: model.contextLength, temperature: 0.8, topK: 0, topP: 0.95, seed, stopAtEos: true },
       );
       outs.forEach((o, i) => {
         log(
-          `sample ${i}: ${JSON.stringify(prompts[i])} → ${JSON.stringify(decode(o.tokens))} [${o.finishReason}]`,
+          `sample ${i}: ${JSON.stringify(prompts[i])} → ${JSON.stringify(tokensText(tok, o.tokens))} [${o.finishReason}]`,
         );
       });
     }

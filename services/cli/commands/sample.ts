@@ -12,7 +12,7 @@ import { startBackend } from "../../core/src/model/backend.js";
 import { loadCheckpoint, modelFromCheckpoint } from "../../core/src/model/checkpoint.js";
 import { generate } from "../../core/src/model/sampler.js";
 import { completionText } from "../../core/src/model/sampling.js";
-import { encode } from "../../core/src/model/tokenizer.js";
+import { tokenizerOf } from "../../core/src/model/tokenizer.js";
 import type { CommandRun } from "../args.js";
 import { requireCheckpoint } from "./shared-flags.js";
 
@@ -65,7 +65,8 @@ export const sampleCommand: CommandRun = {
     const model = modelFromCheckpoint(await loadCheckpoint(checkpoint));
     try {
       const r = config.run;
-      const rows = prompts.flatMap((p) => Array.from({ length: samples }, () => encode(p)));
+      const tok = tokenizerOf(model);
+      const rows = prompts.flatMap((p) => Array.from({ length: samples }, () => tok.encode(p)));
       const results = await generate(model, rows, {
         maxNewTokens: r.maxNewTokens,
         temperature: r.temperature,
@@ -77,7 +78,7 @@ export const sampleCommand: CommandRun = {
       });
       prompts.forEach((prompt, i) => {
         const completions = results.slice(i * samples, (i + 1) * samples).map((g) => ({
-          text: completionText(g),
+          text: completionText(g, tok),
           tokens: g.tokens.length,
           logprob: g.logprobs.reduce((a, b) => a + b, 0),
           finishReason: g.finishReason,

@@ -39,6 +39,13 @@ export class KvConflictError extends RlaifError {}
 /** A checkpoint cannot be read or written (missing file, bad header, shape mismatch). */
 export class CheckpointError extends RlaifError {}
 
+/**
+ * A model's tokenizer files cannot be used: missing or unreadable, inconsistent with each other,
+ * or using a tokenizer.json feature this code does not support. The message names the file and
+ * field, so a user knows what to fix before any weights are read.
+ */
+export class TokenizerError extends RlaifError {}
+
 /** A weights version cannot be accepted (tampered, older than the current one, wrong shapes). */
 export class WeightsError extends RlaifError {}
 

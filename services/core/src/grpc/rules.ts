@@ -57,8 +57,12 @@ import {
   required,
 } from "./validation.js";
 
-/** Byte-level tokenizer: ids 0–255 are UTF-8 bytes, 256 BOS, 257 EOS; anything larger is not a token. */
-export const BYTE_VOCAB_SIZE = 258;
+/**
+ * Largest vocabulary a wire message may address (2²⁰, above every released tokenizer's, e.g.
+ * 151,936 for Qwen2 or 256,000 for Gemma). The Policy checks ids against its own model's
+ * vocabulary; this bound only refuses absurd ids before any model sees them.
+ */
+export const MAX_VOCAB_SIZE = 1 << 20;
 /** Largest prompt, in UTF-8 bytes (= byte tokens); far above any bundled model's context. */
 export const MAX_PROMPT_BYTES = 4096;
 /** Largest prompt or completion text a scorer accepts, in UTF-8 bytes. */
@@ -78,8 +82,8 @@ const runId = [pattern(/^[A-Za-z0-9_-]{0,64}$/, "letters, digits, '-' or '_', at
 const prompt = [nonEmpty(), maxBytes(MAX_PROMPT_BYTES)];
 const prompts = [minItems(1), maxItems(MAX_BATCH_PROMPTS), eachString(...prompt)];
 const tokenId = check<number>(
-  (t) => t < BYTE_VOCAB_SIZE,
-  (t) => `must be a token id below ${BYTE_VOCAB_SIZE}, got ${t}`,
+  (t) => t < MAX_VOCAB_SIZE,
+  (t) => `must be a token id below ${MAX_VOCAB_SIZE}, got ${t}`,
 );
 const tokens = [maxItems(MAX_SEQUENCE_TOKENS), each(tokenId)];
 

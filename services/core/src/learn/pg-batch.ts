@@ -27,8 +27,11 @@ export interface PgTrajectory {
 
 /** How {@link buildPgBatch} lays out and credits a batch. */
 export interface PgBatchOptions {
-  /** Beginning-of-sequence id put before every prompt (the byte tokenizer's is 256). */
-  bosId: number;
+  /**
+   * Beginning-of-sequence id put before every prompt (the byte tokenizer's is 256); null for a
+   * model without one (its prompts must then be non-empty).
+   */
+  bosId: number | null;
   /** Id that right-pads short rows; its positions are masked (EOS, 257, is a fine choice). */
   padId: number;
   /** Vocabulary size V; every id must be in [0, V). */
@@ -45,10 +48,10 @@ export interface PgBatchOptions {
 
 /** Model input and loss batch built from trajectories; the caller disposes the tensors. */
 export interface BuiltPgBatch {
-  /** Model input ids [B, T], T = max(1 + |prompt| + |completion|) − 1. */
+  /** Model input ids [B, T], T = max(b + |prompt| + |completion|) − 1 (b = 1 with a BOS, else 0). */
   tokens: tf.Tensor2D;
   /**
-   * Per row 1 + |prompt|: where the prompt ends, for `ForwardOptions.sourceLengths` (a Seq2Seq
+   * Per row b + |prompt|: where the prompt ends, for `ForwardOptions.sourceLengths` (a Seq2Seq
    * policy encodes those tokens and decodes the completion; causal LMs ignore it).
    */
   sourceLengths: number[];
@@ -71,14 +74,15 @@ function checkIds(ids: readonly number[], vocabSize: number, field: string): voi
 /**
  * Turns trajectories into padded model input and a {@link PgBatch}.
  *
- * Row = [BOS, ...prompt, ...completion], right-padded with `padId`. Input position t predicts the
+ * Row = [BOS, ...prompt, ...completion] (no BOS when `bosId` is null), right-padded with `padId`. Input position t predicts the
  * token at t + 1, so the input is the row without its last token (one more token fits the
  * context) and actions[t] = row[t + 1]; completion token i is predicted at t = |prompt| + i, where
  * mask = 1. Advantages are returns-to-go of the per-token rewards minus the baseline.
  */
 export function buildPgBatch(trajectories: readonly PgTrajectory[], opts: PgBatchOptions): BuiltPgBatch {
   if (trajectories.length === 0) throw new ValidationError("trajectories", "must not be empty");
-  checkIds([opts.bosId, opts.padId], opts.vocabSize, "bosId/padId");
+  const head = opts.bosId === null ? [] : [opts.bosId];
+  checkIds([...head, opts.padId], opts.vocabSize, "bosId/padId");
   if (!Number.isFinite(opts.baseline)) throw new ValidationError("baseline", "must be finite");
   const rows: number[][] = [];
   const returns: number[][] = [];
@@ -97,8 +101,11 @@ export function buildPgBatch(trajectories: readonly PgTrajectory[], opts: PgBatc
       if (!Number.isFinite(lp) || lp > 0)
         throw new ValidationError(`${f}.refLogprobs[${k}]`, `must be a finite log-prob ≤ 0, got ${lp}`);
     }
+    if (head.length + tr.promptTokens.length === 0) {
+      throw new ValidationError(`${f}.promptTokens`, "must not be empty for a model without a BOS token");
+    }
     returns.push(returnsToGo(tokenRewards(c, tr.reward, tr.tokenRewards), opts.gamma));
-    rows.push([opts.bosId, ...tr.promptTokens, ...tr.completionTokens]);
+    rows.push([...head, ...tr.promptTokens, ...tr.completionTokens]);
   }
   const bsz = rows.length;
   const t = Math.max(...rows.map((r) => r.length)) - 1;
@@ -122,7 +129,7 @@ export function buildPgBatch(trajectories: readonly PgTrajectory[], opts: PgBatc
   for (let i = 0; i < bsz; i++) {
     const row = rows[i] as number[];
     const tr = trajectories[i] as PgTrajectory;
-    const start = tr.promptTokens.length; // input position that predicts the first completion token
+    const start = head.length + tr.promptTokens.length - 1; // input position predicting the first completion token
     for (let p = 0; p < row.length - 1; p++) {
       tokens[i * t + p] = row[p] as number;
       actions[i * t + p] = row[p + 1] as number;
@@ -146,7 +153,7 @@ export function buildPgBatch(trajectories: readonly PgTrajectory[], opts: PgBatc
       refLogprobs: tf.tensor2d(ref, [bsz, t], "float32"),
       ...(hasBehaviour ? { behaviourLogprobs: tf.tensor2d(beh, [bsz, t], "float32") } : {}),
     },
-    sourceLengths: trajectories.map((tr) => 1 + tr.promptTokens.length),
+    sourceLengths: trajectories.map((tr) => head.length + tr.promptTokens.length),
     returns,
     numTokens,
   };

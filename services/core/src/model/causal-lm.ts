@@ -5,23 +5,29 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError, WeightsError } from "../errors.js";
+import type { HfModelConfig } from "./hf-config.js";
+import { hfParameterShapes, validateHfModelConfig } from "./hf-parameters.js";
 import { isRnnKind, type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
 import type { RowDecoder } from "./row-decoder.js";
 import { type Seq2SeqConfig, seq2seqParameterShapes, validateSeq2SeqConfig } from "./seq2seq-config.js";
+import type { Tokenizer } from "./tokenizer-types.js";
 import {
   type TransformerConfig,
   transformerParameterShapes,
   validateTransformerConfig,
 } from "./transformer-config.js";
 
-/** Model families, as written in a checkpoint's `__metadata__.kind`. */
-export type ModelKind = "transformer" | "gru" | "lstm" | "seq2seq";
+/**
+ * Model families, as written in a checkpoint's `__metadata__.kind`; `hf-gpt2` and `hf-llama` are
+ * models loaded from Hugging Face directories (hf-model-dir.ts).
+ */
+export type ModelKind = "transformer" | "gru" | "lstm" | "seq2seq" | "hf-gpt2" | "hf-llama";
 
-/** Every model kind this code can build. */
+/** Every model kind this code can build from its own checkpoints and configs. */
 export const MODEL_KINDS: readonly ModelKind[] = ["transformer", "gru", "lstm", "seq2seq"];
 
-/** Any model's config (a TransformerConfig has no `kind` field; RNN and Seq2Seq configs carry theirs). */
-export type ModelConfig = TransformerConfig | RnnConfig | Seq2SeqConfig;
+/** Any model's config (a TransformerConfig has no `kind` field; the others carry theirs). */
+export type ModelConfig = TransformerConfig | RnnConfig | Seq2SeqConfig | HfModelConfig;
 
 /** Plain weights, as stored in checkpoints and shipped between services. */
 export type WeightMap = Map<string, { shape: number[]; data: Float32Array }>;
@@ -60,6 +66,11 @@ export interface CausalLM {
   readonly kind: ModelKind;
   /** Validated hyperparameters; every kind has `vocabSize` and `contextLength`. */
   readonly config: ModelConfig;
+  /**
+   * The tokenizer the model was trained with, when it brings its own (a Hugging Face model
+   * directory); absent means the byte tokenizer (see `tokenizerOf`).
+   */
+  readonly tokenizer?: Tokenizer;
   /**
    * Logits [B, T, V] for int32 tokens [B, T], differentiable. Row t's logits depend only on
    * tokens ≤ t, so right-padded training batches are exact. `positions` [B, T] are per-row
@@ -139,6 +150,7 @@ export function modelKindOf(config: ModelConfig): ModelKind {
 /** Checks an untrusted config for `kind`; throws ValidationError naming the bad field. */
 export function validateModelConfig(kind: string, value: unknown): ModelConfig {
   if (kind === "transformer") return validateTransformerConfig(value);
+  if (kind === "hf-gpt2" || kind === "hf-llama") return validateHfModelConfig(kind, value);
   if (isRnnKind(kind) || kind === "seq2seq") {
     const withKind = { ...(value as object), kind };
     const c = kind === "seq2seq" ? validateSeq2SeqConfig(withKind) : validateRnnConfig(withKind);
@@ -156,6 +168,7 @@ export function validateModelConfig(kind: string, value: unknown): ModelConfig {
 /** Parameter names and shapes of any config. */
 export function modelParameterShapes(config: ModelConfig): Map<string, number[]> {
   if (!("kind" in config)) return transformerParameterShapes(config);
+  if (config.kind === "hf-gpt2" || config.kind === "hf-llama") return hfParameterShapes(config);
   return config.kind === "seq2seq" ? seq2seqParameterShapes(config) : rnnParameterShapes(config);
 }
 

@@ -36,6 +36,8 @@ import {
   STATE_TENSOR_PREFIXES,
   TOKENIZER_KEY,
 } from "./checkpoint-names.js";
+import { HfGpt2LM } from "./hf-gpt2.js";
+import { HfLlamaLM } from "./hf-llama.js";
 import type { ParamSource } from "./param-model.js";
 import { RnnLM } from "./rnn.js";
 import { Seq2SeqLM } from "./seq2seq.js";
@@ -282,6 +284,8 @@ export function createModel(
 ): CausalLM {
   const c = validateModelConfig(kind, config);
   if (!("kind" in c)) return new TransformerLM(c, source);
+  if (c.kind === "hf-gpt2") return new HfGpt2LM(c, source);
+  if (c.kind === "hf-llama") return new HfLlamaLM(c, source);
   return c.kind === "seq2seq" ? new Seq2SeqLM(c, source) : new RnnLM(c, source);
 }
 

@@ -25,13 +25,14 @@ import {
   type GenerationResult,
   matchStop,
   type OnToken,
-  promptRow,
+  promptRows,
   type SamplingParams,
   sampleToken,
   stopBytes,
   validateSamplingParams,
 } from "./sampling.js";
-import { EOS } from "./tokenizer.js";
+import { tokenizerOf } from "./tokenizer.js";
+import type { Tokenizer } from "./tokenizer-types.js";
 
 /** Rows decoded together when no limit is given (a Policy replica sets its own). */
 export const DEFAULT_MAX_ROWS = 256;
@@ -80,10 +81,15 @@ export class ContinuousSampler {
   private live = 0;
 
   /** `maxRows`: most rows decoded together; more wait at token boundaries. */
+  /** The model's tokenizer: its BOS starts rows, its EOS ids end them, its bytes spell stops. */
+  private readonly tokenizer: Tokenizer;
+
   constructor(
     private readonly model: CausalLM,
     private readonly maxRows = DEFAULT_MAX_ROWS,
-  ) {}
+  ) {
+    this.tokenizer = tokenizerOf(model);
+  }
 
   /** Rows waiting for a slot. */
   get waiting(): number {
@@ -107,7 +113,7 @@ export class ContinuousSampler {
     signal?: AbortSignal,
   ): Promise<GenerationResult[]> {
     validateSamplingParams(p);
-    const rows = prompts.map(promptRow);
+    const rows = promptRows(prompts, this.tokenizer.bos);
     checkRows(this.model, rows, "prompts", () => 1);
     signal?.throwIfAborted();
     if (rows.length === 0) return [];
@@ -283,11 +289,12 @@ export class ContinuousSampler {
   private finished(job: Job, r: number, id: number): boolean {
     const res = job.results[r] as GenerationResult;
     let stopped = -1;
-    if (id < 256 && job.stops.length > 0) {
-      (job.bytes[r] as number[]).push(id);
-      stopped = matchStop(job.bytes[r] as number[], job.stops);
+    const bytes = job.stops.length > 0 ? this.tokenizer.tokenBytes(id) : undefined;
+    if (bytes !== undefined && bytes.length > 0) {
+      (job.bytes[r] as number[]).push(...bytes);
+      stopped = matchStop(job.bytes[r] as number[], job.stops, bytes.length);
     }
-    if (job.p.stopAtEos && id === EOS) res.finishReason = "eos";
+    if (job.p.stopAtEos && this.tokenizer.eos.includes(id)) res.finishReason = "eos";
     else if (stopped >= 0) {
       res.finishReason = "stop";
       res.stop = job.p.stop?.[stopped];

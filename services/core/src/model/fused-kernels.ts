@@ -1,12 +1,13 @@
 /**
- * Fused LayerNorm, GELU, Adam and GRU-backward kernels for the tfjs `wasm` backend, computed by
- * the project's addon (native/blas/fused.c) in one pass each, zero-copy on the wasm heap.
+ * Fused LayerNorm, GELU, softmax, Adam and GRU-backward kernels for the tfjs `wasm` backend,
+ * computed by the project's addon (native/blas/fused.c, gelu.c, softmax.c, decoder-attention.c) in
+ * one pass each, zero-copy on the wasm heap.
  *
  * Why: on wasm each tfjs elementwise op is a pass over memory plus a dispatch, and LayerNorm
  * (~20 ops forward and backward) and GELU (~14) were a third of a Transformer learner step.
  * These are custom kernels (names in {@link FUSED}) that layers.ts's custom-gradient ops call
  * when the active backend has them (`hasFusedKernel`) and replace by the same maths in tfjs ops
- * otherwise. GELU's sigmoid stays a tfjs kernel (vectorised exp); only its arithmetic is fused.
+ * otherwise. GELU forward and backward are one kernel each (σ recomputed, not stored).
  * Adam's update (learn/adam.ts) was ~13 kernels per parameter tensor, over half of a step's
  * kernel calls. The Seq2Seq decoder's attention (scores, bias, softmax, context: four kernels and
  * two sgemm calls per row) is one kernel when sampling and scoring, which need no gradient, and so
@@ -22,10 +23,12 @@ type KernelArgs = Parameters<tf.KernelFunc>[0];
 
 /** Kernel names (inputs → outputs). */
 export const FUSED = {
-  /** {x} → u = x (2c + 2ca x²), the sigmoid argument of tanh-GELU. */
-  geluArg: "RlaifGeluArg",
-  /** {dy, x, s} → dx = dy · d gelu/dx, s = σ(u). */
+  /** {x} → gelu(x) = x σ(u), u = x (2c + 2ca x²) (tanh-GELU's sigmoid form). */
+  gelu: "RlaifGelu",
+  /** {dy, x} → dx = dy · d gelu/dx (σ(u) recomputed from x). */
   geluGrad: "RlaifGeluGrad",
+  /** {z [N, V]} → [p = softmax(z) [N, V], lse = log Σ_v exp z_v [N]] (native/blas/softmax.c). */
+  softmaxLse: "RlaifSoftmaxLse",
   /** {x [N, C], gamma [C], beta [C]}, attr epsilon → [y, x̂ (both [N, C]), 1/σ [N, 1]]. */
   layerNorm: "RlaifLayerNorm",
   /** {dy, xhat [N, C], rstd [N, 1], gamma [C]} → [dx [N, C], dγ [C], dβ [C]]. */
@@ -36,10 +39,10 @@ export const FUSED = {
   gruFactors: "RlaifGruFactors",
   /**
    * {q [B, J, H], keys [B, S, H], values [B, S, H], bias [B, 1, S]} → ctx [B, J, H] =
-   * softmax(q keysᵀ + bias) values per row (the Seq2Seq decoder's attention, attention.c).
+   * softmax(q keysᵀ + bias) values per row (the Seq2Seq decoder's attention, decoder-attention.c).
    */
   attend: "RlaifAttend",
-  /** {x} → tanh x = 2σ(2x) − 1 (attention.c), in one pass instead of four tfjs kernels. */
+  /** {x} → tanh x = 2σ(2x) − 1 (decoder-attention.c), in one pass instead of four tfjs kernels. */
   tanh: "RlaifTanh",
 } as const;
 
@@ -147,24 +150,37 @@ function attendKernel(blas: BlasAddon): tf.KernelFunc {
 function kernels(blas: BlasAddon): Record<keyof typeof FUSED, tf.KernelFunc> {
   const heapOf = (args: KernelArgs) => args.backend as unknown as WasmHeapBackend;
   return {
-    geluArg: (args) => {
+    gelu: (args) => {
       const x = args.inputs.x as tf.TensorInfo;
-      float32(FUSED.geluArg, [x]);
+      float32(FUSED.gelu, [x]);
       const be = heapOf(args);
-      const u = be.makeOutput([...x.shape], "float32");
+      const y = be.makeOutput([...x.shape], "float32");
       const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
-      blas.geluArg(heap, offsetOf(be, x), heap, offsetOf(be, u), size(x.shape));
-      return u;
+      blas.geluForward(heap, offsetOf(be, x), heap, offsetOf(be, y), size(x.shape));
+      return y;
     },
     geluGrad: (args) => {
-      const { dy, x, s } = args.inputs as Record<string, tf.TensorInfo>;
-      float32(FUSED.geluGrad, [dy as tf.TensorInfo, x as tf.TensorInfo, s as tf.TensorInfo]);
+      const { dy, x } = args.inputs as Record<string, tf.TensorInfo>;
+      float32(FUSED.geluGrad, [dy as tf.TensorInfo, x as tf.TensorInfo]);
       const be = heapOf(args);
       const dx = be.makeOutput([...(x as tf.TensorInfo).shape], "float32");
       const heap = heapF32(be);
       const o = (t: tf.TensorInfo | undefined) => offsetOf(be, t as tf.TensorInfo);
-      blas.geluGrad(heap, o(dy), heap, o(x), heap, o(s), heap, o(dx), size(dx.shape));
+      blas.geluBackward(heap, o(dy), heap, o(x), heap, o(dx), size(dx.shape));
       return dx;
+    },
+    softmaxLse: (args) => {
+      const z = args.inputs.z as tf.TensorInfo;
+      float32(FUSED.softmaxLse, [z]);
+      const [rows, cols] = rowsCols(z);
+      const be = heapOf(args);
+      const [p, lse] = [
+        be.makeOutput([...z.shape], "float32"),
+        be.makeOutput(z.shape.slice(0, -1), "float32"),
+      ];
+      const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
+      blas.softmaxLse(heap, offsetOf(be, z), heap, offsetOf(be, p), heap, offsetOf(be, lse), rows, cols);
+      return [p, lse];
     },
     layerNorm: (args) => {
       const { x, gamma, beta } = args.inputs as Record<string, tf.TensorInfo>;

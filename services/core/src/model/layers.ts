@@ -13,6 +13,7 @@
  * All functions expect to be called inside `tf.tidy` (the model's forward is).
  */
 import * as tf from "@tensorflow/tfjs";
+import { causalAttention } from "./attention-kernels.js";
 import {
   gelu,
   geluInference,
@@ -106,8 +107,9 @@ const linearOp = tf.customGrad((...args) => {
   const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
   save([x, w]);
   return {
-    // y = x W + b
-    value: tf.add(tf.matMul(x, w), b), // [N, out]
+    // y = x W + b, the bias added by the product itself (sgemm's beta = 1 on the OpenBLAS path),
+    // not by a separate pass over [N, out]
+    value: tf.fused.matMul({ a: x, b: w, bias: b }), // [N, out]
     gradFunc: (dy: tf.Tensor, [sx, sw]: tf.Tensor[]) => [
       // ∂L/∂x = dy Wᵀ
       product(dy, sw as tf.Tensor, false, true), // [N, in]
@@ -177,10 +179,15 @@ export interface LayerOps {
   matmul<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
   /** a @ bᵀ */
   matmulNT<T extends tf.Tensor>(a: T, b: tf.Tensor): T;
+  /**
+   * Fused causal self-attention on q | k | v rows [B*S, 3C] → [B*S, C], or null where the
+   * backend lacks it; absent: always the tfjs ops (the reference).
+   */
+  causalAttention?(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D | null;
 }
 
 /** Training: custom gradients (explicit transposes, sigmoid GELU, closed-form LayerNorm). */
-export const TRAIN_OPS: LayerOps = { linear, layerNorm, gelu, embedding, matmul, matmulNT };
+export const TRAIN_OPS: LayerOps = { linear, layerNorm, gelu, embedding, matmul, matmulNT, causalAttention };
 
 /** Stock autodiff (transpose flags, tanh GELU, `moments`): the reference the tests compare to. */
 export const REFERENCE_OPS: LayerOps = {
@@ -204,4 +211,5 @@ export const INFERENCE_OPS: LayerOps = {
   embedding: (table, ids) => tf.gather(table, ids),
   matmul: <T extends tf.Tensor>(a: T, b: tf.Tensor) => tf.matMul(a, b) as T,
   matmulNT: <T extends tf.Tensor>(a: T, b: tf.Tensor) => tf.matMul(a, b, false, true) as T,
+  causalAttention,
 };

@@ -6,35 +6,41 @@
  *
  * Why hand-written gradients: autodiff through `logSoftmax` and a one-hot product costs three
  * `Exp` passes and a dozen more kernels over the [B, T, V] logits, and `Exp` is a slow kernel on
- * wasm (~5x `Softmax`, which is vectorised). Here the forward takes one `Softmax`, the
- * log-normaliser comes from its largest entry, the chosen logit is a gather of B·T values, and
+ * wasm (~5x `Softmax`, which is vectorised). Here the forward takes one `Softmax` (with the
+ * addon, one fused softmax that also gives the log-normaliser; else the log-normaliser comes from
+ * its largest entry), the chosen logit is a gather of B·T values, and
  * each gradient is a closed form over the saved probabilities: ∂ log p(y)/∂z = onehot(y) − p and
  * ∂H/∂z = p (E_p[z] − z). The `*Reference` variants are the plain autodiff formulas the tests
  * compare with. One-hots are built as `oneHot(i, d).cast(...)`: on stock wasm
  * `tf.oneHot(i, d, 1, 0, 'float32')` is wrong.
  */
 import * as tf from "@tensorflow/tfjs";
+import { FUSED, hasFusedKernel, runFused } from "./fused-kernels.js";
 
 /**
- * log Σ_v exp z_v per row of z [N, V] from p = softmax(z): the largest p_v is exp(max z − lse)
- * ≥ 1/V, so lse = max_v z_v − log max_v p_v needs no `Exp` pass and its log is safe.
+ * p = softmax(z) and lse = log Σ_v exp z_v per row of z [N, V]: one fused kernel where the addon
+ * registered it (its sum gives lse), else tfjs's Softmax and lse from p: the largest p_v is
+ * exp(max z − lse) ≥ 1/V, so lse = max_v z_v − log max_v p_v needs no `Exp` pass and its log is
+ * safe.
  */
-function logNormaliser(z: tf.Tensor2D, p: tf.Tensor2D): tf.Tensor1D {
+function softmaxLse(z: tf.Tensor2D): [tf.Tensor2D, tf.Tensor1D] {
+  if (hasFusedKernel(FUSED.softmaxLse)) return runFused<[tf.Tensor2D, tf.Tensor1D]>(FUSED.softmaxLse, { z });
+  const p = tf.softmax(z); // [N, V]
   // lse = max_v z_v − log max_v p_v
-  return tf.sub(tf.max(z, -1), tf.log(tf.max(p, -1))); // [N]
+  return [p, tf.sub(tf.max(z, -1), tf.log(tf.max(p, -1)))]; // [N, V], [N]
 }
 
 const logprobOp = tf.customGrad((...args) => {
   const [z, y, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
   const [n, v] = z.shape;
-  // p = softmax(z)
-  const p = tf.softmax(z); // [N, V]
+  // p = softmax(z), lse = log Σ_v exp z_v
+  const [p, lse] = softmaxLse(z); // [N, V], [N]
   // z_y: element n·V + y_n of the flattened logits
   const flat = tf.add(tf.range(0, n * v, v, "int32"), y) as tf.Tensor1D; // [N]
   save([p, y]);
   return {
     // log p(y) = z_y − lse
-    value: tf.sub(tf.gather(tf.reshape(z, [n * v]), flat), logNormaliser(z, p)), // [N]
+    value: tf.sub(tf.gather(tf.reshape(z, [n * v]), flat), lse), // [N]
     gradFunc: (dy: tf.Tensor, [sp, sy]: tf.Tensor[]) => {
       const onehot = tf.oneHot(sy as tf.Tensor1D, v).cast("float32"); // [N, V]
       // ∂L/∂z = dy (onehot(y) − p)
@@ -46,10 +52,10 @@ const logprobOp = tf.customGrad((...args) => {
 const entropyOp = tf.customGrad((...args) => {
   const [z, save] = args as [tf.Tensor2D, tf.GradSaveFunc];
   const n = z.shape[0];
-  // p = softmax(z)
-  const p = tf.softmax(z); // [N, V]
+  // p = softmax(z), lse = log Σ_v exp z_v
+  const [p, lse] = softmaxLse(z); // [N, V], [N]
   // −log p_v = lse − z_v  (≥ 0, so the sum below has no cancellation)
-  const nlp = tf.sub(tf.reshape(logNormaliser(z, p), [n, 1]), z); // [N, V]
+  const nlp = tf.sub(tf.reshape(lse, [n, 1]), z); // [N, V]
   // H = −Σ_v p_v log p_v
   const h = tf.sum(tf.mul(p, nlp), -1); // [N]
   save([p, nlp, h]);

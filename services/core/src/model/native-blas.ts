@@ -14,7 +14,10 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
-/** The addon's exports (native/blas/blas.c, fused.c, recurrent.c and attention.c document each argument). */
+/**
+ * The addon's exports (native/blas/blas.c, fused.c, recurrent.c, attention.c, gelu.c, softmax.c
+ * and decoder-attention.c document each argument).
+ */
 export interface BlasAddon {
   /**
    * C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch, row-major; offsets and strides in
@@ -39,21 +42,19 @@ export interface BlasAddon {
     cStride: number,
     batch: number,
   ): void;
-  /** u = x (2c + 2ca x²) over n elements (native/blas/fused.c documents these four). */
-  geluArg(x: Float32Array, xOffset: number, u: Float32Array, uOffset: number, n: number): void;
-  /** dx = dy s (1 + (1 − s) x (2c + 6ca x²)) over n elements. */
-  geluGrad(
+  /** y = x σ(u), u = x (2c + 2ca x²) over n elements (native/blas/gelu.c documents these two). */
+  geluForward(x: Float32Array, xOffset: number, y: Float32Array, yOffset: number, n: number): void;
+  /** dx = dy s (1 + (1 − s) x (2c + 6ca x²)), s = σ(u), over n elements. */
+  geluBackward(
     dy: Float32Array,
     dyOffset: number,
     x: Float32Array,
     xOffset: number,
-    s: Float32Array,
-    sOffset: number,
     dx: Float32Array,
     dxOffset: number,
     n: number,
   ): void;
-  /** LayerNorm of rows × cols: y, x̂ and 1/σ per row. */
+  /** LayerNorm of rows × cols: y, x̂ and 1/σ per row (native/blas/fused.c documents it and the next three). */
   layerNorm(
     x: Float32Array,
     xOffset: number,
@@ -139,6 +140,47 @@ export interface BlasAddon {
     rows: number,
     h: number,
   ): void;
+  /** Per row of z [rows, cols]: p = softmax(z), lse = log Σ exp z (native/blas/softmax.c). */
+  softmaxLse(
+    z: Float32Array,
+    zOffset: number,
+    p: Float32Array,
+    pOffset: number,
+    lse: Float32Array,
+    lseOffset: number,
+    rows: number,
+    cols: number,
+  ): void;
+  /** Causal attention of every (sequence, head) on q | k | v rows (attention.c gives the layout). */
+  attentionForward(
+    qkv: Float32Array,
+    qkvOffset: number,
+    y: Float32Array,
+    yOffset: number,
+    p: Float32Array,
+    pOffset: number,
+    b: number,
+    s: number,
+    h: number,
+    d: number,
+    scale: number,
+  ): void;
+  /** attentionForward's backward: ∂L/∂qkv from ∂L/∂y and the saved weights p. */
+  attentionBackward(
+    dy: Float32Array,
+    dyOffset: number,
+    qkv: Float32Array,
+    qkvOffset: number,
+    p: Float32Array,
+    pOffset: number,
+    dqkv: Float32Array,
+    dqkvOffset: number,
+    b: number,
+    s: number,
+    h: number,
+    d: number,
+    scale: number,
+  ): void;
   /**
    * One GRU layer's recurrence over every step (native/blas/recurrent.c gives the layouts): each
    * tensor is an element offset on `heap`, the mask −1 when absent.
@@ -214,7 +256,7 @@ export interface BlasAddon {
     hidden: number,
   ): void;
   /**
-   * Softmax attention of J queries per row over its own S keys and values (attention.c): q
+   * Softmax attention of J queries per row over its own S keys and values (decoder-attention.c): q
    * [B, J, H], keys and values [B, S, H], bias [B, S], ctx [B, J, H], as element offsets on `heap`.
    */
   attend(
@@ -229,7 +271,7 @@ export interface BlasAddon {
     width: number,
     hidden: number,
   ): void;
-  /** y = tanh x = 2σ(2x) − 1 over n floats (attention.c), element offsets on `heap`. */
+  /** y = tanh x = 2σ(2x) − 1 over n floats (decoder-attention.c), element offsets on `heap`. */
   tanh(heap: Float32Array, x: number, y: number, n: number): void;
   setThreads(n: number): void;
   info(): { threads: number; corename: string; config: string };

@@ -8,8 +8,8 @@
  * step. Here LayerNorm's backward is the closed form, GELU goes through a sigmoid
  * (½(1 + tanh(u/2)) = σ(u), and sigmoid is a fast kernel), and where the addon's fused kernels
  * are registered (fused-kernels.ts, the OpenBLAS path) each of LayerNorm forward, LayerNorm
- * backward, GELU's sigmoid argument and GELU's backward is one kernel; elsewhere the same
- * equations run as tfjs ops.
+ * backward, GELU's forward and GELU's backward is one kernel; elsewhere the same equations run
+ * as tfjs ops.
  *
  * All functions expect to be called inside `tf.tidy` (the models' passes are).
  */
@@ -84,13 +84,22 @@ export function layerNormReference(x: tf.Tensor2D, g: tf.Tensor1D, b: tf.Tensor1
 
 /** u = 2c (x + a x³), so that gelu(x) = ½ x (1 + tanh(u/2)) = x σ(u). */
 function geluArg<T extends tf.Tensor>(x: T): T {
-  if (hasFusedKernel(FUSED.geluArg)) return runFused<T>(FUSED.geluArg, { x });
   // u = x (2c + 2ca x²)
   return tf.mul(x, tf.add(tf.mul(tf.square(x), 2 * GELU_C * GELU_A), 2 * GELU_C)); // [N, F]
 }
 
 const geluOp = tf.customGrad((...args) => {
   const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+  if (hasFusedKernel(FUSED.gelu)) {
+    // one pass each way; the backward recomputes σ(u) from x (fewer memory streams)
+    save([x]);
+    return {
+      value: runFused<tf.Tensor>(FUSED.gelu, { x }), // [N, F]
+      gradFunc: (dy: tf.Tensor, [sx]: tf.Tensor[]) => [
+        runFused<tf.Tensor>(FUSED.geluGrad, { dy, x: sx as tf.Tensor }),
+      ],
+    };
+  }
   const u = geluArg(x); // [N, F]
   // s = σ(u)
   const s = tf.sigmoid(u); // [N, F]
@@ -100,7 +109,6 @@ const geluOp = tf.customGrad((...args) => {
     value: tf.mul(x, s), // [N, F]
     gradFunc: (dy: tf.Tensor, [sx, su, ss]: tf.Tensor[]) => {
       const [xv, uv, sv] = [sx as tf.Tensor, su as tf.Tensor, ss as tf.Tensor];
-      if (hasFusedKernel(FUSED.geluGrad)) return [runFused<tf.Tensor>(FUSED.geluGrad, { dy, x: xv, s: sv })];
       // x du/dx = x (2c + 6ca x²) = 3u − 4c x
       const w = tf.sub(tf.mul(uv, 3), tf.mul(xv, 4 * GELU_C)); // [N, F]
       // d gelu/dx = s + x s (1 − s) du/dx = s (1 + (1 − s) x du/dx)
@@ -117,6 +125,7 @@ export function gelu<T extends tf.Tensor>(x: T): T {
 
 /** `gelu` without gradient bookkeeping (sampling, scoring). */
 export function geluInference<T extends tf.Tensor>(x: T): T {
+  if (hasFusedKernel(FUSED.gelu)) return runFused<T>(FUSED.gelu, { x });
   return tf.mul(x, tf.sigmoid(geluArg(x))) as T;
 }
 

@@ -15,15 +15,16 @@
  * drawn from a different distribution; learners needing the exact behaviour probabilities must
  * sample with temperature 1, topK 0, topP 1.
  *
- * Stop sequences: a row stops as soon as its completion's bytes (the byte tokens 0–255 it sampled;
- * BOS/EOS contribute none) end with one of `stop`, matched on bytes, so a multi-byte character or
- * a stop string spanning several tokens is found wherever the token boundaries fall. The tokens
+ * Stop sequences: a row stops as soon as its completion's bytes (each sampled token's bytes in
+ * the model's tokenizer; BOS/EOS contribute none) contain one of `stop`, matched on bytes, so a
+ * multi-byte character or a stop string spanning several tokens, or ending inside a sub-word
+ * token, is found wherever the token boundaries fall. The tokens
  * that spelled the stop sequence stay in `tokens` and `logprobs`, exactly as a final EOS does:
  * they were sampled, the learner's Σ_t log π_θ(y_t) must run over every action taken (dropping
  * them would silently train on a different trajectory than the one the reward and the behaviour
  * log-probs belong to), and a recompute over `tokens` (`sequenceLogprobs`, the reference's
- * log-probs) matches them one for one. Only the text leaves the stop sequence out
- * (`completionText`), as OpenAI-style APIs do, so a scorer and a user see the completion without
+ * log-probs) matches them one for one. Only the text leaves the stop sequence (and what its last
+ * token wrote after it) out (`completionText`), as OpenAI-style APIs do, so a scorer and a user see the completion without
  * its terminator.
  */
 import * as tf from "@tensorflow/tfjs";
@@ -36,9 +37,10 @@ import {
   checkRows,
   type GenerationResult,
   type OnToken,
-  promptRow,
+  promptRows,
   type SamplingParams,
 } from "./sampling.js";
+import { tokenizerOf } from "./tokenizer.js";
 
 /**
  * Generates a continuation for every prompt (token ids, usually `encode(text)`; BOS is
@@ -95,7 +97,7 @@ export function checkScoring(model: CausalLM, prompts: number[][], completions: 
   if (prompts.length !== completions.length) {
     throw new ValidationError("completions", `has ${completions.length} rows for ${prompts.length} prompts`);
   }
-  const heads = prompts.map(promptRow);
+  const heads = promptRows(prompts, tokenizerOf(model).bos);
   checkRows(model, heads, "prompts", (i) => (completions[i] as number[]).length);
   checkRows(model, completions, "completions", () => 0);
 }
@@ -108,7 +110,7 @@ export function checkScoring(model: CausalLM, prompts: number[][], completions: 
  */
 export function sequenceLogprobs(model: CausalLM, prompts: number[][], completions: number[][]): number[][] {
   checkScoring(model, prompts, completions);
-  const heads = prompts.map(promptRow);
+  const heads = promptRows(prompts, tokenizerOf(model).bos);
   const out: number[][] = heads.map(() => []);
   const groups = new Map<string, { width: number; rows: number[] }>();
   heads.forEach((head, i) => {

@@ -7,7 +7,8 @@
 import { ValidationError } from "../errors.js";
 import type { CausalLM } from "./causal-lm.js";
 import type { Rng } from "./rng.js";
-import { BOS, decode } from "./tokenizer.js";
+import { byteTokenizer } from "./tokenizer.js";
+import { type Tokenizer, tokensBytes } from "./tokenizer-types.js";
 
 /** How to pick tokens. */
 export interface SamplingParams {
@@ -41,8 +42,9 @@ export interface GenerationResult {
   logprobs: number[];
   finishReason: FinishReason;
   /**
-   * The stop sequence that ended the row (finishReason "stop"; the longest one when several
-   * match at once), whose bytes are the last bytes of `tokens`; absent otherwise.
+   * The stop sequence that ended the row (finishReason "stop"; see matchStop when several
+   * match at once), which the last token's bytes completed (a sub-word token may write bytes after
+   * it); absent otherwise.
    */
   stop?: string;
 }
@@ -50,9 +52,24 @@ export interface GenerationResult {
 /** Per-token streaming callback: row index, token id and its log π_θ. */
 export type OnToken = (row: number, tokenId: number, logprob: number) => void;
 
-/** The row the model reads for a prompt: BOS followed by the prompt ids (BOS is not doubled). */
-export function promptRow(prompt: readonly number[]): number[] {
-  return prompt[0] === BOS ? [...prompt] : [BOS, ...prompt];
+/**
+ * The row the model reads for a prompt: the tokenizer's BOS followed by the prompt ids (BOS is
+ * not doubled); just the prompt for a model without BOS.
+ */
+export function promptRow(prompt: readonly number[], bos: number | null): number[] {
+  return bos === null || prompt[0] === bos ? [...prompt] : [bos, ...prompt];
+}
+
+/**
+ * The rows the model reads for `prompts` (see promptRow). An empty prompt for a model without
+ * BOS leaves nothing to predict the first token from: ValidationError naming `prompts[i]`.
+ */
+export function promptRows(prompts: readonly (readonly number[])[], bos: number | null): number[][] {
+  return prompts.map((prompt, i) => {
+    if (prompt.length === 0 && bos === null)
+      throw new ValidationError(`prompts[${i}]`, "must not be empty: the model has no BOS token to start it");
+    return promptRow(prompt, bos);
+  });
 }
 
 /** Checks sampling parameters; throws ValidationError naming the bad field. */
@@ -80,19 +97,48 @@ export function stopBytes(stop: readonly string[] | undefined): Uint8Array[] {
 
 /** Whether `bytes` ends with `tail`. */
 function endsWith(bytes: readonly number[], tail: Uint8Array, length = tail.length): boolean {
-  if (length > bytes.length) return false;
-  const off = bytes.length - length;
-  for (let k = 0; k < length; k++) if (bytes[off + k] !== tail[k]) return false;
+  return occursAt(bytes, tail, bytes.length - length, length);
+}
+
+/** Whether bytes[at, at + length) equals tail[0, length). */
+function occursAt(bytes: ArrayLike<number>, tail: Uint8Array, at: number, length = tail.length): boolean {
+  if (at < 0 || at + length > bytes.length) return false;
+  for (let k = 0; k < length; k++) if (bytes[at + k] !== tail[k]) return false;
   return true;
 }
 
-/** Index of the longest stop sequence that `bytes` ends with, or −1. */
-export function matchStop(bytes: readonly number[], stops: readonly Uint8Array[]): number {
+/**
+ * Index of the stop sequence that the last `newBytes` bytes of `bytes` complete, or −1: a token
+ * of a sub-word tokenizer may write several bytes, so a stop may end inside it. When several do,
+ * the one that ends first wins, then the longest (with one byte per token: the longest of those
+ * `bytes` ends with).
+ */
+export function matchStop(bytes: readonly number[], stops: readonly Uint8Array[], newBytes = 1): number {
   let best = -1;
+  let bestEnd = Number.POSITIVE_INFINITY;
   stops.forEach((s, i) => {
-    if (endsWith(bytes, s) && (best < 0 || s.length > (stops[best] as Uint8Array).length)) best = i;
+    for (let end = Math.max(s.length, bytes.length - newBytes + 1); end <= bytes.length; end++) {
+      if (!occursAt(bytes, s, end - s.length)) continue;
+      if (end < bestEnd || (end === bestEnd && s.length > (stops[best] as Uint8Array).length)) {
+        best = i;
+        bestEnd = end;
+      }
+      break;
+    }
   });
   return best;
+}
+
+/**
+ * How many leading bytes of a completion are its text: all of them, or those before the stop
+ * sequence that ended it (its first occurrence: the row stopped as soon as one was complete, and
+ * bytes of the same token after it are dropped too).
+ */
+export function textLength(bytes: ArrayLike<number>, stop: string | undefined): number {
+  if (!stop) return bytes.length;
+  const s = utf8.encode(stop);
+  for (let at = 0; at + s.length <= bytes.length; at++) if (occursAt(bytes, s, at)) return at;
+  return bytes.length;
 }
 
 /**
@@ -113,19 +159,17 @@ export function stopHoldback(bytes: readonly number[], stops: readonly Uint8Arra
   return hold;
 }
 
-/** The byte tokens (0–255) of a completion: what its text decodes from. */
-export function completionBytes(tokens: readonly number[]): number[] {
-  return tokens.filter((id) => id < 256);
-}
-
 /**
- * A completion's text: its bytes decoded as UTF-8, without a final EOS (special tokens carry no
- * bytes) and without the stop sequence that ended it.
+ * A completion's text: its tokens' bytes decoded as UTF-8, without a final EOS (special tokens
+ * carry no bytes) and without the stop sequence that ended it. `tok` is the model's tokenizer
+ * (default: the byte tokenizer); invalid UTF-8 becomes U+FFFD.
  */
-export function completionText(r: Pick<GenerationResult, "tokens" | "stop">): string {
-  const bytes = completionBytes(r.tokens);
-  const cut = r.stop ? utf8.encode(r.stop).length : 0;
-  return decode(bytes.slice(0, bytes.length - cut));
+export function completionText(
+  r: Pick<GenerationResult, "tokens" | "stop">,
+  tok: Tokenizer = byteTokenizer,
+): string {
+  const bytes = tokensBytes(tok, r.tokens);
+  return new TextDecoder("utf-8", { fatal: false }).decode(bytes.subarray(0, textLength(bytes, r.stop)));
 }
 
 /**

@@ -7,6 +7,10 @@
  * "stop" that a policy can take.
  */
 import { ValidationError } from "../errors.js";
+import type { CausalLM } from "./causal-lm.js";
+import { bytesStreamDecoder, type StreamDecoder, type Tokenizer } from "./tokenizer-types.js";
+
+export type { StreamDecoder } from "./tokenizer-types.js";
 
 /** Beginning of sequence: the first token of every prompt row. */
 export const BOS = 256;
@@ -62,25 +66,43 @@ export function decode(ids: readonly number[]): string {
   return new TextDecoder("utf-8", { fatal: false }).decode(Uint8Array.from(bytes));
 }
 
-/** Incremental decoder for streamed tokens: holds back a partial UTF-8 character until complete. */
-export interface StreamDecoder {
-  /** Text completed by this token (may be empty while a multi-byte character is incomplete). */
-  push(id: number): string;
-  /** Flushes what is left (an incomplete character becomes U+FFFD). */
-  end(): string;
-}
-
 /** Creates a StreamDecoder, e.g. for server-streaming generation that sends text per token. */
 export function createStreamDecoder(): StreamDecoder {
-  const decoder = new TextDecoder("utf-8", { fatal: false });
   let index = 0;
-  return {
-    push(id: number): string {
-      checkId(id, index++);
-      return id < 256 ? decoder.decode(Uint8Array.of(id), { stream: true }) : "";
-    },
-    end(): string {
-      return decoder.decode();
-    },
-  };
+  return bytesStreamDecoder((id) => {
+    checkId(id, index++);
+    return BYTES[id] as Uint8Array;
+  });
+}
+
+/** Each id's bytes, made once: ids 0–255 are one byte, BOS and EOS none. */
+const BYTES: readonly Uint8Array[] = Array.from({ length: VOCAB_SIZE }, (_, id) =>
+  id < 256 ? Uint8Array.of(id) : new Uint8Array(0),
+);
+
+/**
+ * The byte tokenizer behind the common interface: what every model this project builds itself
+ * (and every checkpoint it has written) reads. EOS doubles as the padding id: padded positions
+ * are masked, and EOS is never an input the model must see before a real token.
+ */
+export const byteTokenizer: Tokenizer = {
+  vocabSize: VOCAB_SIZE,
+  bos: BOS,
+  eos: [EOS],
+  pad: EOS,
+  encode,
+  tokenBytes(id: number): Uint8Array {
+    checkId(id, 0);
+    return BYTES[id] as Uint8Array;
+  },
+  streamDecoder: createStreamDecoder,
+  describe: () => "byte-level: ids 0-255 are UTF-8 bytes, 256 is BOS, 257 is EOS",
+};
+
+/**
+ * The tokenizer a model was trained with: the one it carries (a Hugging Face model directory
+ * sets it), else the byte tokenizer of every model kind this project builds itself.
+ */
+export function tokenizerOf(model: Pick<CausalLM, "tokenizer">): Tokenizer {
+  return model.tokenizer ?? byteTokenizer;
 }

@@ -16,8 +16,8 @@
  * copied into the slots of all its samples, and only the last real position goes through the head.
  */
 import * as tf from "@tensorflow/tfjs";
+import { KvSlots, stepBias } from "./kv-slots.js";
 import * as L from "./layers.js";
-import { RowBuffer } from "./row-buffer.js";
 import { type RowDecoder, readPass, widthBucket } from "./row-decoder.js";
 import type { Attend, TransformerLM } from "./transformer.js";
 import { attentionBias, mergeHeads, qkvHeads } from "./transformer-attention.js";
@@ -26,25 +26,22 @@ const OPS = L.INFERENCE_OPS;
 
 /** Slots of a Transformer's decoding state (see the module doc). */
 export class TransformerDecoder implements RowDecoder {
-  private readonly k: RowBuffer[];
-  private readonly v: RowBuffer[];
+  private readonly slots: KvSlots;
 
   constructor(
     private readonly model: TransformerLM,
     capacity: number,
   ) {
     const { nLayers, nHeads, dModel, contextLength } = model.config;
-    const row = [nHeads, contextLength, dModel / nHeads];
-    this.k = Array.from({ length: nLayers }, () => new RowBuffer(row, capacity));
-    this.v = Array.from({ length: nLayers }, () => new RowBuffer(row, capacity));
+    this.slots = new KvSlots(nLayers, nHeads, contextLength, dModel / nHeads, capacity);
   }
 
   get capacity(): number {
-    return this.k[0]?.capacity ?? 0;
+    return this.slots.capacity;
   }
 
   resize(capacity: number, keep: readonly number[]): void {
-    for (const b of [...this.k, ...this.v]) b.resize(capacity, keep);
+    this.slots.resize(capacity, keep);
   }
 
   prefillKey(length: number): number {
@@ -67,7 +64,7 @@ export class TransformerDecoder implements RowDecoder {
       const attend: Attend = (i, qkv) => {
         const [qh, kh, vh] = qkvHeads(qkv, n, width, h, d) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D]; // [n, H, W', D] each
         const q = tf.mul(qh, 1 / Math.sqrt(d)) as tf.Tensor4D; // q / √D
-        this.copyPrompts(i, kh, vh, width, slots);
+        this.slots.copyPrompts(i, kh, vh, width, slots);
         // A = softmax(q kᵀ + bias);  y = A v
         const att = tf.softmax(tf.add(OPS.matmulNT(q, kh), bias)) as tf.Tensor4D; // [n, H, W', W']
         return mergeHeads(OPS.matmul(att, vh), n, width, c); // [n·W', C]
@@ -86,21 +83,14 @@ export class TransformerDecoder implements RowDecoder {
     const { nHeads: h, dModel: c, contextLength: w } = this.model.config;
     const d = c / h;
     const cap = tokens.length;
-    // key j of slot s is visible iff j ≤ positions[s]
-    const bias = new Float32Array(cap * h * w);
-    for (let s = 0; s < cap; s++) {
-      const base = s * h * w;
-      bias.fill(L.MASKED, base + (positions[s] as number) + 1, base + w);
-      for (let k = 1; k < h; k++) bias.copyWithin(base + k * w, base, base + w);
-    }
+    const bias = stepBias(positions, h, w); // key j of slot s is visible iff j ≤ positions[s]
     return readPass(() => {
       const biasT = tf.tensor4d(bias, [cap, h, 1, w]);
       const attend: Attend = (i, qkv) => {
         const [q2, k2, v2] = tf.split(qkv, 3, 1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D]; // [cap, C] each
-        this.writeColumns(i, k2, v2, positions);
+        this.slots.writeColumns(i, k2, v2, positions);
         const q = tf.mul(tf.reshape(q2, [cap, h, 1, d]), 1 / Math.sqrt(d)) as tf.Tensor4D; // q / √D
-        const kc = this.k[i]?.tensor() as tf.Tensor4D; // [cap, H, W, D]
-        const vc = this.v[i]?.tensor() as tf.Tensor4D; // [cap, H, W, D]
+        const { k: kc, v: vc } = this.slots.tensors(i); // [cap, H, W, D] each
         // A = softmax(q kᵀ + bias);  y = A v
         const att = tf.softmax(tf.add(OPS.matmulNT(q, kc), biasT)) as tf.Tensor4D; // [cap, H, 1, W]
         return tf.reshape(OPS.matmul(att, vc), [cap, c]) as tf.Tensor2D; // [cap, C]
@@ -112,56 +102,6 @@ export class TransformerDecoder implements RowDecoder {
   }
 
   dispose(): void {
-    for (const b of [...this.k, ...this.v]) b.dispose();
-  }
-
-  /** Copies prompt r's keys and values (columns 0..W'−1 of kh, vh [n, H, W', D]) into its slots. */
-  private copyPrompts(
-    layer: number,
-    kh: tf.Tensor4D,
-    vh: tf.Tensor4D,
-    width: number,
-    slots: readonly (readonly number[])[],
-  ): void {
-    const [, h, , d] = kh.shape;
-    const w = this.model.config.contextLength;
-    const block = width * d;
-    for (const [buffer, t] of [
-      [this.k[layer], kh],
-      [this.v[layer], vh],
-    ] as const) {
-      const src = t.dataSync() as Float32Array;
-      buffer?.update((dst) => {
-        slots.forEach((targets, r) => {
-          for (const s of targets) {
-            for (let k = 0; k < h; k++) {
-              const from = (r * h + k) * block;
-              dst.set(src.subarray(from, from + block), (s * h + k) * w * d);
-            }
-          }
-        });
-      });
-    }
-  }
-
-  /** Writes every slot's new key and value (rows of k2, v2 [cap, C]) into column positions[s]. */
-  private writeColumns(layer: number, k2: tf.Tensor2D, v2: tf.Tensor2D, positions: Int32Array): void {
-    const { nHeads: h, dModel: c, contextLength: w } = this.model.config;
-    const d = c / h;
-    for (const [buffer, t] of [
-      [this.k[layer], k2],
-      [this.v[layer], v2],
-    ] as const) {
-      const src = t.dataSync() as Float32Array;
-      buffer?.update((dst) => {
-        for (let s = 0; s < positions.length; s++) {
-          const p = positions[s] as number;
-          for (let k = 0; k < h; k++) {
-            const from = s * c + k * d;
-            dst.set(src.subarray(from, from + d), ((s * h + k) * w + p) * d);
-          }
-        }
-      });
-    }
+    this.slots.dispose();
   }
 }

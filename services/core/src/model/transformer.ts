@@ -1,6 +1,6 @@
 /**
  * Decoder-only GPT (pre-LN, learned absolute positions, GELU MLP, causal multi-head attention,
- * untied output head) on TensorFlow.js.
+ * untied output head, or tied to the embedding for GPT-2 checkpoints: hf-gpt2.ts) on TensorFlow.js.
  *
  * One code path serves training (full sequences, differentiable, right padding handled by the
  * causal mask plus a loss mask), batched generation (left-padded prompts with per-row position
@@ -32,8 +32,8 @@ const OPS = { train: L.TRAIN_OPS, inference: L.INFERENCE_OPS, reference: L.REFER
 
 /** A GPT whose parameters are named `tf.Variable`s. Dispose it when done. */
 export class TransformerLM extends ParamModel implements CausalLM {
-  /** Model family, as written in checkpoints. */
-  readonly kind = "transformer" as const;
+  /** Model family, as written in checkpoints (a GPT-2 checkpoint's subclass says "hf-gpt2"). */
+  readonly kind: "transformer" | "hf-gpt2" = "transformer";
   /** Validated hyperparameters. */
   readonly config: TransformerConfig;
   private readonly headDim: number;
@@ -42,12 +42,14 @@ export class TransformerLM extends ParamModel implements CausalLM {
    * Creates the parameters from `source`: given weights (a checkpoint's) as they are, or a seed,
    * deterministically: each parameter draws from its own RNG stream (seed, hash(name)), so the
    * same seed gives the same weights on every backend. Weights ~ N(0, 0.02), residual projections ~ N(0, 0.02/√(2·nLayers)) (GPT-2), biases 0,
-   * LayerNorm gains 1.
+   * LayerNorm gains 1. `tiedHead`: no `lm_head.weight`, the logits use `wte` (GPT-2's layout).
    */
-  constructor(config: TransformerConfig, source: ParamSource) {
+  constructor(config: TransformerConfig, source: ParamSource, tiedHead = false) {
     const c = validateTransformerConfig(config);
     const projStd = 0.02 / Math.sqrt(2 * c.nLayers);
-    super("transformer", transformerParameterShapes(c), source, (name, _shape, data, rng) => {
+    const shapes = transformerParameterShapes(c);
+    if (tiedHead) shapes.delete("lm_head.weight");
+    super("transformer", shapes, source, (name, _shape, data, rng) => {
       if (name.endsWith(".bias")) return; // zeros
       if (name.includes("ln_")) data.fill(1);
       else {
@@ -138,9 +140,10 @@ export class TransformerLM extends ParamModel implements CausalLM {
     return ops.layerNorm(x, this.p("ln_f.weight"), this.p("ln_f.bias")); // [N, C]
   }
 
-  /** logits = h W_head for final hidden rows h [N, C]: [N, V]. */
+  /** logits = h W_head for final hidden rows h [N, C] (tied: h wteᵀ): [N, V]. */
   head(h: tf.Tensor2D, ops: L.LayerOps): tf.Tensor2D {
-    return ops.matmul(h, this.p("lm_head.weight"));
+    const head = this.params.get("lm_head.weight");
+    return head === undefined ? ops.matmulNT(h, this.p("wte")) : ops.matmul(h, head);
   }
 
   private run(
@@ -156,9 +159,14 @@ export class TransformerLM extends ParamModel implements CausalLM {
     const prev = past === null ? 0 : (past.layers[0]?.k.shape[2] ?? 0);
     const tokIds = tokens.reshape([b * s]).cast("int32") as tf.Tensor1D; // [B*S]
     const posIds = positions.reshape([b * s]).cast("int32") as tf.Tensor1D; // [B*S]
-    const bias = attentionBias(b, h, s, prev, keyMask); // [B, H, S, P+S]
+    // A full causal pass (training, scoring) keeps no cache: the fused kernel may serve it.
+    const fused = past === null && keyMask === null ? ops.causalAttention : undefined;
+    let bias: tf.Tensor4D | null = null;
     const cache: KVCache = { layers: [] };
     const attend: Attend = (i, qkv) => {
+      const y = fused?.(qkv, b, h) ?? null;
+      if (y !== null) return y; // [B*S, C]
+      bias ??= attentionBias(b, h, s, prev, keyMask); // [B, H, S, P+S]
       let [q, kh, vh] = qkvHeads(qkv, b, s, h, d); // [B, H, S, D] each
       // q = q / √D
       q = tf.mul(q, 1 / Math.sqrt(d)) as tf.Tensor4D; // [B, H, S, D]

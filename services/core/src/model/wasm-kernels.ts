@@ -17,8 +17,9 @@
  *
  * Where the OpenBLAS addon is built, `BatchMatMul` and `_FusedMatMul` come from blas-kernels.ts
  * instead (3–10x faster again, transpose flags included), and so do column sums (`Sum` over the
- * leading axes, the bias gradients), the fused LayerNorm/GELU kernels of fused-kernels.ts and the
- * whole-sequence GRU/LSTM kernels of recurrent-kernels.ts;
+ * leading axes, the bias gradients), the fused LayerNorm/GELU/softmax kernels of fused-kernels.ts,
+ * the causal attention of attention-kernels.ts and the whole-sequence GRU/LSTM kernels of
+ * recurrent-kernels.ts;
  * `setWasmMatMul` switches between the three matmul
  * implementations, so tests can compare them in one process. The data-movement kernels that
  * copy needlessly (Slice, SplitV, Unpack, Identity, GatherV2) come from wasm-data-kernels.ts.
@@ -27,6 +28,7 @@
  * checks that they exist and otherwise leaves the stock kernel in place.
  */
 import * as tf from "@tensorflow/tfjs";
+import { ATTENTION, setAttentionKernels } from "./attention-kernels.js";
 import { hasHeapInternals, makeBlasBatchMatMul, makeBlasFusedMatMul, makeBlasSum } from "./blas-kernels.js";
 import { FUSED, setFusedKernels } from "./fused-kernels.js";
 import type { BlasAddon } from "./native-blas.js";
@@ -258,7 +260,15 @@ export function registerWasmWorkarounds(blas: BlasAddon | null): string[] {
   const data = setWasmDataKernels("views");
   const useBlas = blas !== null && hasHeapInternals(backend);
   setWasmMatMul(useBlas ? "blas" : "wasm", blas);
-  const addon = useBlas ? ["_FusedMatMul", "Sum", ...Object.values(FUSED), ...Object.values(RECURRENT)] : [];
+  const addon = useBlas
+    ? [
+        "_FusedMatMul",
+        "Sum",
+        ...Object.values(FUSED),
+        ...Object.values(ATTENTION),
+        ...Object.values(RECURRENT),
+      ]
+    : [];
   return ["OneHot", "UnsortedSegmentSum", ...data, "BatchMatMul", ...addon];
 }
 
@@ -283,6 +293,7 @@ export function setWasmMatMul(kind: WasmMatMul, blas: BlasAddon | null = null): 
   );
   replace("Sum", kind === "blas" ? makeBlasSum(blas as BlasAddon, stock.sum) : stock.sum.kernelFunc);
   setFusedKernels(kind === "blas" ? blas : null);
+  setAttentionKernels(kind === "blas" ? blas : null);
   setRecurrentKernels(kind === "blas" ? blas : null);
   matMulKind = kind;
 }

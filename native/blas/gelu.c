@@ -1,0 +1,104 @@
+/*
+ * tanh-GELU forward and backward, one pass each, for the tfjs wasm backend, zero-copy on
+ * Float32Arrays (c = sqrt(2/pi), a = 0.044715, u = x (2c + 2ca x^2), s = sigmoid(u), so
+ * gelu(x) = 0.5 x (1 + tanh(u / 2)) = x s):
+ *   geluForward(x, xo, y, yo, n)          y = x s
+ *   geluBackward(dy, dyo, x, xo, dx, dxo, n)
+ *     dx = dy s (1 + (1 - s) x (2c + 6ca x^2)): d gelu/dx times dy, s recomputed from x
+ * Each array is (Float32Array, offset) and must hold n floats from that offset, else a
+ * RangeError is thrown.
+ *
+ * Why: as tfjs kernels the forward was three passes (u, the wasm Sigmoid, a Multiply) over the
+ * MLP's [N, 4C] activations, and the backward read x, u and s back. At these sizes (6 MB a
+ * tensor) the passes are memory-bound, so the fewest streams win: the forward reads x and
+ * writes y, the backward reads dy and x and writes dx, and s is recomputed with the vectorised
+ * exp of vexp.h instead of being stored and read back.
+ */
+#include <node_api.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gelu.h"
+#include "vexp.h"
+
+#define GELU_C 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_A 0.044715f
+
+/* argv[i], argv[i + 1] as (Float32Array, offset) holding n floats; NULL with an error thrown. */
+static float *floats_at(napi_env env, napi_value *argv, int i, int64_t n) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  size_t len = 0;
+  void *data = NULL;
+  int64_t off = 0;
+  if (napi_is_typedarray(env, argv[i], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[i], &type, &len, &data, NULL, NULL) != napi_ok ||
+      type != napi_float32_array) {
+    napi_throw_type_error(env, NULL, "gelu kernels take Float32Arrays");
+    return NULL;
+  }
+  if (napi_get_value_int64(env, argv[i + 1], &off) != napi_ok || off < 0 || off + n > (int64_t)len) {
+    napi_throw_range_error(env, NULL, "gelu kernel: an array is out of range");
+    return NULL;
+  }
+  return (float *)data + off;
+}
+
+/* The count at argv[i]; false (with a RangeError thrown) unless a 32-bit count. */
+static bool count_at(napi_env env, napi_value *argv, int i, int64_t *n) {
+  if (napi_get_value_int64(env, argv[i], n) == napi_ok && *n >= 0 && *n <= INT32_MAX) return true;
+  napi_throw_range_error(env, NULL, "gelu: n must be a 32-bit count");
+  return false;
+}
+
+static bool argv_of(napi_env env, napi_callback_info info, size_t argc, napi_value *argv) {
+  size_t got = argc;
+  if (napi_get_cb_info(env, info, &got, argv, NULL, NULL) == napi_ok && got == argc) return true;
+  napi_throw_type_error(env, NULL, argc == 5 ? "geluForward: expected 5 arguments" : "geluBackward: expected 7 arguments");
+  return false;
+}
+
+static inline float gelu_sigmoid(float x) { return vsigmoid(x * (2 * GELU_C + 2 * GELU_C * GELU_A * x * x)); }
+
+VECTOR_CLONES static void gelu_forward_loop(const float *x, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] * gelu_sigmoid(x[i]);
+}
+
+VECTOR_CLONES static void gelu_backward_loop(const float *dy, const float *x, float *dx, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    const float xi = x[i], si = gelu_sigmoid(xi);
+    const float w = xi * (2 * GELU_C + 6 * GELU_C * GELU_A * xi * xi); /* x du/dx */
+    dx[i] = dy[i] * si * (1 + (1 - si) * w);
+  }
+}
+
+static napi_value gelu_forward(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int64_t n = 0;
+  if (!argv_of(env, info, 5, argv) || !count_at(env, argv, 4, &n)) return NULL;
+  const float *x = floats_at(env, argv, 0, n);
+  float *y = x == NULL ? NULL : floats_at(env, argv, 2, n);
+  if (y == NULL) return NULL;
+  gelu_forward_loop(x, y, n);
+  return NULL;
+}
+
+static napi_value gelu_backward(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  int64_t n = 0;
+  if (!argv_of(env, info, 7, argv) || !count_at(env, argv, 6, &n)) return NULL;
+  const float *dy = floats_at(env, argv, 0, n);
+  const float *x = dy == NULL ? NULL : floats_at(env, argv, 2, n);
+  float *dx = x == NULL ? NULL : floats_at(env, argv, 4, n);
+  if (dx == NULL) return NULL;
+  gelu_backward_loop(dy, x, dx, n);
+  return NULL;
+}
+
+napi_status gelu_define(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"geluForward", NULL, gelu_forward, NULL, NULL, NULL, napi_default, NULL},
+      {"geluBackward", NULL, gelu_backward, NULL, NULL, NULL, napi_default, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+}

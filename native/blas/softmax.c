@@ -1,0 +1,81 @@
+/*
+ * Row softmax with its log-normaliser, one pass per row, for the tfjs wasm backend, zero-copy on
+ * Float32Arrays:
+ *   softmaxLse(z, zo, p, po, lse, lo, rows, cols)
+ *     per row of z [rows, cols]: p = exp(z - max z) / sum, lse = max z + log sum
+ *     (= log sum_v exp z_v); each array is (Float32Array, offset) and must hold what the kernel
+ *     touches from that offset, else a RangeError is thrown.
+ *
+ * Why: the token log-probs and the entropy over the logits [N, V] (services/core/src/model/
+ * loss.ts) each took a Softmax, two Max reductions, a Log and a Sub as tfjs kernels; tfjs-wasm's
+ * Max over rows of 258 is as slow as the Softmax itself. Here the normaliser comes out of the
+ * softmax's own sum, more exactly than max z - log max p.
+ */
+#include <math.h>
+#include <node_api.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "softmax.h"
+#include "vexp.h"
+
+VECTOR_CLONES static void softmax_lse_rows(const float *z, float *p, float *lse, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *zr = z + r * cols;
+    float *pr = p + r * cols;
+    const float mx = lane_max(zr, cols);
+    for (int64_t j = 0; j < cols; j++) pr[j] = vexp_nonpositive(zr[j] - mx);
+    const float sum = lane_dot(pr, NULL, cols);
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < cols; j++) pr[j] *= inv;
+    lse[r] = mx + logf(sum);
+  }
+}
+
+/* argv[i], argv[i + 1] as (Float32Array, offset) holding n floats; NULL with an error thrown. */
+static float *floats_at(napi_env env, napi_value *argv, int i, int64_t n) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  size_t len = 0;
+  void *data = NULL;
+  int64_t off = 0;
+  if (napi_is_typedarray(env, argv[i], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[i], &type, &len, &data, NULL, NULL) != napi_ok ||
+      type != napi_float32_array) {
+    napi_throw_type_error(env, NULL, "softmaxLse takes Float32Arrays");
+    return NULL;
+  }
+  if (napi_get_value_int64(env, argv[i + 1], &off) != napi_ok || off < 0 || off + n > (int64_t)len) {
+    napi_throw_range_error(env, NULL, "softmaxLse: an array is out of range");
+    return NULL;
+  }
+  return (float *)data + off;
+}
+
+static napi_value softmax_lse(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  size_t argc = 8;
+  int64_t rows = 0, cols = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 8) {
+    napi_throw_type_error(env, NULL, "softmaxLse: expected 8 arguments");
+    return NULL;
+  }
+  if (napi_get_value_int64(env, argv[6], &rows) != napi_ok || napi_get_value_int64(env, argv[7], &cols) != napi_ok ||
+      rows < 0 || cols < 1 || rows > INT32_MAX || cols > INT32_MAX) {
+    napi_throw_range_error(env, NULL, "softmaxLse: rows and cols must be 32-bit counts, cols > 0");
+    return NULL;
+  }
+  const float *z = floats_at(env, argv, 0, rows * cols);
+  float *p = z == NULL ? NULL : floats_at(env, argv, 2, rows * cols);
+  float *lse = p == NULL ? NULL : floats_at(env, argv, 4, rows);
+  if (lse == NULL) return NULL;
+  softmax_lse_rows(z, p, lse, rows, cols);
+  return NULL;
+}
+
+napi_status softmax_define(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"softmaxLse", NULL, softmax_lse, NULL, NULL, NULL, napi_default, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+}
