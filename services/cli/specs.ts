@@ -237,6 +237,16 @@ export const pretrainSpec: CommandSpec = {
   ],
 };
 
+/** `rlaif export`. */
+export const exportSpec: CommandSpec = {
+  name: "export",
+  summary: "Write a checkpoint as a model directory (Hugging Face layout for models brought with --model)",
+  usage: "rlaif export --checkpoint <run checkpoint> --out <dir>",
+  settings: ["checkpoint"],
+  flags: [{ name: "out", type: "string", help: "directory to write (required)" }],
+  examples: ["rlaif export --checkpoint runs/<run id>/final.safetensors --out exported/"],
+};
+
 /** `rlaif sample`. */
 export const sampleSpec: CommandSpec = {
   name: "sample",
