@@ -59,6 +59,8 @@ export type AdamAttrs = {
   sqrtBc2: number;
   /** 1 − α·λ with decoupled weight decay, else 1 */
   decay: number;
+  /** The global-norm clip's factor, applied to the gradient first (1: not clipped) */
+  gradScale: number;
 };
 
 const size = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
@@ -100,6 +102,7 @@ function adamKernel(blas: BlasAddon): tf.KernelFunc {
       a.step,
       a.sqrtBc2,
       a.decay,
+      a.gradScale,
     );
     return outs;
   };

@@ -116,6 +116,7 @@ export interface BlasAddon {
     step: number,
     sqrtBc2: number,
     decay: number,
+    gradScale: number,
   ): void;
   /** The GRU backward's gate factors of every step (fused.c; `m` null: no masks). */
   gruFactors(
