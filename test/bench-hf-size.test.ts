@@ -1,0 +1,62 @@
+/**
+ * The size benchmark, shortened for CI: `bench/hf-size.ts --smoke --json` writes each of the
+ * three architectures (tiny shapes) as a Hugging Face directory, loads it with the real loader,
+ * samples and takes two learner steps, and reports every figure the README table quotes. No
+ * timing is asserted: times on a shared machine say nothing about correctness. The full run is
+ * `npx tsx bench/hf-size.ts`.
+ */
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { WASM_HEAP_BYTES } from "../bench/hf-size/measure.js";
+import { parameterCount, REAL_ARCHITECTURES } from "../bench/hf-size/random-dir.js";
+import { parseHfConfig } from "../services/core/src/model/hf-config.js";
+
+const ROOT = join(import.meta.dirname, "..");
+
+describe("hf size benchmark", () => {
+  it("hf size benchmark - the real shapes have the published parameter counts", () => {
+    const counts = Object.fromEntries(REAL_ARCHITECTURES.map((a) => [a.name, parameterCount(a)]));
+    expect(counts).toEqual({
+      "gpt2-124m": 124_439_808,
+      "smollm2-135m": 134_515_008,
+      "tinyllama-1.1b": 1_100_048_384,
+    });
+    for (const a of REAL_ARCHITECTURES) expect(() => parseHfConfig(a.config, a.name)).not.toThrow();
+    // the reason the 1.1B model is reported instead of run on wasm
+    expect((counts["tinyllama-1.1b"] as number) * 4).toBeGreaterThan(WASM_HEAP_BYTES);
+  });
+
+  it("hf size benchmark - a smoke run reports every figure for every architecture", () => {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "bench/hf-size.ts", "--smoke", "--json"], {
+      cwd: ROOT,
+      encoding: "utf8",
+      timeout: 120_000,
+    });
+    expect(r.stderr).not.toMatch(/Error/);
+    expect(r.status).toBe(0);
+    const report = JSON.parse(r.stdout.trim().split("\n").at(-1) as string);
+    expect(report.backend).toMatch(/^(wasm|tensorflow|cpu)/);
+    const names = report.results.map((x: { name: string }) => x.name);
+    expect(names).toEqual(["gpt2-tiny", "smollm2-tiny", "tinyllama-tiny"]);
+    for (const x of report.results) {
+      expect(x.skipped, x.name).toBeUndefined();
+      expect(x.params, x.name).toBeGreaterThan(0);
+      for (const key of ["loadMs", "rssAfterLoadMb", "samplingTokensPerSecond", "rssAfterLearnerMb"]) {
+        expect(Number.isFinite(x[key]) && x[key] > 0, `${x.name} ${key}`).toBe(true);
+      }
+      expect(x.learnerStepMs, x.name).toHaveLength(2);
+      expect(x.lossFinite, x.name).toBe(true);
+    }
+  });
+
+  it("hf size benchmark - an unknown architecture is a usage error naming the flag", () => {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "bench/hf-size.ts", "--only", "gpt5"], {
+      cwd: ROOT,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--only: unknown gpt5/);
+  });
+});
