@@ -6,11 +6,21 @@
  * `npx tsx bench/hf-size.ts`.
  */
 import { spawnSync } from "node:child_process";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { WASM_HEAP_BYTES } from "../bench/hf-size/measure.js";
-import { parameterCount, REAL_ARCHITECTURES } from "../bench/hf-size/random-dir.js";
+import {
+  type Architecture,
+  parameterCount,
+  REAL_ARCHITECTURES,
+  SMOKE_ARCHITECTURES,
+  writeRandomHfDir,
+} from "../bench/hf-size/random-dir.js";
+import { initBackend } from "../services/core/src/model/backend.js";
 import { parseHfConfig } from "../services/core/src/model/hf-config.js";
+import { loadHfModel } from "../services/core/src/model/hf-model-dir.js";
 
 const ROOT = join(import.meta.dirname, "..");
 
@@ -25,6 +35,24 @@ describe("hf size benchmark", () => {
     for (const a of REAL_ARCHITECTURES) expect(() => parseHfConfig(a.config, a.name)).not.toThrow();
     // the reason the 1.1B model is reported instead of run on wasm
     expect((counts["tinyllama-1.1b"] as number) * 4).toBeGreaterThan(WASM_HEAP_BYTES);
+  });
+
+  it("hf size benchmark - a model above the shard size is written as shards the loader reads", async () => {
+    await initBackend("wasm");
+    const arch = SMOKE_ARCHITECTURES[2] as Architecture;
+    const dir = await mkdtemp(join(tmpdir(), "hf-size-test-"));
+    try {
+      await writeRandomHfDir(arch, dir, 1, 4096);
+      const files = await readdir(dir);
+      expect(files).toContain("model.safetensors.index.json");
+      expect(files.filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f)).length).toBeGreaterThan(1);
+      const { model } = await loadHfModel(dir);
+      const params = [...model.getWeights().values()].reduce((n, w) => n + w.data.length, 0);
+      expect(params).toBe(parameterCount(arch));
+      model.dispose();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("hf size benchmark - a smoke run reports every figure for every architecture", () => {

@@ -7,6 +7,7 @@
  * before anything is allocated, instead of dying inside the allocator.
  */
 import { rm } from "node:fs/promises";
+import { freemem } from "node:os";
 import path from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { type Trajectory, TrajectorySchema } from "../../services/core/gen/rlaif/common/v1/types_pb.js";
@@ -68,10 +69,16 @@ function trajectories(s: Shapes): Trajectory[] {
   );
 }
 
-/** Why `params` cannot be held by `backend`, or null when it fits. */
+/**
+ * Why `bytes` of float32 cannot be held by `backend`, or null when they fit: wasm's heap cap, or
+ * (any backend) the memory this machine has free now, since an out-of-memory kill says nothing.
+ */
 function wontFit(backend: string, bytes: number, what: string): string | null {
-  if (!backend.startsWith("wasm") || bytes <= WASM_HEAP_BYTES) return null;
-  return `${what} need ${mb(bytes)} MiB of float32, more than tfjs-wasm's ${mb(WASM_HEAP_BYTES)} MiB heap cap`;
+  if (backend.startsWith("wasm") && bytes > WASM_HEAP_BYTES)
+    return `${what} need ${mb(bytes)} MiB of float32, more than tfjs-wasm's ${mb(WASM_HEAP_BYTES)} MiB heap cap`;
+  if (bytes > freemem())
+    return `${what} need ${mb(bytes)} MiB of float32, this machine has ${mb(freemem())} MiB free`;
+  return null;
 }
 
 /** Measures `arch` in `scratch` (its directory is removed afterwards); `note` reports progress. */
@@ -97,6 +104,9 @@ export async function measureArchitecture(
     const { model } = await loadHfModel(dir);
     result.loadMs = performance.now() - t;
     result.rssAfterLoadMb = rssMb();
+    note(
+      `${arch.name}: loaded in ${(result.loadMs / 1000).toFixed(1)} s, RSS ${result.rssAfterLoadMb.toFixed(0)} MB`,
+    );
     let owned = true;
     try {
       note(`${arch.name}: sampling ${shapes.sampleRows} × ${shapes.sampleTokens} …`);

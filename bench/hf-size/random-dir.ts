@@ -1,7 +1,7 @@
 /**
  * The architectures the size benchmark measures, as Hugging Face `config.json` objects, and a
  * writer of a model directory with random weights in the layout transformers saves (names,
- * shapes, float32), so the benchmark times the real loader rather than an in-memory build: no
+ * shapes, float32, shards above 2 GiB), so the benchmark times the real loader rather than an in-memory build: no
  * pretrained weights can be downloaded on the machines this project is measured on.
  */
 import { mkdir, writeFile } from "node:fs/promises";
@@ -155,14 +155,54 @@ function randomTensor(name: string, shape: number[], seed: number): Float32Array
   return data;
 }
 
-/** Writes `arch` as `dir/config.json` + `dir/model.safetensors` (float32, random weights). */
-export async function writeRandomHfDir(arch: Architecture, dir: string, seed = 1): Promise<void> {
+/**
+ * Bytes per safetensors file: a file is written from one Buffer, and Node 20's Buffers stop at
+ * 4 GiB, so a model above this is sharded (model-0000i-of-0000n.safetensors + the index
+ * transformers writes), which the loader reads like any sharded hub model.
+ */
+const SHARD_BYTES = 2 ** 31;
+
+/**
+ * Writes `arch` as `dir/config.json` + `dir/model.safetensors` (float32, random weights), or as
+ * shards with `model.safetensors.index.json` when above SHARD_BYTES. Each shard's tensors are made
+ * just before it is written, so at most one shard's values are held.
+ */
+export async function writeRandomHfDir(
+  arch: Architecture,
+  dir: string,
+  seed = 1,
+  shardBytes = SHARD_BYTES,
+): Promise<void> {
   await mkdir(dir, { recursive: true });
   await writeFile(path.join(dir, "config.json"), `${JSON.stringify(arch.config, null, 2)}\n`);
-  const tensors = new Map<string, TensorOut>();
-  let i = 0;
-  for (const [name, shape] of fileShapes(arch)) {
-    tensors.set(name, { shape, data: randomTensor(name, shape, seed * 7919 + i++), dtype: "F32" });
+  const shards: [string, number[]][][] = [[]];
+  let bytes = 0;
+  for (const entry of fileShapes(arch)) {
+    const size = 4 * entry[1].reduce((a, b) => a * b, 1);
+    if (bytes + size > shardBytes && bytes > 0) {
+      shards.push([]);
+      bytes = 0;
+    }
+    (shards.at(-1) as [string, number[]][]).push(entry);
+    bytes += size;
   }
-  await writeSafetensors(path.join(dir, "model.safetensors"), tensors);
+  const n = shards.length;
+  const fileName = (i: number) =>
+    n === 1
+      ? "model.safetensors"
+      : `model-${String(i + 1).padStart(5, "0")}-of-${String(n).padStart(5, "0")}.safetensors`;
+  const weightMap: Record<string, string> = {};
+  let t = 0;
+  for (const [i, shard] of shards.entries()) {
+    const tensors = new Map<string, TensorOut>();
+    for (const [name, shape] of shard) {
+      tensors.set(name, { shape, data: randomTensor(name, shape, seed * 7919 + t++), dtype: "F32" });
+      weightMap[name] = fileName(i);
+    }
+    await writeSafetensors(path.join(dir, fileName(i)), tensors);
+  }
+  if (n > 1) {
+    const index = { metadata: { total_size: 4 * parameterCount(arch) }, weight_map: weightMap };
+    await writeFile(path.join(dir, "model.safetensors.index.json"), `${JSON.stringify(index, null, 2)}\n`);
+  }
 }
