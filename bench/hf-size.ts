@@ -1,7 +1,7 @@
 /**
  * Size and speed of the Hugging Face architectures at their real sizes, on this machine's CPU:
  *
- *   npx tsx bench/hf-size.ts [--only gpt2-124m,smollm2-135m,tinyllama-1.1b] [--json] [--smoke]
+ *   npx tsx bench/hf-size.ts [--only gpt2-124m,smollm2-135m,tinyllama-1.1b] [--no-learner] [--json] [--smoke]
  *
  * Per architecture (GPT-2 124M, SmolLM2-135M's shape, TinyLlama-1.1B's shape; random weights,
  * since no pretrained weights can be downloaded here): parameters, the time to load a
@@ -12,7 +12,7 @@
  * includes what the allocator kept from earlier models. `--smoke` runs tiny shapes for CI.
  */
 import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { defaultConfig } from "../services/core/src/config/settings.js";
@@ -30,6 +30,7 @@ const { values } = parseArgs({
     only: { type: "string" },
     json: { type: "boolean", default: false },
     smoke: { type: "boolean", default: false },
+    "no-learner": { type: "boolean", default: false },
   },
 });
 const all = values.smoke ? SMOKE_ARCHITECTURES : REAL_ARCHITECTURES;
@@ -37,13 +38,17 @@ const wanted = values.only?.split(",").map((s) => s.trim()) ?? all.map((a) => a.
 const unknown = wanted.filter((n) => !all.some((a) => a.name === n));
 if (unknown.length > 0)
   usage(`--only: unknown ${unknown.join(", ")} (choose from ${all.map((a) => a.name).join(", ")})`);
-const shapes = values.smoke
-  ? { sampleRows: 2, sampleTokens: 4, learnRows: 2, learnTokens: 8 }
-  : { sampleRows: 4, sampleTokens: 16, learnRows: 4, learnTokens: 32 };
+const shapes = {
+  ...(values.smoke
+    ? { sampleRows: 2, sampleTokens: 4, learnRows: 2, learnTokens: 8 }
+    : { sampleRows: 4, sampleTokens: 16, learnRows: 4, learnTokens: 32 }),
+  learn: !values["no-learner"],
+};
 const note = (line: string) => {
   if (!values.json) process.stderr.write(`${line}\n`);
 };
 
+const loadBefore = loadavg()[0] as number;
 const backend = await startBackend(defaultConfig().services.backend);
 const scratch = await mkdtemp(path.join(tmpdir(), "rlaif-hf-size-"));
 const results: SizeResult[] = [];
@@ -59,7 +64,8 @@ try {
 
 const cell = (x: number | undefined, digits = 0) => (x === undefined ? "—" : x.toFixed(digits));
 if (values.json) {
-  process.stdout.write(`${JSON.stringify({ backend: describeBackend(), shapes, results })}\n`);
+  const load = { cores: cpus().length, before: loadBefore, after: loadavg()[0] as number };
+  process.stdout.write(`${JSON.stringify({ backend: describeBackend(), load, shapes, results })}\n`);
 } else {
   const head =
     "| model | params | load s | RSS after load MB | sample tok/s | learner step s (1st, 2nd) | RSS after step MB |";
@@ -77,6 +83,6 @@ if (values.json) {
     return `| ${row.join(" | ")} |${r.skipped ? ` ${r.skipped.part} skipped: ${r.skipped.reason}` : ""}`;
   });
   process.stdout.write(
-    `backend ${describeBackend()}; sampling ${shapes.sampleRows} × ${shapes.sampleTokens}, learner ${shapes.learnRows} × ${shapes.learnTokens}\n${head}\n|${"---|".repeat(7)}\n${lines.join("\n")}\n`,
+    `backend ${describeBackend()}; ${cpus().length} cores, load average ${loadBefore.toFixed(1)} → ${(loadavg()[0] as number).toFixed(1)}; sampling ${shapes.sampleRows} × ${shapes.sampleTokens}, learner ${shapes.learnRows} × ${shapes.learnTokens}\n${head}\n|${"---|".repeat(7)}\n${lines.join("\n")}\n`,
   );
 }

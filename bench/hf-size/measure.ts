@@ -29,6 +29,8 @@ export interface Shapes {
   learnRows: number;
   /** Prompt + completion tokens per learner row. */
   learnTokens: number;
+  /** Whether to take the learner steps (a 1.1B step on the plain-JS cpu backend takes most of an hour). */
+  learn: boolean;
 }
 
 /** What was measured for one architecture (times in ms, RSS in MB); `skipped` says why a part was not run. */
@@ -117,6 +119,14 @@ export async function measureArchitecture(
       const tokens = rows.reduce((n, r) => n + r.tokens.length, 0);
       result.samplingTokensPerSecond = tokens / ((performance.now() - t) / 1000);
       result.rssAfterSamplingMb = rssMb();
+      note(
+        `${arch.name}: ${result.samplingTokensPerSecond.toFixed(2)} tokens/s, RSS ${result.rssAfterSamplingMb.toFixed(0)} MB`,
+      );
+      if (!shapes.learn)
+        return {
+          ...result,
+          skipped: { part: "learner", reason: "--no-learner: learner steps not asked for" },
+        };
       const noLearn = wontFit(
         backend,
         params * FULL_FT_BYTES_PER_PARAM,
