@@ -54,6 +54,9 @@ export const REFERENCE_TENSOR_PREFIX = "reference.";
  */
 export const PUBLISHED_TENSOR_PREFIX = "published.";
 
+/** Prefix of a LoRA run's adapter tensors, `lora.<layer>.lora_A.weight` (the base stays as parameters). */
+export const LORA_TENSOR_PREFIX = "lora.";
+
 /**
  * Name prefixes of non-parameter tensors. Decoding returns such tensors apart from the
  * parameters and models are built from the parameters only, so a run checkpoint loads wherever a
@@ -63,6 +66,7 @@ export const STATE_TENSOR_PREFIXES: readonly string[] = [
   ADAM_TENSOR_PREFIX,
   REFERENCE_TENSOR_PREFIX,
   PUBLISHED_TENSOR_PREFIX,
+  LORA_TENSOR_PREFIX,
 ];
 
 /** Whether `name` is a non-parameter tensor's (it starts with a {@link STATE_TENSOR_PREFIXES} prefix). */
