@@ -60,7 +60,7 @@ describe("cli", () => {
     const common = ["config", "port", "host", "version", "help"];
     expect([...flagsOf("feedback")].sort()).toEqual([...common].sort());
     expect([...flagsOf("policy")].sort()).toEqual(
-      [...common, "checkpoint", "backend", "nats", "policy-batch-rows", "policy-queue-rows"].sort(),
+      [...common, "checkpoint", "model", "backend", "nats", "policy-batch-rows", "policy-queue-rows"].sort(),
     );
     expect([...flagsOf("rollout")].sort()).toEqual(
       [
@@ -73,7 +73,7 @@ describe("cli", () => {
       ].sort(),
     );
     const optimizer = flagsOf("optimizer");
-    for (const f of ["checkpoint", "nats", "out", "step-timeout-ms", "steps", "lr", "kl-coef"])
+    for (const f of ["checkpoint", "model", "nats", "out", "step-timeout-ms", "steps", "lr", "kl-coef"])
       expect(optimizer.has(f), f).toBe(true);
     expect(optimizer.has("policy-address")).toBe(false);
     expect(optimizer.has("rpc-timeout-ms")).toBe(false);

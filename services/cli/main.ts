@@ -8,6 +8,7 @@ import { RLAIF_VERSION } from "../core/src/version.js";
 import { type Command, helpText, parseCommand } from "./args.js";
 import {
   cancelSpec,
+  exportSpec,
   pretrainSpec,
   runSpec,
   sampleSpec,
@@ -26,6 +27,7 @@ const COMMANDS: readonly Command[] = [
   { spec: cancelSpec, load: async () => (await import("./commands/cancel.js")).cancelCommand },
   { spec: pretrainSpec, load: async () => (await import("./commands/pretrain.js")).pretrainCommand },
   { spec: sampleSpec, load: async () => (await import("./commands/sample.js")).sampleCommand },
+  { spec: exportSpec, load: async () => (await import("./commands/export.js")).exportCommand },
 ];
 
 function usage(): string {

@@ -10,7 +10,7 @@ import { DEFAULT_TRANSFORMER_CONFIG as DEFAULT_CONFIG } from "../core/src/model/
 import type { CommandSpec } from "./args.js";
 
 /** What the model services need. */
-const MODEL_FLAGS = ["checkpoint", "backend"] as const;
+const MODEL_FLAGS = ["checkpoint", "model", "backend"] as const;
 
 /** Timeouts of calls and steps. */
 const TIMEOUT_FLAGS = ["rpc-timeout-ms", "step-timeout-ms"] as const;
@@ -237,13 +237,23 @@ export const pretrainSpec: CommandSpec = {
   ],
 };
 
+/** `rlaif export`. */
+export const exportSpec: CommandSpec = {
+  name: "export",
+  summary: "Write a checkpoint as a model directory (Hugging Face layout for models brought with --model)",
+  usage: "rlaif export --checkpoint <run checkpoint> --out <dir>",
+  settings: ["checkpoint"],
+  flags: [{ name: "out", type: "string", help: "directory to write (required)" }],
+  examples: ["rlaif export --checkpoint runs/<run id>/final.safetensors --out exported/"],
+};
+
 /** `rlaif sample`. */
 export const sampleSpec: CommandSpec = {
   name: "sample",
   summary: "Complete prompts from a file with a checkpoint (compare policies before and after training)",
   usage:
     "rlaif sample --checkpoint <file> --prompts <file, one prompt a line> [--stop <text>]... [--json] [flags]",
-  settings: ["checkpoint", "backend", "max-new-tokens", "temperature", "top-k", "top-p", "seed"],
+  settings: ["checkpoint", "model", "backend", "max-new-tokens", "temperature", "top-k", "top-p", "seed"],
   flags: [
     { name: "prompts", type: "string", help: "file with one prompt a line (required)" },
     { name: "samples", type: "string", help: "completions per prompt, 1..64 (default 1)" },

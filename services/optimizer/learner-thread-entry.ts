@@ -39,7 +39,13 @@ try {
       ),
     }),
   });
-  send({ type: "ready", modelKind: learner.modelKind, contextLength: learner.contextLength, backend });
+  send({
+    type: "ready",
+    modelKind: learner.modelKind,
+    contextLength: learner.contextLength,
+    tokenizer: learner.tokenizer,
+    backend,
+  });
 } catch (err) {
   send({ type: "failed", error: errorToWire(err) });
 }

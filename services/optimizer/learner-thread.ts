@@ -19,6 +19,7 @@ import type { RunSettings } from "../core/src/config/settings.js";
 import { WorkerThreadError } from "../core/src/errors.js";
 import type { BackendName } from "../core/src/model/backend.js";
 import type { WeightMap } from "../core/src/model/causal-lm.js";
+import type { CheckpointTokenizer } from "../core/src/model/checkpoint.js";
 import {
   CallClient,
   errorFromWire,
@@ -37,7 +38,13 @@ export interface LearnerThreadInit {
 
 /** The thread's first message: the learner is loaded (or why not). */
 export type LearnerThreadReady =
-  | { type: "ready"; modelKind: string; contextLength: number; backend: string }
+  | {
+      type: "ready";
+      modelKind: string;
+      contextLength: number;
+      tokenizer: CheckpointTokenizer;
+      backend: string;
+    }
   | { type: "failed"; error: WireError };
 
 /** The calls the thread answers (learner-thread-entry.ts). */
@@ -63,6 +70,8 @@ export class ThreadLearner implements Learner {
     private readonly calls: CallClient,
     readonly modelKind: string,
     readonly contextLength: number,
+    /** The model's tokenizer, as the thread's learner reports it. */
+    readonly tokenizer: CheckpointTokenizer,
     /** The compute backend the thread runs on (it chose the same way as the main thread). */
     readonly backend: string,
   ) {}
@@ -89,7 +98,14 @@ export class ThreadLearner implements Learner {
       await worker.terminate();
       throw err;
     });
-    const learner = new ThreadLearner(worker, calls, ready.modelKind, ready.contextLength, ready.backend);
+    const learner = new ThreadLearner(
+      worker,
+      calls,
+      ready.modelKind,
+      ready.contextLength,
+      ready.tokenizer,
+      ready.backend,
+    );
     worker.on("error", (err) =>
       calls.fail(new WorkerThreadError(`the learner thread failed: ${err.message}`, { cause: err })),
     );

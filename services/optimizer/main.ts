@@ -7,8 +7,8 @@ import type { RunSettings } from "../core/src/config/settings.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
-import { loadCheckpoint } from "../core/src/model/checkpoint.js";
 import { heldOutPrompts } from "../core/src/model/corpus.js";
+import { loadModelInfo } from "../core/src/model/model-source.js";
 import { ThreadLearner } from "./learner-thread.js";
 import { OptimizerService, optimizerService } from "./optimizer-service.js";
 import { ReinforceLearner } from "./reinforce-learner.js";
@@ -56,7 +56,7 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
   // The model of the starting checkpoint, read once on the first resume request.
   let starting: Promise<{ kind: ModelKind; config: ModelConfig }> | null = null;
   const model = () => {
-    starting ??= loadCheckpoint(opts.checkpoint).then((c) => ({ kind: c.kind, config: c.config }));
+    starting ??= loadModelInfo(opts.checkpoint);
     return starting;
   };
   const runs = new RunController({

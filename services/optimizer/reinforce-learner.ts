@@ -28,10 +28,12 @@ import { tokenRewards } from "../core/src/learn/returns.js";
 import { runLearningRate } from "../core/src/learn/schedule.js";
 import type { CausalLM, WeightMap } from "../core/src/model/causal-lm.js";
 import {
+  type CheckpointTokenizer,
   checkpointFromModel,
   encodeCheckpoint,
   loadCheckpoint,
   modelFromCheckpoint,
+  modelIdentity,
   saveCheckpoint,
 } from "../core/src/model/checkpoint.js";
 import {
@@ -44,8 +46,9 @@ import {
 } from "../core/src/model/checkpoint-names.js";
 import { attachLora, type LoraAdapters, loraOf, loraSpecOf } from "../core/src/model/lora.js";
 import { encodeAdapterBlob } from "../core/src/model/lora-files.js";
+import { isModelDir, loadModel } from "../core/src/model/model-source.js";
 import { hashString } from "../core/src/model/rng.js";
-import { tokenizerOf } from "../core/src/model/tokenizer.js";
+import { describeTokenizer, tokenizerOf } from "../core/src/model/tokenizer.js";
 import { type Learner, type LearnerStepResult, sampleKl } from "./run-driver.js";
 
 /** What a resumable checkpoint says about Adam beside its moment tensors. */
@@ -71,6 +74,8 @@ export class ReinforceLearner implements Learner {
   /** The policy's family (transformer, gru, lstm): the learner only uses the CausalLM interface. */
   readonly modelKind: string;
   readonly contextLength: number;
+  /** The model's tokenizer (see Learner.tokenizer). */
+  readonly tokenizer: CheckpointTokenizer;
   private readonly adam: Adam;
   private baseline: MovingAverageBaseline;
   private kl: KlController;
@@ -94,6 +99,7 @@ export class ReinforceLearner implements Learner {
   ) {
     this.modelKind = model.kind;
     this.contextLength = model.config.contextLength;
+    this.tokenizer = modelIdentity(model).tokenizer ?? describeTokenizer();
     this.adam = new Adam({ learningRate: settings.learningRate, weightDecay: settings.weightDecay });
     this.baseline = new MovingAverageBaseline(settings.baselineDecay);
     this.kl = new KlController(settings.klCoef, settings.klTarget, settings.klHorizon);
@@ -114,6 +120,7 @@ export class ReinforceLearner implements Learner {
     settings: RunSettings,
     opts: { resume?: boolean } = {},
   ): Promise<ReinforceLearner> {
+    if (isModelDir(path)) return new ReinforceLearner(await loadModel(path), settings);
     const checkpoint = await loadCheckpoint(path);
     const saved = unprefixTensors(LORA_TENSOR_PREFIX, checkpoint.state);
     const learner = new ReinforceLearner(

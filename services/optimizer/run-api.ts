@@ -9,7 +9,7 @@ import { resolve } from "node:path";
 import type { RunSummary, StepMetrics } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { RunFailedError, ValidationError } from "../core/src/errors.js";
-import { loadCheckpoint } from "../core/src/model/checkpoint.js";
+import { loadModelInfo } from "../core/src/model/model-source.js";
 import type { OptimizerServer } from "./main.js";
 import { checkSameModel, resumeSettings } from "./resume-settings.js";
 import { openResumeCheckpoint, type RunCheckpoint } from "./run-checkpoint.js";
@@ -54,7 +54,7 @@ export async function planResume(
   const settings = resumeSettings(checkpoint.settings, requested, checkpoint.step, opts.name);
   if (opts.sameModelAs) {
     const { field, path } = opts.sameModelAs;
-    const start = await loadCheckpoint(path).catch((err: Error) => {
+    const start = await loadModelInfo(path).catch((err: Error) => {
       throw new ValidationError(field, err.message);
     });
     checkSameModel(field, checkpoint.model, start, path);

@@ -140,7 +140,14 @@ export async function readRunCheckpoint(path: string): Promise<RunCheckpoint> {
     throw new CheckpointError(`${path}: metadata '${STEP_KEY}' or '${RUN_ID_KEY}' missing or invalid`);
   }
   const blob = (weights: WeightMap) =>
-    encodeCheckpoint({ kind: c.kind, config: c.config, weights, metadata: {} });
+    encodeCheckpoint({
+      kind: c.kind,
+      config: c.config,
+      tokenizer: c.tokenizer,
+      ...(c.origin ? { origin: c.origin } : {}),
+      weights,
+      metadata: {},
+    });
   const reference = unprefixTensors(REFERENCE_TENSOR_PREFIX, c.state);
   if (reference.size === 0) throw new CheckpointError(`${path}: no ${REFERENCE_TENSOR_PREFIX}* tensors`);
   const published = unprefixTensors(PUBLISHED_TENSOR_PREFIX, c.state);

@@ -16,6 +16,7 @@ import { RunState } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { NotFoundError, PreconditionError, RunCancelledError } from "../core/src/errors.js";
+import { tokenizerOfDescription } from "../core/src/model/hf-origin.js";
 import {
   pruneRunCheckpoints,
   type RunCheckpoint,
@@ -157,7 +158,8 @@ export class RunController {
     this.latest?.learner.dispose();
     const learner = await this.opts.newLearner(settings, resumeFrom);
     try {
-      checkPromptsFit(settings.prompts, learner.contextLength);
+      const tok = learner.tokenizer ? tokenizerOfDescription(learner.tokenizer) : undefined;
+      checkPromptsFit(settings.prompts, learner.contextLength, tok);
     } catch (err) {
       learner.dispose();
       throw err;

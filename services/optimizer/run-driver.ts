@@ -40,6 +40,7 @@ import { runStateKey } from "../core/src/bus/subjects.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { RunCancelledError, RunFailedError } from "../core/src/errors.js";
 import type { WeightMap } from "../core/src/model/causal-lm.js";
+import type { CheckpointTokenizer } from "../core/src/model/checkpoint.js";
 import { publishWeights } from "../core/src/weights/weights-channel.js";
 import { jobSeed, meanStaleness, meanStd, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
@@ -66,6 +67,8 @@ export interface Learner {
   readonly modelKind: string;
   /** Tokens the model reads at most (BOS + prompt + completion). */
   readonly contextLength: number;
+  /** The model's tokenizer, so prompts are measured in its tokens (absent: the byte tokenizer). */
+  readonly tokenizer?: CheckpointTokenizer;
   /** One policy-gradient update on these trajectories. */
   step(trajectories: Trajectory[]): Promise<LearnerStepResult>;
   /** Current weights in the safetensors layout published to replicas. */

@@ -5,6 +5,8 @@
  */
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { ValidationError } from "../core/src/errors.js";
+import { byteTokenizer } from "../core/src/model/tokenizer.js";
+import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
 
 /**
  * How a run derives its randomness, saved in resumable checkpoints (`rngState`). Every random
@@ -65,16 +67,22 @@ export function newRunId(): string {
 }
 
 /**
- * Refuses prompts that cannot be sampled (BOS + prompt + at least one new token must fit the
- * context), so a bad prompt fails StartRun at once instead of every step that uses it.
+ * Refuses prompts that cannot be sampled ((BOS +) the prompt's tokens + at least one new token
+ * must fit the context), so a bad prompt fails StartRun at once instead of every step that uses
+ * it. Counted in the model's own tokens (`tok`; default the byte tokenizer), BOS only where it has one.
  */
-export function checkPromptsFit(prompts: readonly string[], contextLength: number): void {
+export function checkPromptsFit(
+  prompts: readonly string[],
+  contextLength: number,
+  tok: Tokenizer = byteTokenizer,
+): void {
+  const bos = tok.bos === null ? 0 : 1;
   prompts.forEach((p, i) => {
-    const bytes = Buffer.byteLength(p, "utf8");
-    if (bytes + 2 > contextLength) {
+    const tokens = tok.encode(p).length;
+    if (tokens + bos + 1 > contextLength) {
       throw new ValidationError(
         `config.prompts[${i}]`,
-        `is ${bytes} bytes; with BOS and one new token it exceeds the model's context of ${contextLength}`,
+        `is ${tokens} tokens; with ${bos ? "BOS and " : ""}one new token it exceeds the model's context of ${contextLength}`,
       );
     }
   });

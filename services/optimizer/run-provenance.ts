@@ -5,7 +5,7 @@
  * runs of different checkpoints or scorer versions apart.
  */
 import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { sha256Hex } from "../core/src/hash.js";
@@ -29,9 +29,19 @@ export interface ProvenanceContext {
   feedbackInProcess: boolean;
 }
 
+/**
+ * A checkpoint file's path and SHA-256; for a Hugging Face model directory, the SHA-256 of its
+ * files' names and hashes (sorted), so a changed weight or tokenizer file changes it too.
+ */
 async function fileRef(path: string): Promise<{ path: string; sha256: string }> {
   const abs = resolve(path);
-  return { path: abs, sha256: sha256Hex(await readFile(abs)) };
+  if (!(await stat(abs)).isDirectory()) return { path: abs, sha256: sha256Hex(await readFile(abs)) };
+  const lines: string[] = [];
+  for (const name of (await readdir(abs)).sort()) {
+    const file = join(abs, name);
+    if ((await stat(file)).isFile()) lines.push(`${sha256Hex(await readFile(file))}  ${name}`);
+  }
+  return { path: abs, sha256: sha256Hex(new TextEncoder().encode(lines.join("\n"))) };
 }
 
 /** The provenance an earlier attempt of a run recorded in its directory, if any. */

@@ -37,5 +37,7 @@ export interface LoadedModel {
 /** Builds LoadedModels from checkpoint files or weight blobs (safetensors bytes). */
 export interface ModelLoader {
   fromFile(path: string): LoadedModel;
+  /** Loads a Hugging Face model directory (`--model <dir>`), tokenizer included, when supported. */
+  fromDir?(dir: string): Promise<LoadedModel>;
   fromBlob(blob: Uint8Array): LoadedModel;
 }

@@ -8,6 +8,7 @@ import type { Bus } from "../core/src/bus/bus.js";
 import { defaultConfig } from "../core/src/config/settings.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
+import { isModelDir } from "../core/src/model/model-source.js";
 import { createPolicyModelLoader } from "./policy-model.js";
 import { PolicyReplica } from "./policy-replica.js";
 import { policyService } from "./policy-service.js";
@@ -45,7 +46,11 @@ export async function startPolicyServer(opts: PolicyServerOptions): Promise<Poli
     queueRows: opts.queueRows ?? defaults.policyQueueRows,
   };
   const loader = createPolicyModelLoader({ batchRows: limits.batchRows });
-  const replica = new PolicyReplica(loader.fromFile(opts.checkpoint), loader, opts.log);
+  const first =
+    loader.fromDir && isModelDir(opts.checkpoint)
+      ? await loader.fromDir(opts.checkpoint)
+      : loader.fromFile(opts.checkpoint);
+  const replica = new PolicyReplica(first, loader, opts.log);
   if (opts.bus) await replica.follow(opts.bus);
   const server = await startServer({
     ...(opts.host ? { host: opts.host } : {}),

@@ -9,6 +9,7 @@ import { activeBackend } from "../core/src/model/backend.js";
 import { type CausalLM, countModelParameters } from "../core/src/model/causal-lm.js";
 import { decodeCheckpoint, modelFromCheckpoint } from "../core/src/model/checkpoint.js";
 import { ContinuousSampler, DEFAULT_MAX_ROWS } from "../core/src/model/continuous-sampler.js";
+import { loadModel } from "../core/src/model/model-source.js";
 import { tokenizerOf } from "../core/src/model/tokenizer.js";
 import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
 import { ScoreBatcher } from "./batcher.js";
@@ -84,6 +85,10 @@ export function createPolicyModelLoader(opts: PolicyModelOptions = {}): ModelLoa
       return fromBytes(bytes);
     },
     fromBlob: fromBytes,
+    async fromDir(dir) {
+      const model = await loadModel(dir);
+      return new PolicyModel(model, model.kind, opts.batchRows);
+    },
   };
 }
 

@@ -9,12 +9,12 @@ import { readFileSync } from "node:fs";
 import { ConfigError } from "../../core/src/errors.js";
 import { MAX_STOP_BYTES, MAX_STOP_SEQUENCES } from "../../core/src/grpc/rules.js";
 import { startBackend } from "../../core/src/model/backend.js";
-import { loadCheckpoint, modelFromCheckpoint } from "../../core/src/model/checkpoint.js";
+import { loadModel } from "../../core/src/model/model-source.js";
 import { generate } from "../../core/src/model/sampler.js";
 import { completionText } from "../../core/src/model/sampling.js";
 import { tokenizerOf } from "../../core/src/model/tokenizer.js";
 import type { CommandRun } from "../args.js";
-import { requireCheckpoint } from "./shared-flags.js";
+import { requireModel } from "./shared-flags.js";
 
 /** Prompts of a file: one per line, blank lines skipped. */
 export function readPrompts(path: string): string[] {
@@ -59,10 +59,10 @@ export const sampleCommand: CommandRun = {
     }
     const stop = readStops(flags.stop);
     const prompts = readPrompts(file);
+    requireModel(config);
     const { checkpoint, backend } = config.services;
-    requireCheckpoint(checkpoint);
     await startBackend(backend);
-    const model = modelFromCheckpoint(await loadCheckpoint(checkpoint));
+    const model = await loadModel(checkpoint);
     try {
       const r = config.run;
       const tok = tokenizerOf(model);

@@ -16,7 +16,7 @@ import { startRolloutServer } from "../../rollout/main.js";
 import type { CommandRun } from "../args.js";
 import { checkPortFree, portInUse } from "../preflight.js";
 import { SERVICE_NAMES } from "../specs.js";
-import { requireCheckpoint } from "./shared-flags.js";
+import { requireModel } from "./shared-flags.js";
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -41,7 +41,7 @@ async function startService(name: string, config: RlaifConfig, host: string, por
     return { address: server.address, close: () => server.shutdown(5000) };
   }
   if (name === "policy") {
-    requireCheckpoint(s.checkpoint);
+    requireModel(config);
     const bus = s.natsUrl ? await connectBus(s.natsUrl) : undefined;
     const policy = await startPolicyServer({
       host,
@@ -88,7 +88,7 @@ async function startService(name: string, config: RlaifConfig, host: string, por
       },
     };
   }
-  requireCheckpoint(s.checkpoint);
+  requireModel(config);
   const bus = await needBus(name, s.natsUrl, "to queue jobs, consume trajectories and publish weights");
   const optimizer = await startOptimizerServer({
     host,

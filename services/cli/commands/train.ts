@@ -14,7 +14,7 @@ import type { CommandRun } from "../args.js";
 import { followRun } from "../follow-run.js";
 import { checkFeedback } from "../preflight.js";
 import { createProgress } from "../progress.js";
-import { requireCheckpoint } from "./shared-flags.js";
+import { requireModel } from "./shared-flags.js";
 
 function flagOf(key: keyof RunSettings): string {
   const s = SETTINGS.find((x) => x.path === `run.${key}`);
@@ -59,8 +59,10 @@ export const trainCommand: CommandRun = {
     const progress = createProgress();
     const resume = typeof flags.resume === "string" ? await resumeTarget(config, flags.resume) : null;
     // A resumed run's Policy starts from the run's own weights (same model as the learner's).
+    if (resume && config.services.model)
+      throw new ConfigError("--resume continues the run's own model: drop --model");
     if (resume) config.services.checkpoint = resume.path;
-    requireCheckpoint(config.services.checkpoint);
+    else requireModel(config);
     if (config.services.feedbackAddress)
       await checkFeedback(config.services.feedbackAddress, "--feedback-address");
     const settings = resume?.settings ?? config.run;

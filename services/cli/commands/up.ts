@@ -10,12 +10,12 @@ import { followRun } from "../follow-run.js";
 import { checkFeedback } from "../preflight.js";
 import { createProgress } from "../progress.js";
 import { connectOptimizer, startRemoteRun } from "../remote-run.js";
-import { requireCheckpoint } from "./shared-flags.js";
+import { requireModel } from "./shared-flags.js";
 
 /** What `rlaif up` does (its command line is declared in specs.ts). */
 export const upCommand: CommandRun = {
   async run({ config, flags }) {
-    requireCheckpoint(config.services.checkpoint);
+    requireModel(config);
     if (config.services.feedbackAddress)
       await checkFeedback(config.services.feedbackAddress, "--feedback-address");
     const progress = createProgress();

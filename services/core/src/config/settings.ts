@@ -431,6 +431,16 @@ const SERVICES = {
     isPath: true,
     help: "checkpoint to serve / start from",
   }),
+  /**
+   * A Hugging Face model directory instead of a checkpoint: one setting, so every command that
+   * serves or trains a model takes the same flag and config key.
+   */
+  model: text({
+    flag: "model",
+    default: "",
+    isPath: true,
+    help: "Hugging Face model directory to serve / train instead of --checkpoint (config.json, model.safetensors or its index, tokenizer.json)",
+  }),
   backend: choice(["auto", "tensorflow", "wasm", "cpu"] as const, {
     flag: "backend",
     default: "auto",

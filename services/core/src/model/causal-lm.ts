@@ -6,6 +6,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { ValidationError, WeightsError } from "../errors.js";
 import type { HfModelConfig } from "./hf-config.js";
+import type { HfOrigin } from "./hf-origin.js";
 import { hfParameterShapes, validateHfModelConfig } from "./hf-parameters.js";
 import { isRnnKind, type RnnConfig, rnnParameterShapes, validateRnnConfig } from "./rnn-config.js";
 import type { RowDecoder } from "./row-decoder.js";
@@ -24,7 +25,14 @@ import {
 export type ModelKind = "transformer" | "gru" | "lstm" | "seq2seq" | "hf-gpt2" | "hf-llama";
 
 /** Every model kind this code can build from its own checkpoints and configs. */
-export const MODEL_KINDS: readonly ModelKind[] = ["transformer", "gru", "lstm", "seq2seq"];
+export const MODEL_KINDS: readonly ModelKind[] = [
+  "transformer",
+  "gru",
+  "lstm",
+  "seq2seq",
+  "hf-gpt2",
+  "hf-llama",
+];
 
 /** Any model's config (a TransformerConfig has no `kind` field; the others carry theirs). */
 export type ModelConfig = TransformerConfig | RnnConfig | Seq2SeqConfig | HfModelConfig;
@@ -71,6 +79,8 @@ export interface CausalLM {
    * directory); absent means the byte tokenizer (see `tokenizerOf`).
    */
   readonly tokenizer?: Tokenizer;
+  /** The Hugging Face directory the model was loaded from (absent for the project's own kinds). */
+  readonly origin?: HfOrigin;
   /**
    * Logits [B, T, V] for int32 tokens [B, T], differentiable. Row t's logits depend only on
    * tokens ≤ t, so right-padded training batches are exact. `positions` [B, T] are per-row

@@ -20,8 +20,16 @@ export const KIND_KEY = "kind";
 export const CONFIG_KEY = "config";
 /** Metadata key of the tokenizer description (JSON). */
 export const TOKENIZER_KEY = "tokenizer";
-/** The keys every checkpoint's metadata has, written by the encoder: callers may not set them. */
-export const RESERVED_METADATA_KEYS: readonly string[] = [FORMAT_KEY, KIND_KEY, CONFIG_KEY, TOKENIZER_KEY];
+/** Metadata key of a Hugging Face model's origin (hf-origin.ts), as JSON. */
+export const ORIGIN_KEY = "origin";
+/** The keys the encoder writes (origin only for Hugging Face kinds): callers may not set them. */
+export const RESERVED_METADATA_KEYS: readonly string[] = [
+  FORMAT_KEY,
+  KIND_KEY,
+  CONFIG_KEY,
+  TOKENIZER_KEY,
+  ORIGIN_KEY,
+];
 
 /** Metadata key of the training run's id (run checkpoints). */
 export const RUN_ID_KEY = "runId";

@@ -7,8 +7,11 @@
  * (or `json` + `numpy.frombuffer`) reads it as is, which is why weights published to the Object
  * Store use it. The metadata carries what is needed to rebuild the model: kind, config JSON,
  * tokenizer description, plus free-form fields (step, version, …). `kind` is "transformer",
- * "gru", "lstm" or "seq2seq"; `modelFromCheckpoint` builds the matching `CausalLM`. Every name
- * besides the parameters' (metadata keys, state-tensor prefixes) is in checkpoint-names.ts.
+ * "gru", "lstm", "seq2seq", or "hf-gpt2" / "hf-llama" for a model brought from a Hugging Face
+ * directory (its tokenizer is that directory's, named in the tokenizer description, and its
+ * `origin` records the directory and the dtypes on disk for `rlaif export`);
+ * `modelFromCheckpoint` builds the matching `CausalLM`. Every name besides the parameters'
+ * (metadata keys, state-tensor prefixes) is in checkpoint-names.ts.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
@@ -32,12 +35,20 @@ import {
   FORMAT_KEY,
   isStateTensor,
   KIND_KEY,
+  ORIGIN_KEY,
   RESERVED_METADATA_KEYS,
   STATE_TENSOR_PREFIXES,
   TOKENIZER_KEY,
 } from "./checkpoint-names.js";
-import { HfGpt2LM } from "./hf-gpt2.js";
+import { HfGpt2LM, type HfModelExtras } from "./hf-gpt2.js";
 import { HfLlamaLM } from "./hf-llama.js";
+import {
+  describeHfTokenizer,
+  type HfOrigin,
+  type HfTokenizerDescription,
+  isHfTokenizerDescription,
+  tokenizerFromDescription,
+} from "./hf-origin.js";
 import type { ParamSource } from "./param-model.js";
 import { RnnLM } from "./rnn.js";
 import { encodeSafetensors } from "./safetensors-bytes.js";
@@ -49,8 +60,18 @@ const RESERVED = new Set(RESERVED_METADATA_KEYS);
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 const LITTLE_ENDIAN_HOST = endianness() === "LE";
 
+/** The tokenizer a checkpoint names: the byte tokenizer, or a Hugging Face directory's. */
+export type CheckpointTokenizer = TokenizerDescription | HfTokenizerDescription;
+
+const isHfKind = (kind: ModelKind): kind is "hf-gpt2" | "hf-llama" =>
+  kind === "hf-gpt2" || kind === "hf-llama";
+
 /** What a checkpoint holds. `metadata` is free-form (e.g. `{step: "1200", version: "3"}`). */
 export interface Checkpoint {
+  /** Required for the Hugging Face kinds (their directory's tokenizer); default: the byte tokenizer. */
+  tokenizer?: CheckpointTokenizer;
+  /** A Hugging Face model's directory and dtypes on disk (see hf-origin.ts). */
+  origin?: HfOrigin;
   /** Model family; default: the one `config` describes (an RnnConfig names its own kind). */
   kind?: ModelKind;
   config: ModelConfig;
@@ -63,7 +84,7 @@ export interface Checkpoint {
 /** A decoded checkpoint, with the model kind and tokenizer it declares. */
 export interface DecodedCheckpoint extends Checkpoint {
   kind: ModelKind;
-  tokenizer: TokenizerDescription;
+  tokenizer: CheckpointTokenizer;
   /** The non-parameter tensors (empty for a plain weights file). */
   state: WeightMap;
 }
@@ -76,6 +97,14 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
     if (RESERVED.has(k)) throw new ValidationError(`metadata.${k}`, "is reserved");
     if (typeof v !== "string") throw new ValidationError(`metadata.${k}`, "must be a string");
   }
+  const tokenizer = c.tokenizer ?? describeTokenizer();
+  if (isHfKind(kind) !== (tokenizer.kind === "hf"))
+    throw new ValidationError(
+      "tokenizer",
+      isHfKind(kind)
+        ? `a ${kind} model needs its directory's tokenizer.json (none was loaded)`
+        : `a ${kind} model reads the byte tokenizer`,
+    );
   const badState = [...(c.state?.keys() ?? [])].find((n) => !isStateTensor(n));
   if (badState)
     throw new ValidationError(`state.${badState}`, `must start with ${STATE_TENSOR_PREFIXES.join(" or ")}`);
@@ -85,7 +114,8 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
     [FORMAT_KEY]: CHECKPOINT_FORMAT,
     [KIND_KEY]: kind,
     [CONFIG_KEY]: JSON.stringify(config),
-    [TOKENIZER_KEY]: JSON.stringify(describeTokenizer()),
+    [TOKENIZER_KEY]: JSON.stringify(tokenizer),
+    ...(c.origin ? { [ORIGIN_KEY]: JSON.stringify(c.origin) } : {}),
   });
 }
 
@@ -130,13 +160,18 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
   if (!MODEL_KINDS.includes(kind)) fail(`unsupported model kind '${kind}'`);
   let config: ModelConfig;
   let tokenizer: unknown;
+  let origin: HfOrigin | undefined;
   try {
     config = validateModelConfig(kind, JSON.parse(m[CONFIG_KEY] ?? ""));
     tokenizer = JSON.parse(m[TOKENIZER_KEY] ?? "");
+    if (m[ORIGIN_KEY] !== undefined) origin = JSON.parse(m[ORIGIN_KEY]) as HfOrigin;
   } catch (e) {
-    fail("config or tokenizer metadata unreadable", e);
+    fail("config, tokenizer or origin metadata unreadable", e);
   }
-  if (!isByteTokenizer(tokenizer)) fail(`unsupported tokenizer ${m[TOKENIZER_KEY]}`);
+  const tokenizerOk = isHfKind(kind) ? isHfTokenizerDescription(tokenizer) : isByteTokenizer(tokenizer);
+  if (!tokenizerOk) fail(`unsupported tokenizer ${m[TOKENIZER_KEY]} for a ${kind} model`);
+  if (origin !== undefined && (typeof origin?.dir !== "string" || typeof origin.dtypes !== "object"))
+    fail(`origin ${m[ORIGIN_KEY]} is not {dir, dtypes}`);
   const dataStart = 8 + n;
   const dataLength = bytes.length - dataStart;
   const expected = modelParameterShapes(config);
@@ -184,7 +219,8 @@ export function decodeCheckpoint(bytes: Uint8Array): DecodedCheckpoint {
     into.set(name, { shape, data: readFloats(bytes, dataStart + begin, dataStart + end) });
   }
   const metadata = Object.fromEntries(Object.entries(m).filter(([k]) => !RESERVED.has(k)));
-  return { kind, config, tokenizer: tokenizer as TokenizerDescription, weights, metadata, state };
+  const tok = tokenizer as CheckpointTokenizer;
+  return { kind, config, tokenizer: tok, weights, metadata, state, ...(origin ? { origin } : {}) };
 }
 
 /**
@@ -232,9 +268,20 @@ export async function loadCheckpoint(file: string): Promise<DecodedCheckpoint> {
   return decodeCheckpoint(bytes);
 }
 
-/** The checkpoint of a live model (weights copied out of the backend). */
+/** The checkpoint of a live model (weights copied out of the backend, tokenizer and origin named). */
 export function checkpointFromModel(model: CausalLM, metadata: Record<string, string> = {}): Checkpoint {
-  return { kind: model.kind, config: model.config, weights: model.getWeights(), metadata };
+  return { ...modelIdentity(model), config: model.config, weights: model.getWeights(), metadata };
+}
+
+/** A model's kind, tokenizer description and origin: what a checkpoint of it must carry besides weights. */
+export function modelIdentity(
+  model: CausalLM,
+): Pick<Checkpoint, "tokenizer" | "origin"> & { kind: ModelKind } {
+  return {
+    kind: model.kind,
+    ...(model.tokenizer ? { tokenizer: describeHfTokenizer(model.tokenizer) } : {}),
+    ...(model.origin ? { origin: model.origin } : {}),
+  };
 }
 
 /**
@@ -254,9 +301,21 @@ export function createModel(
 }
 
 /**
- * The model a checkpoint declares (`kind` transformer, gru, lstm or seq2seq), built from its
- * weights without a random initialisation first; throws WeightsError if they do not fit the config.
+ * The model a checkpoint declares (any kind), built from its weights without a random
+ * initialisation first; a Hugging Face kind gets its tokenizer back from the directory the
+ * checkpoint names. Throws WeightsError if the weights do not fit the config, CheckpointError
+ * if the tokenizer cannot be read again.
  */
 export function modelFromCheckpoint(c: Checkpoint): CausalLM {
-  return createModel(c.config, c.weights, c.kind ?? modelKindOf(c.config));
+  const kind = c.kind ?? modelKindOf(c.config);
+  const config = validateModelConfig(kind, c.config);
+  if (!("kind" in config) || (config.kind !== "hf-gpt2" && config.kind !== "hf-llama"))
+    return createModel(config, c.weights, kind);
+  const extras: HfModelExtras = {
+    ...(c.tokenizer?.kind === "hf" ? { tokenizer: tokenizerFromDescription(c.tokenizer) } : {}),
+    ...(c.origin ? { origin: c.origin } : {}),
+  };
+  return config.kind === "hf-gpt2"
+    ? new HfGpt2LM(config, c.weights, extras)
+    : new HfLlamaLM(config, c.weights, extras);
 }

@@ -11,9 +11,19 @@
 import { CheckpointError } from "../errors.js";
 import type { WeightMap } from "./causal-lm.js";
 import type { HfGpt2Config } from "./hf-config.js";
+import type { HfOrigin } from "./hf-origin.js";
 import { classifyGpt2Tensor, hfGpt2Name, hfGpt2ParameterShapes } from "./hf-parameters.js";
 import type { ParamSource } from "./param-model.js";
+import type { Tokenizer } from "./tokenizer-types.js";
 import { TransformerLM } from "./transformer.js";
+
+/** What a model loaded from a Hugging Face directory carries besides its weights. */
+export interface HfModelExtras {
+  /** The directory's own tokenizer (absent: none was found, the byte tokenizer applies). */
+  tokenizer?: Tokenizer;
+  /** Where it was loaded from, for checkpoints and export. */
+  origin?: HfOrigin;
+}
 
 /** A GPT-2 whose parameters are named `tf.Variable`s (the Transformer's names). Dispose it when done. */
 export class HfGpt2LM extends TransformerLM {
@@ -21,11 +31,17 @@ export class HfGpt2LM extends TransformerLM {
   override readonly kind = "hf-gpt2" as const;
   /** Validated hyperparameters (the Transformer's plus GPT-2's special tokens). */
   declare readonly config: HfGpt2Config;
+  /** The tokenizer of the directory it came from (see CausalLM.tokenizer). */
+  readonly tokenizer?: Tokenizer;
+  /** See CausalLM.origin. */
+  readonly origin?: HfOrigin;
 
   /** From `source` as the Transformer builds it (a seed: GPT-2's initialisation), head tied. */
-  constructor(config: HfGpt2Config, source: ParamSource) {
+  constructor(config: HfGpt2Config, source: ParamSource, extras: HfModelExtras = {}) {
     super(config, source, true);
     (this as { config: HfGpt2Config }).config = config;
+    if (extras.tokenizer) this.tokenizer = extras.tokenizer;
+    if (extras.origin) this.origin = extras.origin;
   }
 }
 

@@ -13,12 +13,15 @@ import * as tf from "@tensorflow/tfjs";
 import { ValidationError } from "../errors.js";
 import { type CausalLM, checkForwardInputs, type DecodingState, type ForwardOptions } from "./causal-lm.js";
 import type { HfLlamaConfig } from "./hf-config.js";
+import type { HfModelExtras } from "./hf-gpt2.js";
 import { applyRope, groupedAttention, rmsNorm, ropeTables, swiGlu, toHeads } from "./hf-llama-attention.js";
 import { HfLlamaDecoder } from "./hf-llama-decoder.js";
+import type { HfOrigin } from "./hf-origin.js";
 import { hfLlamaParameterShapes } from "./hf-parameters.js";
 import * as L from "./layers.js";
 import { ParamModel, type ParamSource } from "./param-model.js";
 import type { RowDecoder } from "./row-decoder.js";
+import type { Tokenizer } from "./tokenizer-types.js";
 import { attentionBias, mergeHeads } from "./transformer-attention.js";
 
 /** Per-layer keys (RoPE applied) and values of a prefix, each [B, KV, S, D]. */
@@ -40,19 +43,25 @@ export class HfLlamaLM extends ParamModel implements CausalLM {
   readonly kind = "hf-llama" as const;
   /** Validated hyperparameters. */
   readonly config: HfLlamaConfig;
+  /** The tokenizer of the directory it came from (see CausalLM.tokenizer). */
+  readonly tokenizer?: Tokenizer;
+  /** See CausalLM.origin. */
+  readonly origin?: HfOrigin;
 
   /**
    * Creates the parameters from `source`: given weights as they are, or a seed (weights
    * ~ N(0, 0.02) as transformers initialises them, norm gains 1, biases 0; each parameter from
    * its own RNG stream, see ParamModel).
    */
-  constructor(config: HfLlamaConfig, source: ParamSource) {
+  constructor(config: HfLlamaConfig, source: ParamSource, extras: HfModelExtras = {}) {
     super("hf-llama", hfLlamaParameterShapes(config), source, (name, _shape, data, rng) => {
       if (name.endsWith(".bias")) return;
       if (name.endsWith("norm.weight")) data.fill(1);
       else for (let i = 0; i < data.length; i++) data[i] = rng.nextNormal() * 0.02;
     });
     this.config = config;
+    if (extras.tokenizer) this.tokenizer = extras.tokenizer;
+    if (extras.origin) this.origin = extras.origin;
   }
 
   /** Logits [B, T, V] for int32 tokens [B, T] at `positions` (default 0..T−1), differentiable. */

@@ -6,6 +6,7 @@
  * WeightsError names a parameter, a directory's user needs the tensor and the file, so names and
  * shapes are compared against the config first and reported as CheckpointError.
  */
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { CheckpointError, ValidationError } from "../errors.js";
@@ -13,8 +14,11 @@ import type { CausalLM, WeightMap } from "./causal-lm.js";
 import { type HfModelConfig, parseHfConfig } from "./hf-config.js";
 import { gpt2WeightsFromHf, HfGpt2LM } from "./hf-gpt2.js";
 import { HfLlamaLM } from "./hf-llama.js";
+import type { HfOrigin } from "./hf-origin.js";
 import { hfLlamaParameterShapes } from "./hf-parameters.js";
 import { type FloatDtype, readSafetensorsDir } from "./safetensors.js";
+import { loadHfTokenizer } from "./tokenizer-hf.js";
+import type { Tokenizer } from "./tokenizer-types.js";
 
 /** A loaded directory: the model, its config, and each tensor's dtype on disk. */
 export interface HfModel {
@@ -54,17 +58,24 @@ function llamaWeights(c: HfModelConfig & { kind: "hf-llama" }, tensors: WeightMa
 }
 
 /**
- * The model of a Hugging Face directory (GPT-2, Llama or Qwen2), weights decoded to float32.
+ * The model of a Hugging Face directory (GPT-2, Llama or Qwen2), weights decoded to float32,
+ * carrying the directory's own tokenizer when it has a tokenizer.json (so BOS, EOS and every
+ * token's bytes are the model's; TokenizerError if that file cannot be used) and its origin.
  * Throws ValidationError for an unsupported config field, CheckpointError for a missing,
  * unreadable or mismatched weights file (naming file and tensor).
  */
 export async function loadHfModel(dir: string): Promise<HfModel> {
   const config = await readHfConfig(dir);
   const { weights, dtypes } = await readSafetensorsDir(dir);
+  const origin: HfOrigin = { dir: path.resolve(dir), dtypes: Object.fromEntries(dtypes) };
+  const tokenizer: Tokenizer | undefined = existsSync(path.join(dir, "tokenizer.json"))
+    ? loadHfTokenizer(dir, { modelVocabSize: config.vocabSize })
+    : undefined;
+  const extras = { origin, ...(tokenizer ? { tokenizer } : {}) };
   if (config.kind === "hf-gpt2") {
-    return { model: new HfGpt2LM(config, gpt2WeightsFromHf(config, weights, dir)), config, dtypes };
+    return { model: new HfGpt2LM(config, gpt2WeightsFromHf(config, weights, dir), extras), config, dtypes };
   }
-  return { model: new HfLlamaLM(config, llamaWeights(config, weights, dir)), config, dtypes };
+  return { model: new HfLlamaLM(config, llamaWeights(config, weights, dir), extras), config, dtypes };
 }
 
 /** The `CausalLM` of a Hugging Face directory (see `loadHfModel`). */

@@ -44,6 +44,8 @@ export interface HfTokenizerOptions {
   modelVocabSize?: number;
   /** Where the files came from, for messages and describe(). */
   source?: string;
+  /** The model directory they were read from (becomes `Tokenizer.dir`). */
+  dir?: string;
 }
 
 type Json = Record<string, unknown>;
@@ -182,6 +184,7 @@ export function hfTokenizer(files: HfTokenizerFiles, opts: HfTokenizerOptions = 
     tokenBytes,
     streamDecoder: (): StreamDecoder => bytesStreamDecoder(tokenBytes),
     describe: () => description,
+    ...(opts.dir === undefined ? {} : { dir: opts.dir }),
   };
 }
 
@@ -206,7 +209,10 @@ function readJson(file: string, required: boolean): unknown {
  * `tokenizer_config.json` and `generation_config.json` when present. TokenizerError names the file
  * and field that cannot be used.
  */
-export function loadHfTokenizer(dir: string, opts: Omit<HfTokenizerOptions, "source"> = {}): Tokenizer {
+export function loadHfTokenizer(
+  dir: string,
+  opts: Omit<HfTokenizerOptions, "source" | "dir"> = {},
+): Tokenizer {
   const tokenizerConfig = readJson(path.join(dir, "tokenizer_config.json"), false);
   const generationConfig = readJson(path.join(dir, "generation_config.json"), false);
   return hfTokenizer(
@@ -215,6 +221,6 @@ export function loadHfTokenizer(dir: string, opts: Omit<HfTokenizerOptions, "sou
       ...(tokenizerConfig === undefined ? {} : { tokenizerConfig }),
       ...(generationConfig === undefined ? {} : { generationConfig }),
     },
-    { ...opts, source: path.join(dir, "tokenizer.json") },
+    { ...opts, source: path.join(dir, "tokenizer.json"), dir: path.resolve(dir) },
   );
 }

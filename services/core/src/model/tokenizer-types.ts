@@ -38,6 +38,11 @@ export interface Tokenizer {
   streamDecoder(): StreamDecoder;
   /** One line for logs and the Policy's GetInfo, e.g. "hf byte-level BPE, vocab 50257, …". */
   describe(): string;
+  /**
+   * The model directory whose tokenizer.json this is (Hugging Face tokenizers only), so a
+   * checkpoint of the model can say where its tokenizer comes from.
+   */
+  readonly dir?: string;
 }
 
 /** The concatenated bytes of `ids` (what their text decodes from). */
