@@ -9,6 +9,7 @@ import { activeBackend } from "../core/src/model/backend.js";
 import { type CausalLM, countModelParameters } from "../core/src/model/causal-lm.js";
 import { decodeCheckpoint, modelFromCheckpoint } from "../core/src/model/checkpoint.js";
 import { ContinuousSampler, DEFAULT_MAX_ROWS } from "../core/src/model/continuous-sampler.js";
+import { adaptedModel } from "../core/src/model/lora-shared.js";
 import { loadModel } from "../core/src/model/model-source.js";
 import { tokenizerOf } from "../core/src/model/tokenizer.js";
 import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
@@ -29,9 +30,9 @@ export class PolicyModel implements LoadedModel {
   private readonly sampler: ContinuousSampler;
   private readonly scorer: ScoreBatcher;
 
-  /** `batchRows`: most rows decoded together. */
+  /** `batchRows`: most rows decoded together. `model` is public so adapters can share it as a base. */
   constructor(
-    private readonly model: CausalLM,
+    readonly model: CausalLM,
     readonly kind: string,
     batchRows = DEFAULT_MAX_ROWS,
   ) {
@@ -85,6 +86,11 @@ export function createPolicyModelLoader(opts: PolicyModelOptions = {}): ModelLoa
       return fromBytes(bytes);
     },
     fromBlob: fromBytes,
+    fromAdapters(base, blob) {
+      if (!(base instanceof PolicyModel))
+        throw new CheckpointError("adapter weights need a base loaded by the Policy's own loader");
+      return new PolicyModel(adaptedModel(base.model, blob), base.kind, opts.batchRows);
+    },
     async fromDir(dir) {
       const model = await loadModel(dir);
       return new PolicyModel(model, model.kind, opts.batchRows);
