@@ -26,10 +26,18 @@ export interface AdapterBlob {
 
 /** The blob of `adapters` trained on the base whose weights blob has SHA-256 `baseSha256`. */
 export function encodeAdapterBlob(adapters: LoraAdapters, baseSha256: string): Uint8Array {
-  const { rank, alpha, dropout, targets } = adapters.spec;
-  return encodeSafetensors(adapters.getWeights(), {
+  return encodeAdapterTensors({ baseSha256, spec: adapters.spec, weights: adapters.getWeights() });
+}
+
+/**
+ * The blob of saved adapter tensors (a resumed run republishing the adapters its checkpoint
+ * holds): the same bytes `encodeAdapterBlob` gives for adapters with these values.
+ */
+export function encodeAdapterTensors(blob: AdapterBlob): Uint8Array {
+  const { rank, alpha, dropout, targets } = blob.spec;
+  return encodeSafetensors(blob.weights, {
     format: ADAPTER_FORMAT,
-    baseSha256,
+    baseSha256: blob.baseSha256,
     lora: JSON.stringify({ rank, alpha, dropout, targets }),
   });
 }
