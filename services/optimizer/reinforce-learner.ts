@@ -30,6 +30,7 @@ import type { CausalLM, WeightMap } from "../core/src/model/causal-lm.js";
 import {
   type CheckpointTokenizer,
   checkpointFromModel,
+  type DecodedCheckpoint,
   encodeCheckpoint,
   loadCheckpoint,
   modelFromCheckpoint,
@@ -45,11 +46,23 @@ import {
   unprefixTensors,
 } from "../core/src/model/checkpoint-names.js";
 import { attachLora, type LoraAdapters, loraOf, loraSpecOf } from "../core/src/model/lora.js";
+import { loraSpecMetadata, mergedCheckpoint } from "../core/src/model/lora-checkpoint.js";
 import { encodeAdapterBlob } from "../core/src/model/lora-files.js";
 import { isModelDir, loadModel } from "../core/src/model/model-source.js";
 import { hashString } from "../core/src/model/rng.js";
 import { describeTokenizer, tokenizerOf } from "../core/src/model/tokenizer.js";
 import { type Learner, type LearnerStepResult, sampleKl } from "./run-driver.js";
+
+/** The model of a LoRA checkpoint with its adapters merged in (a plain model, no adapters). */
+function mergedModel(checkpoint: DecodedCheckpoint): CausalLM {
+  const merged = mergedCheckpoint(checkpoint);
+  if (merged === null) return modelFromCheckpoint(checkpoint);
+  try {
+    return modelFromCheckpoint(merged.checkpoint);
+  } finally {
+    merged.dispose();
+  }
+}
 
 /** What a resumable checkpoint says about Adam beside its moment tensors. */
 export interface OptimizerInfo {
@@ -123,8 +136,10 @@ export class ReinforceLearner implements Learner {
     if (isModelDir(path)) return new ReinforceLearner(await loadModel(path), settings);
     const checkpoint = await loadCheckpoint(path);
     const saved = unprefixTensors(LORA_TENSOR_PREFIX, checkpoint.state);
+    // Resuming continues the saved adapters on their base; a new run starts from the policy a
+    // LoRA checkpoint holds, its adapters merged into the weights.
     const learner = new ReinforceLearner(
-      modelFromCheckpoint(checkpoint),
+      opts.resume || saved.size === 0 ? modelFromCheckpoint(checkpoint) : mergedModel(checkpoint),
       settings,
       opts.resume && saved.size > 0 ? saved : undefined,
     );
@@ -269,6 +284,7 @@ export class ReinforceLearner implements Learner {
   ): Promise<string> {
     const meta: Record<string, string> = {
       ...metadata,
+      ...(this.lora ? loraSpecMetadata(this.lora.spec) : {}),
       [LEARNER_STATE_KEY]: JSON.stringify(this.getState()),
     };
     const adapters = this.lora ? prefixTensors(LORA_TENSOR_PREFIX, this.lora.getWeights()) : new Map();

@@ -7,8 +7,9 @@ import { readFileSync } from "node:fs";
 import { CheckpointError } from "../core/src/errors.js";
 import { activeBackend } from "../core/src/model/backend.js";
 import { type CausalLM, countModelParameters } from "../core/src/model/causal-lm.js";
-import { decodeCheckpoint, modelFromCheckpoint } from "../core/src/model/checkpoint.js";
+import { decodeCheckpoint } from "../core/src/model/checkpoint.js";
 import { ContinuousSampler, DEFAULT_MAX_ROWS } from "../core/src/model/continuous-sampler.js";
+import { tunedModel } from "../core/src/model/lora-checkpoint.js";
 import { adaptedModel } from "../core/src/model/lora-shared.js";
 import { loadModel } from "../core/src/model/model-source.js";
 import { tokenizerOf } from "../core/src/model/tokenizer.js";
@@ -73,7 +74,7 @@ export interface PolicyModelOptions {
 export function createPolicyModelLoader(opts: PolicyModelOptions = {}): ModelLoader {
   const fromBytes = (bytes: Uint8Array): PolicyModel => {
     const c = decodeCheckpoint(bytes);
-    return new PolicyModel(modelFromCheckpoint(c), c.kind, opts.batchRows);
+    return new PolicyModel(tunedModel(c), c.kind, opts.batchRows);
   };
   return {
     fromFile(path) {

@@ -48,6 +48,12 @@ export const LEARNER_STATE_KEY = "learnerState";
 /** Metadata key of Adam's update count and hyperparameters (JSON). */
 export const OPTIMIZER_STATE_KEY = "optimizer";
 
+/**
+ * Metadata key of a LoRA learner's adapter settings (JSON `{rank, alpha, dropout, targets}`),
+ * beside its `lora.*` tensors: what rebuilds the tuned model from its base.
+ */
+export const LORA_SPEC_KEY = "lora";
+
 /** Prefix of Adam's tensors: `optimizer.m.<param>` and `optimizer.v.<param>`. */
 export const ADAM_TENSOR_PREFIX = "optimizer.";
 /** Prefix of Adam's first moments, `optimizer.m.<param>`. */
