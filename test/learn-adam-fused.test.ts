@@ -6,7 +6,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Adam } from "../services/core/src/learn/adam.js";
+import { Adam, clipByGlobalNorm, clipScale, globalGradNorm } from "../services/core/src/learn/adam.js";
 import { initBackend } from "../services/core/src/model/backend.js";
 import { FUSED, hasFusedKernel } from "../services/core/src/model/fused-kernels.js";
 import { loadBlas } from "../services/core/src/model/native-blas.js";
@@ -22,8 +22,12 @@ describe.skipIf(blas === null)("adam fused", () => {
   });
   afterAll(() => setWasmMatMul(initial, blas));
 
-  /** Weights and moments after 5 AdamW steps with seeded gradients, on the given kernels. */
-  const run = (kind: "blas" | "wasm") => {
+  /**
+   * Weights and moments after 5 AdamW steps with seeded gradients, on the given kernels; with
+   * `clip`, the gradients' global norm is clipped to 0.5 either first (clipByGlobalNorm) or by the
+   * factor the update applies itself (clipScale, as trainStep does).
+   */
+  const run = (kind: "blas" | "wasm", clip: "none" | "first" | "inside" = "none") => {
     setWasmMatMul(kind, blas);
     expect(hasFusedKernel(FUSED.adam)).toBe(kind === "blas");
     const vars = tf.tidy(() => [
@@ -36,7 +40,15 @@ describe.skipIf(blas === null)("adam fused", () => {
       const grads = vars.map((v, i) =>
         tf.tidy(() => tf.mul(tf.randomNormal(v.shape, 0, 1, "float32", 10 * step + i + 1), 10 ** (step - 3))),
       );
-      adam.applyGradients(vars, grads);
+      if (clip === "first") {
+        const { clipped, globalNorm } = clipByGlobalNorm(grads, 0.5);
+        adam.applyGradients(vars, clipped);
+        tf.dispose([...clipped, globalNorm]);
+      } else if (clip === "inside") {
+        const norm = globalGradNorm(grads);
+        adam.applyGradients(vars, grads, clipScale(norm.dataSync()[0] as number, 0.5));
+        norm.dispose();
+      } else adam.applyGradients(vars, grads);
       tf.dispose(grads);
     }
     return adam.getState().then((state) => {
@@ -55,6 +67,25 @@ describe.skipIf(blas === null)("adam fused", () => {
     expect(fused.slots.map((s) => [Array.from(s.m), Array.from(s.v)])).toEqual(
       ops.slots.map((s) => [Array.from(s.m), Array.from(s.v)]),
     );
+    expect(tf.memory().numTensors, "no tensor leak").toBe(before);
+  });
+
+  it("adam fused - clipping by the factor inside the update is bitwise clipping the gradients first, on both kernels", async () => {
+    const before = tf.memory().numTensors;
+    const [fusedFirst, fusedInside, opsFirst, opsInside] = [
+      await run("blas", "first"),
+      await run("blas", "inside"),
+      await run("wasm", "first"),
+      await run("wasm", "inside"),
+    ];
+    // The norms of the later steps' gradients (up to 10×) are above 0.5: the clip acted.
+    expect(fusedFirst.weights).not.toEqual((await run("blas")).weights);
+    for (const other of [fusedInside, opsFirst, opsInside]) {
+      expect(other.weights).toEqual(fusedFirst.weights);
+      expect(other.slots.map((x) => [Array.from(x.m), Array.from(x.v)])).toEqual(
+        fusedFirst.slots.map((x) => [Array.from(x.m), Array.from(x.v)]),
+      );
+    }
     expect(tf.memory().numTensors, "no tensor leak").toBe(before);
   });
 });

@@ -17,8 +17,9 @@
  *   setThreads(n)  openblas_set_num_threads(n)
  *   info()         { threads, corename, config } of the OpenBLAS in use
  * and the fused kernels of fused.c (LayerNorm, Adam, GRU factors), attention.c (causal attention),
- * gelu.c (GELU forward and backward), softmax.c (row softmax with its log-normaliser) and the
- * recurrent layers of recurrent.c (GRU, LSTM).
+ * gelu.c (GELU forward and backward), softmax.c (row softmax with its log-normaliser),
+ * decoder-attention.c (the Seq2Seq decoder's attention and tanh) and the recurrent layers of
+ * recurrent.c (GRU, LSTM).
  */
 #include <cblas.h>
 #include <node_api.h>
@@ -26,6 +27,7 @@
 #include <stdint.h>
 
 #include "attention.h"
+#include "decoder-attention.h"
 #include "fused.h"
 #include "gelu.h"
 #include "softmax.h"
@@ -148,5 +150,6 @@ NAPI_MODULE_INIT() {
   if (gelu_define(env, exports) != napi_ok) return NULL;
   if (softmax_define(env, exports) != napi_ok) return NULL;
   if (recurrent_define(env, exports) != napi_ok) return NULL;
+  if (decoder_attention_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

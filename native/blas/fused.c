@@ -17,7 +17,8 @@
  *     per row, with gx = dy g: dx = rstd (gx - mean gx - xhat mean(gx xhat));
  *     over rows: dg = sum dy xhat, db = sum dy
  *   adam(p, po, g, go, m, mo, v, vo, p2, p2o, m2, m2o, v2, v2o, n,
- *        beta1, 1 - beta1, beta2, 1 - beta2, eps, step, sqrtBc2, decay)
+ *        beta1, 1 - beta1, beta2, 1 - beta2, eps, step, sqrtBc2, decay, gradScale)
+ *     with g = gradScale g (the global-norm clip's factor, 1 when nothing is clipped):
  *     m2 = beta1 m + (1 - beta1) g, v2 = beta2 v + (1 - beta2) g^2,
  *     p2 = decay p - step m2 / (sqrt(v2) / sqrtBc2 + eps)   (step = lr / (1 - beta1^t)),
  *     in float32, each constant rounded once and every operation in the order learn/adam.ts's
@@ -184,12 +185,12 @@ static napi_value layer_norm_grad(napi_env env, napi_callback_info info) {
 }
 
 static napi_value adam(napi_env env, napi_callback_info info) {
-  napi_value argv[23];
+  napi_value argv[24];
   int64_t n;
-  double hp[8]; /* beta1, 1 - beta1, beta2, 1 - beta2, eps, step, sqrtBc2, decay */
-  if (!args(env, info, 23, argv, "adam: expected 23 arguments")) return NULL;
+  double hp[9]; /* beta1, 1 - beta1, beta2, 1 - beta2, eps, step, sqrtBc2, decay, gradScale */
+  if (!args(env, info, 24, argv, "adam: expected 24 arguments")) return NULL;
   if (!count_arg(env, argv[14], &n)) return range_error(env, "adam: n must be a 32-bit count");
-  for (int k = 0; k < 8; k++)
+  for (int k = 0; k < 9; k++)
     if (napi_get_value_double(env, argv[15 + k], &hp[k]) != napi_ok)
       return type_error(env, "adam: hyperparameters must be numbers");
   float *spans[7]; /* p, g, m, v, p2, m2, v2 */
@@ -199,9 +200,11 @@ static napi_value adam(napi_env env, napi_callback_info info) {
   float *p2 = spans[4], *m2 = spans[5], *v2 = spans[6];
   const float b1 = (float)hp[0], c1 = (float)hp[1], b2 = (float)hp[2], c2 = (float)hp[3];
   const float eps = (float)hp[4], step = (float)hp[5], sqrt_bc2 = (float)hp[6], decay = (float)hp[7];
+  const float gs = (float)hp[8];
   for (int64_t i = 0; i < n; i++) {
-    const float mi = m[i] * b1 + g[i] * c1;
-    const float vi = v[i] * b2 + (g[i] * g[i]) * c2;
+    const float gi = g[i] * gs; /* exactly g[i] at gs = 1 */
+    const float mi = m[i] * b1 + gi * c1;
+    const float vi = v[i] * b2 + (gi * gi) * c2;
     m2[i] = mi;
     v2[i] = vi;
     p2[i] = p[i] * decay - (mi / (sqrtf(vi) / sqrt_bc2 + eps)) * step;

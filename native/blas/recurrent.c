@@ -34,7 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gate-math.h"
 #include "recurrent.h"
+#include "row-kernel.h"
 
 #define MAX_ARGS 18
 
@@ -104,47 +106,7 @@ static bool counts_ok(napi_env env, int64_t steps, int64_t batch, int64_t hidden
   return true;
 }
 
-/*
- * e^x for x in [-88, 88] (clamped), Cephes' single-precision polynomial (~1 ulp): written
- * without calls or branches so that GCC vectorises the gate loops (glibc's expf and tanhf are
- * scalar calls and cost more than a step's sgemm). The rounding uses the 1.5 * 2^23 trick and
- * 2^n is built from its bits, all exact float operations, so a value never depends on its
- * neighbours or on the vector width.
- */
-static inline float fast_exp(float x) {
-  x = x > 88.0f ? 88.0f : x < -88.0f ? -88.0f : x;
-  const float shifted = x * 1.44269504088896341f + 12582912.0f; /* round(x log2 e) + 1.5 * 2^23 */
-  const float n = shifted - 12582912.0f;
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; /* x - n ln 2, in two parts */
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float e = (p * r) * r + r + 1.0f;
-  const int32_t bits = ((int32_t)n + 127) << 23; /* 2^n, n in [-127, 127] */
-  float scale;
-  memcpy(&scale, &bits, sizeof scale); /* (a union would keep GCC from vectorising) */
-  return e * scale;
-}
-
-/*
- * The per-row gate loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load
- * time (GCC's target_clones, an ifunc): 2-3x faster gates on this project's machines. Without
- * FMA contraction (-std=c11 keeps it off) every width computes the same float operations, so
- * results do not depend on the machine's vector width either.
- */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define ROW_KERNEL __attribute__((target_clones("avx512f", "avx2", "default"))) static void
-#else
-#define ROW_KERNEL static void
-#endif
-
-static inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
-
-/* tanh x = 2 sigmoid(2x) - 1, as the tfjs path computes it (recurrent-cells.ts's sigmoidTanh). */
-static inline float tanh_s(float x) { return 2.0f * sigmoid(2.0f * x) - 1.0f; }
+/* The per-row gate loops are ROW_KERNELs (row-kernel.h): 2-3x faster gates on AVX-512. */
 
 /* s = s_prev + m (s - s_prev): a masked step (m = 0) keeps the previous state exactly. */
 ROW_KERNEL masked_row(int64_t n, float m, const float *restrict prev, float *restrict s) {

@@ -133,16 +133,24 @@ export class Adam {
     return this.t;
   }
 
-  /** One Adam update of `variables[i]` with `grads[i]`; a null gradient leaves that variable as is. */
-  applyGradients(variables: readonly tf.Variable[], grads: readonly (tf.Tensor | null)[]): void {
+  /**
+   * One Adam update of `variables[i]` with `gradScale`·`grads[i]`; a null gradient leaves that
+   * variable as is. `gradScale` is the global-norm clip's factor ({@link clipScale}): applied
+   * inside the fused update it saves a multiply (and a tensor) per parameter, with the same floats.
+   */
+  applyGradients(
+    variables: readonly tf.Variable[],
+    grads: readonly (tf.Tensor | null)[],
+    gradScale = 1,
+  ): void {
     if (variables.length !== grads.length)
       throw new ValidationError("grads", "must have one entry per variable");
     this.t++;
     const bc1 = 1 - this.beta1 ** this.t;
     const bc2 = 1 - this.beta2 ** this.t;
     for (const [i, variable] of variables.entries()) {
-      const g = grads[i];
-      if (g == null) continue;
+      const raw = grads[i];
+      if (raw == null) continue;
       const slot = this.slotFor(variable);
       const decays = this.weightDecay > 0 && (!this.decayMatricesOnly || variable.rank >= 2);
       tf.tidy(() => {
@@ -150,7 +158,7 @@ export class Adam {
           // the update below in one pass, the same float32 operations in the same order (fused-kernels.ts)
           const [p, m, v] = runFused<tf.Tensor[]>(
             FUSED.adam,
-            { param: variable, grad: g, m: slot.m, v: slot.v },
+            { param: variable, grad: raw, m: slot.m, v: slot.v },
             {
               beta1: this.beta1,
               oneMinusBeta1: 1 - this.beta1,
@@ -160,6 +168,7 @@ export class Adam {
               step: this.learningRate / bc1,
               sqrtBc2: Math.sqrt(bc2),
               decay: decays ? 1 - this.learningRate * this.weightDecay : 1,
+              gradScale,
             } satisfies AdamAttrs,
           );
           slot.m.assign(m as tf.Tensor);
@@ -167,6 +176,8 @@ export class Adam {
           variable.assign(p as tf.Tensor);
           return;
         }
+        // g ← s·g, the clip's factor (exactly g at s = 1)
+        const g = gradScale === 1 ? raw : tf.mul(raw, gradScale);
         // m ← β1·m + (1−β1)·g
         const m = tf.add(tf.mul(slot.m, this.beta1), tf.mul(g, 1 - this.beta1));
         // v ← β2·v + (1−β2)·g²
@@ -247,10 +258,7 @@ export function clipByGlobalNorm(
   clipNorm: number,
 ): { clipped: tf.Tensor[]; globalNorm: tf.Scalar } {
   return tf.tidy(() => {
-    // ‖g‖ = √(Σ_i Σ g_i²)
-    const globalNorm = tf.sqrt(
-      tensors.reduce<tf.Tensor>((acc, g) => tf.add(acc, tf.sum(tf.square(g))), tf.scalar(0)),
-    ); // []
+    const globalNorm = globalGradNorm(tensors);
     if (!(clipNorm > 0) || clipNorm === Number.POSITIVE_INFINITY) {
       return { clipped: tensors.map((g) => tf.clone(g)), globalNorm: globalNorm as tf.Scalar };
     }
@@ -258,4 +266,27 @@ export function clipByGlobalNorm(
     const scale = tf.minimum(1, tf.div(clipNorm, tf.maximum(globalNorm, 1e-12))); // []
     return { clipped: tensors.map((g) => tf.mul(g, scale)), globalNorm: globalNorm as tf.Scalar };
   });
+}
+
+/** ‖g‖ = √(Σ_i Σ g_i²) over all tensors together, as a float32 scalar tensor. */
+export function globalGradNorm(tensors: readonly tf.Tensor[]): tf.Scalar {
+  return tf.tidy(
+    () =>
+      // ‖g‖ = √(Σ_i Σ g_i²)
+      tf.sqrt(
+        tensors.reduce<tf.Tensor>((acc, g) => tf.add(acc, tf.sum(tf.square(g))), tf.scalar(0)),
+      ) as tf.Scalar,
+  );
+}
+
+/**
+ * The factor min(1, c/‖g‖) of {@link clipByGlobalNorm} from the norm read back, in the same float32
+ * arithmetic the tensor ops use (so passing it to {@link Adam.applyGradients} updates exactly as
+ * clipping the gradients first would). c ≤ 0 or c = ∞ means no clipping (1).
+ */
+export function clipScale(globalNorm: number, clipNorm: number): number {
+  if (!(clipNorm > 0) || clipNorm === Number.POSITIVE_INFINITY) return 1;
+  const f = Math.fround;
+  // scale = min(1, c/‖g‖), ‖g‖ floored at 1e-12 (float32 division of float32 operands)
+  return Math.min(1, f(f(clipNorm) / Math.max(f(globalNorm), f(1e-12))));
 }

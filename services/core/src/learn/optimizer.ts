@@ -3,7 +3,7 @@
  * clipping and an Adam update (adam.ts).
  */
 import * as tf from "@tensorflow/tfjs";
-import { type Adam, clipByGlobalNorm } from "./adam.js";
+import { type Adam, clipScale, globalGradNorm } from "./adam.js";
 import { type PgBatch, type PgLossConfig, reinforceLoss } from "./reinforce.js";
 
 /** Loss hyperparameters plus the clip threshold. */
@@ -50,18 +50,17 @@ export async function trainStep(
     return out.loss;
   }, [...variables]);
   const withGrad = variables.filter((v) => grads[v.name] != null);
-  const { clipped, globalNorm } = clipByGlobalNorm(
-    withGrad.map((v) => grads[v.name] as tf.Tensor),
-    cfg.maxGradNorm,
-  );
+  const gs = withGrad.map((v) => grads[v.name] as tf.Tensor);
+  const globalNorm = globalGradNorm(gs);
   try {
     const [loss, gradNorm, pgLoss, kl, entropy, clipFraction] = (
       await Promise.all([value, globalNorm, ...stats].map((x) => x.data()))
     ).map((d) => d[0] as number) as [number, number, number, number, number, number];
     const applied = Number.isFinite(loss) && Number.isFinite(gradNorm);
-    if (applied) optimizer.applyGradients(withGrad, clipped);
+    // g ← g·min(1, c/‖g‖), applied inside the update
+    if (applied) optimizer.applyGradients(withGrad, gs, clipScale(gradNorm, cfg.maxGradNorm));
     return { loss, pgLoss, gradNorm, kl, entropy, clipFraction, applied };
   } finally {
-    tf.dispose([value, globalNorm, ...stats, ...clipped, ...Object.values(grads)]);
+    tf.dispose([value, globalNorm, ...stats, ...Object.values(grads)]);
   }
 }

@@ -1,7 +1,7 @@
 /**
  * Fused LayerNorm, GELU, softmax, Adam and GRU-backward kernels for the tfjs `wasm` backend,
- * computed by the project's addon (native/blas/fused.c, gelu.c, softmax.c) in one pass each,
- * zero-copy on the wasm heap.
+ * computed by the project's addon (native/blas/fused.c, gelu.c, softmax.c, decoder-attention.c) in
+ * one pass each, zero-copy on the wasm heap.
  *
  * Why: on wasm each tfjs elementwise op is a pass over memory plus a dispatch, and LayerNorm
  * (~20 ops forward and backward) and GELU (~14) were a third of a Transformer learner step.
@@ -9,7 +9,9 @@
  * when the active backend has them (`hasFusedKernel`) and replace by the same maths in tfjs ops
  * otherwise. GELU forward and backward are one kernel each (σ recomputed, not stored).
  * Adam's update (learn/adam.ts) was ~13 kernels per parameter tensor, over half of a step's
- * kernel calls.
+ * kernel calls. The Seq2Seq decoder's attention (scores, bias, softmax, context: four kernels and
+ * two sgemm calls per row) is one kernel when sampling and scoring, which need no gradient, and so
+ * is the tanh of their inference passes (four elementwise kernels in tfjs ops).
  * Registered with the OpenBLAS kernels (`setWasmMatMul("blas")`) and removed with them, so the
  * tests compare both paths in one process. Float32 only (everything the models feed them).
  */
@@ -35,6 +37,13 @@ export const FUSED = {
   adam: "RlaifAdam",
   /** {hp, r, z, n, uN (each [N, H]), mask? [N, 1]} → [Pᵃ, Pᵘ (both [N, 3H]), z̃ [N, H]] (gru-layer.ts). */
   gruFactors: "RlaifGruFactors",
+  /**
+   * {q [B, J, H], keys [B, S, H], values [B, S, H], bias [B, 1, S]} → ctx [B, J, H] =
+   * softmax(q keysᵀ + bias) values per row (the Seq2Seq decoder's attention, decoder-attention.c).
+   */
+  attend: "RlaifAttend",
+  /** {x} → tanh x = 2σ(2x) − 1 (decoder-attention.c), in one pass instead of four tfjs kernels. */
+  tanh: "RlaifTanh",
 } as const;
 
 /** The constants of one Adam(W) update, as learn/adam.ts computes them (in double). */
@@ -50,6 +59,8 @@ export type AdamAttrs = {
   sqrtBc2: number;
   /** 1 − α·λ with decoupled weight decay, else 1 */
   decay: number;
+  /** The global-norm clip's factor, applied to the gradient first (1: not clipped) */
+  gradScale: number;
 };
 
 const size = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
@@ -91,6 +102,7 @@ function adamKernel(blas: BlasAddon): tf.KernelFunc {
       a.step,
       a.sqrtBc2,
       a.decay,
+      a.gradScale,
     );
     return outs;
   };
@@ -119,6 +131,22 @@ function gruFactorsKernel(blas: BlasAddon): tf.KernelFunc {
       h,
     );
     return outs;
+  };
+}
+
+function attendKernel(blas: BlasAddon): tf.KernelFunc {
+  return (args) => {
+    const { q, keys, values, bias } = args.inputs as Record<string, tf.TensorInfo>;
+    const ins = [q, keys, values, bias] as tf.TensorInfo[];
+    float32(FUSED.attend, ins);
+    const [b, j, h] = (q as tf.TensorInfo).shape as [number, number, number];
+    const s = (keys as tf.TensorInfo).shape[1] as number;
+    const be = args.backend as unknown as WasmHeapBackend;
+    const ctx = be.makeOutput([b, j, h], "float32");
+    const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
+    const [oq, ok, ov, ob, oc] = [...ins, ctx].map((t) => offsetOf(be, t)) as number[];
+    blas.attend(heap, oq as number, ok as number, ov as number, ob as number, oc as number, b, j, s, h);
+    return ctx;
   };
 }
 
@@ -226,6 +254,16 @@ function kernels(blas: BlasAddon): Record<keyof typeof FUSED, tf.KernelFunc> {
     },
     adam: adamKernel(blas),
     gruFactors: gruFactorsKernel(blas),
+    attend: attendKernel(blas),
+    tanh: (args) => {
+      const x = args.inputs.x as tf.TensorInfo;
+      float32(FUSED.tanh, [x]);
+      const be = heapOf(args);
+      const y = be.makeOutput([...x.shape], "float32");
+      const heap = heapF32(be); // after makeOutput: the allocation may have replaced the buffer
+      blas.tanh(heap, offsetOf(be, x), offsetOf(be, y), size(x.shape));
+      return y;
+    },
   };
 }
 

@@ -15,8 +15,8 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
 /**
- * The addon's exports (native/blas/blas.c, fused.c, recurrent.c, attention.c, gelu.c and softmax.c
- * document each argument).
+ * The addon's exports (native/blas/blas.c, fused.c, recurrent.c, attention.c, gelu.c, softmax.c
+ * and decoder-attention.c document each argument).
  */
 export interface BlasAddon {
   /**
@@ -116,6 +116,7 @@ export interface BlasAddon {
     step: number,
     sqrtBc2: number,
     decay: number,
+    gradScale: number,
   ): void;
   /** The GRU backward's gate factors of every step (fused.c; `m` null: no masks). */
   gruFactors(
@@ -255,6 +256,24 @@ export interface BlasAddon {
     batch: number,
     hidden: number,
   ): void;
+  /**
+   * Softmax attention of J queries per row over its own S keys and values (decoder-attention.c): q
+   * [B, J, H], keys and values [B, S, H], bias [B, S], ctx [B, J, H], as element offsets on `heap`.
+   */
+  attend(
+    heap: Float32Array,
+    q: number,
+    keys: number,
+    values: number,
+    bias: number,
+    ctx: number,
+    batch: number,
+    queries: number,
+    width: number,
+    hidden: number,
+  ): void;
+  /** y = tanh x = 2σ(2x) − 1 over n floats (decoder-attention.c), element offsets on `heap`. */
+  tanh(heap: Float32Array, x: number, y: number, n: number): void;
   setThreads(n: number): void;
   info(): { threads: number; corename: string; config: string };
 }

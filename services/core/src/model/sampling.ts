@@ -199,7 +199,7 @@ export function checkRows(
 /** Σ_i exp(z_i − max), in float64 and id order: the softmax's normaliser. */
 function expSum(z: Float32Array, max: number): number {
   let sum = 0;
-  for (const v of z) sum += Math.exp(v - max);
+  for (let i = 0; i < z.length; i++) sum += Math.exp((z[i] as number) - max);
   return sum;
 }
 
@@ -210,36 +210,55 @@ let weights = new Float64Array(0);
  * Picks a token from one row of logits according to `p` (see SamplingParams) and reports its
  * log π_θ under the unmodified distribution, z_id − logsumexp(z) in float64. One pass of exps
  * serves both at temperature 1 without truncation (the RL default): its weights exp(z − max) are
- * the softmax's numerators. No allocation per call: it runs for every row of every token.
+ * the softmax's numerators. No allocation but the result: it runs for every row of every token.
+ * The loops keep their operands in locals and skip the division at T = 1 (x / 1 is x exactly),
+ * so the exps, their id-order sum and the draw are the same float64 operations as ever.
  */
 export function sampleToken(z: Float32Array, p: SamplingParams, rng: Rng): { id: number; logprob: number } {
+  const n = z.length;
   let best = 0;
-  for (let i = 1; i < z.length; i++) if ((z[i] as number) > (z[best] as number)) best = i;
-  const max = z[best] as number;
-  const logprob = (id: number, sum: number) => (z[id] as number) - (max + Math.log(sum));
-  if (p.temperature === 0) return { id: best, logprob: logprob(best, expSum(z, max)) };
+  let max = z[0] as number;
+  for (let i = 1; i < n; i++) {
+    const v = z[i] as number;
+    if (v > max) {
+      max = v;
+      best = i;
+    }
+  }
+  const t = p.temperature;
+  if (t === 0) return { id: best, logprob: (z[best] as number) - (max + Math.log(expSum(z, max))) };
   if (p.topK > 0 || p.topP < 1) {
     const id = drawTruncated(z, p, rng, max);
-    return { id, logprob: logprob(id, expSum(z, max)) };
+    return { id, logprob: (z[id] as number) - (max + Math.log(expSum(z, max))) };
   }
   // q_i ∝ exp((z_i − max) / T) over every token, in id order
-  if (weights.length < z.length) weights = new Float64Array(z.length);
+  if (weights.length < n) weights = new Float64Array(n);
+  const w = weights;
   let total = 0;
-  for (let i = 0; i < z.length; i++) {
-    const w = Math.exp(((z[i] as number) - max) / p.temperature);
-    weights[i] = w;
-    total += w;
+  if (t === 1) {
+    for (let i = 0; i < n; i++) {
+      const e = Math.exp((z[i] as number) - max);
+      w[i] = e;
+      total += e;
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      const e = Math.exp(((z[i] as number) - max) / t);
+      w[i] = e;
+      total += e;
+    }
   }
-  let id = z.length - 1;
+  let id = n - 1;
   let u = rng.nextFloat() * total;
-  for (let k = 0; k < z.length; k++) {
-    u -= weights[k] as number;
+  for (let k = 0; k < n; k++) {
+    u -= w[k] as number;
     if (u < 0) {
       id = k;
       break;
     }
   }
-  return { id, logprob: logprob(id, p.temperature === 1 ? total : expSum(z, max)) };
+  const sum = t === 1 ? total : expSum(z, max);
+  return { id, logprob: (z[id] as number) - (max + Math.log(sum)) };
 }
 
 /** The token `sampleToken` picks (see there). */

@@ -30,6 +30,7 @@ import {
   type DecodingState,
   type ForwardOptions,
 } from "./causal-lm.js";
+import { FUSED, hasFusedKernel, runFused } from "./fused-kernels.js";
 import { MASKED } from "./layers.js";
 import { ParamModel, type ParamSource } from "./param-model.js";
 import type { RecurrentOps as Ops } from "./recurrent-cells.js";
@@ -234,6 +235,22 @@ export class Seq2SeqLM extends ParamModel implements CausalLM {
     return { state: { memory, keys, bias, h: last }, encLogits };
   }
 
+  /**
+   * c_j = Σ_i α_{j,i} e_i with α = softmax_i(s_jᵀ W_a e_i + bias_i) for decoder states d [B, J, H]:
+   * one fused kernel when no gradient is needed and the backend has it (fused-kernels.ts), else
+   * tfjs ops.
+   */
+  private attend(d: tf.Tensor3D, state: Seq2SeqState, ops: Ops): tf.Tensor3D {
+    if (ops === OPS.inference && hasFusedKernel(FUSED.attend)) {
+      const { keys, memory: values, bias } = state;
+      return runFused<tf.Tensor3D>(FUSED.attend, { q: d, keys, values, bias });
+    }
+    // scores_{j,i} = s_jᵀ W_a e_i (+ −1e9 at padded sources);  α = softmax_i
+    const alpha = tf.softmax(tf.add(ops.matmulNT(d, state.keys), state.bias)); // [B, J, S]
+    // c_j = Σ_i α_{j,i} e_i
+    return ops.matmul(alpha, state.memory) as tf.Tensor3D; // [B, J, H]
+  }
+
   /** Runs the decoder from `state` over the plan; logits [B·J, V] (row r·J + j) and the new state. */
   private decode(
     plan: SidePlan,
@@ -244,11 +261,8 @@ export class Seq2SeqLM extends ParamModel implements CausalLM {
     const b = plan.ids[0]?.length ?? 0;
     const j = plan.ids.length;
     const { outs, last } = gruStack(this.params, this.config, "dec", plan, state.h, ops);
-    const d = j === 1 ? (tf.reshape(outs[0] as tf.Tensor2D, [b, 1, h]) as tf.Tensor3D) : tf.stack(outs, 1); // [B, J, H]
-    // scores_{j,i} = s_jᵀ W_a e_i (+ −1e9 at padded sources);  α = softmax_i
-    const alpha = tf.softmax(tf.add(ops.matmulNT(d, state.keys), state.bias)); // [B, J, S]
-    // c_j = Σ_i α_{j,i} e_i
-    const ctx = ops.matmul(alpha, state.memory); // [B, J, H]
+    const d = (j === 1 ? tf.reshape(outs[0] as tf.Tensor2D, [b, 1, h]) : tf.stack(outs, 1)) as tf.Tensor3D; // [B, J, H]
+    const ctx = this.attend(d, state, ops); // [B, J, H]
     const both = tf.concat([tf.reshape(ctx, [b * j, h]), tf.reshape(d, [b * j, h])], 1) as tf.Tensor2D; // [B·J, 2H]
     // h̃ = tanh([c; s] W_c + b_c)
     const ht = ops.tanh(ops.linear(both, this.p("attn.combine.weight"), this.p("attn.combine.bias"))); // [B·J, H]
