@@ -17,6 +17,7 @@ import { loadConfig } from "../services/core/src/config/load-config.js";
 import { startBackend } from "../services/core/src/model/backend.js";
 import { loadCheckpoint, modelFromCheckpoint } from "../services/core/src/model/checkpoint.js";
 import { heldOutPrompts } from "../services/core/src/model/corpus.js";
+import { loadModel } from "../services/core/src/model/model-source.js";
 import { DEFAULT_PROMPT_COUNT } from "../services/optimizer/main.js";
 import { measureSamples, type SampleQuality } from "./sample-quality.js";
 
@@ -62,7 +63,8 @@ await cluster.close();
 if (!summary) throw new Error(`training failed: ${run.error}`);
 const trainSeconds = (performance.now() - started) / 1000;
 
-const trained = modelFromCheckpoint(await loadCheckpoint(summary.checkpointPath));
+// loadModel: a LoRA run's final checkpoint is its base plus adapters, evaluated with them on.
+const trained = await loadModel(summary.checkpointPath);
 const after = await measureSamples(trained, reference, evalPrompts, evalOpts);
 
 const rise = (after.meanReward - before.meanReward) / Math.max(before.stdReward, 1e-9);

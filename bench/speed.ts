@@ -18,7 +18,7 @@ import { cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { defaultConfig, REPO_ROOT } from "../services/core/src/config/settings.js";
 import { describeBackend, startBackend } from "../services/core/src/model/backend.js";
-import { MODEL_KINDS, type ModelKind } from "../services/core/src/model/causal-lm.js";
+import { type ModelKind, OWN_MODEL_KINDS } from "../services/core/src/model/causal-lm.js";
 import { loadCheckpoint } from "../services/core/src/model/checkpoint.js";
 import type { TransformerConfig } from "../services/core/src/model/transformer-config.js";
 import { buildFigures, type Results } from "./speed/figures.js";
@@ -39,7 +39,7 @@ function usage(message: string): never {
 
 const { values } = parseArgs({
   options: {
-    kinds: { type: "string", default: MODEL_KINDS.join(",") },
+    kinds: { type: "string", default: OWN_MODEL_KINDS.join(",") },
     repeats: { type: "string" },
     warmup: { type: "string" },
     "train-steps": { type: "string" },
@@ -54,9 +54,9 @@ const count = (flag: string, raw: string | undefined, fallback: number, min: num
   return n;
 };
 const kinds = (values.kinds as string).split(",").map((k) => k.trim()) as ModelKind[];
-const unknown = kinds.filter((k) => !MODEL_KINDS.includes(k));
+const unknown = kinds.filter((k) => !(OWN_MODEL_KINDS as readonly ModelKind[]).includes(k));
 if (unknown.length > 0)
-  usage(`--kinds: unknown ${unknown.join(", ")} (choose from ${MODEL_KINDS.join(", ")})`);
+  usage(`--kinds: unknown ${unknown.join(", ")} (choose from ${OWN_MODEL_KINDS.join(", ")})`);
 const rounds = {
   warmup: count("warmup", values.warmup, smoke ? 1 : 2, 0),
   repeats: count("repeats", values.repeats, smoke ? 1 : 5, 1),

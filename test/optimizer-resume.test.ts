@@ -139,6 +139,37 @@ describe("optimizer resume", () => {
     await expectSameEnd(fullDir, dir, 5);
   });
 
+  it("resume - LoRA runs (seeded dropout; served adapters saved or rebuilt) crashed and resumed end bitwise equal to uninterrupted runs", async () => {
+    const lora = { ...STATEFUL, loraRank: 4, loraAlpha: 8, loraDropout: 0.1, steps: 5 };
+    // Resumed from step 2 of a synchronous run (the replicas serve the learner's adapters) and
+    // from step 3 of one publishing every 2 (they serve step 2's adapters, kept as published.*).
+    for (const [settings, crashAfter, from] of [
+      [{ ...lora, checkpointEvery: 2, maxStaleness: 0 }, 3, 2],
+      [{ ...lora, checkpointEvery: 3, publishEvery: 2 }, 4, 3],
+    ] as const) {
+      const fullDir = await runToEnd(tinyRunConfig(start, settings));
+      const crashed = tinyRunConfig(start, settings);
+      const dir = await runAndCrash(crashed, crashAfter);
+      const saved = await loadCheckpoint(join(dir, checkpointFileName(from)));
+      const names = [...saved.state.keys()];
+      expect(names.filter((n) => n.startsWith("published.")).every((n) => /lora_[AB]/.test(n))).toBe(true);
+      expect(names.some((n) => n.startsWith("published."))).toBe(from === 3);
+      expect(await resumeToEnd(crashed, dir)).toEqual({ dir, step: from });
+      await expectSameEnd(fullDir, dir, 5);
+      // Only the adapters train: Adam's moments are theirs, the base is the start's, bitwise.
+      const end = await tensorBytes(join(dir, checkpointFileName(5)));
+      const moments = [...end.keys()].filter((n) => n.startsWith("optimizer.m."));
+      expect(moments.length).toBeGreaterThan(0);
+      expect(moments.every((n) => /\.lora_[AB]\.weight$/.test(n))).toBe(true);
+      const base = await tensorBytes(start);
+      expect(differingTensors(base, new Map([...end].filter(([n]) => base.has(n))))).toEqual([]);
+      const b = [...end].find(([n]) => n.startsWith("lora.") && n.endsWith("lora_B.weight"));
+      expect(b && new Float32Array(b[1].buffer, b[1].byteOffset, b[1].length / 4).some((x) => x !== 0)).toBe(
+        true,
+      );
+    }
+  });
+
   it("checkpoint - a resumable checkpoint is still a weights file: it loads as a model and keeps the newest checkpointKeep", async () => {
     const config = tinyRunConfig(start, { steps: 3, checkpointEvery: 1, checkpointKeep: 2 });
     const dir = await runToEnd(config);

@@ -186,6 +186,16 @@ describe("settings schema", () => {
     );
     for (const s of RUN_SETTINGS) {
       if (s.key === "prompts" || s.proto.startsWith("sampling.")) continue;
+      if (s.proto.startsWith("lora.")) {
+        // LoRA's fields are in their own message, LoraConfig; targets' default (empty) is worded.
+        const lora = proto.slice(proto.indexOf("message LoraConfig {"));
+        const leaf = s.proto.slice("lora.".length);
+        const note = lora.slice(0, lora.search(new RegExp(`\\s${leaf} = \\d+;`)));
+        const text = note.slice(note.lastIndexOf(";") + 1).replace(/\s*\/\/\s*/g, " ");
+        if (Array.isArray(s.default)) expect(text, s.path).toContain("empty =");
+        else expect(text, s.path).toContain(`Default ${String(s.default)}.`);
+        continue;
+      }
       const field = protoFieldPath(s.proto);
       const comment = body.slice(0, body.search(new RegExp(`\\s${field} = \\d+;`)));
       const last = comment.slice(comment.lastIndexOf(";") + 1);

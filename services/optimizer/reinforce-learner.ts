@@ -16,6 +16,7 @@ import type * as tf from "@tensorflow/tfjs";
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { CheckpointError } from "../core/src/errors.js";
+import { sha256Hex } from "../core/src/hash.js";
 import { Adam, adamStateFromTensors, adamStateToTensors } from "../core/src/learn/adam.js";
 import { computeAdvantages } from "../core/src/learn/advantages.js";
 import { type BaselineState, MovingAverageBaseline } from "../core/src/learn/baseline.js";
@@ -29,6 +30,7 @@ import type { CausalLM, WeightMap } from "../core/src/model/causal-lm.js";
 import {
   type CheckpointTokenizer,
   checkpointFromModel,
+  type DecodedCheckpoint,
   encodeCheckpoint,
   loadCheckpoint,
   modelFromCheckpoint,
@@ -38,11 +40,29 @@ import {
 import {
   ADAM_TENSOR_PREFIX,
   LEARNER_STATE_KEY,
+  LORA_TENSOR_PREFIX,
   OPTIMIZER_STATE_KEY,
+  prefixTensors,
+  unprefixTensors,
 } from "../core/src/model/checkpoint-names.js";
+import { attachLora, type LoraAdapters, loraOf, loraSpecOf } from "../core/src/model/lora.js";
+import { loraSpecMetadata, mergedCheckpoint } from "../core/src/model/lora-checkpoint.js";
+import { encodeAdapterBlob } from "../core/src/model/lora-files.js";
 import { isModelDir, loadModel } from "../core/src/model/model-source.js";
+import { hashString } from "../core/src/model/rng.js";
 import { describeTokenizer, tokenizerOf } from "../core/src/model/tokenizer.js";
 import { type Learner, type LearnerStepResult, sampleKl } from "./run-driver.js";
+
+/** The model of a LoRA checkpoint with its adapters merged in (a plain model, no adapters). */
+function mergedModel(checkpoint: DecodedCheckpoint): CausalLM {
+  const merged = mergedCheckpoint(checkpoint);
+  if (merged === null) return modelFromCheckpoint(checkpoint);
+  try {
+    return modelFromCheckpoint(merged.checkpoint);
+  } finally {
+    merged.dispose();
+  }
+}
 
 /** What a resumable checkpoint says about Adam beside its moment tensors. */
 export interface OptimizerInfo {
@@ -74,10 +94,21 @@ export class ReinforceLearner implements Learner {
   private kl: KlController;
   /** tf variable name → parameter name (variable names carry a per-process model counter). */
   private readonly paramOf: Map<string, string>;
+  /** A LoRA run's adapters (the only variables Adam trains), or null for full fine-tuning. */
+  private readonly lora: LoraAdapters | null;
+  /** The variables Adam updates: the adapters', or every parameter. */
+  private readonly trained: tf.Variable[];
+  /** SHA-256 of the frozen base's weights blob (LoRA runs), computed on first use. */
+  private baseSha256: string | null = null;
 
+  /**
+   * `adapters`: a LoRA run's saved adapter tensors (resume); absent, a LoRA run attaches fresh
+   * ones from the run's seed (B = 0: step 0 is the base model).
+   */
   constructor(
     private readonly model: CausalLM,
     private readonly settings: RunSettings,
+    adapters?: WeightMap,
   ) {
     this.modelKind = model.kind;
     this.contextLength = model.config.contextLength;
@@ -85,7 +116,10 @@ export class ReinforceLearner implements Learner {
     this.adam = new Adam({ learningRate: settings.learningRate, weightDecay: settings.weightDecay });
     this.baseline = new MovingAverageBaseline(settings.baselineDecay);
     this.kl = new KlController(settings.klCoef, settings.klTarget, settings.klHorizon);
-    this.paramOf = new Map(model.variables().map((v) => [v.name, v.name.slice(v.name.indexOf("/") + 1)]));
+    const spec = loraSpecOf(settings);
+    this.lora = spec === null ? null : (loraOf(model) ?? attachLora(model, spec, adapters ?? settings.seed));
+    this.trained = this.lora?.variables() ?? model.variables();
+    this.paramOf = new Map(this.trained.map((v) => [v.name, v.name.slice(v.name.indexOf("/") + 1)]));
   }
 
   /**
@@ -101,7 +135,14 @@ export class ReinforceLearner implements Learner {
   ): Promise<ReinforceLearner> {
     if (isModelDir(path)) return new ReinforceLearner(await loadModel(path), settings);
     const checkpoint = await loadCheckpoint(path);
-    const learner = new ReinforceLearner(modelFromCheckpoint(checkpoint), settings);
+    const saved = unprefixTensors(LORA_TENSOR_PREFIX, checkpoint.state);
+    // Resuming continues the saved adapters on their base; a new run starts from the policy a
+    // LoRA checkpoint holds, its adapters merged into the weights.
+    const learner = new ReinforceLearner(
+      opts.resume || saved.size === 0 ? modelFromCheckpoint(checkpoint) : mergedModel(checkpoint),
+      settings,
+      opts.resume && saved.size > 0 ? saved : undefined,
+    );
     try {
       const saved = checkpoint.metadata[LEARNER_STATE_KEY];
       if (opts.resume && saved !== undefined) learner.setState(JSON.parse(saved) as LearnerState);
@@ -179,10 +220,12 @@ export class ReinforceLearner implements Learner {
         decay: s.lrDecay,
       });
       this.adam.learningRate = lr;
+      // LoRA dropout masks of this update, from the run's seed and the update count (reproducible).
+      if (this.lora) this.lora.dropoutSeed = hashString(`${s.seed}/${this.adam.step}`);
       // 4. One Adam(W) step on L = −(1/N) Σ mask·s_t [+ β·KL] − c_ent·H, clipped by global norm.
       const res = await trainStep(
         (x: tf.Tensor2D) => this.model.forward(x, undefined, { sourceLengths: built.sourceLengths }),
-        this.model.variables(),
+        this.trained,
         built.tokens,
         built.batch,
         {
@@ -214,12 +257,20 @@ export class ReinforceLearner implements Learner {
         learningRate: lr,
       };
     } finally {
+      if (this.lora) this.lora.dropoutSeed = null;
       disposePgBatch(built);
     }
   }
 
+  /**
+   * The weights to publish. A LoRA run publishes its frozen base until the first update (with
+   * B = 0 that is exactly the policy; it becomes the run's reference), then adapter-only blobs
+   * bound to that base by its SHA-256.
+   */
   async weightsBlob(): Promise<Uint8Array> {
-    return encodeCheckpoint(checkpointFromModel(this.model));
+    if (this.lora === null || this.adam.step === 0) return encodeCheckpoint(checkpointFromModel(this.model));
+    this.baseSha256 ??= sha256Hex(encodeCheckpoint(checkpointFromModel(this.model)));
+    return encodeAdapterBlob(this.lora, this.baseSha256);
   }
 
   /**
@@ -233,9 +284,12 @@ export class ReinforceLearner implements Learner {
   ): Promise<string> {
     const meta: Record<string, string> = {
       ...metadata,
+      ...(this.lora ? loraSpecMetadata(this.lora.spec) : {}),
       [LEARNER_STATE_KEY]: JSON.stringify(this.getState()),
     };
-    if (!resumable) return saveCheckpoint(path, checkpointFromModel(this.model, meta));
+    const adapters = this.lora ? prefixTensors(LORA_TENSOR_PREFIX, this.lora.getWeights()) : new Map();
+    if (!resumable)
+      return saveCheckpoint(path, { ...checkpointFromModel(this.model, meta), state: adapters });
     const adam = await this.adam.getState();
     const info: OptimizerInfo = {
       type: this.adam.weightDecay > 0 ? "adamw" : "adam",
@@ -249,12 +303,13 @@ export class ReinforceLearner implements Learner {
     const moments = adamStateToTensors(adam, (v) => this.paramOf.get(v) ?? v);
     return saveCheckpoint(path, {
       ...checkpointFromModel(this.model, meta),
-      state: new Map([...moments, ...resumable.tensors]),
+      state: new Map([...moments, ...resumable.tensors, ...adapters]),
     });
   }
 
   dispose(): void {
     this.adam.dispose();
+    this.lora?.dispose();
     this.model.dispose();
   }
 }

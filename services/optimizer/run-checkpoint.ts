@@ -5,7 +5,9 @@
  * - tensors: the policy's parameters (as in any weights file, so `rlaif sample`, the Policy and
  *   Python load it as is), Adam's moments `optimizer.m.<param>` / `optimizer.v.<param>`, the run's
  *   frozen reference weights `reference.<param>`, and — only when the replicas serve older weights
- *   than the learner holds (publishEvery > 1) — the served weights `published.<param>`;
+ *   than the learner holds (publishEvery > 1) — the served weights `published.<param>`; a LoRA
+ *   run's parameters are its frozen base, its adapters are `lora.<layer>.lora_A|B.weight` and the
+ *   served adapters (an adapter-only blob) `published.<layer>.lora_A|B.weight`;
  * - metadata: `runId`, `step`, `weightsVersion`, `runConfig` (the settings with the resolved
  *   prompts), `rngState`, `runProgress` (totals for the summary), and from the learner
  *   `learnerState` (baseline, β) and `optimizer` (Adam's update count and hyperparameters).
@@ -21,9 +23,12 @@ import { readdir, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { defaultConfig, type RunSettings } from "../core/src/config/settings.js";
 import { CheckpointError } from "../core/src/errors.js";
+import { sha256Hex } from "../core/src/hash.js";
 import type { ModelConfig, ModelKind, WeightMap } from "../core/src/model/causal-lm.js";
 import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint } from "../core/src/model/checkpoint.js";
 import {
+  LORA_TENSOR_PREFIX,
+  OPTIMIZER_STATE_KEY,
   PUBLISHED_TENSOR_PREFIX,
   prefixTensors,
   REFERENCE_TENSOR_PREFIX,
@@ -35,6 +40,8 @@ import {
   unprefixTensors,
   WEIGHTS_VERSION_KEY,
 } from "../core/src/model/checkpoint-names.js";
+import { loraSpecOf } from "../core/src/model/lora.js";
+import { decodeAdapterBlob, encodeAdapterTensors, isAdapterBlob } from "../core/src/model/lora-files.js";
 import type { Learner, ResumePoint, RunDriver } from "./run-driver.js";
 import { RNG_SCHEME } from "./run-helpers.js";
 
@@ -67,8 +74,10 @@ export async function writeRunCheckpoint(
   const tensors = prefixTensors(REFERENCE_TENSOR_PREFIX, decodeCheckpoint(reference).weights);
   const servedStep = driver.servedBlob ? driver.servedStep : step;
   if (servedStep !== step && driver.servedBlob) {
-    for (const [k, w] of prefixTensors(PUBLISHED_TENSOR_PREFIX, decodeCheckpoint(driver.servedBlob).weights))
-      tensors.set(k, w);
+    const served = isAdapterBlob(driver.servedBlob)
+      ? decodeAdapterBlob(driver.servedBlob).weights
+      : decodeCheckpoint(driver.servedBlob).weights;
+    for (const [k, w] of prefixTensors(PUBLISHED_TENSOR_PREFIX, served)) tensors.set(k, w);
   }
   const path = join(dir, checkpointFileName(step));
   const sha256 = await learner.saveCheckpoint(
@@ -155,7 +164,7 @@ export async function readRunCheckpoint(path: string): Promise<RunCheckpoint> {
   let servedBlob: Uint8Array;
   try {
     referenceBlob = blob(reference);
-    servedBlob = blob(published.size ? published : c.weights);
+    servedBlob = servedOf(c, settings, referenceBlob, published, blob);
   } catch (cause) {
     throw new CheckpointError(`${path}: reference or published weights do not fit the model`, { cause });
   }
@@ -176,6 +185,28 @@ export async function readRunCheckpoint(path: string): Promise<RunCheckpoint> {
       wallSeconds: progress.wallSeconds,
     },
   };
+}
+
+/**
+ * The blob the replicas served when the checkpoint was written, as the run published it: the
+ * saved `published.*` weights or, without them, the learner's own: for a LoRA run past its first
+ * update an adapter-only blob (its adapters, bound to the reference by its SHA-256, exactly the
+ * bytes the learner publishes), else the full weights.
+ */
+function servedOf(
+  c: Awaited<ReturnType<typeof loadCheckpoint>>,
+  settings: RunSettings,
+  referenceBlob: Uint8Array,
+  published: WeightMap,
+  blob: (weights: WeightMap) => Uint8Array,
+): Uint8Array {
+  const spec = loraSpecOf(settings);
+  const adapters = published.size ? published : unprefixTensors(LORA_TENSOR_PREFIX, c.state);
+  const updates = Number(JSON.parse(c.metadata[OPTIMIZER_STATE_KEY] ?? "{}").step ?? 0);
+  const isAdapters = [...adapters.keys()].some((n) => n.endsWith(".lora_A.weight"));
+  if (spec === null || !isAdapters || (!published.size && updates === 0))
+    return blob(published.size ? published : c.weights);
+  return encodeAdapterTensors({ baseSha256: sha256Hex(referenceBlob), spec, weights: adapters });
 }
 
 /** The run directory's `step-<n>.safetensors` files, newest first. */

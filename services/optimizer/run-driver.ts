@@ -41,6 +41,7 @@ import type { RunSettings } from "../core/src/config/settings.js";
 import { RunCancelledError, RunFailedError } from "../core/src/errors.js";
 import type { WeightMap } from "../core/src/model/causal-lm.js";
 import type { CheckpointTokenizer } from "../core/src/model/checkpoint.js";
+import { isAdapterBlob } from "../core/src/model/lora-files.js";
 import { publishWeights } from "../core/src/weights/weights-channel.js";
 import { jobSeed, meanStaleness, meanStd, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
@@ -200,6 +201,7 @@ export class RunDriver {
       step: 0,
       modelKind: this.learner.modelKind,
     });
+    this.logPublished(first.version, 0, this.referenceBlob);
     const reference = { objectName: first.objectName, sha256: first.sha256, version: Number(first.version) };
     this.weightsVersion = Number(first.version);
     this.servedBlob = this.referenceBlob;
@@ -309,6 +311,13 @@ export class RunDriver {
     this.weightsVersion = Number(manifest.version);
     this.servedBlob = blob;
     this.servedStep = step;
+    this.logPublished(manifest.version, step, blob);
+  }
+
+  /** Bytes per version: a LoRA run's adapter-only versions against the full weights of its first. */
+  private logPublished(version: bigint, step: number, blob: Uint8Array): void {
+    const what = isAdapterBlob(blob) ? "adapters" : "full weights";
+    this.opts.log?.(`optimizer: published weights v${version} (step ${step}, ${what}, ${blob.length} bytes)`);
   }
 
   /** Counts the step, builds its metrics and hands them on (history, KV run state, onMetrics). */

@@ -3,6 +3,7 @@
  * Keeping the service behind this small interface lets one replica serve any model family.
  */
 
+import type { AdapterBlob } from "../core/src/model/lora-files.js";
 import type { GenerationResult, SamplingParams } from "../core/src/model/sampling.js";
 import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
 
@@ -40,4 +41,10 @@ export interface ModelLoader {
   /** Loads a Hugging Face model directory (`--model <dir>`), tokenizer included, when supported. */
   fromDir?(dir: string): Promise<LoadedModel>;
   fromBlob(blob: Uint8Array): LoadedModel;
+  /**
+   * The model of LoRA adapters over `base` (a model this loader built), sharing base's weights:
+   * a LoRA run publishes adapter-only versions, and the base is also the run's reference.
+   * Disposing the result frees the adapters only.
+   */
+  fromAdapters?(base: LoadedModel, blob: AdapterBlob): LoadedModel;
 }

@@ -7,8 +7,10 @@ import { readFileSync } from "node:fs";
 import { CheckpointError } from "../core/src/errors.js";
 import { activeBackend } from "../core/src/model/backend.js";
 import { type CausalLM, countModelParameters } from "../core/src/model/causal-lm.js";
-import { decodeCheckpoint, modelFromCheckpoint } from "../core/src/model/checkpoint.js";
+import { decodeCheckpoint } from "../core/src/model/checkpoint.js";
 import { ContinuousSampler, DEFAULT_MAX_ROWS } from "../core/src/model/continuous-sampler.js";
+import { tunedModel } from "../core/src/model/lora-checkpoint.js";
+import { adaptedModel } from "../core/src/model/lora-shared.js";
 import { loadModel } from "../core/src/model/model-source.js";
 import { tokenizerOf } from "../core/src/model/tokenizer.js";
 import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
@@ -29,9 +31,9 @@ export class PolicyModel implements LoadedModel {
   private readonly sampler: ContinuousSampler;
   private readonly scorer: ScoreBatcher;
 
-  /** `batchRows`: most rows decoded together. */
+  /** `batchRows`: most rows decoded together. `model` is public so adapters can share it as a base. */
   constructor(
-    private readonly model: CausalLM,
+    readonly model: CausalLM,
     readonly kind: string,
     batchRows = DEFAULT_MAX_ROWS,
   ) {
@@ -72,7 +74,7 @@ export interface PolicyModelOptions {
 export function createPolicyModelLoader(opts: PolicyModelOptions = {}): ModelLoader {
   const fromBytes = (bytes: Uint8Array): PolicyModel => {
     const c = decodeCheckpoint(bytes);
-    return new PolicyModel(modelFromCheckpoint(c), c.kind, opts.batchRows);
+    return new PolicyModel(tunedModel(c), c.kind, opts.batchRows);
   };
   return {
     fromFile(path) {
@@ -85,6 +87,11 @@ export function createPolicyModelLoader(opts: PolicyModelOptions = {}): ModelLoa
       return fromBytes(bytes);
     },
     fromBlob: fromBytes,
+    fromAdapters(base, blob) {
+      if (!(base instanceof PolicyModel))
+        throw new CheckpointError("adapter weights need a base loaded by the Policy's own loader");
+      return new PolicyModel(adaptedModel(base.model, blob), base.kind, opts.batchRows);
+    },
     async fromDir(dir) {
       const model = await loadModel(dir);
       return new PolicyModel(model, model.kind, opts.batchRows);

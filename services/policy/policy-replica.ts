@@ -4,10 +4,16 @@
  * in the models' batchers); each call leases one consistent (current, reference) pair for its
  * whole duration, so every response is produced by exactly one version. A swap takes effect for
  * calls that start after it; the models it replaces are freed once their last lease ends.
+ *
+ * A LoRA run publishes adapter-only versions after its first: the replica checks that the
+ * adapters were trained on the reference it holds (the base's SHA-256) and serves them over that
+ * reference's weights, one copy of the base for both. An adapted model is only ever paired with
+ * the reference it shares, so a call's lease on the pair keeps the base alive as long as it runs.
  */
 import type { WeightsManifest } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { WeightsError } from "../core/src/errors.js";
+import { checkAdapterBase, decodeAdapterBlob, isAdapterBlob } from "../core/src/model/lora-files.js";
 import { fetchWeightsBlob, watchLatestWeights } from "../core/src/weights/weights-channel.js";
 import type { LoadedModel, ModelLoader } from "./loaded-model.js";
 
@@ -17,6 +23,8 @@ export interface VersionedModel {
   version: number;
   /** Object Store name it came from ("" for a local checkpoint). */
   objectName: string;
+  /** SHA-256 of the weights blob it was built from ("" for a local checkpoint): adapters name it. */
+  sha256: string;
 }
 
 /**
@@ -77,7 +85,7 @@ export class PolicyReplica {
     private readonly loader: ModelLoader,
     private readonly log: (line: string) => void = () => {},
   ) {
-    this.current = { model: initial, version: 0, objectName: "" };
+    this.current = { model: initial, version: 0, objectName: "", sha256: "" };
     this.reference = this.current;
   }
 
@@ -119,21 +127,48 @@ export class PolicyReplica {
       !needRef || manifest.referenceObjectName === manifest.objectName
         ? blob
         : await fetchWeightsBlob(bus, manifest.referenceObjectName, manifest.referenceSha256);
-    const model = this.loader.fromBlob(blob);
-    const refModel = needRef ? (refBlob === blob ? model : this.loader.fromBlob(refBlob)) : null;
+    const refModel = needRef ? (refBlob === blob ? null : this.loader.fromBlob(refBlob)) : null;
+    let model: LoadedModel;
+    try {
+      model = isAdapterBlob(blob)
+        ? this.adapted(
+            blob,
+            refModel ?? this.reference.model,
+            needRef ? manifest.referenceSha256 : this.reference.sha256,
+          )
+        : this.loader.fromBlob(blob);
+    } catch (err) {
+      refModel?.dispose();
+      throw err;
+    }
     // Re-check: a newer version may have been swapped in while this one loaded.
     if (version <= this.current.version) {
       for (const m of new Set([model, refModel])) m?.dispose();
       throw new WeightsError(`refusing weights v${version}: already serving v${this.current.version}`);
     }
     const old = [this.current.model, this.reference.model];
-    this.current = { model, version, objectName: manifest.objectName };
-    if (refModel) {
-      const refVersion = Number(manifest.referenceVersion);
-      this.reference = { model: refModel, version: refVersion, objectName: manifest.referenceObjectName };
+    this.current = { model, version, objectName: manifest.objectName, sha256: manifest.sha256 };
+    if (needRef) {
+      this.reference = {
+        model: refModel ?? model,
+        version: Number(manifest.referenceVersion),
+        objectName: manifest.referenceObjectName,
+        sha256: manifest.referenceSha256,
+      };
     }
     const live = new Set([this.current.model, this.reference.model]);
     for (const m of new Set(old)) if (!live.has(m)) this.leases.retire(m);
+  }
+
+  /**
+   * The model of adapter blob bytes over `base`, whose blob had SHA-256 `baseSha256`; a
+   * WeightsError when the adapters were trained on another base or the loader cannot share one.
+   */
+  private adapted(blob: Uint8Array, base: LoadedModel, baseSha256: string): LoadedModel {
+    const adapters = decodeAdapterBlob(blob);
+    checkAdapterBase(adapters, baseSha256);
+    if (!this.loader.fromAdapters) throw new WeightsError("this replica's loader cannot apply LoRA adapters");
+    return this.loader.fromAdapters(base, adapters);
   }
 
   /** Follow the latest-weights pointer on `bus`; failures are logged and the old weights kept. */

@@ -114,4 +114,5 @@ def main():
     print(json.dumps({"logits": logits.reshape(-1).tolist()}))
 
 
-main()
+if __name__ == "__main__":  # importable for read_tensors (test/lora-export.test.ts)
+    main()

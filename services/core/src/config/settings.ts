@@ -344,6 +344,43 @@ const RUN = {
     help: "training prompt, repeatable (default: held-out corpus prompts)",
     proto: "prompts",
   }),
+  /**
+   * LoRA (model/lora.ts). 0 = full fine-tuning, as before; r > 0 trains r·(in + out) values per
+   * target layer instead of in·out, so published versions and Adam's moments shrink accordingly.
+   */
+  loraRank: int({
+    flag: "lora-rank",
+    default: 0,
+    min: 0,
+    max: 1024,
+    help: "LoRA rank r: train low-rank adapters on a frozen base (0 = full fine-tuning)",
+    proto: "lora.rank",
+  }),
+  /** 16: PEFT's examples pair r 8 with alpha 16 (scaling 2). */
+  loraAlpha: num({
+    flag: "lora-alpha",
+    default: 16,
+    above: 0,
+    max: 10_000,
+    help: "LoRA scale numerator alpha (the adapters' output is scaled by alpha / rank)",
+    proto: "lora.alpha",
+  }),
+  loraDropout: num({
+    flag: "lora-dropout",
+    default: 0,
+    min: 0,
+    below: 1,
+    help: "dropout probability on the LoRA adapters' input, training passes only",
+    proto: "lora.dropout",
+  }),
+  loraTargets: texts({
+    flag: "lora-target",
+    default: [],
+    maxItems: 64,
+    maxItemBytes: 128,
+    help: "LoRA target layer by name suffix, repeatable, e.g. c_attn, q_proj (default: every block linear)",
+    proto: "lora.targets",
+  }),
   /** 10 bounds the work a crash can lose to 10 steps, for a write that costs milliseconds. */
   checkpointEvery: int({
     flag: "checkpoint-every",

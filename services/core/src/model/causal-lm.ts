@@ -24,6 +24,17 @@ import {
  */
 export type ModelKind = "transformer" | "gru" | "lstm" | "seq2seq" | "hf-gpt2" | "hf-llama";
 
+/**
+ * The project's own families: each has a pretrained checkpoint under checkpoints/ and a PyTorch
+ * twin in bench/python/ (the speed benchmark compares these).
+ */
+export const OWN_MODEL_KINDS = [
+  "transformer",
+  "gru",
+  "lstm",
+  "seq2seq",
+] as const satisfies readonly ModelKind[];
+
 /** Every model kind this code can build from its own checkpoints and configs. */
 export const MODEL_KINDS: readonly ModelKind[] = [
   "transformer",

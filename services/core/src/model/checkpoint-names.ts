@@ -48,6 +48,12 @@ export const LEARNER_STATE_KEY = "learnerState";
 /** Metadata key of Adam's update count and hyperparameters (JSON). */
 export const OPTIMIZER_STATE_KEY = "optimizer";
 
+/**
+ * Metadata key of a LoRA learner's adapter settings (JSON `{rank, alpha, dropout, targets}`),
+ * beside its `lora.*` tensors: what rebuilds the tuned model from its base.
+ */
+export const LORA_SPEC_KEY = "lora";
+
 /** Prefix of Adam's tensors: `optimizer.m.<param>` and `optimizer.v.<param>`. */
 export const ADAM_TENSOR_PREFIX = "optimizer.";
 /** Prefix of Adam's first moments, `optimizer.m.<param>`. */
@@ -62,6 +68,9 @@ export const REFERENCE_TENSOR_PREFIX = "reference.";
  */
 export const PUBLISHED_TENSOR_PREFIX = "published.";
 
+/** Prefix of a LoRA run's adapter tensors, `lora.<layer>.lora_A.weight` (the base stays as parameters). */
+export const LORA_TENSOR_PREFIX = "lora.";
+
 /**
  * Name prefixes of non-parameter tensors. Decoding returns such tensors apart from the
  * parameters and models are built from the parameters only, so a run checkpoint loads wherever a
@@ -71,6 +80,7 @@ export const STATE_TENSOR_PREFIXES: readonly string[] = [
   ADAM_TENSOR_PREFIX,
   REFERENCE_TENSOR_PREFIX,
   PUBLISHED_TENSOR_PREFIX,
+  LORA_TENSOR_PREFIX,
 ];
 
 /** Whether `name` is a non-parameter tensor's (it starts with a {@link STATE_TENSOR_PREFIXES} prefix). */

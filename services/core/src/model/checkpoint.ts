@@ -51,6 +51,7 @@ import {
 } from "./hf-origin.js";
 import type { ParamSource } from "./param-model.js";
 import { RnnLM } from "./rnn.js";
+import { encodeSafetensors } from "./safetensors-bytes.js";
 import { Seq2SeqLM } from "./seq2seq.js";
 import { describeTokenizer, isByteTokenizer, type TokenizerDescription } from "./tokenizer.js";
 import { TransformerLM } from "./transformer.js";
@@ -88,16 +89,6 @@ export interface DecodedCheckpoint extends Checkpoint {
   state: WeightMap;
 }
 
-function floatBytes(data: Float32Array): Uint8Array {
-  if (LITTLE_ENDIAN_HOST) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  const out = new Uint8Array(data.byteLength);
-  const view = new DataView(out.buffer);
-  data.forEach((x, i) => {
-    view.setFloat32(i * 4, x, true);
-  });
-  return out;
-}
-
 /** Serialises a checkpoint. Throws ValidationError for reserved metadata keys or mismatched data. */
 export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   const kind = c.kind ?? modelKindOf(c.config);
@@ -118,41 +109,14 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   if (badState)
     throw new ValidationError(`state.${badState}`, `must start with ${STATE_TENSOR_PREFIXES.join(" or ")}`);
   const all: WeightMap = new Map([...c.weights, ...(c.state ?? [])]);
-  const names = [...all.keys()].sort();
-  const header: Record<string, unknown> = {
-    __metadata__: {
-      ...c.metadata,
-      [FORMAT_KEY]: CHECKPOINT_FORMAT,
-      [KIND_KEY]: kind,
-      [CONFIG_KEY]: JSON.stringify(config),
-      [TOKENIZER_KEY]: JSON.stringify(tokenizer),
-      ...(c.origin ? { [ORIGIN_KEY]: JSON.stringify(c.origin) } : {}),
-    },
-  };
-  let offset = 0;
-  for (const name of names) {
-    const w = all.get(name) as { shape: number[]; data: Float32Array };
-    if (w.data.length !== w.shape.reduce((a, b) => a * b, 1)) {
-      throw new ValidationError(`weights.${name}`, `has ${w.data.length} values for shape [${w.shape}]`);
-    }
-    header[name] = { dtype: "F32", shape: w.shape, data_offsets: [offset, offset + w.data.byteLength] };
-    offset += w.data.byteLength;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
-  const headerBytes = new TextEncoder().encode(json);
-  const out = new Uint8Array(8 + headerBytes.length + offset);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, headerBytes.length, true);
-  view.setUint32(4, 0, true);
-  out.set(headerBytes, 8);
-  let at = 8 + headerBytes.length;
-  for (const name of names) {
-    const bytes = floatBytes((all.get(name) as { data: Float32Array }).data);
-    out.set(bytes, at);
-    at += bytes.length;
-  }
-  return out;
+  return encodeSafetensors(all, {
+    ...c.metadata,
+    [FORMAT_KEY]: CHECKPOINT_FORMAT,
+    [KIND_KEY]: kind,
+    [CONFIG_KEY]: JSON.stringify(config),
+    [TOKENIZER_KEY]: JSON.stringify(tokenizer),
+    ...(c.origin ? { [ORIGIN_KEY]: JSON.stringify(c.origin) } : {}),
+  });
 }
 
 function fail(reason: string, cause?: unknown): never {

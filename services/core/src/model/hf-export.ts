@@ -3,13 +3,17 @@
  * `AutoModelForCausalLM.from_pretrained` reads: the source directory's config.json, a
  * model.safetensors with the source's tensor names, shapes and dtypes (bf16 and fp16 rounded to
  * nearest even), and its tokenizer files. The project's own kinds become their safetensors plus a
- * config.json that says what they are (no library outside this project builds them).
+ * config.json that says what they are (no library outside this project builds them). A LoRA
+ * run's checkpoint exports the tuned model (its adapters merged, W += alpha/r · B A) and, beside
+ * it, the adapters as PEFT's `adapter_config.json` + `adapter_model.safetensors`.
  */
 import { copyFile, mkdir, readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { CheckpointError } from "../errors.js";
 import type { DecodedCheckpoint } from "./checkpoint.js";
 import { hfGpt2Name } from "./hf-parameters.js";
+import { mergedCheckpoint } from "./lora-checkpoint.js";
+import { writePeftAdapter } from "./lora-files.js";
 import type { FloatDtype } from "./safetensors.js";
 import { type TensorOut, writeSafetensors } from "./safetensors-write.js";
 
@@ -35,6 +39,19 @@ export interface ExportResult {
  * CheckpointError when a Hugging Face checkpoint does not say where it came from.
  */
 export async function exportCheckpoint(c: DecodedCheckpoint, out: string): Promise<ExportResult> {
+  const merged = mergedCheckpoint(c);
+  if (merged === null) return exportWeights(c, out);
+  try {
+    const r = await exportWeights(merged.checkpoint, out);
+    await writePeftAdapter(out, merged.adapters);
+    return { ...r, files: [...r.files, "adapter_config.json", "adapter_model.safetensors"].sort() };
+  } finally {
+    merged.dispose();
+  }
+}
+
+/** The model directory of checkpoint `c`'s parameters. */
+async function exportWeights(c: DecodedCheckpoint, out: string): Promise<ExportResult> {
   await mkdir(out, { recursive: true });
   const tensors = new Map<string, TensorOut>();
   if (c.kind !== "hf-gpt2" && c.kind !== "hf-llama") {

@@ -17,18 +17,18 @@ export function rmsNorm(x: tf.Tensor2D, w: tf.Tensor1D, eps: number): tf.Tensor2
   return tf.mul(tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps))), w) as tf.Tensor2D;
 }
 
-/** SwiGLU MLP on rows x [N, C]: down(silu(gate(x)) ⊙ up(x)), matrices stored [out, in]. */
+/**
+ * SwiGLU MLP on rows x [N, C]: down(silu(gate(x)) ⊙ up(x)); `linear(part, x)` applies the layer
+ * `mlp.<part>` (x Wᵀ with W stored [out, in], plus any adapter of the model).
+ */
 export function swiGlu(
   x: tf.Tensor2D,
-  gate: tf.Tensor2D,
-  up: tf.Tensor2D,
-  down: tf.Tensor2D,
-  ops: L.LayerOps,
+  linear: (part: "gate_proj" | "up_proj" | "down_proj", x: tf.Tensor2D) => tf.Tensor2D,
 ): tf.Tensor2D {
-  const g = ops.matmulNT(x, gate); // [N, F]
+  const g = linear("gate_proj", x); // [N, F]
   // silu(g) = g σ(g)
-  const hid = tf.mul(tf.mul(g, tf.sigmoid(g)), ops.matmulNT(x, up)) as tf.Tensor2D; // [N, F]
-  return ops.matmulNT(hid, down); // [N, C]
+  const hid = tf.mul(tf.mul(g, tf.sigmoid(g)), linear("up_proj", x)) as tf.Tensor2D; // [N, F]
+  return linear("down_proj", hid); // [N, C]
 }
 
 /**

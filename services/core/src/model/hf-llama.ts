@@ -120,18 +120,23 @@ export class HfLlamaLM extends ParamModel implements CausalLM {
       const w = <T extends tf.Tensor>(name: string) => this.p<T>(`model.layers.${i}.${name}`);
       // q, k, v = RMSNorm₁(x) Wᵀ (+ b for Qwen2)
       const h1 = rmsNorm(x, w("input_layernorm.weight"), eps); // [N, C]
+      // xs Wᵀ for layer `name` (plus its LoRA term when adapters are attached)
+      const linear = (name: string, xs: tf.Tensor2D) => {
+        const weight = `model.layers.${i}.${name}.weight`;
+        return this.adapt(weight, xs, ops.matmulNT(xs, this.p(weight)), ops);
+      };
       const proj = (name: string) => {
-        const y = ops.matmulNT(h1, w(`self_attn.${name}.weight`));
+        const y = linear(`self_attn.${name}`, h1);
         return qwen ? (tf.add(y, w(`self_attn.${name}.bias`)) as tf.Tensor2D) : y;
       };
       const y = attend(i, proj("q_proj"), proj("k_proj"), proj("v_proj")); // [N, H·D]
       // x = x + y W_oᵀ
-      x = tf.add(x, ops.matmulNT(y, w("self_attn.o_proj.weight")));
+      x = tf.add(x, linear("self_attn.o_proj", y));
       // x = x + SwiGLU(RMSNorm₂(x))
       const h2 = rmsNorm(x, w("post_attention_layernorm.weight"), eps);
       x = tf.add(
         x,
-        swiGlu(h2, w("mlp.gate_proj.weight"), w("mlp.up_proj.weight"), w("mlp.down_proj.weight"), ops),
+        swiGlu(h2, (part, xs) => linear(`mlp.${part}`, xs)),
       );
     }
     return rmsNorm(x, this.p("model.norm.weight"), eps); // [N, C]

@@ -6,8 +6,9 @@
  */
 import { statSync } from "node:fs";
 import type { CausalLM, ModelConfig, ModelKind } from "./causal-lm.js";
-import { loadCheckpoint, modelFromCheckpoint } from "./checkpoint.js";
+import { loadCheckpoint } from "./checkpoint.js";
 import { loadHfModel, readHfConfig } from "./hf-model-dir.js";
+import { tunedModel } from "./lora-checkpoint.js";
 
 /** True when `path` is a directory (a Hugging Face model directory, for the loaders here). */
 export function isModelDir(path: string): boolean {
@@ -19,12 +20,12 @@ export function isModelDir(path: string): boolean {
 }
 
 /**
- * The model at `path`: a Hugging Face directory (with its tokenizer), else a checkpoint file.
- * CheckpointError / ValidationError / TokenizerError say what is wrong with it.
+ * The model at `path`: a Hugging Face directory (with its tokenizer), else a checkpoint file (a
+ * LoRA run's with its adapters on, see lora-checkpoint.ts). CheckpointError / ValidationError / TokenizerError say what is wrong with it.
  */
 export async function loadModel(path: string): Promise<CausalLM> {
   if (isModelDir(path)) return (await loadHfModel(path)).model;
-  return modelFromCheckpoint(await loadCheckpoint(path));
+  return tunedModel(await loadCheckpoint(path));
 }
 
 /** The kind and config of the model at `path`, reading no weights of a directory. */

@@ -6,6 +6,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { checkWeights, readParams, type WeightMap, writeParams } from "./causal-lm.js";
+import type { LayerOps } from "./layers.js";
 import { hashString, Rng } from "./rng.js";
 
 /** Fills a parameter's fresh (zeroed) data; `rng` is this parameter's own stream. */
@@ -18,6 +19,15 @@ export type ParamInit = (name: string, shape: readonly number[], data: Float32Ar
  * paid on every weight swap of a Policy replica).
  */
 export type ParamSource = number | WeightMap;
+
+/**
+ * Extra terms on a model's linear layers (LoRA's low-rank adapters, lora.ts): given the layer's
+ * weight name, its input rows x and its output y = layer(x), the adapted output. An interface
+ * here, so every family's blocks call one hook and the adapters stay out of the layer code.
+ */
+export interface LinearAdapters {
+  apply(weight: string, x: tf.Tensor2D, y: tf.Tensor2D, ops: LayerOps): tf.Tensor2D;
+}
 
 let modelCounter = 0;
 
@@ -51,6 +61,17 @@ export abstract class ParamModel {
       params.set(name, tf.variable(tf.tensor(data, shape, "float32"), true, `${unique}/${name}`));
     }
     this.params = params;
+  }
+
+  /**
+   * Adapters on the linear layers (LoRA), or null (the plain model). Set by `attachLora`; the
+   * parameters above stay the frozen base either way.
+   */
+  adapters: LinearAdapters | null = null;
+
+  /** Layer output `y = layer(x)` of weight `weight`, plus the adapters' term when attached. */
+  adapt(weight: string, x: tf.Tensor2D, y: tf.Tensor2D, ops: LayerOps): tf.Tensor2D {
+    return this.adapters === null ? y : this.adapters.apply(weight, x, y, ops);
   }
 
   /** The trainable variables, in parameter order (for `tf.variableGrads`, optimisers). */

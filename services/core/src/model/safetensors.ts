@@ -36,7 +36,8 @@ export interface SafetensorsWeights {
   metadata: Record<string, string>;
 }
 
-interface Entry {
+/** One tensor of a parsed header. */
+export interface Entry {
   name: string;
   dtype: FloatDtype;
   shape: number[];
@@ -95,13 +96,17 @@ function fail(file: string, reason: string, cause?: unknown): never {
   throw new CheckpointError(`${file}: ${reason}`, cause === undefined ? undefined : { cause });
 }
 
-/** Parses and checks a safetensors header; `size` is the file's length in bytes. */
-function parseHeader(
+/**
+ * Parses and checks a safetensors header; `size` is the file's length in bytes (negative: the
+ * length field itself is broken). Exported for in-memory blobs (safetensors-bytes.ts).
+ */
+export function parseHeader(
   file: string,
   json: string,
   headerEnd: number,
   size: number,
 ): { entries: Entry[]; metadata: Record<string, string> } {
+  if (size < 0) fail(file, "header length does not fit the bytes");
   let header: unknown;
   try {
     header = JSON.parse(json);

@@ -122,19 +122,23 @@ export class TransformerLM extends ParamModel implements CausalLM {
   blocks(x: tf.Tensor2D, attend: Attend, ops: L.LayerOps): tf.Tensor2D {
     const { linear: lin, layerNorm: ln, gelu: act } = ops;
     for (let i = 0; i < this.config.nLayers; i++) {
-      const w = (name: string) => this.p<tf.Tensor2D>(`h.${i}.${name}`);
       const bv = (name: string) => this.p<tf.Tensor1D>(`h.${i}.${name}`);
+      // x W + b for layer `name` (plus its LoRA term when adapters are attached)
+      const affine = (name: string, xs: tf.Tensor2D) => {
+        const weight = `h.${i}.${name}.weight`;
+        return this.adapt(weight, xs, lin(xs, this.p(weight), bv(`${name}.bias`)), ops);
+      };
       // qkv = LN₁(x) W_attn + b_attn
       const h1 = ln(x, bv("ln_1.weight"), bv("ln_1.bias")); // [N, C]
-      const qkv = lin(h1, w("attn.c_attn.weight"), bv("attn.c_attn.bias")); // [N, 3C]
+      const qkv = affine("attn.c_attn", h1); // [N, 3C]
       // y = softmax(q kᵀ / √D + bias) v, heads merged back
       const y = attend(i, qkv); // [N, C]
       // x = x + y W_proj + b_proj
-      x = tf.add(x, lin(y, w("attn.c_proj.weight"), bv("attn.c_proj.bias"))); // [N, C]
+      x = tf.add(x, affine("attn.c_proj", y)); // [N, C]
       // x = x + GELU(LN₂(x) W_fc + b_fc) W_mlp + b_mlp
       const h2 = ln(x, bv("ln_2.weight"), bv("ln_2.bias")); // [N, C]
-      const hid = act(lin(h2, w("mlp.c_fc.weight"), bv("mlp.c_fc.bias"))); // [N, 4C]
-      x = tf.add(x, lin(hid, w("mlp.c_proj.weight"), bv("mlp.c_proj.bias"))); // [N, C]
+      const hid = act(affine("mlp.c_fc", h2)); // [N, 4C]
+      x = tf.add(x, affine("mlp.c_proj", hid)); // [N, C]
     }
     // LN_f(x)
     return ops.layerNorm(x, this.p("ln_f.weight"), this.p("ln_f.bias")); // [N, C]
