@@ -1,7 +1,7 @@
 /**
  * Size and speed of the Hugging Face architectures at their real sizes, on this machine's CPU:
  *
- *   npx tsx bench/hf-size.ts [--only gpt2-124m,smollm2-135m,tinyllama-1.1b] [--no-learner] [--json] [--smoke]
+ *   npx tsx bench/hf-size.ts [--only gpt2-124m,smollm2-135m,tinyllama-1.1b] [--no-learner] [--lora <rank>] [--json] [--smoke]
  *
  * Per architecture (GPT-2 124M, SmolLM2-135M's shape, TinyLlama-1.1B's shape; random weights,
  * since no pretrained weights can be downloaded here): parameters, the time to load a
@@ -31,6 +31,7 @@ const { values } = parseArgs({
     json: { type: "boolean", default: false },
     smoke: { type: "boolean", default: false },
     "no-learner": { type: "boolean", default: false },
+    lora: { type: "string", default: "0" },
   },
 });
 const all = values.smoke ? SMOKE_ARCHITECTURES : REAL_ARCHITECTURES;
@@ -43,7 +44,10 @@ const shapes = {
     ? { sampleRows: 2, sampleTokens: 4, learnRows: 2, learnTokens: 8 }
     : { sampleRows: 4, sampleTokens: 16, learnRows: 4, learnTokens: 32 }),
   learn: !values["no-learner"],
+  loraRank: Number(values.lora),
 };
+if (!Number.isInteger(shapes.loraRank) || shapes.loraRank < 0)
+  usage(`--lora must be a LoRA rank (an integer ≥ 0; 0 = full fine-tuning), got ${values.lora}`);
 const note = (line: string) => {
   if (!values.json) process.stderr.write(`${line}\n`);
 };
@@ -83,6 +87,6 @@ if (values.json) {
     return `| ${row.join(" | ")} |${r.skipped ? ` ${r.skipped.part} skipped: ${r.skipped.reason}` : ""}`;
   });
   process.stdout.write(
-    `backend ${describeBackend()}; ${cpus().length} cores, load average ${loadBefore.toFixed(1)} → ${(loadavg()[0] as number).toFixed(1)}; sampling ${shapes.sampleRows} × ${shapes.sampleTokens}, learner ${shapes.learnRows} × ${shapes.learnTokens}\n${head}\n|${"---|".repeat(7)}\n${lines.join("\n")}\n`,
+    `backend ${describeBackend()}; learner ${shapes.loraRank > 0 ? `LoRA rank ${shapes.loraRank}` : "full fine-tuning"}; ${cpus().length} cores, load average ${loadBefore.toFixed(1)} → ${(loadavg()[0] as number).toFixed(1)}; sampling ${shapes.sampleRows} × ${shapes.sampleTokens}, learner ${shapes.learnRows} × ${shapes.learnTokens}\n${head}\n|${"---|".repeat(7)}\n${lines.join("\n")}\n`,
   );
 }

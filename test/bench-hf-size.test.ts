@@ -55,8 +55,12 @@ describe("hf size benchmark", () => {
     }
   });
 
-  it("hf size benchmark - a smoke run reports every figure for every architecture", () => {
-    const r = spawnSync(process.execPath, ["--import", "tsx", "bench/hf-size.ts", "--smoke", "--json"], {
+  it.each([
+    ["full fine-tuning", []],
+    ["LoRA rank 2", ["--lora", "2"]],
+  ])("hf size benchmark - a smoke run with %s reports every figure for every architecture", (_, extra) => {
+    const args = ["--import", "tsx", "bench/hf-size.ts", "--smoke", "--json", ...extra];
+    const r = spawnSync(process.execPath, args, {
       cwd: ROOT,
       encoding: "utf8",
       timeout: 120_000,
@@ -65,6 +69,7 @@ describe("hf size benchmark", () => {
     expect(r.status).toBe(0);
     const report = JSON.parse(r.stdout.trim().split("\n").at(-1) as string);
     expect(report.backend).toMatch(/^(wasm|tensorflow|cpu)/);
+    expect(report.shapes.loraRank).toBe(extra.length > 0 ? 2 : 0);
     const names = report.results.map((x: { name: string }) => x.name);
     expect(names).toEqual(["gpt2-tiny", "smollm2-tiny", "tinyllama-tiny"]);
     for (const x of report.results) {

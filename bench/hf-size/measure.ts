@@ -31,6 +31,8 @@ export interface Shapes {
   learnTokens: number;
   /** Whether to take the learner steps (a 1.1B step on the plain-JS cpu backend takes most of an hour). */
   learn: boolean;
+  /** LoRA rank of the learner's adapters; 0 = full fine-tuning. */
+  loraRank: number;
 }
 
 /** What was measured for one architecture (times in ms, RSS in MB); `skipped` says why a part was not run. */
@@ -129,12 +131,16 @@ export async function measureArchitecture(
         };
       const noLearn = wontFit(
         backend,
-        params * FULL_FT_BYTES_PER_PARAM,
+        params * (shapes.loraRank > 0 ? 4 : FULL_FT_BYTES_PER_PARAM),
         "weights, gradients and Adam moments",
       );
       if (noLearn !== null) return { ...result, skipped: { part: "learner", reason: noLearn } };
       note(`${arch.name}: learner steps ${shapes.learnRows} × ${shapes.learnTokens} …`);
-      const learner = new ReinforceLearner(model, { ...defaultConfig().run, learningRate: 1e-5 });
+      const learner = new ReinforceLearner(model, {
+        ...defaultConfig().run,
+        learningRate: 1e-5,
+        loraRank: shapes.loraRank,
+      });
       owned = false; // the learner disposes the model
       try {
         const batch = trajectories(shapes);
