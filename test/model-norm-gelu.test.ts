@@ -117,7 +117,7 @@ describe("norm and gelu", () => {
       // Adam's seven arrays, the last (v') one element short
       const arrays = Array.from({ length: 7 }, (_, k) => [k === 6 ? new Float32Array(3) : small, 0]).flat();
       const adam = addon.adam as (...a: unknown[]) => void;
-      expect(() => adam(...arrays, 4, 0.9, 0.1, 0.999, 0.001, 1e-8, 1, 1, 1)).toThrow(/out of range/);
+      expect(() => adam(...arrays, 4, 0.9, 0.1, 0.999, 0.001, 1e-8, 1, 1, 1, 1)).toThrow(/out of range/);
     },
   );
 });
