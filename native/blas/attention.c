@@ -32,6 +32,7 @@
 #include <stdlib.h>
 
 #include "attention.h"
+#include "napi-span.h"
 #include "vexp.h"
 
 /* Larger than any model dimension the addon is asked about; bounds s*s scratch and int casts. */
@@ -47,22 +48,7 @@ static napi_value fail(napi_env env, bool range, const char *msg) {
 
 /* argv[i], argv[i + 1] as (Float32Array, offset) holding `count` floats; NULL with an error thrown. */
 static float *f32_at(napi_env env, napi_value *argv, int i, int64_t count, const char *fn) {
-  bool is_ta = false;
-  napi_typedarray_type type;
-  size_t len = 0;
-  void *data = NULL;
-  int64_t off = 0;
-  if (napi_is_typedarray(env, argv[i], &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, argv[i], &type, &len, &data, NULL, NULL) != napi_ok ||
-      type != napi_float32_array) {
-    fail(env, false, fn);
-    return NULL;
-  }
-  if (napi_get_value_int64(env, argv[i + 1], &off) != napi_ok || off < 0 || off + count > (int64_t)len) {
-    fail(env, true, fn);
-    return NULL;
-  }
-  return (float *)data + off;
+  return f32_span(env, argv[i], argv[i + 1], count, fn, fn);
 }
 
 /* The four sizes b, s, h, d at argv[i..i+3] and the scale at argv[i+4]. */

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 
 #include "fused.h"
+#include "napi-span.h"
 
 #define MAX_ARGS 16
 
@@ -69,22 +70,8 @@ static bool count_arg(napi_env env, napi_value v, int64_t *out) {
  * thrown) when the array is not a Float32Array or the span leaves it.
  */
 static float *span(napi_env env, napi_value array, napi_value offset, int64_t count) {
-  bool is_ta = false;
-  napi_typedarray_type type;
-  size_t len = 0;
-  void *data = NULL;
-  int64_t off = 0;
-  if (napi_is_typedarray(env, array, &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, array, &type, &len, &data, NULL, NULL) != napi_ok ||
-      type != napi_float32_array) {
-    type_error(env, "fused kernels take Float32Arrays");
-    return NULL;
-  }
-  if (napi_get_value_int64(env, offset, &off) != napi_ok || off < 0 || off + count > (int64_t)len) {
-    range_error(env, "fused kernel: an array is out of range");
-    return NULL;
-  }
-  return (float *)data + off;
+  return f32_span(env, array, offset, count, "fused kernels take Float32Arrays",
+                  "fused kernel: an array is out of range");
 }
 
 /* sum_j a[j] in double, over four accumulators (four dependency chains: the sums limit a row). */

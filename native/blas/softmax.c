@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "softmax.h"
+#include "napi-span.h"
 #include "vexp.h"
 
 VECTOR_CLONES static void softmax_lse_rows(const float *z, float *p, float *lse, int64_t rows, int64_t cols) {
@@ -34,22 +35,8 @@ VECTOR_CLONES static void softmax_lse_rows(const float *z, float *p, float *lse,
 
 /* argv[i], argv[i + 1] as (Float32Array, offset) holding n floats; NULL with an error thrown. */
 static float *floats_at(napi_env env, napi_value *argv, int i, int64_t n) {
-  bool is_ta = false;
-  napi_typedarray_type type;
-  size_t len = 0;
-  void *data = NULL;
-  int64_t off = 0;
-  if (napi_is_typedarray(env, argv[i], &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, argv[i], &type, &len, &data, NULL, NULL) != napi_ok ||
-      type != napi_float32_array) {
-    napi_throw_type_error(env, NULL, "softmaxLse takes Float32Arrays");
-    return NULL;
-  }
-  if (napi_get_value_int64(env, argv[i + 1], &off) != napi_ok || off < 0 || off + n > (int64_t)len) {
-    napi_throw_range_error(env, NULL, "softmaxLse: an array is out of range");
-    return NULL;
-  }
-  return (float *)data + off;
+  return f32_span(env, argv[i], argv[i + 1], n, "softmaxLse takes Float32Arrays",
+                  "softmaxLse: an array is out of range");
 }
 
 static napi_value softmax_lse(napi_env env, napi_callback_info info) {

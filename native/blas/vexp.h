@@ -6,6 +6,7 @@
  */
 #ifndef RLAIF_VEXP_H
 #define RLAIF_VEXP_H
+#include <stddef.h>
 #include <stdint.h>
 
 /*
@@ -18,39 +19,6 @@
 #define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define VECTOR_CLONES
-/*
- * Reductions over eight lanes (the compiler keeps a float sum's order, so one accumulator would
- * be one long dependency chain; eight become two vector registers).
- */
-#define LANES 8
-
-static inline float lane_max(const float *a, int64_t n) {
-  float m[LANES];
-  for (int k = 0; k < LANES; k++) m[k] = a[0];
-  int64_t j = 0;
-  for (; j + LANES <= n; j += LANES)
-    for (int k = 0; k < LANES; k++) m[k] = a[j + k] > m[k] ? a[j + k] : m[k];
-  for (; j < n; j++) m[0] = a[j] > m[0] ? a[j] : m[0];
-  for (int k = 1; k < LANES; k++) m[0] = m[k] > m[0] ? m[k] : m[0];
-  return m[0];
-}
-
-/* Σ_j a[j] b[j] (b NULL: Σ_j a[j]). */
-static inline float lane_dot(const float *a, const float *b, int64_t n) {
-  float acc[LANES] = {0};
-  int64_t j = 0;
-  if (b == NULL) {
-    for (; j + LANES <= n; j += LANES)
-      for (int k = 0; k < LANES; k++) acc[k] += a[j + k];
-    for (; j < n; j++) acc[0] += a[j];
-  } else {
-    for (; j + LANES <= n; j += LANES)
-      for (int k = 0; k < LANES; k++) acc[k] += a[j + k] * b[j + k];
-    for (; j < n; j++) acc[0] += a[j] * b[j];
-  }
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
 #endif
 
 /*
