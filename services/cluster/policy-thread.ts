@@ -18,7 +18,7 @@ import { serveBusOverPort } from "../core/src/bus/port-bus.js";
 import { LATEST_WEIGHTS_KEY } from "../core/src/bus/subjects.js";
 import { WorkerThreadError } from "../core/src/errors.js";
 import type { BackendName } from "../core/src/model/backend.js";
-import { startModuleWorker } from "../core/src/thread/worker-rpc.js";
+import { startModuleWorker, threadExited, threadFailed } from "../core/src/thread/worker-rpc.js";
 import { manifestObjectNames } from "../core/src/weights/weights-channel.js";
 
 /** What the thread is started with (its `workerData`). */
@@ -115,13 +115,11 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
         resolve(m.address);
       } else fail(new WorkerThreadError(`the Policy thread could not start: ${m.name}: ${m.message}`));
     });
-    worker.on("error", (err) =>
-      fail(new WorkerThreadError(`the Policy thread failed: ${err.message}`, { cause: err })),
-    );
+    worker.on("error", (err) => fail(threadFailed("Policy", err)));
     worker.on("exit", (code) => {
       release();
       closed();
-      fail(new WorkerThreadError(`the Policy thread exited with code ${code}`));
+      fail(threadExited("Policy", code));
     });
   }).catch(async (err: unknown) => {
     closing = true;

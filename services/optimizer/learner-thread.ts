@@ -24,6 +24,8 @@ import {
   CallClient,
   errorFromWire,
   startModuleWorker,
+  threadExited,
+  threadFailed,
   type WireError,
 } from "../core/src/thread/worker-rpc.js";
 import type { Learner, LearnerStepResult } from "./run-driver.js";
@@ -88,12 +90,14 @@ export class ThreadLearner implements Learner {
         else reject(errorFromWire(m.error));
       };
       worker.on("message", first);
-      worker.once("error", (err) =>
-        reject(new WorkerThreadError(`the learner thread failed: ${err.message}`, { cause: err })),
-      );
-      worker.once("exit", (code) =>
-        reject(new WorkerThreadError(`the learner thread exited with code ${code}`)),
-      );
+      // A thread that ends fails its start, or every call waiting and to come (the first
+      // failure wins: after dispose() calls say so, not how the thread exited).
+      const end = (err: WorkerThreadError) => {
+        calls.fail(err);
+        reject(err);
+      };
+      worker.on("error", (err) => end(threadFailed("learner", err)));
+      worker.on("exit", (code) => end(threadExited("learner", code)));
     }).catch(async (err: unknown) => {
       await worker.terminate();
       throw err;
@@ -106,12 +110,6 @@ export class ThreadLearner implements Learner {
       ready.tokenizer,
       ready.backend,
     );
-    worker.on("error", (err) =>
-      calls.fail(new WorkerThreadError(`the learner thread failed: ${err.message}`, { cause: err })),
-    );
-    worker.on("exit", (code) => {
-      if (!learner.disposed) calls.fail(new WorkerThreadError(`the learner thread exited with code ${code}`));
-    });
     return learner;
   }
 

@@ -34,8 +34,7 @@ export function errorFromWire(w: WireError): Error {
     return new ValidationError(w.field, w.reason ?? "");
   const Class = (errors as Record<string, unknown>)[w.name];
   if (typeof Class === "function" && Class.prototype instanceof RlaifError && Class !== ValidationError) {
-    const e = new (Class as new (m: string) => Error)(w.message);
-    return e;
+    return new (Class as new (m: string) => Error)(w.message);
   }
   return new RlaifError(w.message);
 }
@@ -122,7 +121,12 @@ export class CallClient {
   }
 }
 
-/** The error a thread's unexpected end gives its callers. */
-export function threadEnded(what: string, code: number): WorkerThreadError {
+/** The error a thread's unexpected exit gives those waiting on it (`what`: "Policy", "learner"). */
+export function threadExited(what: string, code: number): WorkerThreadError {
   return new WorkerThreadError(`the ${what} thread exited with code ${code}`);
+}
+
+/** The error an uncaught error in a thread gives those waiting on it. */
+export function threadFailed(what: string, err: Error): WorkerThreadError {
+  return new WorkerThreadError(`the ${what} thread failed: ${err.message}`, { cause: err });
 }
