@@ -20,7 +20,7 @@ import { TrajectorySchema } from "../services/core/gen/rlaif/common/v1/types_pb.
 import { DEFAULT_CHECKPOINT, defaultConfig } from "../services/core/src/config/settings.js";
 import { describeBackend, initBackend } from "../services/core/src/model/backend.js";
 import type { CausalLM } from "../services/core/src/model/causal-lm.js";
-import { loadCheckpoint, modelFromCheckpoint } from "../services/core/src/model/checkpoint.js";
+import { loadModel } from "../services/core/src/model/model-source.js";
 import { loadBlas } from "../services/core/src/model/native-blas.js";
 import { generate, sequenceLogprobs } from "../services/core/src/model/sampler.js";
 import { setWasmMatMul } from "../services/core/src/model/wasm-kernels.js";
@@ -44,7 +44,7 @@ await initBackend("wasm");
 const blas = loadBlas().addon;
 if (blas === null) throw new Error(`bench/blas.ts needs the BLAS addon: ${describeBackend()}`);
 const started = describeBackend();
-const checkpoint = await loadCheckpoint(values.checkpoint);
+const loaded = await loadModel(values.checkpoint);
 
 /** Deterministic byte tokens (the learner's cost does not depend on their values). */
 const tokens = (n: number, salt: number): number[] =>
@@ -92,8 +92,8 @@ const time = async (f: () => unknown, cpu: number[]): Promise<number> => {
 };
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
-const learner = new ReinforceLearner(modelFromCheckpoint(checkpoint), { ...defaultConfig().run });
-const policy: CausalLM = modelFromCheckpoint(checkpoint);
+const learner = new ReinforceLearner(loaded, { ...defaultConfig().run });
+const policy: CausalLM = await loadModel(values.checkpoint);
 const results = new Map(
   variants.map((v) => [
     v.name,
@@ -151,7 +151,7 @@ if (values.json) {
   console.log(JSON.stringify({ backend: started, rows, profile }));
 } else {
   console.log(
-    `backend ${started}; ${checkpoint.kind}, batch ${PROMPTS * SAMPLES} × ${PROMPT_TOKENS + NEW_TOKENS + 1}`,
+    `backend ${started}; ${loaded.kind}, batch ${PROMPTS * SAMPLES} × ${PROMPT_TOKENS + NEW_TOKENS + 1}`,
   );
   console.table(rows);
   if (profile.length > 0) {

@@ -16,7 +16,7 @@ const END = "<!-- settings-table:end -->";
 const README = `${REPO_ROOT}README.md`;
 
 function defaultText(s: Setting): string {
-  if (s.default === DEFAULT_CHECKPOINT) return "`checkpoints/default/model.safetensors`";
+  if (s.default === DEFAULT_CHECKPOINT) return "`checkpoints/default`";
   if (Array.isArray(s.default)) return s.default.length ? `\`${JSON.stringify(s.default)}\`` : "(none)";
   if (s.default === "") return '`""`';
   return `\`${String(s.default)}\``;

@@ -7,6 +7,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parseHfConfig } from "../../services/core/src/model/hf-config.js";
+import { gpt2ConfigJson } from "../../services/core/src/model/hf-gpt2-dir.js";
 import { hfGpt2Name, hfParameterShapes } from "../../services/core/src/model/hf-parameters.js";
 import { type TensorOut, writeSafetensors } from "../../services/core/src/model/safetensors-write.js";
 
@@ -17,25 +18,14 @@ export interface Architecture {
 }
 
 function gpt2(nEmbd: number, nHead: number, nLayer: number, nPositions: number, vocab: number) {
-  return {
-    architectures: ["GPT2LMHeadModel"],
-    model_type: "gpt2",
-    activation_function: "gelu_new",
-    n_embd: nEmbd,
-    n_head: nHead,
-    n_layer: nLayer,
-    n_positions: nPositions,
-    n_inner: null,
-    vocab_size: vocab,
-    layer_norm_epsilon: 1e-5,
-    bos_token_id: vocab - 1,
-    eos_token_id: vocab - 1,
-    tie_word_embeddings: true,
-    scale_attn_weights: true,
-    scale_attn_by_inverse_layer_idx: false,
-    reorder_and_upcast_attn: false,
-    add_cross_attention: false,
+  const shape = {
+    vocabSize: vocab,
+    contextLength: nPositions,
+    dModel: nEmbd,
+    nLayers: nLayer,
+    nHeads: nHead,
   };
+  return gpt2ConfigJson(shape, vocab - 1, [vocab - 1]);
 }
 
 interface LlamaShape {

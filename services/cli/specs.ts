@@ -234,6 +234,11 @@ export const pretrainSpec: CommandSpec = {
     { name: "heads", type: "string", help: `attention heads (default ${DEFAULT_CONFIG.nHeads})` },
     { name: "eval-every", type: "string", help: "held-out evaluation interval in steps (default 100)" },
     { name: "samples", type: "string", help: "samples to print at the end (default 6)" },
+    {
+      name: "vocab",
+      type: "string",
+      help: "train a byte-level BPE of this many ids (257..30000) on the corpus first; the model is then a GPT-2 written as a Hugging Face directory at --out",
+    },
   ],
 };
 

@@ -64,6 +64,12 @@ export const TOOLS = {
     args: ["-c", "import torch, numpy"],
     install: "apt-get install python3-torch libopenblas0-pthread python3-numpy",
   },
+  wamerican: {
+    name: "the wamerican word list",
+    command: "test",
+    args: ["-r", "/usr/share/dict/american-english"],
+    install: "apt-get install wamerican",
+  },
   blasAddon: {
     name: "the OpenBLAS addon (native/blas)",
     command: process.execPath,

@@ -1,7 +1,10 @@
 /**
- * `rlaif pretrain`: seed step 3.1 (docs/architecture.md#pretraining) — make the initial policy by next-byte prediction on the
- * bundled Brown corpus, report held-out loss and bits per byte, write a checkpoint (atomically)
- * and print a few samples as a sanity check of the text.
+ * `rlaif pretrain`: seed step 3.1 (docs/architecture.md#pretraining) — make the initial policy by
+ * next-token prediction on the bundled Brown corpus, report held-out loss, perplexity and bits per
+ * byte, write it (atomically) and print a few samples as a sanity check of the text. Byte-level
+ * by default, written as a checkpoint file; with `--vocab <n>` it first trains a byte-level BPE of
+ * n ids on the training split (tokenizer-train.ts) and the model is a GPT-2 written as a Hugging
+ * Face model directory (hf-gpt2-dir.ts), the shipped default's form.
  */
 
 import { ConfigError } from "../../core/src/errors.js";
@@ -12,12 +15,21 @@ import {
   validateModelConfig,
 } from "../../core/src/model/causal-lm.js";
 import { checkpointFromModel, saveCheckpoint } from "../../core/src/model/checkpoint.js";
-import { heldOutPrompts } from "../../core/src/model/corpus.js";
+import { heldOutPrompts, loadCorpusSplit } from "../../core/src/model/corpus.js";
+import type { HfGpt2Config } from "../../core/src/model/hf-config.js";
+import { HfGpt2LM } from "../../core/src/model/hf-gpt2.js";
+import { writeGpt2Dir } from "../../core/src/model/hf-gpt2-dir.js";
 import { type PretrainLog, pretrain } from "../../core/src/model/pretrain.js";
 import { DEFAULT_RNN_CONFIG } from "../../core/src/model/rnn-config.js";
 import { generate } from "../../core/src/model/sampler.js";
 import { DEFAULT_SEQ2SEQ_CONFIG } from "../../core/src/model/seq2seq-config.js";
 import { tokenizerOf } from "../../core/src/model/tokenizer.js";
+import { hfTokenizer } from "../../core/src/model/tokenizer-hf.js";
+import {
+  MIN_BPE_VOCAB,
+  type TrainedTokenizer,
+  trainByteLevelBpe,
+} from "../../core/src/model/tokenizer-train.js";
 import { tokensText } from "../../core/src/model/tokenizer-types.js";
 import { DEFAULT_TRANSFORMER_CONFIG as DEFAULT_CONFIG } from "../../core/src/model/transformer-config.js";
 import type { CommandRun } from "../args.js";
@@ -50,7 +62,29 @@ const NUMBER_FLAGS = [
   "heads",
   "eval-every",
   "samples",
+  "vocab",
 ];
+
+/** A fresh GPT-2 of the Transformer's shape over a tokenizer trained on the corpus (`--vocab`). */
+function bpeGpt2(
+  shape: ModelConfig,
+  vocab: number,
+  seed: number,
+): { model: HfGpt2LM; trained: TrainedTokenizer } {
+  const trained = trainByteLevelBpe(loadCorpusSplit().train, vocab, shape.contextLength);
+  const tokenizer = hfTokenizer(
+    { tokenizer: trained.tokenizer, tokenizerConfig: trained.tokenizerConfig },
+    { source: `BPE trained on the corpus (${vocab} ids)` },
+  );
+  const config: HfGpt2Config = {
+    ...(shape as Omit<HfGpt2Config, "kind" | "bosTokenId" | "eosTokenIds">),
+    vocabSize: vocab,
+    kind: "hf-gpt2",
+    bosTokenId: trained.endOfText,
+    eosTokenIds: [trained.endOfText],
+  };
+  return { model: new HfGpt2LM(config, seed, { tokenizer }), trained };
+}
 
 /** What `rlaif pretrain` does (its command line is declared in specs.ts). */
 export const pretrainCommand: CommandRun = {
@@ -64,6 +98,11 @@ export const pretrainCommand: CommandRun = {
     if (kind !== "transformer" && kind !== "gru" && kind !== "lstm" && kind !== "seq2seq") {
       throw new ConfigError(`--model must be transformer, gru, lstm or seq2seq, got "${kind}"`);
     }
+    const vocab = flags.vocab === undefined ? undefined : intFlag(flags, "vocab", 0, MIN_BPE_VOCAB, 30_000);
+    if (vocab !== undefined && kind !== "transformer")
+      throw new ConfigError("--vocab (a BPE tokenizer) applies to --model transformer only");
+    if (vocab !== undefined && out.endsWith(".safetensors"))
+      throw new ConfigError("--vocab writes a Hugging Face model directory: --out must name a directory");
     if (kind === "transformer" && flags.hidden !== undefined) {
       throw new ConfigError("--hidden applies to --model gru|lstm|seq2seq only");
     }
@@ -95,8 +134,11 @@ export const pretrainCommand: CommandRun = {
     const samples = intFlag(flags, "samples", 6, 0, 1000);
     const backend = await startBackend(config.services.backend);
     const log = (line: string) => process.stderr.write(`${line}\n`);
+    const bpe = vocab === undefined ? undefined : bpeGpt2(model, vocab, seed);
+    if (bpe) log(`tokenizer: ${bpe.model.tokenizer?.describe()}`);
+    const shape = bpe?.model.config ?? model;
     log(
-      `backend=${backend} model=${kind} config=${JSON.stringify(model)} params=${countModelParameters(model)}`,
+      `backend=${backend} model=${bpe ? "hf-gpt2" : kind} config=${JSON.stringify(shape)} params=${countModelParameters(shape)}`,
     );
     log(`steps=${steps} batch=${batchSize}x${model.contextLength} lr=${lr} seed=${seed}`);
 
@@ -104,7 +146,8 @@ export const pretrainCommand: CommandRun = {
     let last: PretrainLog | undefined;
     let evalLog: PretrainLog | undefined;
     const trained = await pretrain({
-      config: model,
+      config: shape,
+      ...(bpe ? { model: bpe.model } : {}),
       steps,
       batchSize,
       lr,
@@ -119,7 +162,7 @@ export const pretrainCommand: CommandRun = {
           const held =
             e.heldOutBpb === undefined
               ? ""
-              : ` held-out loss ${e.heldOutLoss?.toFixed(4)} bpb ${e.heldOutBpb.toFixed(4)}${target}`;
+              : ` held-out loss ${e.heldOutLoss?.toFixed(4)} perplexity ${e.heldOutPerplexity?.toFixed(2)} bpb ${e.heldOutBpb.toFixed(4)}${target}`;
           log(
             `step ${e.step + 1}/${steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ${e.stepMs.toFixed(0)} ms${held}`,
           );
@@ -127,25 +170,33 @@ export const pretrainCommand: CommandRun = {
       },
     });
     const wallSeconds = (performance.now() - started) / 1000;
-    await saveCheckpoint(
-      out,
-      checkpointFromModel(trained, {
-        step: String(steps),
-        backend,
-        seed: String(seed),
-        batchSize: String(batchSize),
-        lr: String(lr),
-        finalTrainLoss: String(last?.loss ?? ""),
-        heldOutLoss: String(evalLog?.heldOutLoss ?? ""),
-        heldOutBpb: String(evalLog?.heldOutBpb ?? ""),
-        ...(evalLog?.heldOutTargetBpb === undefined
-          ? {}
-          : { heldOutContinuationBpb: String(evalLog.heldOutTargetBpb) }),
-        wallSeconds: wallSeconds.toFixed(1),
-        producedBy: "rlaif pretrain",
-      }),
+    const numbers = {
+      step: String(steps),
+      backend,
+      seed: String(seed),
+      batchSize: String(batchSize),
+      lr: String(lr),
+      finalTrainLoss: String(last?.loss ?? ""),
+      heldOutLoss: String(evalLog?.heldOutLoss ?? ""),
+      heldOutBpb: String(evalLog?.heldOutBpb ?? ""),
+      ...(evalLog?.heldOutTargetBpb === undefined
+        ? {}
+        : { heldOutContinuationBpb: String(evalLog.heldOutTargetBpb) }),
+      wallSeconds: wallSeconds.toFixed(1),
+      producedBy: "rlaif pretrain",
+    };
+    if (bpe) {
+      const { tokenizer, tokenizerConfig } = bpe.trained;
+      const pretrained = { ...numbers, heldOutPerplexity: String(evalLog?.heldOutPerplexity ?? "") };
+      await writeGpt2Dir(out, bpe.model, {
+        tokenizer,
+        tokenizerConfig,
+        extra: { "pretrain.json": pretrained },
+      });
+    } else await saveCheckpoint(out, checkpointFromModel(trained, numbers));
+    log(
+      `wrote ${out} after ${wallSeconds.toFixed(1)} s; held-out bpb ${evalLog?.heldOutBpb?.toFixed(4)}, perplexity ${evalLog?.heldOutPerplexity?.toFixed(2)}`,
     );
-    log(`wrote ${out} after ${wallSeconds.toFixed(1)} s; held-out bpb ${evalLog?.heldOutBpb?.toFixed(4)}`);
     if (samples > 0) {
       const prompts = heldOutPrompts(samples, seed);
       const tok = tokenizerOf(trained);

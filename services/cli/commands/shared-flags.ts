@@ -5,21 +5,25 @@ import { explicitSettings } from "../../core/src/config/load-config.js";
 import type { RlaifConfig } from "../../core/src/config/settings.js";
 import { ConfigError } from "../../core/src/errors.js";
 
-/** Fails with a message that says what to do when the checkpoint file is missing. */
-export function requireCheckpoint(path: string): void {
-  if (!existsSync(path)) {
+/**
+ * Fails with a message that says what to do when the checkpoint is missing: a checkpoint file, or
+ * a model directory (the shipped default is one) that must hold what `requireModelDir` checks.
+ */
+export function requireCheckpoint(file: string): void {
+  if (!existsSync(file)) {
     throw new ConfigError(
-      `checkpoint ${path} does not exist: pass --checkpoint <file>, or make one with 'rlaif pretrain --out <file>'`,
+      `checkpoint ${file} does not exist: pass --checkpoint <file or model directory>, or make one with 'rlaif pretrain --out <file>'`,
     );
   }
+  if (statSync(file).isDirectory()) requireModelDir(file, "--checkpoint");
 }
 
 /**
  * Fails naming what is missing unless `dir` is a Hugging Face model directory this project can
  * load: config.json, model.safetensors (or a sharded model.safetensors.index.json), tokenizer.json.
  */
-export function requireModelDir(dir: string): void {
-  const what = "--model must be a Hugging Face model directory";
+export function requireModelDir(dir: string, flag = "--model"): void {
+  const what = `${flag} must be a Hugging Face model directory`;
   if (!existsSync(dir)) throw new ConfigError(`${what}: ${dir} does not exist`);
   if (!statSync(dir).isDirectory()) throw new ConfigError(`${what}: ${dir} is a file`);
   const has = (f: string) => existsSync(path.join(dir, f));

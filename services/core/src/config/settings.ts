@@ -88,8 +88,11 @@ export type BaselineKind = (typeof BASELINE_KINDS)[number];
 /** Repository root, so defaults resolve no matter which directory the CLI runs from. */
 export const REPO_ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
 
-/** The pretrained checkpoint committed with the project (produced by `rlaif pretrain`). */
-export const DEFAULT_CHECKPOINT = `${REPO_ROOT}checkpoints/default/model.safetensors`;
+/**
+ * The pretrained policy committed with the project (produced by `rlaif pretrain --vocab`): a
+ * GPT-2 with its own BPE tokenizer, as a Hugging Face model directory.
+ */
+export const DEFAULT_CHECKPOINT = `${REPO_ROOT}checkpoints/default`;
 
 const HOST_PORT = /^$|^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/;
 
@@ -429,7 +432,7 @@ const SERVICES = {
     flag: "checkpoint",
     default: DEFAULT_CHECKPOINT,
     isPath: true,
-    help: "checkpoint to serve / start from",
+    help: "checkpoint file or Hugging Face model directory to serve / start from",
   }),
   /**
    * A Hugging Face model directory instead of a checkpoint: one setting, so every command that

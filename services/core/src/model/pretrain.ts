@@ -1,12 +1,14 @@
 /**
- * Pre-training of the initial policy (the pipeline's first step): next-byte cross-entropy on
- * the Brown corpus, AdamW with warm-up + cosine decay and global-norm clipping.
+ * Pre-training of the initial policy (the pipeline's first step): next-token cross-entropy on
+ * the Brown corpus in the model's own tokens (bytes, or the BPE of a model that carries a
+ * tokenizer), AdamW with warm-up + cosine decay and global-norm clipping.
  *
  * Data: sentences become one token stream `BOS s₁ EOS BOS s₂ EOS …` (document order, so context
- * can run across sentences). A training row is a window of contextLength + 1 tokens; a fraction
- * of windows start exactly at a sentence's BOS at position 0 — the situation of every RL prompt
- * row — and the rest start anywhere, so the model also learns mid-sentence text and sentence
- * ends (EOS). Targets that are BOS (always right after EOS) are excluded from the loss.
+ * can run across sentences); with GPT-2's one `<|endoftext|>` for both it is `E s₁ E s₂ E …`. A
+ * training row is a window of contextLength + 1 tokens; a fraction of windows start exactly at a
+ * sentence's BOS at position 0 — the situation of every RL prompt row — and the rest start
+ * anywhere, so the model also learns mid-sentence text and sentence ends (EOS). Targets that are
+ * a BOS distinct from EOS (always right after EOS) are excluded from the loss.
  *
  * A Seq2Seq model trains on rows shaped like its task instead (seq2seq-data.ts): one sentence per
  * row, split at a random byte into prompt (encoded) and continuation (decoded), with the split
@@ -23,7 +25,8 @@ import { loadCorpusSplit } from "./corpus.js";
 import { maskedCrossEntropy, selectLogprobs } from "./loss.js";
 import { Rng } from "./rng.js";
 import { sampleSplitRows } from "./seq2seq-data.js";
-import { BOS, EOS } from "./tokenizer.js";
+import { byteTokenizer, tokenizerOf } from "./tokenizer.js";
+import type { Tokenizer } from "./tokenizer-types.js";
 
 /** Settings of a pre-training run. */
 export interface PretrainOptions {
@@ -67,8 +70,10 @@ export interface PretrainLog {
   gradNorm: number;
   stepMs: number;
   heldOutLoss?: number;
-  /** Held-out bits per byte (EOS counts as one byte: it stands for the newline). */
+  /** Held-out bits per byte of text (EOS counts as one byte: it stands for the newline). */
   heldOutBpb?: number;
+  /** Held-out perplexity per token, exp(heldOutLoss): comparable between models of one tokenizer only. */
+  heldOutPerplexity?: number;
   /** Seq2Seq only: held-out bits per byte of the continuations (the decoder's part), given the prompts. */
   heldOutTargetBpb?: number;
 }
@@ -77,23 +82,32 @@ export interface PretrainLog {
 export interface TokenStream {
   tokens: Uint16Array;
   starts: Uint32Array;
+  /** The id whose positions are never targets (a BOS distinct from EOS), or null. */
+  unscored: number | null;
 }
 
-/** Builds `BOS s₁ EOS BOS s₂ EOS …` from sentences. */
-export function buildStream(sentences: readonly string[]): TokenStream {
-  const encoder = new TextEncoder();
-  const encoded = sentences.map((s) => encoder.encode(s));
-  const tokens = new Uint16Array(encoded.reduce((n, e) => n + e.length + 2, 0));
+/**
+ * Builds `BOS s₁ EOS BOS s₂ EOS …` from sentences in `tok`'s ids; when BOS is the first EOS (GPT-2's
+ * `<|endoftext|>`) one token separates sentences: `E s₁ E s₂ … E`.
+ */
+export function buildStream(sentences: readonly string[], tok: Tokenizer = byteTokenizer): TokenStream {
+  if (tok.vocabSize > 65_536)
+    throw new ValidationError("tokenizer", "pre-training supports up to 65,536 ids");
+  const bos = tok.bos ?? (tok.eos[0] as number);
+  const eos = tok.eos[0] as number;
+  const shared = bos === eos;
+  const encoded = sentences.map((s) => tok.encode(s));
+  const tokens = new Uint16Array(encoded.reduce((n, e) => n + e.length + (shared ? 1 : 2), shared ? 1 : 0));
   const starts = new Uint32Array(encoded.length);
   let at = 0;
   encoded.forEach((e, i) => {
-    starts[i] = at;
-    tokens[at++] = BOS;
+    starts[i] = shared && i > 0 ? at - 1 : at; // a shared separator is the BOS of what follows
+    if (!shared || i === 0) tokens[at++] = bos;
     tokens.set(e, at);
     at += e.length;
-    tokens[at++] = EOS;
+    tokens[at++] = eos;
   });
-  return { tokens, starts };
+  return { tokens, starts, unscored: shared ? null : bos };
 }
 
 /** A batch of windows: inputs, next-token targets and the loss mask, each [rows × T]. */
@@ -128,7 +142,7 @@ export function sampleWindows(
       x[r * t + i] = tokens[s + i] as number;
       const target = tokens[s + i + 1] as number;
       y[r * t + i] = target;
-      mask[r * t + i] = target === BOS ? 0 : 1;
+      mask[r * t + i] = target === stream.unscored ? 0 : 1;
     }
   }
   return { x, y, mask };
@@ -142,17 +156,28 @@ function batchTensors(b: WindowBatch, rows: number, t: number): [tf.Tensor2D, tf
   ];
 }
 
+/** Bytes of text the scored targets of a batch stand for (a special, EOS, counts as one). */
+function targetBytes(b: WindowBatch, tok: Tokenizer, mask: Float32Array): number {
+  let n = 0;
+  b.y.forEach((id, i) => {
+    if (mask[i] !== 0) n += tok.tokenBytes(id).length || 1;
+  });
+  return n;
+}
+
 /**
  * Mean held-out negative log-likelihood (nats per scored token) over fixed windows, and over
- * their `targetMask` positions (the continuations of Seq2Seq rows; NaN when batches have none).
+ * their `targetMask` positions (the continuations of Seq2Seq rows; NaN when batches have none),
+ * with the text bytes of the scored targets (nats per byte = nll·loss / bytes).
  */
 export function evaluateParts(
   model: CausalLM,
   batches: readonly WindowBatch[],
   rows: number,
-): { loss: number; targetLoss: number } {
+): { loss: number; targetLoss: number; bytesPerToken: number; targetBytesPerToken: number } {
   const t = model.config.contextLength;
-  let [nll, count, targetNll, targetCount] = [0, 0, 0, 0];
+  const tok = tokenizerOf(model);
+  let [nll, count, targetNll, targetCount, bytes, targetByteCount] = [0, 0, 0, 0, 0, 0];
   for (const b of batches) {
     const [x, y, m] = batchTensors(b, rows, t);
     const opts = { ops: "inference" as const, sourceLengths: b.sourceLengths };
@@ -163,13 +188,17 @@ export function evaluateParts(
     });
     nll += all;
     count += b.mask.reduce((a, v) => a + v, 0);
+    bytes += targetBytes(b, tok, b.mask);
     targetNll += target;
     targetCount += b.targetMask?.reduce((a, v) => a + v, 0) ?? 0;
+    if (b.targetMask) targetByteCount += targetBytes(b, tok, b.targetMask);
     tf.dispose([x, y, m]);
   }
   return {
     loss: nll / Math.max(count, 1),
     targetLoss: targetCount > 0 ? targetNll / targetCount : Number.NaN,
+    bytesPerToken: bytes / Math.max(count, 1),
+    targetBytesPerToken: targetByteCount / Math.max(targetCount, 1),
   };
 }
 
@@ -194,8 +223,8 @@ export async function pretrain(o: PretrainOptions): Promise<CausalLM> {
   const rows = o.batchSize;
   const aligned = o.alignedFraction ?? 0.5;
   const sentences = o.sentences ?? loadCorpusSplit();
-  const train = buildStream(sentences.train);
-  const heldOut = buildStream(sentences.heldOut);
+  const train = buildStream(sentences.train, tokenizerOf(model));
+  const heldOut = buildStream(sentences.heldOut, tokenizerOf(model));
   const split = model.kind === "seq2seq";
   const draw = (s: TokenStream, r: Rng) =>
     split ? sampleSplitRows(s, rows, t, r) : sampleWindows(s, rows, t, r, aligned);
@@ -249,8 +278,9 @@ export async function pretrain(o: PretrainOptions): Promise<CausalLM> {
       if ((step + 1) % evalEvery === 0 || step === o.steps - 1) {
         const held = evaluateParts(model, evalBatches, rows);
         entry.heldOutLoss = held.loss;
-        entry.heldOutBpb = held.loss / Math.LN2;
-        if (split) entry.heldOutTargetBpb = held.targetLoss / Math.LN2;
+        entry.heldOutPerplexity = Math.exp(held.loss);
+        entry.heldOutBpb = held.loss / held.bytesPerToken / Math.LN2;
+        if (split) entry.heldOutTargetBpb = held.targetLoss / held.targetBytesPerToken / Math.LN2;
       }
       o.onLog?.(entry);
       // Yield so signals and timers are served during a long run.
