@@ -78,6 +78,26 @@ describe("held-out report", () => {
     expect(lines[2]).toContain(`after:  ${JSON.stringify(report.pair.prompt)} → `);
   });
 
+  it("held-out report - a Hugging Face model directory is sampled and decoded with its own tokenizer", async () => {
+    const dir = join(import.meta.dirname, "fixtures", "hf", "gpt2");
+    const prompts = heldOutEvalPrompts(2, 1);
+    const report = await evaluateHeldOut({
+      startModel: dir,
+      finalModel: dir,
+      startStep: 0,
+      prompts,
+      maxNewTokens: 4,
+      samplesPerPrompt: 2,
+    });
+    // GPT-2 ids run to 50256: the byte tokenizer would refuse them, so this text is the model's own.
+    // Same weights, same seed: the same samples and KL 0.
+    expect(report.after.examples).toEqual(report.before.examples);
+    expect(Math.abs(report.after.klToReference)).toBeLessThan(1e-3);
+    expect(report.before.examples.map((e) => e.prompt)).toEqual(prompts);
+    expect(report.before.examples.some((e) => e.completion.length > 0)).toBe(true);
+    expect(Number.isFinite(report.before.referencePerplexity)).toBe(true);
+  });
+
   it("held-out report - the pair is the prompt with the largest first-sample gain, the earliest on a tie", () => {
     expect(pickPair(quality([0, 0.5, -1]), quality([0.2, 0.1, 0.3])).prompt).toBe("p2");
     expect(pickPair(quality([0, 0, 0]), quality([1, 1, 0])).prompt).toBe("p0");
