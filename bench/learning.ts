@@ -12,14 +12,14 @@
  * collapse guards distinct-2, repetition and reference perplexity, with a few samples.
  */
 import { parseArgs } from "node:util";
+import { EVAL_SEED, heldOutEvalPrompts } from "../services/cli/held-out-eval.js";
+import { measureSamples, type SampleQuality } from "../services/cli/sample-quality.js";
 import { startEmbeddedCluster } from "../services/cluster/embedded-cluster.js";
 import { loadConfig } from "../services/core/src/config/load-config.js";
 import { startBackend } from "../services/core/src/model/backend.js";
-import { loadCheckpoint, modelFromCheckpoint } from "../services/core/src/model/checkpoint.js";
 import { heldOutPrompts } from "../services/core/src/model/corpus.js";
 import { loadModel } from "../services/core/src/model/model-source.js";
 import { DEFAULT_PROMPT_COUNT } from "../services/optimizer/main.js";
-import { measureSamples, type SampleQuality } from "./sample-quality.js";
 
 const { values } = parseArgs({
   options: {
@@ -41,14 +41,13 @@ const config = loadConfig(values.config, {
 const evalCount = Number(values["eval-prompts"]);
 const samples = Number(values.samples);
 // Training prompts are the run's default ones; evaluation prompts come after them in the same
-// seeded order of held-out sentences, so the two sets never overlap.
-const all = heldOutPrompts(DEFAULT_PROMPT_COUNT + evalCount, config.run.seed);
-config.run.prompts = all.slice(0, DEFAULT_PROMPT_COUNT);
-const evalPrompts = all.slice(DEFAULT_PROMPT_COUNT);
-const evalOpts = { samples, maxNewTokens: config.run.maxNewTokens, seed: 20261129 };
+// seeded order of held-out sentences, so the two sets never overlap (as at the end of rlaif train).
+config.run.prompts = heldOutPrompts(DEFAULT_PROMPT_COUNT, config.run.seed);
+const evalPrompts = heldOutEvalPrompts(evalCount, config.run.seed);
+const evalOpts = { samples, maxNewTokens: config.run.maxNewTokens, seed: EVAL_SEED };
 
 const backend = await startBackend(config.services.backend);
-const reference = modelFromCheckpoint(await loadCheckpoint(config.services.checkpoint));
+const reference = await loadModel(config.services.checkpoint);
 const before = await measureSamples(reference, reference, evalPrompts, evalOpts);
 
 const started = performance.now();

@@ -169,6 +169,13 @@ describe.skipIf(!hasScript)("cli progress (pseudo-terminal)", () => {
       "step 6/6",
     ]);
     expect(shown.some((l) => l.includes("█") || l.includes("░"))).toBe(false);
-    expect(shown.at(-2)).toMatch(/^run run-\S+ \(embedded\): 6 steps/);
+    // After the bar has gone: the summary, then the held-out report.
+    expect(shown.at(-6)).toMatch(/^run run-\S+ \(embedded\): 6 steps/);
+    expect(shown.slice(-4)).toEqual([
+      expect.stringMatching(/^held-out reward \(16 prompts × 4 samples\): /),
+      expect.stringMatching(/^ {2}before: "/),
+      expect.stringMatching(/^ {2}after: {2}"/),
+      expect.stringMatching(/^held-out report: \S+held-out\.json$/),
+    ]);
   }, 150_000);
 });

@@ -132,6 +132,9 @@ describe("cli serve and preflight checks", () => {
     );
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout.trim().split("\n").at(-1) as string).trajectories).toBe(4);
+    // The held-out report scores with the built-in rule scorer: not for a run scored elsewhere.
+    expect(r.stderr).toMatch(/^held-out report skipped: .*FeedbackService at 127\.0\.0\.1:\d+/m);
+    expect(r.stderr).not.toMatch(/^held-out reward/m);
   });
 
   it("cli serve - SIGTERM to `npx rlaif serve` stops the server and frees its port", async () => {

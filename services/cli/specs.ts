@@ -21,6 +21,13 @@ const POLICY_FLAGS = ["policy-batch-rows", "policy-queue-rows"] as const;
 /** The services `rlaif serve` can run. */
 export const SERVICE_NAMES = ["policy", "rollout", "feedback", "optimizer"] as const;
 
+/** Held-out prompts `rlaif train` evaluates at its end when `--eval-prompts` is not given. */
+export const DEFAULT_EVAL_PROMPTS = 16;
+/** Most `--eval-prompts` accepts: beyond it the evaluation takes longer than a short run itself. */
+export const MAX_EVAL_PROMPTS = 256;
+/** Samples per held-out prompt (the reward of one sample per prompt is too noisy to compare). */
+export const EVAL_SAMPLES = 4;
+
 /** `rlaif train`. */
 export const trainSpec: CommandSpec = {
   name: "train",
@@ -45,6 +52,11 @@ export const trainSpec: CommandSpec = {
       name: "resume",
       type: "string",
       help: "continue a run from its newest checkpoint (a run directory) or from a step-<n>.safetensors file, with its saved settings; --steps may raise the total",
+    },
+    {
+      name: "eval-prompts",
+      type: "string",
+      help: `held-out prompts (× ${EVAL_SAMPLES} samples) on which the starting and the trained policy are compared at the end, reported on stderr and in <out>/<run id>/held-out.json; 0..${MAX_EVAL_PROMPTS}, 0 skips (default ${DEFAULT_EVAL_PROMPTS})`,
     },
   ],
   examples: [

@@ -2,7 +2,8 @@
  * `rlaif train`: a whole RLAIF run in one process — Policy, Rollout, Feedback and Optimizer as
  * gRPC servers on loopback over the in-memory bus (or NATS with --nats). With `--resume` it
  * continues a run from its checkpoint instead. It drives the run through the Optimizer's run
- * API (services/optimizer/run-api.ts) only.
+ * API (services/optimizer/run-api.ts) only. A run that succeeds ends with the held-out report
+ * (held-out-eval.ts): the starting and the final policy sampled on prompts the run never saw.
  */
 import { startEmbeddedCluster } from "../../cluster/embedded-cluster.js";
 import { explicitSettings } from "../../core/src/config/load-config.js";
@@ -12,6 +13,7 @@ import { CheckpointError, ConfigError } from "../../core/src/errors.js";
 import { planResume, type ResumePlan, startRun } from "../../optimizer/run-api.js";
 import type { CommandRun } from "../args.js";
 import { followRun } from "../follow-run.js";
+import { type FinishedRun, parseEvalPrompts, reportHeldOut } from "../held-out-eval.js";
 import { checkFeedback } from "../preflight.js";
 import { createProgress } from "../progress.js";
 import { requireModel } from "./shared-flags.js";
@@ -56,6 +58,7 @@ export async function resumeTarget(
 /** What `rlaif train` does (its command line is declared in specs.ts). */
 export const trainCommand: CommandRun = {
   async run({ config, flags }) {
+    const evalPrompts = parseEvalPrompts(flags["eval-prompts"]);
     const progress = createProgress();
     const resume = typeof flags.resume === "string" ? await resumeTarget(config, flags.resume) : null;
     // A resumed run's Policy starts from the run's own weights (same model as the learner's).
@@ -67,6 +70,7 @@ export const trainCommand: CommandRun = {
       await checkFeedback(config.services.feedbackAddress, "--feedback-address");
     const settings = resume?.settings ?? config.run;
     const cluster = await startEmbeddedCluster(config, (line) => progress.log(line));
+    let finished: FinishedRun;
     try {
       progress.log(
         `rlaif train: ${resume ? `resuming ${resume.runId} at step ${resume.step} of ` : ""}` +
@@ -74,7 +78,7 @@ export const trainCommand: CommandRun = {
           `feedback at ${cluster.feedbackAddress}, bus ${config.services.natsUrl || "in-memory"}`,
       );
       const run = await startRun(cluster.optimizer, resume ? { resume } : { settings: config.run });
-      await followRun(
+      const summary = await followRun(
         progress,
         {
           runId: run.runId,
@@ -85,9 +89,23 @@ export const trainCommand: CommandRun = {
         },
         flags.json === true,
       );
+      finished = {
+        dir: run.dir,
+        seed: run.settings.seed,
+        maxNewTokens: run.settings.maxNewTokens,
+        // For --resume the run's first starting model may be long gone or changed: the resumed-from
+        // checkpoint is the "before" (and the KL reference) the report names by its step.
+        startModel: config.services.checkpoint,
+        startStep: run.resumedFromStep,
+        finalModel: summary.checkpointPath,
+        backend: config.services.backend,
+        feedbackAddress: config.services.feedbackAddress,
+      };
     } finally {
       progress.done();
       await cluster.close();
     }
+    // After the cluster is gone: its threads' memory and cores are free for the two models.
+    if (evalPrompts > 0) await reportHeldOut(finished, evalPrompts, (line) => progress.log(line));
   },
 };
