@@ -101,6 +101,9 @@ if (values.json) {
       row("distinct-2", (q) => q.distinct2),
       row("repetition (trigrams)", (q) => q.repetition),
       row("reference perplexity", (q) => q.referencePerplexity, 2),
+      ...(before.dictionaryWords === undefined
+        ? []
+        : [row("dictionary words", (q) => q.dictionaryWords ?? Number.NaN)]),
       `reward rise: ${rise.toFixed(2)} pretrained std (target ≥ 1); positive share ×${shareRatio.toFixed(2)} (target ≥ 2); KL ${after.klToReference.toFixed(2)} nats (target ≤ 5)`,
       "samples after training:",
       ...after.examples.map(

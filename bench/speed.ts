@@ -76,8 +76,8 @@ const trainFlags: TrainFlags = smoke
     }
   : {};
 
-const checkpointOf = (kind: ModelKind) =>
-  kind === "transformer" ? defaults.services.checkpoint : `${REPO_ROOT}checkpoints/${kind}/model.safetensors`;
+// the project's own kinds, byte-level (the default policy is a GPT-2 with its own BPE: see trainByte)
+const checkpointOf = (kind: ModelKind) => `${REPO_ROOT}checkpoints/${kind}/model.safetensors`;
 const note = (line: string) => {
   if (!values.json) process.stderr.write(`${line}\n`);
 };
@@ -137,6 +137,11 @@ try {
 if (trainSteps > 0) {
   note(`rlaif train, ${trainSteps} steps …`);
   results.train = await benchTrain(trainSteps, trainFlags);
+  note(`rlaif train on the byte-level Transformer, ${trainSteps} steps …`);
+  results.trainByte = await benchTrain(trainSteps, {
+    ...trainFlags,
+    checkpoint: checkpointOf("transformer"),
+  });
 }
 
 const figures = buildFigures(results);

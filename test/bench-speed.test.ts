@@ -66,16 +66,13 @@ describe.skipIf(!hasTorch)("speed benchmark", () => {
     for (const key of ["learnerPeakShare1.transformer", "learnerPeakShare2.transformer"]) {
       expect(Number.isFinite(figures.get(key)?.values.rlaif), key).toBe(true);
     }
-    for (const key of [
-      "train.stepsPerSecond",
-      "train.cpuPerWall",
-      "train.firstStepSeconds",
-      "train.peakRssMb",
-    ]) {
-      expect(figures.get(key)?.values.rlaif, key).toBeGreaterThan(0);
+    for (const run of ["train", "trainByte"]) {
+      for (const key of ["stepsPerSecond", "cpuPerWall", "firstStepSeconds", "peakRssMb"]) {
+        expect(figures.get(`${run}.${key}`)?.values.rlaif, `${run}.${key}`).toBeGreaterThan(0);
+      }
+      expect(Number.isFinite(figures.get(`${run}.rssGrowthMbPerStep`)?.values.rlaif)).toBe(true);
+      expect(report.results[run].steps).toBe(2);
     }
-    expect(Number.isFinite(figures.get("train.rssGrowthMbPerStep")?.values.rlaif)).toBe(true);
-    expect(report.results.train.steps).toBe(2);
     // Same work on both sides: every cross-check figure of every kind is small, and each row shows its own.
     for (const kind of KINDS) {
       const check = report.results.kinds[kind].check as Record<string, number>;

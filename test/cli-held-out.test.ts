@@ -42,6 +42,10 @@ function quality(rewards: number[]): SampleQuality {
   };
 }
 
+/** A report of `start` → `final` on `count` held-out prompts, 2 samples each. */
+const evaluate = (startModel: string, finalModel: string, prompts: string[], maxNewTokens: number) =>
+  evaluateHeldOut({ startModel, finalModel, startStep: 0, prompts, maxNewTokens, samplesPerPrompt: 2 });
+
 describe("held-out report", () => {
   let start: string;
   let final: string;
@@ -52,14 +56,7 @@ describe("held-out report", () => {
 
   it("held-out report - a tiny random model gives finite figures and a pair of one prompt", async () => {
     const prompts = heldOutEvalPrompts(3, 1);
-    const report = await evaluateHeldOut({
-      startModel: start,
-      finalModel: final,
-      startStep: 0,
-      prompts,
-      maxNewTokens: 8,
-      samplesPerPrompt: 2,
-    });
+    const report = await evaluate(start, final, prompts, 8);
     for (const side of [report.before, report.after]) {
       for (const [k, v] of Object.entries(side)) {
         if (typeof v === "number") expect(Number.isFinite(v), k).toBe(true);
@@ -81,14 +78,7 @@ describe("held-out report", () => {
   it("held-out report - a Hugging Face model directory is sampled and decoded with its own tokenizer", async () => {
     const dir = join(import.meta.dirname, "fixtures", "hf", "gpt2");
     const prompts = heldOutEvalPrompts(2, 1);
-    const report = await evaluateHeldOut({
-      startModel: dir,
-      finalModel: dir,
-      startStep: 0,
-      prompts,
-      maxNewTokens: 4,
-      samplesPerPrompt: 2,
-    });
+    const report = await evaluate(dir, dir, prompts, 4);
     // GPT-2 ids run to 50256: the byte tokenizer would refuse them, so this text is the model's own.
     // Same weights, same seed: the same samples and KL 0.
     expect(report.after.examples).toEqual(report.before.examples);

@@ -5,7 +5,7 @@
  * (test/python/hf_reference.py) both read.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -79,7 +79,7 @@ describe("rlaif pretrain --vocab", () => {
     await initBackend("wasm");
   });
 
-  it("rlaif pretrain --vocab - writes a GPT-2 directory that loads with its tokenizer, and PyTorch reads it to the same logits", async () => {
+  it("rlaif pretrain --vocab - writes a GPT-2 directory that loads with its tokenizer, PyTorch reads it to the same logits, and --from continues it", async () => {
     const out = path.join(mkdtempSync(path.join(tmpdir(), "rlaif-bpe-")), "model");
     const args = [
       "pretrain",
@@ -122,6 +122,28 @@ describe("rlaif pretrain --vocab", () => {
       expect(Math.max(...ref.map((x, i) => Math.abs(x - (ours[i] as number)))) / scale).toBeLessThan(1e-5);
     }
     model.dispose();
+    // --from continues it: same shape and tokenizer, the first stage's record kept
+    const more = `${out}-more`;
+    const again = [
+      "pretrain",
+      "--from",
+      out,
+      "--out",
+      more,
+      "--steps",
+      "1",
+      "--batch",
+      "2",
+      "--samples",
+      "0",
+    ];
+    const r2 = spawnSync(process.execPath, [RLAIF_BIN, ...again, "--backend", "wasm"], { encoding: "utf8" });
+    expect(r2.status, r2.stderr).toBe(0);
+    expect(readFileSync(path.join(more, "tokenizer.json"), "utf8")).toBe(
+      readFileSync(path.join(out, "tokenizer.json"), "utf8"),
+    );
+    const record = JSON.parse(readFileSync(path.join(more, "pretrain.json"), "utf8"));
+    expect([record.step, record.continuedFrom.step]).toEqual(["1", "2"]);
   });
 
   it("rlaif pretrain --vocab - refuses a .safetensors --out and a non-Transformer model with exit 2", () => {

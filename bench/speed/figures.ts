@@ -31,7 +31,10 @@ export interface Results {
   modelMatmul?: { shape: readonly number[]; gflops: BySide };
   /** Transformer learner step: GFLOP per step (flops.ts) and the batch positions it was counted for. */
   flops?: { gflopPerStep: number; positions: number };
+  /** `rlaif train` embedded on the default policy (the BPE GPT-2). */
   train?: TrainResult;
+  /** The same on the byte-level Transformer: the run the speed targets were first measured on. */
+  trainByte?: TrainResult;
 }
 
 /** What the check column means. */
@@ -140,23 +143,26 @@ export function buildFigures(r: Results): Figure[] {
       }),
     );
   }
-  if (r.train) {
-    const t = r.train;
-    const only = (key: string, label: string, unit: string, v: number): Figure => ({
-      key,
-      label,
-      unit,
-      values: { rlaif: v },
-    });
-    out.push(
-      only("train.stepsPerSecond", `rlaif train, embedded, ${measured(t)}`, "steps/s", t.stepsPerSecond),
-      only("train.cpuPerWall", "rlaif train, cpu/wall (process tree)", "cores", t.cpuPerWall),
-      only("train.firstStepSeconds", "rlaif train, first step (start-up included)", "s", t.firstStepSeconds),
-      only("train.peakRssMb", "rlaif train, peak RSS", "MB", t.peakRssMb),
-      only("train.rssGrowthMbPerStep", "rlaif train, RSS growth per step", "MB", rssGrowth(t.rssMbAfterStep)),
-    );
-  }
+  if (r.train) out.push(...trainFigures("train", "rlaif train", r.train));
+  if (r.trainByte) out.push(...trainFigures("trainByte", "rlaif train (byte Transformer)", r.trainByte));
   return out;
+}
+
+/** The figures of one embedded run, keyed `<prefix>.stepsPerSecond` etc. */
+function trainFigures(prefix: string, name: string, t: TrainResult): Figure[] {
+  const only = (key: string, label: string, unit: string, v: number): Figure => ({
+    key: `${prefix}.${key}`,
+    label: `${name}, ${label}`,
+    unit,
+    values: { rlaif: v },
+  });
+  return [
+    only("stepsPerSecond", `embedded, ${measured(t)}`, "steps/s", t.stepsPerSecond),
+    only("cpuPerWall", "cpu/wall (process tree)", "cores", t.cpuPerWall),
+    only("firstStepSeconds", "first step (start-up included)", "s", t.firstStepSeconds),
+    only("peakRssMb", "peak RSS", "MB", t.peakRssMb),
+    only("rssGrowthMbPerStep", "RSS growth per step", "MB", rssGrowth(t.rssMbAfterStep)),
+  ];
 }
 
 /** Which steps the rate is over ("steps 2–5", or "step 1" of a one-step run). */

@@ -24,7 +24,7 @@ export interface TrainResult {
 }
 
 /** Settings of the run beyond the defaults (`rlaif train` flags without the dashes). */
-export type TrainFlags = Record<string, number>;
+export type TrainFlags = Record<string, number | string>;
 
 const CHILD = join(import.meta.dirname, "train-child.ts");
 

@@ -7,6 +7,7 @@
  */
 import { ValidationError } from "../core/src/errors.js";
 import type { CausalLM } from "../core/src/model/causal-lm.js";
+import { dictionaryWordShare, loadWordList } from "../core/src/model/dictionary-words.js";
 import { generate, sequenceLogprobs } from "../core/src/model/sampler.js";
 import { tokenizerOf } from "../core/src/model/tokenizer.js";
 import { tokensText } from "../core/src/model/tokenizer-types.js";
@@ -33,6 +34,11 @@ export interface SampleQuality {
   repetition: number;
   /** exp(− mean log π_ref per token) of the samples: fluency as the reference model sees it. */
   referencePerplexity: number;
+  /**
+   * Share of the samples' words in Debian's wamerican list (dictionary-words.ts): does the policy
+   * still write English? Absent where the list is not installed.
+   */
+  dictionaryWords?: number;
   /** The first sample of each of the first `examples` prompts, in prompt order. */
   examples: SampleExample[];
 }
@@ -54,6 +60,20 @@ function mean(xs: number[]): number {
 
 function words(text: string): string[] {
   return text.toLowerCase().match(/[a-z']+/g) ?? [];
+}
+
+let wordList: ReadonlySet<string> | null | undefined;
+
+/** The wamerican list, read once; null where it is not installed (the measure is then left out). */
+function dictionary(): ReadonlySet<string> | null {
+  if (wordList === undefined) {
+    try {
+      wordList = loadWordList();
+    } catch {
+      wordList = null;
+    }
+  }
+  return wordList;
 }
 
 /** Distinct-2 and trigram repetition over `texts` (word level). */
@@ -114,6 +134,7 @@ export async function measureSamples(
   const kls = outs.map((o, i) => o.logprobs.reduce((s, lp, t) => s + lp - (refLogprobs[i]?.[t] ?? lp), 0));
   const refTokenLogprobs = refLogprobs.flat();
   const keep = Math.min(opts.examples ?? 6, prompts.length);
+  const list = dictionary();
   return {
     meanReward: m,
     stdReward: Math.sqrt(mean(rewards.map((r) => (r - m) ** 2))),
@@ -121,6 +142,7 @@ export async function measureSamples(
     klToReference: mean(kls),
     ...diversity(texts),
     referencePerplexity: Math.exp(-mean(refTokenLogprobs)),
+    ...(list ? { dictionaryWords: dictionaryWordShare(texts, list).share } : {}),
     examples: Array.from({ length: keep }, (_, k) => ({
       prompt: prompts[k] as string,
       completion: texts[k * opts.samples] as string,

@@ -251,6 +251,11 @@ export const pretrainSpec: CommandSpec = {
       type: "string",
       help: "train a byte-level BPE of this many ids (257..30000) on the corpus first; the model is then a GPT-2 written as a Hugging Face directory at --out",
     },
+    {
+      name: "from",
+      type: "string",
+      help: "continue pre-training this GPT-2 model directory (its shape and tokenizer) instead of a fresh model; --out names a directory",
+    },
   ],
 };
 

@@ -7,6 +7,8 @@
  * Face model directory (hf-gpt2-dir.ts), the shipped default's form.
  */
 
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { ConfigError } from "../../core/src/errors.js";
 import { startBackend } from "../../core/src/model/backend.js";
 import {
@@ -19,6 +21,7 @@ import { heldOutPrompts, loadCorpusSplit } from "../../core/src/model/corpus.js"
 import type { HfGpt2Config } from "../../core/src/model/hf-config.js";
 import { HfGpt2LM } from "../../core/src/model/hf-gpt2.js";
 import { writeGpt2Dir } from "../../core/src/model/hf-gpt2-dir.js";
+import { loadHfModel } from "../../core/src/model/hf-model-dir.js";
 import { type PretrainLog, pretrain } from "../../core/src/model/pretrain.js";
 import { DEFAULT_RNN_CONFIG } from "../../core/src/model/rnn-config.js";
 import { generate } from "../../core/src/model/sampler.js";
@@ -86,6 +89,28 @@ function bpeGpt2(
   return { model: new HfGpt2LM(config, seed, { tokenizer }), trained };
 }
 
+/** A GPT-2 directory to continue pre-training (`--from`), with its tokenizer files and record. */
+async function continuedGpt2(
+  dir: string,
+): Promise<{ model: HfGpt2LM; trained: TrainedTokenizer; record: unknown }> {
+  const read = (f: string): Record<string, unknown> | undefined => {
+    const file = path.join(dir, f);
+    return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>) : undefined;
+  };
+  const { model } = await loadHfModel(dir);
+  const tokenizer = read("tokenizer.json");
+  if (!(model instanceof HfGpt2LM) || model.tokenizer === undefined || tokenizer === undefined) {
+    model.dispose();
+    throw new ConfigError(`--from ${dir}: must be a GPT-2 model directory with its tokenizer.json`);
+  }
+  const trained = {
+    tokenizer,
+    tokenizerConfig: read("tokenizer_config.json") ?? {},
+    endOfText: model.tokenizer.eos[0] as number,
+  };
+  return { model, trained, record: read("pretrain.json") ?? { dir: path.resolve(dir) } };
+}
+
 /** What `rlaif pretrain` does (its command line is declared in specs.ts). */
 export const pretrainCommand: CommandRun = {
   async run({ config, flags }) {
@@ -97,6 +122,16 @@ export const pretrainCommand: CommandRun = {
     const kind = flags.model === undefined ? "transformer" : String(flags.model);
     if (kind !== "transformer" && kind !== "gru" && kind !== "lstm" && kind !== "seq2seq") {
       throw new ConfigError(`--model must be transformer, gru, lstm or seq2seq, got "${kind}"`);
+    }
+    const from = typeof flags.from === "string" && flags.from !== "" ? flags.from : undefined;
+    if (from !== undefined) {
+      const shaped = ["vocab", "context", "d-model", "hidden", "layers", "heads", "model"].filter(
+        (f) => flags[f] !== undefined,
+      );
+      if (shaped.length > 0)
+        throw new ConfigError(`--from continues a model of a given shape: drop --${shaped.join(", --")}`);
+      if (out.endsWith(".safetensors"))
+        throw new ConfigError("--from writes a Hugging Face model directory: --out must name a directory");
     }
     const vocab = flags.vocab === undefined ? undefined : intFlag(flags, "vocab", 0, MIN_BPE_VOCAB, 30_000);
     if (vocab !== undefined && kind !== "transformer")
@@ -134,13 +169,17 @@ export const pretrainCommand: CommandRun = {
     const samples = intFlag(flags, "samples", 6, 0, 1000);
     const backend = await startBackend(config.services.backend);
     const log = (line: string) => process.stderr.write(`${line}\n`);
-    const bpe = vocab === undefined ? undefined : bpeGpt2(model, vocab, seed);
+    const bpe = from
+      ? await continuedGpt2(from)
+      : vocab === undefined
+        ? undefined
+        : { ...bpeGpt2(model, vocab, seed), record: undefined };
     if (bpe) log(`tokenizer: ${bpe.model.tokenizer?.describe()}`);
     const shape = bpe?.model.config ?? model;
     log(
       `backend=${backend} model=${bpe ? "hf-gpt2" : kind} config=${JSON.stringify(shape)} params=${countModelParameters(shape)}`,
     );
-    log(`steps=${steps} batch=${batchSize}x${model.contextLength} lr=${lr} seed=${seed}`);
+    log(`steps=${steps} batch=${batchSize}x${shape.contextLength} lr=${lr} seed=${seed}`);
 
     const started = performance.now();
     let last: PretrainLog | undefined;
@@ -187,7 +226,11 @@ export const pretrainCommand: CommandRun = {
     };
     if (bpe) {
       const { tokenizer, tokenizerConfig } = bpe.trained;
-      const pretrained = { ...numbers, heldOutPerplexity: String(evalLog?.heldOutPerplexity ?? "") };
+      const pretrained = {
+        ...numbers,
+        heldOutPerplexity: String(evalLog?.heldOutPerplexity ?? ""),
+        ...(bpe.record === undefined ? {} : { continuedFrom: bpe.record }),
+      };
       await writeGpt2Dir(out, bpe.model, {
         tokenizer,
         tokenizerConfig,
