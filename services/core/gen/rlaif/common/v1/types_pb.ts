@@ -409,7 +409,7 @@ export const WeightsManifestSchema: GenMessage<WeightsManifest> = /*@__PURE__*/
  */
 export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
   /**
-   * Number of optimizer steps, 1..100000. Default 20.
+   * Number of optimizer steps, 1..100000. Default 50.
    *
    * @generated from field: optional uint32 steps = 1;
    */
@@ -438,7 +438,7 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
   sampling?: SamplingParams | undefined;
 
   /**
-   * Peak Adam learning rate alpha, in (0, 1]. Default 0.001.
+   * Peak Adam learning rate alpha, in (0, 1]. Default 0.0003.
    *
    * @generated from field: optional double learning_rate = 5;
    */
@@ -452,7 +452,7 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
   gamma?: number | undefined;
 
   /**
-   * Coefficient beta of the KL penalty to the reference policy, in [0, 100]. Default 0.045.
+   * Coefficient beta of the KL penalty to the reference policy, in [0, 100]. Default 0.1.
    *
    * @generated from field: optional double kl_coef = 7;
    */
