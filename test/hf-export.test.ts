@@ -135,7 +135,7 @@ describe("hf export", () => {
   it("hf export - a checkpoint of the project's own kind becomes its safetensors and a config naming the kind", async () => {
     const out = mkdtempSync(path.join(tmpdir(), "rlaif-export-own-"));
     const c = await loadCheckpoint(
-      path.join(import.meta.dirname, "..", "checkpoints", "default", "model.safetensors"),
+      path.join(import.meta.dirname, "..", "checkpoints", "transformer", "model.safetensors"),
     );
     await exportCheckpoint(c, out);
     const config = JSON.parse(readFileSync(path.join(out, "config.json"), "utf8"));

@@ -385,7 +385,7 @@ describe("estimators", () => {
       "rloo",
       "reward",
       "k1",
-      0.045,
+      0.1,
       "ppo-clip",
     ]);
     expect(() => validate(runConfigRules, create(RunConfigSchema, { baseline: 9 as Baseline }))).toThrow(

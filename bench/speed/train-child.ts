@@ -2,7 +2,7 @@
  * `rlaif train`'s embedded run (the same four services on loopback and the in-memory bus that
  * the CLI starts), measured from inside its own process so nothing else is counted:
  *
- *   node --import tsx bench/speed/train-child.ts --steps n --out dir [run flags, e.g. --prompts-per-step 1]
+ *   node --import tsx bench/speed/train-child.ts --steps n --out dir [--checkpoint file|dir] [run flags, e.g. --prompts-per-step 1]
  *
  * Prints one JSON line: steps per second and CPU/wall over steps 2..n (step 1 also pays for
  * compiling and warming up; with one step, over that step), the process tree's RSS after every
@@ -18,6 +18,7 @@ const { values } = parseArgs({
   options: {
     steps: { type: "string", default: "5" },
     out: { type: "string" },
+    checkpoint: { type: "string" },
     ...Object.fromEntries(RUN_FLAGS.map((f) => [f, { type: "string" as const }])),
   },
 });

@@ -11,6 +11,7 @@ import { ConfigError, ValidationError } from "../core/src/errors.js";
 import { type BackendName, startBackend } from "../core/src/model/backend.js";
 import { heldOutPrompts } from "../core/src/model/corpus.js";
 import { loadModel } from "../core/src/model/model-source.js";
+import { tokenizerOf } from "../core/src/model/tokenizer.js";
 import { DEFAULT_PROMPT_COUNT } from "../optimizer/main.js";
 import { writeFileAtomic } from "../optimizer/run-files.js";
 import { measureSamples, type SampleExample, type SampleQuality } from "./sample-quality.js";
@@ -103,15 +104,25 @@ export async function evaluateHeldOut(req: HeldOutRequest): Promise<HeldOutRepor
   const opts = { samples, maxNewTokens: req.maxNewTokens, seed, examples: req.prompts.length };
   const start = await loadModel(req.startModel);
   try {
-    const before = await measureSamples(start, start, req.prompts, opts);
+    // a small model's context may not hold a long prompt plus the new tokens: leave those out
+    const tok = tokenizerOf(start);
+    const room = start.config.contextLength - req.maxNewTokens - (tok.bos === null ? 0 : 1);
+    const prompts = req.prompts.filter((p) => tok.encode(p).length <= room);
+    if (prompts.length === 0)
+      throw new ValidationError(
+        "prompts",
+        `no held-out prompt fits the model's ${start.config.contextLength} positions with ${req.maxNewTokens} new tokens`,
+      );
+    opts.examples = prompts.length;
+    const before = await measureSamples(start, start, prompts, opts);
     const final = await loadModel(req.finalModel);
     try {
-      const after = await measureSamples(final, start, req.prompts, opts);
+      const after = await measureSamples(final, start, prompts, opts);
       return {
         evalSeed: seed,
         samplesPerPrompt: samples,
         maxNewTokens: req.maxNewTokens,
-        prompts: req.prompts,
+        prompts,
         startModel: req.startModel,
         finalModel: req.finalModel,
         startStep: req.startStep,
@@ -219,13 +230,20 @@ export async function reportHeldOut(
     return;
   }
   await startBackend(run.backend);
-  const report = await evaluateHeldOut({
-    startModel: run.startModel,
-    finalModel: run.finalModel,
-    startStep: run.startStep,
-    prompts: heldOutEvalPrompts(count, run.seed),
-    maxNewTokens: run.maxNewTokens,
-  });
+  let report: HeldOutReport;
+  try {
+    report = await evaluateHeldOut({
+      startModel: run.startModel,
+      finalModel: run.finalModel,
+      startStep: run.startStep,
+      prompts: heldOutEvalPrompts(count, run.seed),
+      maxNewTokens: run.maxNewTokens,
+    });
+  } catch (err) {
+    if (!(err instanceof ValidationError)) throw err;
+    log(`held-out report skipped: ${err.message}`);
+    return;
+  }
   for (const line of heldOutLines(report)) log(line);
   log(`held-out report: ${writeHeldOut(run.dir, report)}`);
 }
