@@ -2,6 +2,7 @@
  * Size and speed of the Hugging Face architectures at their real sizes, on this machine's CPU:
  *
  *   npx tsx bench/hf-size.ts [--only gpt2-124m,smollm2-135m,tinyllama-1.1b] [--no-learner] [--lora <rank>] [--json] [--smoke]
+ *                            [--sample-rows 4] [--sample-tokens 16] [--learn-rows 4] [--learn-tokens 32]
  *
  * Per architecture (GPT-2 124M, SmolLM2-135M's shape, TinyLlama-1.1B's shape; random weights,
  * since no pretrained weights can be downloaded here): parameters, the time to load a
@@ -32,6 +33,10 @@ const { values } = parseArgs({
     smoke: { type: "boolean", default: false },
     "no-learner": { type: "boolean", default: false },
     lora: { type: "string", default: "0" },
+    "sample-rows": { type: "string" },
+    "sample-tokens": { type: "string" },
+    "learn-rows": { type: "string" },
+    "learn-tokens": { type: "string" },
   },
 });
 const all = values.smoke ? SMOKE_ARCHITECTURES : REAL_ARCHITECTURES;
@@ -39,10 +44,23 @@ const wanted = values.only?.split(",").map((s) => s.trim()) ?? all.map((a) => a.
 const unknown = wanted.filter((n) => !all.some((a) => a.name === n));
 if (unknown.length > 0)
   usage(`--only: unknown ${unknown.join(", ")} (choose from ${all.map((a) => a.name).join(", ")})`);
+/** A shape flag: a whole number in 1..4096, or `fallback` when absent. */
+function size(flag: string, fallback: number): number {
+  const raw = (values as Record<string, unknown>)[flag];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 4096)
+    usage(`--${flag} must be a whole number in 1..4096, got ${String(raw)}`);
+  return n;
+}
+const base = values.smoke
+  ? { sampleRows: 2, sampleTokens: 4, learnRows: 2, learnTokens: 8 }
+  : { sampleRows: 4, sampleTokens: 16, learnRows: 4, learnTokens: 32 };
 const shapes = {
-  ...(values.smoke
-    ? { sampleRows: 2, sampleTokens: 4, learnRows: 2, learnTokens: 8 }
-    : { sampleRows: 4, sampleTokens: 16, learnRows: 4, learnTokens: 32 }),
+  sampleRows: size("sample-rows", base.sampleRows),
+  sampleTokens: size("sample-tokens", base.sampleTokens),
+  learnRows: size("learn-rows", base.learnRows),
+  learnTokens: size("learn-tokens", base.learnTokens),
   learn: !values["no-learner"],
   loraRank: Number(values.lora),
 };
