@@ -11,6 +11,7 @@ import { ConfigError, ValidationError } from "../core/src/errors.js";
 import { type BackendName, startBackend } from "../core/src/model/backend.js";
 import { heldOutPrompts } from "../core/src/model/corpus.js";
 import { loadModel } from "../core/src/model/model-source.js";
+import { promptRow } from "../core/src/model/sampling.js";
 import { tokenizerOf } from "../core/src/model/tokenizer.js";
 import { DEFAULT_PROMPT_COUNT } from "../optimizer/main.js";
 import { writeFileAtomic } from "../optimizer/run-files.js";
@@ -101,19 +102,19 @@ export interface HeldOutRequest {
 export async function evaluateHeldOut(req: HeldOutRequest): Promise<HeldOutReport> {
   const samples = req.samplesPerPrompt ?? EVAL_SAMPLES;
   const seed = req.seed ?? EVAL_SEED;
-  const opts = { samples, maxNewTokens: req.maxNewTokens, seed, examples: req.prompts.length };
   const start = await loadModel(req.startModel);
   try {
     // a small model's context may not hold a long prompt plus the new tokens: leave those out
     const tok = tokenizerOf(start);
-    const room = start.config.contextLength - req.maxNewTokens - (tok.bos === null ? 0 : 1);
-    const prompts = req.prompts.filter((p) => tok.encode(p).length <= room);
+    const { contextLength } = start.config;
+    const fits = (p: string) => promptRow(tok.encode(p), tok.bos).length + req.maxNewTokens <= contextLength;
+    const prompts = req.prompts.filter(fits);
     if (prompts.length === 0)
       throw new ValidationError(
         "prompts",
-        `no held-out prompt fits the model's ${start.config.contextLength} positions with ${req.maxNewTokens} new tokens`,
+        `no held-out prompt fits the model's ${contextLength} positions with ${req.maxNewTokens} new tokens`,
       );
-    opts.examples = prompts.length;
+    const opts = { samples, maxNewTokens: req.maxNewTokens, seed, examples: prompts.length };
     const before = await measureSamples(start, start, prompts, opts);
     const final = await loadModel(req.finalModel);
     try {

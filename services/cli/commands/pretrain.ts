@@ -130,14 +130,13 @@ export const pretrainCommand: CommandRun = {
       );
       if (shaped.length > 0)
         throw new ConfigError(`--from continues a model of a given shape: drop --${shaped.join(", --")}`);
-      if (out.endsWith(".safetensors"))
-        throw new ConfigError("--from writes a Hugging Face model directory: --out must name a directory");
     }
     const vocab = flags.vocab === undefined ? undefined : intFlag(flags, "vocab", 0, MIN_BPE_VOCAB, 30_000);
     if (vocab !== undefined && kind !== "transformer")
       throw new ConfigError("--vocab (a BPE tokenizer) applies to --model transformer only");
-    if (vocab !== undefined && out.endsWith(".safetensors"))
-      throw new ConfigError("--vocab writes a Hugging Face model directory: --out must name a directory");
+    const dirFlag = from !== undefined ? "--from" : vocab !== undefined ? "--vocab" : undefined;
+    if (dirFlag && out.endsWith(".safetensors"))
+      throw new ConfigError(`${dirFlag} writes a Hugging Face model directory: --out must name a directory`);
     if (kind === "transformer" && flags.hidden !== undefined) {
       throw new ConfigError("--hidden applies to --model gru|lstm|seq2seq only");
     }

@@ -65,8 +65,9 @@ const json = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
 
 /**
  * Writes `model` (an hf-gpt2 model's parameters) and `files` as the model directory `dir`. The
- * directory is built beside `dir` and renamed into place, so a crash leaves the old one whole;
- * files of an existing `dir` that are not written again (a README) are kept.
+ * directory is built beside `dir` and renamed into place, so no crash leaves a half-written
+ * directory under `dir` (between the two renames the old one is at `<dir>.old-<pid>`); files of
+ * an existing `dir` that are not written again (a README) are kept.
  */
 export async function writeGpt2Dir(
   dir: string,

@@ -168,7 +168,7 @@ function targetBytes(b: WindowBatch, tok: Tokenizer, mask: Float32Array): number
 /**
  * Mean held-out negative log-likelihood (nats per scored token) over fixed windows, and over
  * their `targetMask` positions (the continuations of Seq2Seq rows; NaN when batches have none),
- * with the text bytes of the scored targets (nats per byte = nll·loss / bytes).
+ * and the text bytes per scored target (nats per byte = loss / bytesPerToken).
  */
 export function evaluateParts(
   model: CausalLM,
