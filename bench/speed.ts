@@ -3,7 +3,7 @@
  * one run with the sides alternated, printed as ratios rlaif/PyTorch:
  *
  *   npx tsx bench/speed.ts [--kinds transformer,gru,lstm,seq2seq] [--repeats 5] [--warmup 2]
- *                          [--train-steps 5] [--json] [--smoke]
+ *                          [--train-steps 8] [--json] [--smoke]
  *
  * Per policy kind (the shipped checkpoints): the learner step (ReinforceLearner.step on the
  * Trajectory messages of a run's first step: P × G rows, forward + backward + clip + Adam), sampling
@@ -64,7 +64,7 @@ const rounds = {
 };
 // The learner cross-check compares rlaif's first two steps with a fresh PyTorch learner's.
 if (rounds.warmup + rounds.repeats < 2) usage("--warmup + --repeats must be at least 2");
-const trainSteps = count("train-steps", values["train-steps"], smoke ? 2 : 5, 0);
+const trainSteps = count("train-steps", values["train-steps"], smoke ? 2 : 8, 0);
 const defaults = defaultConfig();
 const small = { promptsPerStep: 1, samplesPerPrompt: 2, maxNewTokens: 4 };
 const settings = { ...defaults.run, ...(smoke ? small : {}) };

@@ -60,6 +60,16 @@ describe.skipIf(!hasTorch)("speed benchmark", () => {
       for (const side of ["torch1", "torch2"])
         expect(Number.isFinite(f?.ratios?.[side]), `${key} ratio`).toBe(true);
     }
+    // With the addon, each learner row also has rlaif on two OpenBLAS threads, and its 2-thread
+    // ratio compares it (not the one-thread side) with PyTorch on two threads.
+    if (report.backend.startsWith("wasm+blas")) {
+      for (const k of KINDS) {
+        const f = figures.get(`learnerMs.${k}`) as Figure;
+        expect(f.values.rlaif2, `learnerMs.${k} rlaif2`).toBeGreaterThan(0);
+        expect(f.ratios?.torch2).toBeCloseTo((f.values.rlaif2 as number) / (f.values.torch2 as number), 9);
+        expect(f.ratios?.torch1).toBeCloseTo((f.values.rlaif as number) / (f.values.torch1 as number), 9);
+      }
+    }
     const torchOnly = figures.get("sgemmPeakGflops");
     expect(torchOnly?.values.torch1).toBeGreaterThan(0);
     expect(torchOnly?.values.torch2).toBeGreaterThan(0);

@@ -14,7 +14,7 @@ import { loadBlas } from "../services/core/src/model/native-blas.js";
 import { TransformerLM } from "../services/core/src/model/transformer.js";
 import { attentionBias, mergeHeads, qkvHeads } from "../services/core/src/model/transformer-attention.js";
 import { setWasmMatMul, wasmMatMulKind } from "../services/core/src/model/wasm-kernels.js";
-import { scaledError, syntheticLmBatch } from "./helpers/model-checks.js";
+import { bytesEqual, scaledError, syntheticLmBatch } from "./helpers/model-checks.js";
 
 const blas = loadBlas({}).addon;
 const kinds = blas === null ? (["wasm"] as const) : (["wasm", "blas"] as const);
@@ -117,6 +117,43 @@ describe("attention", () => {
       model.dispose();
     });
   }
+
+  it.skipIf(blas === null)(
+    "attention - on two OpenBLAS threads the (row, head) pairs split and the results are bitwise those of one",
+    () => {
+      const addon = blas as NonNullable<typeof blas>;
+      const threads = addon.info().threads;
+      // the learner's batch: 64 rows × 4 heads = 256 pairs, so both threads get work
+      const [b, s, h, d] = [64, 45, 4, 32];
+      const c = h * d;
+      const qkv = Float32Array.from(
+        tf.tidy(() => tf.randomNormal([b * s * 3 * c], 0, 2, "float32", 7).dataSync()),
+      );
+      const dy = Float32Array.from(
+        tf.tidy(() => tf.randomNormal([b * s * c], 0, 1, "float32", 8).dataSync()),
+      );
+      const run = (n: number) => {
+        addon.setThreads(n);
+        const [y, p, dqkv] = [
+          new Float32Array(b * s * c),
+          new Float32Array(b * h * s * s),
+          new Float32Array(qkv.length),
+        ];
+        addon.attentionForward(qkv, 0, y, 0, p, 0, b, s, h, d, 1 / Math.sqrt(d));
+        addon.attentionBackward(dy, 0, qkv, 0, p, 0, dqkv, 0, b, s, h, d, 1 / Math.sqrt(d));
+        return { y, p, dqkv };
+      };
+      try {
+        const [one, two] = [run(1), run(2)];
+        expect(bytesEqual(two.y, one.y)).toBe(true);
+        expect(bytesEqual(two.p, one.p)).toBe(true);
+        expect(bytesEqual(two.dqkv, one.dqkv)).toBe(true);
+        expect(one.dqkv.some((v) => v !== 0)).toBe(true);
+      } finally {
+        addon.setThreads(threads);
+      }
+    },
+  );
 
   it.skipIf(blas === null)(
     "attention - the addon refuses arrays too small for the shapes it is given",

@@ -18,7 +18,7 @@ import {
   layerNormReference,
 } from "../services/core/src/model/norm-gelu.js";
 import { setWasmMatMul, wasmMatMulKind } from "../services/core/src/model/wasm-kernels.js";
-import { scaledError } from "./helpers/model-checks.js";
+import { bytesEqual, scaledError } from "./helpers/model-checks.js";
 
 const blas = loadBlas({}).addon;
 const kinds = blas === null ? (["wasm"] as const) : (["wasm", "blas"] as const);
@@ -118,6 +118,34 @@ describe("norm and gelu", () => {
       const arrays = Array.from({ length: 7 }, (_, k) => [k === 6 ? new Float32Array(3) : small, 0]).flat();
       const adam = addon.adam as (...a: unknown[]) => void;
       expect(() => adam(...arrays, 4, 0.9, 0.1, 0.999, 0.001, 1e-8, 1, 1, 1, 1)).toThrow(/out of range/);
+    },
+  );
+
+  it.skipIf(blas === null)(
+    "norm and gelu - GELU on two OpenBLAS threads splits in blocks and is bitwise GELU on one",
+    () => {
+      const addon = blas as NonNullable<typeof blas>;
+      const threads = addon.info().threads;
+      // the MLP's [64 × 45, 512] activations and a length off the 4,096-element blocks
+      for (const n of [64 * 45 * 512, 200_003]) {
+        const x = Float32Array.from(tf.tidy(() => tf.randomNormal([n], 0, 3, "float32", 9).dataSync()));
+        const dy = Float32Array.from(tf.tidy(() => tf.randomNormal([n], 0, 1, "float32", 10).dataSync()));
+        const run = (t: number) => {
+          addon.setThreads(t);
+          const [y, dx] = [new Float32Array(n), new Float32Array(n)];
+          addon.geluForward(x, 0, y, 0, n);
+          addon.geluBackward(dy, 0, x, 0, dx, 0, n);
+          return { y, dx };
+        };
+        try {
+          const [one, two] = [run(1), run(2)];
+          expect(bytesEqual(two.y, one.y), `forward, n ${n}`).toBe(true);
+          expect(bytesEqual(two.dx, one.dx), `backward, n ${n}`).toBe(true);
+          expect(one.y[n - 1]).not.toBe(0);
+        } finally {
+          addon.setThreads(threads);
+        }
+      }
     },
   );
 });

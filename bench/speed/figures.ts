@@ -3,7 +3,7 @@
  * ratios rlaif/PyTorch and the cross-check of that row), the single source of both the printed
  * table and the `--json` report, so the two can never disagree.
  */
-import type { BySide, KindResult } from "./kind-bench.js";
+import { type BySide, type KindResult, rlaifSideName } from "./kind-bench.js";
 import type { TrainResult } from "./train-bench.js";
 
 /** One row. */
@@ -12,9 +12,15 @@ export interface Figure {
   key: string;
   label: string;
   unit: string;
-  /** Value per side: `rlaif`, `torch1`, `torch2` (a side is absent where it has no such figure). */
+  /**
+   * Value per side: `rlaif`, `rlaif2` (learner rows: two OpenBLAS threads), `torch1`, `torch2`
+   * (a side is absent where it has no such figure).
+   */
   values: BySide;
-  /** rlaif / PyTorch in the row's unit, per PyTorch side (absent for shares and rlaif-only rows). */
+  /**
+   * rlaif / PyTorch in the row's unit per PyTorch side, at the same thread count where rlaif has
+   * that side (absent for shares and rlaif-only rows).
+   */
   ratios?: BySide;
   /** How far rlaif and PyTorch differ on this row's inputs (see `checkNote`). */
   check?: number;
@@ -41,13 +47,19 @@ export interface Results {
 export const CHECK_NOTE =
   "check: learner rows max relative difference of logits, loss, grad norm, entropy and the loss after one update; log-prob rows max |Δ log p| in nats";
 
+/**
+ * rlaif / PyTorch per PyTorch side, like for like: PyTorch on n threads against rlaif on n
+ * OpenBLAS threads where that side was measured (`rlaif2`: the learner step), else `rlaif`.
+ */
 function withRatios(values: BySide): BySide | undefined {
-  const rlaif = values.rlaif;
-  if (rlaif === undefined) return undefined;
+  if (values.rlaif === undefined) return undefined;
   return Object.fromEntries(
     Object.entries(values)
-      .filter(([side]) => side !== "rlaif")
-      .map(([side, v]) => [side, rlaif / v]),
+      .filter(([side]) => side.startsWith("torch"))
+      .map(([side, v]) => {
+        const ours = values[rlaifSideName(Number(side.slice("torch".length)))] ?? (values.rlaif as number);
+        return [side, ours / v];
+      }),
   );
 }
 
@@ -137,7 +149,7 @@ export function buildFigures(r: Results): Figure[] {
         rlaif: k.rssMb.rlaif,
         ...Object.fromEntries(
           Object.keys(k.learnerMs)
-            .filter((s) => s !== "rlaif")
+            .filter((s) => s.startsWith("torch"))
             .map((s) => [s, k.rssMb.torch]),
         ),
       }),
@@ -165,10 +177,11 @@ function trainFigures(prefix: string, name: string, t: TrainResult): Figure[] {
   ];
 }
 
-/** Which steps the rate is over ("steps 2–5", or "step 1" of a one-step run). */
+/** Which steps the rate is over ("steps 2–7", or "step 1" of a one-step run). */
 function measured(t: TrainResult): string {
-  const from = t.steps - t.measuredSteps + 1;
-  return from === t.steps ? `step ${from}` : `steps ${from}–${t.steps}`;
+  const from = t.firstMeasuredStep;
+  const to = from + t.measuredSteps - 1;
+  return from === to ? `step ${from}` : `steps ${from}–${to}`;
 }
 
 /** Mean RSS growth per step after the first (0 for a one-step run). */

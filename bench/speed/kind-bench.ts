@@ -9,6 +9,7 @@ import type { RunSettings } from "../../services/core/src/config/settings.js";
 import { buildPgBatch, disposePgBatch } from "../../services/core/src/learn/reinforce.js";
 import type { CausalLM, ModelKind } from "../../services/core/src/model/causal-lm.js";
 import { loadCheckpoint, modelFromCheckpoint } from "../../services/core/src/model/checkpoint.js";
+import { loadBlas } from "../../services/core/src/model/native-blas.js";
 import { generate, sequenceLogprobs } from "../../services/core/src/model/sampler.js";
 import { tokenizerOf } from "../../services/core/src/model/tokenizer.js";
 import { ReinforceLearner } from "../../services/optimizer/reinforce-learner.js";
@@ -18,8 +19,15 @@ import { readFloat32, tempFile } from "./temp-files.js";
 import type { TorchWorker } from "./torch-worker.js";
 import { buildWorkload, plainTrajectory, type Workload } from "./workload.js";
 
-/** Per side: rlaif, then PyTorch at each thread count (`torch1`, `torch2`). */
+/**
+ * Per side: `rlaif` (one OpenBLAS thread, as every embedded service runs), `rlaif2` (the learner
+ * step on two OpenBLAS threads, as an Optimizer with a node of its own runs it), then PyTorch at
+ * each thread count (`torch1`, `torch2`).
+ */
 export type BySide = Record<string, number>;
+
+/** The rlaif side that runs on `threads` OpenBLAS threads (`rlaif` is one thread). */
+export const rlaifSideName = (threads: number): string => (threads === 1 ? "rlaif" : `rlaif${threads}`);
 
 /** How rlaif and PyTorch differ on the same inputs (relative figures, and log-probs in nats). */
 export interface KindCheck {
@@ -165,16 +173,35 @@ async function compareLogits(model: CausalLM, work: Workload, o: KindBenchOption
   }
 }
 
+/**
+ * The learner step on rlaif at each thread count (OpenBLAS's own threads; the elementwise and
+ * fused kernels stay on one) and on PyTorch at each. Without the addon only `rlaif` runs.
+ */
 async function timeLearner(learner: ReinforceLearner, work: Workload, o: KindBenchOptions) {
   const results: Awaited<ReturnType<ReinforceLearner["step"]>>[] = [];
   const rss: number[] = [];
   const torchRss: number[] = [];
+  const { addon } = loadBlas();
+  const rlaifThreads = addon ? o.threads : [1];
+  const threadsBefore = addon?.info().threads ?? 1;
   const times = await alternate(
     {
-      rlaif: rlaifSide(async () => {
-        results.push(await learner.step(work.trajectories));
-        rss.push(process.memoryUsage().rss / 2 ** 20);
-      }),
+      ...Object.fromEntries(
+        rlaifThreads.map((n) => [
+          rlaifSideName(n),
+          async () => {
+            addon?.setThreads(n);
+            try {
+              return await rlaifSide(async () => {
+                results.push(await learner.step(work.trajectories));
+              })();
+            } finally {
+              addon?.setThreads(threadsBefore);
+              rss.push(process.memoryUsage().rss / 2 ** 20);
+            }
+          },
+        ]),
+      ),
       ...torchSides(o, "learner_step", { lr: o.settings.learningRate }, torchRss),
     },
     o.rounds,

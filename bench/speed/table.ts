@@ -19,9 +19,11 @@ export function formatTable(
   header: readonly string[],
 ): string {
   const sides = threads.map((t) => `torch${t}`);
+  const more = threads.filter((t) => t > 1 && figures.some((f) => f.values[`rlaif${t}`] !== undefined));
   const head = [
     "figure",
     "rlaif",
+    ...more.map((t) => `rlaif ${t}t`),
     ...threads.map((t) => `PyTorch ${t}t`),
     ...threads.map((t) => `ratio ${t}t`),
     "check",
@@ -29,6 +31,7 @@ export function formatTable(
   const rows = figures.map((f) => [
     `${f.label} (${f.unit})`,
     num(f.values.rlaif),
+    ...more.map((t) => num(f.values[`rlaif${t}`])),
     ...sides.map((s) => num(f.values[s])),
     ...sides.map((s) => (f.ratios?.[s] === undefined ? "" : `${num(f.ratios[s])}×`)),
     f.check === undefined ? "" : f.check.toExponential(1),
@@ -41,6 +44,11 @@ export function formatTable(
   return [
     ...header,
     "ratio = rlaif / PyTorch in the row's unit (ms and MB: below 1 is rlaif ahead; tok/s and GFLOP/s: above 1 is)",
+    ...(more.length > 0
+      ? [
+          `rlaif: one OpenBLAS thread, as the embedded services run; rlaif ${more.map((t) => `${t}t`).join(", ")}: the learner step on that many (an Optimizer on a node of its own); each ratio compares equal thread counts`,
+        ]
+      : []),
     CHECK_NOTE,
     "",
     line(head),

@@ -11,6 +11,8 @@ import { promisify } from "node:util";
 /** What the embedded run measured (see train-child.ts). */
 export interface TrainResult {
   steps: number;
+  /** The rate and CPU figures are over steps firstMeasuredStep .. firstMeasuredStep + measuredSteps − 1. */
+  firstMeasuredStep: number;
   measuredSteps: number;
   firstStepSeconds: number;
   stepsPerSecond: number;

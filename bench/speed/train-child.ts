@@ -4,9 +4,10 @@
  *
  *   node --import tsx bench/speed/train-child.ts --steps n --out dir [--checkpoint file|dir] [run flags, e.g. --prompts-per-step 1]
  *
- * Prints one JSON line: steps per second and CPU/wall over steps 2..n (step 1 also pays for
- * compiling and warming up; with one step, over that step), the process tree's RSS after every
- * step, and the process's peak RSS. CPU and RSS are of the process tree (proc-tree.ts).
+ * Prints one JSON line: steps per second and CPU/wall over steps 2..n−1, the steady state (step 1
+ * also pays for compiling and warming up, step n is the pipeline's drain; with fewer than four
+ * steps, over 2..n, or over the one step), the process tree's RSS after every step, and the
+ * process's peak RSS. CPU and RSS are of the process tree (proc-tree.ts).
  */
 import { parseArgs } from "node:util";
 import { startEmbeddedCluster } from "../../services/cluster/embedded-cluster.js";
@@ -57,12 +58,17 @@ try {
   await cluster.close();
 }
 const steps = marks.length - 1;
+// Steady state: from step 1's end (start-up and the first, unoverlapped sampling behind) to step
+// n−1's end. With overlap, step n's update is the drain: nothing is left to sample beside it, so
+// it runs on one core whatever the pipeline does; a 50-step run pays it once, a 5-step window
+// would pay it in one interval of four.
 const from = marks[steps >= 2 ? 1 : 0] as Mark;
-const to = marks[steps] as Mark;
+const to = marks[steps >= 4 ? steps - 1 : steps] as Mark;
 const wall = (to.at - from.at) / 1000;
 process.stdout.write(
   `${JSON.stringify({
     steps,
+    firstMeasuredStep: from.step + 1,
     measuredSteps: to.step - from.step,
     firstStepSeconds: ((marks[1] as Mark).at - (marks[0] as Mark).at) / 1000,
     stepsPerSecond: (to.step - from.step) / wall,

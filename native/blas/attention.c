@@ -21,8 +21,10 @@
  *   attentionBackward(dy, dyo, qkv, qo, p, po, dqkv, dqo, b, s, h, d, scale)
  *     dv = pᵀ dy, dp = dy vᵀ, ds = p (dp - rowsum(p dp)), dq = scale ds k, dk = scale dsᵀ q,
  *     written into dqkv [B*S, 3C] in qkv's layout
- * Single-threaded like the rest of the addon's calls on these shapes (OpenBLAS's own threading
- * applies inside each sgemm).
+ * The (row, head) pairs are split over as many threads as OpenBLAS has (parallel.h): its
+ * products at these 45×32×45 sizes run on one thread each, so with two OpenBLAS threads the
+ * attention would otherwise stay on one core. Each pair writes only its own slices, so the
+ * results do not depend on the split.
  */
 #include <cblas.h>
 #include <math.h>
@@ -33,10 +35,13 @@
 
 #include "attention.h"
 #include "napi-span.h"
+#include "parallel.h"
 #include "vexp.h"
 
 /* Larger than any model dimension the addon is asked about; bounds s*s scratch and int casts. */
 #define MAX_DIM 65536
+/* Fewest (row, head) pairs worth a thread of their own (one pair is ~5-30 µs of work). */
+#define PAIRS_PER_CHUNK 16
 
 static napi_value fail(napi_env env, bool range, const char *msg) {
   if (range)
@@ -86,6 +91,63 @@ VECTOR_CLONES static void softmax_backward(const float *p, float *dp, int64_t s)
   }
 }
 
+/* One call's shapes and arrays; each (row, head) pair is independent of the others. */
+struct attention_job {
+  int64_t s, h, d, c;
+  float scale;
+  const float *qkv, *dy;
+  float *y, *p, *dqkv;
+  bool failed; /* a chunk could not allocate its scratch */
+};
+
+/* Forward for (row, head) pairs [begin, end): p = softmax(scale q kᵀ), y = p v. */
+static void forward_pairs(void *arg, int64_t begin, int64_t end) {
+  const struct attention_job *j = arg;
+  const int64_t s = j->s, h = j->h, d = j->d, c = j->c;
+  const int ld = (int)(3 * c), S = (int)s, D = (int)d;
+  for (int64_t pair = begin; pair < end; pair++) {
+    const int64_t bi = pair / h, hi = pair % h;
+    const float *rows = j->qkv + bi * s * 3 * c;
+    const float *q = rows + hi * d, *k = rows + c + hi * d, *v = rows + 2 * c + hi * d;
+    float *ps = j->p + pair * s * s;
+    /* scores = scale q kᵀ [S, S] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, D, j->scale, q, ld, k, ld, 0.0f, ps, S);
+    causal_softmax(ps, s);
+    /* y = p v [S, D], into head hi's columns of the merged rows */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, D, S, 1.0f, ps, S, v, ld, 0.0f,
+                j->y + bi * s * c + hi * d, (int)c);
+  }
+}
+
+/* Backward for (row, head) pairs [begin, end), with an [S, S] scratch of the chunk's own. */
+static void backward_pairs(void *arg, int64_t begin, int64_t end) {
+  struct attention_job *j = arg;
+  const int64_t s = j->s, h = j->h, d = j->d, c = j->c;
+  const int ld = (int)(3 * c), S = (int)s, D = (int)d, C = (int)c;
+  float *ds = malloc((size_t)(s * s) * sizeof(float));
+  if (ds == NULL) {
+    j->failed = true; /* a bool written only to true: racing chunks agree */
+    return;
+  }
+  for (int64_t pair = begin; pair < end; pair++) {
+    const int64_t bi = pair / h, hi = pair % h;
+    const float *rows = j->qkv + bi * s * 3 * c, *dyh = j->dy + bi * s * c + hi * d;
+    const float *q = rows + hi * d, *k = rows + c + hi * d, *v = rows + 2 * c + hi * d;
+    const float *ps = j->p + pair * s * s;
+    float *drows = j->dqkv + bi * s * 3 * c;
+    float *dq = drows + hi * d, *dk = drows + c + hi * d, *dv = drows + 2 * c + hi * d;
+    /* dv = pᵀ dy [S, D] */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, D, S, 1.0f, ps, S, dyh, C, 0.0f, dv, ld);
+    /* dp = dy vᵀ [S, S] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, D, 1.0f, dyh, C, v, ld, 0.0f, ds, S);
+    softmax_backward(ps, ds, s); /* ds = p (dp − Σ_j p dp) */
+    /* dq = scale ds k,  dk = scale dsᵀ q  [S, D] each */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, D, S, j->scale, ds, S, k, ld, 0.0f, dq, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, D, S, j->scale, ds, S, q, ld, 0.0f, dk, ld);
+  }
+  free(ds);
+}
+
 static napi_value attention_forward(napi_env env, napi_callback_info info) {
   napi_value argv[11];
   size_t argc = 11;
@@ -99,20 +161,8 @@ static napi_value attention_forward(napi_env env, napi_callback_info info) {
   float *y = qkv == NULL ? NULL : f32_at(env, argv, 2, b * s * c, "attentionForward: y");
   float *p = y == NULL ? NULL : f32_at(env, argv, 4, b * h * s * s, "attentionForward: p");
   if (p == NULL) return NULL;
-  const int ld = (int)(3 * c), S = (int)s, D = (int)d;
-  for (int64_t bi = 0; bi < b; bi++) {
-    const float *rows = qkv + bi * s * 3 * c;
-    for (int64_t hi = 0; hi < h; hi++) {
-      const float *q = rows + hi * d, *k = rows + c + hi * d, *v = rows + 2 * c + hi * d;
-      float *ps = p + (bi * h + hi) * s * s;
-      /* scores = scale q kᵀ [S, S] */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, D, scale, q, ld, k, ld, 0.0f, ps, S);
-      causal_softmax(ps, s);
-      /* y = p v [S, D], into head hi's columns of the merged rows */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, D, S, 1.0f, ps, S, v, ld, 0.0f,
-                  y + bi * s * c + hi * d, (int)c);
-    }
-  }
+  struct attention_job job = {s, h, d, c, scale, qkv, NULL, y, p, NULL, false};
+  parallel_for(b * h, PAIRS_PER_CHUNK, forward_pairs, &job);
   return NULL;
 }
 
@@ -130,27 +180,9 @@ static napi_value attention_backward(napi_env env, napi_callback_info info) {
   float *p = qkv == NULL ? NULL : f32_at(env, argv, 4, b * h * s * s, "attentionBackward: p");
   float *dqkv = p == NULL ? NULL : f32_at(env, argv, 6, b * s * 3 * c, "attentionBackward: dqkv");
   if (dqkv == NULL) return NULL;
-  float *ds = malloc((size_t)(s * s) * sizeof(float));
-  if (ds == NULL) return fail(env, true, "attentionBackward: out of memory");
-  const int ld = (int)(3 * c), S = (int)s, D = (int)d, C = (int)c;
-  for (int64_t bi = 0; bi < b; bi++) {
-    const float *rows = qkv + bi * s * 3 * c, *dys = dy + bi * s * c;
-    float *drows = dqkv + bi * s * 3 * c;
-    for (int64_t hi = 0; hi < h; hi++) {
-      const float *q = rows + hi * d, *k = rows + c + hi * d, *v = rows + 2 * c + hi * d;
-      const float *dyh = dys + hi * d, *ps = p + (bi * h + hi) * s * s;
-      float *dq = drows + hi * d, *dk = drows + c + hi * d, *dv = drows + 2 * c + hi * d;
-      /* dv = pᵀ dy [S, D] */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, D, S, 1.0f, ps, S, dyh, C, 0.0f, dv, ld);
-      /* dp = dy vᵀ [S, S] */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, D, 1.0f, dyh, C, v, ld, 0.0f, ds, S);
-      softmax_backward(ps, ds, s); /* ds = p (dp − Σ_j p dp) */
-      /* dq = scale ds k,  dk = scale dsᵀ q  [S, D] each */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, D, S, scale, ds, S, k, ld, 0.0f, dq, ld);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, D, S, scale, ds, S, q, ld, 0.0f, dk, ld);
-    }
-  }
-  free(ds);
+  struct attention_job job = {s, h, d, c, scale, qkv, dy, NULL, p, dqkv, false};
+  parallel_for(b * h, PAIRS_PER_CHUNK, backward_pairs, &job);
+  if (job.failed) return fail(env, true, "attentionBackward: out of memory");
   return NULL;
 }
 

@@ -12,7 +12,9 @@
  * MLP's [N, 4C] activations, and the backward read x, u and s back. At these sizes (6 MB a
  * tensor) the passes are memory-bound, so the fewest streams win: the forward reads x and
  * writes y, the backward reads dy and x and writes dx, and s is recomputed with the vectorised
- * exp of vexp.h instead of being stored and read back.
+ * exp of vexp.h instead of being stored and read back. With more than one OpenBLAS thread the
+ * elements are split over that many threads (parallel.h) in 4,096-element blocks, so every
+ * element is computed by the same code path whatever the split.
  */
 #include <node_api.h>
 #include <stdbool.h>
@@ -20,6 +22,7 @@
 
 #include "gelu.h"
 #include "napi-span.h"
+#include "parallel.h"
 #include "vexp.h"
 
 #define GELU_C 0.7978845608028654f /* sqrt(2/pi) */
@@ -59,6 +62,38 @@ VECTOR_CLONES static void gelu_backward_loop(const float *dy, const float *x, fl
   }
 }
 
+/* Elements per block of the parallel split: chunks start at block edges, 16 KiB apart. */
+#define BLOCK 4096
+
+/* One call's arrays; x and y for the forward, dy, x and dx for the backward. */
+struct gelu_job {
+  const float *dy, *x;
+  float *y, *dx;
+  int64_t n;
+};
+
+/* Elements [begin, end) of blocks [b0, b1). */
+#define BLOCK_RANGE(j, b0, b1, begin, count)                      \
+  const int64_t begin = (b0) * BLOCK;                             \
+  const int64_t end_ = (b1) * BLOCK < (j)->n ? (b1) * BLOCK : (j)->n; \
+  const int64_t count = end_ - begin
+
+static void forward_blocks(void *arg, int64_t b0, int64_t b1) {
+  const struct gelu_job *j = arg;
+  BLOCK_RANGE(j, b0, b1, begin, count);
+  gelu_forward_loop(j->x + begin, j->y + begin, count);
+}
+
+static void backward_blocks(void *arg, int64_t b0, int64_t b1) {
+  const struct gelu_job *j = arg;
+  BLOCK_RANGE(j, b0, b1, begin, count);
+  gelu_backward_loop(j->dy + begin, j->x + begin, j->dx + begin, count);
+}
+
+/* Blocks of the n elements, and the fewest worth a thread of their own (~1 ms of work). */
+#define BLOCKS(n) (((n) + BLOCK - 1) / BLOCK)
+#define BLOCKS_PER_CHUNK 16
+
 static napi_value gelu_forward(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   int64_t n = 0;
@@ -66,7 +101,8 @@ static napi_value gelu_forward(napi_env env, napi_callback_info info) {
   const float *x = floats_at(env, argv, 0, n);
   float *y = x == NULL ? NULL : floats_at(env, argv, 2, n);
   if (y == NULL) return NULL;
-  gelu_forward_loop(x, y, n);
+  struct gelu_job job = {NULL, x, y, NULL, n};
+  parallel_for(BLOCKS(n), BLOCKS_PER_CHUNK, forward_blocks, &job);
   return NULL;
 }
 
@@ -78,7 +114,8 @@ static napi_value gelu_backward(napi_env env, napi_callback_info info) {
   const float *x = dy == NULL ? NULL : floats_at(env, argv, 2, n);
   float *dx = x == NULL ? NULL : floats_at(env, argv, 4, n);
   if (dx == NULL) return NULL;
-  gelu_backward_loop(dy, x, dx, n);
+  struct gelu_job job = {dy, x, NULL, dx, n};
+  parallel_for(BLOCKS(n), BLOCKS_PER_CHUNK, backward_blocks, &job);
   return NULL;
 }
 

@@ -90,3 +90,9 @@ export function expectFiniteDifferenceGradients(
     }
   }
 }
+
+/** True when two float arrays hold the same bytes (bitwise equal, NaNs and signed zeros included). */
+export function bytesEqual(a: Float32Array, b: Float32Array): boolean {
+  const bytes = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+  return Buffer.compare(bytes(a), bytes(b)) === 0;
+}
