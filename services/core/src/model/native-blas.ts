@@ -282,10 +282,11 @@ export interface BlasAddon {
 export const BLAS_ENV = "RLAIF_BLAS";
 
 /**
- * OpenBLAS threads used unless `OPENBLAS_NUM_THREADS` is set. One: on the model's shapes (64×45
- * rows, widths 128–512; attention's 45×32×45 slices run on one thread inside OpenBLAS anyway) a
- * second thread was never faster on a 2-core machine, and the second core is worth more to the
- * rest of the process and the other services (docs/platform-notes.md#native-blas).
+ * OpenBLAS threads used unless `OPENBLAS_NUM_THREADS` is set. One: embedded, or with every service
+ * on one machine, the learner shares the cores with the Policy, and the second core is worth more
+ * to sampling than to the learner's products. An Optimizer with cores of its own sets the variable
+ * to its core count (k8s/base/optimizer.yaml: 2); the addon's attention and GELU kernels then
+ * split over as many threads too (docs/platform-notes.md#native-blas).
  */
 export const DEFAULT_BLAS_THREADS = 1;
 
