@@ -12,7 +12,7 @@ describe("examples config", () => {
     const c = loadConfig(join(import.meta.dirname, "..", "examples", "byte-policies.yaml"), {});
     const d = defaultConfig();
     expect([c.run.learningRate, c.run.klCoef]).toEqual([0.001, 0.045]);
-    expect([d.run.learningRate, d.run.klCoef]).toEqual([0.0003, 0.1]);
+    expect([d.run.learningRate, d.run.klCoef]).toEqual([0.00025, 0.1]);
     expect({ ...c.run, learningRate: d.run.learningRate, klCoef: d.run.klCoef }).toEqual(d.run);
     expect(c.services).toEqual(d.services);
   });

@@ -438,7 +438,7 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
   sampling?: SamplingParams | undefined;
 
   /**
-   * Peak Adam learning rate alpha, in (0, 1]. Default 0.0003.
+   * Peak Adam learning rate alpha, in (0, 1]. Default 0.00025.
    *
    * @generated from field: optional double learning_rate = 5;
    */
