@@ -139,3 +139,9 @@ const RPC_CODE_NAMES = [
 export function rpcCodeName(code: number): string {
   return RPC_CODE_NAMES[code] ?? `CODE_${code}`;
 }
+
+/**
+ * The message bus (NATS) stayed unreachable past an operation's retry deadline. The message names
+ * the server and the operation; the connection itself keeps reconnecting, so a later call may work.
+ */
+export class BusUnavailableError extends RlaifError {}
