@@ -356,6 +356,9 @@ export class RunDriver {
     if (metrics.updateSkipped) {
       this.opts.log?.(`optimizer: step ${step}: the gradient was not finite, so the update was skipped`);
     }
+    // Which samples the update used (prompt.sample), so a run's log shows each applied exactly once.
+    const applied = trajs.map((t) => `${t.promptIndex}.${t.sampleIndex}`).join(",");
+    this.opts.log?.(`optimizer: step ${step} applied ${trajs.length} of ${arrived}: ${applied}`);
     this.step = step;
     this.history.push(metrics);
     await (await this.bus.kv()).put(runStateKey(runId), toBinary(StepMetricsSchema, metrics));
