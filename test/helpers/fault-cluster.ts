@@ -185,7 +185,7 @@ export async function faultScenario(
     await untilJobsHeld(cluster.natsUrl, 30_000);
     const victim = cluster.procs[target];
     await victim.kill9();
-    await sleep(opts.downMs ?? 3_000);
+    await sleep(opts.downMs ?? 5_000);
     await victim.start();
     const status = await until((s) => s.state === RunState.SUCCEEDED, 240_000);
     const tally = tallyApplied(cluster.procs.optimizer.lines, FAULT_RUN);

@@ -211,8 +211,10 @@ export class NatsQueue implements Queue {
       // drops as already applied (ids), so an unconfirmed ack costs time, never correctness.
       ack: async () => {
         try {
-          await retryTransient(`ack of ${msgId}`, { ...retry, retryMs: ACK_CONFIRM_MS }, () =>
-            jm.ackAck({ timeout: ACK_REPLY_TIMEOUT_MS }),
+          await retryTransient(
+            `ack of ${msgId}`,
+            { ...retry, retryMs: Math.min(retry.retryMs, ACK_CONFIRM_MS) },
+            () => jm.ackAck({ timeout: ACK_REPLY_TIMEOUT_MS }),
           );
         } catch (err) {
           if (!(err instanceof BusUnavailableError)) throw err;
