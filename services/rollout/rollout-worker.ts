@@ -16,7 +16,7 @@ import { randomBytes } from "node:crypto";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PromptJobSchema, type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, Queue, QueueMessage } from "../core/src/bus/bus.js";
-import { PeerError, StaleWeightsError, ValidationError } from "../core/src/errors.js";
+import { DEAD_LETTERED, PeerError, StaleWeightsError, ValidationError } from "../core/src/errors.js";
 import {
   type CollectJob,
   collectPrompt,
@@ -299,7 +299,7 @@ export class RolloutWorker {
     deadLetters: Queue,
     why: string,
   ): Promise<Trajectory[]> {
-    const error = `dead-lettered after ${msg.deliveryCount} deliveries: ${why}`;
+    const error = `${DEAD_LETTERED} after ${msg.deliveryCount} deliveries: ${why}`;
     await deadLetters.publish(msg.data, {
       msgId: msg.msgId || `${job.runId}.${job.step}.${job.index}`,
       headers: { ...msg.headers, "rlaif-error": error.slice(0, 1000) },
