@@ -135,6 +135,21 @@ function busContract(target: Target): void {
     await again?.ack();
   });
 
+  it(name("inProgress keeps a message held past its ack wait"), async () => {
+    const q = await (await open()).bus.queue("jobs");
+    await q.publish(enc("held"), { msgId: "p1" });
+    const [first] = (await q.pull("rollout", { max: 1, expiresMs: 1_000 })) as [QueueMessage];
+    // Signalled every quarter ack wait, it is not redelivered within two ack waits.
+    const timer = setInterval(() => void first.inProgress(), target.ackWaitMs / 4);
+    try {
+      expect(await q.pull("rollout", { max: 1, expiresMs: target.ackWaitMs * 2 })).toEqual([]);
+    } finally {
+      clearInterval(timer);
+    }
+    await first.ack();
+    expect(await q.pending()).toBe(0);
+  });
+
   it(name("pending counts stored messages and purge drops them"), async () => {
     const q = await (await open()).bus.queue("trajectories");
     for (const i of [1, 2, 3]) await q.publish(enc(`t${i}`), { msgId: `p${i}` });

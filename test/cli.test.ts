@@ -70,6 +70,8 @@ describe("cli", () => {
         "feedback-address",
         "rpc-timeout-ms",
         "rollout-concurrency",
+        "rollout-retry-ms",
+        "rollout-max-deliver",
       ].sort(),
     );
     const optimizer = flagsOf("optimizer");

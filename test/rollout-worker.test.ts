@@ -106,7 +106,15 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function setup(opts: { ackWaitMs?: number; maxAttempts?: number; concurrency?: number } = {}) {
+function setup(
+  opts: {
+    ackWaitMs?: number;
+    retryMs?: number;
+    maxDeliver?: number;
+    staleWaitMs?: number;
+    concurrency?: number;
+  } = {},
+) {
   const bus = new MemoryBus({ ackWaitMs: opts.ackWaitMs ?? 30_000 });
   const policy = new FakePolicy();
   const feedback = new FakeFeedback();
@@ -115,7 +123,9 @@ function setup(opts: { ackWaitMs?: number; maxAttempts?: number; concurrency?: n
     group: ROLLOUT_CONSUMER,
     rpcTimeoutMs: 1000,
     log: (l) => logs.push(l),
-    ...(opts.maxAttempts ? { maxAttempts: opts.maxAttempts } : {}),
+    ...(opts.retryMs !== undefined ? { retryMs: opts.retryMs } : {}),
+    ...(opts.maxDeliver ? { maxDeliver: opts.maxDeliver } : {}),
+    ...(opts.staleWaitMs !== undefined ? { staleWaitMs: opts.staleWaitMs } : {}),
     ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
   });
   cleanups.push(async () => {
@@ -196,7 +206,7 @@ describe("rollout worker", () => {
     expect(policy.metadata[0]?.traceparent).toBe(tp);
   });
 
-  it("rollout worker - a feedback failure naks the job; the redelivery succeeds and publishes once", async () => {
+  it("rollout worker - a feedback failure is retried within the job's delivery, which then publishes once", async () => {
     const { bus, feedback, worker, logs } = setup();
     const ok = feedback.answer;
     feedback.answer = (items, call) => (call === 1 ? new Error("scorer down") : ok(items, call));
@@ -229,7 +239,7 @@ describe("rollout worker", () => {
     expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.0.0", "run-w.3.0.1", "run-w.3.0.2"]);
   });
 
-  it("rollout worker - a policy older than the job's minWeightsVersion gets the job given back until it catches up", async () => {
+  it("rollout worker - a policy older than the job's minWeightsVersion is waited for (not failed) until it catches up", async () => {
     const { bus, policy, feedback, worker } = setup();
     policy.version = 1;
     const jobs = await bus.queue("jobs");
@@ -357,17 +367,89 @@ describe("rollout worker", () => {
     expect(worker.counters.jobsFailed).toBe(1);
   });
 
-  it("rollout worker - a scorer failing on every attempt is retried maxAttempts times, then its samples are marked failed", async () => {
-    const { bus, feedback, worker } = setup({ maxAttempts: 2 });
+  it("rollout worker - a scorer failing past the retry budget on the last allowed delivery dead-letters the job, its samples failed", async () => {
+    const { bus, feedback, worker, logs } = setup({ retryMs: 0, maxDeliver: 2 });
     feedback.answer = () => new Error("judge unavailable");
     const jobs = await bus.queue("jobs");
     await jobs.publish(job(), { msgId: "run-w.3.1" });
     worker.start();
     await until("the failed samples", async () => (await (await bus.queue("trajectories")).pending()) === 3);
+    // Delivery 1 spent its (zero) budget and was given back; delivery 2 was the last allowed.
     expect(feedback.calls).toBe(2);
+    expect(logs.some((l) => l.includes("given back for redelivery (delivery 1 of 2)"))).toBe(true);
     const out = await drain(bus);
-    for (const { t } of out) expect(t.error).toContain("judge unavailable");
+    for (const { t } of out) {
+      expect(t.error).toMatch(/^dead-lettered after 2 deliveries: .*judge unavailable/);
+      expect(t.completionTokens).toEqual([]);
+    }
     await until("the ack", async () => (await jobs.pending()) === 0);
+    const dead = await (await bus.queue("deadLetters")).pull("operator", { max: 10, expiresMs: 0 });
+    expect(dead.map((m) => m.msgId)).toEqual(["run-w.3.1"]);
+    expect(fromBinary(PromptJobSchema, dead[0]?.data ?? new Uint8Array()).index).toBe(1);
+    expect(dead[0]?.headers["rlaif-error"]).toContain("judge unavailable");
+  });
+
+  it("rollout worker - failures are retried by time: a scorer down for three tries is ridden out in one delivery", async () => {
+    const { bus, feedback, worker, logs } = setup({ retryMs: 60_000 });
+    const ok = feedback.answer;
+    feedback.answer = (items, call) => (call <= 3 ? new Error("scorer restarting") : ok(items, call));
+    await (await bus.queue("jobs")).publish(job(), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("the job to complete", () => worker.counters.jobsCompleted === 1, 15_000);
+    expect(feedback.calls).toBe(4);
+    expect(worker.counters.jobsFailed).toBe(3);
+    // Backoff grows (250, 500, 1000 ms) and the job never left this delivery.
+    const waits = logs.map((l) => /delivery 1\), retrying in (\d+) ms/.exec(l)?.[1]).filter(Boolean);
+    expect(waits).toEqual(["250", "500", "1000"]);
+    expect(logs.some((l) => l.includes("given back"))).toBe(false);
+    expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
+  });
+
+  it("rollout worker - when the retry budget is spent the job is given back, and its redelivery publishes it", async () => {
+    const { bus, feedback, worker, logs } = setup({ retryMs: 0 });
+    const ok = feedback.answer;
+    feedback.answer = (items, call) => (call === 1 ? new Error("scorer down") : ok(items, call));
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("the job to complete", () => worker.counters.jobsCompleted === 1);
+    expect(logs.some((l) => l.includes("given back for redelivery (delivery 1 of 5)"))).toBe(true);
+    expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
+    expect(await jobs.pending()).toBe(0);
+  });
+
+  it("rollout worker - waiting for a stale Policy does not spend the retry budget", async () => {
+    const { bus, policy, feedback, worker, logs } = setup({ retryMs: 0 });
+    policy.version = 1;
+    const ok = feedback.answer;
+    // One scorer failure after the wait is still allowed (no budget was spent), then it works.
+    feedback.answer = (items, call) => (call === 1 ? new Error("blip") : ok(items, call));
+    await (await bus.queue("jobs")).publish(job({ minWeightsVersion: 2n }), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("a few stale attempts", () => policy.generateCalls >= 4);
+    policy.version = 2;
+    await until("the job to complete", () => worker.counters.jobsCompleted === 1);
+    expect(worker.counters.jobsFailed).toBe(1);
+    // The budget of 0 let the one failure give the job back, but the stale wait before it did not.
+    expect(logs.filter((l) => l.includes("given back")).length).toBe(1);
+    expect((await drain(bus)).every((o) => o.t.weightsVersion === 2n)).toBe(true);
+  });
+
+  it("rollout worker - a job delivered more than maxDeliver times (its holders died) is dead-lettered at once", async () => {
+    const { bus, policy, worker } = setup({ ackWaitMs: 20, maxDeliver: 2 });
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "run-w.3.1" });
+    // Two deliveries that are never settled, as by two workers killed while holding the job.
+    for (let d = 0; d < 2; d++) {
+      expect(await jobs.pull(ROLLOUT_CONSUMER, { max: 1, expiresMs: 1000 })).toHaveLength(1);
+    }
+    worker.start();
+    await until("the failed samples", async () => (await (await bus.queue("trajectories")).pending()) === 3);
+    expect(policy.generateCalls).toBe(0);
+    for (const { t } of await drain(bus)) {
+      expect(t.error).toBe("dead-lettered after 3 deliveries: no delivery produced trajectories");
+    }
+    expect(await (await bus.queue("deadLetters")).pending()).toBe(1);
   });
 
   it("rollout worker - with concurrency 3 three jobs are in flight at once, never more, and all complete", async () => {

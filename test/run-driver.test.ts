@@ -115,7 +115,7 @@ describe("run driver", () => {
     for (const rewards of learner.rewards) expect(rewards.filter((r) => r === 99)).toEqual([]);
   });
 
-  it("run driver - samples marked failed by the Rollout are excluded and counted, not waited for", async () => {
+  it("run driver - samples marked failed by the Rollout are excluded and counted (dead-lettered ones apart), not waited for", async () => {
     const { bus, learner } = setup();
     rollout(bus, {
       skip: (job) => job.index === 1,
@@ -131,23 +131,28 @@ describe("run driver", () => {
             sampling: {},
             minWeightsVersion: 0,
           },
-          "INVALID_ARGUMENT: prompts[0]: too long",
+          Number(job.step) === 2
+            ? "dead-lettered after 5 deliveries: Feedback.Score failed"
+            : "INVALID_ARGUMENT: prompts[0]: too long",
         )) {
           await publish(t, t.id);
         }
       },
     });
-    const metrics: number[] = [];
+    const metrics: [number, number][] = [];
     const driver = new RunDriver(bus, learner, {
       runId: "run-f",
       settings: settings({ steps: 2 }),
       prompts: ["p0", "p1"],
       stepTimeoutMs: 10_000,
       mode: "embedded",
-      onMetrics: (m) => metrics.push(m.excluded),
+      onMetrics: (m) => metrics.push([m.excluded, m.deadLettered]),
     });
     const summary = await driver.run();
-    expect(metrics).toEqual([2, 2]);
+    expect(metrics).toEqual([
+      [2, 0],
+      [2, 2],
+    ]);
     expect(summary.trajectories).toBe(4);
     for (const stepIds of learner.steps) expect(stepIds.every((id) => id.includes(".0."))).toBe(true);
   });

@@ -109,7 +109,15 @@ export const serveSpec: CommandSpec = {
       "rollout",
       "Serve a Rollout worker: pulls prompt jobs from NATS, samples from the Policy, scores with the FeedbackService",
       "--nats <url> --policy-address <host:port> --feedback-address <host:port> [flags]",
-      ["nats", "policy-address", "feedback-address", "rpc-timeout-ms", "rollout-concurrency"],
+      [
+        "nats",
+        "policy-address",
+        "feedback-address",
+        "rpc-timeout-ms",
+        "rollout-concurrency",
+        "rollout-retry-ms",
+        "rollout-max-deliver",
+      ],
     ),
     feedback: serveVariant(
       "feedback",

@@ -38,7 +38,7 @@ import {
 import type { Bus } from "../core/src/bus/bus.js";
 import { runStateKey } from "../core/src/bus/subjects.js";
 import type { RunSettings } from "../core/src/config/settings.js";
-import { RunCancelledError, RunFailedError } from "../core/src/errors.js";
+import { DEAD_LETTERED, RunCancelledError, RunFailedError } from "../core/src/errors.js";
 import type { WeightMap } from "../core/src/model/causal-lm.js";
 import type { CheckpointTokenizer } from "../core/src/model/checkpoint.js";
 import { isAdapterBlob } from "../core/src/model/lora-files.js";
@@ -267,7 +267,8 @@ export class RunDriver {
           if ((lag === 0 || step === settings.steps) && due(step)) {
             await this.publish(await this.learner.weightsBlob(), step, reference);
           }
-          await this.record(step, stepStart, arrived.length, trajs, { ...result, staleness });
+          const deadLettered = arrived.filter((t) => t.error.startsWith(DEAD_LETTERED)).length;
+          await this.record(step, stepStart, arrived.length, trajs, { ...result, staleness, deadLettered });
           await this.opts.onStepEnd?.(step);
         });
         if (lag === 0) await update;
@@ -326,7 +327,7 @@ export class RunDriver {
     stepStart: number,
     arrived: number,
     trajs: Trajectory[],
-    update: LearnerStepResult & { staleness: number },
+    update: LearnerStepResult & { staleness: number; deadLettered: number },
   ): Promise<void> {
     const { runId } = this.opts;
     const stepTokens = trajs.reduce((s, t) => s + t.completionTokens.length, 0);
@@ -350,12 +351,16 @@ export class RunDriver {
       learningRate: update.learningRate ?? 0,
       updateSkipped: update.updateSkipped ?? false,
       sampleStaleness: update.staleness,
+      deadLettered: update.deadLettered,
       weightsVersion: BigInt(this.weightsVersion),
       wallSeconds: this.wallSeconds,
     });
     if (metrics.updateSkipped) {
       this.opts.log?.(`optimizer: step ${step}: the gradient was not finite, so the update was skipped`);
     }
+    // Which samples the update used (prompt.sample), so a run's log shows each applied exactly once.
+    const applied = trajs.map((t) => `${t.promptIndex}.${t.sampleIndex}`).join(",");
+    this.opts.log?.(`optimizer: step ${step} applied ${trajs.length} of ${arrived}: ${applied}`);
     this.step = step;
     this.history.push(metrics);
     await (await this.bus.kv()).put(runStateKey(runId), toBinary(StepMetricsSchema, metrics));

@@ -25,6 +25,10 @@ export interface RolloutServerOptions {
   bus?: Bus;
   /** Prompt jobs in flight at once (default: the `services.rolloutConcurrency` setting's). */
   concurrency?: number;
+  /** How long a job's failing calls are retried before it is given back (default: `services.rolloutRetryMs`'s). */
+  retryMs?: number;
+  /** Deliveries of a job before it is dead-lettered (default: `services.rolloutMaxDeliver`'s). */
+  maxDeliver?: number;
   log?: (line: string) => void;
 }
 
@@ -40,17 +44,24 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
   // Round-robin over every address the name resolves to: behind a headless Kubernetes Service
   // that is every Policy (or Feedback) pod, so sampling load spreads per request, not per
   // connection. With one address it is the same as the default pick-first.
+  // Reconnect backoff capped at 2 s (grpc-js grows it to 2 min): a restarted peer is found again
+  // within the worker's retry budget instead of minutes after it is back.
   const channelOptions = {
     "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
+    "grpc.initial_reconnect_backoff_ms": 500,
+    "grpc.max_reconnect_backoff_ms": 2_000,
   };
   const clientOptions = { defaultTimeoutMs: opts.rpcTimeoutMs, channelOptions };
   const policy = createClient(PolicyService, opts.policyAddress, clientOptions);
   const feedback = createClient(FeedbackService, opts.feedbackAddress, clientOptions);
+  const defaults = defaultConfig().services;
   const worker = opts.bus
     ? new RolloutWorker(opts.bus, policy, feedback, {
         group: ROLLOUT_CONSUMER,
         rpcTimeoutMs: opts.rpcTimeoutMs,
-        concurrency: opts.concurrency ?? defaultConfig().services.rolloutConcurrency,
+        concurrency: opts.concurrency ?? defaults.rolloutConcurrency,
+        retryMs: opts.retryMs ?? defaults.rolloutRetryMs,
+        maxDeliver: opts.maxDeliver ?? defaults.rolloutMaxDeliver,
         ...(opts.log ? { log: opts.log } : {}),
       })
     : null;

@@ -77,6 +77,8 @@ async function startService(name: string, config: RlaifConfig, host: string, por
       feedbackAddress: s.feedbackAddress,
       rpcTimeoutMs: s.rpcTimeoutMs,
       concurrency: s.rolloutConcurrency,
+      retryMs: s.rolloutRetryMs,
+      maxDeliver: s.rolloutMaxDeliver,
       bus,
       log,
     });

@@ -139,3 +139,15 @@ const RPC_CODE_NAMES = [
 export function rpcCodeName(code: number): string {
   return RPC_CODE_NAMES[code] ?? `CODE_${code}`;
 }
+
+/**
+ * How the error of a dead-lettered job's samples begins (Trajectory.error). The Rollout writes it
+ * and the Optimizer counts it (StepMetrics.dead_lettered), so both spell it from here.
+ */
+export const DEAD_LETTERED = "dead-lettered";
+
+/**
+ * The message bus (NATS) stayed unreachable past an operation's retry deadline. The message names
+ * the server and the operation; the connection itself keeps reconnecting, so a later call may work.
+ */
+export class BusUnavailableError extends RlaifError {}

@@ -40,6 +40,11 @@ export interface QueueMessage {
   readonly deliveryCount: number;
   ack(): Promise<void>;
   nak(delayMs?: number): Promise<void>;
+  /**
+   * Still working on it: restart the ack wait, so a consumer that retries a peer for longer than
+   * the ack wait keeps the message instead of having it redelivered to another consumer meanwhile.
+   */
+  inProgress(): Promise<void>;
 }
 
 /** Options for one pull. */
@@ -116,5 +121,9 @@ export interface Bus {
   close(): Promise<void>;
 }
 
-/** The queues this system uses; their subjects and stream names live in `subjects.ts`. */
-export type QueueName = "jobs" | "trajectories";
+/**
+ * The queues this system uses; their subjects and stream names live in `subjects.ts`.
+ * "deadLetters" holds the prompt jobs the Rollout gave up on after their last allowed delivery,
+ * kept for operators to inspect (nothing consumes it).
+ */
+export type QueueName = "jobs" | "trajectories" | "deadLetters";

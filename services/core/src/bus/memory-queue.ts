@@ -193,6 +193,7 @@ export class MemoryQueue implements Queue {
       deliveryCount: delivery,
       ack: async () => this.#ack(entry.seq),
       nak: async (delayMs?: number) => this.#nak(entry.seq, delivery, delayMs ?? 0),
+      inProgress: async () => this.#extend(entry.seq, delivery),
     };
   }
 
@@ -213,6 +214,14 @@ export class MemoryQueue implements Queue {
     } else {
       this.#giveBack(seq, delivery);
     }
+  }
+
+  /** Restart the ack wait of delivery `delivery` of message `seq`, if it is still held. */
+  #extend(seq: number, delivery: number): void {
+    const entry = this.#stored.get(seq);
+    if (!entry?.inflight || entry.deliveries !== delivery || entry.timer === undefined) return;
+    clearTimeout(entry.timer);
+    entry.timer = setTimeout(() => this.#giveBack(seq, delivery), this.#opts.ackWaitMs).unref();
   }
 
   /** Make delivery `delivery` of message `seq` available again, unless it was settled meanwhile. */

@@ -4,6 +4,11 @@
  * Every service process connects its own `NatsBus` to the same server (and namespace). Names come
  * from `subjects.ts`; JetStream failures that callers must branch on are mapped to the typed errors
  * of `errors.ts` (integrity, not found, CAS conflict).
+ *
+ * Outages: the connection reconnects forever (with backoff and jitter) and logs each disconnect
+ * and reconnect with the server's address. Meanwhile every operation retries until the retry
+ * deadline (`nats-retry.ts`) and then fails with `BusUnavailableError`; KV watches re-open after
+ * the reconnect, so a Policy keeps following the latest weights; nothing rejects unhandled.
  */
 
 import {
@@ -13,7 +18,7 @@ import {
   jetstream,
   jetstreamManager,
 } from "@nats-io/jetstream";
-import { type KV, Kvm } from "@nats-io/kv";
+import { type KV, Kvm, type KvWatchEntry } from "@nats-io/kv";
 import { type ObjectStore as NatsObjectStore, Objm, StorageType, setSha256Backend } from "@nats-io/obj";
 import { connect, type NatsConnection, type QueuedIterator } from "@nats-io/transport-node";
 import {
@@ -25,7 +30,8 @@ import {
 } from "../errors.js";
 import type { Bus, KeyValue, KvEntry, ObjectInfo, ObjectStore, Queue, QueueName } from "./bus.js";
 import { DEFAULT_ACK_WAIT_MS, DEFAULT_DEDUP_WINDOW_MS } from "./memory-bus.js";
-import { apiCode, NatsQueue } from "./nats-queue.js";
+import { NatsQueue } from "./nats-queue.js";
+import { apiCode, DEFAULT_NATS_RETRY_MS, type RetryContext, retryTransient } from "./nats-retry.js";
 import { assertKvKey, type Subjects, subjectsFor } from "./subjects.js";
 
 /** Options of `NatsBus.connect`. */
@@ -38,6 +44,19 @@ export interface NatsBusOptions {
   dedupWindowMs?: number;
   /** Client name shown in server monitoring (e.g. the service name). */
   name?: string;
+  /** How long an operation retries while the server is away, before `BusUnavailableError`. Default 30 s. */
+  retryMs?: number;
+  /** Wait between reconnect attempts (plus up to half as much jitter). Default 1 s. */
+  reconnectWaitMs?: number;
+  /** Where disconnects, reconnects and lost signals are logged. Default: stderr. */
+  log?: (line: string) => void;
+}
+
+/** Default wait between reconnect attempts: a restarted server is found within about a second. */
+const DEFAULT_RECONNECT_WAIT_MS = 1_000;
+
+function stderrLog(line: string): void {
+  process.stderr.write(`${line}\n`);
 }
 
 /** `Bus` over a NATS server with JetStream; create with `NatsBus.connect`. */
@@ -48,16 +67,48 @@ export class NatsBus implements Bus {
   readonly #subjects: Subjects;
   readonly #ackWaitMs: number;
   readonly #dedupWindowMs: number;
+  readonly #retry: RetryContext;
+  readonly #log: (line: string) => void;
   /** Streams and buckets opened so far, by kind (`queue:<name>`, `objects`, `kv`). */
   readonly #opened = new Map<string, Promise<unknown>>();
 
-  private constructor(nc: NatsConnection, jsm: JetStreamManager, subjects: Subjects, opts: NatsBusOptions) {
+  private constructor(
+    nc: NatsConnection,
+    jsm: JetStreamManager,
+    subjects: Subjects,
+    url: string,
+    opts: NatsBusOptions,
+  ) {
     this.#nc = nc;
     this.#js = jetstream(nc);
     this.#jsm = jsm;
     this.#subjects = subjects;
     this.#ackWaitMs = opts.ackWaitMs ?? DEFAULT_ACK_WAIT_MS;
     this.#dedupWindowMs = opts.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS;
+    this.#log = opts.log ?? stderrLog;
+    this.#retry = {
+      server: url,
+      retryMs: opts.retryMs ?? DEFAULT_NATS_RETRY_MS,
+      closed: () => nc.isClosed(),
+    };
+    void this.#watchStatus(url);
+  }
+
+  /** Log every disconnect and reconnect (with the server) until the connection is closed. */
+  async #watchStatus(url: string): Promise<void> {
+    try {
+      for await (const s of this.#nc.status()) {
+        if (s.type === "disconnect") {
+          this.#log(`NATS: disconnected from ${s.server || url}; reconnecting until it is back`);
+        } else if (s.type === "reconnect") {
+          this.#log(`NATS: reconnected to ${s.server || url}`);
+        } else if (s.type === "error") {
+          this.#log(`NATS at ${url}: ${s.error.message}`);
+        }
+      }
+    } catch (err) {
+      this.#log(`NATS at ${url}: status monitor ended: ${(err as Error).message}`);
+    }
   }
 
   /**
@@ -66,7 +117,7 @@ export class NatsBus implements Bus {
    */
   static async connect(url: string, opts: NatsBusOptions = {}): Promise<NatsBus> {
     const subjects = subjectsFor(opts.namespace);
-    for (const field of ["ackWaitMs", "dedupWindowMs"] as const) {
+    for (const field of ["ackWaitMs", "dedupWindowMs", "retryMs", "reconnectWaitMs"] as const) {
       const v = opts[field];
       if (v !== undefined && !(Number.isFinite(v) && v > 0))
         throw new ValidationError(field, `${v} must be > 0`);
@@ -75,12 +126,20 @@ export class NatsBus implements Bus {
     setSha256Backend("native");
     let nc: NatsConnection;
     try {
-      nc = await connect({ servers: url, name: opts.name ?? "rlaif" });
+      // The first connect fails fast (a wrong URL is a config error); after it, reconnect forever.
+      const wait = opts.reconnectWaitMs ?? DEFAULT_RECONNECT_WAIT_MS;
+      nc = await connect({
+        servers: url,
+        name: opts.name ?? "rlaif",
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: wait,
+        reconnectJitter: Math.round(wait / 2),
+      });
     } catch (err) {
       throw new RlaifError(`cannot connect to NATS at ${url}: ${(err as Error).message}`, { cause: err });
     }
     try {
-      return new NatsBus(nc, await jetstreamManager(nc), subjects, opts);
+      return new NatsBus(nc, await jetstreamManager(nc), subjects, url, opts);
     } catch (err) {
       await nc.close();
       throw new RlaifError(`NATS at ${url} has no JetStream (start nats-server with -js)`, { cause: err });
@@ -94,22 +153,30 @@ export class NatsBus implements Bus {
       jsm: this.#jsm,
       ackWaitMs: this.#ackWaitMs,
       dedupWindowMs: this.#dedupWindowMs,
+      retry: this.#retry,
+      log: this.#log,
     };
     return this.#once(`queue:${name}`, () => NatsQueue.open(name, this.#subjects.queues[name], ctx));
   }
 
   objects(): Promise<ObjectStore> {
     return this.#once("objects", async () => {
-      const os = await new Objm(this.#js).create(this.#subjects.objectBucket, { storage: StorageType.File });
-      return new NatsObjects(os);
+      const bucket = this.#subjects.objectBucket;
+      const os = await retryTransient(`opening object store ${bucket}`, this.#retry, () =>
+        new Objm(this.#js).create(bucket, { storage: StorageType.File }),
+      );
+      return new NatsObjects(os, this.#retry);
     });
   }
 
   kv(): Promise<KeyValue> {
-    return this.#once(
-      "kv",
-      async () => new NatsKeyValue(await new Kvm(this.#js).create(this.#subjects.kvBucket)),
-    );
+    return this.#once("kv", async () => {
+      const bucket = this.#subjects.kvBucket;
+      const kv = await retryTransient(`opening KV ${bucket}`, this.#retry, () =>
+        new Kvm(this.#js).create(bucket),
+      );
+      return new NatsKeyValue(kv, this.#retry, this.#log);
+    });
   }
 
   /** Stop every watch and close the connection. Idempotent. */
@@ -137,21 +204,26 @@ export class NatsBus implements Bus {
 /** `ObjectStore` on a JetStream Object Store bucket (chunked, SHA-256 digest verified on read). */
 class NatsObjects implements ObjectStore {
   readonly #os: NatsObjectStore;
+  readonly #retry: RetryContext;
 
-  constructor(os: NatsObjectStore) {
+  constructor(os: NatsObjectStore, retry: RetryContext) {
     this.#os = os;
+    this.#retry = retry;
   }
 
   async put(name: string, data: Uint8Array): Promise<ObjectInfo> {
     if (!name) throw new ValidationError("name", "object name must be non-empty");
-    const info = await this.#os.putBlob({ name }, data);
+    // A put cut off by a disconnect is redone whole: the object is replaced, never half written.
+    const info = await retryTransient(`storing object "${name}"`, this.#retry, () =>
+      this.#os.putBlob({ name }, data),
+    );
     return { name, size: info.size, sha256: digestHex(info.digest) };
   }
 
   async get(name: string): Promise<Uint8Array> {
     let data: Uint8Array | null;
     try {
-      data = await this.#os.getBlob(name);
+      data = await retryTransient(`reading object "${name}"`, this.#retry, () => this.#os.getBlob(name));
     } catch (err) {
       // The client re-hashes every chunk it streams and fails the read on a digest mismatch.
       if (/digests? do not match|corrupt/i.test((err as Error).message ?? "")) {
@@ -164,13 +236,15 @@ class NatsObjects implements ObjectStore {
   }
 
   async info(name: string): Promise<ObjectInfo | null> {
-    const info = await this.#os.info(name);
+    const info = await retryTransient(`reading object info "${name}"`, this.#retry, () =>
+      this.#os.info(name),
+    );
     if (!info || info.deleted) return null;
     return { name, size: info.size, sha256: digestHex(info.digest) };
   }
 
   async delete(name: string): Promise<void> {
-    await this.#os.delete(name);
+    await retryTransient(`deleting object "${name}"`, this.#retry, () => this.#os.delete(name));
   }
 }
 
@@ -184,21 +258,26 @@ function digestHex(digest: string): string {
 /** `KeyValue` on a JetStream KV bucket; revisions are stream sequences. */
 class NatsKeyValue implements KeyValue {
   readonly #kv: KV;
-  readonly #watches = new Set<QueuedIterator<unknown>>();
+  readonly #retry: RetryContext;
+  readonly #log: (line: string) => void;
+  /** Stops of the live watches, so `close()` ends them all. */
+  readonly #watches = new Set<() => void>();
 
-  constructor(kv: KV) {
+  constructor(kv: KV, retry: RetryContext, log: (line: string) => void) {
     this.#kv = kv;
+    this.#retry = retry;
+    this.#log = log;
   }
 
   async get(key: string): Promise<KvEntry | null> {
     assertKvKey(key);
-    const e = await this.#kv.get(key);
+    const e = await retryTransient(`reading KV "${key}"`, this.#retry, () => this.#kv.get(key));
     return e && e.operation === "PUT" ? { key, value: e.value, revision: e.revision } : null;
   }
 
   async put(key: string, value: Uint8Array): Promise<number> {
     assertKvKey(key);
-    return this.#kv.put(key, value);
+    return retryTransient(`writing KV "${key}"`, this.#retry, () => this.#kv.put(key, value));
   }
 
   async update(key: string, value: Uint8Array, expectedRevision: number): Promise<number> {
@@ -206,54 +285,81 @@ class NatsKeyValue implements KeyValue {
     if (!Number.isInteger(expectedRevision) || expectedRevision < 0) {
       throw new ValidationError("expectedRevision", `${expectedRevision} must be a non-negative integer`);
     }
+    let attempts = 0;
     try {
-      return expectedRevision === 0
-        ? await this.#kv.create(key, value)
-        : await this.#kv.update(key, value, expectedRevision);
+      return await retryTransient(`updating KV "${key}"`, this.#retry, () => {
+        attempts++;
+        return expectedRevision === 0
+          ? this.#kv.create(key, value)
+          : this.#kv.update(key, value, expectedRevision);
+      });
     } catch (err) {
       const code = apiCode(err);
       if (
         code === JetStreamApiCodes.StreamWrongLastSequence ||
         code === JetStreamApiCodes.StreamWrongLastSequenceUnknown
       ) {
+        // A retried write whose first attempt landed (only the reply was lost) sees its own value.
+        const now = attempts > 1 ? await this.get(key) : null;
+        if (now && Buffer.from(now.value).equals(Buffer.from(value))) return now.revision;
         throw new KvConflictError(`kv key "${key}": revision is not ${expectedRevision}`, { cause: err });
       }
       throw err;
     }
   }
 
+  /**
+   * Follow `key` until stopped. A watch the connection drops (the server restarted) is re-opened
+   * after a pause, and entries at or below the last revision delivered are skipped, so `onChange`
+   * sees each change once and in order, across any number of outages.
+   */
   async watch(key: string, onChange: (entry: KvEntry) => void): Promise<() => void> {
     assertKvKey(key);
-    const iter = await this.#kv.watch({ key, ignoreDeletes: true });
-    this.#watches.add(iter);
     let stopped = false;
-    void (async () => {
-      try {
-        for await (const e of iter) {
-          if (stopped) break;
-          if (e.operation !== "PUT") continue;
-          try {
-            onChange({ key, value: e.value, revision: e.revision });
-          } catch (err) {
-            console.error(`kv watch callback for "${key}" threw`, err);
-          }
+    let last = 0;
+    let iter: QueuedIterator<KvWatchEntry> | null = null;
+    const open = () =>
+      retryTransient(`watching KV "${key}"`, this.#retry, () => this.#kv.watch({ key, ignoreDeletes: true }));
+    const follow = async (it: QueuedIterator<KvWatchEntry>): Promise<void> => {
+      for await (const e of it) {
+        if (stopped) return;
+        if (e.operation !== "PUT" || e.revision <= last) continue;
+        last = e.revision;
+        try {
+          onChange({ key, value: e.value, revision: e.revision });
+        } catch (err) {
+          this.#log(`kv watch callback for "${key}" threw: ${(err as Error).message}`);
         }
-      } catch {
-        // The connection closed under the watch: nothing more will change, so just end it.
-      } finally {
-        this.#watches.delete(iter);
       }
-    })();
-    return () => {
-      stopped = true;
-      this.#watches.delete(iter);
-      iter.stop();
     };
+    const stop = () => {
+      stopped = true;
+      this.#watches.delete(stop);
+      iter?.stop();
+    };
+    iter = await open();
+    this.#watches.add(stop);
+    void (async () => {
+      for (let pause = 500; !stopped && !this.#retry.closed(); pause = Math.min(pause * 2, 5_000)) {
+        try {
+          if (!iter) iter = await open();
+          await follow(iter);
+        } catch (err) {
+          if (stopped || this.#retry.closed()) break;
+          this.#log(`NATS at ${this.#retry.server}: watch of "${key}" failed (${(err as Error).message})`);
+        }
+        iter = null;
+        if (stopped || this.#retry.closed()) break;
+        this.#log(`NATS at ${this.#retry.server}: re-opening the watch of "${key}" in ${pause} ms`);
+        await new Promise((r) => setTimeout(r, pause));
+      }
+      this.#watches.delete(stop);
+    })();
+    return stop;
   }
 
   /** Stop every watch (on bus close). */
   stopAll(): void {
-    for (const iter of this.#watches) iter.stop();
-    this.#watches.clear();
+    for (const stop of [...this.#watches]) stop();
   }
 }

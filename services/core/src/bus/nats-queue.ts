@@ -4,6 +4,10 @@
  * One stream per queue (work-queue retention: a message is removed once acked), one durable pull
  * consumer per consumer group (explicit ack, `ack_wait`, unlimited redeliveries). Publishing sets
  * `Nats-Msg-Id`, so the stream's duplicate window drops re-publishes after a crash.
+ *
+ * A NATS outage never escapes as a crash: publishes, acks and stream calls retry until the bus's
+ * retry deadline (`retryTransient`), a pull during the outage waits and returns nothing, and a nak
+ * or in-progress signal that cannot be sent is only logged (the ack wait redelivers the message).
  */
 
 import {
@@ -11,7 +15,6 @@ import {
   type Consumer,
   DeliverPolicy,
   JetStreamApiCodes,
-  JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
@@ -19,7 +22,7 @@ import {
   StorageType,
 } from "@nats-io/jetstream";
 import { type MsgHdrs, type NatsConnection, nanos, headers as natsHeaders } from "@nats-io/transport-node";
-import { RlaifError, ValidationError } from "../errors.js";
+import { BusUnavailableError, RlaifError, ValidationError } from "../errors.js";
 import type {
   Headers,
   PublishAck,
@@ -29,7 +32,10 @@ import type {
   QueueMessage,
   QueueName,
 } from "./bus.js";
+import { apiCode, type RetryContext, retryTransient } from "./nats-retry.js";
 import { consumerName, type QueueNames } from "./subjects.js";
+
+export { apiCode };
 
 /**
  * JetStream refuses pull requests that expire in under 1 s, so `pull` waits at least this long
@@ -41,6 +47,14 @@ export const MIN_PULL_EXPIRES_MS = 1_000;
 const MSG_ID_HEADER = "Nats-Msg-Id";
 /** JetStream API error codes for a second consumer on a work-queue stream (unfiltered / overlapping). */
 const WQ_CONSUMER_CONFLICT_CODES = new Set([10099, 10100]);
+/** A fetch that neither delivers nor ends this long after its expiry is stopped (a lost connection). */
+const FETCH_GRACE_MS = 5_000;
+/** How long an ack waits for the server's confirmation (retrying across a reconnect). */
+const ACK_CONFIRM_MS = 10_000;
+/** How long one ack attempt waits for its reply. */
+const ACK_REPLY_TIMEOUT_MS = 2_000;
+/** At most one "pull failed" line per queue this often, so an outage does not flood the log. */
+const PULL_LOG_EVERY_MS = 10_000;
 
 /** What a `NatsQueue` needs from its `NatsBus`. */
 export interface NatsQueueContext {
@@ -49,6 +63,9 @@ export interface NatsQueueContext {
   jsm: JetStreamManager;
   ackWaitMs: number;
   dedupWindowMs: number;
+  /** Server address and deadline for riding out a disconnect. */
+  retry: RetryContext;
+  log: (line: string) => void;
 }
 
 /** `Queue` on a JetStream work-queue stream; create with `NatsQueue.open`. */
@@ -57,6 +74,7 @@ export class NatsQueue implements Queue {
   readonly #names: QueueNames;
   readonly #ctx: NatsQueueContext;
   readonly #consumers = new Map<string, Promise<Consumer>>();
+  #lastPullLog = Number.NEGATIVE_INFINITY;
 
   private constructor(name: QueueName, names: QueueNames, ctx: NatsQueueContext) {
     this.name = name;
@@ -73,18 +91,20 @@ export class NatsQueue implements Queue {
       storage: StorageType.File,
       duplicate_window: nanos(ctx.dedupWindowMs),
     };
-    const existing = await ctx.jsm.streams.info(names.stream).catch((err: unknown) => {
-      if (apiCode(err) === JetStreamApiCodes.StreamNotFound) return null;
-      throw err;
+    await retryTransient(`opening stream ${names.stream}`, ctx.retry, async () => {
+      const existing = await ctx.jsm.streams.info(names.stream).catch((err: unknown) => {
+        if (apiCode(err) === JetStreamApiCodes.StreamNotFound) return null;
+        throw err;
+      });
+      if (!existing) {
+        await ctx.jsm.streams.add(wanted);
+      } else if (
+        existing.config.duplicate_window !== wanted.duplicate_window ||
+        existing.config.subjects?.join() !== wanted.subjects.join()
+      ) {
+        await ctx.jsm.streams.update(names.stream, { ...existing.config, ...wanted });
+      }
     });
-    if (!existing) {
-      await ctx.jsm.streams.add(wanted);
-    } else if (
-      existing.config.duplicate_window !== wanted.duplicate_window ||
-      existing.config.subjects?.join() !== wanted.subjects.join()
-    ) {
-      await ctx.jsm.streams.update(names.stream, { ...existing.config, ...wanted });
-    }
     return new NatsQueue(name, names, ctx);
   }
 
@@ -92,7 +112,10 @@ export class NatsQueue implements Queue {
     if (!opts.msgId) throw new ValidationError("msgId", "must be a non-empty string");
     const h = natsHeaders();
     for (const [key, value] of Object.entries(opts.headers ?? {})) h.set(key, value);
-    const ack = await this.#ctx.js.publish(this.#names.subject, data, { msgID: opts.msgId, headers: h });
+    // Safe to repeat: a copy that did reach the stream is dropped by its Nats-Msg-Id.
+    const ack = await retryTransient(`publish ${opts.msgId} to ${this.#names.subject}`, this.#ctx.retry, () =>
+      this.#ctx.js.publish(this.#names.subject, data, { msgID: opts.msgId, headers: h }),
+    );
     return { seq: ack.seq, duplicate: ack.duplicate };
   }
 
@@ -100,50 +123,106 @@ export class NatsQueue implements Queue {
    * Wait (at least `MIN_PULL_EXPIRES_MS`) for one message, then take up to `max - 1` more of those
    * already waiting. Two fetches because a single JetStream fetch of `max` would hold the caller
    * until `max` arrive or the request expires, instead of returning what is there.
+   *
+   * While NATS is unreachable a pull waits out its expiry and returns nothing (logged, at most
+   * every 10 s), so a consumer's loop keeps its own deadline and resumes after the reconnect.
    */
   async pull(consumer: string, opts: PullOptions): Promise<QueueMessage[]> {
     if (!Number.isInteger(opts.max) || opts.max < 1) {
       throw new ValidationError("max", `${opts.max} must be a positive integer`);
     }
-    const c = await this.#consumer(consumerName(consumer));
+    const group = consumerName(consumer);
+    const c = await this.#consumer(group);
     const expires = Math.max(opts.expiresMs, MIN_PULL_EXPIRES_MS);
-    const first = await this.#fetch(c, 1, expires);
-    if (first.length === 0 || opts.max === 1) return first;
-    const waiting = (await c.info()).num_pending;
-    const more =
-      waiting > 0 ? await this.#fetch(c, Math.min(opts.max - 1, waiting), MIN_PULL_EXPIRES_MS) : [];
-    return [...first, ...more];
+    const out: QueueMessage[] = [];
+    try {
+      out.push(...(await this.#fetch(c, 1, expires)));
+      if (out.length === 0 || opts.max === 1) return out;
+      const waiting = (await c.info()).num_pending;
+      if (waiting > 0)
+        out.push(...(await this.#fetch(c, Math.min(opts.max - 1, waiting), MIN_PULL_EXPIRES_MS)));
+      return out;
+    } catch (err) {
+      if (this.#ctx.retry.closed()) throw err;
+      // Bind afresh next time: a restarted server may have lost (or never had) the consumer.
+      this.#consumers.delete(group);
+      const now = performance.now();
+      if (now - this.#lastPullLog >= PULL_LOG_EVERY_MS) {
+        this.#lastPullLog = now;
+        this.#ctx.log(
+          `NATS at ${this.#ctx.retry.server}: pulling from ${this.#names.stream} failed (${(err as Error).message}); retrying`,
+        );
+      }
+      // What did arrive is handed on; the rest waits for the next pull.
+      if (out.length === 0) await new Promise((r) => setTimeout(r, Math.min(expires, 1_000)));
+      return out;
+    }
   }
 
   async pending(): Promise<number> {
-    return (await this.#ctx.jsm.streams.info(this.#names.stream)).state.messages;
+    return retryTransient(
+      `reading ${this.#names.stream}`,
+      this.#ctx.retry,
+      async () => (await this.#ctx.jsm.streams.info(this.#names.stream)).state.messages,
+    );
   }
 
   async purge(): Promise<void> {
-    await this.#ctx.jsm.streams.purge(this.#names.stream);
+    await retryTransient(`purging ${this.#names.stream}`, this.#ctx.retry, () =>
+      this.#ctx.jsm.streams.purge(this.#names.stream),
+    );
   }
 
+  /** One fetch, stopped if it neither delivers nor ends well past its expiry (a lost connection). */
   async #fetch(c: Consumer, max: number, expires: number): Promise<QueueMessage[]> {
     const out: QueueMessage[] = [];
-    for await (const jm of await c.fetch({ max_messages: max, expires })) out.push(this.#toMessage(jm));
+    const iter = await c.fetch({ max_messages: max, expires });
+    const timer = setTimeout(() => iter.stop(), expires + FETCH_GRACE_MS);
+    try {
+      for await (const jm of iter) out.push(this.#toMessage(jm));
+    } finally {
+      clearTimeout(timer);
+    }
     return out;
   }
 
   #toMessage(jm: JsMsg): QueueMessage {
-    const nc = this.#ctx.nc;
+    const { nc, retry, log } = this.#ctx;
+    const msgId = jm.headers?.get(MSG_ID_HEADER) ?? "";
+    // A nak or in-progress signal lost to a disconnect only means the ack wait decides instead.
+    const signal = async (what: string, send: () => void) => {
+      try {
+        send();
+        await nc.flush();
+      } catch (err) {
+        log(
+          `NATS at ${retry.server}: ${what} of ${msgId} not sent (${(err as Error).message}); the ack wait redelivers it`,
+        );
+      }
+    };
     return {
       data: jm.data,
       headers: fromNatsHeaders(jm.headers),
-      msgId: jm.headers?.get(MSG_ID_HEADER) ?? "",
+      msgId,
       deliveryCount: jm.info.deliveryCount,
       // Double ack: resolve only once the server removed it, so `pending()` right after is exact.
+      // An ack the server does not confirm in time (it restarted meanwhile) is sent once more
+      // plainly; if that is lost too the ack wait redelivers the message, which every consumer
+      // drops as already applied (ids), so an unconfirmed ack costs time, never correctness.
       ack: async () => {
-        await jm.ackAck();
+        try {
+          await retryTransient(
+            `ack of ${msgId}`,
+            { ...retry, retryMs: Math.min(retry.retryMs, ACK_CONFIRM_MS) },
+            () => jm.ackAck({ timeout: ACK_REPLY_TIMEOUT_MS }),
+          );
+        } catch (err) {
+          if (!(err instanceof BusUnavailableError)) throw err;
+          await signal("ack", () => jm.ack());
+        }
       },
-      nak: async (delayMs?: number) => {
-        jm.nak(delayMs && delayMs > 0 ? delayMs : undefined);
-        await nc.flush();
-      },
+      nak: (delayMs?: number) => signal("nak", () => jm.nak(delayMs && delayMs > 0 ? delayMs : undefined)),
+      inProgress: () => signal("in-progress", () => jm.working()),
     };
   }
 
@@ -157,27 +236,15 @@ export class NatsQueue implements Queue {
     return c;
   }
 
-  /** Create the durable consumer, or align its ack wait with ours; then bind to it. */
+  /** Create or align the durable consumer, then bind to it; a second group is refused. */
   async #ensureConsumer(group: string): Promise<Consumer> {
-    const { jsm, js, ackWaitMs } = this.#ctx;
+    const { js, ackWaitMs, retry } = this.#ctx;
     const stream = this.#names.stream;
     const ackWait = nanos(ackWaitMs);
-    const existing = await jsm.consumers.info(stream, group).catch((err: unknown) => {
-      if (apiCode(err) === JetStreamApiCodes.ConsumerNotFound) return null;
-      throw err;
-    });
     try {
-      if (!existing) {
-        await jsm.consumers.add(stream, {
-          durable_name: group,
-          ack_policy: AckPolicy.Explicit,
-          deliver_policy: DeliverPolicy.All,
-          ack_wait: ackWait,
-          max_deliver: -1,
-        });
-      } else if (existing.config.ack_wait !== ackWait) {
-        await jsm.consumers.update(stream, group, { ack_wait: ackWait });
-      }
+      await retryTransient(`binding consumer ${group} of ${stream}`, retry, () =>
+        this.#createOrAlign(group, ackWait),
+      );
     } catch (err) {
       if (WQ_CONSUMER_CONFLICT_CODES.has(apiCode(err) ?? 0)) {
         throw new RlaifError(
@@ -187,13 +254,31 @@ export class NatsQueue implements Queue {
       }
       throw err;
     }
-    return js.consumers.get(stream, group);
+    return retryTransient(`binding consumer ${group} of ${stream}`, retry, () =>
+      js.consumers.get(stream, group),
+    );
   }
-}
 
-/** The JetStream API error code of `err`, if it is one. */
-export function apiCode(err: unknown): number | undefined {
-  return err instanceof JetStreamApiError ? err.code : undefined;
+  /** Create the durable consumer, or align its ack wait with ours (one attempt). */
+  async #createOrAlign(group: string, ackWait: number): Promise<void> {
+    const { jsm } = this.#ctx;
+    const stream = this.#names.stream;
+    const existing = await jsm.consumers.info(stream, group).catch((err: unknown) => {
+      if (apiCode(err) === JetStreamApiCodes.ConsumerNotFound) return null;
+      throw err;
+    });
+    if (!existing) {
+      await jsm.consumers.add(stream, {
+        durable_name: group,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: ackWait,
+        max_deliver: -1,
+      });
+    } else if (existing.config.ack_wait !== ackWait) {
+      await jsm.consumers.update(stream, group, { ack_wait: ackWait });
+    }
+  }
 }
 
 /** NATS headers → `Headers`, without JetStream's own `Nats-Msg-Id` (exposed as `msgId`). */

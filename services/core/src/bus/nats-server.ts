@@ -88,8 +88,12 @@ async function startOnce(opts: NatsServerOptions, port: number): Promise<NatsSer
   };
 }
 
-/** Ask the OS for a free loopback port. (Another process may take it before the server binds.) */
-async function freePort(): Promise<number> {
+/**
+ * Ask the OS for a free loopback port. (Another process may take it before the server binds.)
+ * Exported for callers that must know a port before starting a server on it, e.g. to restart a
+ * process on the same address.
+ */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();

@@ -56,6 +56,8 @@ const BASE = {
   jobsSubject: "rlaif.jobs",
   trajectoriesStream: "RLAIF_TRAJECTORIES",
   trajectoriesSubject: "rlaif.trajectories",
+  deadLettersStream: "RLAIF_DEAD_LETTERS",
+  deadLettersSubject: "rlaif.dead-letters",
   kvBucket: "rlaif_state",
   objectBucket: "rlaif_weights",
 } as const;
@@ -84,6 +86,7 @@ export function subjectsFor(namespace = ""): Subjects {
     queues: {
       jobs: { stream: stream(BASE.jobsStream), subject: subject(BASE.jobsSubject) },
       trajectories: { stream: stream(BASE.trajectoriesStream), subject: subject(BASE.trajectoriesSubject) },
+      deadLetters: { stream: stream(BASE.deadLettersStream), subject: subject(BASE.deadLettersSubject) },
     },
     kvBucket: stream(BASE.kvBucket),
     objectBucket: stream(BASE.objectBucket),

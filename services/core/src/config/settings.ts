@@ -523,6 +523,29 @@ const SERVICES = {
     unit: "ms",
     help: "deadline of each call to Policy or Feedback",
   }),
+  // --- Rollout retries and dead letters (resilience: ride out a peer's restart, never drop a job) ---
+  /**
+   * 30 s: long enough for a Policy or Feedback process to be restarted (a few seconds) and load
+   * its model; the job is then given back for redelivery, so another replica may take it.
+   */
+  rolloutRetryMs: int({
+    flag: "rollout-retry-ms",
+    default: 30_000,
+    min: 0,
+    max: 3_600_000,
+    unit: "ms",
+    help: "how long a Rollout worker retries a job's failing Policy/Feedback calls before giving it back",
+  }),
+  /** 5: five deliveries of up to rollout-retry-ms each before the job's samples count as failed. */
+  rolloutMaxDeliver: int({
+    flag: "rollout-max-deliver",
+    default: 5,
+    min: 1,
+    max: 1_000,
+    unit: "deliveries",
+    help: "deliveries of a prompt job before it goes to the dead-letter queue and its samples are failed",
+  }),
+  // --- end of Rollout retries and dead letters ---
   stepTimeoutMs: int({
     flag: "step-timeout-ms",
     default: 300_000,
