@@ -197,6 +197,21 @@ function busContract(target: Target): void {
     expect(await store.info("gone")).toBeNull();
   });
 
+  it(name("objects list names every stored object with its size and SHA-256, deleted ones not"), async () => {
+    const store = await (await open()).bus.objects();
+    expect(await store.list()).toEqual([]);
+    await store.put("weights/a", enc("aa"));
+    await store.put("weights/b", enc("bbb"));
+    await store.put("gone", enc("x"));
+    await store.delete("gone");
+    const listed = (await store.list()).sort((x, y) => x.name.localeCompare(y.name));
+    const sha = (s: string) => createHash("sha256").update(enc(s)).digest("hex");
+    expect(listed).toEqual([
+      { name: "weights/a", size: 2, sha256: sha("aa") },
+      { name: "weights/b", size: 3, sha256: sha("bbb") },
+    ]);
+  });
+
   it(name("kv put and get return value and revision"), async () => {
     const kv = await (await open()).bus.kv();
     expect(await kv.get("weights.latest")).toBeNull();

@@ -60,7 +60,16 @@ describe("cli", () => {
     const common = ["config", "port", "host", "version", "help"];
     expect([...flagsOf("feedback")].sort()).toEqual([...common].sort());
     expect([...flagsOf("policy")].sort()).toEqual(
-      [...common, "checkpoint", "model", "backend", "nats", "policy-batch-rows", "policy-queue-rows"].sort(),
+      [
+        ...common,
+        "checkpoint",
+        "model",
+        "backend",
+        "nats",
+        "policy-batch-rows",
+        "policy-queue-rows",
+        "weights-verify-key",
+      ].sort(),
     );
     expect([...flagsOf("rollout")].sort()).toEqual(
       [
@@ -77,6 +86,8 @@ describe("cli", () => {
     const optimizer = flagsOf("optimizer");
     for (const f of ["checkpoint", "model", "nats", "out", "step-timeout-ms", "steps", "lr", "kl-coef"])
       expect(optimizer.has(f), f).toBe(true);
+    for (const f of ["weights-signing-key", "weights-retention"]) expect(optimizer.has(f), f).toBe(true);
+    expect(optimizer.has("weights-verify-key")).toBe(false);
     expect(optimizer.has("policy-address")).toBe(false);
     expect(optimizer.has("rpc-timeout-ms")).toBe(false);
     // `rlaif serve --help` names the services and where their flags are.

@@ -48,6 +48,10 @@ describe("e2e(embedded)", () => {
     const latest = await readLatestWeights(cluster.bus);
     expect(Number(latest?.manifest.version)).toBe(Number(before.weightsVersion) + 1 + 3);
     expect(Number(summary.finalWeightsVersion)).toBe(Number(latest?.manifest.version));
+    // Signed by the run's own key pair (no keys configured) and hashed per tensor.
+    expect(latest?.manifest.signature).toHaveLength(64);
+    expect(latest?.manifest.keyId).toMatch(/^[0-9a-f]{64}$/);
+    expect(latest?.manifest.tensors.length).toBeGreaterThan(0);
 
     // The Policy swaps to the final version (it follows the pointer asynchronously).
     let info = await policy.getInfo({});

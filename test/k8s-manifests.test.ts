@@ -560,6 +560,16 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
         }
         if (appOf(w) === "policy" || appOf(w) === "optimizer") {
           expect(s.checkpoint, `${where}: the image's committed checkpoint`).toBe(checkpointInImage);
+          // Signed weights: each pod mounts only its own half of the Secret's key pair.
+          const key = appOf(w) === "policy" ? s.weightsVerifyKey : s.weightsSigningKey;
+          const keyMount = c.volumeMounts?.find((m) => key.startsWith(`${m.mountPath}/`));
+          const keyVol = podSpec(w).volumes?.find((v) => v.name === keyMount?.name) as {
+            secret?: { secretName: string; items?: { key: string; path: string }[] };
+          };
+          expect(keyVol?.secret?.secretName, `${where} weights key`).toBe("rlaif-weights-keys");
+          expect(keyVol?.secret?.items, `${where} weights key`).toEqual([
+            { key: path.basename(key), path: path.basename(key) },
+          ]);
         }
         if (appOf(w) === "optimizer") {
           const mount = c.volumeMounts?.find((m) => m.mountPath === parsed.config.out);

@@ -3,6 +3,7 @@
  * pointer's compare-and-set, manifests bound to their blobs by SHA-256, and a PolicyReplica that
  * swaps only to newer, intact versions and keeps serving the old one otherwise. The replica gets
  * a fake model loader (a blob's text becomes the model's name), so no tensors are involved.
+ * Signatures, version bounds, a bad pointer and retention: weights-signing.test.ts.
  */
 import { createHash } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -14,52 +15,20 @@ import {
 import { MemoryBus, type MemoryObjectStore } from "../services/core/src/bus/memory-bus.js";
 import { LATEST_WEIGHTS_KEY, weightsObjectName } from "../services/core/src/bus/subjects.js";
 import { ObjectIntegrityError, ObjectNotFoundError, WeightsError } from "../services/core/src/errors.js";
-import { byteTokenizer } from "../services/core/src/model/tokenizer.js";
 import {
   fetchWeightsBlob,
   publishWeights,
   readLatestWeights,
   watchLatestWeights,
 } from "../services/core/src/weights/weights-channel.js";
-import type { LoadedModel, ModelLoader } from "../services/policy/loaded-model.js";
 import { PolicyReplica } from "../services/policy/policy-replica.js";
+import { FakeModel, fakeLoader, nameOf, poll } from "./helpers/fake-model.js";
 
 const text = (s: string) => new TextEncoder().encode(s);
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
-/** A model that is only its name (the blob's text) and whether it was disposed. */
-class FakeModel implements LoadedModel {
-  readonly kind = "fake";
-  readonly backend = "none";
-  readonly vocabSize = 258;
-  readonly contextLength = 48;
-  readonly parameterCount = 1;
-  readonly configJson = "{}";
-  readonly tokenizer = byteTokenizer;
-  disposed = false;
-  constructor(readonly name: string) {}
-  async generate(): Promise<never> {
-    throw new Error("not used");
-  }
-  logprobs(): never {
-    throw new Error("not used");
-  }
-  dispose(): void {
-    this.disposed = true;
-  }
-}
-
-const loaded: FakeModel[] = [];
-const fakeLoader: ModelLoader = {
-  fromFile: (path) => new FakeModel(`file:${path}`),
-  fromBlob: (blob) => {
-    const m = new FakeModel(new TextDecoder().decode(blob));
-    loaded.push(m);
-    return m;
-  },
-};
-
-const nameOf = (m: LoadedModel) => (m as FakeModel).name;
+const loader = fakeLoader();
+const loaded = loader.loaded;
 
 const buses: MemoryBus[] = [];
 const replicas: PolicyReplica[] = [];
@@ -71,7 +40,7 @@ function newBus(): MemoryBus {
 }
 
 function newReplica(log?: (line: string) => void): PolicyReplica {
-  const r = new PolicyReplica(new FakeModel("checkpoint"), fakeLoader, log);
+  const r = new PolicyReplica(new FakeModel("checkpoint"), loader, log);
   replicas.push(r);
   return r;
 }
@@ -81,14 +50,6 @@ afterEach(async () => {
   for (const b of buses.splice(0)) await b.close();
   loaded.length = 0;
 });
-
-async function poll(what: string, ok: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** Publish by hand: store `stored` as version `version`, then move the pointer to a manifest claiming `claimed`. */
 async function publishByHand(
@@ -391,7 +352,7 @@ describe("weights channel - policy replica", () => {
 
   it("policy replica - close stops following and frees the models", async () => {
     const bus = newBus();
-    const replica = new PolicyReplica(new FakeModel("checkpoint"), fakeLoader);
+    const replica = new PolicyReplica(new FakeModel("checkpoint"), loader);
     await replica.follow(bus);
     await publishWeights(bus, { blob: text("w1"), runId: "r", step: 0, modelKind: "fake" });
     await poll("v1", () => replica.serving.version === 1);

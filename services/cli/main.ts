@@ -9,6 +9,7 @@ import { type Command, helpText, parseCommand } from "./args.js";
 import {
   cancelSpec,
   exportSpec,
+  keygenSpec,
   pretrainSpec,
   runSpec,
   sampleSpec,
@@ -28,6 +29,7 @@ const COMMANDS: readonly Command[] = [
   { spec: pretrainSpec, load: async () => (await import("./commands/pretrain.js")).pretrainCommand },
   { spec: sampleSpec, load: async () => (await import("./commands/sample.js")).sampleCommand },
   { spec: exportSpec, load: async () => (await import("./commands/export.js")).exportCommand },
+  { spec: keygenSpec, load: async () => (await import("./commands/keygen.js")).keygenCommand },
 ];
 
 function usage(): string {

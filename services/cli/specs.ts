@@ -18,6 +18,13 @@ const TIMEOUT_FLAGS = ["rpc-timeout-ms", "step-timeout-ms"] as const;
 /** How much work a Policy replica batches and queues. */
 const POLICY_FLAGS = ["policy-batch-rows", "policy-queue-rows"] as const;
 
+// --- Signed weights: flags of the Optimizer (signing key, retention) and the Policy (verify key) ---
+/** The Optimizer's: the key that signs each weights manifest, and how many versions stay stored. */
+const WEIGHTS_SIGN_FLAGS = ["weights-signing-key", "weights-retention"] as const;
+/** The Policy's: the public key weights must be signed with. */
+const WEIGHTS_VERIFY_FLAGS = ["weights-verify-key"] as const;
+// --- end of signed weights ---
+
 /** The services `rlaif serve` can run. */
 export const SERVICE_NAMES = ["policy", "rollout", "feedback", "optimizer"] as const;
 
@@ -44,6 +51,8 @@ export const trainSpec: CommandSpec = {
     "feedback-address",
     "policy-in",
     "learner-in",
+    ...WEIGHTS_SIGN_FLAGS,
+    ...WEIGHTS_VERIFY_FLAGS,
     "out",
   ],
   flags: [
@@ -103,7 +112,7 @@ export const serveSpec: CommandSpec = {
       "policy",
       "Serve the Policy (Generate, log-probs) from a checkpoint; with --nats it follows the weights the Optimizer publishes",
       "[--checkpoint file] [--nats url] [flags]",
-      [...MODEL_FLAGS, ...POLICY_FLAGS, "nats"],
+      [...MODEL_FLAGS, ...POLICY_FLAGS, "nats", ...WEIGHTS_VERIFY_FLAGS],
     ),
     rollout: serveVariant(
       "rollout",
@@ -129,7 +138,16 @@ export const serveSpec: CommandSpec = {
       "optimizer",
       "Serve the Optimizer: runs started with StartRun (rlaif run) train over NATS; run flags are the defaults for fields a StartRun leaves unset",
       "--nats <url> [--checkpoint file] [--out dir] [--feedback-address host:port (recorded in each run's config.json)] [flags]",
-      [...MODEL_FLAGS, "nats", "out", "step-timeout-ms", "feedback-address", "learner-in", ...RUN_FLAGS],
+      [
+        ...MODEL_FLAGS,
+        "nats",
+        "out",
+        "step-timeout-ms",
+        "feedback-address",
+        "learner-in",
+        ...WEIGHTS_SIGN_FLAGS,
+        ...RUN_FLAGS,
+      ],
     ),
   },
   examples: [
@@ -152,6 +170,8 @@ export const upSpec: CommandSpec = {
     ...POLICY_FLAGS,
     "rollout-concurrency",
     "feedback-address",
+    ...WEIGHTS_SIGN_FLAGS,
+    ...WEIGHTS_VERIFY_FLAGS,
     "out",
   ],
   flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
@@ -298,5 +318,26 @@ export const sampleSpec: CommandSpec = {
   examples: [
     "rlaif sample --prompts examples/prompts.txt",
     "rlaif sample --checkpoint runs/<run id>/final.safetensors --prompts examples/prompts.txt --json",
+  ],
+};
+
+/** `rlaif keygen`. */
+export const keygenSpec: CommandSpec = {
+  name: "keygen",
+  summary:
+    "Write an Ed25519 key pair for signed weights: weights-signing.pem (Optimizer) and weights-verify.pem (Policy)",
+  usage: "rlaif keygen --out <dir>",
+  settings: [],
+  flags: [
+    {
+      name: "out",
+      type: "string",
+      help: "directory to write the two key files into (created, mode 0700; existing key files are never overwritten)",
+    },
+  ],
+  examples: [
+    "rlaif keygen --out keys/",
+    "rlaif serve optimizer --port 50064 --nats nats://127.0.0.1:4222 --weights-signing-key keys/weights-signing.pem",
+    "rlaif serve policy    --port 50062 --nats nats://127.0.0.1:4222 --weights-verify-key keys/weights-verify.pem",
   ],
 };

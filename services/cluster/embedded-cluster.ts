@@ -9,6 +9,7 @@ import type { Bus } from "../core/src/bus/bus.js";
 import { MemoryBus } from "../core/src/bus/memory-bus.js";
 import { NatsBus } from "../core/src/bus/nats-bus.js";
 import type { RlaifConfig } from "../core/src/config/settings.js";
+import { clusterWeightsKeys } from "../core/src/weights/weights-keys.js";
 import { startFeedbackServer } from "../feedback/main.js";
 import { type OptimizerServer, startOptimizerServer } from "../optimizer/main.js";
 import { startPolicyServer } from "../policy/main.js";
@@ -39,11 +40,13 @@ async function startPolicy(
   config: RlaifConfig,
   bus: Bus,
   log: ((line: string) => void) | undefined,
+  weightsVerifyKey: string,
 ): Promise<{ address: string; thread: PolicyThread | null; close(): Promise<void> }> {
   const { services } = config;
   const opts = {
     host: "127.0.0.1",
     checkpoint: services.checkpoint,
+    weightsVerifyKey,
     bus,
     backend: services.backend,
     batchRows: services.policyBatchRows,
@@ -76,13 +79,16 @@ export async function startEmbeddedCluster(
     for (const c of closers.reverse()) await c().catch(() => undefined);
   };
   try {
+    // Signed weights: the configured key pair, or one made for this run (removed on close).
+    const keys = await clusterWeightsKeys(services);
+    closers.push(() => keys.dispose());
     let feedbackAddress = services.feedbackAddress;
     if (!feedbackAddress) {
       const feedback = await startFeedbackServer({ host, port: 0, ...logOpt });
       closers.push(() => feedback.shutdown(1000));
       feedbackAddress = feedback.address;
     }
-    const policy = await startPolicy(config, bus, log);
+    const policy = await startPolicy(config, bus, log, keys.verifyKey);
     closers.push(() => policy.close());
     const rollout = await startRolloutServer({
       host,
@@ -105,6 +111,8 @@ export async function startEmbeddedCluster(
       stepTimeoutMs: services.stepTimeoutMs,
       backend: services.backend,
       learnerIn: services.learnerIn,
+      weightsSigningKey: keys.signingKey,
+      weightsRetention: services.weightsRetention,
       mode: "embedded",
       provenance: {
         bus: services.natsUrl || "embedded",

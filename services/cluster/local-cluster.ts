@@ -8,6 +8,7 @@ import { createInterface } from "node:readline";
 import { startNatsServer } from "../core/src/bus/nats-server.js";
 import { REPO_ROOT, type RlaifConfig } from "../core/src/config/settings.js";
 import { RlaifError } from "../core/src/errors.js";
+import { clusterWeightsKeys } from "../core/src/weights/weights-keys.js";
 
 /** Path of the `rlaif` entry point the service processes run. */
 const BIN = `${REPO_ROOT}bin/rlaif.js`;
@@ -78,11 +79,17 @@ export async function startLocalCluster(
   config: RlaifConfig,
   log: (line: string) => void,
 ): Promise<LocalCluster> {
-  const nats = await startNatsServer();
+  // Signed weights: the configured key pair, or one made for this cluster (removed on close).
+  const keys = await clusterWeightsKeys(config.services);
+  const nats = await startNatsServer().catch(async (err: unknown) => {
+    await keys.dispose();
+    throw err;
+  });
   const procs: ServiceProcess[] = [];
   const close = async () => {
     await Promise.all(procs.map((p) => stopProcess(p.child, 10_000)));
     await nats.stop();
+    await keys.dispose();
   };
   const s = config.services;
   // Each service gets the flags its own `rlaif serve <service>` takes.
@@ -106,6 +113,8 @@ export async function startLocalCluster(
             String(s.policyBatchRows),
             "--policy-queue-rows",
             String(s.policyQueueRows),
+            "--weights-verify-key",
+            keys.verifyKey,
           ],
           log,
         ),
@@ -142,6 +151,10 @@ export async function startLocalCluster(
             String(s.stepTimeoutMs),
             "--feedback-address",
             feedbackAddress,
+            "--weights-signing-key",
+            keys.signingKey,
+            "--weights-retention",
+            String(s.weightsRetention),
           ],
           log,
         ),

@@ -24,6 +24,7 @@ try {
     backend: init.backend,
     ...(init.batchRows !== undefined ? { batchRows: init.batchRows } : {}),
     ...(init.queueRows !== undefined ? { queueRows: init.queueRows } : {}),
+    ...(init.weightsVerifyKey ? { weightsVerifyKey: init.weightsVerifyKey } : {}),
     log: (line) => send({ type: "log", line }),
   });
   port.on("message", (m: unknown) => {

@@ -29,6 +29,8 @@ export interface PolicyThreadInit {
   /** The replica's batch and queue bounds (see PolicyServerOptions; absent: the defaults). */
   batchRows?: number;
   queueRows?: number;
+  /** PEM file of the key the replica verifies weights with (see PolicyServerOptions). */
+  weightsVerifyKey?: string;
   /** The thread's end of the bus bridge. */
   busPort: MessagePort;
 }
@@ -48,6 +50,8 @@ export interface PolicyThreadOptions {
   /** Most rows decoded together, and queued beyond that (see PolicyServerOptions). */
   batchRows?: number;
   queueRows?: number;
+  /** PEM file of the key the replica verifies weights with (see PolicyServerOptions). */
+  weightsVerifyKey?: string;
   /** The bus the replica follows (read through the bridge). */
   bus: Bus;
   log?: (line: string) => void;
@@ -85,6 +89,7 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
     backend: opts.backend,
     ...(opts.batchRows !== undefined ? { batchRows: opts.batchRows } : {}),
     ...(opts.queueRows !== undefined ? { queueRows: opts.queueRows } : {}),
+    ...(opts.weightsVerifyKey ? { weightsVerifyKey: opts.weightsVerifyKey } : {}),
     busPort: channel.port2,
   };
   const worker = startModuleWorker(new URL("./policy-thread-entry.ts", import.meta.url), init, [

@@ -3,12 +3,14 @@
  * the returned controller by `rlaif train`), and weights go out over the bus.
  */
 import type { Bus } from "../core/src/bus/bus.js";
-import type { RunSettings } from "../core/src/config/settings.js";
+import { defaultConfig, type RunSettings } from "../core/src/config/settings.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
 import { heldOutPrompts } from "../core/src/model/corpus.js";
 import { loadModelInfo } from "../core/src/model/model-source.js";
+import { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
+import { loadSigningKey } from "../core/src/weights/weights-signing.js";
 import { ThreadLearner } from "./learner-thread.js";
 import { OptimizerService, optimizerService } from "./optimizer-service.js";
 import { ReinforceLearner } from "./reinforce-learner.js";
@@ -31,6 +33,10 @@ export interface OptimizerServerOptions {
   backend: "auto" | BackendName;
   /** Where updates compute (`services.learnerIn`): a worker thread of their own, or this thread. */
   learnerIn: "thread" | "main";
+  /** PEM file of the Ed25519 private key that signs each weights manifest (empty/absent: unsigned). */
+  weightsSigningKey?: string;
+  /** Weights versions kept in the Object Store after each publish (absent: the setting's default). */
+  weightsRetention?: number;
   mode: string;
   /**
    * What each run's config.json records about its surroundings: the bus ("embedded" or the NATS
@@ -50,6 +56,19 @@ export interface OptimizerServer {
 
 /** Start the Optimizer. */
 export async function startOptimizerServer(opts: OptimizerServerOptions): Promise<OptimizerServer> {
+  // Before the backend: a wrong key path is a one-line fix. One publisher for every run of this
+  // process, so it knows its own last version even when someone else moved the pointer.
+  const signer = opts.weightsSigningKey ? await loadSigningKey(opts.weightsSigningKey) : undefined;
+  const weights = new WeightsPublisher({
+    ...(signer ? { signer } : {}),
+    retention: opts.weightsRetention ?? defaultConfig().services.weightsRetention,
+    ...(opts.log ? { log: opts.log } : {}),
+  });
+  opts.log?.(
+    signer
+      ? `optimizer: signing weights with key ${signer.keyId}`
+      : "optimizer: no weights signing key: publishing unsigned weights",
+  );
   const backend = await startBackend(opts.backend);
   opts.log?.(`optimizer: compute backend ${describeBackend()}`);
   const logOpt = opts.log ? { log: opts.log } : {};
@@ -61,6 +80,7 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
   };
   const runs = new RunController({
     bus: opts.bus,
+    weights,
     newLearner: (settings, resumeFrom) => {
       const checkpoint = resumeFrom ?? opts.checkpoint;
       return opts.learnerIn === "thread"

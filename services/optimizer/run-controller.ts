@@ -17,6 +17,7 @@ import type { Bus } from "../core/src/bus/bus.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { NotFoundError, PreconditionError, RunCancelledError } from "../core/src/errors.js";
 import { tokenizerOfDescription } from "../core/src/model/hf-origin.js";
+import type { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import {
   pruneRunCheckpoints,
   type RunCheckpoint,
@@ -71,6 +72,8 @@ export interface RunRecord {
 /** Options of the controller. */
 export interface RunControllerOptions {
   bus: Bus;
+  /** Publishes every run's weights (signing, retention); absent: unsigned, nothing deleted. */
+  weights?: WeightsPublisher;
   newLearner: LearnerFactory;
   /** Directory under which each run gets `<runId>/`. */
   outDir: string;
@@ -212,6 +215,7 @@ export class RunController {
             await this.writeCheckpoint(record);
         },
         ...(resume ? { resume } : {}),
+        ...(this.opts.weights ? { weights: this.opts.weights } : {}),
         ...(this.opts.log ? { log: this.opts.log } : {}),
       }),
     };

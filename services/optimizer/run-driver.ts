@@ -42,7 +42,7 @@ import { DEAD_LETTERED, RunCancelledError, RunFailedError } from "../core/src/er
 import type { WeightMap } from "../core/src/model/causal-lm.js";
 import type { CheckpointTokenizer } from "../core/src/model/checkpoint.js";
 import { isAdapterBlob } from "../core/src/model/lora-files.js";
-import { publishWeights } from "../core/src/weights/weights-channel.js";
+import { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import { jobSeed, meanStaleness, meanStd, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
 
@@ -107,6 +107,8 @@ export interface RunOptions {
   onStepEnd?: (step: number) => Promise<void>;
   /** Continue from a checkpoint instead of starting at step 1. */
   resume?: ResumePoint;
+  /** Publishes the weights (signed, old versions collected); absent: an unsigned one of its own. */
+  weights?: WeightsPublisher;
   log?: (line: string) => void;
 }
 
@@ -145,6 +147,7 @@ export class RunDriver {
   trajectories = 0;
   tokens = 0;
   private readonly lock = new StepLock();
+  private readonly weights: WeightsPublisher;
   private wallBefore = 0;
   private started = performance.now();
 
@@ -153,6 +156,7 @@ export class RunDriver {
     private readonly learner: Learner,
     private readonly opts: RunOptions,
   ) {
+    this.weights = opts.weights ?? new WeightsPublisher();
     const r = opts.resume;
     this.busRunId = r
       ? `${opts.runId}-resume${r.step}-${Math.floor(Math.random() * 0x10000)
@@ -195,7 +199,7 @@ export class RunDriver {
     // Version 1 of the run: its starting weights, which are also the frozen reference (a resumed
     // run republishes its saved reference, then the weights the replicas served at its step).
     this.referenceBlob = resume?.referenceBlob ?? (await this.learner.weightsBlob());
-    const first = await publishWeights(this.bus, {
+    const first = await this.weights.publish(this.bus, {
       blob: this.referenceBlob,
       runId,
       step: 0,
@@ -302,7 +306,7 @@ export class RunDriver {
     reference: { objectName: string; sha256: string; version: number },
   ): Promise<void> {
     const { runId } = this.opts;
-    const manifest = await publishWeights(this.bus, {
+    const manifest = await this.weights.publish(this.bus, {
       blob,
       runId,
       step,

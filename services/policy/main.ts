@@ -9,6 +9,7 @@ import { defaultConfig } from "../core/src/config/settings.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import { isModelDir } from "../core/src/model/model-source.js";
+import { loadVerifyKey } from "../core/src/weights/weights-signing.js";
 import { createPolicyModelLoader } from "./policy-model.js";
 import { PolicyReplica } from "./policy-replica.js";
 import { policyService } from "./policy-service.js";
@@ -26,6 +27,11 @@ export interface PolicyServerOptions {
   batchRows?: number;
   /** Most rows queued beyond one batch before RESOURCE_EXHAUSTED (default: `services.policyQueueRows`'s). */
   queueRows?: number;
+  /**
+   * PEM file of the Optimizer's Ed25519 public key (`services.weightsVerifyKey`): with it, weights
+   * not signed by that key are refused. Empty or absent: unsigned weights are taken (with a warning).
+   */
+  weightsVerifyKey?: string;
   log?: (line: string) => void;
 }
 
@@ -38,6 +44,8 @@ export interface PolicyServer {
 
 /** Start a Policy replica. */
 export async function startPolicyServer(opts: PolicyServerOptions): Promise<PolicyServer> {
+  // Before the backend and the model: a wrong key path is a one-line fix.
+  const verifier = opts.weightsVerifyKey ? await loadVerifyKey(opts.weightsVerifyKey) : undefined;
   await startBackend(opts.backend);
   opts.log?.(`policy: compute backend ${describeBackend()}`);
   const defaults = defaultConfig().services;
@@ -50,8 +58,15 @@ export async function startPolicyServer(opts: PolicyServerOptions): Promise<Poli
     loader.fromDir && isModelDir(opts.checkpoint)
       ? await loader.fromDir(opts.checkpoint)
       : loader.fromFile(opts.checkpoint);
-  const replica = new PolicyReplica(first, loader, opts.log);
-  if (opts.bus) await replica.follow(opts.bus);
+  const replica = new PolicyReplica(first, loader, opts.log, verifier ? { verifier } : {});
+  if (opts.bus) {
+    opts.log?.(
+      verifier
+        ? `policy: taking only weights signed by key ${verifier.keyId}`
+        : "policy: no weights verify key: taking unsigned weights (anyone who can write to NATS can replace them)",
+    );
+    await replica.follow(opts.bus);
+  }
   const server = await startServer({
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,

@@ -9,12 +9,21 @@
  * adapters were trained on the reference it holds (the base's SHA-256) and serves them over that
  * reference's weights, one copy of the base for both. An adapted model is only ever paired with
  * the reference it shares, so a call's lease on the pair keeps the base alive as long as it runs.
+ *
+ * Anyone who can write to NATS can move the pointer, so every manifest is checked before any
+ * blob is read (weights-channel.ts `checkManifest`): with a verify key, it must be signed by that
+ * key; always, its version must be a safe integer newer than the served one and not absurdly far
+ * ahead, and its parent chain must hold. Its blob must then match each tensor's and the whole
+ * blob's SHA-256. A refused version is logged and recorded in `lastSwapError`; the replica keeps
+ * serving what it has, and takes the next good version.
  */
 import type { WeightsManifest } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { WeightsError } from "../core/src/errors.js";
 import { checkAdapterBase, decodeAdapterBlob, isAdapterBlob } from "../core/src/model/lora-files.js";
-import { fetchWeightsBlob, watchLatestWeights } from "../core/src/weights/weights-channel.js";
+import { checkManifest, fetchWeightsBlob, watchLatestWeights } from "../core/src/weights/weights-channel.js";
+import { versionProblem } from "../core/src/weights/weights-manifest.js";
+import type { WeightsVerifier } from "../core/src/weights/weights-signing.js";
 import type { LoadedModel, ModelLoader } from "./loaded-model.js";
 
 /** A model and the weights version it holds. */
@@ -71,6 +80,12 @@ class Leases {
   }
 }
 
+/** Options of a replica. */
+export interface PolicyReplicaOptions {
+  /** The Optimizer's public key: without it unsigned manifests are taken (hashes still checked). */
+  verifier?: WeightsVerifier;
+}
+
 /** The replica: serves `current`, scores with `reference`, follows the latest-weights pointer. */
 export class PolicyReplica {
   private current: VersionedModel;
@@ -84,6 +99,7 @@ export class PolicyReplica {
     initial: LoadedModel,
     private readonly loader: ModelLoader,
     private readonly log: (line: string) => void = () => {},
+    private readonly opts: PolicyReplicaOptions = {},
   ) {
     this.current = { model: initial, version: 0, objectName: "", sha256: "" };
     this.reference = this.current;
@@ -113,15 +129,14 @@ export class PolicyReplica {
   }
 
   /**
-   * Fetch, verify and swap in the weights a manifest names (and its run's reference weights when
-   * they changed). Refuses versions not newer than the one served.
+   * Check a manifest (signature, version, chain), then fetch, verify and swap in the weights it
+   * names (and its run's reference weights when they changed). WeightsError for a refused
+   * manifest, ObjectIntegrityError for a blob that does not match it; either way nothing changes.
    */
   async apply(bus: Bus, manifest: WeightsManifest): Promise<void> {
+    checkManifest(manifest, this.current.version, this.opts.verifier);
     const version = Number(manifest.version);
-    if (version <= this.current.version) {
-      throw new WeightsError(`refusing weights v${version}: already serving v${this.current.version}`);
-    }
-    const blob = await fetchWeightsBlob(bus, manifest.objectName, manifest.sha256);
+    const blob = await fetchWeightsBlob(bus, manifest.objectName, manifest.sha256, manifest.tensors);
     const needRef = manifest.referenceObjectName !== this.reference.objectName;
     const refBlob =
       !needRef || manifest.referenceObjectName === manifest.objectName
@@ -142,9 +157,10 @@ export class PolicyReplica {
       throw err;
     }
     // Re-check: a newer version may have been swapped in while this one loaded.
-    if (version <= this.current.version) {
+    const late = versionProblem(manifest.version, this.current.version);
+    if (late) {
       for (const m of new Set([model, refModel])) m?.dispose();
-      throw new WeightsError(`refusing weights v${version}: already serving v${this.current.version}`);
+      throw new WeightsError(`refusing weights v${version}: ${late}`);
     }
     const old = [this.current.model, this.reference.model];
     this.current = { model, version, objectName: manifest.objectName, sha256: manifest.sha256 };
@@ -171,26 +187,39 @@ export class PolicyReplica {
     return this.loader.fromAdapters(base, adapters);
   }
 
-  /** Follow the latest-weights pointer on `bus`; failures are logged and the old weights kept. */
+  /**
+   * Follow the latest-weights pointer on `bus`, starting with its current value (so a replica
+   * that starts late, or was down, catches up at once); refusals and failures are logged and the
+   * old weights kept. Only a redelivery of the manifest already served is skipped silently.
+   */
   async follow(bus: Bus): Promise<void> {
     let chain = Promise.resolve();
-    this.unwatch = await watchLatestWeights(bus, (manifest) => {
-      chain = chain.then(async () => {
-        if (Number(manifest.version) <= this.current.version) return;
-        try {
-          await this.apply(bus, manifest);
-          this.lastSwapError = "";
-          this.log(
-            `policy: now serving weights v${manifest.version} (run ${manifest.runId}, step ${manifest.step})`,
-          );
-        } catch (err) {
-          this.lastSwapError = (err as Error).message;
-          this.log(
-            `policy: kept v${this.current.version}, could not swap to v${manifest.version}: ${this.lastSwapError}`,
-          );
-        }
-      });
-    });
+    const refuse = (what: string, why: string) => {
+      this.lastSwapError = why;
+      this.log(`policy: kept v${this.current.version}, could not swap to ${what}: ${why}`);
+    };
+    this.unwatch = await watchLatestWeights(
+      bus,
+      (manifest) => {
+        chain = chain.then(async () => {
+          const served = this.current;
+          if (Number(manifest.version) === served.version && manifest.sha256 === served.sha256) return;
+          try {
+            await this.apply(bus, manifest);
+            this.lastSwapError = "";
+            const signed = manifest.signature.length > 0 ? `, signed by key ${manifest.keyId}` : ", unsigned";
+            this.log(
+              `policy: now serving weights v${manifest.version} (run ${manifest.runId}, step ${manifest.step}${signed})`,
+            );
+          } catch (err) {
+            refuse(`v${manifest.version}`, (err as Error).message);
+          }
+        });
+      },
+      (err) => {
+        chain = chain.then(() => refuse("the latest pointer", err.message));
+      },
+    );
   }
 
   /** Stop following and free the models once the calls using them have ended. */

@@ -50,6 +50,7 @@ async function startService(name: string, config: RlaifConfig, host: string, por
       backend: s.backend,
       batchRows: s.policyBatchRows,
       queueRows: s.policyQueueRows,
+      weightsVerifyKey: s.weightsVerifyKey,
       log,
       ...(bus ? { bus } : {}),
     });
@@ -102,6 +103,8 @@ async function startService(name: string, config: RlaifConfig, host: string, por
     stepTimeoutMs: s.stepTimeoutMs,
     backend: s.backend,
     learnerIn: s.learnerIn,
+    weightsSigningKey: s.weightsSigningKey,
+    weightsRetention: s.weightsRetention,
     mode: "distributed",
     provenance: { bus: s.natsUrl, feedbackAddress: s.feedbackAddress, feedbackInProcess: false },
     log,

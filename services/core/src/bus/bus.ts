@@ -88,6 +88,8 @@ export interface ObjectStore {
   get(name: string): Promise<Uint8Array>;
   info(name: string): Promise<ObjectInfo | null>;
   delete(name: string): Promise<void>;
+  /** Every stored object (deleted ones excluded), so old weights versions can be collected. */
+  list(): Promise<ObjectInfo[]>;
 }
 
 /** A KV entry with the revision used for compare-and-set. */

@@ -108,6 +108,10 @@ export class MemoryObjectStore implements ObjectStore {
     return obj ? { name, size: obj.data.length, sha256: obj.sha256 } : null;
   }
 
+  async list(): Promise<ObjectInfo[]> {
+    return [...this.#objects].map(([name, obj]) => ({ name, size: obj.data.length, sha256: obj.sha256 }));
+  }
+
   /** Deleting an absent object is a no-op, as on JetStream. */
   async delete(name: string): Promise<void> {
     this.#objects.delete(name);

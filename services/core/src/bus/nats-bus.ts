@@ -246,6 +246,13 @@ class NatsObjects implements ObjectStore {
   async delete(name: string): Promise<void> {
     await retryTransient(`deleting object "${name}"`, this.#retry, () => this.#os.delete(name));
   }
+
+  async list(): Promise<ObjectInfo[]> {
+    const infos = await this.#os.list();
+    return infos
+      .filter((i) => !i.deleted)
+      .map((i) => ({ name: i.name, size: i.size, sha256: digestHex(i.digest) }));
+  }
 }
 
 /** The Object Store records `SHA-256=<base64url>` (other clients may write hex); we expose hex. */

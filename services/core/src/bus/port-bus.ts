@@ -200,6 +200,7 @@ export class PortBus implements Bus {
       info: (name) => this.call<ObjectInfo | null>({ op: "objects.info", name }),
       put: async () => this.refuse("objects put"),
       delete: async () => this.refuse("objects delete"),
+      list: async () => this.refuse("objects list"),
     };
   }
 

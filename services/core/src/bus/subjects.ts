@@ -126,6 +126,19 @@ export function weightsObjectName(version: number, sha256: string): string {
   return `weights/v${String(version).padStart(8, "0")}-${sha256.slice(0, 16)}.safetensors`;
 }
 
+/** What {@link weightsObjectName} writes, with the version's digits captured. */
+const WEIGHTS_OBJECT_RE = /^weights\/v(\d{8,16})-[0-9a-f]{16}\.safetensors$/;
+
+/**
+ * The version of a weights object name written by {@link weightsObjectName}, or null for any
+ * other name, so retention can tell weights versions apart from everything else in the bucket.
+ */
+export function weightsObjectVersion(name: string): number | null {
+  const m = WEIGHTS_OBJECT_RE.exec(name);
+  const version = m ? Number(m[1]) : Number.NaN;
+  return Number.isSafeInteger(version) ? version : null;
+}
+
 /** NATS KV key syntax: tokens of letters, digits, `_ - / =` separated by single dots. */
 const KV_KEY_RE = /^[-/=\w]+(\.[-/=\w]+)*$/;
 

@@ -554,6 +554,37 @@ const SERVICES = {
     unit: "ms",
     help: "longest wait for one step's trajectories",
   }),
+  // --- Signed, versioned weights (core/src/weights/: weights-signing.ts, weights-publisher.ts) ---
+  /**
+   * Empty by default: `rlaif serve optimizer` then publishes unsigned manifests, while `rlaif
+   * train` and `rlaif up` generate a key pair per run, so a run they start is signed anyway.
+   */
+  weightsSigningKey: text({
+    flag: "weights-signing-key",
+    default: "",
+    isPath: true,
+    help: "Optimizer: PEM Ed25519 private key that signs every weights manifest (empty: unsigned; train and up generate one per run)",
+  }),
+  /** Empty by default, as the signing key; with one, a replica takes only weights that key signed. */
+  weightsVerifyKey: text({
+    flag: "weights-verify-key",
+    default: "",
+    isPath: true,
+    help: "Policy: PEM Ed25519 public key of the Optimizer; weights it did not sign are refused (empty: unsigned weights are taken)",
+  }),
+  /**
+   * 3: the served version, the one before (a replica still fetching it) and one more; the run's
+   * reference weights are kept besides, whatever their age.
+   */
+  weightsRetention: int({
+    flag: "weights-retention",
+    default: 3,
+    min: 1,
+    max: 1_000_000,
+    unit: "versions",
+    help: "Optimizer: weights versions kept in the Object Store after each publish (the run's reference is always kept)",
+  }),
+  // --- end of signed weights ---
 };
 
 const OUT = text({

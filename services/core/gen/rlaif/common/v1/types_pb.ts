@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rlaif/common/v1/types.proto.
  */
 export const file_rlaif_common_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChtybGFpZi9jb21tb24vdjEvdHlwZXMucHJvdG8SD3JsYWlmLmNvbW1vbi52MSLkAQoOU2FtcGxpbmdQYXJhbXMSGwoObWF4X25ld190b2tlbnMYASABKA1IAIgBARIYCgt0ZW1wZXJhdHVyZRgCIAEoAUgBiAEBEhIKBXRvcF9rGAMgASgNSAKIAQESEgoFdG9wX3AYBCABKAFIA4gBARIRCgRzZWVkGAUgASgESASIAQESEgoKaWdub3JlX2VvcxgGIAEoCBIMCgRzdG9wGAcgAygJQhEKD19tYXhfbmV3X3Rva2Vuc0IOCgxfdGVtcGVyYXR1cmVCCAoGX3RvcF9rQggKBl90b3BfcEIHCgVfc2VlZCKpAQoJUHJvbXB0Sm9iEg4KBnJ1bl9pZBgBIAEoCRIMCgRzdGVwGAIgASgNEg0KBWluZGV4GAMgASgNEg4KBnByb21wdBgEIAEoCRIPCgdzYW1wbGVzGAUgASgNEjEKCHNhbXBsaW5nGAYgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zEhsKE21pbl93ZWlnaHRzX3ZlcnNpb24YByABKAQizAMKClRyYWplY3RvcnkSCgoCaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEgwKBHN0ZXAYAyABKA0SFAoMcHJvbXB0X2luZGV4GAQgASgNEhQKDHNhbXBsZV9pbmRleBgFIAEoDRIOCgZwcm9tcHQYBiABKAkSEgoKY29tcGxldGlvbhgHIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAggAygNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAkgAygNEhoKEmJlaGF2aW91cl9sb2dwcm9icxgKIAMoAhIaChJyZWZlcmVuY2VfbG9ncHJvYnMYCyADKAISDgoGcmV3YXJkGAwgASgBEhUKDXRva2VuX3Jld2FyZHMYDSADKAISHAoPd2VpZ2h0c192ZXJzaW9uGA4gASgESACIAQESEQoJc2NvcmVyX2lkGA8gASgJEhYKDnNjb3Jlcl92ZXJzaW9uGBAgASgJEhEKCXJhdGlvbmFsZRgRIAEoCRI0Cg1maW5pc2hfcmVhc29uGBIgASgOMh0ucmxhaWYuY29tbW9uLnYxLkZpbmlzaFJlYXNvbhINCgVlcnJvchgTIAEoCUISChBfd2VpZ2h0c192ZXJzaW9uIvoBCg9XZWlnaHRzTWFuaWZlc3QSDwoHdmVyc2lvbhgBIAEoBBIOCgZydW5faWQYAiABKAkSDAoEc3RlcBgDIAEoDRITCgtvYmplY3RfbmFtZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkSEgoKc2l6ZV9ieXRlcxgGIAEoBBIdChVyZWZlcmVuY2Vfb2JqZWN0X25hbWUYByABKAkSGAoQcmVmZXJlbmNlX3NoYTI1NhgIIAEoCRISCgptb2RlbF9raW5kGAkgASgJEhcKD2NyZWF0ZWRfdW5peF9tcxgKIAEoAxIZChFyZWZlcmVuY2VfdmVyc2lvbhgLIAEoBCK3CQoJUnVuQ29uZmlnEhIKBXN0ZXBzGAEgASgNSACIAQESHQoQcHJvbXB0c19wZXJfc3RlcBgCIAEoDUgBiAEBEh8KEnNhbXBsZXNfcGVyX3Byb21wdBgDIAEoDUgCiAEBEjEKCHNhbXBsaW5nGAQgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zEhoKDWxlYXJuaW5nX3JhdGUYBSABKAFIA4gBARISCgVnYW1tYRgGIAEoAUgEiAEBEhQKB2tsX2NvZWYYByABKAFIBYgBARIaCg1tYXhfZ3JhZF9ub3JtGAggASgBSAaIAQESGgoNcHVibGlzaF9ldmVyeRgJIAEoDUgHiAEBEhEKBHNlZWQYCiABKARICIgBARIPCgdwcm9tcHRzGAsgAygJEhsKDmJhc2VsaW5lX2RlY2F5GAwgASgBSAmIAQESGQoMZW50cm9weV9jb2VmGA0gASgBSAqIAQESKwoIYmFzZWxpbmUYDiABKA4yGS5ybGFpZi5jb21tb24udjEuQmFzZWxpbmUSJAoFa2xfaW4YDyABKA4yFS5ybGFpZi5jb21tb24udjEuS2xJbhIyCgxrbF9lc3RpbWF0b3IYECABKA4yHC5ybGFpZi5jb21tb24udjEuS2xFc3RpbWF0b3ISFgoJa2xfdGFyZ2V0GBEgASgBSAuIAQESFwoKa2xfaG9yaXpvbhgSIAEoAUgMiAEBEhkKDHdlaWdodF9kZWNheRgTIAEoAUgNiAEBEhkKDHdhcm11cF9zdGVwcxgUIAEoDUgOiAEBEioKCGxyX2RlY2F5GBUgASgOMhgucmxhaWYuY29tbW9uLnYxLkxyRGVjYXkSLgoKb2ZmX3BvbGljeRgWIAEoDjIaLnJsYWlmLmNvbW1vbi52MS5PZmZQb2xpY3kSGQoMY2xpcF9lcHNpbG9uGBcgASgBSA+IAQESFwoKdHJ1bmNhdGlvbhgYIAEoAUgQiAEBEh0KEGNoZWNrcG9pbnRfZXZlcnkYGSABKA1IEYgBARIcCg9jaGVja3BvaW50X2tlZXAYGiABKA1IEogBARIaCg1tYXhfc3RhbGVuZXNzGBsgASgNSBOIAQESKQoEbG9yYRgcIAEoCzIbLnJsYWlmLmNvbW1vbi52MS5Mb3JhQ29uZmlnQggKBl9zdGVwc0ITChFfcHJvbXB0c19wZXJfc3RlcEIVChNfc2FtcGxlc19wZXJfcHJvbXB0QhAKDl9sZWFybmluZ19yYXRlQggKBl9nYW1tYUIKCghfa2xfY29lZkIQCg5fbWF4X2dyYWRfbm9ybUIQCg5fcHVibGlzaF9ldmVyeUIHCgVfc2VlZEIRCg9fYmFzZWxpbmVfZGVjYXlCDwoNX2VudHJvcHlfY29lZkIMCgpfa2xfdGFyZ2V0Qg0KC19rbF9ob3Jpem9uQg8KDV93ZWlnaHRfZGVjYXlCDwoNX3dhcm11cF9zdGVwc0IPCg1fY2xpcF9lcHNpbG9uQg0KC190cnVuY2F0aW9uQhMKEV9jaGVja3BvaW50X2V2ZXJ5QhIKEF9jaGVja3BvaW50X2tlZXBCEAoOX21heF9zdGFsZW5lc3MieQoKTG9yYUNvbmZpZxIRCgRyYW5rGAEgASgNSACIAQESEgoFYWxwaGEYAiABKAFIAYgBARIUCgdkcm9wb3V0GAMgASgBSAKIAQESDwoHdGFyZ2V0cxgEIAMoCUIHCgVfcmFua0IICgZfYWxwaGFCCgoIX2Ryb3BvdXQijAMKC1N0ZXBNZXRyaWNzEg4KBnJ1bl9pZBgBIAEoCRIMCgRzdGVwGAIgASgNEhMKC21lYW5fcmV3YXJkGAMgASgBEhIKCnN0ZF9yZXdhcmQYBCABKAESCgoCa2wYBSABKAESDwoHZW50cm9weRgGIAEoARIRCglncmFkX25vcm0YByABKAESDAoEbG9zcxgIIAEoARIUCgx0cmFqZWN0b3JpZXMYCSABKA0SGQoRdG9rZW5zX3Blcl9zZWNvbmQYCiABKAESFwoPd2VpZ2h0c192ZXJzaW9uGAsgASgEEhQKDHdhbGxfc2Vjb25kcxgMIAEoARIQCghleGNsdWRlZBgNIAEoDRIVCg1jbGlwX2ZyYWN0aW9uGA4gASgBEg8KB2tsX2NvZWYYDyABKAESFQoNbGVhcm5pbmdfcmF0ZRgQIAEoARIWCg51cGRhdGVfc2tpcHBlZBgRIAEoCBIYChBzYW1wbGVfc3RhbGVuZXNzGBIgASgBEhUKDWRlYWRfbGV0dGVyZWQYEyABKA0imAIKClJ1blN1bW1hcnkSDgoGcnVuX2lkGAEgASgJEg0KBXN0ZXBzGAIgASgNEhQKDHRyYWplY3RvcmllcxgDIAEoDRIZChFmaXJzdF9tZWFuX3Jld2FyZBgEIAEoARIYChBsYXN0X21lYW5fcmV3YXJkGAUgASgBEhAKCGZpbmFsX2tsGAYgASgBEh0KFWZpbmFsX3dlaWdodHNfdmVyc2lvbhgHIAEoBBIUCgx3YWxsX3NlY29uZHMYCCABKAESGQoRdG9rZW5zX3Blcl9zZWNvbmQYCSABKAESDAoEbW9kZRgKIAEoCRIXCg9jaGVja3BvaW50X3BhdGgYCyABKAkSFwoPc2tpcHBlZF91cGRhdGVzGAwgASgNKpEBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAESFQoRRklOSVNIX1JFQVNPTl9FT1MQAhIZChVGSU5JU0hfUkVBU09OX0NPTlRFWFQQAxIWChJGSU5JU0hfUkVBU09OX1NUT1AQBCqPAQoIQmFzZWxpbmUSGAoUQkFTRUxJTkVfVU5TUEVDSUZJRUQQABIRCg1CQVNFTElORV9OT05FEAESGwoXQkFTRUxJTkVfTU9WSU5HX0FWRVJBR0UQAhIRCg1CQVNFTElORV9STE9PEAMSEgoOQkFTRUxJTkVfR1JPVVAQBBISCg5CQVNFTElORV9CQVRDSBAFKj8KBEtsSW4SFQoRS0xfSU5fVU5TUEVDSUZJRUQQABIQCgxLTF9JTl9SRVdBUkQQARIOCgpLTF9JTl9MT1NTEAIqVQoLS2xFc3RpbWF0b3ISHAoYS0xfRVNUSU1BVE9SX1VOU1BFQ0lGSUVEEAASEwoPS0xfRVNUSU1BVE9SX0sxEAESEwoPS0xfRVNUSU1BVE9SX0szEAIqSwoHTHJEZWNheRIYChRMUl9ERUNBWV9VTlNQRUNJRklFRBAAEhEKDUxSX0RFQ0FZX05PTkUQARITCg9MUl9ERUNBWV9DT1NJTkUQAipvCglPZmZQb2xpY3kSGgoWT0ZGX1BPTElDWV9VTlNQRUNJRklFRBAAEhMKD09GRl9QT0xJQ1lfTk9ORRABEhcKE09GRl9QT0xJQ1lfUFBPX0NMSVAQAhIYChRPRkZfUE9MSUNZX1RSVU5DQVRFRBADYgZwcm90bzM");
+  fileDesc("ChtybGFpZi9jb21tb24vdjEvdHlwZXMucHJvdG8SD3JsYWlmLmNvbW1vbi52MSLkAQoOU2FtcGxpbmdQYXJhbXMSGwoObWF4X25ld190b2tlbnMYASABKA1IAIgBARIYCgt0ZW1wZXJhdHVyZRgCIAEoAUgBiAEBEhIKBXRvcF9rGAMgASgNSAKIAQESEgoFdG9wX3AYBCABKAFIA4gBARIRCgRzZWVkGAUgASgESASIAQESEgoKaWdub3JlX2VvcxgGIAEoCBIMCgRzdG9wGAcgAygJQhEKD19tYXhfbmV3X3Rva2Vuc0IOCgxfdGVtcGVyYXR1cmVCCAoGX3RvcF9rQggKBl90b3BfcEIHCgVfc2VlZCKpAQoJUHJvbXB0Sm9iEg4KBnJ1bl9pZBgBIAEoCRIMCgRzdGVwGAIgASgNEg0KBWluZGV4GAMgASgNEg4KBnByb21wdBgEIAEoCRIPCgdzYW1wbGVzGAUgASgNEjEKCHNhbXBsaW5nGAYgASgLMh8ucmxhaWYuY29tbW9uLnYxLlNhbXBsaW5nUGFyYW1zEhsKE21pbl93ZWlnaHRzX3ZlcnNpb24YByABKAQizAMKClRyYWplY3RvcnkSCgoCaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEgwKBHN0ZXAYAyABKA0SFAoMcHJvbXB0X2luZGV4GAQgASgNEhQKDHNhbXBsZV9pbmRleBgFIAEoDRIOCgZwcm9tcHQYBiABKAkSEgoKY29tcGxldGlvbhgHIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAggAygNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAkgAygNEhoKEmJlaGF2aW91cl9sb2dwcm9icxgKIAMoAhIaChJyZWZlcmVuY2VfbG9ncHJvYnMYCyADKAISDgoGcmV3YXJkGAwgASgBEhUKDXRva2VuX3Jld2FyZHMYDSADKAISHAoPd2VpZ2h0c192ZXJzaW9uGA4gASgESACIAQESEQoJc2NvcmVyX2lkGA8gASgJEhYKDnNjb3Jlcl92ZXJzaW9uGBAgASgJEhEKCXJhdGlvbmFsZRgRIAEoCRI0Cg1maW5pc2hfcmVhc29uGBIgASgOMh0ucmxhaWYuY29tbW9uLnYxLkZpbmlzaFJlYXNvbhINCgVlcnJvchgTIAEoCUISChBfd2VpZ2h0c192ZXJzaW9uIuYCCg9XZWlnaHRzTWFuaWZlc3QSDwoHdmVyc2lvbhgBIAEoBBIOCgZydW5faWQYAiABKAkSDAoEc3RlcBgDIAEoDRITCgtvYmplY3RfbmFtZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkSEgoKc2l6ZV9ieXRlcxgGIAEoBBIdChVyZWZlcmVuY2Vfb2JqZWN0X25hbWUYByABKAkSGAoQcmVmZXJlbmNlX3NoYTI1NhgIIAEoCRISCgptb2RlbF9raW5kGAkgASgJEhcKD2NyZWF0ZWRfdW5peF9tcxgKIAEoAxIZChFyZWZlcmVuY2VfdmVyc2lvbhgLIAEoBBIWCg5wYXJlbnRfdmVyc2lvbhgMIAEoBBIvCgd0ZW5zb3JzGA0gAygLMh4ucmxhaWYuY29tbW9uLnYxLldlaWdodHNUZW5zb3ISDgoGa2V5X2lkGA4gASgJEhEKCXNpZ25hdHVyZRgPIAEoDCJLCg1XZWlnaHRzVGVuc29yEgwKBG5hbWUYASABKAkSDQoFc2hhcGUYAiADKAQSDQoFZHR5cGUYAyABKAkSDgoGc2hhMjU2GAQgASgJIrcJCglSdW5Db25maWcSEgoFc3RlcHMYASABKA1IAIgBARIdChBwcm9tcHRzX3Blcl9zdGVwGAIgASgNSAGIAQESHwoSc2FtcGxlc19wZXJfcHJvbXB0GAMgASgNSAKIAQESMQoIc2FtcGxpbmcYBCABKAsyHy5ybGFpZi5jb21tb24udjEuU2FtcGxpbmdQYXJhbXMSGgoNbGVhcm5pbmdfcmF0ZRgFIAEoAUgDiAEBEhIKBWdhbW1hGAYgASgBSASIAQESFAoHa2xfY29lZhgHIAEoAUgFiAEBEhoKDW1heF9ncmFkX25vcm0YCCABKAFIBogBARIaCg1wdWJsaXNoX2V2ZXJ5GAkgASgNSAeIAQESEQoEc2VlZBgKIAEoBEgIiAEBEg8KB3Byb21wdHMYCyADKAkSGwoOYmFzZWxpbmVfZGVjYXkYDCABKAFICYgBARIZCgxlbnRyb3B5X2NvZWYYDSABKAFICogBARIrCghiYXNlbGluZRgOIAEoDjIZLnJsYWlmLmNvbW1vbi52MS5CYXNlbGluZRIkCgVrbF9pbhgPIAEoDjIVLnJsYWlmLmNvbW1vbi52MS5LbEluEjIKDGtsX2VzdGltYXRvchgQIAEoDjIcLnJsYWlmLmNvbW1vbi52MS5LbEVzdGltYXRvchIWCglrbF90YXJnZXQYESABKAFIC4gBARIXCgprbF9ob3Jpem9uGBIgASgBSAyIAQESGQoMd2VpZ2h0X2RlY2F5GBMgASgBSA2IAQESGQoMd2FybXVwX3N0ZXBzGBQgASgNSA6IAQESKgoIbHJfZGVjYXkYFSABKA4yGC5ybGFpZi5jb21tb24udjEuTHJEZWNheRIuCgpvZmZfcG9saWN5GBYgASgOMhoucmxhaWYuY29tbW9uLnYxLk9mZlBvbGljeRIZCgxjbGlwX2Vwc2lsb24YFyABKAFID4gBARIXCgp0cnVuY2F0aW9uGBggASgBSBCIAQESHQoQY2hlY2twb2ludF9ldmVyeRgZIAEoDUgRiAEBEhwKD2NoZWNrcG9pbnRfa2VlcBgaIAEoDUgSiAEBEhoKDW1heF9zdGFsZW5lc3MYGyABKA1IE4gBARIpCgRsb3JhGBwgASgLMhsucmxhaWYuY29tbW9uLnYxLkxvcmFDb25maWdCCAoGX3N0ZXBzQhMKEV9wcm9tcHRzX3Blcl9zdGVwQhUKE19zYW1wbGVzX3Blcl9wcm9tcHRCEAoOX2xlYXJuaW5nX3JhdGVCCAoGX2dhbW1hQgoKCF9rbF9jb2VmQhAKDl9tYXhfZ3JhZF9ub3JtQhAKDl9wdWJsaXNoX2V2ZXJ5QgcKBV9zZWVkQhEKD19iYXNlbGluZV9kZWNheUIPCg1fZW50cm9weV9jb2VmQgwKCl9rbF90YXJnZXRCDQoLX2tsX2hvcml6b25CDwoNX3dlaWdodF9kZWNheUIPCg1fd2FybXVwX3N0ZXBzQg8KDV9jbGlwX2Vwc2lsb25CDQoLX3RydW5jYXRpb25CEwoRX2NoZWNrcG9pbnRfZXZlcnlCEgoQX2NoZWNrcG9pbnRfa2VlcEIQCg5fbWF4X3N0YWxlbmVzcyJ5CgpMb3JhQ29uZmlnEhEKBHJhbmsYASABKA1IAIgBARISCgVhbHBoYRgCIAEoAUgBiAEBEhQKB2Ryb3BvdXQYAyABKAFIAogBARIPCgd0YXJnZXRzGAQgAygJQgcKBV9yYW5rQggKBl9hbHBoYUIKCghfZHJvcG91dCKMAwoLU3RlcE1ldHJpY3MSDgoGcnVuX2lkGAEgASgJEgwKBHN0ZXAYAiABKA0SEwoLbWVhbl9yZXdhcmQYAyABKAESEgoKc3RkX3Jld2FyZBgEIAEoARIKCgJrbBgFIAEoARIPCgdlbnRyb3B5GAYgASgBEhEKCWdyYWRfbm9ybRgHIAEoARIMCgRsb3NzGAggASgBEhQKDHRyYWplY3RvcmllcxgJIAEoDRIZChF0b2tlbnNfcGVyX3NlY29uZBgKIAEoARIXCg93ZWlnaHRzX3ZlcnNpb24YCyABKAQSFAoMd2FsbF9zZWNvbmRzGAwgASgBEhAKCGV4Y2x1ZGVkGA0gASgNEhUKDWNsaXBfZnJhY3Rpb24YDiABKAESDwoHa2xfY29lZhgPIAEoARIVCg1sZWFybmluZ19yYXRlGBAgASgBEhYKDnVwZGF0ZV9za2lwcGVkGBEgASgIEhgKEHNhbXBsZV9zdGFsZW5lc3MYEiABKAESFQoNZGVhZF9sZXR0ZXJlZBgTIAEoDSKYAgoKUnVuU3VtbWFyeRIOCgZydW5faWQYASABKAkSDQoFc3RlcHMYAiABKA0SFAoMdHJhamVjdG9yaWVzGAMgASgNEhkKEWZpcnN0X21lYW5fcmV3YXJkGAQgASgBEhgKEGxhc3RfbWVhbl9yZXdhcmQYBSABKAESEAoIZmluYWxfa2wYBiABKAESHQoVZmluYWxfd2VpZ2h0c192ZXJzaW9uGAcgASgEEhQKDHdhbGxfc2Vjb25kcxgIIAEoARIZChF0b2tlbnNfcGVyX3NlY29uZBgJIAEoARIMCgRtb2RlGAogASgJEhcKD2NoZWNrcG9pbnRfcGF0aBgLIAEoCRIXCg9za2lwcGVkX3VwZGF0ZXMYDCABKA0qkQEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQARIVChFGSU5JU0hfUkVBU09OX0VPUxACEhkKFUZJTklTSF9SRUFTT05fQ09OVEVYVBADEhYKEkZJTklTSF9SRUFTT05fU1RPUBAEKo8BCghCYXNlbGluZRIYChRCQVNFTElORV9VTlNQRUNJRklFRBAAEhEKDUJBU0VMSU5FX05PTkUQARIbChdCQVNFTElORV9NT1ZJTkdfQVZFUkFHRRACEhEKDUJBU0VMSU5FX1JMT08QAxISCg5CQVNFTElORV9HUk9VUBAEEhIKDkJBU0VMSU5FX0JBVENIEAUqPwoES2xJbhIVChFLTF9JTl9VTlNQRUNJRklFRBAAEhAKDEtMX0lOX1JFV0FSRBABEg4KCktMX0lOX0xPU1MQAipVCgtLbEVzdGltYXRvchIcChhLTF9FU1RJTUFUT1JfVU5TUEVDSUZJRUQQABITCg9LTF9FU1RJTUFUT1JfSzEQARITCg9LTF9FU1RJTUFUT1JfSzMQAipLCgdMckRlY2F5EhgKFExSX0RFQ0FZX1VOU1BFQ0lGSUVEEAASEQoNTFJfREVDQVlfTk9ORRABEhMKD0xSX0RFQ0FZX0NPU0lORRACKm8KCU9mZlBvbGljeRIaChZPRkZfUE9MSUNZX1VOU1BFQ0lGSUVEEAASEwoPT0ZGX1BPTElDWV9OT05FEAESFwoTT0ZGX1BPTElDWV9QUE9fQ0xJUBACEhgKFE9GRl9QT0xJQ1lfVFJVTkNBVEVEEANiBnByb3RvMw");
 
 /**
  * How a policy turns next-token distributions into tokens. Every scalar has explicit presence:
@@ -388,6 +388,44 @@ export type WeightsManifest = Message<"rlaif.common.v1.WeightsManifest"> & {
    * @generated from field: uint64 reference_version = 11;
    */
   referenceVersion: bigint;
+
+  /**
+   * The version this one follows in its signer's log: the pointer's version the Optimizer replaced
+   * when it trusted that manifest, else the last version it published itself (0 = none). Always
+   * less than `version`; a replica refuses a manifest whose parent is not.
+   *
+   * @generated from field: uint64 parent_version = 12;
+   */
+  parentVersion: bigint;
+
+  /**
+   * Every tensor of the blob in the blob's byte order, with the SHA-256 of its bytes, so a replica
+   * names the tensor a tampered blob changed. Empty when the blob is not in the safetensors layout
+   * (the blob's own `sha256` still binds it to the signature).
+   *
+   * @generated from field: repeated rlaif.common.v1.WeightsTensor tensors = 13;
+   */
+  tensors: WeightsTensor[];
+
+  /**
+   * Lower-case hex SHA-256 of the signer's Ed25519 public key in DER (SubjectPublicKeyInfo)
+   * encoding, so a replica can say which key signed; "" when unsigned.
+   *
+   * @generated from field: string key_id = 14;
+   */
+  keyId: string;
+
+  /**
+   * Ed25519 signature (64 bytes; empty = unsigned) over the UTF-8 bytes of
+   * "rlaif.weights-manifest.v1" and one NUL byte, followed by the binary encoding of this message
+   * with `signature` left empty, as protobuf-es writes it: known fields in field-number order,
+   * repeated scalars packed, then any fields the writer did not know in the order they were read.
+   * Fields added later get higher numbers, so a reader of this schema re-encodes a newer
+   * manifest to the same bytes. Every other field, key_id included, is signed.
+   *
+   * @generated from field: bytes signature = 15;
+   */
+  signature: Uint8Array;
 };
 
 /**
@@ -396,6 +434,48 @@ export type WeightsManifest = Message<"rlaif.common.v1.WeightsManifest"> & {
  */
 export const WeightsManifestSchema: GenMessage<WeightsManifest> = /*@__PURE__*/
   messageDesc(file_rlaif_common_v1_types, 3);
+
+/**
+ * One tensor of a weights blob, as its safetensors header declares it.
+ *
+ * @generated from message rlaif.common.v1.WeightsTensor
+ */
+export type WeightsTensor = Message<"rlaif.common.v1.WeightsTensor"> & {
+  /**
+   * Tensor name in the header.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Dimensions, outermost first.
+   *
+   * @generated from field: repeated uint64 shape = 2;
+   */
+  shape: bigint[];
+
+  /**
+   * Stored dtype as the header spells it, e.g. "F32".
+   *
+   * @generated from field: string dtype = 3;
+   */
+  dtype: string;
+
+  /**
+   * Lower-case hex SHA-256 of the tensor's bytes (its data_offsets range of the blob).
+   *
+   * @generated from field: string sha256 = 4;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message rlaif.common.v1.WeightsTensor.
+ * Use `create(WeightsTensorSchema)` to create a new message.
+ */
+export const WeightsTensorSchema: GenMessage<WeightsTensor> = /*@__PURE__*/
+  messageDesc(file_rlaif_common_v1_types, 4);
 
 /**
  * Hyperparameters and shape of one training run. Every scalar has explicit presence and every
@@ -627,7 +707,7 @@ export type RunConfig = Message<"rlaif.common.v1.RunConfig"> & {
  * Use `create(RunConfigSchema)` to create a new message.
  */
 export const RunConfigSchema: GenMessage<RunConfig> = /*@__PURE__*/
-  messageDesc(file_rlaif_common_v1_types, 4);
+  messageDesc(file_rlaif_common_v1_types, 5);
 
 /**
  * LoRA of a run (Hu et al. 2021, as PEFT computes it): each target linear layer W gets
@@ -672,7 +752,7 @@ export type LoraConfig = Message<"rlaif.common.v1.LoraConfig"> & {
  * Use `create(LoraConfigSchema)` to create a new message.
  */
 export const LoraConfigSchema: GenMessage<LoraConfig> = /*@__PURE__*/
-  messageDesc(file_rlaif_common_v1_types, 5);
+  messageDesc(file_rlaif_common_v1_types, 6);
 
 /**
  * Metrics of one optimizer step.
@@ -825,7 +905,7 @@ export type StepMetrics = Message<"rlaif.common.v1.StepMetrics"> & {
  * Use `create(StepMetricsSchema)` to create a new message.
  */
 export const StepMetricsSchema: GenMessage<StepMetrics> = /*@__PURE__*/
-  messageDesc(file_rlaif_common_v1_types, 6);
+  messageDesc(file_rlaif_common_v1_types, 7);
 
 /**
  * Final summary of a run, printed by `rlaif train --json`.
@@ -923,7 +1003,7 @@ export type RunSummary = Message<"rlaif.common.v1.RunSummary"> & {
  * Use `create(RunSummarySchema)` to create a new message.
  */
 export const RunSummarySchema: GenMessage<RunSummary> = /*@__PURE__*/
-  messageDesc(file_rlaif_common_v1_types, 7);
+  messageDesc(file_rlaif_common_v1_types, 8);
 
 /**
  * Why generation of one completion stopped.

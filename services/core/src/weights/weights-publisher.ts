@@ -1,0 +1,174 @@
+/**
+ * The Optimizer's side of the weights log: store a blob as the next version, sign its manifest,
+ * move the latest pointer by compare-and-set, then collect blobs older than the retention count.
+ *
+ * The pointer is writable by anyone holding NATS, so the publisher never trusts its version
+ * blindly: it remembers the last version it published itself, and a pointer that is undecodable,
+ * not signed by its own key, or holds an absurd version (2^53 + 10, a jump of millions) is
+ * overwritten with its own next version, with a warning naming what it replaced. A bad pointer
+ * therefore never blocks the next real publish.
+ */
+import { create, toBinary } from "@bufbuild/protobuf";
+import { type WeightsManifest, WeightsManifestSchema } from "../../gen/rlaif/common/v1/types_pb.js";
+import type { Bus, ObjectStore } from "../bus/bus.js";
+import { LATEST_WEIGHTS_KEY, weightsObjectName, weightsObjectVersion } from "../bus/subjects.js";
+import { KvConflictError, ValidationError, WeightsError } from "../errors.js";
+import { sha256Hex } from "../hash.js";
+import { MAX_VERSION_JUMP, MAX_WEIGHTS_VERSION, tensorDigests } from "./weights-manifest.js";
+import { readPointer } from "./weights-pointer.js";
+import { signatureProblem, signManifest, type WeightsSigner } from "./weights-signing.js";
+
+/** What the Optimizer says about a blob it publishes. */
+export interface PublishWeightsInput {
+  blob: Uint8Array;
+  runId: string;
+  step: number;
+  modelKind: string;
+  /** The run's reference weights; omit on a run's first publish to make this blob the reference. */
+  reference?: { objectName: string; sha256: string; version: number };
+}
+
+/** Options of a {@link WeightsPublisher}. */
+export interface WeightsPublisherOptions {
+  /** Signs every manifest; without it manifests go out unsigned (replicas with a verify key refuse them). */
+  signer?: WeightsSigner;
+  /**
+   * Keep the blobs of the newest `retention` versions (and the run's reference, always); older
+   * weights blobs are deleted after each publish. Omitted: nothing is deleted.
+   */
+  retention?: number;
+  /** Warnings: a replaced pointer, a failed collection. */
+  log?: (line: string) => void;
+}
+
+/** Most compare-and-set attempts of one publish before giving up (too many writers). */
+const MAX_ATTEMPTS = 10;
+
+/** One Optimizer's publisher; keep one per process so it remembers its last version across runs. */
+export class WeightsPublisher {
+  /** The last version this publisher moved the pointer to (0: none yet). */
+  lastVersion = 0;
+  private readonly signer: WeightsSigner | undefined;
+  private readonly retention: number | undefined;
+  private readonly log: (line: string) => void;
+
+  constructor(opts: WeightsPublisherOptions = {}) {
+    if (opts.retention !== undefined && (!Number.isSafeInteger(opts.retention) || opts.retention < 1)) {
+      throw new ValidationError("weightsRetention", `${opts.retention} must be a whole number >= 1`);
+    }
+    this.signer = opts.signer;
+    this.retention = opts.retention;
+    this.log = opts.log ?? (() => {});
+  }
+
+  /** The id of the key this publisher signs with ("" when it does not sign). */
+  get keyId(): string {
+    return this.signer?.keyId ?? "";
+  }
+
+  /**
+   * Store `input.blob` as the next version and move the latest pointer to its manifest. The
+   * version follows the pointer when this publisher trusts it (see {@link distrust}), else its own
+   * last version; on a lost compare-and-set the next number is tried. Blob names carry the
+   * content hash, so concurrent publishers never overwrite each other.
+   */
+  async publish(bus: Bus, input: PublishWeightsInput): Promise<WeightsManifest> {
+    const kv = await bus.kv();
+    const objects = await bus.objects();
+    const sha256 = sha256Hex(input.blob);
+    const tensors = tensorDigests(input.blob);
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const latest = await readPointer(bus);
+      const why = latest ? this.distrust(latest.manifest) : null;
+      const trusted = latest && why === null ? (latest.manifest as WeightsManifest) : null;
+      const parent = Math.max(trusted ? Number(trusted.version) : 0, this.lastVersion);
+      const version = parent + 1;
+      if (why !== null) {
+        this.log(`weights: the latest-weights pointer held ${why}; replacing it with v${version}`);
+      }
+      // 1. Store the blob under a name no other publisher can use (version + content hash).
+      const objectName = weightsObjectName(version, sha256);
+      const info = await objects.put(objectName, input.blob);
+      const unsigned = create(WeightsManifestSchema, {
+        version: BigInt(version),
+        runId: input.runId,
+        step: input.step,
+        objectName,
+        sha256: info.sha256,
+        sizeBytes: BigInt(info.size),
+        referenceObjectName: input.reference?.objectName ?? objectName,
+        referenceSha256: input.reference?.sha256 ?? info.sha256,
+        referenceVersion: BigInt(input.reference?.version ?? version),
+        modelKind: input.modelKind,
+        createdUnixMs: BigInt(Date.now()),
+        parentVersion: BigInt(parent),
+        tensors,
+      });
+      const manifest = this.signer ? signManifest(unsigned, this.signer) : unsigned;
+      // 2. Move the pointer only if nobody else did since we read it.
+      try {
+        await kv.update(LATEST_WEIGHTS_KEY, toBinary(WeightsManifestSchema, manifest), latest?.revision ?? 0);
+      } catch (err) {
+        if (!(err instanceof KvConflictError)) throw err;
+        // 3. Lost the race: that version is the winner's. Drop our blob (unless the winner's blob
+        //    is byte-identical, hence the same name) and try the next number.
+        const now = await readPointer(bus);
+        const winner = now && !(now.manifest instanceof WeightsError) ? now.manifest : null;
+        if (![winner?.objectName, winner?.referenceObjectName].includes(objectName)) {
+          await objects.delete(objectName);
+        }
+        continue;
+      }
+      this.lastVersion = version;
+      await this.collect(objects, manifest);
+      return manifest;
+    }
+    throw new KvConflictError(
+      `could not move the latest-weights pointer after ${MAX_ATTEMPTS} attempts (too many publishers?)`,
+    );
+  }
+
+  /**
+   * What is wrong with the pointer's manifest for this publisher, or null when it may number
+   * after it: undecodable, a version that is not in 1..2^53−1 or is more than MAX_VERSION_JUMP
+   * past this publisher's own last one, or (with a signer) not signed by this publisher's key.
+   */
+  private distrust(m: WeightsManifest | WeightsError): string | null {
+    if (m instanceof WeightsError) return "bytes that are no manifest";
+    if (m.version < 1n || m.version > BigInt(MAX_WEIGHTS_VERSION)) return `the absurd version ${m.version}`;
+    const v = Number(m.version);
+    if (this.lastVersion > 0 && v - this.lastVersion > MAX_VERSION_JUMP) {
+      return `v${v}, more than ${MAX_VERSION_JUMP} past this Optimizer's own v${this.lastVersion}`;
+    }
+    const problem = this.signer ? signatureProblem(m, this.signer) : null;
+    return problem ? `v${v} (run "${m.runId}"), but ${problem}` : null;
+  }
+
+  /**
+   * Delete weights blobs of versions older than the newest `retention` (counting from the one
+   * just published), except the blobs the new manifest names (it and its run's reference,
+   * pinned). Best effort: the publish has succeeded, so a failure is logged, not thrown.
+   */
+  private async collect(objects: ObjectStore, manifest: WeightsManifest): Promise<void> {
+    if (this.retention === undefined) return;
+    const keepFrom = Number(manifest.version) - this.retention + 1;
+    const pinned = new Set([manifest.objectName, manifest.referenceObjectName]);
+    try {
+      for (const { name } of await objects.list()) {
+        const version = weightsObjectVersion(name);
+        if (version === null || version >= keepFrom || pinned.has(name)) continue;
+        await objects.delete(name);
+      }
+    } catch (err) {
+      this.log(`weights: could not delete blobs older than v${keepFrom}: ${(err as Error).message}`);
+    }
+  }
+}
+
+/**
+ * Publish with a one-off, unsigned publisher that deletes nothing: for tests and tools. The
+ * Optimizer keeps one {@link WeightsPublisher} (signing, retention, its own last version).
+ */
+export function publishWeights(bus: Bus, input: PublishWeightsInput): Promise<WeightsManifest> {
+  return new WeightsPublisher().publish(bus, input);
+}

@@ -1,0 +1,190 @@
+/**
+ * The Optimizer's weights publisher against a hostile pointer and over time: an attacker's
+ * pointer (an absurd 2^53 + 10, an unsigned manifest, bytes that are no manifest) never blocks
+ * the next real publish and the replicas serve it; a restarted publisher continues its own log;
+ * old blobs are collected after the retention count with the run's reference kept, on the
+ * memory bus and on a real nats-server.
+ */
+import { generateKeyPairSync } from "node:crypto";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  type WeightsManifest,
+  WeightsManifestSchema,
+} from "../services/core/gen/rlaif/common/v1/types_pb.js";
+import type { Bus } from "../services/core/src/bus/bus.js";
+import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
+import { NatsBus } from "../services/core/src/bus/nats-bus.js";
+import { type NatsServerHandle, startNatsServer } from "../services/core/src/bus/nats-server.js";
+import { LATEST_WEIGHTS_KEY, weightsObjectName } from "../services/core/src/bus/subjects.js";
+import { ValidationError } from "../services/core/src/errors.js";
+import {
+  fetchWeightsBlob,
+  readLatestWeights,
+  WeightsPublisher,
+} from "../services/core/src/weights/weights-channel.js";
+import { signerOf, type WeightsSigner } from "../services/core/src/weights/weights-signing.js";
+import { PolicyReplica } from "../services/policy/policy-replica.js";
+import { FakeModel, fakeLoader, nameOf, poll } from "./helpers/fake-model.js";
+import { requireTool, TOOLS } from "./helpers/require-tool.js";
+
+const newSigner = (): WeightsSigner => signerOf(generateKeyPairSync("ed25519").privateKey);
+const text = (s: string) => new TextEncoder().encode(s);
+const input = (
+  blob: string,
+  step: number,
+  reference?: { objectName: string; sha256: string; version: number },
+) => ({
+  blob: text(blob),
+  runId: "r",
+  step,
+  modelKind: "fake",
+  ...(reference ? { reference } : {}),
+});
+
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+});
+
+async function followingReplica(bus: Bus, signer: WeightsSigner, logs: string[]): Promise<PolicyReplica> {
+  const replica = new PolicyReplica(new FakeModel("checkpoint"), fakeLoader(), (l) => logs.push(l), {
+    verifier: signer,
+  });
+  closers.push(() => replica.close());
+  await replica.follow(bus);
+  return replica;
+}
+
+describe("weights publisher - a bad pointer never blocks the Optimizer", () => {
+  it("weights publisher - after an attacker sets the pointer to 2^53+10, the next publish succeeds and replicas serve it", async () => {
+    const bus = new MemoryBus();
+    closers.push(() => bus.close());
+    const signer = newSigner();
+    const logs: string[] = [];
+    const publisher = new WeightsPublisher({ signer, log: (l) => logs.push(l) });
+    const replica = await followingReplica(bus, signer, logs);
+    await publisher.publish(bus, input("w1", 0));
+    await publisher.publish(bus, input("w2", 1));
+    await poll("v2", () => replica.serving.version === 2);
+
+    const kv = await bus.kv();
+    const absurd = create(WeightsManifestSchema, { version: 2n ** 53n + 10n, runId: "evil" });
+    await kv.put(LATEST_WEIGHTS_KEY, toBinary(WeightsManifestSchema, absurd));
+    await poll("the refusal", () => replica.lastSwapError.includes("9007199254741002"));
+
+    const m3 = await publisher.publish(bus, input("w3", 2));
+    expect(m3.version).toBe(3n);
+    expect(m3.parentVersion).toBe(2n);
+    expect(
+      logs.some((l) => l.includes("held the absurd version 9007199254741002; replacing it with v3")),
+    ).toBe(true);
+    await poll("v3", () => replica.serving.version === 3);
+    expect(nameOf(replica.serving.model)).toBe("w3");
+    expect((await readLatestWeights(bus))?.manifest.version).toBe(3n);
+  });
+
+  it("weights publisher - an unsigned or garbage pointer is overwritten with the Optimizer's own next version", async () => {
+    const bus = new MemoryBus();
+    closers.push(() => bus.close());
+    const signer = newSigner();
+    const logs: string[] = [];
+    const publisher = new WeightsPublisher({ signer, log: (l) => logs.push(l) });
+    const replica = await followingReplica(bus, signer, logs);
+    await publisher.publish(bus, input("w1", 0));
+    await poll("v1", () => replica.serving.version === 1);
+
+    // The attacker's own blob with its own SHA-256 under a plausible, newer number.
+    const objects = await bus.objects();
+    const name = weightsObjectName(50, "0".repeat(64));
+    const info = await objects.put(name, text("evil"));
+    const evil = create(WeightsManifestSchema, {
+      version: 50n,
+      runId: "evil",
+      objectName: name,
+      sha256: info.sha256,
+    });
+    const kv = await bus.kv();
+    await kv.put(LATEST_WEIGHTS_KEY, toBinary(WeightsManifestSchema, evil));
+    await poll("the refusal", () => replica.lastSwapError.includes("unsigned"));
+    expect(nameOf(replica.serving.model)).toBe("w1");
+
+    const m2 = await publisher.publish(bus, input("w2", 1));
+    expect(m2.version).toBe(2n);
+    expect(
+      logs.some((l) => l.includes('held v50 (run "evil"), but it is unsigned; replacing it with v2')),
+    ).toBe(true);
+    await poll("v2", () => replica.serving.version === 2);
+
+    await kv.put(LATEST_WEIGHTS_KEY, new Uint8Array([0x0a, 0xff]));
+    expect((await publisher.publish(bus, input("w3", 2))).version).toBe(3n);
+    expect(logs.some((l) => l.includes("held bytes that are no manifest; replacing it with v3"))).toBe(true);
+    await poll("v3", () => replica.serving.version === 3);
+  });
+
+  it("weights publisher - a restarted Optimizer (same key) continues after its own signed pointer; a foreign key's is replaced", async () => {
+    const bus = new MemoryBus();
+    closers.push(() => bus.close());
+    const signer = newSigner();
+    const before = new WeightsPublisher({ signer });
+    for (let i = 0; i < 3; i++) await before.publish(bus, input(`w${i}`, i));
+    const restarted = new WeightsPublisher({ signer });
+    expect((await restarted.publish(bus, input("w3", 3))).version).toBe(4n);
+    expect(restarted.lastVersion).toBe(4);
+    // Another key's Optimizer does not number after it: it starts its own log.
+    const foreign = new WeightsPublisher({ signer: newSigner() });
+    expect((await foreign.publish(bus, input("x", 0))).version).toBe(1n);
+  });
+
+  it("weights publisher - a retention below 1 is refused naming the setting", () => {
+    expect(() => new WeightsPublisher({ retention: 0 })).toThrow(ValidationError);
+    expect(() => new WeightsPublisher({ retention: 0 })).toThrow(
+      /weightsRetention: 0 must be a whole number >= 1/,
+    );
+  });
+});
+
+/** Publish a reference and `n` more versions with retention 2; the blobs left, by name. */
+async function retentionRun(bus: Bus, n: number) {
+  const publisher = new WeightsPublisher({ signer: newSigner(), retention: 2 });
+  const first = await publisher.publish(bus, input("ref", 0));
+  const reference = { objectName: first.objectName, sha256: first.sha256, version: Number(first.version) };
+  const later: WeightsManifest[] = [];
+  for (let i = 1; i <= n; i++) later.push(await publisher.publish(bus, input(`w${i}`, i, reference)));
+  const objects = await bus.objects();
+  const names = (await objects.list()).map((o) => o.name).filter((x) => x.startsWith("weights/"));
+  return { first, later, names: names.sort() };
+}
+
+describe("weights publisher - retention", () => {
+  it("weights publisher - retention keeps the newest versions and the run's reference on the memory bus", async () => {
+    const bus = new MemoryBus();
+    closers.push(() => bus.close());
+    const other = await (await bus.objects()).put("notes/readme", text("not weights"));
+    const { first, later, names } = await retentionRun(bus, 5);
+    expect(names).toEqual([first.objectName, later[3]?.objectName, later[4]?.objectName].sort());
+    const m = later[4];
+    if (!m) throw new Error("no v6");
+    expect(await fetchWeightsBlob(bus, m.objectName, m.sha256, m.tensors)).toEqual(text("w5"));
+    expect(await (await bus.objects()).info(other.name)).not.toBeNull();
+  });
+
+  const hasNats = requireTool(TOOLS.natsServer);
+  describe.skipIf(!hasNats)("weights publisher - on nats", () => {
+    let server: NatsServerHandle;
+    beforeAll(async () => {
+      server = await startNatsServer();
+    });
+    afterAll(async () => server?.stop());
+
+    it("weights publisher - retention keeps the newest versions and the run's reference on a real nats-server", async () => {
+      const bus = await NatsBus.connect(server.url, { namespace: "retention" });
+      closers.push(() => bus.close());
+      const { first, later, names } = await retentionRun(bus, 4);
+      expect(names).toEqual([first.objectName, later[2]?.objectName, later[3]?.objectName].sort());
+      const latest = await readLatestWeights(bus);
+      expect(latest?.manifest.version).toBe(5n);
+      expect(latest?.manifest.signature).toHaveLength(64);
+    });
+  });
+});
