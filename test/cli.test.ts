@@ -57,14 +57,35 @@ describe("cli", () => {
       expect(r.stdout).toContain(`Usage: rlaif serve ${service} --port <n>`);
       return new Set([...r.stdout.matchAll(/^ {2}(?:-\w, )?--([a-z-]+)/gm)].map((m) => m[1]));
     };
-    const common = ["config", "port", "host", "version", "help"];
+    const common = [
+      "config",
+      "port",
+      "host",
+      "version",
+      "help",
+      "tls-cert",
+      "tls-key",
+      "tls-ca",
+      "tls-client-auth",
+    ];
+    const natsAuth = ["nats-user", "nats-password", "nats-creds"];
     expect([...flagsOf("feedback")].sort()).toEqual([...common].sort());
     expect([...flagsOf("policy")].sort()).toEqual(
-      [...common, "checkpoint", "model", "backend", "nats", "policy-batch-rows", "policy-queue-rows"].sort(),
+      [
+        ...common,
+        ...natsAuth,
+        "checkpoint",
+        "model",
+        "backend",
+        "nats",
+        "policy-batch-rows",
+        "policy-queue-rows",
+      ].sort(),
     );
     expect([...flagsOf("rollout")].sort()).toEqual(
       [
         ...common,
+        ...natsAuth,
         "nats",
         "policy-address",
         "feedback-address",
@@ -74,6 +95,8 @@ describe("cli", () => {
     );
     const optimizer = flagsOf("optimizer");
     for (const f of ["checkpoint", "model", "nats", "out", "step-timeout-ms", "steps", "lr", "kl-coef"])
+      expect(optimizer.has(f), f).toBe(true);
+    for (const f of [...natsAuth, "control-token", "control-token-file"])
       expect(optimizer.has(f), f).toBe(true);
     expect(optimizer.has("policy-address")).toBe(false);
     expect(optimizer.has("rpc-timeout-ms")).toBe(false);

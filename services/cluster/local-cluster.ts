@@ -1,13 +1,17 @@
 /**
  * A local distributed cluster for `rlaif up`: a `nats-server` from PATH on a free port and one
  * `rlaif serve` process per service, each on its own free port. Everything is torn down by
- * `close()` (SIGTERM, then SIGKILL after a grace period), and on a failed start.
+ * `close()` (SIGTERM, then SIGKILL after a grace period), and on a failed start. The server
+ * admits only one user per service, with that service's subject permissions and a fresh random
+ * password passed in the service's environment (never on its command line).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { NATS_PASSWORD_ENV, NATS_USER_ENV, type NatsUser, serviceUsers } from "../core/src/bus/nats-auth.js";
 import { startNatsServer } from "../core/src/bus/nats-server.js";
 import { REPO_ROOT, type RlaifConfig } from "../core/src/config/settings.js";
 import { RlaifError } from "../core/src/errors.js";
+import { CONTROL_TOKEN_ENV, resolveControlToken } from "../core/src/grpc/control-token.js";
 
 /** Path of the `rlaif` entry point the service processes run. */
 const BIN = `${REPO_ROOT}bin/rlaif.js`;
@@ -30,10 +34,15 @@ interface ServiceProcess {
   address: string;
 }
 
-function startService(name: string, args: string[], log: (line: string) => void): Promise<ServiceProcess> {
+function startService(
+  name: string,
+  args: string[],
+  log: (line: string) => void,
+  env: Readonly<Record<string, string>> = {},
+): Promise<ServiceProcess> {
   const child = spawn(process.execPath, [BIN, "serve", name, "--port", "0", "--host", "127.0.0.1", ...args], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: process.env,
+    env: { ...process.env, ...env },
   });
   const tail: string[] = [];
   createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", (line) => {
@@ -73,18 +82,37 @@ async function stopProcess(p: ChildProcess, graceMs: number): Promise<void> {
   clearTimeout(timer);
 }
 
+/** The environment that makes a service connect to NATS as `user`. */
+function natsEnv(user: NatsUser): Record<string, string> {
+  return { [NATS_USER_ENV]: user.user, [NATS_PASSWORD_ENV]: user.password };
+}
+
+/** The TLS flags of every service: the same files for all, as one cluster has one CA. */
+function tlsFlags(s: RlaifConfig["services"]): string[] {
+  const given: [string, string][] = [
+    ["--tls-cert", s.tlsCert],
+    ["--tls-key", s.tlsKey],
+    ["--tls-ca", s.tlsCa],
+    ["--tls-client-auth", s.tlsClientAuth === "none" ? "" : s.tlsClientAuth],
+  ];
+  return given.flatMap(([flag, value]) => (value ? [flag, value] : []));
+}
+
 /** Start NATS and the four services (three when the feedback service is external). */
 export async function startLocalCluster(
   config: RlaifConfig,
   log: (line: string) => void,
 ): Promise<LocalCluster> {
-  const nats = await startNatsServer();
+  const users = serviceUsers();
+  const nats = await startNatsServer({ users: Object.values(users) });
   const procs: ServiceProcess[] = [];
   const close = async () => {
     await Promise.all(procs.map((p) => stopProcess(p.child, 10_000)));
     await nats.stop();
   };
   const s = config.services;
+  const tls = tlsFlags(s);
+  const token = resolveControlToken(s);
   // Each service gets the flags its own `rlaif serve <service>` takes.
   const natsFlags = ["--nats", nats.url];
   const model = ["--checkpoint", s.checkpoint, "--backend", s.backend];
@@ -95,7 +123,7 @@ export async function startLocalCluster(
   };
   try {
     const [feedback, policy] = await Promise.all([
-      s.feedbackAddress ? null : track(startService("feedback", [], log)),
+      s.feedbackAddress ? null : track(startService("feedback", tls, log)),
       track(
         startService(
           "policy",
@@ -106,8 +134,10 @@ export async function startLocalCluster(
             String(s.policyBatchRows),
             "--policy-queue-rows",
             String(s.policyQueueRows),
+            ...tls,
           ],
           log,
+          natsEnv(users.policy),
         ),
       ),
     ]);
@@ -126,8 +156,10 @@ export async function startLocalCluster(
             policy.address,
             "--feedback-address",
             feedbackAddress,
+            ...tls,
           ],
           log,
+          natsEnv(users.rollout),
         ),
       ),
       track(
@@ -142,8 +174,10 @@ export async function startLocalCluster(
             String(s.stepTimeoutMs),
             "--feedback-address",
             feedbackAddress,
+            ...tls,
           ],
           log,
+          { ...natsEnv(users.optimizer), ...(token ? { [CONTROL_TOKEN_ENV]: token } : {}) },
         ),
       ),
     ]);

@@ -25,6 +25,7 @@ import {
 } from "../errors.js";
 import type { Bus, KeyValue, KvEntry, ObjectInfo, ObjectStore, Queue, QueueName } from "./bus.js";
 import { DEFAULT_ACK_WAIT_MS, DEFAULT_DEDUP_WINDOW_MS } from "./memory-bus.js";
+import type { NatsClientAuth } from "./nats-auth.js";
 import { apiCode, NatsQueue } from "./nats-queue.js";
 import { assertKvKey, type Subjects, subjectsFor } from "./subjects.js";
 
@@ -38,6 +39,8 @@ export interface NatsBusOptions {
   dedupWindowMs?: number;
   /** Client name shown in server monitoring (e.g. the service name). */
   name?: string;
+  /** This service's NATS user (or creds) and inbox prefix (nats-auth.ts); default: none. */
+  auth?: NatsClientAuth;
 }
 
 /** `Bus` over a NATS server with JetStream; create with `NatsBus.connect`. */
@@ -75,7 +78,7 @@ export class NatsBus implements Bus {
     setSha256Backend("native");
     let nc: NatsConnection;
     try {
-      nc = await connect({ servers: url, name: opts.name ?? "rlaif" });
+      nc = await connect({ servers: url, name: opts.name ?? "rlaif", ...opts.auth });
     } catch (err) {
       throw new RlaifError(`cannot connect to NATS at ${url}: ${(err as Error).message}`, { cause: err });
     }
