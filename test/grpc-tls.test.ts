@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FeedbackService } from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { ConfigError, RpcError } from "../services/core/src/errors.js";
 import { checkHealth, createClient } from "../services/core/src/grpc/client.js";
-import { grpcSecurity, type TlsFiles } from "../services/core/src/grpc/credentials.js";
+import { grpcSecurity, type TlsFiles, transportLine } from "../services/core/src/grpc/credentials.js";
 import type { RunningServer } from "../services/core/src/grpc/server.js";
 import { startFeedbackServer } from "../services/feedback/main.js";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
@@ -123,6 +123,11 @@ describe.skipIf(!hasOpenssl)("grpc tls", () => {
       /mTLS\) needs --tls-ca/,
     );
     expect(grpcSecurity(NONE).mode).toBe("plaintext");
+    // Plaintext beyond loopback is served, but said loudly.
+    expect(transportLine("127.0.0.1:1", "0.0.0.0", "plaintext")).toMatch(
+      /^grpc: WARNING 127\.0\.0\.1:1 serves plaintext on 0\.0\.0\.0: any host that reaches it can call it/,
+    );
+    expect(transportLine("127.0.0.1:1", "0.0.0.0", "mTLS")).toBe("grpc: 127.0.0.1:1 serves mTLS");
   });
 
   it("grpc tls - rlaif serve binds 127.0.0.1 by default, says it is plaintext, and serves mTLS when asked", async () => {
