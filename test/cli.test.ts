@@ -57,11 +57,23 @@ describe("cli", () => {
       expect(r.stdout).toContain(`Usage: rlaif serve ${service} --port <n>`);
       return new Set([...r.stdout.matchAll(/^ {2}(?:-\w, )?--([a-z-]+)/gm)].map((m) => m[1]));
     };
-    const common = ["config", "port", "host", "version", "help"];
+    const common = [
+      "config",
+      "port",
+      "host",
+      "version",
+      "help",
+      "tls-cert",
+      "tls-key",
+      "tls-ca",
+      "tls-client-auth",
+    ];
+    const natsAuth = ["nats-user", "nats-password", "nats-creds"];
     expect([...flagsOf("feedback")].sort()).toEqual([...common].sort());
     expect([...flagsOf("policy")].sort()).toEqual(
       [
         ...common,
+        ...natsAuth,
         "checkpoint",
         "model",
         "backend",
@@ -74,6 +86,7 @@ describe("cli", () => {
     expect([...flagsOf("rollout")].sort()).toEqual(
       [
         ...common,
+        ...natsAuth,
         "nats",
         "policy-address",
         "feedback-address",
@@ -88,6 +101,8 @@ describe("cli", () => {
       expect(optimizer.has(f), f).toBe(true);
     for (const f of ["weights-signing-key", "weights-retention"]) expect(optimizer.has(f), f).toBe(true);
     expect(optimizer.has("weights-verify-key")).toBe(false);
+    for (const f of [...natsAuth, "control-token", "control-token-file"])
+      expect(optimizer.has(f), f).toBe(true);
     expect(optimizer.has("policy-address")).toBe(false);
     expect(optimizer.has("rpc-timeout-ms")).toBe(false);
     // `rlaif serve --help` names the services and where their flags are.

@@ -3,6 +3,7 @@ import { type LocalCluster, startLocalCluster } from "../services/cluster/local-
 import { OptimizerService, RunState } from "../services/core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import { PolicyService } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import { RolloutService } from "../services/core/gen/rlaif/rollout/v1/rollout_pb.js";
+import { NatsBus } from "../services/core/src/bus/nats-bus.js";
 import { runConfigFromSettings } from "../services/core/src/config/run-config.js";
 import { checkHealth, createClient } from "../services/core/src/grpc/client.js";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
@@ -28,6 +29,8 @@ describe.skipIf(!hasNats)("e2e(distributed)", () => {
     for (const address of Object.values(cluster.addresses)) {
       expect(await checkHealth(address, "", 5000)).toBe("SERVING");
     }
+    // The services connect as their own NATS users: a client without credentials gets nowhere.
+    await expect(NatsBus.connect(cluster.natsUrl)).rejects.toThrow(/Authorization Violation/i);
   });
 
   it("e2e(distributed) - a run through the Optimizer's API trains and the Policy serves the new version", async () => {

@@ -27,6 +27,13 @@ import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { parseCommand } from "../services/cli/args.js";
 import { serveSpec } from "../services/cli/specs.js";
+import {
+  deployedAuthorizationConfig,
+  NATS_PASSWORD_ENV,
+  NATS_ROLES,
+  NATS_USER_ENV,
+  passwordEnvOf,
+} from "../services/core/src/bus/nats-auth.js";
 import { ROLLOUT_CONSUMER, subjectsFor } from "../services/core/src/bus/subjects.js";
 import { DEFAULT_CHECKPOINT, REPO_ROOT } from "../services/core/src/config/settings.js";
 import {
@@ -110,6 +117,7 @@ interface Container {
   readinessProbe?: Obj;
   livenessProbe?: Obj;
   volumeMounts?: { name: string; mountPath: string }[];
+  env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
 }
 
 interface PodSpec {
@@ -542,6 +550,8 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
         const parsed = parseCommand(serveSpec, args.slice(1));
         expect(parsed.positionals, where).toEqual([appOf(w)]);
         expect(Number(parsed.flags.port), `${where} --port`).toBe(grpcPort(c));
+        // `rlaif serve` binds 127.0.0.1 by default: a pod must ask for every interface.
+        expect(parsed.flags.host, `${where} --host`).toBe("0.0.0.0");
         const s = parsed.config.services;
         if (appOf(w) === "feedback") {
           expect(s.natsUrl, `${where}: Feedback uses no NATS`).toBe("");
@@ -635,6 +645,36 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
       );
       expect(claims, `${name}: store_dir ${storeDir} on a claim`).toContain(mount?.name);
       expect(spec(sts).replicas).toBe(1);
+    }
+  });
+
+  it("nats - clients log in, each service as its own user with the code's permissions, passwords from a Secret", () => {
+    const secret = (key: string) => ({ name: "nats-users", key });
+    for (const name of TREE_NAMES) {
+      const objs = TREES[name];
+      const data = byName(objs, "ConfigMap", "nats-config").data as Record<string, string>;
+      expect(data["nats.conf"]).toMatch(/^include \.\/auth\.conf$/m);
+      const auth = (data["auth.conf"] ?? "")
+        .split("\n")
+        .filter((line) => !line.trimStart().startsWith("#"))
+        .join("\n");
+      expect(auth.trim(), `${name}: auth.conf is deployedAuthorizationConfig()`).toBe(
+        deployedAuthorizationConfig().trim(),
+      );
+      const natsEnv = mainContainer(byName(objs, "StatefulSet", "nats")).env ?? [];
+      for (const role of NATS_ROLES) {
+        const server = natsEnv.find((e) => e.name === passwordEnvOf(role));
+        expect(server?.valueFrom?.secretKeyRef, `${name} nats ${passwordEnvOf(role)}`).toEqual(secret(role));
+        const env = mainContainer(byName(objs, "Deployment", role)).env ?? [];
+        expect(env.find((e) => e.name === NATS_USER_ENV)?.value, `${name} ${role}`).toBe(role);
+        const password = env.find((e) => e.name === NATS_PASSWORD_ENV);
+        expect(password?.valueFrom?.secretKeyRef, `${name} ${role}`).toEqual(secret(role));
+      }
+      const feedbackEnv = mainContainer(byName(objs, "Deployment", "feedback")).env ?? [];
+      expect(
+        feedbackEnv.some((e) => e.name === NATS_USER_ENV),
+        `${name}: Feedback uses no NATS`,
+      ).toBe(false);
     }
   });
 

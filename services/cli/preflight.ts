@@ -5,7 +5,7 @@
  */
 import { createServer } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
-import { status } from "@grpc/grpc-js";
+import { type ChannelCredentials, status } from "@grpc/grpc-js";
 import { FeedbackService } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { ConfigError, RpcError, rpcCodeName } from "../core/src/errors.js";
 import { checkHealth, createClient } from "../core/src/grpc/client.js";
@@ -66,6 +66,7 @@ function why(err: RpcError): string {
  * Fails with a ConfigError naming `flag` unless `service` answers at `address`: its
  * grpc.health.v1 status must be SERVING. A server without the health service is asked `probe`
  * instead (when given), which rejects with UNIMPLEMENTED when the service is not there.
+ * `credentials`: TLS of the check (default plaintext), the same the real client will use.
  */
 export async function checkService(
   address: string,
@@ -73,10 +74,11 @@ export async function checkService(
   service: DescService,
   timeoutMs: number,
   probe?: Probe,
+  credentials?: ChannelCredentials,
 ): Promise<void> {
   let health: string;
   try {
-    health = await checkHealth(address, service.typeName, timeoutMs);
+    health = await checkHealth(address, service.typeName, timeoutMs, credentials);
   } catch (err) {
     if (!(err instanceof RpcError)) throw err;
     if (err.code === status.UNIMPLEMENTED && probe) {
@@ -109,8 +111,15 @@ export async function checkService(
  * An empty Score call: answered by a Score handler (most likely INVALID_ARGUMENT for the empty
  * request), or UNIMPLEMENTED where there is none.
  */
-async function scoreProbe(address: string, timeoutMs: number): Promise<void> {
-  const client = createClient(FeedbackService, address, { defaultTimeoutMs: timeoutMs });
+async function scoreProbe(
+  address: string,
+  timeoutMs: number,
+  credentials?: ChannelCredentials,
+): Promise<void> {
+  const client = createClient(FeedbackService, address, {
+    defaultTimeoutMs: timeoutMs,
+    ...(credentials ? { credentials } : {}),
+  });
   try {
     await client.score({ items: [] });
   } catch (err) {
@@ -125,7 +134,14 @@ async function scoreProbe(address: string, timeoutMs: number): Promise<void> {
 /**
  * Fails with a ConfigError naming `flag` unless a FeedbackService answers at `address`. A server
  * without the health service (e.g. a small Python scorer) passes if it implements Score.
+ * `credentials`: TLS of the check (default plaintext).
  */
-export function checkFeedback(address: string, flag: string, timeoutMs = PREFLIGHT_MS): Promise<void> {
-  return checkService(address, flag, FeedbackService, timeoutMs, scoreProbe);
+export function checkFeedback(
+  address: string,
+  flag: string,
+  timeoutMs = PREFLIGHT_MS,
+  credentials?: ChannelCredentials,
+): Promise<void> {
+  const probe: Probe = (a, t) => scoreProbe(a, t, credentials);
+  return checkService(address, flag, FeedbackService, timeoutMs, probe, credentials);
 }

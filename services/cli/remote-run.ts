@@ -5,7 +5,7 @@
  * same display as `rlaif train`.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { status } from "@grpc/grpc-js";
+import { type ChannelCredentials, status } from "@grpc/grpc-js";
 import type { RunConfigSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { OptimizerService, RunState } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import { explicitSettings } from "../core/src/config/load-config.js";
@@ -14,6 +14,8 @@ import { protoFieldPath, runConfigFromSettings } from "../core/src/config/run-co
 import { type RlaifConfig, RUN_SETTINGS, type RunSettings } from "../core/src/config/settings.js";
 import { ConfigError, RlaifError, RpcError } from "../core/src/errors.js";
 import { type Client, createClient } from "../core/src/grpc/client.js";
+import { bearerChannelOptions, resolveControlToken } from "../core/src/grpc/control-token.js";
+import { grpcSecurity } from "../core/src/grpc/credentials.js";
 import type { FollowedRun } from "./follow-run.js";
 import { checkService, PREFLIGHT_MS } from "./preflight.js";
 
@@ -25,18 +27,41 @@ const WATCH_TIMEOUT_MS = 7 * 24 * 3600 * 1000;
 
 const HOST_PORT = /^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/;
 
+/** How a CLI command reaches the Optimizer: TLS credentials, and the control token it sends. */
+export interface OptimizerAccess {
+  /** Absent: plaintext. */
+  readonly credentials?: ChannelCredentials;
+  /** Sent as `authorization: Bearer <token>` on every call; absent: none. */
+  readonly controlToken?: string;
+}
+
+/** The access the settings give (`--tls-ca`/`--tls-cert`/`--tls-key`, the control token). */
+export function optimizerAccess(config: RlaifConfig): OptimizerAccess {
+  const { client, controlToken } = grpcSecurity(config.services, resolveControlToken(config.services));
+  return { ...(client ? { credentials: client } : {}), ...(controlToken ? { controlToken } : {}) };
+}
+
 /** A client of the Optimizer at `address` whose unary calls time out after `rpcTimeoutMs`. */
-export function connectOptimizer(address: string, rpcTimeoutMs: number): OptimizerClient {
-  return createClient(OptimizerService, address, { defaultTimeoutMs: rpcTimeoutMs });
+export function connectOptimizer(
+  address: string,
+  rpcTimeoutMs: number,
+  access: OptimizerAccess = {},
+): OptimizerClient {
+  return createClient(OptimizerService, address, {
+    defaultTimeoutMs: rpcTimeoutMs,
+    ...(access.credentials ? { credentials: access.credentials } : {}),
+    ...(access.controlToken ? { channelOptions: bearerChannelOptions(access.controlToken) } : {}),
+  });
 }
 
 /**
  * The `--optimizer` address (or `fallback`), checked to look like host:port and to answer as an
- * OptimizerService, then connected. ConfigError (exit 2) naming the flag otherwise.
+ * OptimizerService, then connected with the settings' TLS and control token. ConfigError (exit 2)
+ * naming the flag otherwise.
  */
 export async function openOptimizer(
   raw: unknown,
-  rpcTimeoutMs: number,
+  config: RlaifConfig,
   fallback?: string,
 ): Promise<{ optimizer: OptimizerClient; address: string }> {
   const address = typeof raw === "string" ? raw : fallback;
@@ -44,8 +69,9 @@ export async function openOptimizer(
     throw new ConfigError("--optimizer <host:port> is required (rlaif serve optimizer)");
   if (!HOST_PORT.test(address))
     throw new ConfigError(`--optimizer: must look like host:port, got "${address}"`);
-  await checkService(address, "--optimizer", OptimizerService, PREFLIGHT_MS);
-  return { optimizer: connectOptimizer(address, rpcTimeoutMs), address };
+  const access = optimizerAccess(config);
+  await checkService(address, "--optimizer", OptimizerService, PREFLIGHT_MS, undefined, access.credentials);
+  return { optimizer: connectOptimizer(address, config.services.rpcTimeoutMs, access), address };
 }
 
 /** The API name of each run setting's field (`config.learning_rate`) → its flag (`--lr`). */
@@ -69,6 +95,12 @@ export function explainRefusal(err: unknown): unknown {
   }
   if (err.code === status.NOT_FOUND || err.code === status.FAILED_PRECONDITION)
     return new ConfigError(err.details, { cause: err });
+  if (err.code === status.UNAUTHENTICATED) {
+    return new ConfigError(
+      `${err.details}: pass the Optimizer's control token (--control-token-file <file>, or RLAIF_CONTROL_TOKEN)`,
+      { cause: err },
+    );
+  }
   return err;
 }
 

@@ -24,6 +24,17 @@ const WEIGHTS_SIGN_FLAGS = ["weights-signing-key", "weights-retention"] as const
 /** The Policy's: the public key weights must be signed with. */
 const WEIGHTS_VERIFY_FLAGS = ["weights-verify-key"] as const;
 // --- end of signed weights ---
+/** TLS of a gRPC server (and of its clients): PEM files, mTLS. */
+const TLS_FLAGS = ["tls-cert", "tls-key", "tls-ca", "tls-client-auth"] as const;
+
+/** TLS of a client of the Optimizer (a CLI command): the CA to check it, a certificate under mTLS. */
+const TLS_CLIENT_FLAGS = ["tls-ca", "tls-cert", "tls-key"] as const;
+
+/** The control token: required by the Optimizer's control RPCs, sent by the CLI. */
+const TOKEN_FLAGS = ["control-token", "control-token-file"] as const;
+
+/** A service's own NATS user. */
+const NATS_AUTH_FLAGS = ["nats-user", "nats-password", "nats-creds"] as const;
 
 /** The services `rlaif serve` can run. */
 export const SERVICE_NAMES = ["policy", "rollout", "feedback", "optimizer"] as const;
@@ -80,7 +91,11 @@ export const trainSpec: CommandSpec = {
 /** Flags every `rlaif serve <service>` takes. */
 const LISTEN_FLAGS = [
   { name: "port", type: "string", help: "port to listen on (required; 0 picks a free one)" },
-  { name: "host", type: "string", help: "interface to listen on (default 0.0.0.0)" },
+  {
+    name: "host",
+    type: "string",
+    help: "interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface, as a pod needs)",
+  },
 ] as const;
 
 /** One service of `rlaif serve`, with the flags its main reads. */
@@ -112,7 +127,7 @@ export const serveSpec: CommandSpec = {
       "policy",
       "Serve the Policy (Generate, log-probs) from a checkpoint; with --nats it follows the weights the Optimizer publishes",
       "[--checkpoint file] [--nats url] [flags]",
-      [...MODEL_FLAGS, ...POLICY_FLAGS, "nats", ...WEIGHTS_VERIFY_FLAGS],
+      [...MODEL_FLAGS, ...POLICY_FLAGS, "nats", ...WEIGHTS_VERIFY_FLAGS, ...NATS_AUTH_FLAGS, ...TLS_FLAGS],
     ),
     rollout: serveVariant(
       "rollout",
@@ -126,13 +141,15 @@ export const serveSpec: CommandSpec = {
         "rollout-concurrency",
         "rollout-retry-ms",
         "rollout-max-deliver",
+        ...NATS_AUTH_FLAGS,
+        ...TLS_FLAGS,
       ],
     ),
     feedback: serveVariant(
       "feedback",
       "Serve the built-in rule-based FeedbackService (AFINN-165 scorer)",
       "[--host address]",
-      [],
+      [...TLS_FLAGS],
     ),
     optimizer: serveVariant(
       "optimizer",
@@ -147,6 +164,9 @@ export const serveSpec: CommandSpec = {
         "learner-in",
         ...WEIGHTS_SIGN_FLAGS,
         ...RUN_FLAGS,
+        ...NATS_AUTH_FLAGS,
+        ...TLS_FLAGS,
+        ...TOKEN_FLAGS,
       ],
     ),
   },
@@ -173,6 +193,8 @@ export const upSpec: CommandSpec = {
     ...WEIGHTS_SIGN_FLAGS,
     ...WEIGHTS_VERIFY_FLAGS,
     "out",
+    ...TLS_FLAGS,
+    ...TOKEN_FLAGS,
   ],
   flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
 };
@@ -192,7 +214,7 @@ export const runSpec: CommandSpec = {
   summary: "Start a run on a cluster you started (rlaif serve …) and watch it, as train does",
   usage:
     "rlaif run --optimizer <host:port> [run flags] [--json] | rlaif run --optimizer <host:port> --resume <run id> [--steps n]",
-  settings: [...RUN_FLAGS, "rpc-timeout-ms"],
+  settings: [...RUN_FLAGS, "rpc-timeout-ms", ...TLS_CLIENT_FLAGS, ...TOKEN_FLAGS],
   flags: [
     { ...OPTIMIZER_FLAG, help: `${OPTIMIZER_FLAG.help} (required)` },
     { name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" },
@@ -215,7 +237,7 @@ export const statusSpec: CommandSpec = {
   name: "status",
   summary: "Show the runs of an Optimizer, or one run's state, step and metrics",
   usage: "rlaif status [--optimizer host:port] [run id] [--json]",
-  settings: ["rpc-timeout-ms"],
+  settings: ["rpc-timeout-ms", ...TLS_CLIENT_FLAGS, ...TOKEN_FLAGS],
   flags: [
     { ...OPTIMIZER_FLAG, help: `${OPTIMIZER_FLAG.help} (default ${DEFAULT_OPTIMIZER_ADDRESS})` },
     { name: "json", type: "boolean", help: "print the answer as JSON on stdout" },
@@ -229,7 +251,7 @@ export const cancelSpec: CommandSpec = {
   summary:
     "Cancel a run on an Optimizer (its last step's checkpoint stays, resumable with rlaif run --resume)",
   usage: "rlaif cancel --optimizer <host:port> [run id] [--json]",
-  settings: ["rpc-timeout-ms"],
+  settings: ["rpc-timeout-ms", ...TLS_CLIENT_FLAGS, ...TOKEN_FLAGS],
   flags: [
     { ...OPTIMIZER_FLAG, help: `${OPTIMIZER_FLAG.help} (required)` },
     { name: "json", type: "boolean", help: "print the answer as JSON on stdout" },

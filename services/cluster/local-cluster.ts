@@ -1,13 +1,17 @@
 /**
  * A local distributed cluster for `rlaif up`: a `nats-server` from PATH on a free port and one
  * `rlaif serve` process per service, each on its own free port. Everything is torn down by
- * `close()` (SIGTERM, then SIGKILL after a grace period), and on a failed start.
+ * `close()` (SIGTERM, then SIGKILL after a grace period), and on a failed start. The server
+ * admits only one user per service, with that service's subject permissions and a fresh random
+ * password passed in the service's environment (never on its command line).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { NATS_PASSWORD_ENV, NATS_USER_ENV, type NatsUser, serviceUsers } from "../core/src/bus/nats-auth.js";
 import { startNatsServer } from "../core/src/bus/nats-server.js";
 import { REPO_ROOT, type RlaifConfig } from "../core/src/config/settings.js";
 import { RlaifError } from "../core/src/errors.js";
+import { CONTROL_TOKEN_ENV, resolveControlToken } from "../core/src/grpc/control-token.js";
 import { clusterWeightsKeys } from "../core/src/weights/weights-keys.js";
 
 /** Path of the `rlaif` entry point the service processes run. */
@@ -31,10 +35,15 @@ interface ServiceProcess {
   address: string;
 }
 
-function startService(name: string, args: string[], log: (line: string) => void): Promise<ServiceProcess> {
+function startService(
+  name: string,
+  args: string[],
+  log: (line: string) => void,
+  env: Readonly<Record<string, string>> = {},
+): Promise<ServiceProcess> {
   const child = spawn(process.execPath, [BIN, "serve", name, "--port", "0", "--host", "127.0.0.1", ...args], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: process.env,
+    env: { ...process.env, ...env },
   });
   const tail: string[] = [];
   createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", (line) => {
@@ -74,6 +83,22 @@ async function stopProcess(p: ChildProcess, graceMs: number): Promise<void> {
   clearTimeout(timer);
 }
 
+/** The environment that makes a service connect to NATS as `user`. */
+function natsEnv(user: NatsUser): Record<string, string> {
+  return { [NATS_USER_ENV]: user.user, [NATS_PASSWORD_ENV]: user.password };
+}
+
+/** The TLS flags of every service: the same files for all, as one cluster has one CA. */
+function tlsFlags(s: RlaifConfig["services"]): string[] {
+  const given: [string, string][] = [
+    ["--tls-cert", s.tlsCert],
+    ["--tls-key", s.tlsKey],
+    ["--tls-ca", s.tlsCa],
+    ["--tls-client-auth", s.tlsClientAuth === "none" ? "" : s.tlsClientAuth],
+  ];
+  return given.flatMap(([flag, value]) => (value ? [flag, value] : []));
+}
+
 /** Start NATS and the four services (three when the feedback service is external). */
 export async function startLocalCluster(
   config: RlaifConfig,
@@ -81,7 +106,8 @@ export async function startLocalCluster(
 ): Promise<LocalCluster> {
   // Signed weights: the configured key pair, or one made for this cluster (removed on close).
   const keys = await clusterWeightsKeys(config.services);
-  const nats = await startNatsServer().catch(async (err: unknown) => {
+  const users = serviceUsers();
+  const nats = await startNatsServer({ users: Object.values(users) }).catch(async (err: unknown) => {
     await keys.dispose();
     throw err;
   });
@@ -92,6 +118,8 @@ export async function startLocalCluster(
     await keys.dispose();
   };
   const s = config.services;
+  const tls = tlsFlags(s);
+  const token = resolveControlToken(s);
   // Each service gets the flags its own `rlaif serve <service>` takes.
   const natsFlags = ["--nats", nats.url];
   const model = ["--checkpoint", s.checkpoint, "--backend", s.backend];
@@ -102,7 +130,7 @@ export async function startLocalCluster(
   };
   try {
     const [feedback, policy] = await Promise.all([
-      s.feedbackAddress ? null : track(startService("feedback", [], log)),
+      s.feedbackAddress ? null : track(startService("feedback", tls, log)),
       track(
         startService(
           "policy",
@@ -115,8 +143,10 @@ export async function startLocalCluster(
             String(s.policyQueueRows),
             "--weights-verify-key",
             keys.verifyKey,
+            ...tls,
           ],
           log,
+          natsEnv(users.policy),
         ),
       ),
     ]);
@@ -135,8 +165,10 @@ export async function startLocalCluster(
             policy.address,
             "--feedback-address",
             feedbackAddress,
+            ...tls,
           ],
           log,
+          natsEnv(users.rollout),
         ),
       ),
       track(
@@ -155,8 +187,10 @@ export async function startLocalCluster(
             keys.signingKey,
             "--weights-retention",
             String(s.weightsRetention),
+            ...tls,
           ],
           log,
+          { ...natsEnv(users.optimizer), ...(token ? { [CONTROL_TOKEN_ENV]: token } : {}) },
         ),
       ),
     ]);

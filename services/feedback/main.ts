@@ -2,6 +2,7 @@
  * Starts the Feedback service as a gRPC server (health and reflection included), on its own or
  * inside the embedded cluster.
  */
+import type { GrpcSecurity } from "../core/src/grpc/credentials.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { FeedbackService, ruleFeedbackService } from "./feedback-service.js";
 
@@ -9,6 +10,8 @@ import { FeedbackService, ruleFeedbackService } from "./feedback-service.js";
 export interface FeedbackServerOptions {
   host?: string;
   port: number;
+  /** TLS/mTLS (and for the Optimizer the control token) of its gRPC server; default plaintext. */
+  security?: GrpcSecurity;
   log?: (line: string) => void;
 }
 
@@ -18,6 +21,7 @@ export function startFeedbackServer(opts: FeedbackServerOptions): Promise<Runnin
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
     services: [implement(FeedbackService, ruleFeedbackService())],
+    ...(opts.security ? { security: opts.security } : {}),
     ...(opts.log ? { log: opts.log } : {}),
   });
 }

@@ -4,6 +4,7 @@
  */
 import type { Bus } from "../core/src/bus/bus.js";
 import { defaultConfig, type RunSettings } from "../core/src/config/settings.js";
+import type { GrpcSecurity } from "../core/src/grpc/credentials.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
@@ -23,6 +24,8 @@ export const DEFAULT_PROMPT_COUNT = 256;
 export interface OptimizerServerOptions {
   host?: string;
   port: number;
+  /** TLS/mTLS (and for the Optimizer the control token) of its gRPC server; default plaintext. */
+  security?: GrpcSecurity;
   bus: Bus;
   /** Checkpoint every run starts from. */
   checkpoint: string;
@@ -105,6 +108,7 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
     services: [implement(OptimizerService, optimizerService(runs, opts.settings, { model, ...logOpt }))],
+    ...(opts.security ? { security: opts.security } : {}),
     ...(opts.log ? { log: opts.log } : {}),
   });
   return {

@@ -6,6 +6,7 @@
 import { PolicyService } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { defaultConfig } from "../core/src/config/settings.js";
+import type { GrpcSecurity } from "../core/src/grpc/credentials.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import { isModelDir } from "../core/src/model/model-source.js";
@@ -18,6 +19,8 @@ import { policyService } from "./policy-service.js";
 export interface PolicyServerOptions {
   host?: string;
   port: number;
+  /** TLS/mTLS (and for the Optimizer the control token) of its gRPC server; default plaintext. */
+  security?: GrpcSecurity;
   /** Checkpoint served until the first published version arrives. */
   checkpoint: string;
   /** Without a bus the replica serves the checkpoint only. */
@@ -71,6 +74,7 @@ export async function startPolicyServer(opts: PolicyServerOptions): Promise<Poli
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
     services: [implement(PolicyService, policyService(replica, limits))],
+    ...(opts.security ? { security: opts.security } : {}),
     ...(opts.log ? { log: opts.log } : {}),
   });
   return {

@@ -9,6 +9,7 @@ import type { Bus } from "../core/src/bus/bus.js";
 import { ROLLOUT_CONSUMER } from "../core/src/bus/subjects.js";
 import { defaultConfig } from "../core/src/config/settings.js";
 import { createClient } from "../core/src/grpc/client.js";
+import type { GrpcSecurity } from "../core/src/grpc/credentials.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { RolloutService, rolloutService } from "./rollout-service.js";
 import { RolloutWorker } from "./rollout-worker.js";
@@ -17,6 +18,8 @@ import { RolloutWorker } from "./rollout-worker.js";
 export interface RolloutServerOptions {
   host?: string;
   port: number;
+  /** TLS/mTLS of its gRPC server and of its Policy and Feedback clients; default plaintext. */
+  security?: GrpcSecurity;
   policyAddress: string;
   feedbackAddress: string;
   /** Deadline of each Policy/Feedback call. */
@@ -51,7 +54,11 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
     "grpc.initial_reconnect_backoff_ms": 500,
     "grpc.max_reconnect_backoff_ms": 2_000,
   };
-  const clientOptions = { defaultTimeoutMs: opts.rpcTimeoutMs, channelOptions };
+  const clientOptions = {
+    defaultTimeoutMs: opts.rpcTimeoutMs,
+    channelOptions,
+    ...(opts.security?.client ? { credentials: opts.security.client } : {}),
+  };
   const policy = createClient(PolicyService, opts.policyAddress, clientOptions);
   const feedback = createClient(FeedbackService, opts.feedbackAddress, clientOptions);
   const defaults = defaultConfig().services;
@@ -85,6 +92,7 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
         }),
       ),
     ],
+    ...(opts.security ? { security: opts.security } : {}),
     ...(opts.log ? { log: opts.log } : {}),
   });
   worker?.start();

@@ -33,6 +33,12 @@ export const TOOLS = {
     args: ["--version"],
     install: "apt-get install nats-server",
   },
+  openssl: {
+    name: "openssl",
+    command: "openssl",
+    args: ["version"],
+    install: "apt-get install openssl",
+  },
   kubectlKustomize: {
     name: "kubectl with kustomize v5",
     command: "kubectl",

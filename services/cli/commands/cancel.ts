@@ -11,7 +11,7 @@ import { explainRefusal, openOptimizer } from "../remote-run.js";
 /** What `rlaif cancel` does (its command line is declared in specs.ts). */
 export const cancelCommand: CommandRun = {
   async run({ config, flags, positionals }) {
-    const { optimizer, address } = await openOptimizer(flags.optimizer, config.services.rpcTimeoutMs);
+    const { optimizer, address } = await openOptimizer(flags.optimizer, config);
     try {
       // Name the run first, so the answer says which run "the most recent" was.
       const { runId } = await optimizer.getStatus({ runId: positionals[0] ?? "" });

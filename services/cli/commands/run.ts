@@ -12,7 +12,7 @@ import { explicitRunConfig, openOptimizer, startRemoteRun } from "../remote-run.
 /** What `rlaif run` does (its command line is declared in specs.ts). */
 export const runCommand: CommandRun = {
   async run({ config, flags }) {
-    const { optimizer, address } = await openOptimizer(flags.optimizer, config.services.rpcTimeoutMs);
+    const { optimizer, address } = await openOptimizer(flags.optimizer, config);
     const progress = createProgress();
     let runId = "";
     const detach = () => {

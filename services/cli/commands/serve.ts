@@ -2,13 +2,17 @@
  * `rlaif serve <service>`: one service as its own process, as in a Kubernetes pod. Prints
  * "<service> listening on <address>" on stdout once it serves, and shuts down gracefully on
  * SIGTERM/SIGINT (in-flight calls finish, the worker stops after its job). A port in use is
- * refused before any model loads.
+ * refused before any model loads. It listens on 127.0.0.1 unless `--host` says otherwise (a pod
+ * passes `--host 0.0.0.0`), with the TLS, control token and NATS user the settings give.
  */
 import { once } from "node:events";
-import { connectBus } from "../../cluster/embedded-cluster.js";
 import type { Bus } from "../../core/src/bus/bus.js";
+import { natsClientAuth } from "../../core/src/bus/nats-auth.js";
+import { NatsBus } from "../../core/src/bus/nats-bus.js";
 import type { RlaifConfig } from "../../core/src/config/settings.js";
 import { ConfigError } from "../../core/src/errors.js";
+import { resolveControlToken } from "../../core/src/grpc/control-token.js";
+import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
 import { startPolicyServer } from "../../policy/main.js";
@@ -28,24 +32,37 @@ interface Served {
   close(): Promise<void>;
 }
 
-function needBus(name: string, natsUrl: string, why: string): Promise<Bus> {
-  if (!natsUrl) throw new ConfigError(`serve ${name} needs --nats <url> ${why}`);
-  return connectBus(natsUrl);
+/** This service's connection to NATS, as its own user when the settings name one. */
+function openBus(name: string, config: RlaifConfig): Promise<Bus> {
+  const s = config.services;
+  return NatsBus.connect(s.natsUrl, { name: `rlaif-${name}`, auth: natsClientAuth(s) });
+}
+
+function needBus(name: string, config: RlaifConfig, why: string): Promise<Bus> {
+  if (!config.services.natsUrl) throw new ConfigError(`serve ${name} needs --nats <url> ${why}`);
+  return openBus(name, config);
 }
 
 /** Start service `name` on host:port with the configured settings. */
-async function startService(name: string, config: RlaifConfig, host: string, port: number): Promise<Served> {
+async function startService(
+  name: string,
+  config: RlaifConfig,
+  host: string,
+  port: number,
+  security: GrpcSecurity,
+): Promise<Served> {
   const s = config.services;
   if (name === "feedback") {
-    const server = await startFeedbackServer({ host, port, log });
+    const server = await startFeedbackServer({ host, port, security, log });
     return { address: server.address, close: () => server.shutdown(5000) };
   }
   if (name === "policy") {
     requireModel(config);
-    const bus = s.natsUrl ? await connectBus(s.natsUrl) : undefined;
+    const bus = s.natsUrl ? await openBus(name, config) : undefined;
     const policy = await startPolicyServer({
       host,
       port,
+      security,
       checkpoint: s.checkpoint,
       backend: s.backend,
       batchRows: s.policyBatchRows,
@@ -70,10 +87,11 @@ async function startService(name: string, config: RlaifConfig, host: string, por
         "serve rollout needs --feedback-address <host:port> of a FeedbackService (built-in: 'rlaif serve feedback')",
       );
     }
-    const bus = await needBus(name, s.natsUrl, "to pull prompt jobs and publish trajectories");
+    const bus = await needBus(name, config, "to pull prompt jobs and publish trajectories");
     const rollout = await startRolloutServer({
       host,
       port,
+      security,
       policyAddress: s.policyAddress,
       feedbackAddress: s.feedbackAddress,
       rpcTimeoutMs: s.rpcTimeoutMs,
@@ -92,10 +110,11 @@ async function startService(name: string, config: RlaifConfig, host: string, por
     };
   }
   requireModel(config);
-  const bus = await needBus(name, s.natsUrl, "to queue jobs, consume trajectories and publish weights");
+  const bus = await needBus(name, config, "to queue jobs, consume trajectories and publish weights");
   const optimizer = await startOptimizerServer({
     host,
     port,
+    security,
     bus,
     checkpoint: s.checkpoint,
     settings: config.run,
@@ -131,12 +150,14 @@ export const serveCommand: CommandRun = {
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw new ConfigError(`--port must be a whole number in 0..65535, got "${String(rawPort)}"`);
     }
-    const host = typeof flags.host === "string" ? flags.host : "0.0.0.0";
-    // Before any model loads: a taken port is a one-line fix, not a minute of loading.
+    const host = typeof flags.host === "string" ? flags.host : "127.0.0.1";
+    // Before any model loads: a taken port or an unreadable certificate is a one-line fix, not a
+    // minute of loading.
+    const security = grpcSecurity(config.services, resolveControlToken(config.services));
     await checkPortFree(port, host);
     let served: Served;
     try {
-      served = await startService(name, config, host, port);
+      served = await startService(name, config, host, port, security);
     } catch (err) {
       // Taken between the check and the bind (another process was quicker).
       if (/EADDRINUSE/.test(String((err as Error).message))) throw portInUse(port, err);

@@ -39,11 +39,7 @@ async function listRuns(optimizer: Client<typeof OptimizerService>, json: boolea
 /** What `rlaif status` does (its command line is declared in specs.ts). */
 export const statusCommand: CommandRun = {
   async run({ config, flags, positionals }) {
-    const { optimizer } = await openOptimizer(
-      flags.optimizer,
-      config.services.rpcTimeoutMs,
-      DEFAULT_OPTIMIZER_ADDRESS,
-    );
+    const { optimizer } = await openOptimizer(flags.optimizer, config, DEFAULT_OPTIMIZER_ADDRESS);
     const json = flags.json === true;
     try {
       const runId = positionals[0];

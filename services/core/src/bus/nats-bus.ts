@@ -30,6 +30,7 @@ import {
 } from "../errors.js";
 import type { Bus, KeyValue, KvEntry, ObjectInfo, ObjectStore, Queue, QueueName } from "./bus.js";
 import { DEFAULT_ACK_WAIT_MS, DEFAULT_DEDUP_WINDOW_MS } from "./memory-bus.js";
+import type { NatsClientAuth } from "./nats-auth.js";
 import { NatsQueue } from "./nats-queue.js";
 import { apiCode, DEFAULT_NATS_RETRY_MS, type RetryContext, retryTransient } from "./nats-retry.js";
 import { assertKvKey, type Subjects, subjectsFor } from "./subjects.js";
@@ -50,6 +51,8 @@ export interface NatsBusOptions {
   reconnectWaitMs?: number;
   /** Where disconnects, reconnects and lost signals are logged. Default: stderr. */
   log?: (line: string) => void;
+  /** This service's NATS user (or creds) and inbox prefix (nats-auth.ts); default: none. */
+  auth?: NatsClientAuth;
 }
 
 /** Default wait between reconnect attempts: a restarted server is found within about a second. */
@@ -134,6 +137,7 @@ export class NatsBus implements Bus {
         maxReconnectAttempts: -1,
         reconnectTimeWait: wait,
         reconnectJitter: Math.round(wait / 2),
+        ...opts.auth,
       });
     } catch (err) {
       throw new RlaifError(`cannot connect to NATS at ${url}: ${(err as Error).message}`, { cause: err });

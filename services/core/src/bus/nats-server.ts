@@ -7,11 +7,12 @@
  */
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RlaifError } from "../errors.js";
+import { authorizationConfig, type NatsUser } from "./nats-auth.js";
 
 /** Options of `startNatsServer`. */
 export interface NatsServerOptions {
@@ -21,6 +22,11 @@ export interface NatsServerOptions {
   port?: number;
   /** How long to wait for the server to become ready. Default 10 s. */
   startTimeoutMs?: number;
+  /**
+   * Users with permissions (nats-auth.ts `serviceUsers`): written to a config file readable only
+   * by this user, and then no client connects without one of them. Default: no authentication.
+   */
+  users?: readonly NatsUser[];
 }
 
 /** A running server: its client URL and how to stop it. */
@@ -53,9 +59,16 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
 async function startOnce(opts: NatsServerOptions, port: number): Promise<NatsServerHandle> {
   const ownsDir = opts.storeDir === undefined;
   const storeDir = opts.storeDir ?? (await mkdtemp(join(tmpdir(), "rlaif-nats-")));
-  const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  // The config holds passwords: its own directory, mode 0600, removed by stop().
+  const confDir = opts.users ? await mkdtemp(join(tmpdir(), "rlaif-nats-conf-")) : undefined;
+  const confArgs: string[] = [];
+  if (confDir && opts.users) {
+    const conf = join(confDir, "nats.conf");
+    await writeFile(conf, authorizationConfig(opts.users), { mode: 0o600 });
+    confArgs.push("-c", conf);
+  }
+  const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir, ...confArgs];
+  const child = spawn("nats-server", args, { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const collect = (chunk: Buffer) => {
     output = (output + chunk.toString("utf8")).slice(-4000);
@@ -70,6 +83,7 @@ async function startOnce(opts: NatsServerOptions, port: number): Promise<NatsSer
     process.removeListener("exit", killOnExit);
     await terminate(child);
     if (ownsDir) await rm(storeDir, { recursive: true, force: true });
+    if (confDir) await rm(confDir, { recursive: true, force: true });
   };
 
   try {

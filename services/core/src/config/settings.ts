@@ -585,6 +585,63 @@ const SERVICES = {
     help: "Optimizer: weights versions kept in the Object Store after each publish (the run's reference is always kept)",
   }),
   // --- end of signed weights ---
+  // --- Security: gRPC TLS/mTLS, control-RPC tokens, NATS credentials (grpc/credentials.ts,
+  // grpc/control-token.ts, bus/nats-auth.ts). Every default is "off": plaintext on loopback. ---
+  /** PEM files, as Kubernetes mounts them from Secrets; one pair serves both server and client roles. */
+  tlsCert: text({
+    flag: "tls-cert",
+    default: "",
+    isPath: true,
+    help: "PEM certificate chain the gRPC servers present (and clients show under mTLS); with --tls-key turns TLS on",
+  }),
+  tlsKey: text({
+    flag: "tls-key",
+    default: "",
+    isPath: true,
+    help: "PEM private key of --tls-cert",
+  }),
+  tlsCa: text({
+    flag: "tls-ca",
+    default: "",
+    isPath: true,
+    help: "PEM CA bundle peers' certificates must chain to (clients dial TLS once it is set)",
+  }),
+  /** "require" is mTLS: only holders of a certificate from --tls-ca can call at all. */
+  tlsClientAuth: choice(["none", "require"] as const, {
+    flag: "tls-client-auth",
+    default: "none",
+    help: "whether gRPC servers require a client certificate from --tls-ca (require = mTLS)",
+  }),
+  /** Prefer the file or RLAIF_CONTROL_TOKEN: a flag's value shows in `ps`. */
+  controlToken: text({
+    flag: "control-token",
+    default: "",
+    help: "bearer token the Optimizer's control RPCs require and the CLI sends (or RLAIF_CONTROL_TOKEN)",
+  }),
+  controlTokenFile: text({
+    flag: "control-token-file",
+    default: "",
+    isPath: true,
+    help: "file whose first line is the control token",
+  }),
+  natsUser: text({
+    flag: "nats-user",
+    default: "",
+    help: "NATS user name of this service (or RLAIF_NATS_USER)",
+  }),
+  /** Prefer RLAIF_NATS_PASSWORD: a flag's value shows in `ps`. */
+  natsPassword: text({
+    flag: "nats-password",
+    default: "",
+    help: "NATS password of --nats-user (or RLAIF_NATS_PASSWORD)",
+  }),
+  natsCreds: text({
+    flag: "nats-creds",
+    default: "",
+    isPath: true,
+    help: "NATS credentials file (JWT + nkey seed) instead of a user and password",
+  }),
+  // --- end of security settings ---
 };
 
 const OUT = text({

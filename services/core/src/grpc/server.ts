@@ -15,6 +15,8 @@ import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, service as healthService } from "grpc-health-check";
 import { buildServiceDefinition, type ServiceImpl } from "./adapter.js";
+import { guardHandlers } from "./control-token.js";
+import { type GrpcSecurity, transportLine } from "./credentials.js";
 import type { RuleSet } from "./validation.js";
 
 /** One service to serve. Build it with `implement()` so the compiler checks the handlers. */
@@ -36,16 +38,24 @@ export function implement<S extends DescService>(
 
 /** Options of `startServer`. */
 export interface ServerOptions {
-  /** Interface to listen on; default "0.0.0.0" (all, as a pod must). */
+  /**
+   * Interface to listen on; default "127.0.0.1" (this machine only). A pod passes "0.0.0.0"
+   * explicitly, and should then serve TLS (`security`).
+   */
   host?: string;
   /** Port; 0 picks a free one (tests). */
   port: number;
   services: readonly ServiceEntry[];
   /** Default: insecure (plaintext); pass `grpc.ServerCredentials.createSsl(...)` for TLS/mTLS. */
   credentials?: grpc.ServerCredentials;
+  /**
+   * TLS/mTLS and the control token from the settings (credentials.ts): `security.server` is used
+   * when `credentials` is not given, and with a `controlToken` the control RPCs require it.
+   */
+  security?: GrpcSecurity;
   /** grpc-js server options, e.g. keepalive or message-size limits. */
   channelOptions?: grpc.ChannelOptions;
-  /** Where unexpected handler failures are reported; default stderr. */
+  /** Where unexpected handler failures (and with `security`, the start-up transport line) go; default stderr. */
   log?: (line: string) => void;
 }
 
@@ -105,7 +115,8 @@ function dialable(host: string, port: number): string {
  * reflection. Rejects if the port cannot be bound.
  */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
-  const host = options.host ?? "0.0.0.0";
+  const host = options.host ?? "127.0.0.1";
+  const token = options.security?.controlToken;
   const server = new grpc.Server(options.channelOptions);
   const log = options.log;
   for (const entry of options.services) {
@@ -113,7 +124,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       ...(entry.rules ? { rules: entry.rules } : {}),
       ...(log ? { log } : {}),
     });
-    server.addService(definition, implementation);
+    server.addService(definition, token ? guardHandlers(definition, implementation, token) : implementation);
   }
   const names = ["", ...options.services.map((e) => e.service.typeName)];
   const health = new HealthImplementation(Object.fromEntries(names.map((n) => [n, "SERVING"])));
@@ -124,15 +135,22 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
       `${bindHost}:${options.port}`,
-      options.credentials ?? grpc.ServerCredentials.createInsecure(),
+      options.credentials ?? options.security?.server ?? grpc.ServerCredentials.createInsecure(),
       (err, bound) => (err ? reject(err) : resolve(bound)),
     );
   });
 
+  const address = dialable(host, port);
+  // A served process (security from its settings) says what protects it; in-process servers of
+  // an embedded run stay quiet.
+  if (log && options.security && !options.credentials) {
+    const line = transportLine(address, host, options.security.mode);
+    log(`${line}${token ? "; control RPCs need the control token" : ""}`);
+  }
   let closing: Promise<void> | undefined;
   return {
     port,
-    address: dialable(host, port),
+    address,
     server,
     setServing: (name, serving) => health.setStatus(name, serving ? "SERVING" : "NOT_SERVING"),
     shutdown(graceMs = 5000) {
