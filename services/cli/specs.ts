@@ -7,7 +7,7 @@ import { RUN_FLAGS } from "../core/src/config/settings.js";
 import { DEFAULT_RNN_CONFIG } from "../core/src/model/rnn-config.js";
 import { DEFAULT_SEQ2SEQ_CONFIG } from "../core/src/model/seq2seq-config.js";
 import { DEFAULT_TRANSFORMER_CONFIG as DEFAULT_CONFIG } from "../core/src/model/transformer-config.js";
-import type { CommandSpec } from "./args.js";
+import type { CommandFlag, CommandSpec } from "./args.js";
 
 /** What the model services need. */
 const MODEL_FLAGS = ["checkpoint", "model", "backend"] as const;
@@ -80,13 +80,14 @@ function serveVariant(
   summary: string,
   usage: string,
   settings: string[],
+  flags: readonly CommandFlag[] = [],
 ): CommandSpec {
   return {
     name: `serve ${name}`,
     summary,
     usage: `rlaif serve ${name} --port <n> ${usage}`,
     settings,
-    flags: LISTEN_FLAGS,
+    flags: [...LISTEN_FLAGS, ...flags],
     positionals: 1,
   };
 }
@@ -122,6 +123,13 @@ export const serveSpec: CommandSpec = {
       "Serve the Optimizer: runs started with StartRun (rlaif run) train over NATS; run flags are the defaults for fields a StartRun leaves unset",
       "--nats <url> [--checkpoint file] [--out dir] [--feedback-address host:port (recorded in each run's config.json)] [flags]",
       [...MODEL_FLAGS, "nats", "out", "step-timeout-ms", "feedback-address", "learner-in", ...RUN_FLAGS],
+      [
+        {
+          name: "resume-unfinished",
+          type: "boolean",
+          help: "at start, resume the newest run under --out that did not end (the one this Optimizer was training when its process died) from its last step checkpoint; off unless given (rlaif up gives it to a restarted Optimizer)",
+        },
+      ],
     ),
   },
   examples: [

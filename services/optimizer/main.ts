@@ -9,6 +9,7 @@ import { type BackendName, describeBackend, startBackend } from "../core/src/mod
 import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
 import { heldOutPrompts } from "../core/src/model/corpus.js";
 import { loadModelInfo } from "../core/src/model/model-source.js";
+import { resumeUnfinishedRun } from "./auto-resume.js";
 import { ThreadLearner } from "./learner-thread.js";
 import { OptimizerService, optimizerService } from "./optimizer-service.js";
 import { ReinforceLearner } from "./reinforce-learner.js";
@@ -38,6 +39,11 @@ export interface OptimizerServerOptions {
    * is the built-in scorer started in this same process.
    */
   provenance?: { bus: string; feedbackAddress: string; feedbackInProcess: boolean };
+  /**
+   * Before serving, resume the run under `outDir` that this Optimizer's process was training
+   * when it died (auto-resume.ts), so a restarted process picks its run up by itself.
+   */
+  resumeUnfinished?: boolean;
   log?: (line: string) => void;
 }
 
@@ -81,11 +87,17 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
     },
     ...(opts.log ? { log: opts.log } : {}),
   });
+  // Before the server listens: whoever asks for the run once it answers finds it running.
+  if (opts.resumeUnfinished)
+    await resumeUnfinishedRun(runs, { outDir: opts.outDir, checkpoint: opts.checkpoint, ...logOpt });
   const server = await startServer({
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
     services: [implement(OptimizerService, optimizerService(runs, opts.settings, { model, ...logOpt }))],
     ...(opts.log ? { log: opts.log } : {}),
+  }).catch(async (err: unknown) => {
+    await runs.dispose();
+    throw err;
   });
   return {
     server,
