@@ -1,6 +1,6 @@
 /**
  * Faults of `rlaif up`'s cluster, with real processes and a real nats-server on the small
- * byte-level Transformer: the Optimizer killed with SIGKILL mid-run is restarted on its port,
+ * byte-level Transformer: the Optimizer killed mid-run (SIGKILL, or SIGTERM: a drain) is restarted on its port,
  * resumes the run from its last checkpoint by itself, and the client follows the same run to
  * its end with every trajectory applied once; SIGTERM to `rlaif up` drains every service (each
  * exits 0) and leaves no process behind.
@@ -38,51 +38,65 @@ function appliedPerStep(dir: string): Map<number, { lines: number; trajectories:
 }
 
 describe.skipIf(!hasNats)("fault optimizer", () => {
-  it("fault optimizer - kill -9 mid-run: restarted on its port, it resumes, and the run completes once", async () => {
-    const config = tinyRunConfig(CHECKPOINT, { steps: 6, checkpointEvery: 2, ...RUN });
-    const lines: string[] = [];
-    const log = (line: string) => lines.push(line);
-    const cluster = await startLocalCluster(config, log, { restartPolicy: { firstDelayMs: 200 } });
-    const optimizer = connectOptimizer(cluster.addresses.optimizer, 30_000);
-    try {
-      const killed = cluster.pids.optimizer as number;
-      const progress: ProgressReporter = {
-        begin: () => undefined,
-        log,
-        done: () => undefined,
-        step(m) {
-          if (Number(m.step) === 3 && cluster.pids.optimizer === killed) process.kill(killed, "SIGKILL");
-        },
-      };
-      const run = await startRemoteRun(optimizer, config.run, clusterRejoin(cluster, log));
-      const summary = await followRun(progress, run, false);
-      const text = lines.join("\n");
-      expect(cluster.pids.optimizer).not.toBe(killed);
-      expect(text).toContain(`rlaif up: the Optimizer (pid ${killed}) died (signal SIGKILL); restarting`);
-      expect(text).toMatch(
-        new RegExp(`resume-unfinished: run ${run.runId} did not finish; resuming it at step [24]`),
-      );
-      expect(text).toMatch(new RegExp(`run ${run.runId} is back: RUNNING at step \\d+; following it again`));
+  it.each([
+    ["SIGKILL", /died \(signal SIGKILL\); restarting/],
+    // A drain (Kubernetes evicting the pod): the run stops at a step boundary, the watch ends
+    // UNAVAILABLE, and the process exits 0.
+    ["SIGTERM", /(died \(exit code 0\); restarting|is unreachable \(.*shutting down.*\))/],
+  ] as const)(
+    "fault optimizer - %s mid-run: restarted on its port, it resumes, and the run completes once",
+    async (signal, why) => {
+      const config = tinyRunConfig(CHECKPOINT, { steps: 6, checkpointEvery: 2, ...RUN });
+      const lines: string[] = [];
+      const log = (line: string) => lines.push(line);
+      const cluster = await startLocalCluster(config, log, { restartPolicy: { firstDelayMs: 200 } });
+      const optimizer = connectOptimizer(cluster.addresses.optimizer, 30_000);
+      try {
+        const killed = cluster.pids.optimizer as number;
+        const progress: ProgressReporter = {
+          begin: () => undefined,
+          log,
+          done: () => undefined,
+          step(m) {
+            if (Number(m.step) === 3 && cluster.pids.optimizer === killed) process.kill(killed, signal);
+          },
+        };
+        const run = await startRemoteRun(optimizer, config.run, clusterRejoin(cluster, log));
+        const summary = await followRun(progress, run, false);
+        const text = lines.join("\n");
+        expect(cluster.pids.optimizer).not.toBe(killed);
+        expect(text).toMatch(new RegExp(`rlaif up: the Optimizer \\(pid ${killed}\\) ${why.source}`));
+        expect(text).toMatch(
+          new RegExp(`resume-unfinished: run ${run.runId} did not finish; resuming it at step [24]`),
+        );
+        expect(text).toMatch(
+          new RegExp(`run ${run.runId} is back: RUNNING at step \\d+; following it again`),
+        );
 
-      const n = config.run.steps * RUN.promptsPerStep * RUN.samplesPerPrompt;
-      const perStep = appliedPerStep(join(config.out, run.runId));
-      const delivered = [...perStep.values()].reduce((a, e) => a + e.trajectories / e.lines, 0);
-      const twice = [...perStep.values()].reduce((a, e) => a + (e.trajectories * (e.lines - 1)) / e.lines, 0);
-      console.log(
-        `fault optimizer: delivered ${delivered}/${n}, applied twice ${twice}, lost ${n - delivered}`,
-      );
-      expect([...perStep.keys()]).toEqual([1, 2, 3, 4, 5, 6]);
-      expect({ delivered, twice, summary: summary.trajectories, steps: summary.steps }).toEqual({
-        delivered: n,
-        twice: 0,
-        summary: n,
-        steps: 6,
-      });
-    } finally {
-      optimizer.close();
-      await cluster.close();
-    }
-  }, 240_000);
+        const n = config.run.steps * RUN.promptsPerStep * RUN.samplesPerPrompt;
+        const perStep = appliedPerStep(join(config.out, run.runId));
+        const delivered = [...perStep.values()].reduce((a, e) => a + e.trajectories / e.lines, 0);
+        const twice = [...perStep.values()].reduce(
+          (a, e) => a + (e.trajectories * (e.lines - 1)) / e.lines,
+          0,
+        );
+        console.log(
+          `fault optimizer (${signal}): delivered ${delivered}/${n}, applied twice ${twice}, lost ${n - delivered}`,
+        );
+        expect([...perStep.keys()]).toEqual([1, 2, 3, 4, 5, 6]);
+        expect({ delivered, twice, summary: summary.trajectories, steps: summary.steps }).toEqual({
+          delivered: n,
+          twice: 0,
+          summary: n,
+          steps: 6,
+        });
+      } finally {
+        optimizer.close();
+        await cluster.close();
+      }
+    },
+    240_000,
+  );
 
   it("fault optimizer - SIGTERM to rlaif up drains every service (exit 0), leaves no process and exits 143", async () => {
     const out = mkdtempSync(join(tmpdir(), "rlaif-up-"));

@@ -70,7 +70,7 @@ export async function rejoinRun(
     } catch (err) {
       if (err instanceof RpcError && err.code === status.NOT_FOUND) {
         throw new RunFailedError(
-          `run ${runId} is gone: the Optimizer came back without it. A restarted Optimizer resumes a run by itself only with --resume-unfinished and only from a step checkpoint (written every --checkpoint-every steps); none was written yet, or it could not be read (see the Optimizer's log)`,
+          `run ${runId} is gone: the Optimizer came back without it. A restarted Optimizer resumes a run by itself only with --resume-unfinished and only from a step checkpoint (written every --checkpoint-every steps); none was written yet, it could not be read, or the run ended while the Optimizer was away (see the Optimizer's log)`,
           { cause: err },
         );
       }

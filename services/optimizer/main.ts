@@ -88,12 +88,18 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
     ...(opts.log ? { log: opts.log } : {}),
   });
   // Before the server listens: whoever asks for the run once it answers finds it running.
+  let stopping = false;
   if (opts.resumeUnfinished)
     await resumeUnfinishedRun(runs, { outDir: opts.outDir, checkpoint: opts.checkpoint, ...logOpt });
   const server = await startServer({
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
-    services: [implement(OptimizerService, optimizerService(runs, opts.settings, { model, ...logOpt }))],
+    services: [
+      implement(
+        OptimizerService,
+        optimizerService(runs, opts.settings, { model, stopping: () => stopping, ...logOpt }),
+      ),
+    ],
     ...(opts.log ? { log: opts.log } : {}),
   }).catch(async (err: unknown) => {
     await runs.dispose();
@@ -103,8 +109,10 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
     server,
     runs,
     async close() {
-      await server.shutdown(2000);
-      await runs.dispose();
+      // Together: the run stops at its next step boundary (resumable) while the server stops
+      // taking calls; the watches of the stopped run end UNAVAILABLE, and the server closes.
+      stopping = true;
+      await Promise.all([server.shutdown(2000), runs.dispose()]);
     },
   };
 }

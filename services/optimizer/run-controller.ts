@@ -253,7 +253,11 @@ export class RunController {
       stopped = err instanceof RunCancelledError;
       run.error = (err as Error).message;
       run.state = RunState.FAILED;
-      this.opts.log?.(`optimizer: run ${run.runId} failed: ${run.error}`);
+      this.opts.log?.(
+        stopped
+          ? `optimizer: ${run.error} (stopped, not ended: resumable from its last checkpoint)`
+          : `optimizer: run ${run.runId} failed: ${run.error}`,
+      );
       return null;
     } finally {
       if (!stopped) {
