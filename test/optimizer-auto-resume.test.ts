@@ -69,6 +69,9 @@ describe("optimizer auto-resume", () => {
     expect(lines.at(-1)).toBe(
       `optimizer: --resume-unfinished: the newest run ${a} has ended (ended.json); nothing to resume`,
     );
+    // Continued past its end (`--resume --steps more`): steps newer than the end marker.
+    utimesSync(join(a, RUN_END_FILE), 2500, 2500);
+    expect(await findUnfinishedRun(out, log)).toBe(a);
     const c = fakeRun(out, "c", 4000);
     writeFileSync(join(c, "final.safetensors"), "");
     expect(await findUnfinishedRun(out, log)).toBeNull();

@@ -7,7 +7,7 @@
  * Which run: only the most recently active run directory (newest config.json / metrics.jsonl),
  * and only when it did not end. A run ends — succeeded, cancelled, failed on its own — with an
  * `ended.json` beside its files ({@link markRunEnded}); a run stopped by its process dying, or
- * by the Optimizer shutting down (SIGTERM), has none. Older unfinished runs are never picked:
+ * by the Optimizer shutting down (SIGTERM), has none newer than its last step. Older unfinished runs are never picked:
  * they were given up on, and a restart must continue what was going on, not something else.
  */
 import { readdir, stat } from "node:fs/promises";
@@ -55,8 +55,10 @@ async function newestRunDir(outDir: string): Promise<string | null> {
 }
 
 /**
- * The directory of the run to resume: the newest run under `outDir` when it has not ended
- * (no ended.json, no final.safetensors); null otherwise, with the reason in `log`.
+ * The directory of the run to resume: the newest run under `outDir` when it has not ended;
+ * null otherwise, with the reason in `log`. Ended means an ended.json or final.safetensors at
+ * least as new as its metrics.jsonl: a finished run continued with `--resume` to more steps
+ * appends metrics after them, and is unfinished again until it ends again.
  */
 export async function findUnfinishedRun(
   outDir: string,
@@ -67,8 +69,10 @@ export async function findUnfinishedRun(
     log?.(`optimizer: --resume-unfinished: no run under ${outDir}`);
     return null;
   }
+  const stepped = await mtimeMs(join(dir, METRICS_FILE));
   for (const name of [RUN_END_FILE, FINAL_CHECKPOINT]) {
-    if ((await mtimeMs(join(dir, name))) > 0) {
+    const at = await mtimeMs(join(dir, name));
+    if (at > 0 && at >= stepped) {
       log?.(`optimizer: --resume-unfinished: the newest run ${dir} has ended (${name}); nothing to resume`);
       return null;
     }
