@@ -70,7 +70,7 @@ describe.skipIf(!hasNats)("fault optimizer", () => {
           new RegExp(`resume-unfinished: run ${run.runId} did not finish; resuming it at step [24]`),
         );
         expect(text).toMatch(
-          new RegExp(`run ${run.runId} is back: RUNNING at step \\d+; following it again`),
+          new RegExp(`run ${run.runId} is back: (RUNNING|SUCCEEDED) at step \\d+; following it again`),
         );
 
         const n = config.run.steps * RUN.promptsPerStep * RUN.samplesPerPrompt;

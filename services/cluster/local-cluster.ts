@@ -61,24 +61,34 @@ export async function startLocalCluster(
   const storeDir = await mkdtemp(join(tmpdir(), "rlaif-up-nats-"));
   const supervisors: Record<string, Supervisor<ProcessInstance>> = {};
   const stopping = new AbortController();
-  const supervise = async <P extends ProcessInstance>(
+  /** First starts under way: close() waits for them to end, so no child outlives it. */
+  const starting = new Set<Promise<unknown>>();
+  const supervise = <P extends ProcessInstance>(
     key: string,
     o: Omit<SupervisorOptions<P>, "log" | "policy">,
   ): Promise<P> => {
     const policy = opts.restartPolicy ? { policy: opts.restartPolicy } : {};
-    const s = await Supervisor.start({ ...o, log, ...policy });
-    if (stopping.signal.aborted) {
-      // Closed while this one started (a signal): it must not outlive the cluster.
-      await s.stop(STOP_GRACE_MS);
-      throw new RlaifError(`the cluster was stopped while ${o.name} started`);
-    }
-    supervisors[key] = s;
-    return s.current;
+    const started = (async () => {
+      const s = await Supervisor.start({ ...o, log, ...policy });
+      if (stopping.signal.aborted) {
+        // Closed while this one started (a signal): it must not outlive the cluster.
+        await s.stop(STOP_GRACE_MS);
+        throw new RlaifError(`the cluster was stopped while ${o.name} started`);
+      }
+      supervisors[key] = s;
+      return s.current;
+    })();
+    starting.add(started);
+    const forget = () => starting.delete(started);
+    started.then(forget, forget);
+    return started;
   };
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
+      // A start under way is stopped by the abort (its child gets SIGTERM) and ends.
       stopping.abort();
+      await Promise.allSettled([...starting]);
       const stop = async (key: string) => {
         const s = supervisors[key] as Supervisor<ProcessInstance>;
         const { pid } = s;

@@ -35,7 +35,7 @@ export function clusterRejoin(
     ...(signal ? { signal } : {}),
     async explain(err) {
       const optimizer = cluster.supervisors.optimizer;
-      const exit = await optimizer?.downSince(1000);
+      const exit = await optimizer?.downSince(3000);
       if (exit)
         return `rlaif up: the Optimizer (pid ${exit.pid}) died (${describeExit(exit.status)}); restarting`;
       return `rlaif up: the Optimizer (pid ${optimizer?.pid}) is unreachable (${err.message})`;
