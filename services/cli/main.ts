@@ -3,7 +3,7 @@
  * message that says what to fix (exit 2) and other failures into one error line (exit 1).
  */
 import { didYouMean } from "../core/src/config/did-you-mean.js";
-import { ConfigError, ValidationError } from "../core/src/errors.js";
+import { ConfigError, StoppedBySignalError, ValidationError } from "../core/src/errors.js";
 import { RLAIF_VERSION } from "../core/src/version.js";
 import { type Command, helpText, parseCommand } from "./args.js";
 import {
@@ -83,6 +83,10 @@ async function main(argv: string[]): Promise<number> {
     await (await command.load()).run(parsed);
     return 0;
   } catch (err) {
+    if (err instanceof StoppedBySignalError) {
+      process.stderr.write(`rlaif ${name}: ${err.message}\n`);
+      return err.exitCode;
+    }
     if (err instanceof ConfigError || err instanceof ValidationError) {
       // A flag or config-file mistake points at the help; a later refusal already says what to do.
       const hint = parsing ? `\nRun 'rlaif ${helpName(name, rest)} --help' for the valid flags.` : "";

@@ -18,6 +18,7 @@ import { bearerChannelOptions, resolveControlToken } from "../core/src/grpc/cont
 import { grpcSecurity } from "../core/src/grpc/credentials.js";
 import type { FollowedRun } from "./follow-run.js";
 import { checkService, PREFLIGHT_MS } from "./preflight.js";
+import { isConnectionDrop, type Rejoin, rejoinRun } from "./rejoin-run.js";
 
 /** A client of the Optimizer's gRPC API. */
 export type OptimizerClient = Client<typeof OptimizerService>;
@@ -41,6 +42,12 @@ export function optimizerAccess(config: RlaifConfig): OptimizerAccess {
   return { ...(client ? { credentials: client } : {}), ...(controlToken ? { controlToken } : {}) };
 }
 
+/**
+ * Reconnect tries at most 2 s apart (grpc-js backs off to 2 min by default): a follower waiting
+ * for a restarted Optimizer notices it is back within a poll or two.
+ */
+const RECONNECT_OPTIONS = { "grpc.initial_reconnect_backoff_ms": 500, "grpc.max_reconnect_backoff_ms": 2000 };
+
 /** A client of the Optimizer at `address` whose unary calls time out after `rpcTimeoutMs`. */
 export function connectOptimizer(
   address: string,
@@ -50,7 +57,10 @@ export function connectOptimizer(
   return createClient(OptimizerService, address, {
     defaultTimeoutMs: rpcTimeoutMs,
     ...(access.credentials ? { credentials: access.credentials } : {}),
-    ...(access.controlToken ? { channelOptions: bearerChannelOptions(access.controlToken) } : {}),
+    channelOptions: {
+      ...RECONNECT_OPTIONS,
+      ...(access.controlToken ? bearerChannelOptions(access.controlToken) : {}),
+    },
   });
 }
 
@@ -125,25 +135,53 @@ async function totalSteps(optimizer: OptimizerClient, runId: string, fallback: n
   return runs.find((r) => r.runId === runId)?.steps ?? fallback;
 }
 
-/** The run `runId` as a {@link FollowedRun}: its metrics after `fromStep`, then its outcome. */
+/**
+ * The run `runId` as a {@link FollowedRun}: its metrics after `fromStep`, then its outcome. With
+ * `rejoin`, a dropped connection is not the end: the follower waits for the Optimizer to come
+ * back (rejoin-run.ts) and watches the same run again from the step after the last it saw.
+ */
 export function watchRemoteRun(
   optimizer: OptimizerClient,
   runId: string,
   steps: number,
   fromStep = 0,
+  rejoin?: Rejoin,
 ): FollowedRun {
+  /** The call, or on a drop (with `rejoin`) the same call once the run is back. */
+  async function again<T>(call: () => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        return await call();
+      } catch (err) {
+        if (!rejoin || !isConnectionDrop(err)) throw err;
+        await rejoinRun(optimizer, runId, rejoin, err);
+      }
+    }
+  }
   return {
     runId,
     steps,
     fromStep,
     metrics: (async function* () {
-      const request = { runId, fromStep: fromStep + 1 };
-      for await (const { metrics } of optimizer.watchMetrics(request, { timeoutMs: WATCH_TIMEOUT_MS })) {
-        if (metrics) yield metrics;
+      let seen = fromStep;
+      for (;;) {
+        try {
+          const request = { runId, fromStep: seen + 1 };
+          for await (const { metrics } of optimizer.watchMetrics(request, { timeoutMs: WATCH_TIMEOUT_MS })) {
+            // A resumed run replays its earlier steps; they were shown already.
+            if (!metrics || Number(metrics.step) <= seen) continue;
+            seen = Number(metrics.step);
+            yield metrics;
+          }
+          return;
+        } catch (err) {
+          if (!rejoin || !isConnectionDrop(err)) throw err;
+          await rejoinRun(optimizer, runId, rejoin, err);
+        }
       }
     })(),
     async result() {
-      const s = await optimizer.getStatus({ runId });
+      const s = await again(() => optimizer.getStatus({ runId }));
       if (s.state !== RunState.SUCCEEDED || !s.summary) {
         throw new RlaifError(
           `run ${runId} ended ${RunState[s.state]} at step ${s.step}${s.error ? `: ${s.error}` : ""}`,
@@ -165,6 +203,7 @@ export interface RemoteRunRequest {
 export async function startRemoteRun(
   optimizer: OptimizerClient,
   request: RemoteRunRequest | RunSettings,
+  rejoin?: Rejoin,
 ): Promise<FollowedRun> {
   const req: RemoteRunRequest = "config" in request ? request : { config: runConfigFromSettings(request) };
   const started = await optimizer
@@ -178,5 +217,5 @@ export async function startRemoteRun(
     });
   const fallback = "config" in request ? Number(req.config.steps ?? 0) : request.steps;
   const steps = await totalSteps(optimizer, started.runId, fallback);
-  return watchRemoteRun(optimizer, started.runId, steps, started.resumedFromStep);
+  return watchRemoteRun(optimizer, started.runId, steps, started.resumedFromStep, rejoin);
 }

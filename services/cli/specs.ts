@@ -7,7 +7,7 @@ import { RUN_FLAGS } from "../core/src/config/settings.js";
 import { DEFAULT_RNN_CONFIG } from "../core/src/model/rnn-config.js";
 import { DEFAULT_SEQ2SEQ_CONFIG } from "../core/src/model/seq2seq-config.js";
 import { DEFAULT_TRANSFORMER_CONFIG as DEFAULT_CONFIG } from "../core/src/model/transformer-config.js";
-import type { CommandSpec } from "./args.js";
+import type { CommandFlag, CommandSpec } from "./args.js";
 
 /** What the model services need. */
 const MODEL_FLAGS = ["checkpoint", "model", "backend"] as const;
@@ -104,13 +104,14 @@ function serveVariant(
   summary: string,
   usage: string,
   settings: string[],
+  flags: readonly CommandFlag[] = [],
 ): CommandSpec {
   return {
     name: `serve ${name}`,
     summary,
     usage: `rlaif serve ${name} --port <n> ${usage}`,
     settings,
-    flags: LISTEN_FLAGS,
+    flags: [...LISTEN_FLAGS, ...flags],
     positionals: 1,
   };
 }
@@ -167,6 +168,13 @@ export const serveSpec: CommandSpec = {
         ...NATS_AUTH_FLAGS,
         ...TLS_FLAGS,
         ...TOKEN_FLAGS,
+      ],
+      [
+        {
+          name: "resume-unfinished",
+          type: "boolean",
+          help: "at start, resume the newest run under --out that did not end (the one this Optimizer was training when its process died) from its last step checkpoint; off unless given (rlaif up gives it to a restarted Optimizer)",
+        },
       ],
     ),
   },

@@ -12,6 +12,7 @@ import { heldOutPrompts } from "../core/src/model/corpus.js";
 import { loadModelInfo } from "../core/src/model/model-source.js";
 import { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import { loadSigningKey } from "../core/src/weights/weights-signing.js";
+import { resumeUnfinishedRun } from "./auto-resume.js";
 import { ThreadLearner } from "./learner-thread.js";
 import { OptimizerService, optimizerService } from "./optimizer-service.js";
 import { ReinforceLearner } from "./reinforce-learner.js";
@@ -47,6 +48,11 @@ export interface OptimizerServerOptions {
    * is the built-in scorer started in this same process.
    */
   provenance?: { bus: string; feedbackAddress: string; feedbackInProcess: boolean };
+  /**
+   * Before serving, resume the run under `outDir` that this Optimizer's process was training
+   * when it died (auto-resume.ts), so a restarted process picks its run up by itself.
+   */
+  resumeUnfinished?: boolean;
   log?: (line: string) => void;
 }
 
@@ -104,19 +110,33 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
     },
     ...(opts.log ? { log: opts.log } : {}),
   });
+  // Before the server listens: whoever asks for the run once it answers finds it running.
+  let stopping = false;
+  if (opts.resumeUnfinished)
+    await resumeUnfinishedRun(runs, { outDir: opts.outDir, checkpoint: opts.checkpoint, ...logOpt });
   const server = await startServer({
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
-    services: [implement(OptimizerService, optimizerService(runs, opts.settings, { model, ...logOpt }))],
+    services: [
+      implement(
+        OptimizerService,
+        optimizerService(runs, opts.settings, { model, stopping: () => stopping, ...logOpt }),
+      ),
+    ],
     ...(opts.security ? { security: opts.security } : {}),
     ...(opts.log ? { log: opts.log } : {}),
+  }).catch(async (err: unknown) => {
+    await runs.dispose();
+    throw err;
   });
   return {
     server,
     runs,
     async close() {
-      await server.shutdown(2000);
-      await runs.dispose();
+      // Together: the run stops at its next step boundary (resumable) while the server stops
+      // taking calls; the watches of the stopped run end UNAVAILABLE, and the server closes.
+      stopping = true;
+      await Promise.all([server.shutdown(2000), runs.dispose()]);
     },
   };
 }

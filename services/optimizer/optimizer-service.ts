@@ -5,11 +5,12 @@
  */
 import { isAbsolute, relative, resolve } from "node:path";
 import { create } from "@bufbuild/protobuf";
+import { status } from "@grpc/grpc-js";
 import { RunConfigSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { OptimizerService, type StartRunRequest } from "../core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import { runConfigField, settingsFromRunConfig } from "../core/src/config/run-config.js";
 import type { RunSettings } from "../core/src/config/settings.js";
-import { CheckpointError, ValidationError } from "../core/src/errors.js";
+import { CheckpointError, RpcError, ValidationError } from "../core/src/errors.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
 import type { ModelConfig, ModelKind } from "../core/src/model/causal-lm.js";
 import { checkSameModel, resumeSettings } from "./resume-settings.js";
@@ -41,6 +42,12 @@ const DEFAULT_PAGE_SIZE = 100;
 export interface OptimizerServiceOptions {
   /** The model new runs start from, so a resumed run of another model is refused. */
   model?: () => Promise<{ kind: ModelKind; config: ModelConfig }>;
+  /**
+   * True once the Optimizer is shutting down: a WatchMetrics whose run was stopped by the
+   * shutdown then ends UNAVAILABLE, not OK, so its client waits for the Optimizer to come back
+   * (and resume the run) instead of taking the stop for the run's end.
+   */
+  stopping?: () => boolean;
   log?: (line: string) => void;
 }
 
@@ -96,6 +103,12 @@ export function optimizerService(
     },
     async *watchMetrics(req, ctx) {
       for await (const metrics of runs.watch(req.runId, ctx.signal, req.fromStep)) yield { metrics };
+      if (opts.stopping?.()) {
+        throw new RpcError(
+          status.UNAVAILABLE,
+          "the Optimizer is shutting down; the run stays resumable from its last checkpoint",
+        );
+      }
     },
     async checkpoint(req) {
       const c = await runs.checkpoint(req.runId);

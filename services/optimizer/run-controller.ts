@@ -18,6 +18,7 @@ import type { RunSettings } from "../core/src/config/settings.js";
 import { NotFoundError, PreconditionError, RunCancelledError } from "../core/src/errors.js";
 import { tokenizerOfDescription } from "../core/src/model/hf-origin.js";
 import type { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
+import { markRunEnded } from "./auto-resume.js";
 import {
   pruneRunCheckpoints,
   type RunCheckpoint,
@@ -233,6 +234,8 @@ export class RunController {
   }
 
   private async drive(run: RunRecord): Promise<RunSummary | null> {
+    // Stopped by dispose() (shutdown), not ended: the run stays resumable by --resume-unfinished.
+    let stopped = false;
     try {
       const summary = await run.driver.run();
       const path = join(run.dir, FINAL_CHECKPOINT);
@@ -251,11 +254,20 @@ export class RunController {
         this.opts.log?.(`optimizer: ${err.message}`);
         return null;
       }
+      stopped = err instanceof RunCancelledError;
       run.error = (err as Error).message;
       run.state = RunState.FAILED;
-      this.opts.log?.(`optimizer: run ${run.runId} failed: ${run.error}`);
+      this.opts.log?.(
+        stopped
+          ? `optimizer: ${run.error} (stopped, not ended: resumable from its last checkpoint)`
+          : `optimizer: run ${run.runId} failed: ${run.error}`,
+      );
       return null;
     } finally {
+      if (!stopped) {
+        const end = { state: RunState[run.state], step: run.driver.step, error: run.error };
+        markRunEnded(run.dir, end, this.opts.log);
+      }
       for (const w of run.watchers) w(null);
     }
   }

@@ -1,23 +1,25 @@
 /**
  * `rlaif serve <service>`: one service as its own process, as in a Kubernetes pod. Prints
- * "<service> listening on <address>" on stdout once it serves, and shuts down gracefully on
- * SIGTERM/SIGINT (in-flight calls finish, the worker stops after its job). A port in use is
- * refused before any model loads. It listens on 127.0.0.1 unless `--host` says otherwise (a pod
- * passes `--host 0.0.0.0`), with the TLS, control token and NATS user the settings give.
+ * "<service> listening on <address>" on stdout once it serves, and drains on SIGTERM/SIGINT
+ * within {@link DRAIN_MS} (stops accepting, in-flight calls finish, the worker stops after its
+ * job, a run in progress stops at its step boundary and stays resumable, NATS closes) and exits
+ * 0. A port in use is refused before any model loads. It listens on 127.0.0.1 unless `--host`
+ * says otherwise (a pod passes `--host 0.0.0.0`), with the TLS, control token and NATS user the
+ * settings give.
  */
 import { once } from "node:events";
 import type { Bus } from "../../core/src/bus/bus.js";
 import { natsClientAuth } from "../../core/src/bus/nats-auth.js";
 import { NatsBus } from "../../core/src/bus/nats-bus.js";
 import type { RlaifConfig } from "../../core/src/config/settings.js";
-import { ConfigError } from "../../core/src/errors.js";
+import { ConfigError, RlaifError } from "../../core/src/errors.js";
 import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
 import { startPolicyServer } from "../../policy/main.js";
 import { startRolloutServer } from "../../rollout/main.js";
-import type { CommandRun } from "../args.js";
+import type { CommandRun, ParsedCommand } from "../args.js";
 import { checkPortFree, portInUse } from "../preflight.js";
 import { SERVICE_NAMES } from "../specs.js";
 import { requireModel } from "./shared-flags.js";
@@ -43,13 +45,14 @@ function needBus(name: string, config: RlaifConfig, why: string): Promise<Bus> {
   return openBus(name, config);
 }
 
-/** Start service `name` on host:port with the configured settings. */
+/** Start service `name` on host:port with the configured settings and security (and its own flags). */
 async function startService(
   name: string,
   config: RlaifConfig,
   host: string,
   port: number,
   security: GrpcSecurity,
+  flags: ParsedCommand["flags"],
 ): Promise<Served> {
   const s = config.services;
   if (name === "feedback") {
@@ -126,6 +129,7 @@ async function startService(
     weightsRetention: s.weightsRetention,
     mode: "distributed",
     provenance: { bus: s.natsUrl, feedbackAddress: s.feedbackAddress, feedbackInProcess: false },
+    resumeUnfinished: flags["resume-unfinished"] === true,
     log,
   });
   return {
@@ -145,7 +149,7 @@ export const serveCommand: CommandRun = {
       throw new ConfigError(`unknown service "${name}": choose one of ${SERVICE_NAMES.join(", ")}`);
     }
     const rawPort = flags.port;
-    if (rawPort === undefined) throw new ConfigError("--port is required (0 picks a free port)");
+    if (rawPort === undefined) throw new ConfigError("--port is required (0 picks a free one)");
     const port = Number(rawPort);
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw new ConfigError(`--port must be a whole number in 0..65535, got "${String(rawPort)}"`);
@@ -155,17 +159,51 @@ export const serveCommand: CommandRun = {
     // minute of loading.
     const security = grpcSecurity(config.services, resolveControlToken(config.services));
     await checkPortFree(port, host);
-    let served: Served;
-    try {
-      served = await startService(name, config, host, port, security);
-    } catch (err) {
+    // From here on a SIGTERM (Kubernetes stopping the pod) or SIGINT drains instead of killing,
+    // also one that arrives while the model still loads.
+    const stop = Promise.race([once(process, "SIGTERM"), once(process, "SIGINT")]).then(
+      ([signal]) => signal as string,
+    );
+    const starting = startService(name, config, host, port, security, flags).catch((err: unknown) => {
       // Taken between the check and the bind (another process was quicker).
       if (/EADDRINUSE/.test(String((err as Error).message))) throw portInUse(port, err);
       throw err;
+    });
+    const first = await Promise.race([starting, stop]);
+    if (typeof first === "string") {
+      log(`${name}: ${first} while starting; stopping once it has started`);
+      await drain(name, starting);
+      return;
     }
-    process.stdout.write(`${name} listening on ${served.address}\n`);
-    await Promise.race([once(process, "SIGTERM"), once(process, "SIGINT")]);
-    log(`${name}: shutting down`);
-    await served.close();
+    process.stdout.write(`${name} listening on ${first.address}\n`);
+    log(`${name}: ${await stop}: draining (at most ${DRAIN_MS / 1000} s)`);
+    await drain(name, Promise.resolve(first));
   },
 };
+
+/**
+ * Longest a drain may take: under the 30-s Kubernetes default grace, so the process exits by
+ * itself before it would be killed.
+ */
+export const DRAIN_MS = 25_000;
+
+/**
+ * Close a service (stop accepting, finish or cancel in-flight work, close NATS) within
+ * {@link DRAIN_MS}; an RlaifError (exit 1) when it did not finish in time.
+ */
+async function drain(name: string, served: Promise<Served>): Promise<void> {
+  const t0 = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new RlaifError(`${name} did not drain within ${DRAIN_MS / 1000} s; exiting anyway`)),
+      DRAIN_MS,
+    );
+  });
+  try {
+    await Promise.race([served.then((s) => s.close()), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+  log(`${name}: drained in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+}

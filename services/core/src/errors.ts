@@ -93,6 +93,35 @@ export class RunCancelledError extends RlaifError {}
  */
 export class OverloadedError extends RlaifError {}
 
+// Supervision (`rlaif up`) and clean shutdown.
+
+/**
+ * A supervised service process kept exiting: more restarts within a minute than the cap allows.
+ * Distinct so `rlaif up` stops with a message naming the service instead of restarting forever.
+ */
+export class ServiceFailedError extends RlaifError {
+  readonly service: string;
+  constructor(service: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.service = service;
+  }
+}
+
+/**
+ * A command was stopped by SIGINT or SIGTERM after it had stopped everything it started. It
+ * carries the exit status the shell convention gives (128 + signal number: 130, 143), so scripts
+ * and supervisors can tell a requested stop from a failure (1) or a usage error (2).
+ */
+export class StoppedBySignalError extends RlaifError {
+  readonly signal: "SIGINT" | "SIGTERM";
+  readonly exitCode: number;
+  constructor(signal: "SIGINT" | "SIGTERM", message: string) {
+    super(message);
+    this.signal = signal;
+    this.exitCode = signal === "SIGINT" ? 130 : 143;
+  }
+}
+
 /**
  * A gRPC call failed with a status. Carries the numeric status `code` (grpc-js `status` enum) and
  * the server's `details`, so callers branch on the code (retry UNAVAILABLE, never retry

@@ -33,6 +33,13 @@ export interface NatsServerOptions {
 export interface NatsServerHandle {
   /** e.g. `nats://127.0.0.1:41234`, ready for `NatsBus.connect`. */
   readonly url: string;
+  /** Process id of the server, so a supervisor can name it. */
+  readonly pid: number;
+  /**
+   * Resolves when the server process exits, for any reason (stop() included), with its exit code
+   * or signal: a supervisor (`rlaif up`) restarts a server that died on the same port and store.
+   */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Kill the server (SIGTERM, then SIGKILL after 5 s) and remove the temp store dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -93,8 +100,15 @@ async function startOnce(opts: NatsServerOptions, port: number): Promise<NatsSer
     throw err;
   }
   let stopped: Promise<void> | undefined;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null)
+      resolve({ code: child.exitCode, signal: child.signalCode });
+    else child.once("exit", (code, signal) => resolve({ code, signal }));
+  });
   return {
     url: `nats://127.0.0.1:${port}`,
+    pid: child.pid ?? 0,
+    exited,
     stop: () => {
       stopped ??= cleanup();
       return stopped;
