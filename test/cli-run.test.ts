@@ -154,7 +154,7 @@ describe.skipIf(!hasNats)("cli run, status, cancel (cluster)", () => {
       ],
       [
         ["run", "--optimizer", optimizer, "--resume", firstRun, "--lr", "0.5"],
-        /--lr: the run was started with 0\.0003, got 0\.5/,
+        /--lr: the run was started with 0\.00025, got 0\.5/,
       ],
       [["status", "--optimizer", optimizer, "no-such-run"], /no run with id "no-such-run"/],
       [["cancel"], /--optimizer <host:port> is required/],

@@ -3,7 +3,7 @@
  * place names are defined), so that holding one service's credentials grants only that service's
  * part of the bus:
  *
- * - rollout: pull prompt jobs as the `rollout` group, publish trajectories. No KV, no objects:
+ * - rollout: pull prompt jobs as the `rollout` group, publish trajectories and dead-lettered jobs. No KV, no objects:
  *   it cannot move the latest-weights pointer nor write a weights blob.
  * - policy: read the KV bucket and the weights objects (and create them if it is first up). It
  *   cannot publish anything but JetStream API reads, acks and flow control.
@@ -100,11 +100,16 @@ function bucketStreams(s: Subjects): { kv: string; objects: string } {
 
 /** The publish allow-list of `role` (subscribe is only its own inbox). */
 function publishAllow(role: NatsRole, s: Subjects): string[] {
-  const { jobs, trajectories } = s.queues;
+  const { jobs, trajectories, deadLetters } = s.queues;
   const buckets = bucketStreams(s);
-  const queues = [...openStream(jobs.stream), ...openStream(trajectories.stream)];
+  const queues = [
+    ...openStream(jobs.stream),
+    ...openStream(trajectories.stream),
+    ...openStream(deadLetters.stream),
+  ];
   if (role === "rollout") {
-    return [...queues, ...consume(jobs.stream, ROLLOUT_CONSUMER), trajectories.subject];
+    // A job delivered too often goes to the dead-letter queue (rollout-worker.ts).
+    return [...queues, ...consume(jobs.stream, ROLLOUT_CONSUMER), trajectories.subject, deadLetters.subject];
   }
   const read = [
     ...openStream(buckets.kv),
@@ -116,6 +121,7 @@ function publishAllow(role: NatsRole, s: Subjects): string[] {
   return [
     ...manageStream(jobs.stream),
     ...manageStream(trajectories.stream),
+    ...manageStream(deadLetters.stream),
     jobs.subject,
     ...consume(trajectories.stream, OPTIMIZER_CONSUMER),
     ...read,
