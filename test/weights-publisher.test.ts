@@ -56,14 +56,20 @@ async function followingReplica(bus: Bus, signer: WeightsSigner, logs: string[])
   return replica;
 }
 
+/** A memory bus, a signing publisher that logs into `logs`, and a replica verifying its key. */
+async function signedSetup() {
+  const bus = new MemoryBus();
+  closers.push(() => bus.close());
+  const signer = newSigner();
+  const logs: string[] = [];
+  const publisher = new WeightsPublisher({ signer, log: (l) => logs.push(l) });
+  const replica = await followingReplica(bus, signer, logs);
+  return { bus, logs, publisher, replica };
+}
+
 describe("weights publisher - a bad pointer never blocks the Optimizer", () => {
   it("weights publisher - after an attacker sets the pointer to 2^53+10, the next publish succeeds and replicas serve it", async () => {
-    const bus = new MemoryBus();
-    closers.push(() => bus.close());
-    const signer = newSigner();
-    const logs: string[] = [];
-    const publisher = new WeightsPublisher({ signer, log: (l) => logs.push(l) });
-    const replica = await followingReplica(bus, signer, logs);
+    const { bus, logs, publisher, replica } = await signedSetup();
     await publisher.publish(bus, input("w1", 0));
     await publisher.publish(bus, input("w2", 1));
     await poll("v2", () => replica.serving.version === 2);
@@ -85,12 +91,7 @@ describe("weights publisher - a bad pointer never blocks the Optimizer", () => {
   });
 
   it("weights publisher - an unsigned or garbage pointer is overwritten with the Optimizer's own next version", async () => {
-    const bus = new MemoryBus();
-    closers.push(() => bus.close());
-    const signer = newSigner();
-    const logs: string[] = [];
-    const publisher = new WeightsPublisher({ signer, log: (l) => logs.push(l) });
-    const replica = await followingReplica(bus, signer, logs);
+    const { bus, logs, publisher, replica } = await signedSetup();
     await publisher.publish(bus, input("w1", 0));
     await poll("v1", () => replica.serving.version === 1);
 
