@@ -77,6 +77,11 @@ class FakeFeedback implements FeedbackCaller {
     scorerId: "fake-scorer",
     scorerVersion: "9",
   });
+  /** The first `n` calls fail with `message` (a scorer that is down, then back); later ones answer as before. */
+  failFirst(n: number, message: string): void {
+    const ok = this.answer;
+    this.answer = (items, call) => (call <= n ? new Error(message) : ok(items, call));
+  }
   async score(req: Parameters<FeedbackCaller["score"]>[0]): Promise<ScoreResponse> {
     this.calls++;
     const a = this.answer(req.items?.length ?? 0, this.calls);
@@ -208,8 +213,7 @@ describe("rollout worker", () => {
 
   it("rollout worker - a feedback failure is retried within the job's delivery, which then publishes once", async () => {
     const { bus, feedback, worker, logs } = setup();
-    const ok = feedback.answer;
-    feedback.answer = (items, call) => (call === 1 ? new Error("scorer down") : ok(items, call));
+    feedback.failFirst(1, "scorer down");
     const jobs = await bus.queue("jobs");
     await jobs.publish(job(), { msgId: "run-w.3.1" });
     worker.start();
@@ -391,8 +395,7 @@ describe("rollout worker", () => {
 
   it("rollout worker - failures are retried by time: a scorer down for three tries is ridden out in one delivery", async () => {
     const { bus, feedback, worker, logs } = setup({ retryMs: 60_000 });
-    const ok = feedback.answer;
-    feedback.answer = (items, call) => (call <= 3 ? new Error("scorer restarting") : ok(items, call));
+    feedback.failFirst(3, "scorer restarting");
     await (await bus.queue("jobs")).publish(job(), { msgId: "run-w.3.1" });
     worker.start();
     await until("the job to complete", () => worker.counters.jobsCompleted === 1, 15_000);
@@ -407,8 +410,7 @@ describe("rollout worker", () => {
 
   it("rollout worker - when the retry budget is spent the job is given back, and its redelivery publishes it", async () => {
     const { bus, feedback, worker, logs } = setup({ retryMs: 0 });
-    const ok = feedback.answer;
-    feedback.answer = (items, call) => (call === 1 ? new Error("scorer down") : ok(items, call));
+    feedback.failFirst(1, "scorer down");
     const jobs = await bus.queue("jobs");
     await jobs.publish(job(), { msgId: "run-w.3.1" });
     worker.start();
@@ -421,9 +423,8 @@ describe("rollout worker", () => {
   it("rollout worker - waiting for a stale Policy does not spend the retry budget", async () => {
     const { bus, policy, feedback, worker, logs } = setup({ retryMs: 0 });
     policy.version = 1;
-    const ok = feedback.answer;
     // One scorer failure after the wait is still allowed (no budget was spent), then it works.
-    feedback.answer = (items, call) => (call === 1 ? new Error("blip") : ok(items, call));
+    feedback.failFirst(1, "blip");
     await (await bus.queue("jobs")).publish(job({ minWeightsVersion: 2n }), { msgId: "run-w.3.1" });
     worker.start();
     await until("a few stale attempts", () => policy.generateCalls >= 4);

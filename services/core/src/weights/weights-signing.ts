@@ -65,20 +65,29 @@ async function readPem(path: string, field: string): Promise<string> {
   }
 }
 
+/** `pem` parsed by `parse`; a ConfigError naming the setting and the file when it is not such a key. */
+function parseKey(
+  parse: (pem: string) => KeyObject,
+  pem: string,
+  kind: "private" | "public",
+  field: string,
+  path: string,
+): KeyObject {
+  try {
+    return parse(pem);
+  } catch (err) {
+    throw new ConfigError(`${field}: ${path} is not a PEM ${kind} key: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
 /**
  * The Optimizer's signer from a PEM private key file (`services.weightsSigningKey`); a
  * ConfigError naming the setting and the file when it is missing or not an Ed25519 private key.
  */
 export async function loadSigningKey(path: string, field = "weightsSigningKey"): Promise<WeightsSigner> {
-  const pem = await readPem(path, field);
-  let key: KeyObject;
-  try {
-    key = createPrivateKey(pem);
-  } catch (err) {
-    throw new ConfigError(`${field}: ${path} is not a PEM private key: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
+  const key = parseKey(createPrivateKey, await readPem(path, field), "private", field, path);
   return signerOf(key, `${field} (${path})`);
 }
 
@@ -91,14 +100,7 @@ export async function loadVerifyKey(path: string, field = "weightsVerifyKey"): P
   if (pem.includes("PRIVATE KEY")) {
     throw new ConfigError(`${field}: ${path} holds a private key; give the replica the public key only`);
   }
-  let key: KeyObject;
-  try {
-    key = createPublicKey(pem);
-  } catch (err) {
-    throw new ConfigError(`${field}: ${path} is not a PEM public key: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
+  const key = parseKey(createPublicKey, pem, "public", field, path);
   return verifierOf(key, `${field} (${path})`);
 }
 
