@@ -23,7 +23,7 @@ import { ConfigError, ObjectIntegrityError, WeightsError } from "../services/cor
 import { encodeSafetensors } from "../services/core/src/model/safetensors-bytes.js";
 import { fetchWeightsBlob, WeightsPublisher } from "../services/core/src/weights/weights-channel.js";
 import { clusterWeightsKeys, writeWeightsKeyPair } from "../services/core/src/weights/weights-keys.js";
-import { MAX_VERSION_JUMP, tensorDigests } from "../services/core/src/weights/weights-manifest.js";
+import { MAX_VERSION_JUMP } from "../services/core/src/weights/weights-manifest.js";
 import {
   keyIdOf,
   loadSigningKey,
@@ -33,6 +33,7 @@ import {
   signManifest,
   type WeightsSigner,
 } from "../services/core/src/weights/weights-signing.js";
+import { digestBlob } from "../services/core/src/weights/weights-stream.js";
 import { PolicyReplica } from "../services/policy/policy-replica.js";
 import { FakeModel, fakeLoader, poll } from "./helpers/fake-model.js";
 import { RLAIF_BIN } from "./helpers/spawn-rlaif.js";
@@ -159,7 +160,7 @@ describe("weights signing - signatures and keys", () => {
 describe("weights signing - tensors and the replica's refusals", () => {
   it("weights signing - per-tensor digests come from the safetensors header; other blobs have none", () => {
     const blob = tensorBlob(1);
-    const tensors = tensorDigests(blob);
+    const tensors = digestBlob(blob).tensors;
     expect(tensors.map((t) => [t.name, t.dtype, t.shape.map(Number)])).toEqual([
       ["a.weight", "F32", [2, 3]],
       ["b.bias", "F32", [4]],
@@ -167,7 +168,7 @@ describe("weights signing - tensors and the replica's refusals", () => {
     const headerEnd = blob.length - 40;
     expect(tensors[0]?.sha256).toBe(sha256(blob.subarray(headerEnd, headerEnd + 24)));
     expect(tensors[1]?.sha256).toBe(sha256(blob.subarray(headerEnd + 24)));
-    expect(tensorDigests(text("plain bytes"))).toEqual([]);
+    expect(digestBlob(text("plain bytes")).tensors).toEqual([]);
   });
 
   it("weights signing - one tampered tensor byte is refused naming the tensor, and the old weights stay", async () => {

@@ -136,7 +136,13 @@ export class PolicyReplica {
   async apply(bus: Bus, manifest: WeightsManifest): Promise<void> {
     checkManifest(manifest, this.current.version, this.opts.verifier);
     const version = Number(manifest.version);
-    const blob = await fetchWeightsBlob(bus, manifest.objectName, manifest.sha256, manifest.tensors);
+    const blob = await fetchWeightsBlob(
+      bus,
+      manifest.objectName,
+      manifest.sha256,
+      manifest.tensors,
+      Number(manifest.sizeBytes),
+    );
     const needRef = manifest.referenceObjectName !== this.reference.objectName;
     const refBlob =
       !needRef || manifest.referenceObjectName === manifest.objectName

@@ -78,9 +78,27 @@ export interface ObjectInfo {
   sha256: string;
 }
 
+/**
+ * The chunks of one object's content, in order. A function, so a put cut off by a disconnect can
+ * start the content again from its first chunk.
+ */
+export type ChunkSource = () => Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+
 /** Blob storage for weights (JetStream Object Store). */
 export interface ObjectStore {
   put(name: string, data: Uint8Array): Promise<ObjectInfo>;
+  /**
+   * Store the chunks `source` yields as one object, streamed: the store never needs the content
+   * whole, so a publisher that yields views of its tensors never builds a second copy of them.
+   */
+  putStream(name: string, source: ChunkSource): Promise<ObjectInfo>;
+  /**
+   * Read an object as it arrives, chunk by chunk, so a reader can check and place each chunk
+   * without first holding every chunk and then their concatenation. The store's own digest is
+   * checked once the last chunk is in (the iteration then throws `ObjectIntegrityError`);
+   * `ObjectNotFoundError` when absent.
+   */
+  getStream(name: string): AsyncIterable<Uint8Array>;
   /**
    * Read an object and verify it against the SHA-256 recorded at put time.
    * Throws `ObjectIntegrityError` on mismatch and `ObjectNotFoundError` when absent.

@@ -13,7 +13,16 @@ import {
   ValidationError,
 } from "../errors.js";
 import { sha256Hex } from "../hash.js";
-import type { Bus, KeyValue, KvEntry, ObjectInfo, ObjectStore, Queue, QueueName } from "./bus.js";
+import type {
+  Bus,
+  ChunkSource,
+  KeyValue,
+  KvEntry,
+  ObjectInfo,
+  ObjectStore,
+  Queue,
+  QueueName,
+} from "./bus.js";
 import { MemoryQueue } from "./memory-queue.js";
 import { assertKvKey } from "./subjects.js";
 
@@ -76,6 +85,9 @@ export class MemoryBus implements Bus {
   }
 }
 
+/** Chunk size of the memory store's streamed reads: the JetStream Object Store's default. */
+const MEMORY_CHUNK_BYTES = 128 * 1024;
+
 /**
  * Object store in memory. Content is copied in and out and re-hashed on every get, so a caller
  * mutating its buffer (or `corruptForTest`) is caught exactly like a corrupt JetStream object.
@@ -89,6 +101,40 @@ export class MemoryObjectStore implements ObjectStore {
     const sha256 = sha256Hex(copy);
     this.#objects.set(name, { data: copy, sha256 });
     return { name, size: copy.length, sha256 };
+  }
+
+  /** The chunks are joined into the stored copy (memory holds objects whole anyway). */
+  async putStream(name: string, source: ChunkSource): Promise<ObjectInfo> {
+    if (!name) throw new ValidationError("name", "object name must be non-empty");
+    const parts: Uint8Array[] = [];
+    for await (const chunk of source()) parts.push(chunk.slice());
+    const copy = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      copy.set(p, at);
+      at += p.length;
+    }
+    this.#objects.set(name, { data: copy, sha256: sha256Hex(copy) });
+    return { name, size: copy.length, sha256: sha256Hex(copy) };
+  }
+
+  /**
+   * The stored copy in chunks of {@link MEMORY_CHUNK_BYTES} (as JetStream would send them), each
+   * a fresh copy; the digest is checked after the last chunk, as on JetStream.
+   */
+  async *getStream(name: string): AsyncIterable<Uint8Array> {
+    const obj = this.#objects.get(name);
+    if (!obj) throw new ObjectNotFoundError(`object "${name}" not found`);
+    const data = obj.data.slice();
+    for (let p = 0; p < data.length; p += MEMORY_CHUNK_BYTES) {
+      yield data.slice(p, Math.min(data.length, p + MEMORY_CHUNK_BYTES));
+    }
+    const actual = sha256Hex(data);
+    if (actual !== obj.sha256) {
+      throw new ObjectIntegrityError(
+        `object "${name}": SHA-256 ${actual} does not match recorded ${obj.sha256}`,
+      );
+    }
   }
 
   async get(name: string): Promise<Uint8Array> {

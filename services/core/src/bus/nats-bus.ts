@@ -28,11 +28,26 @@ import {
   RlaifError,
   ValidationError,
 } from "../errors.js";
-import type { Bus, KeyValue, KvEntry, ObjectInfo, ObjectStore, Queue, QueueName } from "./bus.js";
+import type {
+  Bus,
+  ChunkSource,
+  KeyValue,
+  KvEntry,
+  ObjectInfo,
+  ObjectStore,
+  Queue,
+  QueueName,
+} from "./bus.js";
 import { DEFAULT_ACK_WAIT_MS, DEFAULT_DEDUP_WINDOW_MS } from "./memory-bus.js";
 import type { NatsClientAuth } from "./nats-auth.js";
 import { NatsQueue } from "./nats-queue.js";
-import { apiCode, DEFAULT_NATS_RETRY_MS, type RetryContext, retryTransient } from "./nats-retry.js";
+import {
+  apiCode,
+  DEFAULT_NATS_RETRY_MS,
+  isTransientNatsError,
+  type RetryContext,
+  retryTransient,
+} from "./nats-retry.js";
 import { assertKvKey, type Subjects, subjectsFor } from "./subjects.js";
 
 /** Options of `NatsBus.connect`. */
@@ -224,6 +239,60 @@ class NatsObjects implements ObjectStore {
     return { name, size: info.size, sha256: digestHex(info.digest) };
   }
 
+  async putStream(name: string, source: ChunkSource): Promise<ObjectInfo> {
+    if (!name) throw new ValidationError("name", "object name must be non-empty");
+    // As put: a stream cut off by a disconnect is put again from its first chunk.
+    const info = await retryTransient(`storing object "${name}"`, this.#retry, () =>
+      this.#os.put({ name }, readableOf(source())),
+    );
+    return { name, size: info.size, sha256: digestHex(info.digest) };
+  }
+
+  /**
+   * The object's chunks as the server sends them. A transient failure mid-way (a reconnect)
+   * re-opens the read and skips the bytes already yielded, provided the object is still the same
+   * upload (same nuid); the client checks the digest of each full read at its end.
+   */
+  async *getStream(name: string): AsyncIterable<Uint8Array> {
+    let yielded = 0;
+    let nuid: string | null = null;
+    const deadline = performance.now() + this.#retry.retryMs;
+    for (;;) {
+      const r = await retryTransient(`reading object "${name}"`, this.#retry, () => this.#os.get(name));
+      if (r === null) throw new ObjectNotFoundError(`object "${name}" not found`);
+      if (nuid !== null && r.info.nuid !== nuid) {
+        throw new ObjectIntegrityError(`object "${name}" was replaced while it was being read`);
+      }
+      nuid = r.info.nuid;
+      let skip = yielded;
+      const reader = r.data.getReader();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          if (skip >= value.length) {
+            skip -= value.length;
+            continue;
+          }
+          const chunk = skip > 0 ? value.subarray(skip) : value;
+          skip = 0;
+          yielded += chunk.length;
+          yield chunk;
+        }
+        const err = await r.error;
+        if (err) throw err;
+        return;
+      } catch (err) {
+        if (/digests? do not match|corrupt/i.test((err as Error).message ?? "")) {
+          throw new ObjectIntegrityError(`object "${name}" failed SHA-256 verification`, { cause: err });
+        }
+        if (!isTransientNatsError(err) || this.#retry.closed() || performance.now() > deadline) throw err;
+      } finally {
+        reader.releaseLock();
+      }
+    }
+  }
+
   async get(name: string): Promise<Uint8Array> {
     let data: Uint8Array | null;
     try {
@@ -257,6 +326,24 @@ class NatsObjects implements ObjectStore {
       .filter((i) => !i.deleted)
       .map((i) => ({ name: i.name, size: i.size, sha256: digestHex(i.digest) }));
   }
+}
+
+/** A ReadableStream (what the Object Store client puts) pulling from `chunks`. */
+function readableOf(chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
+  const it =
+    Symbol.asyncIterator in chunks
+      ? (chunks as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]()
+      : (chunks as Iterable<Uint8Array>)[Symbol.iterator]();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = await it.next();
+      if (next.done) controller.close();
+      else controller.enqueue(next.value);
+    },
+    async cancel() {
+      await it.return?.();
+    },
+  });
 }
 
 /** The Object Store records `SHA-256=<base64url>` (other clients may write hex); we expose hex. */

@@ -189,16 +189,22 @@ export class PortBus implements Bus {
   }
 
   async objects(): Promise<ObjectStore> {
+    const get = (name: string): Promise<Uint8Array> => {
+      const data = this.sent.get(name);
+      if (!data) return this.call<Uint8Array>({ op: "objects.get", name });
+      // Each sent object is handed out once: the caller owns its bytes.
+      this.sent.delete(name);
+      return Promise.resolve(data);
+    };
     return {
-      get: (name) => {
-        const data = this.sent.get(name);
-        if (!data) return this.call<Uint8Array>({ op: "objects.get", name });
-        // Each sent object is handed out once: the caller owns its bytes.
-        this.sent.delete(name);
-        return Promise.resolve(data);
+      get,
+      // Objects cross the bridge whole (one transfer), so the stream is that one chunk.
+      getStream: async function* (name: string) {
+        yield await get(name);
       },
       info: (name) => this.call<ObjectInfo | null>({ op: "objects.info", name }),
       put: async () => this.refuse("objects put"),
+      putStream: async () => this.refuse("objects put"),
       delete: async () => this.refuse("objects delete"),
       list: async () => this.refuse("objects list"),
     };

@@ -12,18 +12,21 @@
 import type { WeightsManifest } from "../../gen/rlaif/common/v1/types_pb.js";
 import type { Bus } from "../bus/bus.js";
 import { LATEST_WEIGHTS_KEY } from "../bus/subjects.js";
-import { ObjectIntegrityError, WeightsError } from "../errors.js";
-import { sha256Hex } from "../hash.js";
-import { chainProblem, checkTensorDigests, versionProblem } from "./weights-manifest.js";
+import { WeightsError } from "../errors.js";
+import { chainProblem, versionProblem } from "./weights-manifest.js";
 import { decodeManifest } from "./weights-pointer.js";
 import { signatureProblem, type WeightsVerifier } from "./weights-signing.js";
+import { VerifyingAssembler } from "./weights-stream.js";
 
 export { readLatestWeights } from "./weights-pointer.js";
 export { type PublishWeightsInput, publishWeights, WeightsPublisher } from "./weights-publisher.js";
 
 /**
- * Read a blob and check it against the digests the manifest promised: each tensor's first (so a
- * tampered blob is refused naming the tensor), then the whole blob's. The bus verifies its own
+ * Stream a blob from the Object Store and check it against the digests the manifest promised
+ * as the chunks arrive (weights-stream.ts): the header against the tensor list, each tensor's
+ * SHA-256 once its last byte is in (so a tampered blob is refused naming the tensor, before the
+ * rest is read), then the size and the whole blob's SHA-256. The chunks go straight into one
+ * buffer of `sizeBytes` (0: unknown, grown as needed), never held twice. The bus verifies its own
  * digest too; these checks bind the blob to the (signed) manifest, so a blob replaced under the
  * same name (with a fresh store digest) is still refused.
  */
@@ -32,16 +35,11 @@ export async function fetchWeightsBlob(
   objectName: string,
   sha256: string,
   tensors: WeightsManifest["tensors"] = [],
+  sizeBytes = 0,
 ): Promise<Uint8Array> {
-  const blob = await (await bus.objects()).get(objectName);
-  checkTensorDigests(blob, tensors, objectName);
-  const actual = sha256Hex(blob);
-  if (actual !== sha256) {
-    throw new ObjectIntegrityError(
-      `weights ${objectName}: SHA-256 ${actual} does not match the manifest's ${sha256}`,
-    );
-  }
-  return blob;
+  const assembler = new VerifyingAssembler({ objectName, sha256, sizeBytes, tensors });
+  for await (const chunk of (await bus.objects()).getStream(objectName)) assembler.push(chunk);
+  return assembler.finish();
 }
 
 /**

@@ -1,15 +1,9 @@
 /**
- * What a weights manifest promises about its blob and its place in the version log, and the
- * checks both ends apply: the Optimizer builds per-tensor digests from the blob's safetensors
- * header, replicas check those digests (so a tampered blob is refused naming the tensor), the
- * version bounds (so a pointer set to an absurd number is refused, never half-trusted) and the
- * parent chain.
+ * What a weights manifest promises about its place in the version log, and the checks both ends
+ * apply: the version bounds (so a pointer set to an absurd number is refused, never
+ * half-trusted) and the parent chain. The per-tensor digests are built and checked as the blob
+ * streams (weights-stream.ts).
  */
-import { create } from "@bufbuild/protobuf";
-import { type WeightsTensor, WeightsTensorSchema } from "../../gen/rlaif/common/v1/types_pb.js";
-import { ObjectIntegrityError } from "../errors.js";
-import { sha256Hex } from "../hash.js";
-import { parseHeader } from "../model/safetensors.js";
 
 /**
  * Highest version a replica or the Optimizer takes from a pointer: 2^53 − 1 (JavaScript's safe
@@ -39,68 +33,6 @@ export function looksLikeSafetensors(blob: Uint8Array): boolean {
   if (blob.length < LENGTH_BYTES + 2) return false;
   const n = Number(new DataView(blob.buffer, blob.byteOffset, 8).getBigUint64(0, true));
   return n >= 2 && LENGTH_BYTES + n <= blob.length && blob[LENGTH_BYTES] === 0x7b; // "{"
-}
-
-/** The tensors of safetensors bytes `blob` with each one's byte range; CheckpointError naming `where` on a defect. */
-function tensorEntries(blob: Uint8Array, where: string) {
-  const n = Number(new DataView(blob.buffer, blob.byteOffset, 8).getBigUint64(0, true));
-  const json = new TextDecoder().decode(blob.subarray(LENGTH_BYTES, LENGTH_BYTES + n));
-  return parseHeader(where, json, LENGTH_BYTES + n, blob.length).entries;
-}
-
-/**
- * Every tensor of `blob` (name, shape, dtype, SHA-256 of its bytes) in byte order, for the
- * manifest; [] when the blob is not safetensors. A blob that looks like safetensors but has a
- * broken header throws CheckpointError: publishing it would only fail on every replica.
- */
-export function tensorDigests(blob: Uint8Array, where = "weights blob"): WeightsTensor[] {
-  if (!looksLikeSafetensors(blob)) return [];
-  return tensorEntries(blob, where).map((e) =>
-    create(WeightsTensorSchema, {
-      name: e.name,
-      shape: e.shape.map(BigInt),
-      dtype: e.dtype,
-      sha256: sha256Hex(blob.subarray(e.begin, e.end)),
-    }),
-  );
-}
-
-/**
- * Throws ObjectIntegrityError naming the first tensor (in byte order) of `blob` that differs from
- * what `tensors` promised (bytes, shape, dtype, a tensor missing or added). No-op when the
- * manifest lists no tensors; the blob's total SHA-256 is checked apart.
- */
-export function checkTensorDigests(
-  blob: Uint8Array,
-  tensors: readonly WeightsTensor[],
-  objectName: string,
-): void {
-  if (tensors.length === 0) return;
-  // Typed explicitly, so the compiler knows each call ends the function.
-  const fail: (why: string) => never = (why) => {
-    throw new ObjectIntegrityError(`weights ${objectName}: ${why}`);
-  };
-  let actual: WeightsTensor[];
-  try {
-    actual = looksLikeSafetensors(blob) ? tensorDigests(blob, objectName) : [];
-  } catch (err) {
-    throw new ObjectIntegrityError(`weights ${objectName}: ${(err as Error).message}`, { cause: err });
-  }
-  if (actual.length === 0) fail("is not a safetensors blob, but the manifest lists its tensors");
-  const promised = new Map(tensors.map((t) => [t.name, t]));
-  for (const t of actual) {
-    const want = promised.get(t.name);
-    if (!want) fail(`tensor '${t.name}' is not in the manifest`);
-    if (want.dtype !== t.dtype || want.shape.join(",") !== t.shape.join(",")) {
-      fail(`tensor '${t.name}' is ${t.dtype} [${t.shape}], the manifest says ${want.dtype} [${want.shape}]`);
-    }
-    if (want.sha256 !== t.sha256) {
-      fail(`tensor '${t.name}' has SHA-256 ${t.sha256}, the manifest says ${want.sha256} (tampered)`);
-    }
-    promised.delete(t.name);
-  }
-  const missing = [...promised.keys()];
-  if (missing.length > 0) fail(`tensor '${missing[0]}' of the manifest is missing from the blob`);
 }
 
 /**

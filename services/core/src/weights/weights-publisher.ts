@@ -1,6 +1,8 @@
 /**
  * The Optimizer's side of the weights log: store a blob as the next version, sign its manifest,
  * move the latest pointer by compare-and-set, then collect blobs older than the retention count.
+ * The blob is hashed in one pass (whole and per tensor, weights-stream.ts) and streamed to the
+ * Object Store as views of its own memory: the publisher never makes a second copy of it.
  *
  * The pointer is writable by anyone holding NATS, so the publisher never trusts its version
  * blindly: it remembers the last version it published itself, and a pointer that is undecodable,
@@ -13,10 +15,10 @@ import { type WeightsManifest, WeightsManifestSchema } from "../../gen/rlaif/com
 import type { Bus, ObjectStore } from "../bus/bus.js";
 import { LATEST_WEIGHTS_KEY, weightsObjectName, weightsObjectVersion } from "../bus/subjects.js";
 import { KvConflictError, ValidationError, WeightsError } from "../errors.js";
-import { sha256Hex } from "../hash.js";
-import { MAX_VERSION_JUMP, MAX_WEIGHTS_VERSION, tensorDigests } from "./weights-manifest.js";
+import { MAX_VERSION_JUMP, MAX_WEIGHTS_VERSION } from "./weights-manifest.js";
 import { readPointer } from "./weights-pointer.js";
 import { signatureProblem, signManifest, type WeightsSigner } from "./weights-signing.js";
+import { blobChunks, digestBlob } from "./weights-stream.js";
 
 /** What the Optimizer says about a blob it publishes. */
 export interface PublishWeightsInput {
@@ -75,8 +77,8 @@ export class WeightsPublisher {
   async publish(bus: Bus, input: PublishWeightsInput): Promise<WeightsManifest> {
     const kv = await bus.kv();
     const objects = await bus.objects();
-    const sha256 = sha256Hex(input.blob);
-    const tensors = tensorDigests(input.blob);
+    // One pass over the bytes for both digests; the put then streams views of the same memory.
+    const { sha256, tensors } = digestBlob(input.blob);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const latest = await readPointer(bus);
       const why = latest ? this.distrust(latest.manifest) : null;
@@ -88,7 +90,7 @@ export class WeightsPublisher {
       }
       // 1. Store the blob under a name no other publisher can use (version + content hash).
       const objectName = weightsObjectName(version, sha256);
-      const info = await objects.put(objectName, input.blob);
+      const info = await objects.putStream(objectName, () => blobChunks(input.blob));
       const unsigned = create(WeightsManifestSchema, {
         version: BigInt(version),
         runId: input.runId,

@@ -1,0 +1,227 @@
+/**
+ * Weights blobs as streams of chunks, both ways, so neither end holds the model twice.
+ *
+ * Publisher: {@link digestBlob} hashes the blob once (each slice feeds the whole-blob SHA-256 and
+ * its tensor's SHA-256 together), and {@link blobChunks} hands the Object Store put views of the
+ * blob's own memory (never a copy, never a second whole blob).
+ *
+ * Replica: a {@link VerifyingAssembler} takes the chunks of an Object Store get as they arrive,
+ * writes each into one buffer of the manifest's size (no list of chunks concatenated at the end),
+ * and hashes them on the way in: the header is checked against the manifest's tensor list as
+ * soon as it is complete, and each tensor as soon as its last byte is in, so a tampered chunk is
+ * refused naming its tensor without reading the rest.
+ */
+import { createHash, type Hash } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { type WeightsTensor, WeightsTensorSchema } from "../../gen/rlaif/common/v1/types_pb.js";
+import { ObjectIntegrityError } from "../errors.js";
+import { type Entry, parseHeader } from "../model/safetensors.js";
+import { looksLikeSafetensors } from "./weights-manifest.js";
+
+/**
+ * Largest chunk handed to the Object Store: the JetStream Object Store's own chunk size (128 KiB),
+ * so the client never has to cut or join much larger pieces.
+ */
+export const WEIGHTS_CHUNK_BYTES = 128 * 1024;
+
+/** Largest blob a replica assembles: Node's largest typed array (a bigger manifest is refused). */
+const MAX_BLOB_BYTES = 2 ** 32;
+
+/** The tensor entries of safetensors bytes, in byte order ([] when the blob is not safetensors). */
+function entriesOf(blob: Uint8Array, where: string): Entry[] {
+  if (!looksLikeSafetensors(blob)) return [];
+  const n = Number(new DataView(blob.buffer, blob.byteOffset, 8).getBigUint64(0, true));
+  const json = new TextDecoder().decode(blob.subarray(8, 8 + n));
+  return parseHeader(where, json, 8 + n, blob.length).entries;
+}
+
+/** The whole-blob and per-tensor digests of a blob, from one pass over its bytes. */
+export interface BlobDigest {
+  /** Lower-case hex SHA-256 of the whole blob. */
+  sha256: string;
+  /** Every tensor (name, shape, dtype, SHA-256), in byte order; [] when the blob is not safetensors. */
+  tensors: WeightsTensor[];
+}
+
+/**
+ * SHA-256 of `blob` and of each of its tensors in one pass: every slice of a tensor updates both
+ * hashes while it is in cache, instead of reading the blob once per digest. A blob that looks like
+ * safetensors but has a broken header throws CheckpointError naming `where`.
+ */
+export function digestBlob(blob: Uint8Array, where = "weights blob"): BlobDigest {
+  const total = createHash("sha256");
+  const tensors: WeightsTensor[] = [];
+  let at = 0;
+  for (const e of entriesOf(blob, where)) {
+    if (e.begin > at) total.update(blob.subarray(at, e.begin));
+    const own = createHash("sha256");
+    for (let p = e.begin; p < e.end; p += WEIGHTS_CHUNK_BYTES) {
+      const slice = blob.subarray(p, Math.min(e.end, p + WEIGHTS_CHUNK_BYTES));
+      own.update(slice);
+      total.update(slice);
+    }
+    at = e.end;
+    tensors.push(
+      create(WeightsTensorSchema, {
+        name: e.name,
+        shape: e.shape.map(BigInt),
+        dtype: e.dtype,
+        sha256: own.digest("hex"),
+      }),
+    );
+  }
+  if (at < blob.length) total.update(blob.subarray(at));
+  return { sha256: total.digest("hex"), tensors };
+}
+
+/**
+ * Views of `blob` of at most `chunkBytes` each, in order: what the publisher streams into the
+ * Object Store. Each is a `subarray` of the caller's buffer, so streaming copies nothing.
+ */
+export function* blobChunks(blob: Uint8Array, chunkBytes = WEIGHTS_CHUNK_BYTES): Generator<Uint8Array> {
+  for (let p = 0; p < blob.length; p += chunkBytes)
+    yield blob.subarray(p, Math.min(blob.length, p + chunkBytes));
+}
+
+/** What a replica expects of a weights object: its manifest's promises. */
+export interface ExpectedBlob {
+  objectName: string;
+  sha256: string;
+  /** Size the manifest promises; 0 (unknown) grows the buffer as chunks arrive. */
+  sizeBytes: number;
+  tensors: readonly WeightsTensor[];
+}
+
+/**
+ * Builds a blob from streamed chunks into one buffer and checks it against its manifest on the
+ * way: header against the tensor list, each tensor's SHA-256 when its last byte arrives, the
+ * size and the whole blob's SHA-256 at {@link finish}. Every failure is an ObjectIntegrityError
+ * naming the object (and the tensor).
+ */
+export class VerifyingAssembler {
+  private buf: Uint8Array;
+  private length = 0;
+  private readonly total: Hash = createHash("sha256");
+  /** Tensors of the parsed header still to check, in byte order; null until the header is in. */
+  private pending: Entry[] | null = null;
+  private current: { entry: Entry; hash: Hash } | null = null;
+  private readonly promised: Map<string, WeightsTensor>;
+
+  constructor(private readonly expect: ExpectedBlob) {
+    if (expect.sizeBytes > MAX_BLOB_BYTES) {
+      this.fail(`the manifest's size of ${expect.sizeBytes} bytes is more than a replica can hold`);
+    }
+    this.buf = new Uint8Array(expect.sizeBytes > 0 ? expect.sizeBytes : WEIGHTS_CHUNK_BYTES);
+    this.promised = new Map(expect.tensors.map((t) => [t.name, t]));
+  }
+
+  private fail(why: string): never {
+    throw new ObjectIntegrityError(`weights ${this.expect.objectName}: ${why}`);
+  }
+
+  /** Bytes received so far. */
+  get received(): number {
+    return this.length;
+  }
+
+  /** Take the next chunk (copied into the blob's buffer; the chunk itself is not kept). */
+  push(chunk: Uint8Array): void {
+    const end = this.length + chunk.length;
+    if (end > this.buf.length) {
+      if (this.expect.sizeBytes > 0)
+        this.fail(`holds more than the manifest's ${this.expect.sizeBytes} bytes`);
+      const grown = new Uint8Array(Math.max(end, this.buf.length * 2));
+      grown.set(this.buf.subarray(0, this.length));
+      this.buf = grown;
+    }
+    this.buf.set(chunk, this.length);
+    const start = this.length;
+    this.length = end;
+    this.total.update(chunk);
+    if (this.expect.tensors.length === 0) return;
+    if (this.pending === null) this.readHeader();
+    this.hashTensors(start);
+  }
+
+  /** Once the header is complete: its tensors, checked against the manifest's (names, dtypes, shapes). */
+  private readHeader(): void {
+    if (this.length < 8) return;
+    const n = Number(new DataView(this.buf.buffer, this.buf.byteOffset, 8).getBigUint64(0, true));
+    const size = this.expect.sizeBytes;
+    if (n < 2 || (size > 0 && 8 + n > size))
+      this.fail("is not a safetensors blob, but the manifest lists its tensors");
+    if (this.length < 8 + n) return;
+    let entries: Entry[];
+    try {
+      const json = new TextDecoder().decode(this.buf.subarray(8, 8 + n));
+      entries = parseHeader(
+        this.expect.objectName,
+        json,
+        8 + n,
+        size > 0 ? size : Number.MAX_SAFE_INTEGER,
+      ).entries;
+    } catch (err) {
+      throw new ObjectIntegrityError(`weights ${this.expect.objectName}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    const left = new Map(this.promised);
+    for (const e of entries) {
+      const want = left.get(e.name);
+      if (!want) this.fail(`tensor '${e.name}' is not in the manifest`);
+      if (want.dtype !== e.dtype || want.shape.join(",") !== e.shape.join(",")) {
+        this.fail(
+          `tensor '${e.name}' is ${e.dtype} [${e.shape}], the manifest says ${want.dtype} [${want.shape}]`,
+        );
+      }
+      left.delete(e.name);
+    }
+    const missing = [...left.keys()];
+    if (missing.length > 0) this.fail(`tensor '${missing[0]}' of the manifest is missing from the blob`);
+    this.pending = entries;
+  }
+
+  /** Feed the bytes from `from` on to the tensors they belong to; check each tensor that completes. */
+  private hashTensors(from: number): void {
+    const pending = this.pending;
+    if (pending === null) return;
+    let p = from;
+    while (p < this.length) {
+      if (this.current === null) {
+        const next = pending[0];
+        if (next === undefined) return;
+        if (next.begin >= this.length) return;
+        pending.shift();
+        this.current = { entry: next, hash: createHash("sha256") };
+        p = Math.max(p, next.begin);
+      }
+      const { entry, hash } = this.current;
+      const stop = Math.min(entry.end, this.length);
+      if (stop > p) hash.update(this.buf.subarray(p, stop));
+      p = stop;
+      if (stop < entry.end) return;
+      const got = hash.digest("hex");
+      const want = (this.promised.get(entry.name) as WeightsTensor).sha256;
+      if (got !== want)
+        this.fail(`tensor '${entry.name}' has SHA-256 ${got}, the manifest says ${want} (tampered)`);
+      this.current = null;
+    }
+  }
+
+  /** The whole blob, once its size and SHA-256 are what the manifest promised. */
+  finish(): Uint8Array {
+    const size = this.expect.sizeBytes;
+    if (size > 0 && this.length !== size) this.fail(`holds ${this.length} bytes, the manifest says ${size}`);
+    if (
+      this.expect.tensors.length > 0 &&
+      (this.pending === null || this.pending.length > 0 || this.current)
+    ) {
+      this.fail("ended before its last tensor");
+    }
+    const actual = this.total.digest("hex");
+    if (actual !== this.expect.sha256) {
+      this.fail(`SHA-256 ${actual} does not match the manifest's ${this.expect.sha256}`);
+    }
+    return this.length === this.buf.length ? this.buf : this.buf.subarray(0, this.length);
+  }
+}
