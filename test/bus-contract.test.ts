@@ -186,6 +186,39 @@ function busContract(target: Target): void {
     await expect(store.get("weights/v2")).rejects.toBeInstanceOf(ObjectIntegrityError);
   });
 
+  it(name("objects stream in and out in chunks, the same bytes and SHA-256 as a whole put"), async () => {
+    const store = await (await open()).bus.objects();
+    const blob = new Uint8Array(randomBytes(1024 * 1024 + 5));
+    const sha256 = createHash("sha256").update(blob).digest("hex");
+    const pieces = () => [blob.subarray(0, 10), blob.subarray(10, 300_000), blob.subarray(300_000)];
+    expect(await store.putStream("weights/s1", pieces)).toEqual({
+      name: "weights/s1",
+      size: blob.length,
+      sha256,
+    });
+    const chunks: Uint8Array[] = [];
+    for await (const c of store.getStream("weights/s1")) chunks.push(c);
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(Buffer.concat(chunks).equals(Buffer.from(blob))).toBe(true);
+  });
+
+  it(
+    name(
+      "a tampered object fails the streamed get with ObjectIntegrityError, a missing one with ObjectNotFoundError",
+    ),
+    async () => {
+      const f = await open();
+      const store = await f.bus.objects();
+      await store.putStream("weights/s2", () => [new Uint8Array(randomBytes(300_000))]);
+      await f.tamper("weights/s2");
+      const drain = async (name: string) => {
+        for await (const _ of store.getStream(name));
+      };
+      await expect(drain("weights/s2")).rejects.toBeInstanceOf(ObjectIntegrityError);
+      await expect(drain("nope")).rejects.toBeInstanceOf(ObjectNotFoundError);
+    },
+  );
+
   it(name("a missing or deleted object fails with ObjectNotFoundError"), async () => {
     const store = await (await open()).bus.objects();
     await expect(store.get("nope")).rejects.toBeInstanceOf(ObjectNotFoundError);
