@@ -6,7 +6,7 @@
  * unmodified, and say how much CPU each took, so the CPU left for generation is known.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 
 /** Clock ticks per second of /proc's CPU times (usually 100). */
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
@@ -36,6 +36,17 @@ export function rssMb(pid: number): number {
 /** Pin every thread of `pid` to `cpus` (taskset's list, e.g. "0"); threads it starts later inherit it. */
 export function pin(pid: number, cpus: string): void {
   execFileSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
+}
+
+/**
+ * Set the nice value of `pid`'s autogroup (Linux; below 0 needs root). Why: with
+ * `kernel.sched_autogroup_enabled` the scheduler first shares the CPU between sessions, and each
+ * `rlaif serve` child runs in a session of its own (it is started detached), so a process's own
+ * nice value weighs only inside its session and cannot keep other sessions' work off the cores
+ * being measured; the autogroup's nice value can.
+ */
+export function setAutogroupNice(pid: number, nice: number): void {
+  writeFileSync(`/proc/${pid}/autogroup`, String(nice));
 }
 
 /** The nats-server's totals since it started. */
