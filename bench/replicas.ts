@@ -14,7 +14,7 @@
  * then feeding stops and every job's trajectories must arrive, each once.
  *
  *   npx tsx bench/replicas.ts [--window-s 40] [--warmup-s 8] [--samples 8] [--max-new-tokens 24]
- *     [--concurrency 16] [--checkpoint f] [--backend b] [--no-pin] [--autogroup-nice -19]
+ *     [--concurrency 16] [--checkpoint f] [--backend b] [--no-pin] [--autogroup-nice=-19]
  *
  * `--autogroup-nice n` gives every process it starts (and itself) that autogroup nice value, so
  * on a shared machine other sessions' work stays off the measured cores (replicas-probe.ts).
