@@ -259,6 +259,12 @@ try {
       ratio: {
         trajectories: ratio(two.trajectoriesPerSecond, one.trajectoriesPerSecond),
         tokens: ratio(two.tokensPerSecond, one.tokensPerSecond),
+        // Against the mean of both one-replica windows (before B joined and after it left), so a
+        // drift of the machine during the run weighs on both sides.
+        trajectoriesBracketed: ratio(
+          two.trajectoriesPerSecond,
+          (one.trajectoriesPerSecond + after.trajectoriesPerSecond) / 2,
+        ),
         target: 1.8,
       },
       accounting: { jobs: published, expected, delivered: seen.size, duplicates, lost: expected - seen.size },
