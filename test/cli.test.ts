@@ -91,6 +91,7 @@ describe("cli", () => {
         "policy-address",
         "feedback-address",
         "rpc-timeout-ms",
+        "feedback-timeout-ms",
         "rollout-concurrency",
         "rollout-retry-ms",
         "rollout-max-deliver",

@@ -82,8 +82,19 @@ class FakeFeedback implements FeedbackCaller {
     const ok = this.answer;
     this.answer = (items, call) => (call <= n ? new Error(message) : ok(items, call));
   }
-  async score(req: Parameters<FeedbackCaller["score"]>[0]): Promise<ScoreResponse> {
+  /** Every call from now on never answers (a hung scorer); `timeouts` records the deadline each was given. */
+  hang(): void {
+    this.hung = true;
+  }
+  hung = false;
+  timeouts: (number | undefined)[] = [];
+  async score(
+    req: Parameters<FeedbackCaller["score"]>[0],
+    opts?: Parameters<FeedbackCaller["score"]>[1],
+  ): Promise<ScoreResponse> {
     this.calls++;
+    this.timeouts.push(opts?.timeoutMs);
+    if (this.hung) return new Promise<never>(() => undefined);
     const a = this.answer(req.items?.length ?? 0, this.calls);
     if (a instanceof Error) throw a;
     return create(ScoreResponseSchema, a);
@@ -118,6 +129,7 @@ function setup(
     maxDeliver?: number;
     staleWaitMs?: number;
     concurrency?: number;
+    feedbackTimeoutMs?: number;
   } = {},
 ) {
   const bus = new MemoryBus({ ackWaitMs: opts.ackWaitMs ?? 30_000 });
@@ -132,6 +144,7 @@ function setup(
     ...(opts.maxDeliver ? { maxDeliver: opts.maxDeliver } : {}),
     ...(opts.staleWaitMs !== undefined ? { staleWaitMs: opts.staleWaitMs } : {}),
     ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+    ...(opts.feedbackTimeoutMs ? { feedbackTimeoutMs: opts.feedbackTimeoutMs } : {}),
   });
   cleanups.push(async () => {
     // stop() flags the loop; closing the bus releases its pending pull at once.
@@ -192,6 +205,7 @@ describe("rollout worker", () => {
       trajectoriesPublished: 3,
       jobsFailed: 0,
       lastWeightsVersion: 1,
+      scorerTimeouts: 0,
     });
     // The job's trace context went to the peers, and the reference was asked for the same tokens.
     expect(policy.metadata[0]?.traceparent).toBe("00-aa-bb-01");
@@ -475,6 +489,56 @@ describe("rollout worker", () => {
     }
     expect(most).toBe(3);
     expect((await drain(bus)).length).toBe(15);
+  });
+
+  it("rollout worker - a scorer that never answers costs one feedback deadline per delivery, then the job is dead-lettered", async () => {
+    // A retry budget of an hour: were a hung scorer retried within the delivery, as a failing one
+    // is, this job would be held for the hour; instead each delivery ends at the scorer's deadline.
+    const { bus, policy, feedback, worker, logs } = setup({
+      retryMs: 3_600_000,
+      maxDeliver: 3,
+      feedbackTimeoutMs: 50,
+    });
+    feedback.hang();
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("the failed samples", async () => (await (await bus.queue("trajectories")).pending()) === 3);
+    // One scorer call per delivery, each given the feedback deadline (not the Policy's 1000 ms).
+    expect(feedback.calls).toBe(3);
+    expect(feedback.timeouts).toEqual([50, 50, 50]);
+    expect(policy.generateCalls).toBe(3);
+    expect(worker.counters.scorerTimeouts).toBe(3);
+    expect(worker.counters.jobsFailed).toBe(3);
+    const givenBack = logs.filter((l) => l.includes("given back for redelivery"));
+    expect(givenBack).toHaveLength(2);
+    expect(givenBack[0]).toContain("hung scorer: Feedback.Score did not answer within 50 ms");
+    expect(logs.some((l) => l.includes("retrying in"))).toBe(false);
+    for (const { t } of await drain(bus)) {
+      expect(t.error).toMatch(/^dead-lettered after 3 deliveries: hung scorer: .*within 50 ms/);
+    }
+    await until("the ack", async () => (await jobs.pending()) === 0);
+    expect(await (await bus.queue("deadLetters")).pending()).toBe(1);
+  });
+
+  it("rollout worker - a scorer that hangs once is given back and the redelivery publishes every sample once", async () => {
+    const { bus, feedback, worker } = setup({ feedbackTimeoutMs: 50 });
+    const score = feedback.score.bind(feedback);
+    let first = true;
+    feedback.score = (req, opts) => {
+      if (first) {
+        first = false;
+        return new Promise<never>(() => undefined);
+      }
+      return score(req, opts);
+    };
+    const jobs = await bus.queue("jobs");
+    await jobs.publish(job(), { msgId: "run-w.3.1" });
+    worker.start();
+    await until("the job to complete", () => worker.counters.jobsCompleted === 1);
+    expect(worker.counters.scorerTimeouts).toBe(1);
+    expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
+    expect(await jobs.pending()).toBe(0);
   });
 
   it("rollout worker - stop() ends the loop and later jobs stay queued", async () => {

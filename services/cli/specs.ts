@@ -13,7 +13,7 @@ import type { CommandFlag, CommandSpec } from "./args.js";
 const MODEL_FLAGS = ["checkpoint", "model", "backend"] as const;
 
 /** Timeouts of calls and steps. */
-const TIMEOUT_FLAGS = ["rpc-timeout-ms", "step-timeout-ms"] as const;
+const TIMEOUT_FLAGS = ["rpc-timeout-ms", "feedback-timeout-ms", "step-timeout-ms"] as const;
 
 /** How much work a Policy replica batches and queues. */
 const POLICY_FLAGS = ["policy-batch-rows", "policy-queue-rows"] as const;
@@ -139,6 +139,7 @@ export const serveSpec: CommandSpec = {
         "policy-address",
         "feedback-address",
         "rpc-timeout-ms",
+        "feedback-timeout-ms",
         "rollout-concurrency",
         "rollout-retry-ms",
         "rollout-max-deliver",

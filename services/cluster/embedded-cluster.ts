@@ -96,6 +96,7 @@ export async function startEmbeddedCluster(
       policyAddress: policy.address,
       feedbackAddress,
       rpcTimeoutMs: services.rpcTimeoutMs,
+      feedbackTimeoutMs: services.feedbackTimeoutMs,
       bus,
       concurrency: services.rolloutConcurrency,
       ...logOpt,

@@ -203,6 +203,7 @@ export async function startLocalCluster(
         [
           ...natsFlags,
           ...["--rpc-timeout-ms", String(s.rpcTimeoutMs)],
+          ...["--feedback-timeout-ms", String(s.feedbackTimeoutMs)],
           ...["--rollout-concurrency", String(s.rolloutConcurrency)],
           ...["--policy-address", policy.address],
           ...["--feedback-address", feedbackAddress],

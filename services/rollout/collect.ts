@@ -5,6 +5,7 @@
  * produce identical trajectories.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { status } from "@grpc/grpc-js";
 import {
   type SamplingParamsSchema,
   type Trajectory,
@@ -18,7 +19,13 @@ import {
   type LogprobsResponse,
   WeightsSelector,
 } from "../core/gen/rlaif/policy/v1/policy_pb.js";
-import { PeerError, RpcError, StaleWeightsError, ValidationError } from "../core/src/errors.js";
+import {
+  PeerError,
+  RpcError,
+  ScorerTimeoutError,
+  StaleWeightsError,
+  ValidationError,
+} from "../core/src/errors.js";
 import { isRetryable } from "../core/src/grpc/client.js";
 import { scoreResponseRules } from "../core/src/grpc/rules.js";
 import { validate } from "../core/src/grpc/validation.js";
@@ -137,15 +144,43 @@ export function failedTrajectories(job: CollectJob, error: string): Trajectory[]
 }
 
 /**
- * Sample, score and reference-score the completions of one prompt.
- * Throws StaleWeightsError when the Policy's version is older than `job.minWeightsVersion`, and
- * PeerError when a peer fails (the caller gives the job back for redelivery: nothing is lost).
+ * `call` with a deadline of its own: a ScorerTimeoutError after `ms`, whether or not the caller
+ * honours the `timeoutMs` it was given (an in-process or fake scorer may not), and also when the
+ * gRPC deadline fires first (DEADLINE_EXCEEDED). Why a timer besides the gRPC deadline: the
+ * Rollout must not depend on every FeedbackCaller implementing deadlines to bound a hung scorer.
+ */
+export async function scoreWithin<T>(ms: number, call: () => Promise<T>): Promise<T> {
+  const late = () => new ScorerTimeoutError(`Feedback.Score did not answer within ${ms} ms`);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      call(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(late()), ms);
+      }),
+    ]);
+  } catch (cause) {
+    if (cause instanceof RpcError && cause.code === status.DEADLINE_EXCEEDED) throw late();
+    throw cause;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Sample, score and reference-score the completions of one prompt. Policy calls get `timeoutMs`;
+ * the Feedback call gets `feedbackTimeoutMs` (default the same), since a scorer answers in
+ * milliseconds to seconds while a large sampling call may take a minute.
+ * Throws StaleWeightsError when the Policy's version is older than `job.minWeightsVersion`,
+ * ScorerTimeoutError when the scorer does not answer in time, and PeerError when a peer fails
+ * (the caller gives the job back for redelivery: nothing is lost).
  */
 export async function collectPrompt(
   policy: PolicyCaller,
   feedback: FeedbackCaller,
   job: CollectJob,
   timeoutMs: number,
+  feedbackTimeoutMs = timeoutMs,
 ): Promise<Trajectory[]> {
   const opts: CallOptions = { timeoutMs, metadata: job.traceparent ? { traceparent: job.traceparent } : {} };
   // A peer's refusal of the request itself (INVALID_ARGUMENT, …) is passed on unchanged: retrying
@@ -154,6 +189,7 @@ export async function collectPrompt(
     try {
       return await call();
     } catch (cause) {
+      if (cause instanceof ScorerTimeoutError) throw cause;
       if (cause instanceof RpcError && !isRetryable(cause)) throw cause;
       throw new PeerError(`${what} failed: ${(cause as Error).message}`, { cause });
     }
@@ -168,7 +204,11 @@ export async function collectPrompt(
   }
   // 2. Score them with the AI feedback service.
   const items = gen.completions.map((c) => ({ prompt: job.prompt, completion: c.text }));
-  const scores = await peer("Feedback.Score", () => feedback.score({ items }, opts));
+  const scores = await peer("Feedback.Score", () =>
+    scoreWithin(feedbackTimeoutMs, () =>
+      feedback.score({ items }, { ...opts, timeoutMs: feedbackTimeoutMs }),
+    ),
+  );
   checkScores(
     scores,
     items.map((item) => item.completion),

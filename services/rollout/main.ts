@@ -22,8 +22,10 @@ export interface RolloutServerOptions {
   security?: GrpcSecurity;
   policyAddress: string;
   feedbackAddress: string;
-  /** Deadline of each Policy/Feedback call. */
+  /** Deadline of each Policy call. */
   rpcTimeoutMs: number;
+  /** Deadline of each Feedback call (default: the `services.feedbackTimeoutMs` setting's). */
+  feedbackTimeoutMs?: number;
   /** Without a bus no worker runs (Collect only). */
   bus?: Bus;
   /** Prompt jobs in flight at once (default: the `services.rolloutConcurrency` setting's). */
@@ -66,6 +68,7 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
     ? new RolloutWorker(opts.bus, policy, feedback, {
         group: ROLLOUT_CONSUMER,
         rpcTimeoutMs: opts.rpcTimeoutMs,
+        feedbackTimeoutMs: opts.feedbackTimeoutMs ?? defaults.feedbackTimeoutMs,
         concurrency: opts.concurrency ?? defaults.rolloutConcurrency,
         retryMs: opts.retryMs ?? defaults.rolloutRetryMs,
         maxDeliver: opts.maxDeliver ?? defaults.rolloutMaxDeliver,
@@ -88,6 +91,7 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
             trajectoriesPublished: 0,
             jobsFailed: 0,
             lastWeightsVersion: 0,
+            scorerTimeouts: 0,
           },
         }),
       ),

@@ -4,19 +4,17 @@
  * redelivered; trajectories are published with their id as `Nats-Msg-Id`, so a redelivered job
  * that had already published them produces duplicates the bus drops. Nothing is lost or doubled.
  *
- * Failures are retried by time, not by count: a Policy or Feedback call that fails is tried again
- * with backoff for up to `retryMs` (long enough to ride out a service restart), holding the job
- * meanwhile (in-progress signals restart its ack wait). A Policy still on older weights than the
- * job needs is waited for without spending that budget. When the budget is spent the job is given
- * back for redelivery (to another lane, worker or replica); its `maxDeliver`-th delivery instead
- * goes to the dead-letter queue, and its samples are published as failed (the error says
+ * How each delivery is tried (retries by time, waiting for a stale Policy, a hung scorer's own
+ * deadline) is job-attempts.ts. When a delivery ends without trajectories the job is given back
+ * for redelivery (to another lane, worker or replica); its `maxDeliver`-th delivery instead goes
+ * to the dead-letter queue, and its samples are published as failed (the error says
  * "dead-lettered"), so the Optimizer excludes and counts them instead of waiting for them.
  */
 import { randomBytes } from "node:crypto";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PromptJobSchema, type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, Queue, QueueMessage } from "../core/src/bus/bus.js";
-import { DEAD_LETTERED, PeerError, StaleWeightsError, ValidationError } from "../core/src/errors.js";
+import { DEAD_LETTERED, ValidationError } from "../core/src/errors.js";
 import {
   type CollectJob,
   collectPrompt,
@@ -24,36 +22,40 @@ import {
   failedTrajectories,
   type PolicyCaller,
 } from "./collect.js";
+import {
+  type AttemptContext,
+  attemptJob,
+  DEFAULT_ROLLOUT_RETRY_MS,
+  DEFAULT_STALE_WAIT_MS,
+  retryBackoffMs,
+} from "./job-attempts.js";
 
-/** Counters reported by RolloutService.GetStatus. */
+export { DEFAULT_ROLLOUT_RETRY_MS, DEFAULT_STALE_WAIT_MS, retryBackoffMs };
+
+/** Counters reported by RolloutService.GetStatus (scorerTimeouts only in the worker's log for now). */
 export interface RolloutCounters {
   jobsCompleted: number;
   trajectoriesPublished: number;
   jobsFailed: number;
   lastWeightsVersion: number;
+  /** Deliveries given back because the scorer did not answer within feedbackTimeoutMs. */
+  scorerTimeouts: number;
 }
 
-/** Default time a failing job is retried before it is given back for redelivery. */
-export const DEFAULT_ROLLOUT_RETRY_MS = 30_000;
 /** Default deliveries of a job before it goes to the dead-letter queue. */
 export const DEFAULT_ROLLOUT_MAX_DELIVER = 5;
-/** How often a held job's ack wait is restarted (well inside the default 30 s ack wait). */
-const IN_PROGRESS_EVERY_MS = 5_000;
-/** Longest pause between two tries of a failing or stale job. */
-const MAX_BACKOFF_MS = 2_000;
-/**
- * Default longest wait, per delivery, for a Policy to serve the weights a job needs: a replica
- * swaps within seconds (a restarted one within its model load), so past a minute the job's run
- * is likely gone and the job is given back instead of holding a lane.
- */
-export const DEFAULT_STALE_WAIT_MS = 60_000;
 
 /** Worker tuning. */
 export interface RolloutWorkerOptions {
   /** Durable consumer group of the jobs queue; workers of one group share the jobs. */
   group: string;
-  /** Deadline of each Policy/Feedback call. */
+  /** Deadline of each Policy call (and of each Feedback call unless `feedbackTimeoutMs` is set). */
   rpcTimeoutMs: number;
+  /**
+   * Deadline of each Feedback call: a scorer that does not answer in time gives the job back for
+   * redelivery at once (counted in `scorerTimeouts`) instead of holding it for the retry budget.
+   */
+  feedbackTimeoutMs?: number;
   /** Called with a line to log (failures, malformed jobs). */
   log?: (line: string) => void;
   /**
@@ -72,22 +74,9 @@ export interface RolloutWorkerOptions {
   concurrency?: number;
 }
 
-/** How one delivery's tries ended. */
-type Outcome =
-  | { kind: "collected"; trajs: Trajectory[] }
-  /** Retrying cannot help (the peer refused the request itself): report the samples failed. */
-  | { kind: "refused"; error: string }
-  /** The retry budget is spent (or the worker stops): give it back for redelivery. */
-  | { kind: "giveBack"; error: string };
-
 /** A fresh W3C traceparent (version 00, sampled), so one sample can be followed across services. */
 export function newTraceparent(): string {
   return `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
-}
-
-/** Pause before try `n` (1-based) of a failing job: 250 ms doubling, at most 2 s. */
-export function retryBackoffMs(n: number): number {
-  return Math.min(MAX_BACKOFF_MS, 250 * 2 ** Math.max(0, n - 1));
 }
 
 /** Pulls prompt jobs and publishes scored trajectories until stopped, `concurrency` at a time. */
@@ -97,11 +86,13 @@ export class RolloutWorker {
     trajectoriesPublished: 0,
     jobsFailed: 0,
     lastWeightsVersion: 0,
+    scorerTimeouts: 0,
   };
   private running = false;
-  private readonly retryMs: number;
   private readonly maxDeliver: number;
-  private readonly staleWaitMs: number;
+  private readonly feedbackTimeoutMs: number;
+  /** What job-attempts.ts needs of this worker: its budgets, its pause, its counters. */
+  private readonly attempts: AttemptContext;
   private loop: Promise<void> | null = null;
   /** Wakes every pause at once when the worker stops. */
   private readonly sleepers = new Set<() => void>();
@@ -112,15 +103,25 @@ export class RolloutWorker {
     private readonly feedback: FeedbackCaller,
     private readonly opts: RolloutWorkerOptions,
   ) {
-    this.retryMs = opts.retryMs ?? DEFAULT_ROLLOUT_RETRY_MS;
+    const retryMs = opts.retryMs ?? DEFAULT_ROLLOUT_RETRY_MS;
+    const staleWaitMs = opts.staleWaitMs ?? DEFAULT_STALE_WAIT_MS;
     this.maxDeliver = opts.maxDeliver ?? DEFAULT_ROLLOUT_MAX_DELIVER;
-    this.staleWaitMs = opts.staleWaitMs ?? DEFAULT_STALE_WAIT_MS;
-    if (!(this.retryMs >= 0)) throw new ValidationError("retryMs", `${opts.retryMs} must be >= 0`);
-    if (!(this.staleWaitMs >= 0))
-      throw new ValidationError("staleWaitMs", `${opts.staleWaitMs} must be >= 0`);
+    this.feedbackTimeoutMs = opts.feedbackTimeoutMs ?? opts.rpcTimeoutMs;
+    if (!(retryMs >= 0)) throw new ValidationError("retryMs", `${opts.retryMs} must be >= 0`);
+    if (!(staleWaitMs >= 0)) throw new ValidationError("staleWaitMs", `${opts.staleWaitMs} must be >= 0`);
+    if (!(this.feedbackTimeoutMs > 0))
+      throw new ValidationError("feedbackTimeoutMs", `${opts.feedbackTimeoutMs} must be > 0`);
     if (!(Number.isInteger(this.maxDeliver) && this.maxDeliver >= 1)) {
       throw new ValidationError("maxDeliver", `${opts.maxDeliver} must be a positive integer`);
     }
+    this.attempts = {
+      retryMs,
+      staleWaitMs,
+      running: () => this.running,
+      pause: (ms) => this.pause(ms),
+      log: (line) => this.log(line),
+      counters: this.counters,
+    };
   }
 
   /** Start the pull loop (idempotent). */
@@ -225,7 +226,9 @@ export class RolloutWorker {
       // Its earlier holders died or gave it back without an answer: stop the redeliveries here.
       trajs = await this.deadLetter(msg, collectJob, deadLetters, "no delivery produced trajectories");
     } else {
-      const outcome = await this.tries(msg, collectJob);
+      const collect = () =>
+        collectPrompt(this.policy, this.feedback, collectJob, this.opts.rpcTimeoutMs, this.feedbackTimeoutMs);
+      const outcome = await attemptJob(msg, collect, this.attempts);
       if (outcome.kind === "collected") trajs = outcome.trajs;
       else if (outcome.kind === "refused") {
         this.log(`rollout: job ${msg.msgId} refused, its samples are failed: ${outcome.error}`);
@@ -241,55 +244,6 @@ export class RolloutWorker {
       }
     }
     await this.publish(msg, trajs, out, traceparent);
-  }
-
-  /**
-   * Collect the job, retrying failures with backoff until `retryMs` has passed since the first
-   * failing try began, and waiting (without spending that budget) while the Policy's weights are
-   * older than the job needs, for at most `staleWaitMs`. The job's ack wait is restarted
-   * meanwhile, so no other worker gets it while this one still tries.
-   */
-  private async tries(msg: QueueMessage, job: CollectJob): Promise<Outcome> {
-    const keepAlive = setInterval(() => msg.inProgress().catch(() => undefined), IN_PROGRESS_EVERY_MS);
-    let failingSince: number | null = null;
-    let staleSince: number | null = null;
-    let failures = 0;
-    let stale = 0;
-    try {
-      for (;;) {
-        const started = performance.now();
-        try {
-          return {
-            kind: "collected",
-            trajs: await collectPrompt(this.policy, this.feedback, job, this.opts.rpcTimeoutMs),
-          };
-        } catch (err) {
-          const error = (err as Error).message;
-          if (!this.running) return { kind: "giveBack", error: `worker stopping (${error})` };
-          if (err instanceof StaleWeightsError) {
-            // Not a failure: the replica has not swapped to the job's version yet.
-            staleSince ??= started;
-            if (performance.now() - staleSince > this.staleWaitMs) return { kind: "giveBack", error };
-            await this.pause(Math.min(MAX_BACKOFF_MS, 100 * 2 ** Math.min(stale++, 4)));
-            continue;
-          }
-          this.counters.jobsFailed++;
-          if (!(err instanceof PeerError || err instanceof ValidationError))
-            return { kind: "refused", error };
-          failingSince ??= started;
-          const delay = retryBackoffMs(++failures);
-          if (performance.now() + delay - failingSince > this.retryMs) {
-            return { kind: "giveBack", error: `failing for ${this.retryMs} ms: ${error}` };
-          }
-          this.log(
-            `rollout: job ${msg.msgId} failed (attempt ${failures}, delivery ${msg.deliveryCount}), retrying in ${delay} ms: ${error}`,
-          );
-          await this.pause(delay);
-        }
-      }
-    } finally {
-      clearInterval(keepAlive);
-    }
   }
 
   /** Park the job on the dead-letter queue; its samples are reported failed, naming the cause. */

@@ -98,6 +98,7 @@ async function startService(
       policyAddress: s.policyAddress,
       feedbackAddress: s.feedbackAddress,
       rpcTimeoutMs: s.rpcTimeoutMs,
+      feedbackTimeoutMs: s.feedbackTimeoutMs,
       concurrency: s.rolloutConcurrency,
       retryMs: s.rolloutRetryMs,
       maxDeliver: s.rolloutMaxDeliver,

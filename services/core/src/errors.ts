@@ -53,6 +53,13 @@ export class WeightsError extends RlaifError {}
 export class PeerError extends RlaifError {}
 
 /**
+ * The Feedback service did not answer a Score call within its own deadline (`feedbackTimeoutMs`,
+ * well below the Policy's): a hung scorer. Distinct so the Rollout worker gives the job back at
+ * once and counts it, instead of spending its retry budget waiting on the same scorer.
+ */
+export class ScorerTimeoutError extends PeerError {}
+
+/**
  * The Policy still serves weights older than a rollout job allows. Distinct so the Rollout worker
  * naks the job for a later retry (after the replica swaps) instead of failing it.
  */

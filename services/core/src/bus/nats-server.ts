@@ -27,6 +27,12 @@ export interface NatsServerOptions {
    * by this user, and then no client connects without one of them. Default: no authentication.
    */
   users?: readonly NatsUser[];
+  /**
+   * HTTP monitoring port (`-m`, loopback like the client port): `/varz` counts the server's
+   * messages and bytes in and out, which the replica benchmark turns into per-trajectory costs.
+   * Default: no monitoring endpoint.
+   */
+  monitorPort?: number;
 }
 
 /** A running server: its client URL and how to stop it. */
@@ -74,7 +80,8 @@ async function startOnce(opts: NatsServerOptions, port: number): Promise<NatsSer
     await writeFile(conf, authorizationConfig(opts.users), { mode: 0o600 });
     confArgs.push("-c", conf);
   }
-  const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir, ...confArgs];
+  const monitor = opts.monitorPort === undefined ? [] : ["-m", String(opts.monitorPort)];
+  const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir, ...monitor, ...confArgs];
   const child = spawn("nats-server", args, { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const collect = (chunk: Buffer) => {

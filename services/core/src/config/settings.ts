@@ -546,6 +546,22 @@ const SERVICES = {
     help: "deliveries of a prompt job before it goes to the dead-letter queue and its samples are failed",
   }),
   // --- end of Rollout retries and dead letters ---
+  // --- scale ---
+  /**
+   * 15 s: the built-in scorer answers in milliseconds and an LLM judge on a few completions in
+   * seconds, while a Policy call may take the whole rpc-timeout-ms. A scorer that misses it has
+   * the job given back at once, so a hung scorer costs one such deadline per delivery (at most
+   * rollout-max-deliver of them before the job is dead-lettered), not a minute.
+   */
+  feedbackTimeoutMs: int({
+    flag: "feedback-timeout-ms",
+    default: 15_000,
+    min: 1,
+    max: 3_600_000,
+    unit: "ms",
+    help: "deadline of each Rollout call to the Feedback service; past it the job is given back for redelivery",
+  }),
+  // --- end of scale ---
   stepTimeoutMs: int({
     flag: "step-timeout-ms",
     default: 300_000,
