@@ -2,10 +2,11 @@
  * What runs inside the Policy's worker thread (started by policy-thread.ts): its own TensorFlow.js
  * backend and a Policy gRPC server on loopback, following the main thread's bus through the
  * bridge port. It answers the main thread with one `ready` (or `failed`) message, forwards its log
- * lines, and on `close` shuts the server down and says `closed`.
+ * lines, answers `memory` with its memory-probe.ts snapshot, and on `close` shuts the server down and says `closed`.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { PortBus } from "../core/src/bus/port-bus.js";
+import { threadMemory } from "../core/src/thread/memory-probe.js";
 import { startPolicyServer } from "../policy/main.js";
 import type { PolicyThreadInit, ThreadMessage } from "./policy-thread.js";
 
@@ -28,6 +29,7 @@ try {
     log: (line) => send({ type: "log", line }),
   });
   port.on("message", (m: unknown) => {
+    if (m === "memory") send({ type: "memory", memory: threadMemory() });
     if (m !== "close") return;
     policy
       .close()

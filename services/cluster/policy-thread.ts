@@ -18,6 +18,7 @@ import { serveBusOverPort } from "../core/src/bus/port-bus.js";
 import { LATEST_WEIGHTS_KEY } from "../core/src/bus/subjects.js";
 import { WorkerThreadError } from "../core/src/errors.js";
 import type { BackendName } from "../core/src/model/backend.js";
+import type { ThreadMemory } from "../core/src/thread/memory-probe.js";
 import { startModuleWorker, threadExited, threadFailed } from "../core/src/thread/worker-rpc.js";
 import { manifestObjectNames } from "../core/src/weights/weights-channel.js";
 
@@ -40,6 +41,7 @@ export type ThreadMessage =
   | { type: "ready"; address: string }
   | { type: "log"; line: string }
   | { type: "failed"; name: string; message: string }
+  | { type: "memory"; memory: ThreadMemory }
   | { type: "closed" };
 
 /** Options of {@link startPolicyThread}. */
@@ -68,6 +70,8 @@ export interface PolicyThread {
    * time it had work, so a bench can tell whether sampling really overlapped learning.
    */
   eventLoopUtilization(prev?: EventLoopUtilization): EventLoopUtilization;
+  /** The thread's memory and live tensors (memory-probe.ts), so a soak can tell which thread grows. */
+  memory(): Promise<ThreadMemory>;
   /** Shut the server down, then end the thread; idempotent. */
   close(): Promise<void>;
 }
@@ -100,6 +104,7 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
   const closedMsg = new Promise<void>((r) => {
     closed = r;
   });
+  const memoryWaiters: ((m: ThreadMemory) => void)[] = [];
   const release = () => {
     stopServing();
     channel.port1.close();
@@ -115,6 +120,7 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
     worker.on("message", (m: ThreadMessage) => {
       if (m.type === "log") opts.log?.(m.line);
       else if (m.type === "closed") closed();
+      else if (m.type === "memory") memoryWaiters.shift()?.(m.memory);
       else if (m.type === "ready") {
         started = true;
         resolve(m.address);
@@ -134,6 +140,13 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
   return {
     address,
     eventLoopUtilization: (prev) => worker.performance.eventLoopUtilization(prev),
+    memory() {
+      if (closing) return Promise.reject(new WorkerThreadError("the Policy thread is closed"));
+      return new Promise<ThreadMemory>((resolve) => {
+        memoryWaiters.push(resolve);
+        worker.postMessage("memory");
+      });
+    },
     async close() {
       if (closing) return;
       closing = true;

@@ -5,6 +5,7 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { startBackend } from "../core/src/model/backend.js";
+import { threadMemory } from "../core/src/thread/memory-probe.js";
 import { errorToWire, serveCalls } from "../core/src/thread/worker-rpc.js";
 import {
   decodeStepArg,
@@ -31,6 +32,7 @@ try {
       const blob = await learner.weightsBlob();
       return { value: blob, transfer: [blob.buffer as ArrayBuffer] };
     },
+    [LEARNER_CALLS.memory]: async () => ({ value: threadMemory() }),
     [LEARNER_CALLS.save]: async (arg: SaveArgs) => ({
       value: await learner.saveCheckpoint(
         arg.path,

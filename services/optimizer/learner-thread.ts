@@ -20,6 +20,7 @@ import { WorkerThreadError } from "../core/src/errors.js";
 import type { BackendName } from "../core/src/model/backend.js";
 import type { WeightMap } from "../core/src/model/causal-lm.js";
 import type { CheckpointTokenizer } from "../core/src/model/checkpoint.js";
+import type { ThreadMemory } from "../core/src/thread/memory-probe.js";
 import {
   CallClient,
   errorFromWire,
@@ -54,6 +55,7 @@ export const LEARNER_CALLS = {
   step: "step",
   weights: "weights",
   save: "save",
+  memory: "memory",
 } as const;
 
 /** Arguments of the `save` call. */
@@ -131,6 +133,10 @@ export class ThreadLearner implements Learner {
   ): Promise<string> {
     const arg: SaveArgs = { path, metadata, ...(resumable ? { tensors: resumable.tensors } : {}) };
     return this.calls.call(LEARNER_CALLS.save, arg);
+  }
+
+  memory(): Promise<ThreadMemory> {
+    return this.calls.call(LEARNER_CALLS.memory);
   }
 
   eventLoopUtilization(prev?: EventLoopUtilization): EventLoopUtilization {

@@ -42,6 +42,7 @@ import { DEAD_LETTERED, RunCancelledError, RunFailedError } from "../core/src/er
 import type { WeightMap } from "../core/src/model/causal-lm.js";
 import type { CheckpointTokenizer } from "../core/src/model/checkpoint.js";
 import { isAdapterBlob } from "../core/src/model/lora-files.js";
+import type { ThreadMemory } from "../core/src/thread/memory-probe.js";
 import { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import { jobSeed, meanStaleness, meanStd, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
@@ -90,6 +91,11 @@ export interface Learner {
    * a bench can tell whether updates overlapped sampling.
    */
   eventLoopUtilization?(prev?: EventLoopUtilization): EventLoopUtilization;
+  /**
+   * Where the learner computes in a thread of its own: that thread's memory and live tensors
+   * (memory-probe.ts), so a soak can tell a leak in the learner from one elsewhere.
+   */
+  memory?(): Promise<ThreadMemory>;
 }
 
 /** Options of one run. */

@@ -150,7 +150,12 @@ export class LoraAdapters implements LinearAdapters {
           data = new Float32Array(shape[0] * shape[1]);
           fill(data);
         } else data = Float32Array.from((source.get(name) as { data: Float32Array }).data);
-        return tf.variable(tf.tensor2d(data, shape as [number, number]), true, `${unique}/${name}`);
+        // The initial tensor is freed at once: tf.variable shares its data and would leave it
+        // alive after the adapters' dispose() (see ParamModel's constructor).
+        const initial = tf.tensor2d(data, shape as [number, number]);
+        const v = tf.variable(initial, true, `${unique}/${name}`);
+        initial.dispose();
+        return v;
       };
       const bound = 1 / Math.sqrt(layer.inDim);
       const a = make(names.a, (data) => {

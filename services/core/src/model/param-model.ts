@@ -58,7 +58,12 @@ export abstract class ParamModel {
         data = new Float32Array(shape.reduce((a, b) => a * b, 1));
         init(name, shape, data, new Rng(source, hashString(name)));
       } else data = (source.get(name) as { data: Float32Array }).data;
-      params.set(name, tf.variable(tf.tensor(data, shape, "float32"), true, `${unique}/${name}`));
+      // tf.variable shares the initial tensor's data (a reference, not a copy) and leaves that
+      // tensor alive: undisposed, it kept every model's weights in memory after the model's own
+      // dispose() — one whole model per weight swap on a Policy replica (docs/platform-notes.md#memory-growth).
+      const initial = tf.tensor(data, shape, "float32");
+      params.set(name, tf.variable(initial, true, `${unique}/${name}`));
+      initial.dispose();
     }
     this.params = params;
   }
