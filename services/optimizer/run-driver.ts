@@ -38,7 +38,7 @@ import {
 import type { Bus } from "../core/src/bus/bus.js";
 import { runStateKey } from "../core/src/bus/subjects.js";
 import type { RunSettings } from "../core/src/config/settings.js";
-import { DEAD_LETTERED, RunCancelledError, RunFailedError } from "../core/src/errors.js";
+import { RunCancelledError, RunFailedError } from "../core/src/errors.js";
 import type { WeightMap } from "../core/src/model/causal-lm.js";
 import type { CheckpointTokenizer } from "../core/src/model/checkpoint.js";
 import { isAdapterBlob } from "../core/src/model/lora-files.js";
@@ -46,6 +46,7 @@ import type { ThreadMemory } from "../core/src/thread/memory-probe.js";
 import { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import { jobSeed, meanStaleness, meanStd, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
+import { BusyClock, excludedByCause, stalenessHistogram, tokensPerSecondByWorker } from "./step-stats.js";
 
 export { jobSeed, sampleKl };
 
@@ -135,6 +136,14 @@ export interface ResumePoint {
   wallSeconds: number;
 }
 
+/** What a step's metrics say about the pipeline, besides the update's own figures (step-stats.ts). */
+interface PipelineStats {
+  staleness: number;
+  stalenessHistogram: number[];
+  excludedByCause: Record<string, number>;
+  droppedByCause: Record<string, number>;
+}
+
 /** Drives one run; `paused` is polled between steps. */
 export class RunDriver {
   paused = false;
@@ -156,6 +165,10 @@ export class RunDriver {
   private readonly weights: WeightsPublisher;
   private wallBefore = 0;
   private started = performance.now();
+  /** Times every learner call, for StepMetrics.optimizer_busy_fraction. */
+  private readonly busy = new BusyClock();
+  /** The run's trajectory inbox once the loop runs (queue depths read how much it holds). */
+  private inbox: TrajectoryInbox | null = null;
 
   constructor(
     private readonly bus: Bus,
@@ -221,6 +234,7 @@ export class RunDriver {
     }
     const io: StepIo = { bus: this.bus, busRunId: this.busRunId, settings, log: this.opts.log };
     const inbox = new TrajectoryInbox(io);
+    this.inbox = inbox;
     const lag = settings.maxStaleness;
     // Jobs of steps up to `queued` are out; each is sampled by the weights in force when it was
     // queued, or newer ones.
@@ -234,6 +248,7 @@ export class RunDriver {
     // step's samples are drawn; null in a synchronous run, or before the first update.
     let pending: Promise<void> | null = null;
     let ended = false;
+    this.busy.reset();
     try {
       for (let step = this.step + 1; step <= settings.steps; step++) {
         while (this.paused && !this.cancelled) await new Promise((r) => setTimeout(r, 100));
@@ -250,18 +265,17 @@ export class RunDriver {
         await pending;
         // A step boundary: a cancel during the previous update stops the run here.
         this.checkCancelled();
-        const { trajs: arrived, msgs } = await gathering;
+        const { trajs: arrived, msgs, dropped } = await gathering;
         if (lag > 0 && step - 1 > this.servedStep && due(step - 1)) {
           // The previous update's weights go out only now that this step's samples are all in,
           // so every one of them was drawn by the same version: a run with overlap is exactly
           // as reproducible (and resumable) as a synchronous one, each sample one version old.
-          await this.lock.run(async () =>
-            this.publish(await this.learner.weightsBlob(), step - 1, reference),
-          );
+          await this.lock.run(async () => this.publish(await this.weightsBlob(), step - 1, reference));
         }
         // With staleness allowed, a sample older than the bound is refused too (defence in depth
         // behind the jobs' min_weights_version); at 0 every error-free sample is used, as always.
-        const trajs = usableTrajectories(arrived, lag > 0 ? this.weightsVersion - lag : 0, this.opts.log);
+        const floor = lag > 0 ? this.weightsVersion - lag : 0;
+        const trajs = usableTrajectories(arrived, floor, this.opts.log);
         if (trajs.length === 0) {
           throw new RunFailedError(
             `step ${step}: every sample failed; the first error: ${arrived[0]?.error}`,
@@ -270,15 +284,19 @@ export class RunDriver {
         // Overlap: the next steps' jobs go out before this update, so the Policy samples them
         // while the learner (in its own thread) updates on this step.
         if (lag > 0) await queueThrough(step + lag);
-        const staleness = meanStaleness(trajs, this.weightsVersion);
+        const pipeline: PipelineStats = {
+          staleness: meanStaleness(trajs, this.weightsVersion),
+          stalenessHistogram: stalenessHistogram(trajs, this.weightsVersion, lag),
+          excludedByCause: excludedByCause(arrived, floor),
+          droppedByCause: dropped,
+        };
         const update = this.lock.run(async () => {
-          const result = await this.learner.step(trajs);
+          const result = await this.busy.time(() => this.learner.step(trajs));
           for (const m of msgs) await m.ack();
           if ((lag === 0 || step === settings.steps) && due(step)) {
-            await this.publish(await this.learner.weightsBlob(), step, reference);
+            await this.publish(await this.weightsBlob(), step, reference);
           }
-          const deadLettered = arrived.filter((t) => t.error.startsWith(DEAD_LETTERED)).length;
-          await this.record(step, stepStart, arrived.length, trajs, { ...result, staleness, deadLettered });
+          await this.record(step, stepStart, arrived.length, trajs, result, pipeline);
           await this.opts.onStepEnd?.(step);
         });
         if (lag === 0) await update;
@@ -304,6 +322,27 @@ export class RunDriver {
       mode: this.opts.mode,
       skippedUpdates: this.history.filter((m) => m.updateSkipped).length,
     });
+  }
+
+  /** The learner's weights for a publish, the export counted as learner time. */
+  private weightsBlob(): Promise<Uint8Array> {
+    return this.busy.time(() => this.learner.weightsBlob());
+  }
+
+  /**
+   * Queue depths for the metrics (StepMetrics.queue_depths). A bus that cannot say leaves its
+   * entry out and logs why: a depth is a report, never a reason to fail the step.
+   */
+  private async queueDepths(): Promise<Record<string, number>> {
+    const depths: Record<string, number> = { trajectories_held: this.inbox?.held() ?? 0 };
+    for (const name of ["jobs", "trajectories"] as const) {
+      try {
+        depths[name] = await (await this.bus.queue(name)).pending();
+      } catch (err) {
+        this.opts.log?.(`optimizer: could not read the ${name} queue's depth: ${(err as Error).message}`);
+      }
+    }
+    return depths;
   }
 
   private async publish(
@@ -337,9 +376,11 @@ export class RunDriver {
     stepStart: number,
     arrived: number,
     trajs: Trajectory[],
-    update: LearnerStepResult & { staleness: number; deadLettered: number },
+    update: LearnerStepResult,
+    pipeline: PipelineStats,
   ): Promise<void> {
     const { runId } = this.opts;
+    const lap = this.busy.lap();
     const stepTokens = trajs.reduce((s, t) => s + t.completionTokens.length, 0);
     this.trajectories += trajs.length;
     this.tokens += stepTokens;
@@ -360,10 +401,16 @@ export class RunDriver {
       klCoef: update.klCoef ?? 0,
       learningRate: update.learningRate ?? 0,
       updateSkipped: update.updateSkipped ?? false,
-      sampleStaleness: update.staleness,
-      deadLettered: update.deadLettered,
+      sampleStaleness: pipeline.staleness,
+      deadLettered: pipeline.excludedByCause.dead_lettered ?? 0,
       weightsVersion: BigInt(this.weightsVersion),
       wallSeconds: this.wallSeconds,
+      optimizerBusyFraction: lap.busyFraction,
+      rolloutTokensPerSecond: tokensPerSecondByWorker(trajs, lap.seconds),
+      stalenessHistogram: pipeline.stalenessHistogram,
+      queueDepths: await this.queueDepths(),
+      excludedByCause: pipeline.excludedByCause,
+      droppedByCause: pipeline.droppedByCause,
     });
     if (metrics.updateSkipped) {
       this.opts.log?.(`optimizer: step ${step}: the gradient was not finite, so the update was skipped`);

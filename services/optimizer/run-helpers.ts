@@ -7,6 +7,7 @@ import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { ValidationError } from "../core/src/errors.js";
 import { byteTokenizer } from "../core/src/model/tokenizer.js";
 import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
+import { exclusionCause } from "./step-stats.js";
 
 /**
  * How a run derives its randomness, saved in resumable checkpoints (`rngState`). Every random
@@ -100,7 +101,7 @@ export function meanStaleness(trajs: readonly Trajectory[], version: number): nu
 /**
  * The trajectories a step may use: those without an error and sampled by weights version `floor`
  * or newer (floor 0 takes every version). The others are logged, so an excluded sample is never
- * silent; StepMetrics.excluded counts them.
+ * silent; StepMetrics.excluded counts them (and excluded_by_cause by {@link exclusionCause}).
  */
 export function usableTrajectories(
   arrived: readonly Trajectory[],
@@ -108,12 +109,12 @@ export function usableTrajectories(
   log?: (line: string) => void,
 ): Trajectory[] {
   return arrived.filter((t) => {
-    if (t.error) log?.(`optimizer: excluding ${t.id}: ${t.error}`);
-    else if (Number(t.weightsVersion ?? 0) < floor)
+    const cause = exclusionCause(t, floor);
+    if (cause === "too_stale")
       log?.(
         `optimizer: excluding ${t.id}: sampled by weights v${t.weightsVersion ?? 0}, older than v${floor}`,
       );
-    else return true;
-    return false;
+    else if (cause) log?.(`optimizer: excluding ${t.id}: ${t.error}`);
+    return cause === null;
   });
 }

@@ -52,6 +52,13 @@ export async function queueJobs(
   }
 }
 
+/**
+ * Why the inbox dropped a trajectory message without counting it as a sample of any step
+ * (StepMetrics.dropped_by_cause keys): another run's, an earlier (applied) step's, a step whose
+ * jobs were not queued, a second copy of an id, or bytes that do not decode.
+ */
+export type DropCause = "other_run" | "applied_before" | "not_queued" | "duplicate" | "undecodable";
+
 /** One step's trajectories as they arrive: the first copy of each id, and every delivery to ack. */
 interface StepArrivals {
   byId: Map<string, Trajectory>;
@@ -73,20 +80,26 @@ export class TrajectoryInbox {
 
   /**
    * Pull until `step`'s P×G distinct trajectories are in hand, holding those of steps up to
-   * `queuedThrough` for later. `checkCancelled` throws to stop waiting.
+   * `queuedThrough` for later. `checkCancelled` throws to stop waiting. `dropped` counts the
+   * messages dropped meanwhile, by {@link DropCause}.
    */
   async gather(
     step: number,
     queuedThrough: number,
     stepTimeoutMs: number,
     checkCancelled: () => void,
-  ): Promise<{ trajs: Trajectory[]; msgs: QueueMessage[] }> {
+  ): Promise<{ trajs: Trajectory[]; msgs: QueueMessage[]; dropped: Record<string, number> }> {
     const { settings, busRunId: runId } = this.io;
     const need = settings.promptsPerStep * settings.samplesPerPrompt;
     const queue = await this.io.bus.queue("trajectories");
     const current = this.arrivals(step);
     this.early.delete(step);
     const deadline = performance.now() + stepTimeoutMs;
+    const dropped: Record<string, number> = {};
+    const drop = async (msg: QueueMessage, cause: DropCause) => {
+      dropped[cause] = (dropped[cause] ?? 0) + 1;
+      await msg.ack();
+    };
     while (current.byId.size < need) {
       checkCancelled();
       if (performance.now() > deadline) {
@@ -101,25 +114,33 @@ export class TrajectoryInbox {
           t = fromBinary(TrajectorySchema, msg.data);
         } catch {
           this.io.log?.(`optimizer: dropping undecodable trajectory ${msg.msgId}`);
-          await msg.ack();
+          await drop(msg, "undecodable");
           continue;
         }
         const tStep = Number(t.step);
-        if (t.runId !== runId || tStep < step || tStep > queuedThrough) {
-          // Another run's, an earlier step's (already applied) or one nobody asked for yet.
-          await msg.ack();
-          continue;
+        if (t.runId !== runId) await drop(msg, "other_run");
+        else if (tStep < step) await drop(msg, "applied_before");
+        else if (tStep > queuedThrough) await drop(msg, "not_queued");
+        else {
+          const into = tStep === step ? current : this.arrivals(tStep);
+          // The first copy of an id is the one applied; a duplicate is only acked with the step.
+          if (into.byId.has(t.id)) dropped.duplicate = (dropped.duplicate ?? 0) + 1;
+          else into.byId.set(t.id, t);
+          into.msgs.push(msg);
         }
-        const into = tStep === step ? current : this.arrivals(tStep);
-        // The first copy of an id is the one applied; a duplicate is only acked with the step.
-        if (!into.byId.has(t.id)) into.byId.set(t.id, t);
-        into.msgs.push(msg);
       }
     }
     const trajs = [...current.byId.values()].sort(
       (a, b) => a.promptIndex - b.promptIndex || a.sampleIndex - b.sampleIndex,
     );
-    return { trajs, msgs: current.msgs };
+    return { trajs, msgs: current.msgs, dropped };
+  }
+
+  /** Trajectory messages held (unacked) for steps after the one last gathered. */
+  held(): number {
+    let n = 0;
+    for (const a of this.early.values()) n += a.msgs.length;
+    return n;
   }
 
   private arrivals(step: number): StepArrivals {

@@ -72,6 +72,7 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
         concurrency: opts.concurrency ?? defaults.rolloutConcurrency,
         retryMs: opts.retryMs ?? defaults.rolloutRetryMs,
         maxDeliver: opts.maxDeliver ?? defaults.rolloutMaxDeliver,
+        policyReplica: opts.policyAddress,
         ...(opts.log ? { log: opts.log } : {}),
       })
     : null;

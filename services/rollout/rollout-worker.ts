@@ -11,6 +11,7 @@
  * "dead-lettered"), so the Optimizer excludes and counts them instead of waiting for them.
  */
 import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PromptJobSchema, type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, Queue, QueueMessage } from "../core/src/bus/bus.js";
@@ -72,6 +73,10 @@ export interface RolloutWorkerOptions {
    * step's jobs are decoded in one batch instead of one after another.
    */
   concurrency?: number;
+  /** Stamped on every trajectory as `rollout_worker` (default "<hostname>-<pid>"). */
+  workerId?: string;
+  /** Stamped on every trajectory as `policy_replica`: the Policy this worker samples from. */
+  policyReplica?: string;
 }
 
 /** A fresh W3C traceparent (version 00, sampled), so one sample can be followed across services. */
@@ -271,6 +276,8 @@ export class RolloutWorker {
   ): Promise<void> {
     try {
       for (const t of trajs) {
+        t.rolloutWorker = this.opts.workerId ?? `${hostname()}-${process.pid}`;
+        t.policyReplica = this.opts.policyReplica ?? "";
         const ack = await out.publish(toBinary(TrajectorySchema, t), {
           msgId: t.id,
           headers: { traceparent },
