@@ -17,6 +17,8 @@ export interface StepIo {
   busRunId: string;
   settings: RunSettings;
   log?: ((line: string) => void) | undefined;
+  /** Told of every decodable trajectory dropped unapplied (the ledger counts a crashed attempt's). */
+  onDropped?: ((t: Trajectory) => void) | undefined;
 }
 
 /**
@@ -107,6 +109,7 @@ export class TrajectoryInbox {
         const tStep = Number(t.step);
         if (t.runId !== runId || tStep < step || tStep > queuedThrough) {
           // Another run's, an earlier step's (already applied) or one nobody asked for yet.
+          this.io.onDropped?.(t);
           await msg.ack();
           continue;
         }
