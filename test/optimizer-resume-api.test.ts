@@ -147,7 +147,19 @@ describe("optimizer resume api", () => {
     const reference = prefixTensors(REFERENCE_TENSOR_PREFIX, other.weights);
     await saveCheckpoint(join(config.out, "other", checkpointFileName(1)), {
       ...other,
-      metadata: { ...cp.metadata, runId: "other", step: "1" },
+      metadata: {
+        ...cp.metadata,
+        runId: "other",
+        step: "1",
+        // The ledger is of the checkpoint's step too (a ledger of another step is refused).
+        trajectoryLedger: JSON.stringify({
+          busRunId: "other",
+          step: 1,
+          sinceStep: 0,
+          applied: {},
+          queuedThrough: 1,
+        }),
+      },
       state: reference,
     });
     await invalid(resume({ resumeFrom: "other" }), "resume_from", /trains a transformer .*"dModel":16/);

@@ -115,6 +115,11 @@ describe("optimizer resume", () => {
     // The step-2 checkpoint kept the weights the replicas served (step 1's) to sample step 3 again.
     const at2 = await loadCheckpoint(join(dir, checkpointFileName(2)));
     expect(JSON.parse(at2.metadata.runProgress ?? "").servedStep).toBe(1);
+    // Its trajectory ledger: the ids steps 1 and 2 applied, and step 3's jobs out when it was written.
+    const ledger = JSON.parse(at2.metadata.trajectoryLedger ?? "");
+    expect(Object.keys(ledger.applied)).toEqual(["1", "2"]);
+    expect(ledger.applied["2"]).toHaveLength(8);
+    expect(ledger.queuedThrough).toBe(3);
     await expectSameEnd(fullDir, dir, 4);
   });
 

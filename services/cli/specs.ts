@@ -59,6 +59,7 @@ export const trainSpec: CommandSpec = {
     ...POLICY_FLAGS,
     "rollout-concurrency",
     "nats",
+    ...NATS_AUTH_FLAGS,
     "feedback-address",
     "policy-in",
     "learner-in",

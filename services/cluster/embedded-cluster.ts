@@ -7,6 +7,7 @@
  */
 import type { Bus } from "../core/src/bus/bus.js";
 import { MemoryBus } from "../core/src/bus/memory-bus.js";
+import { type NatsCredentialSources, natsClientAuth } from "../core/src/bus/nats-auth.js";
 import { NatsBus } from "../core/src/bus/nats-bus.js";
 import type { RlaifConfig } from "../core/src/config/settings.js";
 import { clusterWeightsKeys } from "../core/src/weights/weights-keys.js";
@@ -16,9 +17,16 @@ import { startPolicyServer } from "../policy/main.js";
 import { type RolloutServer, startRolloutServer } from "../rollout/main.js";
 import { type PolicyThread, startPolicyThread } from "./policy-thread.js";
 
-/** The bus a configuration asks for: NATS when a URL is set, else in-memory. */
-export async function connectBus(natsUrl: string): Promise<Bus> {
-  return natsUrl ? NatsBus.connect(natsUrl) : new MemoryBus();
+/**
+ * The bus a configuration asks for: NATS when a URL is set, else in-memory. With `credentials`
+ * (services.natsUser / natsPassword / natsCreds, or RLAIF_NATS_USER / RLAIF_NATS_PASSWORD) it
+ * connects as that user, so `rlaif train --nats` works against a server that requires users;
+ * the one connection carries every service of the process, so that user needs all their grants.
+ */
+export async function connectBus(natsUrl: string, credentials?: NatsCredentialSources): Promise<Bus> {
+  if (!natsUrl) return new MemoryBus();
+  const auth = credentials ? natsClientAuth(credentials) : {};
+  return NatsBus.connect(natsUrl, { name: "rlaif-train", auth });
 }
 
 /** Addresses and handles of an embedded cluster. */
@@ -73,7 +81,7 @@ export async function startEmbeddedCluster(
   const { services } = config;
   const host = "127.0.0.1";
   const logOpt = log ? { log } : {};
-  const bus = await connectBus(services.natsUrl);
+  const bus = await connectBus(services.natsUrl, services);
   const closers: (() => Promise<void>)[] = [() => bus.close()];
   const close = async () => {
     for (const c of closers.reverse()) await c().catch(() => undefined);

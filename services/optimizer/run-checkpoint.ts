@@ -9,7 +9,8 @@
  *   run's parameters are its frozen base, its adapters are `lora.<layer>.lora_A|B.weight` and the
  *   served adapters (an adapter-only blob) `published.<layer>.lora_A|B.weight`;
  * - metadata: `runId`, `step`, `weightsVersion`, `runConfig` (the settings with the resolved
- *   prompts), `rngState`, `runProgress` (totals for the summary), and from the learner
+ *   prompts), `rngState`, `runProgress` (totals for the summary), `trajectoryLedger` (the ids
+ *   applied since the previous checkpoint and the steps in flight, trajectory-ledger.ts), and from the learner
  *   `learnerState` (baseline, β) and `optimizer` (Adam's update count and hyperparameters).
  *
  * Every tensor prefix and metadata key is defined in core/src/model/checkpoint-names.ts.
@@ -37,6 +38,7 @@ import {
   RUN_ID_KEY,
   RUN_PROGRESS_KEY,
   STEP_KEY,
+  TRAJECTORY_LEDGER_KEY,
   unprefixTensors,
   WEIGHTS_VERSION_KEY,
 } from "../core/src/model/checkpoint-names.js";
@@ -44,6 +46,7 @@ import { loraSpecOf } from "../core/src/model/lora.js";
 import { decodeAdapterBlob, encodeAdapterTensors, isAdapterBlob } from "../core/src/model/lora-files.js";
 import type { Learner, ResumePoint, RunDriver } from "./run-driver.js";
 import { RNG_SCHEME } from "./run-helpers.js";
+import { decodeLedger, encodeLedger } from "./trajectory-ledger.js";
 
 const STEP_FILE = /^step-(\d+)\.safetensors$/;
 
@@ -94,9 +97,11 @@ export async function writeRunCheckpoint(
         tokens: driver.tokens,
         wallSeconds: driver.wallSeconds,
       }),
+      [TRAJECTORY_LEDGER_KEY]: encodeLedger(driver.ledger.record(step)),
     },
     { tensors },
   );
+  driver.ledger.checkpointed(step);
   return { path, step, weightsVersion: driver.weightsVersion, sha256 };
 }
 
@@ -183,6 +188,7 @@ export async function readRunCheckpoint(path: string): Promise<RunCheckpoint> {
       trajectories: progress.trajectories,
       tokens: progress.tokens,
       wallSeconds: progress.wallSeconds,
+      ledger: decodeLedger(path, c.metadata[TRAJECTORY_LEDGER_KEY], step),
     },
   };
 }

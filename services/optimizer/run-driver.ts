@@ -47,6 +47,7 @@ import { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import { jobSeed, meanStaleness, meanStd, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
 import { BusyClock, excludedByCause, stalenessHistogram, tokensPerSecondByWorker } from "./step-stats.js";
+import { type LedgerRecord, TrajectoryLedger } from "./trajectory-ledger.js";
 
 export { jobSeed, sampleKl };
 
@@ -134,6 +135,8 @@ export interface ResumePoint {
   trajectories: number;
   tokens: number;
   wallSeconds: number;
+  /** The checkpoint's trajectory ledger (trajectory-ledger.ts); null when it predates ledgers. */
+  ledger?: LedgerRecord | null;
 }
 
 /** What a step's metrics say about the pipeline, besides the update's own figures (step-stats.ts). */
@@ -161,6 +164,8 @@ export class RunDriver {
   /** Trajectories and completion tokens applied so far (resumed runs include earlier attempts). */
   trajectories = 0;
   tokens = 0;
+  /** Trajectory ids applied since the last checkpoint, steps in flight, a crashed attempt's drops. */
+  readonly ledger: TrajectoryLedger;
   private readonly lock = new StepLock();
   private readonly weights: WeightsPublisher;
   private wallBefore = 0;
@@ -182,6 +187,7 @@ export class RunDriver {
           .toString(16)
           .padStart(4, "0")}`
       : opts.runId;
+    this.ledger = new TrajectoryLedger(opts.runId, this.busRunId, r?.ledger ?? null, r?.step ?? 0, opts.log);
     if (r) {
       this.history.push(...r.history);
       Object.assign(this, { trajectories: r.trajectories, tokens: r.tokens, wallBefore: r.wallSeconds });
@@ -232,7 +238,13 @@ export class RunDriver {
       this.step = resume.step;
       await this.publish(resume.servedBlob, resume.servedStep, reference);
     }
-    const io: StepIo = { bus: this.bus, busRunId: this.busRunId, settings, log: this.opts.log };
+    const io: StepIo = {
+      bus: this.bus,
+      busRunId: this.busRunId,
+      settings,
+      log: this.opts.log,
+      onDropped: (t) => this.ledger.dropped(t),
+    };
     const inbox = new TrajectoryInbox(io);
     this.inbox = inbox;
     const lag = settings.maxStaleness;
@@ -240,8 +252,10 @@ export class RunDriver {
     // queued, or newer ones.
     let queued = this.step;
     const queueThrough = async (last: number) => {
-      for (; queued < Math.min(last, settings.steps); )
+      for (; queued < Math.min(last, settings.steps); ) {
         await queueJobs(io, this.opts.prompts, ++queued, this.weightsVersion);
+        this.ledger.queued(queued);
+      }
     };
     const due = (step: number) => step % settings.publishEvery === 0 || step === settings.steps;
     // With overlap, the previous step's update (learner, ack, metrics, onStepEnd) while this
@@ -292,6 +306,7 @@ export class RunDriver {
         };
         const update = this.lock.run(async () => {
           const result = await this.busy.time(() => this.learner.step(trajs));
+          this.ledger.stepApplied(step, trajs);
           for (const m of msgs) await m.ack();
           if ((lag === 0 || step === settings.steps) && due(step)) {
             await this.publish(await this.weightsBlob(), step, reference);
@@ -321,6 +336,7 @@ export class RunDriver {
       tokensPerSecond: this.tokens / this.wallSeconds,
       mode: this.opts.mode,
       skippedUpdates: this.history.filter((m) => m.updateSkipped).length,
+      droppedInFlight: this.ledger.drops.inFlight,
     });
   }
 

@@ -17,6 +17,8 @@ export interface StepIo {
   busRunId: string;
   settings: RunSettings;
   log?: ((line: string) => void) | undefined;
+  /** Told of every decodable trajectory dropped unapplied (the ledger counts a crashed attempt's). */
+  onDropped?: ((t: Trajectory) => void) | undefined;
 }
 
 /**
@@ -118,10 +120,11 @@ export class TrajectoryInbox {
           continue;
         }
         const tStep = Number(t.step);
-        if (t.runId !== runId) await drop(msg, "other_run");
-        else if (tStep < step) await drop(msg, "applied_before");
-        else if (tStep > queuedThrough) await drop(msg, "not_queued");
-        else {
+        if (t.runId !== runId || tStep < step || tStep > queuedThrough) {
+          // Another run's, an earlier step's (already applied) or one nobody asked for yet.
+          this.io.onDropped?.(t);
+          await drop(msg, t.runId !== runId ? "other_run" : tStep < step ? "applied_before" : "not_queued");
+        } else {
           const into = tStep === step ? current : this.arrivals(tStep);
           // The first copy of an id is the one applied; a duplicate is only acked with the step.
           if (into.byId.has(t.id)) dropped.duplicate = (dropped.duplicate ?? 0) + 1;

@@ -43,6 +43,12 @@ export const RUN_CONFIG_KEY = "runConfig";
 export const RNG_STATE_KEY = "rngState";
 /** Metadata key of the counters a summary needs: `{servedStep, trajectories, tokens, wallSeconds}`. */
 export const RUN_PROGRESS_KEY = "runProgress";
+/**
+ * Metadata key of the trajectory ledger (JSON, services/optimizer/trajectory-ledger.ts): the
+ * bus run id, the trajectory ids each step applied since the previous checkpoint, and the last
+ * step whose jobs were out, so a resumed run can account for every sample a crash left in flight.
+ */
+export const TRAJECTORY_LEDGER_KEY = "trajectoryLedger";
 /** Metadata key of the learner's state (baseline, β; JSON). */
 export const LEARNER_STATE_KEY = "learnerState";
 /** Metadata key of Adam's update count and hyperparameters (JSON). */
