@@ -8,9 +8,10 @@
  * builds it explicitly); elsewhere it is absent and the wasm kernels are used.
  *
  * `RLAIF_BLAS=0` forces the pure-wasm path (e.g. to compare both paths); `OPENBLAS_NUM_THREADS`,
- * when set, overrides {@link DEFAULT_BLAS_THREADS}.
+ * when set, overrides {@link DEFAULT_BLAS_THREADS}; `OPENBLAS_CORETYPE`, when set, overrides the
+ * kernel family {@link coreTypeFor} picks.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
@@ -295,6 +296,52 @@ export const ADDON_PATH = fileURLToPath(
   new URL("../../../../native/blas/build/Release/rlaif_blas.node", import.meta.url),
 );
 
+/** OpenBLAS's own switch for its kernel family (a DYNAMIC_ARCH build reads it when it loads). */
+export const CORETYPE_ENV = "OPENBLAS_CORETYPE";
+
+/**
+ * The OpenBLAS kernel family for a CPU with these `/proc/cpuinfo` flags: `SkylakeX` with
+ * AVX-512 (F, CD, BW, DQ, VL), `Haswell` with AVX2 and FMA, else undefined (OpenBLAS decides).
+ * Why: a DYNAMIC_ARCH OpenBLAS picks its kernels by CPU model, and a model newer than the library
+ * falls back to its SSE3 `Prescott` kernels. Debian 12's 0.3.21 does so on Emerald Rapids (family
+ * 6, model 207): the byte-level Transformer's learner step took 647 ms instead of 287 ms. By
+ * flags, every AVX-512 or AVX2 x86 core gets the sgemm kernels that OpenBLAS's own detection
+ * gives the cores it knows (Cooperlake and SapphireRapids reuse SkylakeX's, Zen Haswell's).
+ */
+export function coreTypeFor(cpuinfo: string): string | undefined {
+  const line = cpuinfo.split("\n").find((l) => /^flags\s*:/.test(l));
+  if (line === undefined) return undefined;
+  const flags = new Set(
+    line
+      .slice(line.indexOf(":") + 1)
+      .trim()
+      .split(/\s+/),
+  );
+  const has = (...names: string[]) => names.every((n) => flags.has(n));
+  if (has("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")) return "SkylakeX";
+  if (has("avx2", "fma")) return "Haswell";
+  return undefined;
+}
+
+/**
+ * Sets `OPENBLAS_CORETYPE` in this process's environment from the CPU's flags, unless it is set
+ * already (the operator's choice wins) or the flags cannot be read (not Linux x86-64). Before the
+ * addon loads, because OpenBLAS reads it once, then. It stays set, so a child process on the same
+ * OpenBLAS (the PyTorch twin of bench/speed.ts) runs the same kernels.
+ */
+function chooseCoreType(env: NodeJS.ProcessEnv): void {
+  const set = env[CORETYPE_ENV] ?? process.env[CORETYPE_ENV];
+  if (set !== undefined || process.platform !== "linux" || process.arch !== "x64") return;
+  let cpuinfo: string;
+  try {
+    cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
+  } catch {
+    return;
+  }
+  const core = coreTypeFor(cpuinfo);
+  if (core !== undefined) process.env[CORETYPE_ENV] = core;
+}
+
 /** Why the addon is not in use (for logs), or the addon. */
 export type BlasLoad = { addon: BlasAddon } | { addon: null; reason: string };
 
@@ -316,6 +363,7 @@ export function loadBlas(env: NodeJS.ProcessEnv = process.env): BlasLoad {
     loaded = { addon: null, reason: "addon not built (npm run build:native)" };
     return loaded;
   }
+  chooseCoreType(env);
   try {
     const addon = createRequire(import.meta.url)(ADDON_PATH) as BlasAddon;
     if (env.OPENBLAS_NUM_THREADS === undefined) addon.setThreads(DEFAULT_BLAS_THREADS);
