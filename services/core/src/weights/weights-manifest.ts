@@ -25,13 +25,22 @@ export const MAX_VERSION_JUMP = 1_000_000;
 const LENGTH_BYTES = 8;
 
 /**
+ * The JSON header's byte length that safetensors bytes begin with (little-endian u64), read from
+ * the first 8 bytes of `bytes` (the caller checks there are 8). One reader for the publisher's
+ * digests, the replica's streaming check and {@link looksLikeSafetensors}.
+ */
+export function safetensorsHeaderLength(bytes: Uint8Array): number {
+  return Number(new DataView(bytes.buffer, bytes.byteOffset, LENGTH_BYTES).getBigUint64(0, true));
+}
+
+/**
  * Whether `blob` is laid out as safetensors (a plausible header length followed by a JSON
  * object). The project's own blobs always are; tests publish plain bytes, which carry no
  * per-tensor digests.
  */
 export function looksLikeSafetensors(blob: Uint8Array): boolean {
   if (blob.length < LENGTH_BYTES + 2) return false;
-  const n = Number(new DataView(blob.buffer, blob.byteOffset, 8).getBigUint64(0, true));
+  const n = safetensorsHeaderLength(blob);
   return n >= 2 && LENGTH_BYTES + n <= blob.length && blob[LENGTH_BYTES] === 0x7b; // "{"
 }
 

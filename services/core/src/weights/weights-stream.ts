@@ -16,7 +16,7 @@ import { create } from "@bufbuild/protobuf";
 import { type WeightsTensor, WeightsTensorSchema } from "../../gen/rlaif/common/v1/types_pb.js";
 import { ObjectIntegrityError } from "../errors.js";
 import { type Entry, parseHeader } from "../model/safetensors.js";
-import { looksLikeSafetensors } from "./weights-manifest.js";
+import { looksLikeSafetensors, safetensorsHeaderLength } from "./weights-manifest.js";
 
 /**
  * Largest chunk handed to the Object Store: the JetStream Object Store's own chunk size (128 KiB),
@@ -30,7 +30,7 @@ const MAX_BLOB_BYTES = 2 ** 32;
 /** The tensor entries of safetensors bytes, in byte order ([] when the blob is not safetensors). */
 function entriesOf(blob: Uint8Array, where: string): Entry[] {
   if (!looksLikeSafetensors(blob)) return [];
-  const n = Number(new DataView(blob.buffer, blob.byteOffset, 8).getBigUint64(0, true));
+  const n = safetensorsHeaderLength(blob);
   const json = new TextDecoder().decode(blob.subarray(8, 8 + n));
   return parseHeader(where, json, 8 + n, blob.length).entries;
 }
@@ -146,7 +146,7 @@ export class VerifyingAssembler {
   /** Once the header is complete: its tensors, checked against the manifest's (names, dtypes, shapes). */
   private readHeader(): void {
     if (this.length < 8) return;
-    const n = Number(new DataView(this.buf.buffer, this.buf.byteOffset, 8).getBigUint64(0, true));
+    const n = safetensorsHeaderLength(this.buf);
     const size = this.expect.sizeBytes;
     if (n < 2 || (size > 0 && 8 + n > size))
       this.fail("is not a safetensors blob, but the manifest lists its tensors");
