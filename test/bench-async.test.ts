@@ -4,14 +4,12 @@
  * reports every figure it quotes (no timing is asserted). The full run is
  * `npx tsx bench/async.ts --steps 20`.
  */
-import { spawnSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { runBench } from "./helpers/run-bench.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
-
-const ROOT = join(import.meta.dirname, "..");
 
 describe("async benchmark", () => {
   it("async benchmark - a shortened pair reports s/step, busy shares, learning curves and the ratio", async () => {
@@ -26,11 +24,7 @@ describe("async benchmark", () => {
       "max-new-tokens": "4",
       out,
     };
-    const r = spawnSync(
-      process.execPath,
-      ["--import", "tsx", "bench/async.ts", ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])],
-      { cwd: ROOT, encoding: "utf8", timeout: 540_000 },
-    );
+    const r = runBench("async.ts", flags, 540_000);
     expect(r.status, r.stderr).toBe(0);
     const lines = r.stdout
       .trim()
@@ -52,10 +46,7 @@ describe("async benchmark", () => {
   }, 600_000);
 
   it("async benchmark - bad flags exit 2 naming what to fix", () => {
-    const r = spawnSync(process.execPath, ["--import", "tsx", "bench/async.ts", "--modes", "0,9"], {
-      cwd: ROOT,
-      encoding: "utf8",
-    });
+    const r = runBench("async.ts", ["--modes", "0,9"], 120_000);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/--modes 0,9/);
   });

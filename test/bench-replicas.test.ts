@@ -4,13 +4,10 @@
  * shared queue with no configuration change, then leaves; every job's trajectories arrive once.
  * No timing is asserted (the full run is `npx tsx bench/replicas.ts`).
  */
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
+import { runBench } from "./helpers/run-bench.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
-
-const ROOT = join(import.meta.dirname, "..");
 
 describe.skipIf(!requireTool(TOOLS.natsServer))("replicas benchmark", () => {
   it("replicas benchmark - a replica joining mid-run takes work, and every job is delivered once", async () => {
@@ -24,11 +21,7 @@ describe.skipIf(!requireTool(TOOLS.natsServer))("replicas benchmark", () => {
       checkpoint,
       backend: "wasm",
     };
-    const r = spawnSync(
-      process.execPath,
-      ["--import", "tsx", "bench/replicas.ts", ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])],
-      { cwd: ROOT, encoding: "utf8", timeout: 300_000 },
-    );
+    const r = runBench("replicas.ts", flags, 300_000);
     expect(r.status, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout.trim().split("\n").at(-1) as string);
     const { oneReplica, twoReplicas, afterLeave } = report.phases;

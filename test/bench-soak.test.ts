@@ -6,21 +6,14 @@
  * tensor count grew by one model per step. No RSS figure is asserted (a few steps of a tiny
  * model say nothing about RSS); the real soak is `npx tsx bench/soak.ts --minutes 30`.
  */
-import { spawnSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { runBench } from "./helpers/run-bench.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
-const ROOT = join(import.meta.dirname, "..");
-
-const soak = (flags: Record<string, string>) =>
-  spawnSync(
-    process.execPath,
-    ["--import", "tsx", "bench/soak.ts", ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])],
-    { cwd: ROOT, encoding: "utf8", timeout: 300_000 },
-  );
+const soak = (flags: Record<string, string>) => runBench("soak.ts", flags, 300_000);
 
 describe("soak benchmark", () => {
   it("soak benchmark - a shortened run samples every thread and no thread's live tensors grow", async () => {

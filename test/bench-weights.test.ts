@@ -3,22 +3,16 @@
  * nats-server, at 1 MB and 1–2 replicas, reports both paths and their ratio for every cell (no
  * timing is asserted). The full run is `npx tsx bench/weights.ts` (5 and 50 MB, 1, 2, 4 replicas).
  */
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
+import { runBench } from "./helpers/run-bench.js";
 
-const ROOT = join(import.meta.dirname, "..");
 const hasNatsServer = requireTool(TOOLS.natsServer);
 
 describe.skipIf(!hasNatsServer)("weights benchmark", () => {
   it("weights benchmark - a tiny run reports raw put+get, publish→serving and their ratio per cell", () => {
     const flags = ["--sizes-mb", "1", "--replicas", "1,2", "--repeats", "1", "--json"];
-    const r = spawnSync(process.execPath, ["--import", "tsx", "bench/weights.ts", ...flags], {
-      cwd: ROOT,
-      encoding: "utf8",
-      timeout: 120_000,
-    });
+    const r = runBench("weights.ts", flags, 120_000);
     expect(r.stderr).not.toMatch(/could not swap|Error/);
     expect(r.status).toBe(0);
     const report = JSON.parse(r.stdout.trim().split("\n").at(-1) as string);
@@ -31,11 +25,7 @@ describe.skipIf(!hasNatsServer)("weights benchmark", () => {
   }, 180_000);
 
   it("weights benchmark - a bad flag exits 2 naming it", () => {
-    const r = spawnSync(process.execPath, ["--import", "tsx", "bench/weights.ts", "--replicas", "x"], {
-      cwd: ROOT,
-      encoding: "utf8",
-      timeout: 60_000,
-    });
+    const r = runBench("weights.ts", ["--replicas", "x"], 60_000);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/--replicas: 'x' is not a positive number/);
   }, 60_000);
