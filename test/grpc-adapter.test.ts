@@ -3,15 +3,21 @@
  * deadlines and cancellation, health and reflection. The services are small fakes; the real
  * ones are tested on their own.
  */
-import { fromBinary } from "@bufbuild/protobuf";
+
+import { EventEmitter } from "node:events";
+import * as http2 from "node:http2";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FeedbackService } from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
-import { PolicyService } from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
+import {
+  GenerateStreamRequestSchema,
+  PolicyService,
+} from "../services/core/gen/rlaif/policy/v1/policy_pb.js";
 import { NotFoundError, PeerError, RpcError } from "../services/core/src/errors.js";
-import type { ServiceImpl } from "../services/core/src/grpc/adapter.js";
+import { buildServiceDefinition, type ServiceImpl } from "../services/core/src/grpc/adapter.js";
 import { checkHealth, createClient, isRetryable } from "../services/core/src/grpc/client.js";
 import { implement, type RunningServer, startServer } from "../services/core/src/grpc/server.js";
 
@@ -21,6 +27,8 @@ const logged: string[] = [];
 const held: (() => void)[] = [];
 /** How many "slow" calls have reached the handler. */
 let slowStarted = 0;
+/** How many "count" calls have reached the handler. */
+let countStarted = 0;
 
 /** Resolves when `signal` fires; records why, so tests can see the handler was told. */
 function untilAborted(signal: AbortSignal): Promise<never> {
@@ -40,6 +48,7 @@ const policy: ServiceImpl<typeof PolicyService> = {
       await untilAborted(ctx.signal);
     }
     if (p === "held") await new Promise<void>((resolve) => held.push(resolve));
+    if (p === "count") countStarted++;
     if (p === "boom") throw new Error("boom");
     if (p === "missing") throw new NotFoundError("no such weights version");
     if (p === "peer") throw new PeerError("feedback unavailable");
@@ -93,6 +102,47 @@ afterAll(async () => {
   client.close();
   await server.shutdown(500);
 });
+
+/**
+ * One gRPC call over plain HTTP/2 with a `grpc-timeout` header and no client-side timer, so only
+ * the server's view of the deadline decides the outcome; resolves with the `grpc-status` trailer
+ * and how many response bytes came before it.
+ */
+function rawCall(
+  path: string,
+  body: Uint8Array,
+  timeout: string,
+): Promise<{ status: number; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`http://${server.address}`);
+    session.on("error", reject);
+    const req = session.request({
+      ":method": "POST",
+      ":path": path,
+      "content-type": "application/grpc",
+      te: "trailers",
+      "grpc-timeout": timeout,
+    });
+    const frame = Buffer.alloc(5 + body.length);
+    frame.writeUInt32BE(body.length, 1);
+    frame.set(body, 5);
+    req.end(frame);
+    let bytes = 0;
+    req.on("data", (chunk: Buffer) => {
+      bytes += chunk.length;
+    });
+    let code: number | undefined;
+    const settle = (headers: http2.IncomingHttpHeaders) => {
+      if (headers["grpc-status"] !== undefined) code = Number(headers["grpc-status"]);
+    };
+    req.on("response", settle);
+    req.on("trailers", settle);
+    req.on("close", () => {
+      session.close();
+      resolve({ status: code ?? -1, bytes });
+    });
+  });
+}
 
 async function rpcError(p: Promise<unknown>): Promise<RpcError> {
   const err = await p.then(
@@ -174,6 +224,40 @@ describe("grpc adapter", () => {
     await expect.poll(() => aborted.length, { timeout: 10_000 }).toBe(before + 1);
     expect(aborted.at(-1)?.reason).toBe("TimeoutError");
     expect(logged.join("\n")).not.toMatch(/slow|Timeout/);
+  });
+
+  it("deadline - a stream the handler ends when its deadline fires answers DEADLINE_EXCEEDED, not OK", async () => {
+    // A bare stand-in for grpc-js's server call: no grpc-js deadline timer of its own, so only
+    // the adapter decides how a stream that its handler ended on the abort is answered.
+    const { implementation } = buildServiceDefinition(PolicyService, policy);
+    const outcome = await new Promise<string>((resolve) => {
+      const call = Object.assign(new EventEmitter(), {
+        request: Buffer.from(
+          toBinary(GenerateStreamRequestSchema, create(GenerateStreamRequestSchema, { prompt: "endless" })),
+        ),
+        metadata: new grpc.Metadata(),
+        getDeadline: () => new Date(Date.now() + 60),
+        getPath: () => "/rlaif.policy.v1.PolicyService/GenerateStream",
+        write: () => true,
+        end: () => resolve("OK"),
+      });
+      call.on("error", (e: { code: number }) => resolve(grpc.status[e.code] ?? String(e.code)));
+      (implementation.GenerateStream as (c: unknown) => void)(call);
+    });
+    expect(outcome).toBe("DEADLINE_EXCEEDED");
+  });
+
+  it("deadline - a call whose deadline passed on arrival never reaches its handler", async () => {
+    const before = countStarted;
+    const body = new BinaryWriter()
+      .uint32((1 << 3) | WireType.LengthDelimited)
+      .string("count")
+      .finish();
+    const res = await rawCall("/rlaif.policy.v1.PolicyService/Generate", body, "0n");
+    expect(res.status).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(countStarted).toBe(before);
+    await expect(client.generate({ prompts: ["count"] })).resolves.toBeDefined();
+    expect(countStarted).toBe(before + 1);
   });
 
   it("cancel - the client's signal cancels the call and the handler's signal fires", async () => {

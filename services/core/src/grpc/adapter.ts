@@ -142,6 +142,13 @@ function openContext(call: grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWri
       deadlineExceeded: deadlineExceeded || (hasDeadline && Date.now() >= deadlineMs),
       cancelled,
     }),
+    /** Throws if the deadline already passed on arrival: such a call must not act at all. */
+    refuseExpired: () => {
+      if (hasDeadline && Date.now() >= deadlineMs) {
+        deadlineExceeded = true;
+        throw new DOMException("deadline exceeded", "TimeoutError");
+      }
+    },
     close: () => {
       clearTimeout(timer);
       call.removeListener("cancelled", onCancel);
@@ -222,6 +229,7 @@ export function buildServiceDefinition(
       ) => {
         const ctx = openContext(call);
         (async () => {
+          ctx.refuseExpired();
           const req = decode(method.input, call.request, rules);
           const res = await fn.call(impl, req, ctx.context);
           return encodeMessage(method.output, res as MessageInitShape<DescMessage>);
@@ -238,6 +246,7 @@ export function buildServiceDefinition(
         const ctx = openContext(call);
         const { signal } = ctx.context;
         (async () => {
+          ctx.refuseExpired();
           const req = decode(method.input, call.request, rules);
           const stream = fn.call(impl, req, ctx.context) as AsyncIterable<MessageInitShape<DescMessage>>;
           for await (const item of stream) {
@@ -245,6 +254,9 @@ export function buildServiceDefinition(
             // Respect back-pressure: a slow reader must not make us buffer a whole stream.
             if (!call.write(encodeMessage(method.output, item))) await once(call, "drain", { signal });
           }
+          // A stream cut short by the deadline or the client did not complete: never answer OK,
+          // or a caller racing its own deadline timer would read a truncated stream as whole.
+          if (signal.aborted) throw signal.reason;
         })()
           .then(
             () => call.end(),
