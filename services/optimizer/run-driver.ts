@@ -43,7 +43,7 @@ import type { WeightMap } from "../core/src/model/causal-lm.js";
 import type { CheckpointTokenizer } from "../core/src/model/checkpoint.js";
 import { isAdapterBlob } from "../core/src/model/lora-files.js";
 import type { ThreadMemory } from "../core/src/thread/memory-probe.js";
-import { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
+import { type StagedWeights, WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import { jobSeed, meanStaleness, meanStd, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
 import { BusyClock, excludedByCause, stalenessHistogram, tokensPerSecondByWorker } from "./step-stats.js";
@@ -168,6 +168,8 @@ export class RunDriver {
   readonly ledger: TrajectoryLedger;
   private readonly lock = new StepLock();
   private readonly weights: WeightsPublisher;
+  /** With overlap: the last update's weights, uploaded but not yet pointed to (see run()). */
+  private staged: StagedWeights | null = null;
   private wallBefore = 0;
   private started = performance.now();
   /** Times every learner call, for StepMetrics.optimizer_busy_fraction. */
@@ -284,7 +286,11 @@ export class RunDriver {
           // The previous update's weights go out only now that this step's samples are all in,
           // so every one of them was drawn by the same version: a run with overlap is exactly
           // as reproducible (and resumable) as a synchronous one, each sample one version old.
-          await this.lock.run(async () => this.publish(await this.weightsBlob(), step - 1, reference));
+          await this.lock.run(async () => {
+            const staged = this.staged?.input.step === step - 1 ? this.staged : null;
+            this.staged = null;
+            await this.publish(staged?.input.blob ?? (await this.weightsBlob()), step - 1, reference, staged);
+          });
         }
         // With staleness allowed, a sample older than the bound is refused too (defence in depth
         // behind the jobs' min_weights_version); at 0 every error-free sample is used, as always.
@@ -313,6 +319,18 @@ export class RunDriver {
           }
           await this.record(step, stepStart, arrived.length, trajs, result, pipeline);
           await this.opts.onStepEnd?.(step);
+          if (lag > 0 && step < settings.steps && due(step)) {
+            // Upload this step's weights now, while the replicas still sample the next step with
+            // the old ones; the pointer moves (fast) once that step's samples are all in.
+            const input = {
+              blob: await this.weightsBlob(),
+              runId,
+              step,
+              modelKind: this.learner.modelKind,
+              reference,
+            };
+            this.staged = await this.weights.stage(this.bus, input);
+          }
         });
         if (lag === 0) await update;
         else pending = update;
@@ -365,15 +383,18 @@ export class RunDriver {
     blob: Uint8Array,
     step: number,
     reference: { objectName: string; sha256: string; version: number },
+    staged: StagedWeights | null = null,
   ): Promise<void> {
     const { runId } = this.opts;
-    const manifest = await this.weights.publish(this.bus, {
-      blob,
-      runId,
-      step,
-      modelKind: this.learner.modelKind,
-      reference,
-    });
+    const manifest = staged
+      ? await this.weights.commit(this.bus, staged)
+      : await this.weights.publish(this.bus, {
+          blob,
+          runId,
+          step,
+          modelKind: this.learner.modelKind,
+          reference,
+        });
     this.weightsVersion = Number(manifest.version);
     this.servedBlob = blob;
     this.servedStep = step;

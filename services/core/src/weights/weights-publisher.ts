@@ -30,6 +30,17 @@ export interface PublishWeightsInput {
   reference?: { objectName: string; sha256: string; version: number };
 }
 
+/** A blob stored under its expected version, its pointer not moved yet (WeightsPublisher.stage). */
+export interface StagedWeights {
+  readonly input: PublishWeightsInput;
+  /** The version it was stored for. */
+  readonly version: number;
+  readonly objectName: string;
+  readonly sha256: string;
+  readonly size: number;
+  readonly tensors: ReturnType<typeof digestBlob>["tensors"];
+}
+
 /** Options of a {@link WeightsPublisher}. */
 export interface WeightsPublisherOptions {
   /** Signs every manifest; without it manifests go out unsigned (replicas with a verify key refuse them). */
@@ -69,42 +80,75 @@ export class WeightsPublisher {
   }
 
   /**
-   * Store `input.blob` as the next version and move the latest pointer to its manifest. The
-   * version follows the pointer when this publisher trusts it (see {@link distrust}), else its own
-   * last version; on a lost compare-and-set the next number is tried. Blob names carry the
-   * content hash, so concurrent publishers never overwrite each other.
+   * Store `input.blob` as the next version and move the latest pointer to its manifest: a
+   * {@link stage} followed at once by its {@link commit}.
    */
   async publish(bus: Bus, input: PublishWeightsInput): Promise<WeightsManifest> {
-    const kv = await bus.kv();
+    return this.commit(bus, await this.stage(bus, input));
+  }
+
+  /**
+   * Hash and store `input.blob` under the version this publisher expects to number it (one past
+   * its own last one, or past a trusted pointer), without moving the pointer: replicas do not see
+   * it yet. Why: an Optimizer that overlaps sampling with learning uploads a version while the
+   * replicas still sample the previous step with the old one, and only moves the pointer (fast)
+   * once that step's samples are all in, so the upload is off the pipeline's critical path.
+   */
+  async stage(bus: Bus, input: PublishWeightsInput): Promise<StagedWeights> {
     const objects = await bus.objects();
     // One pass over the bytes for both digests; the put then streams views of the same memory.
     const { sha256, tensors } = digestBlob(input.blob);
+    const latest = await readPointer(bus);
+    const version = this.nextVersion(latest?.manifest ?? null);
+    const objectName = weightsObjectName(version, sha256);
+    const info = await objects.putStream(objectName, () => blobChunks(input.blob));
+    return { input, version, objectName, sha256: info.sha256, size: info.size, tensors };
+  }
+
+  /**
+   * Sign the staged version's manifest and move the latest pointer to it by compare-and-set. The
+   * version follows the pointer when this publisher trusts it (see {@link distrust}), else its own
+   * last version; when that is no longer the staged number (another writer moved the pointer, or
+   * a lost compare-and-set), the blob is stored again under the next free number. Blob names
+   * carry the content hash, so concurrent publishers never overwrite each other.
+   */
+  async commit(bus: Bus, staged: StagedWeights): Promise<WeightsManifest> {
+    const kv = await bus.kv();
+    const objects = await bus.objects();
+    const { input } = staged;
+    let { objectName } = staged;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const latest = await readPointer(bus);
       const why = latest ? this.distrust(latest.manifest) : null;
-      const trusted = latest && why === null ? (latest.manifest as WeightsManifest) : null;
-      const parent = Math.max(trusted ? Number(trusted.version) : 0, this.lastVersion);
+      const parent = this.nextVersion(latest?.manifest ?? null) - 1;
       const version = parent + 1;
       if (why !== null) {
         this.log(`weights: the latest-weights pointer held ${why}; replacing it with v${version}`);
       }
-      // 1. Store the blob under a name no other publisher can use (version + content hash).
-      const objectName = weightsObjectName(version, sha256);
-      const info = await objects.putStream(objectName, () => blobChunks(input.blob));
+      // 1. The blob under a name no other publisher can use (version + content hash).
+      if (objectName !== weightsObjectName(version, staged.sha256)) {
+        // (the staged blob goes unless the pointer itself names it: an identical blob, published)
+        const named = latest && !(latest.manifest instanceof WeightsError) ? latest.manifest : null;
+        if (objectName && ![named?.objectName, named?.referenceObjectName].includes(objectName)) {
+          await objects.delete(objectName);
+        }
+        objectName = weightsObjectName(version, staged.sha256);
+        await objects.putStream(objectName, () => blobChunks(input.blob));
+      }
       const unsigned = create(WeightsManifestSchema, {
         version: BigInt(version),
         runId: input.runId,
         step: input.step,
         objectName,
-        sha256: info.sha256,
-        sizeBytes: BigInt(info.size),
+        sha256: staged.sha256,
+        sizeBytes: BigInt(staged.size),
         referenceObjectName: input.reference?.objectName ?? objectName,
-        referenceSha256: input.reference?.sha256 ?? info.sha256,
+        referenceSha256: input.reference?.sha256 ?? staged.sha256,
         referenceVersion: BigInt(input.reference?.version ?? version),
         modelKind: input.modelKind,
         createdUnixMs: BigInt(Date.now()),
         parentVersion: BigInt(parent),
-        tensors,
+        tensors: staged.tensors,
       });
       const manifest = this.signer ? signManifest(unsigned, this.signer) : unsigned;
       // 2. Move the pointer only if nobody else did since we read it.
@@ -119,6 +163,7 @@ export class WeightsPublisher {
         if (![winner?.objectName, winner?.referenceObjectName].includes(objectName)) {
           await objects.delete(objectName);
         }
+        objectName = "";
         continue;
       }
       this.lastVersion = version;
@@ -128,6 +173,12 @@ export class WeightsPublisher {
     throw new KvConflictError(
       `could not move the latest-weights pointer after ${MAX_ATTEMPTS} attempts (too many publishers?)`,
     );
+  }
+
+  /** The number the next version takes after the pointer's manifest `m` (null: no pointer). */
+  private nextVersion(m: WeightsManifest | WeightsError | null): number {
+    const trusted = m !== null && this.distrust(m) === null ? (m as WeightsManifest) : null;
+    return Math.max(trusted ? Number(trusted.version) : 0, this.lastVersion) + 1;
   }
 
   /**
