@@ -115,6 +115,12 @@ export interface RunOptions {
   onStepEnd?: (step: number) => Promise<void>;
   /** Continue from a checkpoint instead of starting at step 1. */
   resume?: ResumePoint;
+  /**
+   * A run started over from step 0 after its Optimizer died before its first checkpoint: it
+   * takes a fresh bus run id, as a resumed run does, so the dead attempt's trajectories still
+   * queued are dropped (and counted) by its ledger, never applied.
+   */
+  restarted?: boolean;
   /** Publishes the weights (signed, old versions collected); absent: an unsigned one of its own. */
   weights?: WeightsPublisher;
   log?: (line: string) => void;
@@ -182,11 +188,12 @@ export class RunDriver {
   ) {
     this.weights = opts.weights ?? new WeightsPublisher();
     const r = opts.resume;
-    this.busRunId = r
-      ? `${opts.runId}-resume${r.step}-${Math.floor(Math.random() * 0x10000)
-          .toString(16)
-          .padStart(4, "0")}`
-      : opts.runId;
+    this.busRunId =
+      r || opts.restarted
+        ? `${opts.runId}-resume${r?.step ?? 0}-${Math.floor(Math.random() * 0x10000)
+            .toString(16)
+            .padStart(4, "0")}`
+        : opts.runId;
     this.ledger = new TrajectoryLedger(opts.runId, this.busRunId, r?.ledger ?? null, r?.step ?? 0, opts.log);
     if (r) {
       this.history.push(...r.history);
