@@ -38,6 +38,7 @@ import { checkPromptsFit, newRunId } from "./run-helpers.js";
 import { type ProvenanceContext, recordScorers, runProvenance } from "./run-provenance.js";
 import type { StartRecord } from "./run-restart.js";
 import { endedView, liveView, type RunView } from "./run-view.js";
+import { watchRun } from "./run-watch.js";
 
 export { checkPromptsFit, newRunId, type RunView };
 
@@ -345,40 +346,7 @@ export class RunController {
       for (const m of this.view(runId).history()) if (m.step >= fromStep) yield m;
       return;
     }
-    const run = this.get(runId);
-    const pending: (StepMetrics | null)[] = [];
-    let wake: (() => void) | null = null;
-    const push = (m: StepMetrics | null) => {
-      pending.push(m);
-      wake?.();
-    };
-    run.watchers.add(push);
-    signal.addEventListener("abort", () => wake?.(), { once: true });
-    try {
-      let sent = Math.max(0, fromStep - 1);
-      for (const m of run.driver.history) {
-        if (m.step <= sent) continue;
-        sent = m.step;
-        yield m;
-      }
-      if (run.state !== RunState.RUNNING && run.state !== RunState.PAUSED) return;
-      while (!signal.aborted) {
-        const m = pending.shift();
-        if (m === undefined) {
-          await new Promise<void>((r) => {
-            wake = r;
-          });
-          continue;
-        }
-        if (m === null) return;
-        if (m.step > sent) {
-          sent = m.step;
-          yield m;
-        }
-      }
-    } finally {
-      run.watchers.delete(push);
-    }
+    yield* watchRun(this.get(runId), signal, fromStep);
   }
 
   /**
