@@ -148,7 +148,9 @@ describe("weights publisher - a bad pointer never blocks the Optimizer", () => {
     const manifest = await publisher.commit(bus, staged);
     expect(Number(manifest.version)).toBe(2);
     expect(manifest.objectName).toBe(staged.objectName);
-    expect(new TextDecoder().decode(await fetchWeightsBlob(bus, manifest.objectName, manifest.sha256))).toBe("v2");
+    expect(new TextDecoder().decode(await fetchWeightsBlob(bus, manifest.objectName, manifest.sha256))).toBe(
+      "v2",
+    );
   });
 
   it("weights publisher - a version taken between stage and commit renumbers the staged blob and drops its old name", async () => {
@@ -163,7 +165,9 @@ describe("weights publisher - a bad pointer never blocks the Optimizer", () => {
     const manifest = await publisher.commit(bus, staged);
     expect(Number(manifest.version)).toBe(3);
     expect(Number(manifest.parentVersion)).toBe(2);
-    expect(new TextDecoder().decode(await fetchWeightsBlob(bus, manifest.objectName, manifest.sha256))).toBe("mine");
+    expect(new TextDecoder().decode(await fetchWeightsBlob(bus, manifest.objectName, manifest.sha256))).toBe(
+      "mine",
+    );
     const names = (await (await bus.objects()).list()).map((o) => o.name);
     expect(names).not.toContain(staged.objectName);
   });
