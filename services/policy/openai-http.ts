@@ -104,7 +104,7 @@ export interface OpenAiHttpServer {
   readonly port: number;
   /** Base URL of the API, e.g. "http://127.0.0.1:8000/v1" (what OpenAI clients take as baseURL). */
   readonly baseUrl: string;
-  /** Answers new calls 503, lets running ones finish for up to `graceMs`, then cuts the rest. */
+  /** Answers new calls 503 while running ones finish (for up to `graceMs`), then cuts the rest and stops listening. */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -280,9 +280,9 @@ export async function startOpenAiServer(
     port,
     baseUrl,
     async close(graceMs = 2000) {
+      // The listener stays open while running calls finish, so a call arriving meanwhile is told
+      // 503 (retry another replica) rather than finding the port closed; then everything is cut.
       closing = true;
-      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         Promise.allSettled([...running]),
@@ -291,6 +291,7 @@ export async function startOpenAiServer(
         }),
       ]);
       clearTimeout(timer);
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
       await stopped;
     },
