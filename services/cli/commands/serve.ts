@@ -64,7 +64,7 @@ async function startService(
     requireModel(config);
     // --openai-port 0 (the default) is off; a token file that cannot be read fails before loading
     const openaiToken = s.openaiPort ? resolveOpenAiToken(s) : undefined;
-    if (s.openaiPort) await checkPortFree(s.openaiPort, host);
+    if (s.openaiPort) await checkPortFree(s.openaiPort, host, "openai-port");
     const bus = s.natsUrl ? await openBus(name, config) : undefined;
     const policy = await startPolicyServer({
       host,
