@@ -15,28 +15,17 @@
  * `seed + k`: with n = 1 a stream spells exactly the unstreamed text; with n > 1 the choices
  * differ from the unstreamed ones (those are rows of one Generate call, row r on stream (seed, r)).
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
-import {
-  GenerateRequestSchema,
-  GenerateResponseSchema,
-  GenerateStreamRequestSchema,
-  GenerateStreamResponseSchema,
-  GetInfoRequestSchema,
-  GetInfoResponseSchema,
-  type PolicyService,
-} from "../core/gen/rlaif/policy/v1/policy_pb.js";
+import { GetInfoRequestSchema, GetInfoResponseSchema } from "../core/gen/rlaif/policy/v1/policy_pb.js";
 import { ConfigError, OverloadedError, ValidationError } from "../core/src/errors.js";
-import type { CallContext, ServiceImpl } from "../core/src/grpc/adapter.js";
-import { generateRequestRules, generateStreamRequestRules } from "../core/src/grpc/rules.js";
-import { validate } from "../core/src/grpc/validation.js";
+import { callContext, type PolicyHandlers, streamAnswer, wholeAnswer } from "./openai-answers.js";
 import {
   chatCall,
   completionsCall,
-  finishReason,
   type OpenAiError,
   openAiError,
   openAiField,
@@ -88,17 +77,6 @@ export interface OpenAiHttpOptions {
   log?: (line: string) => void;
 }
 
-/**
- * What the API calls: the replica's own PolicyService handlers, and a count of a prompt's tokens
- * (for a stream's `usage`, which GenerateStream does not report).
- */
-export type PolicyHandlers = Pick<
-  ServiceImpl<typeof PolicyService>,
-  "generate" | "generateStream" | "getInfo"
-> & {
-  promptTokens(text: string): Promise<number>;
-};
-
 /** A listening HTTP API. */
 export interface OpenAiHttpServer {
   readonly port: number;
@@ -106,17 +84,6 @@ export interface OpenAiHttpServer {
   readonly baseUrl: string;
   /** Answers new calls 503 while running ones finish (for up to `graceMs`), then cuts the rest and stops listening. */
   close(graceMs?: number): Promise<void>;
-}
-
-/** A call's context for the handlers: no deadline (HTTP has none); the signal fires when the client goes. */
-function callContext(method: string, signal: AbortSignal): CallContext {
-  return {
-    method,
-    deadline: undefined,
-    signal,
-    metadata: {},
-    timeRemainingMs: () => Number.POSITIVE_INFINITY,
-  };
 }
 
 function sameToken(given: string, expected: string): boolean {
@@ -296,145 +263,4 @@ export async function startOpenAiServer(
       await stopped;
     },
   };
-}
-
-/** An id for a response, as OpenAI's (`cmpl-…`, `chatcmpl-…`). */
-function responseId(chat: boolean): string {
-  return `${chat ? "chatcmpl" : "cmpl"}-${randomBytes(12).toString("hex")}`;
-}
-
-/** One Generate call for the whole request; choices in Generate's row order (prompt-major). */
-async function wholeAnswer(
-  handlers: PolicyHandlers,
-  call: SamplingCall,
-  chat: boolean,
-  model: string,
-  signal: AbortSignal,
-): Promise<unknown> {
-  const req = create(GenerateRequestSchema, {
-    prompts: call.prompts,
-    samplesPerPrompt: call.n,
-    sampling: call.sampling,
-  });
-  validate(generateRequestRules, req);
-  const got = create(
-    GenerateResponseSchema,
-    await handlers.generate(req, callContext("/v1/completions", signal)),
-  );
-  const promptTokens = call.prompts.reduce(
-    (sum, _p, i) => sum + (got.completions.find((c) => c.promptIndex === i)?.promptTokens.length ?? 0),
-    0,
-  );
-  const completionTokens = got.completions.reduce((sum, c) => sum + c.tokens.length, 0);
-  return {
-    id: responseId(chat),
-    object: chat ? "chat.completion" : "text_completion",
-    created: Math.floor(Date.now() / 1000),
-    model,
-    system_fingerprint: `weights-v${got.weightsVersion}`,
-    choices: got.completions.map((c, index) => {
-      const finish_reason = finishReason(c.finishReason);
-      return chat
-        ? { index, message: { role: "assistant", content: c.text }, logprobs: null, finish_reason }
-        : { index, text: c.text, logprobs: null, finish_reason };
-    }),
-    usage: {
-      prompt_tokens: promptTokens,
-      completion_tokens: completionTokens,
-      total_tokens: promptTokens + completionTokens,
-    },
-  };
-}
-
-/**
- * Server-Sent Events: one GenerateStream per choice, all running at once (so they share decoding
- * batches), each token's text an event; `[DONE]` after the last. With `include_usage`, a last
- * chunk with empty choices carries the counts (prompt tokens = those of each prompt once).
- */
-async function streamAnswer(
-  handlers: PolicyHandlers,
-  call: SamplingCall,
-  chat: boolean,
-  model: string,
-  res: ServerResponse,
-  signal: AbortSignal,
-): Promise<void> {
-  const seed = BigInt(call.sampling.seed ?? 0n);
-  const requests = call.prompts.flatMap((prompt) =>
-    Array.from({ length: call.n }, (_, k) =>
-      create(GenerateStreamRequestSchema, {
-        prompt,
-        sampling: { ...call.sampling, seed: (seed + BigInt(k)) % 2n ** 32n },
-      }),
-    ),
-  );
-  // every request is checked before any event is sent, so a bad one is still a plain 400
-  for (const r of requests) validate(generateStreamRequestRules, r);
-  validate(
-    generateRequestRules,
-    create(GenerateRequestSchema, { prompts: call.prompts, samplesPerPrompt: call.n }),
-  );
-  const id = responseId(chat);
-  const created = Math.floor(Date.now() / 1000);
-  const head = { id, object: chat ? "chat.completion.chunk" : "text_completion", created, model };
-  const aborter = new AbortController();
-  const stop = () => aborter.abort();
-  signal.addEventListener("abort", stop, { once: true });
-  const ctx = callContext(chat ? "/v1/chat/completions" : "/v1/completions", aborter.signal);
-  const send = (chunk: object) => {
-    if (!res.headersSent) {
-      res.writeHead(200, {
-        "content-type": "text/event-stream",
-        "cache-control": "no-cache",
-        connection: "keep-alive",
-      });
-    }
-    res.write(`data: ${JSON.stringify({ ...head, ...chunk })}\n\n`);
-  };
-  let completionTokens = 0;
-  const choice = async (req: (typeof requests)[number], index: number) => {
-    let first = true;
-    for await (const init of handlers.generateStream(req, ctx)) {
-      const piece = create(GenerateStreamResponseSchema, init);
-      completionTokens++;
-      const finish_reason = finishReason(piece.finishReason);
-      const fingerprint = `weights-v${piece.weightsVersion}`;
-      if (chat) {
-        const delta = first ? { role: "assistant", content: piece.text } : { content: piece.text };
-        send({ system_fingerprint: fingerprint, choices: [{ index, delta, logprobs: null, finish_reason }] });
-      } else {
-        send({
-          system_fingerprint: fingerprint,
-          choices: [{ index, text: piece.text, logprobs: null, finish_reason }],
-        });
-      }
-      first = false;
-    }
-  };
-  try {
-    await Promise.all(
-      requests.map((r, index) =>
-        choice(r, index).catch((err: unknown) => {
-          aborter.abort();
-          throw err;
-        }),
-      ),
-    );
-  } finally {
-    signal.removeEventListener("abort", stop);
-  }
-  if (call.includeUsage) {
-    const counts = await Promise.all(call.prompts.map((p) => handlers.promptTokens(p)));
-    const prompt_tokens = counts.reduce((a, b) => a + b, 0);
-    send({
-      choices: [],
-      usage: {
-        prompt_tokens,
-        completion_tokens: completionTokens,
-        total_tokens: prompt_tokens + completionTokens,
-      },
-    });
-  }
-  if (!res.headersSent) send({ choices: [] });
-  res.end("data: [DONE]\n\n");
 }
