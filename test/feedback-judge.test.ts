@@ -210,6 +210,19 @@ describe("feedback judge", () => {
       { status: "error", reason: expect.stringMatching(/no answer within 300 ms/) },
     ]);
     expect(fake.seen).toHaveLength(1); // a timeout is not retried
+    // the caller's own signal (a Score call's deadline) ends the wait too
+    fake.seen.length = 0;
+    const caller = AbortSignal.timeout(100);
+    const slow = new Judge({
+      baseUrl: fake.url,
+      model: "m",
+      mode: "completions",
+      rubric: RUBRIC,
+      timeoutMs: 60_000,
+    });
+    expect(await slow.score([{ prompt: "p", completion: "c" }], caller)).toMatchObject([
+      { status: "error", reason: expect.stringMatching(/cancelled by the caller/) },
+    ]);
     // a port nothing listens on: bound and closed again
     const probe = createServer();
     await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));

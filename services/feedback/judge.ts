@@ -207,10 +207,16 @@ export class Judge {
     this.provenance = { model: opts.model, mode: opts.mode, rubricSha256: sha256Hex(rubrics) };
   }
 
-  /** Scores each `{prompt, completion}`; one result per item, in order. */
-  score(items: ReadonlyArray<{ prompt: string; completion: string }>): Promise<JudgeResult[]> {
+  /**
+   * Scores each `{prompt, completion}`; one result per item, in order. `signal` (e.g. the deadline
+   * of the Score call being answered) stops the remaining attempts: their items are errors.
+   */
+  score(
+    items: ReadonlyArray<{ prompt: string; completion: string }>,
+    signal?: AbortSignal,
+  ): Promise<JudgeResult[]> {
     return mapLimited(items, this.opts.concurrency ?? 4, async (item): Promise<JudgeResult> => {
-      const answer = await this.ask(fill(this.opts.rubric, item));
+      const answer = await this.ask(fill(this.opts.rubric, item), signal);
       if ("reason" in answer) return { status: "error", reason: answer.reason };
       const parsed = parseScore(answer.text, this.range);
       if ("reason" in parsed) return { status: "error", reason: parsed.reason };
@@ -218,10 +224,13 @@ export class Judge {
     });
   }
 
-  /** Asks which of two completions of each prompt is better (`a` is shown as A, `b` as B). */
-  compare(items: ReadonlyArray<{ prompt: string; a: string; b: string }>): Promise<PairwiseResult[]> {
+  /** Asks which of two completions of each prompt is better (`a` is shown as A, `b` as B); `signal` as in `score`. */
+  compare(
+    items: ReadonlyArray<{ prompt: string; a: string; b: string }>,
+    signal?: AbortSignal,
+  ): Promise<PairwiseResult[]> {
     return mapLimited(items, this.opts.concurrency ?? 4, async (item): Promise<PairwiseResult> => {
-      const answer = await this.ask(fill(this.pairwise, item));
+      const answer = await this.ask(fill(this.pairwise, item), signal);
       if ("reason" in answer) return { status: "error", reason: answer.reason };
       const parsed = parsePreference(answer.text);
       if ("reason" in parsed) return { status: "error", reason: parsed.reason };
@@ -230,7 +239,7 @@ export class Judge {
   }
 
   /** The judge's answer to one filled rubric, or why there is none (after the retries). */
-  private async ask(text: string): Promise<{ text: string } | { reason: string }> {
+  private async ask(text: string, signal?: AbortSignal): Promise<{ text: string } | { reason: string }> {
     const o = this.opts;
     const chat = o.mode === "chat";
     const url = `${o.baseUrl.replace(/\/+$/, "")}/${chat ? "chat/completions" : "completions"}`;
@@ -244,14 +253,19 @@ export class Judge {
     if (o.apiKey) headers.authorization = `Bearer ${o.apiKey}`;
     const timeoutMs = o.timeoutMs ?? 30_000;
     const retries = o.retries ?? 3;
+    const cancelled = { reason: `judge ${url}: cancelled by the caller` };
     for (let attempt = 0; ; attempt++) {
+      if (signal?.aborted) return cancelled;
+      const deadline = AbortSignal.timeout(timeoutMs);
       let res: Response;
       let raw: string;
       try {
-        res = await fetch(url, { method: "POST", headers, body, signal: AbortSignal.timeout(timeoutMs) });
+        const both = signal ? AbortSignal.any([signal, deadline]) : deadline;
+        res = await fetch(url, { method: "POST", headers, body, signal: both });
         raw = await res.text();
       } catch (err) {
         const e = err as Error;
+        if (signal?.aborted) return cancelled;
         if (e.name === "TimeoutError") return { reason: `judge ${url}: no answer within ${timeoutMs} ms` };
         return { reason: `judge ${url}: ${e.message}${e.cause ? ` (${(e.cause as Error).message})` : ""}` };
       }
