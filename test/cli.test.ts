@@ -81,6 +81,10 @@ describe("cli", () => {
         "policy-batch-rows",
         "policy-queue-rows",
         "weights-verify-key",
+        "openai-port",
+        "openai-token",
+        "openai-token-file",
+        "openai-model",
       ].sort(),
     );
     expect([...flagsOf("rollout")].sort()).toEqual(

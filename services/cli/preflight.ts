@@ -16,19 +16,20 @@ import { checkHealth, createClient } from "../core/src/grpc/client.js";
  */
 export const PREFLIGHT_MS = 3000;
 
-/** The error of a port another process listens on. */
-export function portInUse(port: number, cause?: unknown): ConfigError {
+/** The error of a port another process listens on; `flag` is the setting that chose it. */
+export function portInUse(port: number, cause?: unknown, flag = "port"): ConfigError {
   return new ConfigError(
-    `port ${port} is in use: choose another --port (0 picks a free one)`,
+    `port ${port} is in use: choose another --${flag}${flag === "port" ? " (0 picks a free one)" : ""}`,
     cause === undefined ? undefined : { cause },
   );
 }
 
 /**
  * Fails with a ConfigError unless `port` can be listened on at `host` (0 always can). The probe
- * listener is closed again at once; the real server binds right after.
+ * listener is closed again at once; the real server binds right after. `flag` names the setting in
+ * the refusal (`openai-port` for the Policy's HTTP API).
  */
-export async function checkPortFree(port: number, host: string): Promise<void> {
+export async function checkPortFree(port: number, host: string, flag = "port"): Promise<void> {
   if (port === 0) return;
   const server = createServer();
   try {
@@ -38,9 +39,9 @@ export async function checkPortFree(port: number, host: string): Promise<void> {
     });
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code;
-    if (code === "EADDRINUSE") throw portInUse(port, cause);
+    if (code === "EADDRINUSE") throw portInUse(port, cause, flag);
     if (code === "EACCES")
-      throw new ConfigError(`port ${port} needs privileges to listen on: choose --port above 1023`, {
+      throw new ConfigError(`port ${port} needs privileges to listen on: choose --${flag} above 1023`, {
         cause,
       });
     if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND" || code === "EAI_AGAIN")

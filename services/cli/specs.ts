@@ -24,6 +24,8 @@ const WEIGHTS_SIGN_FLAGS = ["weights-signing-key", "weights-retention"] as const
 /** The Policy's: the public key weights must be signed with. */
 const WEIGHTS_VERIFY_FLAGS = ["weights-verify-key"] as const;
 // --- end of signed weights ---
+/** The Policy's OpenAI-compatible HTTP API (policy/openai-http.ts): its port, token and model id. */
+const OPENAI_FLAGS = ["openai-port", "openai-token", "openai-token-file", "openai-model"] as const;
 /** TLS of a gRPC server (and of its clients): PEM files, mTLS. */
 const TLS_FLAGS = ["tls-cert", "tls-key", "tls-ca", "tls-client-auth"] as const;
 
@@ -129,7 +131,15 @@ export const serveSpec: CommandSpec = {
       "policy",
       "Serve the Policy (Generate, log-probs) from a checkpoint; with --nats it follows the weights the Optimizer publishes",
       "[--checkpoint file] [--nats url] [flags]",
-      [...MODEL_FLAGS, ...POLICY_FLAGS, "nats", ...WEIGHTS_VERIFY_FLAGS, ...NATS_AUTH_FLAGS, ...TLS_FLAGS],
+      [
+        ...MODEL_FLAGS,
+        ...POLICY_FLAGS,
+        "nats",
+        ...WEIGHTS_VERIFY_FLAGS,
+        ...NATS_AUTH_FLAGS,
+        ...TLS_FLAGS,
+        ...OPENAI_FLAGS,
+      ],
     ),
     rollout: serveVariant(
       "rollout",

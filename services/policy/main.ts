@@ -11,6 +11,7 @@ import { implement, type RunningServer, startServer } from "../core/src/grpc/ser
 import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import { isModelDir } from "../core/src/model/model-source.js";
 import { loadVerifyKey } from "../core/src/weights/weights-signing.js";
+import { type OpenAiHttpOptions, type OpenAiHttpServer, startOpenAiServer } from "./openai-http.js";
 import { createPolicyModelLoader } from "./policy-model.js";
 import { PolicyReplica } from "./policy-replica.js";
 import { policyService } from "./policy-service.js";
@@ -35,6 +36,11 @@ export interface PolicyServerOptions {
    * not signed by that key are refused. Empty or absent: unsigned weights are taken (with a warning).
    */
   weightsVerifyKey?: string;
+  /**
+   * The OpenAI-compatible HTTP API (openai-http.ts) on its own port, on `host` as the gRPC server;
+   * absent = not served. Its calls go through the same handlers, so they share batches with gRPC's.
+   */
+  openai?: Omit<OpenAiHttpOptions, "host" | "log">;
   log?: (line: string) => void;
 }
 
@@ -42,6 +48,8 @@ export interface PolicyServerOptions {
 export interface PolicyServer {
   server: RunningServer;
   replica: PolicyReplica;
+  /** The OpenAI HTTP API, when `openai` was given. */
+  openai?: OpenAiHttpServer;
   close(): Promise<void>;
 }
 
@@ -70,18 +78,32 @@ export async function startPolicyServer(opts: PolicyServerOptions): Promise<Poli
     );
     await replica.follow(opts.bus);
   }
+  const handlers = policyService(replica, limits);
   const server = await startServer({
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
-    services: [implement(PolicyService, policyService(replica, limits))],
+    services: [implement(PolicyService, handlers)],
     ...(opts.security ? { security: opts.security } : {}),
     ...(opts.log ? { log: opts.log } : {}),
   });
+  const promptTokens = (text: string) =>
+    replica.withModels(async ({ model }) => model.tokenizer.encode(text).length);
+  const openai = opts.openai
+    ? await startOpenAiServer(
+        { ...handlers, promptTokens },
+        { ...opts.openai, ...(opts.host ? { host: opts.host } : {}), ...(opts.log ? { log: opts.log } : {}) },
+      ).catch(async (err: unknown) => {
+        await server.shutdown(0);
+        await replica.close();
+        throw err;
+      })
+    : undefined;
   return {
     server,
     replica,
+    ...(openai ? { openai } : {}),
     async close() {
-      await server.shutdown(2000);
+      await Promise.all([openai?.close(2000), server.shutdown(2000)]);
       await replica.close();
     },
   };

@@ -18,6 +18,7 @@ import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
 import { startPolicyServer } from "../../policy/main.js";
+import { resolveOpenAiToken } from "../../policy/openai-http.js";
 import { startRolloutServer } from "../../rollout/main.js";
 import type { CommandRun, ParsedCommand } from "../args.js";
 import { checkPortFree, portInUse } from "../preflight.js";
@@ -61,6 +62,9 @@ async function startService(
   }
   if (name === "policy") {
     requireModel(config);
+    // --openai-port 0 (the default) is off; a token file that cannot be read fails before loading
+    const openaiToken = s.openaiPort ? resolveOpenAiToken(s) : undefined;
+    if (s.openaiPort) await checkPortFree(s.openaiPort, host, "openai-port");
     const bus = s.natsUrl ? await openBus(name, config) : undefined;
     const policy = await startPolicyServer({
       host,
@@ -73,6 +77,15 @@ async function startService(
       weightsVerifyKey: s.weightsVerifyKey,
       log,
       ...(bus ? { bus } : {}),
+      ...(s.openaiPort
+        ? {
+            openai: {
+              port: s.openaiPort,
+              model: s.openaiModel,
+              ...(openaiToken ? { token: openaiToken } : {}),
+            },
+          }
+        : {}),
     });
     return {
       address: policy.server.address,

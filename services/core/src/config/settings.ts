@@ -658,6 +658,38 @@ const SERVICES = {
     help: "NATS credentials file (JWT + nkey seed) instead of a user and password",
   }),
   // --- end of security settings ---
+  // --- openai ---
+  // The Policy's OpenAI-compatible HTTP API (policy/openai-http.ts). Off unless a port is given,
+  // on the same host as the gRPC server (127.0.0.1 unless --host says otherwise).
+  /** 0 = off: an HTTP port a deployment did not ask for is one more thing to secure. */
+  openaiPort: int({
+    flag: "openai-port",
+    default: 0,
+    min: 0,
+    max: 65_535,
+    help: "Policy: port of the OpenAI-compatible HTTP API (/v1/models, /v1/completions, /v1/chat/completions) on --host (0 = off)",
+  }),
+  /** Prefer the file or RLAIF_OPENAI_TOKEN: a flag's value shows in `ps`. */
+  openaiToken: text({
+    flag: "openai-token",
+    default: "",
+    help: "bearer token the OpenAI HTTP API requires (or RLAIF_OPENAI_TOKEN; none = open to anyone who can reach the port)",
+  }),
+  openaiTokenFile: text({
+    flag: "openai-token-file",
+    default: "",
+    isPath: true,
+    help: "file whose first line is the OpenAI HTTP API's bearer token",
+  }),
+  /** A fixed id, not the checkpoint's path: clients put it in every request, and weights change under it. */
+  openaiModel: text({
+    flag: "openai-model",
+    default: "rlaif-policy",
+    pattern: /^[A-Za-z0-9._:/-]{1,128}$/,
+    patternHelp: "1-128 letters, digits or . _ : / -",
+    help: "model id the OpenAI HTTP API lists and accepts (requests naming another get 404)",
+  }),
+  // --- end of openai ---
 };
 
 const OUT = text({
