@@ -46,7 +46,13 @@ import type { ThreadMemory } from "../core/src/thread/memory-probe.js";
 import { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import { jobSeed, meanStaleness, meanStd, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
-import { BusyClock, excludedByCause, stalenessHistogram, tokensPerSecondByWorker } from "./step-stats.js";
+import {
+  BusyClock,
+  type ExclusionCause,
+  excludedByCause,
+  stalenessHistogram,
+  tokensPerSecondByWorker,
+} from "./step-stats.js";
 import { type LedgerRecord, TrajectoryLedger } from "./trajectory-ledger.js";
 
 export { jobSeed, sampleKl };
@@ -337,7 +343,14 @@ export class RunDriver {
       mode: this.opts.mode,
       skippedUpdates: this.history.filter((m) => m.updateSkipped).length,
       droppedInFlight: this.ledger.drops.inFlight,
+      abstained: this.excludedOverRun("abstained"),
+      scorerErrors: this.excludedOverRun("scorer_error"),
     });
+  }
+
+  /** Samples of the run's recorded steps excluded for `cause` (RunSummary.abstained, scorer_errors). */
+  private excludedOverRun(cause: ExclusionCause): number {
+    return this.history.reduce((n, m) => n + (m.excludedByCause[cause] ?? 0), 0);
   }
 
   /** The learner's weights for a publish, the export counted as learner time. */
