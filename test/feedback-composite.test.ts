@@ -4,7 +4,9 @@
  * sum to the reward, and the composite served over gRPC with its provenance and range.
  */
 import { describe, expect, it } from "vitest";
+import { startEmbeddedCluster } from "../services/cluster/embedded-cluster.js";
 import { FeedbackService, ScoreStatus } from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
+import { RolloutService } from "../services/core/gen/rlaif/rollout/v1/rollout_pb.js";
 import { ConfigError } from "../services/core/src/errors.js";
 import { createClient } from "../services/core/src/grpc/client.js";
 import {
@@ -14,6 +16,7 @@ import {
 } from "../services/feedback/composite-scorer.js";
 import { startFeedbackServer } from "../services/feedback/main.js";
 import { RULE_SCORER_ID, scoreCompletion } from "../services/feedback/scorer.js";
+import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
 /** The one score of `text` under `spec`. */
 async function scoreOf(spec: string, text: string) {
@@ -114,6 +117,33 @@ describe("feedback rules", () => {
     } finally {
       client.close();
       await server.shutdown(1000);
+    }
+  });
+
+  it("feedback rules - services.feedbackRules makes the embedded cluster's built-in Feedback that mix", async () => {
+    const config = tinyRunConfig(await writeTinyCheckpoint());
+    config.services.feedbackRules = "afinn:1,length(2-6):0.5";
+    const cluster = await startEmbeddedCluster(config);
+    const rollout = createClient(RolloutService, cluster.rollout.server.address, {
+      defaultTimeoutMs: 30_000,
+    });
+    try {
+      const res = await rollout.collect({
+        prompts: ["I think"],
+        samplesPerPrompt: 2,
+        sampling: { maxNewTokens: 6 },
+      });
+      expect(res.trajectories).toHaveLength(2);
+      const hash = compositeScorer("afinn:1,length(2-6):0.5").info.modelHash;
+      for (const t of res.trajectories) {
+        expect(t.scorerId).toBe(COMPOSITE_SCORER_ID);
+        expect(t.scorerModelHash).toBe(hash);
+        expect(t.scoreStatus).toBe(ScoreStatus.OK);
+        expect(t.rationale).toMatch(/^afinn×1: .*; length\(2-6\)×0\.5: /);
+      }
+    } finally {
+      rollout.close();
+      await cluster.close();
     }
   });
 });
