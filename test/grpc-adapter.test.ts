@@ -83,6 +83,7 @@ const feedback: ServiceImpl<typeof FeedbackService> = {
   async score(req) {
     return { scores: req.items.map((it) => ({ reward: it.completion.length })), scorerId: "fake" };
   },
+  getInfo: () => ({ scorerId: "fake", maxBatchItems: 1024 }),
 };
 
 let server: RunningServer;

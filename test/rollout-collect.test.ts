@@ -49,10 +49,11 @@ describe("rollout collect", () => {
   it("rollout collect - checkScores wants one per-token reward per UTF-8 byte of the text it sent", () => {
     const res = (tokenRewards: number[]) =>
       create(ScoreResponseSchema, { scores: [{ reward: 1, tokenRewards }] });
-    expect(() => checkScores(res([0, 1]), ["ok"])).not.toThrow();
-    expect(() => checkScores(res([]), ["ok"])).not.toThrow();
-    expect(() => checkScores(res([0, 0, 1]), ["é"])).toThrow(ValidationError);
-    expect(() => checkScores(res([1]), ["ok"])).toThrow(
+    const sent = (completion: string) => [{ completion, idempotencyKey: "" }];
+    expect(() => checkScores(res([0, 1]), sent("ok"))).not.toThrow();
+    expect(() => checkScores(res([]), sent("ok"))).not.toThrow();
+    expect(() => checkScores(res([0, 0, 1]), sent("é"))).toThrow(ValidationError);
+    expect(() => checkScores(res([1]), sent("ok"))).toThrow(
       /scores\[0\]\.token_rewards.*1 entries for 2 UTF-8 bytes/,
     );
   });

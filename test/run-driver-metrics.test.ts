@@ -7,6 +7,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { type StepMetrics, TrajectorySchema } from "../services/core/gen/rlaif/common/v1/types_pb.js";
+import { ScoreStatus } from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { RunDriver } from "../services/optimizer/run-driver.js";
 import {
   BusyClock,
@@ -52,6 +53,19 @@ describe("step metrics", () => {
     ];
     expect(excludedByCause(arrived, 3)).toEqual({ error: 2, dead_lettered: 1, too_stale: 1 });
     expect(excludedByCause(arrived, 0)).toEqual({ error: 2, dead_lettered: 1 });
+  });
+
+  it("step metrics - samples the scorer abstained on or failed on are counted by their status, not as errors", () => {
+    const scored = (scoreStatus: ScoreStatus, error = "") =>
+      create(TrajectorySchema, { weightsVersion: 1n, scoreStatus, error });
+    const arrived = [
+      scored(ScoreStatus.ABSTAIN, "scorer s abstained: not English"),
+      scored(ScoreStatus.ERROR, "scorer s failed on this sample: unparseable"),
+      scored(ScoreStatus.ERROR, "scorer s failed on this sample: unparseable"),
+      scored(ScoreStatus.OK),
+      scored(ScoreStatus.UNSPECIFIED),
+    ];
+    expect(excludedByCause(arrived, 0)).toEqual({ abstained: 1, scorer_error: 2 });
   });
 
   it("step metrics - tokens per second are split by the worker that produced them", () => {

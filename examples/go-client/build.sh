@@ -26,7 +26,7 @@ command -v protoc >/dev/null || die "protoc not found (Debian: apt-get install p
 
 # One Go package per proto package; the proto files carry no go_package, so map them here.
 map=""
-for f in common/v1/types policy/v1/policy optimizer/v1/optimizer; do
+for f in common/v1/types feedback/v1/feedback policy/v1/policy optimizer/v1/optimizer; do
   pkg=${f%%/*}v1
   map+="${map:+,}Mrlaif/$f.proto=rlaif.local/gen/$pkg;$pkg"
 done
@@ -35,7 +35,7 @@ mkdir -p "$out/src"
 cd "$root"
 protoc -I proto --plugin=protoc-gen-go="$gen_go" --plugin=protoc-gen-go-grpc="$gen_grpc" \
   --go_out="$out/src" --go_opt="$map" --go-grpc_out="$out/src" --go-grpc_opt="$map" \
-  proto/rlaif/common/v1/types.proto proto/rlaif/policy/v1/policy.proto proto/rlaif/optimizer/v1/optimizer.proto
+  proto/rlaif/common/v1/types.proto proto/rlaif/feedback/v1/feedback.proto proto/rlaif/policy/v1/policy.proto proto/rlaif/optimizer/v1/optimizer.proto
 cd "$here"
 GOPATH="$out${GOPATH:+:$GOPATH}:/usr/share/gocode" GO111MODULE=off GOPROXY=off GOFLAGS= GOCACHE="$out/cache" \
   go build -o "$out/go-client" .

@@ -204,6 +204,8 @@ export interface FinishedRun {
   backend: "auto" | BackendName;
   /** The external FeedbackService that scored the run, "" for the built-in rule scorer. */
   feedbackAddress: string;
+  /** The built-in scorer's weighted rules (`--feedback-rules`), "" for the AFINN scorer alone. */
+  feedbackRules: string;
 }
 
 /**
@@ -221,6 +223,12 @@ export async function reportHeldOut(
   if (run.feedbackAddress) {
     log(
       `held-out report skipped: it scores with the built-in rule scorer, and this run was scored by the FeedbackService at ${run.feedbackAddress} (--eval-prompts 0 drops this line)`,
+    );
+    return;
+  }
+  if (run.feedbackRules !== "" && run.feedbackRules.replace(/\s/g, "") !== "afinn:1") {
+    log(
+      `held-out report skipped: it scores with the AFINN rule scorer alone, and this run was scored by the rules ${run.feedbackRules} (--eval-prompts 0 drops this line)`,
     );
     return;
   }

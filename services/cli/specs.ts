@@ -63,6 +63,7 @@ export const trainSpec: CommandSpec = {
     "nats",
     ...NATS_AUTH_FLAGS,
     "feedback-address",
+    "feedback-rules",
     "policy-in",
     "learner-in",
     ...WEIGHTS_SIGN_FLAGS,
@@ -160,9 +161,9 @@ export const serveSpec: CommandSpec = {
     ),
     feedback: serveVariant(
       "feedback",
-      "Serve the built-in rule-based FeedbackService (AFINN-165 scorer)",
-      "[--host address]",
-      [...TLS_FLAGS],
+      "Serve the built-in rule-based FeedbackService (AFINN-165 scorer, or weighted rules with --feedback-rules)",
+      "[--host address] [--feedback-rules rule:weight,…]",
+      ["feedback-rules", ...TLS_FLAGS],
     ),
     optimizer: serveVariant(
       "optimizer",
@@ -210,6 +211,7 @@ export const upSpec: CommandSpec = {
     ...POLICY_FLAGS,
     "rollout-concurrency",
     "feedback-address",
+    "feedback-rules",
     ...WEIGHTS_SIGN_FLAGS,
     ...WEIGHTS_VERIFY_FLAGS,
     "out",

@@ -181,7 +181,7 @@ export async function startLocalCluster(
   const model = ["--checkpoint", s.checkpoint, "--backend", s.backend];
   try {
     const [feedback, policy] = await Promise.all([
-      s.feedbackAddress ? null : service("feedback", tls),
+      s.feedbackAddress ? null : service("feedback", [...tls, "--feedback-rules", s.feedbackRules]),
       service(
         "policy",
         [

@@ -4,23 +4,25 @@
  */
 import type { GrpcSecurity } from "../core/src/grpc/credentials.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
-import { FeedbackService, ruleFeedbackService } from "./feedback-service.js";
+import { FeedbackService, type ItemScorer, ruleScorer, scorerFeedbackService } from "./feedback-service.js";
 
-/** Where to listen. */
+/** Where to listen, and what to serve. */
 export interface FeedbackServerOptions {
   host?: string;
   port: number;
+  /** The in-process scorer to serve; default the built-in rule scorer. */
+  scorer?: ItemScorer;
   /** TLS/mTLS (and for the Optimizer the control token) of its gRPC server; default plaintext. */
   security?: GrpcSecurity;
   log?: (line: string) => void;
 }
 
-/** Serve the built-in rule scorer. */
+/** Serve an in-process scorer (the built-in rule scorer unless `opts.scorer` says otherwise). */
 export function startFeedbackServer(opts: FeedbackServerOptions): Promise<RunningServer> {
   return startServer({
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
-    services: [implement(FeedbackService, ruleFeedbackService())],
+    services: [implement(FeedbackService, scorerFeedbackService(opts.scorer ?? ruleScorer()))],
     ...(opts.security ? { security: opts.security } : {}),
     ...(opts.log ? { log: opts.log } : {}),
   });

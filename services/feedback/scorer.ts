@@ -142,12 +142,23 @@ function sentiment(
   return sum;
 }
 
+/** The lower-cased words of `text` as the rules see them (letters and digits, inner ' and -). */
+export function wordsOf(text: string): string[] {
+  return [
+    ...text
+      .normalize("NFC")
+      .toLowerCase()
+      .replace(/\u2019/gu, "'")
+      .matchAll(WORD_RE),
+  ].map((m) => m[0]);
+}
+
 /**
  * Share (0…1) of the text that is degenerate repetition: the largest of (a) words equal to the
  * word just before them, (b) word trigrams seen earlier in the text, (c) characters in runs of
  * 4+ identical non-space characters ("!!!!", "aaaaaa").
  */
-function repetition(text: string, words: readonly string[], notes: string[]): number {
+export function repetition(text: string, words: readonly string[], notes: string[]): number {
   let adjacent = 0;
   for (let i = 1; i < words.length; i++) if (words[i] === words[i - 1]) adjacent++;
   const adjShare = words.length > 1 ? adjacent / (words.length - 1) : 0;

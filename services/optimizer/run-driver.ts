@@ -44,7 +44,7 @@ import { jobSeed, meanStaleness, StepLock, sampleKl, usableTrajectories } from "
 import type { Learner, LearnerStepResult, ResumePoint } from "./run-types.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
 import { completionTokens, type PipelineStats, queueDepths, stepMetrics } from "./step-metrics.js";
-import { BusyClock, excludedByCause, stalenessHistogram } from "./step-stats.js";
+import { BusyClock, type ExclusionCause, excludedByCause, stalenessHistogram } from "./step-stats.js";
 import { TrajectoryLedger } from "./trajectory-ledger.js";
 
 /** The loop's contracts (run-types.ts), re-exported for the modules that import them from here. */
@@ -286,7 +286,14 @@ export class RunDriver {
       mode: this.opts.mode,
       skippedUpdates: this.history.filter((m) => m.updateSkipped).length,
       droppedInFlight: this.ledger.drops.inFlight,
+      abstained: this.excludedOverRun("abstained"),
+      scorerErrors: this.excludedOverRun("scorer_error"),
     });
+  }
+
+  /** Samples of the run's recorded steps excluded for `cause` (RunSummary.abstained, scorer_errors). */
+  private excludedOverRun(cause: ExclusionCause): number {
+    return this.history.reduce((n, m) => n + (m.excludedByCause[cause] ?? 0), 0);
   }
 
   /** The learner's weights for a publish, the export counted as learner time. */

@@ -5,16 +5,20 @@
  * the loop stays about the loop and each figure can be tested on its own.
  */
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
+import { ScoreStatus } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { DEAD_LETTERED } from "../core/src/errors.js";
 
 /** Why a sample that arrived for its step was not applied (StepMetrics.excluded_by_cause keys). */
-export type ExclusionCause = "error" | "dead_lettered" | "too_stale";
+export type ExclusionCause = "error" | "dead_lettered" | "too_stale" | "abstained" | "scorer_error";
 
 /**
- * Why `t` is excluded from its step's update, or null when it is used: an error (a dead-lettered
- * job's samples named apart), else a weights version older than `floor` (0 admits every version).
+ * Why `t` is excluded from its step's update, or null when it is used: the scorer abstained or
+ * failed on it (its score status), else an error (a dead-lettered job's samples named apart),
+ * else a weights version older than `floor` (0 admits every version).
  */
 export function exclusionCause(t: Trajectory, floor: number): ExclusionCause | null {
+  if (t.scoreStatus === ScoreStatus.ABSTAIN) return "abstained";
+  if (t.scoreStatus === ScoreStatus.ERROR) return "scorer_error";
   if (t.error) return t.error.startsWith(DEAD_LETTERED) ? "dead_lettered" : "error";
   if (Number(t.weightsVersion ?? 0) < floor) return "too_stale";
   return null;

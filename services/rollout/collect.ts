@@ -4,6 +4,7 @@
  * Trajectory per completion. Shared by the queue worker and the ad-hoc Collect rpc, so both
  * produce identical trajectories.
  */
+import { createHash } from "node:crypto";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import {
@@ -11,7 +12,12 @@ import {
   type Trajectory,
   TrajectorySchema,
 } from "../core/gen/rlaif/common/v1/types_pb.js";
-import type { ScoreRequestSchema, ScoreResponse } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
+import {
+  type Score,
+  type ScoreRequestSchema,
+  type ScoreResponse,
+  ScoreStatus,
+} from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
 import {
   type GenerateRequestSchema,
   type GenerateResponse,
@@ -22,12 +28,13 @@ import {
 import {
   PeerError,
   RpcError,
+  ScorerResponseError,
   ScorerTimeoutError,
   StaleWeightsError,
   ValidationError,
 } from "../core/src/errors.js";
 import { isRetryable } from "../core/src/grpc/client.js";
-import { scoreResponseRules } from "../core/src/grpc/rules.js";
+import { isOkScore, scoreResponseRules } from "../core/src/grpc/rules.js";
 import { validate } from "../core/src/grpc/validation.js";
 
 /** Options every outgoing call takes (the deadline in particular). */
@@ -67,20 +74,70 @@ export interface CollectJob {
   traceparent?: string;
 }
 
+/** One item as the pipeline sent it to the scorer. */
+export interface SentItem {
+  completion: string;
+  /** The idempotency key it carried ("" = none). */
+  idempotencyKey: string;
+}
+
 /**
- * Checks a scorer's answer like any untrusted input: the API's response rules (one finite score
- * per item), plus what only the caller knows — per-token rewards have one entry per UTF-8 byte
- * of the completion text it was sent.
+ * Checks a scorer's answer like any untrusted input: the API's response rules (one score per
+ * item, a known status, finite rewards when OK, a reason when ERROR), plus what only the caller
+ * knows — per-token rewards of an OK score have one entry per UTF-8 byte of the completion text
+ * it was sent, and an echoed idempotency key is the one of its item (a scorer that does not echo
+ * keys, written before them, leaves it ""). Throws ScorerResponseError naming the scorer.
  */
-export function checkScores(res: ScoreResponse, texts: string[]): void {
-  validate(scoreResponseRules(texts.length), res);
+export function checkScores(res: ScoreResponse, sent: readonly SentItem[]): void {
+  const scorer = `"${res.scorerId || "(no scorer_id)"}"${res.scorerVersion ? ` v${res.scorerVersion}` : ""}`;
+  try {
+    validate(scoreResponseRules(sent.length), res);
+  } catch (err) {
+    if (err instanceof ValidationError) throw new ScorerResponseError(scorer, err.field, err.reason);
+    throw err;
+  }
   res.scores.forEach((s, i) => {
+    const item = sent[i] as SentItem;
     const n = s.tokenRewards.length;
-    const bytes = Buffer.byteLength(texts[i] as string, "utf8");
-    if (n !== 0 && n !== bytes) {
-      throw new ValidationError(`scores[${i}].token_rewards`, `has ${n} entries for ${bytes} UTF-8 bytes`);
+    const bytes = Buffer.byteLength(item.completion, "utf8");
+    if (isOkScore(s) && n !== 0 && n !== bytes) {
+      throw new ScorerResponseError(
+        scorer,
+        `scores[${i}].token_rewards`,
+        `has ${n} entries for ${bytes} UTF-8 bytes`,
+      );
+    }
+    if (s.idempotencyKey !== "" && s.idempotencyKey !== item.idempotencyKey) {
+      throw new ScorerResponseError(
+        scorer,
+        `scores[${i}].idempotency_key`,
+        `is "${s.idempotencyKey}", but item ${i} was sent with "${item.idempotencyKey}" (answers out of order?)`,
+      );
     }
   });
+}
+
+/**
+ * The idempotency key of one sample's Score item: its trajectory id and a digest of the texts.
+ * Why the digest: a redelivered or resumed job samples the same trajectory id again, possibly
+ * with another completion, and the contract refuses a key reused for different text; with the
+ * digest a retried call of the same text hits the scorer's cache, a new text gets a new key.
+ */
+export function scoreKey(trajectory: string, prompt: string, completion: string): string {
+  const digest = createHash("sha256").update(prompt).update("\0").update(completion).digest("hex");
+  return `${trajectory}~${digest.slice(0, 16)}`;
+}
+
+/**
+ * Why a sample the scorer did not score is excluded, as Trajectory.error: the scorer's reason,
+ * so the Optimizer's log says which scorer declined or failed and why. "" for an OK score.
+ */
+export function scoreExclusion(score: Score, scorerId: string): string {
+  if (score.status === ScoreStatus.ABSTAIN) {
+    return `scorer ${scorerId} abstained${score.rationale ? `: ${score.rationale}` : ""}`;
+  }
+  if (score.status === ScoreStatus.ERROR) return `scorer ${scorerId} failed on this sample: ${score.error}`;
+  return "";
 }
 
 /**
@@ -220,16 +277,17 @@ export async function collectPrompt(
     throw new StaleWeightsError(`policy serves v${version}, job needs v${job.minWeightsVersion} or newer`);
   }
   // 2. Score them with the AI feedback service.
-  const items = gen.completions.map((c) => ({ prompt: job.prompt, completion: c.text }));
+  const items = gen.completions.map((c) => ({
+    prompt: job.prompt,
+    completion: c.text,
+    idempotencyKey: scoreKey(trajectoryId(job.runId, job.step, job.index, c.sampleIndex), job.prompt, c.text),
+  }));
   const scores = await peer("Feedback.Score", () =>
     scoreWithin(feedbackTimeoutMs, () =>
       feedback.score({ items }, { ...opts, timeoutMs: feedbackTimeoutMs }),
     ),
   );
-  checkScores(
-    scores,
-    items.map((item) => item.completion),
-  );
+  checkScores(scores, items);
   // 3. Log-probs of the same tokens under the frozen reference policy (for the KL penalty).
   const ref = await peer("Policy.Logprobs", () =>
     policy.logprobs(
@@ -240,9 +298,11 @@ export async function collectPrompt(
       opts,
     ),
   );
-  // 4. One trajectory per completion.
+  // 4. One trajectory per completion. A sample the scorer abstained on or failed on keeps its
+  // tokens (for the record) but gets no reward: its status and error exclude it from the update.
   return gen.completions.map((c, i) => {
-    const score = scores.scores[i];
+    const score = scores.scores[i] as Score;
+    const ok = isOkScore(score);
     return create(TrajectorySchema, {
       id: trajectoryId(job.runId, job.step, job.index, c.sampleIndex),
       runId: job.runId,
@@ -255,16 +315,19 @@ export async function collectPrompt(
       completionTokens: c.tokens,
       behaviourLogprobs: c.logprobs,
       referenceLogprobs: ref.results[i]?.logprobs ?? [],
-      reward: score?.reward ?? 0,
+      reward: ok ? score.reward : 0,
       // a Policy that reports no bytes per token leaves the positions unknown (scalar reward)
       tokenRewards:
-        c.tokenBytes.length === c.tokens.length
-          ? alignTokenRewards(c.tokenBytes, c.text, score?.tokenRewards ?? [])
+        ok && c.tokenBytes.length === c.tokens.length
+          ? alignTokenRewards(c.tokenBytes, c.text, score.tokenRewards)
           : [],
       weightsVersion: gen.weightsVersion,
       scorerId: scores.scorerId,
       scorerVersion: scores.scorerVersion,
-      rationale: score?.rationale ?? "",
+      scorerModelHash: scores.modelHash,
+      scoreStatus: ok ? ScoreStatus.OK : score.status,
+      error: scoreExclusion(score, scores.scorerId),
+      rationale: score.rationale,
       finishReason: c.finishReason,
     });
   });

@@ -15,6 +15,7 @@ import type { RlaifConfig } from "../../core/src/config/settings.js";
 import { ConfigError, RlaifError } from "../../core/src/errors.js";
 import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
+import { compositeScorer } from "../../feedback/composite-scorer.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
 import { startPolicyServer } from "../../policy/main.js";
@@ -57,7 +58,8 @@ async function startService(
 ): Promise<Served> {
   const s = config.services;
   if (name === "feedback") {
-    const server = await startFeedbackServer({ host, port, security, log });
+    const scorer = compositeScorer(s.feedbackRules);
+    const server = await startFeedbackServer({ host, port, scorer, security, log });
     return { address: server.address, close: () => server.shutdown(5000) };
   }
   if (name === "policy") {

@@ -100,6 +100,7 @@ export const trainCommand: CommandRun = {
         finalModel: summary.checkpointPath,
         backend: config.services.backend,
         feedbackAddress: config.services.feedbackAddress,
+        feedbackRules: config.services.feedbackRules,
       };
     } finally {
       progress.done();

@@ -60,6 +60,23 @@ export class PeerError extends RlaifError {}
 export class ScorerTimeoutError extends PeerError {}
 
 /**
+ * A scorer's answer breaks the feedback contract (the wrong number of scores, a NaN or infinite
+ * reward, per-token rewards of the wrong length, an idempotency key echoed out of order). A
+ * ValidationError, so the Rollout retries and redelivers the job as for any bad answer, with the
+ * scorer named in the message: which of several services misbehaves is the first thing to know.
+ */
+export class ScorerResponseError extends ValidationError {
+  constructor(
+    readonly scorer: string,
+    field: string,
+    reason: string,
+  ) {
+    super(field, reason);
+    this.message = `scorer ${scorer} answered badly: ${field}: ${reason}`;
+  }
+}
+
+/**
  * The Policy still serves weights older than a rollout job allows. Distinct so the Rollout worker
  * naks the job for a later retry (after the replica swaps) instead of failing it.
  */

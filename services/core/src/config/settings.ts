@@ -690,6 +690,18 @@ const SERVICES = {
     help: "model id the OpenAI HTTP API lists and accepts (requests naming another get 404)",
   }),
   // --- end of openai ---
+  // --- contract ---
+  /**
+   * The built-in Feedback as weighted rules (services/feedback/composite-scorer.ts): "" is the
+   * AFINN scorer alone, as always; a mix such as `afinn:1,length(5-30):0.3` adds format and
+   * keyword rules to it without writing a service. Ignored where an external scorer is used.
+   */
+  feedbackRules: text({
+    flag: "feedback-rules",
+    default: "",
+    help: "built-in feedback as weighted rules rule:weight,… of afinn, length(MIN-MAX), repetition, keyword(a|b), regex(RE) (empty = afinn:1)",
+  }),
+  // --- end of contract ---
 };
 
 const OUT = text({

@@ -10,10 +10,13 @@
 import type { MessageShape } from "@bufbuild/protobuf";
 import { RunConfigSchema, SamplingParamsSchema } from "../../gen/rlaif/common/v1/types_pb.js";
 import {
+  type Score,
   ScoreItemSchema,
   ScoreRequestSchema,
   ScoreResponseSchema,
   ScoreSchema,
+  ScoreStatus,
+  ScoreStatusSchema,
 } from "../../gen/rlaif/feedback/v1/feedback_pb.js";
 import {
   CancelRunRequestSchema,
@@ -43,7 +46,6 @@ import {
   each,
   eachString,
   exactItems,
-  finite,
   max,
   maxBytes,
   maxItems,
@@ -71,6 +73,10 @@ export const MAX_SCORED_TEXT_BYTES = 16_384;
 export const MAX_BATCH_PROMPTS = 256;
 /** Most items in one Score call. */
 export const MAX_SCORE_ITEMS = 1024;
+/** Longest idempotency key of a scored item, in UTF-8 bytes (a trajectory id is far shorter). */
+export const MAX_IDEMPOTENCY_KEY_BYTES = 256;
+/** Longest error reason of a SCORE_STATUS_ERROR score, in UTF-8 bytes. */
+export const MAX_SCORE_ERROR_BYTES = 4096;
 /** Most token ids in one prompt or completion of a Logprobs call. */
 export const MAX_SEQUENCE_TOKENS = 4096;
 /** Most stop sequences in one SamplingParams. */
@@ -153,6 +159,7 @@ export const logprobsRequestRules = defineRules(LogprobsRequestSchema, {
 export const scoreItemRules = defineRules(ScoreItemSchema, {
   prompt: [maxBytes(MAX_SCORED_TEXT_BYTES)],
   completion: [maxBytes(MAX_SCORED_TEXT_BYTES)],
+  idempotencyKey: [maxBytes(MAX_IDEMPOTENCY_KEY_BYTES)],
 });
 
 /** Feedback.Score: 1..1024 items. */
@@ -228,21 +235,46 @@ export const REQUEST_RULES: readonly RuleSet[] = [
   listRunsRequestRules,
 ];
 
-/** One score of a scorer's answer: finite reward, finite per-token rewards. */
+/** Whether a score is trained on: OK, or UNSPECIFIED from a scorer written before statuses. */
+export function isOkScore(s: Pick<Score, "status">): boolean {
+  return s.status === ScoreStatus.OK || s.status === ScoreStatus.UNSPECIFIED;
+}
+
+/**
+ * The status rules of one score (docs/feedback-contract.md#statuses): an OK score has a finite
+ * reward and finite per-token rewards (never a NaN passed on as a reward); an ERROR names its
+ * reason; ABSTAIN and ERROR rewards are ignored, so they are not checked.
+ */
+const statusConsistent: Rule<Score> = (s) => {
+  if (isOkScore(s)) {
+    if (!Number.isFinite(s.reward)) return { at: ".reward", reason: `must be finite, got ${s.reward}` };
+    const bad = s.tokenRewards.findIndex((r) => !Number.isFinite(r));
+    if (bad >= 0)
+      return { at: `.token_rewards[${bad}]`, reason: `must be finite, got ${s.tokenRewards[bad]}` };
+  } else if (s.status === ScoreStatus.ERROR && s.error === "") {
+    return { at: ".error", reason: "must say why when the status is SCORE_STATUS_ERROR" };
+  }
+  return undefined;
+};
+
+/** One score of a scorer's answer: a known status, consistent with its reward and reason. */
 export const scoreRules = defineRules(ScoreSchema, {
-  reward: [finite()],
-  tokenRewards: [each(finite())],
+  status: [definedEnum(ScoreStatusSchema)],
+  error: [maxBytes(MAX_SCORE_ERROR_BYTES)],
+  idempotencyKey: [maxBytes(MAX_IDEMPOTENCY_KEY_BYTES)],
 });
 
 /**
  * What an external Feedback service returns for `itemCount` items: exactly one score per item,
- * all finite. The Rollout applies it to every answer, since an external scorer is untrusted
- * input just like a request (a NaN reward would poison the whole batch's baseline).
+ * each with a known status and, when OK, finite rewards. The Rollout applies it to every answer,
+ * since an external scorer is untrusted input just like a request (a NaN reward would poison the
+ * whole batch's baseline).
  */
 export function scoreResponseRules(itemCount: number): RuleSet<typeof ScoreResponseSchema> {
   return defineRules(ScoreResponseSchema, {
-    scores: [exactItems(itemCount), each(nested(scoreRules))],
+    scores: [exactItems(itemCount), each(nested(scoreRules), statusConsistent)],
     scorerId: [maxBytes(256)],
     scorerVersion: [maxBytes(256)],
+    modelHash: [maxBytes(256)],
   });
 }

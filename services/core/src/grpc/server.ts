@@ -129,7 +129,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const names = ["", ...options.services.map((e) => e.service.typeName)];
   const health = new HealthImplementation(Object.fromEntries(names.map((n) => [n, "SERVING"])));
   health.addToServer(server);
-  new ReflectionService(reflectionPackage(options.services.map((e) => e.service))).addToServer(server);
+  // Only the services this server implements are listed: the descriptors also hold every service
+  // of the files they import (common/v1 imports feedback/v1), which this server does not serve.
+  const served = options.services.map((e) => e.service);
+  new ReflectionService(reflectionPackage(served), {
+    services: ["grpc.health.v1.Health", ...served.map((s) => s.typeName)],
+  }).addToServer(server);
 
   const bindHost = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
   const port = await new Promise<number>((resolve, reject) => {

@@ -3,17 +3,19 @@
 /* eslint-disable */
 
 // The Feedback service: the AI feedback system that scores completions. Any process, in any
-// language, that implements FeedbackService can be plugged into a run by its address.
+// language, that implements FeedbackService can be plugged into a run by its address. The full
+// contract for implementers (statuses, idempotency, per-token rewards, deadlines, error codes) is
+// docs/feedback-contract.md.
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file rlaif/feedback/v1/feedback.proto.
  */
 export const file_rlaif_feedback_v1_feedback: GenFile = /*@__PURE__*/
-  fileDesc("CiBybGFpZi9mZWVkYmFjay92MS9mZWVkYmFjay5wcm90bxIRcmxhaWYuZmVlZGJhY2sudjEiLwoJU2NvcmVJdGVtEg4KBnByb21wdBgBIAEoCRISCgpjb21wbGV0aW9uGAIgASgJIjsKDFNjb3JlUmVxdWVzdBIrCgVpdGVtcxgBIAMoCzIcLnJsYWlmLmZlZWRiYWNrLnYxLlNjb3JlSXRlbSJBCgVTY29yZRIOCgZyZXdhcmQYASABKAESFQoNdG9rZW5fcmV3YXJkcxgCIAMoAhIRCglyYXRpb25hbGUYAyABKAkiZAoNU2NvcmVSZXNwb25zZRIoCgZzY29yZXMYASADKAsyGC5ybGFpZi5mZWVkYmFjay52MS5TY29yZRIRCglzY29yZXJfaWQYAiABKAkSFgoOc2NvcmVyX3ZlcnNpb24YAyABKAkyXQoPRmVlZGJhY2tTZXJ2aWNlEkoKBVNjb3JlEh8ucmxhaWYuZmVlZGJhY2sudjEuU2NvcmVSZXF1ZXN0GiAucmxhaWYuZmVlZGJhY2sudjEuU2NvcmVSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("CiBybGFpZi9mZWVkYmFjay92MS9mZWVkYmFjay5wcm90bxIRcmxhaWYuZmVlZGJhY2sudjEiSAoJU2NvcmVJdGVtEg4KBnByb21wdBgBIAEoCRISCgpjb21wbGV0aW9uGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSI7CgxTY29yZVJlcXVlc3QSKwoFaXRlbXMYASADKAsyHC5ybGFpZi5mZWVkYmFjay52MS5TY29yZUl0ZW0imQEKBVNjb3JlEg4KBnJld2FyZBgBIAEoARIVCg10b2tlbl9yZXdhcmRzGAIgAygCEhEKCXJhdGlvbmFsZRgDIAEoCRIuCgZzdGF0dXMYBCABKA4yHi5ybGFpZi5mZWVkYmFjay52MS5TY29yZVN0YXR1cxINCgVlcnJvchgFIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkieAoNU2NvcmVSZXNwb25zZRIoCgZzY29yZXMYASADKAsyGC5ybGFpZi5mZWVkYmFjay52MS5TY29yZRIRCglzY29yZXJfaWQYAiABKAkSFgoOc2NvcmVyX3ZlcnNpb24YAyABKAkSEgoKbW9kZWxfaGFzaBgEIAEoCSIQCg5HZXRJbmZvUmVxdWVzdCInCgtSZXdhcmRSYW5nZRILCgNtaW4YASABKAESCwoDbWF4GAIgASgBIuIBCg9HZXRJbmZvUmVzcG9uc2USEQoJc2NvcmVyX2lkGAEgASgJEhYKDnNjb3Jlcl92ZXJzaW9uGAIgASgJEhIKCm1vZGVsX2hhc2gYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSNAoMcmV3YXJkX3JhbmdlGAUgASgLMh4ucmxhaWYuZmVlZGJhY2sudjEuUmV3YXJkUmFuZ2USFQoNZGV0ZXJtaW5pc3RpYxgGIAEoCBIXCg9tYXhfYmF0Y2hfaXRlbXMYByABKA0SFQoNdG9rZW5fcmV3YXJkcxgIIAEoCCpyCgtTY29yZVN0YXR1cxIcChhTQ09SRV9TVEFUVVNfVU5TUEVDSUZJRUQQABITCg9TQ09SRV9TVEFUVVNfT0sQARIYChRTQ09SRV9TVEFUVVNfQUJTVEFJThACEhYKElNDT1JFX1NUQVRVU19FUlJPUhADMq8BCg9GZWVkYmFja1NlcnZpY2USSgoFU2NvcmUSHy5ybGFpZi5mZWVkYmFjay52MS5TY29yZVJlcXVlc3QaIC5ybGFpZi5mZWVkYmFjay52MS5TY29yZVJlc3BvbnNlElAKB0dldEluZm8SIS5ybGFpZi5mZWVkYmFjay52MS5HZXRJbmZvUmVxdWVzdBoiLnJsYWlmLmZlZWRiYWNrLnYxLkdldEluZm9SZXNwb25zZWIGcHJvdG8z");
 
 /**
  * One prompt and completion to score.
@@ -34,6 +36,16 @@ export type ScoreItem = Message<"rlaif.feedback.v1.ScoreItem"> & {
    * @generated from field: string completion = 2;
    */
   completion: string;
+
+  /**
+   * Caller-chosen key of this item (the Rollout sends the trajectory id), at most 256 bytes; ""
+   * = none. The same key with the same prompt and completion must get the same score, so a
+   * retried call may be answered from a cache; the same key with different text is refused with
+   * INVALID_ARGUMENT. Echoed in Score.idempotency_key.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
 };
 
 /**
@@ -50,7 +62,7 @@ export const ScoreItemSchema: GenMessage<ScoreItem> = /*@__PURE__*/
  */
 export type ScoreRequest = Message<"rlaif.feedback.v1.ScoreRequest"> & {
   /**
-   * Items (1..1024).
+   * Items (1..1024, and at most GetInfoResponse.max_batch_items of the scorer).
    *
    * @generated from field: repeated rlaif.feedback.v1.ScoreItem items = 1;
    */
@@ -71,7 +83,7 @@ export const ScoreRequestSchema: GenMessage<ScoreRequest> = /*@__PURE__*/
  */
 export type Score = Message<"rlaif.feedback.v1.Score"> & {
   /**
-   * Scalar reward of the whole completion (finite).
+   * Scalar reward of the whole completion (finite when the status is OK; ignored otherwise).
    *
    * @generated from field: double reward = 1;
    */
@@ -93,6 +105,27 @@ export type Score = Message<"rlaif.feedback.v1.Score"> & {
    * @generated from field: string rationale = 3;
    */
   rationale: string;
+
+  /**
+   * Outcome of this item (UNSPECIFIED is read as OK).
+   *
+   * @generated from field: rlaif.feedback.v1.ScoreStatus status = 4;
+   */
+  status: ScoreStatus;
+
+  /**
+   * Why the item failed: required (non-empty) with SCORE_STATUS_ERROR, empty otherwise.
+   *
+   * @generated from field: string error = 5;
+   */
+  error: string;
+
+  /**
+   * The request item's idempotency_key, echoed (so a caller can check the order of the answers).
+   *
+   * @generated from field: string idempotency_key = 6;
+   */
+  idempotencyKey: string;
 };
 
 /**
@@ -128,6 +161,16 @@ export type ScoreResponse = Message<"rlaif.feedback.v1.ScoreResponse"> & {
    * @generated from field: string scorer_version = 3;
    */
   scorerVersion: string;
+
+  /**
+   * For model-based scorers (a reward model, an LLM judge): a hash of what decides the score,
+   * e.g. "sha256:<hex>" of the reward model's weights or of the judge's model name and rubric
+   * template, so two runs can tell whether they were judged alike. Empty for rule scorers, whose
+   * version says it all.
+   *
+   * @generated from field: string model_hash = 4;
+   */
+  modelHash: string;
 };
 
 /**
@@ -138,13 +181,179 @@ export const ScoreResponseSchema: GenMessage<ScoreResponse> = /*@__PURE__*/
   messageDesc(file_rlaif_feedback_v1_feedback, 3);
 
 /**
+ * GetInfo takes no parameters.
+ *
+ * @generated from message rlaif.feedback.v1.GetInfoRequest
+ */
+export type GetInfoRequest = Message<"rlaif.feedback.v1.GetInfoRequest"> & {
+};
+
+/**
+ * Describes the message rlaif.feedback.v1.GetInfoRequest.
+ * Use `create(GetInfoRequestSchema)` to create a new message.
+ */
+export const GetInfoRequestSchema: GenMessage<GetInfoRequest> = /*@__PURE__*/
+  messageDesc(file_rlaif_feedback_v1_feedback, 4);
+
+/**
+ * A closed interval of rewards.
+ *
+ * @generated from message rlaif.feedback.v1.RewardRange
+ */
+export type RewardRange = Message<"rlaif.feedback.v1.RewardRange"> & {
+  /**
+   * Lowest reward the scorer gives.
+   *
+   * @generated from field: double min = 1;
+   */
+  min: number;
+
+  /**
+   * Highest reward the scorer gives.
+   *
+   * @generated from field: double max = 2;
+   */
+  max: number;
+};
+
+/**
+ * Describes the message rlaif.feedback.v1.RewardRange.
+ * Use `create(RewardRangeSchema)` to create a new message.
+ */
+export const RewardRangeSchema: GenMessage<RewardRange> = /*@__PURE__*/
+  messageDesc(file_rlaif_feedback_v1_feedback, 5);
+
+/**
+ * What a scorer is and what it accepts.
+ *
+ * @generated from message rlaif.feedback.v1.GetInfoResponse
+ */
+export type GetInfoResponse = Message<"rlaif.feedback.v1.GetInfoResponse"> & {
+  /**
+   * Identifier of the scorer, the same as ScoreResponse.scorer_id.
+   *
+   * @generated from field: string scorer_id = 1;
+   */
+  scorerId: string;
+
+  /**
+   * Version of the scorer, the same as ScoreResponse.scorer_version.
+   *
+   * @generated from field: string scorer_version = 2;
+   */
+  scorerVersion: string;
+
+  /**
+   * The same as ScoreResponse.model_hash.
+   *
+   * @generated from field: string model_hash = 3;
+   */
+  modelHash: string;
+
+  /**
+   * One-line human-readable account of what it rewards, e.g. "sentiment (AFINN-165) minus
+   * repetition and junk".
+   *
+   * @generated from field: string description = 4;
+   */
+  description: string;
+
+  /**
+   * Range of OK rewards when bounded; unset when unbounded (e.g. a reward model's logit).
+   *
+   * @generated from field: rlaif.feedback.v1.RewardRange reward_range = 5;
+   */
+  rewardRange?: RewardRange | undefined;
+
+  /**
+   * True when the same item always gets the same score (a pure rule, a model run greedily on
+   * fixed weights): callers may then cache by content, not only by idempotency key.
+   *
+   * @generated from field: bool deterministic = 6;
+   */
+  deterministic: boolean;
+
+  /**
+   * Most items one Score call may carry (1..1024); callers split larger batches.
+   *
+   * @generated from field: uint32 max_batch_items = 7;
+   */
+  maxBatchItems: number;
+
+  /**
+   * True when the scorer may return per-token (per-byte) rewards.
+   *
+   * @generated from field: bool token_rewards = 8;
+   */
+  tokenRewards: boolean;
+};
+
+/**
+ * Describes the message rlaif.feedback.v1.GetInfoResponse.
+ * Use `create(GetInfoResponseSchema)` to create a new message.
+ */
+export const GetInfoResponseSchema: GenMessage<GetInfoResponse> = /*@__PURE__*/
+  messageDesc(file_rlaif_feedback_v1_feedback, 6);
+
+/**
+ * The outcome of scoring one item. Only SCORE_STATUS_OK items are trained on: the others are
+ * excluded from the update and counted by cause, never given a reward of 0.
+ *
+ * @generated from enum rlaif.feedback.v1.ScoreStatus
+ */
+export enum ScoreStatus {
+  /**
+   * Not set: read as SCORE_STATUS_OK, so scorers written before statuses existed keep working
+   * (their reward must then be finite like any OK reward).
+   *
+   * @generated from enum value: SCORE_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Scored: `reward` is finite (and `token_rewards`, when present, follow the length rule).
+   *
+   * @generated from enum value: SCORE_STATUS_OK = 1;
+   */
+  OK = 1,
+
+  /**
+   * The scorer declines to judge this item (outside what it scores, e.g. a language it does not
+   * know, or a judge unsure either way). Not an error: the item is excluded and counted as
+   * "abstained". `reward` and `token_rewards` are ignored.
+   *
+   * @generated from enum value: SCORE_STATUS_ABSTAIN = 2;
+   */
+  ABSTAIN = 2,
+
+  /**
+   * The scorer failed on this item (an unparseable judge answer, a model error). `error` says
+   * why (required). The item is excluded and counted as "scorer_error"; `reward` and
+   * `token_rewards` are ignored.
+   *
+   * @generated from enum value: SCORE_STATUS_ERROR = 3;
+   */
+  ERROR = 3,
+}
+
+/**
+ * Describes the enum rlaif.feedback.v1.ScoreStatus.
+ */
+export const ScoreStatusSchema: GenEnum<ScoreStatus> = /*@__PURE__*/
+  enumDesc(file_rlaif_feedback_v1_feedback, 0);
+
+/**
  * Scores prompt + completion pairs.
  *
  * @generated from service rlaif.feedback.v1.FeedbackService
  */
 export const FeedbackService: GenService<{
   /**
-   * Score a batch. The response has exactly one score per item, in order.
+   * Score a batch. The response has exactly one score per item, in order. Errors of the whole
+   * call: INVALID_ARGUMENT for a malformed request (no items, more than the batch limit, an item
+   * too large, an idempotency key reused for different text), naming the field; UNAVAILABLE or
+   * RESOURCE_EXHAUSTED when the caller may retry. A failure of one item is that item's
+   * SCORE_STATUS_ERROR, never an error of the call.
    *
    * @generated from rpc rlaif.feedback.v1.FeedbackService.Score
    */
@@ -152,6 +361,17 @@ export const FeedbackService: GenService<{
     methodKind: "unary";
     input: typeof ScoreRequestSchema;
     output: typeof ScoreResponseSchema;
+  },
+  /**
+   * What this scorer is: what it scores, its reward range, whether it is deterministic and how
+   * many items one Score call may carry. Cheap; callers may ask once per connection.
+   *
+   * @generated from rpc rlaif.feedback.v1.FeedbackService.GetInfo
+   */
+  getInfo: {
+    methodKind: "unary";
+    input: typeof GetInfoRequestSchema;
+    output: typeof GetInfoResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_rlaif_feedback_v1_feedback, 0);
