@@ -11,7 +11,8 @@
  * Handled: float32 operands where one has as many elements as the output and the other either too,
  * or is a scalar, a row repeated over the leading axes ([C] against [N, C]) or a column spread over
  * the trailing ones ([N, 1] against [N, C]). Everything else (int32, two broadcast operands, short
- * periods, small tensors) goes to the stock kernel.
+ * periods, small tensors) goes to the stock kernel, and so does everything when the addon was built
+ * before it had `elementwise` (a stale build: `npm run build:native` rebuilds it).
  */
 import * as tf from "@tensorflow/tfjs";
 import { heapF32, offsetOf, type WasmHeapBackend } from "./blas-kernels.js";
@@ -103,12 +104,13 @@ export function setElementwiseKernels(blas: BlasAddon | null): string[] {
       ]),
     );
   }
+  const served = blas !== null && typeof blas.elementwise === "function";
   for (const [name, original] of stock) {
     tf.unregisterKernel(name, "wasm");
     tf.registerKernel({
       ...original,
-      kernelFunc: blas === null ? original.kernelFunc : binaryKernel(blas, name, original),
+      kernelFunc: served ? binaryKernel(blas, name, original) : original.kernelFunc,
     });
   }
-  return blas === null ? [] : [...stock.keys()];
+  return served ? [...stock.keys()] : [];
 }
