@@ -15,7 +15,8 @@
  * (parallel.h): with two OpenBLAS threads the products halve and the one-threaded LayerNorm
  * kernels became ~10% of a learner step. The forward and dx are split by rows (each row is one
  * thread's), dg and db by columns: each column's sum still runs over rows 0, 1, 2, ... in the
- * same double accumulator, so every output is bitwise the same whatever the split.
+ * same double accumulator, so every output is bitwise the same whatever the split. On one thread
+ * both run in one pass over the rows, as before the split.
  */
 #include <math.h>
 #include <node_api.h>
@@ -75,6 +76,7 @@ struct ln_job {
   const float *x, *g, *b, *dy, *xhat_in, *rstd_in;
   float *y, *xhat, *rstd, *dx;
   double *acc; /* [sum dy xhat | sum dy] per column */
+  bool fuse;   /* one thread: grad_rows sums the columns too (one pass instead of two) */
   int64_t rows, cols;
   double eps;
 };
@@ -110,6 +112,11 @@ static void grad_rows(void *arg, int64_t r0, int64_t r1) {
   const float *g = jb->g;
   for (int64_t r = r0; r < r1; r++) {
     const float *dyr = jb->dy + r * cols, *xhr = jb->xhat_in + r * cols;
+    if (jb->fuse)
+      for (int64_t j = 0; j < cols; j++) {
+        jb->acc[j] += dyr[j] * xhr[j];
+        jb->acc[cols + j] += dyr[j];
+      }
     /* mean_j gx and mean_j gx xhat, gx = dy g */
     double m1[4] = {0, 0, 0, 0}, m2[4] = {0, 0, 0, 0};
     int64_t j = 0;
@@ -183,10 +190,12 @@ static napi_value layer_norm_grad(napi_env env, napi_callback_info info) {
   if (db == NULL) return NULL;
   double *acc = calloc((size_t)(2 * cols), sizeof(double));
   if (acc == NULL) return range_error(env, "layerNormGrad: out of memory");
-  struct ln_job job = {.dy = dy, .xhat_in = xhat, .rstd_in = rstd, .g = g, .dx = dx, .acc = acc, .rows = rows, .cols = cols};
-  parallel_for(rows, ROW_GRAIN, grad_rows, &job);
   /* the column pass is worth a thread only with enough rows behind each column */
-  parallel_for(cols, rows >= ROW_GRAIN ? COL_GRAIN : cols, grad_cols, &job);
+  const int64_t col_grain = rows >= ROW_GRAIN ? COL_GRAIN : cols;
+  struct ln_job job = {.dy = dy, .xhat_in = xhat, .rstd_in = rstd, .g = g, .dx = dx, .acc = acc, .rows = rows, .cols = cols,
+                       .fuse = parallel_parts(rows, ROW_GRAIN) == 1 && parallel_parts(cols, col_grain) == 1};
+  parallel_for(rows, ROW_GRAIN, grad_rows, &job);
+  if (!job.fuse) parallel_for(cols, col_grain, grad_cols, &job);
   for (int64_t j = 0; j < cols; j++) {
     dg[j] = (float)acc[j];
     db[j] = (float)acc[cols + j];

@@ -18,11 +18,16 @@ static void *run_chunk(void *arg) {
   return NULL;
 }
 
-void parallel_for(int64_t n, int64_t grain, range_fn fn, void *ctx) {
+int64_t parallel_parts(int64_t n, int64_t grain) {
   int64_t parts = openblas_get_num_threads();
   if (grain < 1) grain = 1;
   if (parts > n / grain) parts = n / grain;
   if (parts > MAX_PARTS) parts = MAX_PARTS;
+  return parts < 1 ? 1 : parts;
+}
+
+void parallel_for(int64_t n, int64_t grain, range_fn fn, void *ctx) {
+  const int64_t parts = parallel_parts(n, grain);
   if (parts <= 1) {
     if (n > 0) fn(ctx, 0, n);
     return;

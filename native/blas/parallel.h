@@ -20,4 +20,7 @@ typedef void (*range_fn)(void *ctx, int64_t begin, int64_t end);
  */
 void parallel_for(int64_t n, int64_t grain, range_fn fn, void *ctx);
 
+/* How many chunks parallel_for(n, grain, ...) would run now (1: all on the calling thread). */
+int64_t parallel_parts(int64_t n, int64_t grain);
+
 #endif
