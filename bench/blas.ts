@@ -4,15 +4,21 @@
  * are switched per round (`setWasmMatMul`), rounds alternate, and medians are printed.
  *
  *   npx tsx bench/blas.ts [--checkpoint file] [--rounds 5] [--threads 1,2] [--profile] [--json]
+ *                         [--baseline other/rlaif_blas.node]
  *
  * Measured per variant (`wasm`, then `blas` at each OpenBLAS thread count):
  * - one learner step (forward, backward, clip, Adam) of the checkpoint's model on the batch a run
  *   trains on by default: 8 prompts × 8 samples, 20 prompt + 24 completion tokens (64 × 45 with BOS);
  * - sampling 64 rows × 24 tokens with the KV cache (tokens/s);
  * - reference log-probs, one 64 × 45 forward.
+ * With `--baseline`, another build of the addon (e.g. one built from an older commit) runs as
+ * variants `base nT` in the same rounds, so a kernel change is measured against the kernels it
+ * replaces under the same machine load (kernels the older build lacks fall back to tfjs's).
  * With `--profile`, per-kernel time and call counts of one learner step on the first BLAS variant
  * (tf.profile), to show what to fuse next. Needs the addon (`npm run build:native`).
  */
+import { createRequire } from "node:module";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import * as tf from "@tensorflow/tfjs";
@@ -21,7 +27,7 @@ import { DEFAULT_CHECKPOINT, defaultConfig } from "../services/core/src/config/s
 import { describeBackend, initBackend } from "../services/core/src/model/backend.js";
 import type { CausalLM } from "../services/core/src/model/causal-lm.js";
 import { loadModel } from "../services/core/src/model/model-source.js";
-import { loadBlas } from "../services/core/src/model/native-blas.js";
+import { type BlasAddon, loadBlas } from "../services/core/src/model/native-blas.js";
 import { generate, sequenceLogprobs } from "../services/core/src/model/sampler.js";
 import { setWasmMatMul } from "../services/core/src/model/wasm-kernels.js";
 import { ReinforceLearner } from "../services/optimizer/reinforce-learner.js";
@@ -33,6 +39,7 @@ const { values } = parseArgs({
     threads: { type: "string", default: "1,2" },
     profile: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
+    baseline: { type: "string" },
   },
 });
 const PROMPTS = 8;
@@ -44,6 +51,11 @@ await initBackend("wasm");
 const blas = loadBlas().addon;
 if (blas === null) throw new Error(`bench/blas.ts needs the BLAS addon: ${describeBackend()}`);
 const started = describeBackend();
+// loaded after the project's addon, so OPENBLAS_CORETYPE is already set for the shared OpenBLAS
+const baseline =
+  values.baseline === undefined
+    ? null
+    : (createRequire(import.meta.url)(resolve(values.baseline)) as BlasAddon);
 const loaded = await loadModel(values.checkpoint);
 
 /** Deterministic byte tokens (the learner's cost does not depend on their values). */
@@ -76,6 +88,13 @@ const variants: Variant[] = [
     use: () => {
       setWasmMatMul("blas", blas);
       blas.setThreads(Number(t));
+    },
+  })),
+  ...(baseline === null ? [] : values.threads.split(",")).map((t) => ({
+    name: `base ${t}T`,
+    use: () => {
+      setWasmMatMul("blas", baseline);
+      (baseline as BlasAddon).setThreads(Number(t));
     },
   })),
 ];

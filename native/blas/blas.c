@@ -16,8 +16,9 @@
  *     touching memory outside the array.
  *   setThreads(n)  openblas_set_num_threads(n)
  *   info()         { threads, corename, config } of the OpenBLAS in use
- * and the fused kernels of fused.c (LayerNorm, Adam, GRU factors), attention.c (causal attention),
- * gelu.c (GELU forward and backward), softmax.c (row softmax with its log-normaliser),
+ * and the fused kernels of fused.c (Adam, GRU factors), layer-norm.c (LayerNorm forward and
+ * backward), attention.c (causal attention), gelu.c (GELU forward and backward),
+ * elementwise.c (Add, Sub, Multiply with broadcasting), softmax.c (row softmax with its log-normaliser),
  * decoder-attention.c (the Seq2Seq decoder's attention and tanh) and the recurrent layers of
  * recurrent.c (GRU, LSTM).
  */
@@ -29,7 +30,9 @@
 #include "attention.h"
 #include "decoder-attention.h"
 #include "fused.h"
+#include "elementwise.h"
 #include "gelu.h"
+#include "layer-norm.h"
 #include "softmax.h"
 #include "recurrent.h"
 
@@ -148,6 +151,8 @@ NAPI_MODULE_INIT() {
   if (fused_define(env, exports) != napi_ok) return NULL;
   if (attention_define(env, exports) != napi_ok) return NULL;
   if (gelu_define(env, exports) != napi_ok) return NULL;
+  if (layer_norm_define(env, exports) != napi_ok) return NULL;
+  if (elementwise_define(env, exports) != napi_ok) return NULL;
   if (softmax_define(env, exports) != napi_ok) return NULL;
   if (recurrent_define(env, exports) != napi_ok) return NULL;
   if (decoder_attention_define(env, exports) != napi_ok) return NULL;

@@ -9,7 +9,9 @@
  * Why: the token log-probs and the entropy over the logits [N, V] (services/core/src/model/
  * loss.ts) each took a Softmax, two Max reductions, a Log and a Sub as tfjs kernels; tfjs-wasm's
  * Max over rows of 258 is as slow as the Softmax itself. Here the normaliser comes out of the
- * softmax's own sum, more exactly than max z - log max p.
+ * softmax's own sum, more exactly than max z - log max p. With more than one OpenBLAS thread the
+ * rows are split over them (parallel.h); each row is one thread's, so the results are bitwise
+ * those of one thread.
  */
 #include <math.h>
 #include <node_api.h>
@@ -18,7 +20,11 @@
 
 #include "softmax.h"
 #include "napi-span.h"
+#include "parallel.h"
 #include "vexp.h"
+
+/* The fewest rows (of ~258 logits) worth a thread of their own (~0.1 ms of work). */
+#define ROW_GRAIN 128
 
 VECTOR_CLONES static void softmax_lse_rows(const float *z, float *p, float *lse, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; r++) {
@@ -31,6 +37,18 @@ VECTOR_CLONES static void softmax_lse_rows(const float *z, float *p, float *lse,
     for (int64_t j = 0; j < cols; j++) pr[j] *= inv;
     lse[r] = mx + logf(sum);
   }
+}
+
+/* One call's arrays. */
+struct softmax_job {
+  const float *z;
+  float *p, *lse;
+  int64_t cols;
+};
+
+static void softmax_chunk(void *arg, int64_t r0, int64_t r1) {
+  const struct softmax_job *j = arg;
+  softmax_lse_rows(j->z + r0 * j->cols, j->p + r0 * j->cols, j->lse + r0, r1 - r0, j->cols);
 }
 
 /* argv[i], argv[i + 1] as (Float32Array, offset) holding n floats; NULL with an error thrown. */
@@ -56,7 +74,8 @@ static napi_value softmax_lse(napi_env env, napi_callback_info info) {
   float *p = z == NULL ? NULL : floats_at(env, argv, 2, rows * cols);
   float *lse = p == NULL ? NULL : floats_at(env, argv, 4, rows);
   if (lse == NULL) return NULL;
-  softmax_lse_rows(z, p, lse, rows, cols);
+  struct softmax_job job = {z, p, lse, cols};
+  parallel_for(rows, ROW_GRAIN, softmax_chunk, &job);
   return NULL;
 }
 

@@ -16,8 +16,8 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
 /**
- * The addon's exports (native/blas/blas.c, fused.c, recurrent.c, attention.c, gelu.c, softmax.c
- * and decoder-attention.c document each argument).
+ * The addon's exports (native/blas/blas.c, fused.c, layer-norm.c, elementwise.c, recurrent.c,
+ * attention.c, gelu.c, softmax.c and decoder-attention.c document each argument).
  */
 export interface BlasAddon {
   /**
@@ -55,7 +55,7 @@ export interface BlasAddon {
     dxOffset: number,
     n: number,
   ): void;
-  /** LayerNorm of rows × cols: y, x̂ and 1/σ per row (native/blas/fused.c documents it and the next three). */
+  /** LayerNorm of rows × cols: y, x̂ and 1/σ per row (native/blas/layer-norm.c documents it and the next). */
   layerNorm(
     x: Float32Array,
     xOffset: number,
@@ -92,7 +92,7 @@ export interface BlasAddon {
     rows: number,
     cols: number,
   ): void;
-  /** One Adam(W) update over n elements: writes θ', m', v' (fused.c gives the equations). */
+  /** One Adam(W) update over n elements: writes θ', m', v' (fused.c gives the equations and the next). */
   adam(
     p: Float32Array,
     pOffset: number,
@@ -141,6 +141,25 @@ export interface BlasAddon {
     zcOffset: number,
     rows: number,
     h: number,
+  ): void;
+  /**
+   * out[i] = a[ia(i)] op b[ib(i)] for i < n, op 0: +, 1: −, 2: ×; each operand's (mode, period) says
+   * how its index follows i (native/blas/elementwise.c: 0 full, 1 a repeated row, 2 a spread
+   * column, 3 a scalar); one operand must be full.
+   */
+  elementwise(
+    op: number,
+    a: Float32Array,
+    aOffset: number,
+    aMode: number,
+    aPeriod: number,
+    b: Float32Array,
+    bOffset: number,
+    bMode: number,
+    bPeriod: number,
+    out: Float32Array,
+    outOffset: number,
+    n: number,
   ): void;
   /** Per row of z [rows, cols]: p = softmax(z), lse = log Σ exp z (native/blas/softmax.c). */
   softmaxLse(
@@ -286,8 +305,8 @@ export const BLAS_ENV = "RLAIF_BLAS";
  * OpenBLAS threads used unless `OPENBLAS_NUM_THREADS` is set. One: embedded, or with every service
  * on one machine, the learner shares the cores with the Policy, and the second core is worth more
  * to sampling than to the learner's products. An Optimizer with cores of its own sets the variable
- * to its core count (k8s/base/optimizer.yaml: 2); the addon's attention and GELU kernels then
- * split over as many threads too (docs/platform-notes.md#native-blas).
+ * to its core count (k8s/base/optimizer.yaml: 2); the addon's attention, GELU, LayerNorm,
+ * softmax, Adam and Add/Sub/Multiply kernels then split over as many threads too (docs/platform-notes.md#native-blas).
  */
 export const DEFAULT_BLAS_THREADS = 1;
 

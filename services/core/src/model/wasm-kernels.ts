@@ -18,8 +18,8 @@
  * Where the OpenBLAS addon is built, `BatchMatMul` and `_FusedMatMul` come from blas-kernels.ts
  * instead (3–10x faster again, transpose flags included), and so do column sums (`Sum` over the
  * leading axes, the bias gradients), the fused LayerNorm/GELU/softmax kernels of fused-kernels.ts,
- * the causal attention of attention-kernels.ts and the whole-sequence GRU/LSTM kernels of
- * recurrent-kernels.ts;
+ * the causal attention of attention-kernels.ts, the whole-sequence GRU/LSTM kernels of
+ * recurrent-kernels.ts and the Add, Sub and Multiply of elementwise-kernels.ts;
  * `setWasmMatMul` switches between the three matmul
  * implementations, so tests can compare them in one process. The data-movement kernels that
  * copy needlessly (Slice, SplitV, Unpack, Identity, GatherV2) come from wasm-data-kernels.ts.
@@ -30,6 +30,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { ATTENTION, setAttentionKernels } from "./attention-kernels.js";
 import { hasHeapInternals, makeBlasBatchMatMul, makeBlasFusedMatMul, makeBlasSum } from "./blas-kernels.js";
+import { setElementwiseKernels } from "./elementwise-kernels.js";
 import { FUSED, setFusedKernels } from "./fused-kernels.js";
 import type { BlasAddon } from "./native-blas.js";
 import { RECURRENT, setRecurrentKernels } from "./recurrent-kernels.js";
@@ -264,6 +265,9 @@ export function registerWasmWorkarounds(blas: BlasAddon | null): string[] {
     ? [
         "_FusedMatMul",
         "Sum",
+        "Add",
+        "Sub",
+        "Multiply",
         ...Object.values(FUSED),
         ...Object.values(ATTENTION),
         ...Object.values(RECURRENT),
@@ -295,6 +299,7 @@ export function setWasmMatMul(kind: WasmMatMul, blas: BlasAddon | null = null): 
   setFusedKernels(kind === "blas" ? blas : null);
   setAttentionKernels(kind === "blas" ? blas : null);
   setRecurrentKernels(kind === "blas" ? blas : null);
+  setElementwiseKernels(kind === "blas" ? blas : null);
   matMulKind = kind;
 }
 
