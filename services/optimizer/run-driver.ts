@@ -34,6 +34,7 @@ import {
   type StepMetrics,
   StepMetricsSchema,
   type Trajectory,
+  type WeightsManifest,
 } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { runStateKey } from "../core/src/bus/subjects.js";
@@ -174,6 +175,8 @@ export class RunDriver {
   private readonly busy = new BusyClock();
   /** The run's trajectory inbox once the loop runs (queue depths read how much it holds). */
   private inbox: TrajectoryInbox | null = null;
+  /** Bytes published since the last step's metrics, and whether the last version was a delta. */
+  private published = { bytes: 0, delta: false };
 
   constructor(
     private readonly bus: Bus,
@@ -230,7 +233,7 @@ export class RunDriver {
       step: 0,
       modelKind: this.learner.modelKind,
     });
-    this.logPublished(first.version, 0, this.referenceBlob);
+    this.logPublished(first, this.referenceBlob);
     const reference = { objectName: first.objectName, sha256: first.sha256, version: Number(first.version) };
     this.weightsVersion = Number(first.version);
     this.servedBlob = this.referenceBlob;
@@ -377,13 +380,22 @@ export class RunDriver {
     this.weightsVersion = Number(manifest.version);
     this.servedBlob = blob;
     this.servedStep = step;
-    this.logPublished(manifest.version, step, blob);
+    this.logPublished(manifest, blob);
   }
 
-  /** Bytes per version: a LoRA run's adapter-only versions against the full weights of its first. */
-  private logPublished(version: bigint, step: number, blob: Uint8Array): void {
+  /**
+   * Bytes per version (also counted for the next StepMetrics): a LoRA run's adapter-only versions
+   * against the full weights of its first, and a delta's changed tensors against the full blob.
+   */
+  private logPublished(m: WeightsManifest, blob: Uint8Array): void {
+    const delta = m.baseVersion > 0n;
+    const bytes = Number(m.blobSizeBytes);
+    this.published = { bytes: this.published.bytes + bytes, delta };
     const what = isAdapterBlob(blob) ? "adapters" : "full weights";
-    this.opts.log?.(`optimizer: published weights v${version} (step ${step}, ${what}, ${blob.length} bytes)`);
+    const how = delta
+      ? `delta on v${m.baseVersion}: ${m.tensors.filter((t) => !t.unchanged).length} of ${m.tensors.length} tensors, ${bytes} of ${blob.length} bytes`
+      : `${bytes} bytes`;
+    this.opts.log?.(`optimizer: published weights v${m.version} (step ${m.step}, ${what}, ${how})`);
   }
 
   /** Counts the step, builds its metrics and hands them on (history, KV run state, onMetrics). */
@@ -427,7 +439,10 @@ export class RunDriver {
       queueDepths: await this.queueDepths(),
       excludedByCause: pipeline.excludedByCause,
       droppedByCause: pipeline.droppedByCause,
+      weightsBytesPublished: BigInt(this.published.bytes),
+      weightsDelta: this.published.delta,
     });
+    this.published = { bytes: 0, delta: false };
     if (metrics.updateSkipped) {
       this.opts.log?.(`optimizer: step ${step}: the gradient was not finite, so the update was skipped`);
     }

@@ -4,17 +4,30 @@
  * The blob is hashed in one pass (whole and per tensor, weights-stream.ts) and streamed to the
  * Object Store as views of its own memory: the publisher never makes a second copy of it.
  *
+ * With `fullEvery` > 1 a version whose tensors partly equal its parent's (the publisher's own
+ * previous version) is stored as a delta: the header and the changed tensors only
+ * (weights-delta.ts), its manifest still describing the full blob. Every `fullEvery`-th version
+ * of a chain, a run's first version, and any version after a pointer this publisher did not write
+ * is full, so a replica rebuilding from scratch never reads more than `fullEvery` blobs; each
+ * version's signed manifest is stored too (`.manifest`), for that rebuild. Retention keeps every
+ * blob a retained version's chain needs.
+ *
  * The pointer is writable by anyone holding NATS, so the publisher never trusts its version
  * blindly: it remembers the last version it published itself, and a pointer that is undecodable,
  * not signed by its own key, or holds an absurd version (2^53 + 10, a jump of millions) is
  * overwritten with its own next version, with a warning naming what it replaced. A bad pointer
  * therefore never blocks the next real publish.
  */
-import { create, toBinary } from "@bufbuild/protobuf";
-import { type WeightsManifest, WeightsManifestSchema } from "../../gen/rlaif/common/v1/types_pb.js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  type WeightsManifest,
+  WeightsManifestSchema,
+  type WeightsTensor,
+} from "../../gen/rlaif/common/v1/types_pb.js";
 import type { Bus, ObjectStore } from "../bus/bus.js";
 import { LATEST_WEIGHTS_KEY, weightsObjectName, weightsObjectVersion } from "../bus/subjects.js";
 import { KvConflictError, ValidationError, WeightsError } from "../errors.js";
+import { type DeltaPlan, planDelta } from "./weights-delta.js";
 import { MAX_VERSION_JUMP, MAX_WEIGHTS_VERSION } from "./weights-manifest.js";
 import { readPointer } from "./weights-pointer.js";
 import { signatureProblem, signManifest, type WeightsSigner } from "./weights-signing.js";
@@ -39,8 +52,26 @@ export interface WeightsPublisherOptions {
    * weights blobs are deleted after each publish. Omitted: nothing is deleted.
    */
   retention?: number;
+  /**
+   * Every how many versions a chain of deltas starts over with a full version (1: every version
+   * full, no deltas; the default here, for tools and tests; the Optimizer passes
+   * `weightsFullEvery`). A replica that does not hold a delta's base rebuilds from at most this
+   * many blobs.
+   */
+  fullEvery?: number;
   /** Warnings: a replaced pointer, a failed collection. */
   log?: (line: string) => void;
+}
+
+/** What the publisher remembers of its last version, to publish the next one as a delta on it. */
+interface LastPublished {
+  version: number;
+  sha256: string;
+  /** The full version its chain starts from (itself when full). */
+  fullVersion: number;
+  tensors: Map<string, WeightsTensor>;
+  /** False when its manifest could not be stored: a delta on it could not be rebuilt from scratch. */
+  manifestStored: boolean;
 }
 
 /** Most compare-and-set attempts of one publish before giving up (too many writers). */
@@ -52,14 +83,23 @@ export class WeightsPublisher {
   lastVersion = 0;
   private readonly signer: WeightsSigner | undefined;
   private readonly retention: number | undefined;
+  private readonly fullEvery: number;
   private readonly log: (line: string) => void;
+  private last: LastPublished | null = null;
+  /** The chain start (full version) of each version this publisher wrote and still retains. */
+  private readonly chainStarts = new Map<number, number>();
 
   constructor(opts: WeightsPublisherOptions = {}) {
     if (opts.retention !== undefined && (!Number.isSafeInteger(opts.retention) || opts.retention < 1)) {
       throw new ValidationError("weightsRetention", `${opts.retention} must be a whole number >= 1`);
     }
+    const fullEvery = opts.fullEvery ?? 1;
+    if (!Number.isSafeInteger(fullEvery) || fullEvery < 1) {
+      throw new ValidationError("weightsFullEvery", `${opts.fullEvery} must be a whole number >= 1`);
+    }
     this.signer = opts.signer;
     this.retention = opts.retention;
+    this.fullEvery = fullEvery;
     this.log = opts.log ?? (() => {});
   }
 
@@ -78,7 +118,8 @@ export class WeightsPublisher {
     const kv = await bus.kv();
     const objects = await bus.objects();
     // One pass over the bytes for both digests; the put then streams views of the same memory.
-    const { sha256, tensors } = digestBlob(input.blob);
+    const digest = digestBlob(input.blob);
+    const { sha256, tensors } = digest;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const latest = await readPointer(bus);
       const why = latest ? this.distrust(latest.manifest) : null;
@@ -88,23 +129,32 @@ export class WeightsPublisher {
       if (why !== null) {
         this.log(`weights: the latest-weights pointer held ${why}; replacing it with v${version}`);
       }
-      // 1. Store the blob under a name no other publisher can use (version + content hash).
-      const objectName = weightsObjectName(version, sha256);
-      const info = await objects.putStream(objectName, () => blobChunks(input.blob));
+      const base = this.deltaBase(parent, version, input);
+      const delta = base ? planDelta(input.blob, digest, base.tensors) : null;
+      // 1. Store the blob (or the delta) under a name no other publisher can use (version +
+      //    the full blob's hash).
+      const objectName = weightsObjectName(version, sha256, delta ? "delta" : "safetensors");
+      const info = await objects.putStream(objectName, () =>
+        delta ? delta.chunks() : blobChunks(input.blob),
+      );
       const unsigned = create(WeightsManifestSchema, {
         version: BigInt(version),
         runId: input.runId,
         step: input.step,
         objectName,
-        sha256: info.sha256,
-        sizeBytes: BigInt(info.size),
+        sha256,
+        sizeBytes: BigInt(input.blob.length),
         referenceObjectName: input.reference?.objectName ?? objectName,
-        referenceSha256: input.reference?.sha256 ?? info.sha256,
+        referenceSha256: input.reference?.sha256 ?? sha256,
         referenceVersion: BigInt(input.reference?.version ?? version),
         modelKind: input.modelKind,
         createdUnixMs: BigInt(Date.now()),
         parentVersion: BigInt(parent),
-        tensors,
+        tensors: delta ? delta.tensors : tensors,
+        baseVersion: BigInt(delta && base ? base.version : 0),
+        baseSha256: delta && base ? base.sha256 : "",
+        fullVersion: BigInt(delta && base ? base.fullVersion : version),
+        blobSizeBytes: BigInt(info.size),
       });
       const manifest = this.signer ? signManifest(unsigned, this.signer) : unsigned;
       // 2. Move the pointer only if nobody else did since we read it.
@@ -122,12 +172,59 @@ export class WeightsPublisher {
         continue;
       }
       this.lastVersion = version;
+      await this.remember(objects, manifest, tensors, delta);
       await this.collect(objects, manifest);
       return manifest;
     }
     throw new KvConflictError(
       `could not move the latest-weights pointer after ${MAX_ATTEMPTS} attempts (too many publishers?)`,
     );
+  }
+
+  /**
+   * The version the next one may be a delta on, or null for a full version: deltas are on
+   * (`fullEvery` > 1), this is not a run's first version (`reference` given: a reference is
+   * always a full blob), the parent is this publisher's own last version with its manifest
+   * stored, and the chain from its full version stays shorter than `fullEvery`.
+   */
+  private deltaBase(parent: number, version: number, input: PublishWeightsInput): LastPublished | null {
+    const last = this.last;
+    if (this.fullEvery === 1 || input.reference === undefined || last === null) return null;
+    if (last.version !== parent || !last.manifestStored) return null;
+    return version - last.fullVersion < this.fullEvery ? last : null;
+  }
+
+  /**
+   * After a won compare-and-set: store the signed manifest (a replica rebuilding a later delta
+   * reads it) and remember this version as the next one's possible base.
+   */
+  private async remember(
+    objects: ObjectStore,
+    manifest: WeightsManifest,
+    tensors: WeightsTensor[],
+    delta: DeltaPlan | null,
+  ): Promise<void> {
+    const version = Number(manifest.version);
+    this.chainStarts.set(version, Number(manifest.fullVersion));
+    if (this.fullEvery === 1) return;
+    let manifestStored = true;
+    try {
+      await objects.put(
+        weightsObjectName(version, manifest.sha256, "manifest"),
+        toBinary(WeightsManifestSchema, manifest),
+      );
+    } catch (err) {
+      // The next version is then full: no replica could rebuild a delta on this one from scratch.
+      manifestStored = false;
+      this.log(`weights: could not store the manifest of v${version}: ${(err as Error).message}`);
+    }
+    this.last = {
+      version,
+      sha256: manifest.sha256,
+      fullVersion: delta ? Number(manifest.fullVersion) : version,
+      tensors: new Map(tensors.map((t) => [t.name, t])),
+      manifestStored,
+    };
   }
 
   /**
@@ -153,17 +250,46 @@ export class WeightsPublisher {
    */
   private async collect(objects: ObjectStore, manifest: WeightsManifest): Promise<void> {
     if (this.retention === undefined) return;
-    const keepFrom = Number(manifest.version) - this.retention + 1;
+    const newest = Number(manifest.version);
+    let keepFrom = newest - this.retention + 1;
     const pinned = new Set([manifest.objectName, manifest.referenceObjectName]);
     try {
-      for (const { name } of await objects.list()) {
+      const names = (await objects.list()).map((o) => o.name);
+      // A retained delta needs its chain back to its full version: keep from the oldest start.
+      for (let v = Math.max(1, keepFrom); v <= newest; v++) {
+        keepFrom = Math.min(keepFrom, await this.chainStart(objects, names, v));
+      }
+      for (const name of names) {
         const version = weightsObjectVersion(name);
         if (version === null || version >= keepFrom || pinned.has(name)) continue;
         await objects.delete(name);
       }
+      for (const v of this.chainStarts.keys()) if (v < keepFrom) this.chainStarts.delete(v);
     } catch (err) {
       this.log(`weights: could not delete blobs older than v${keepFrom}: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * The full version version `v`'s chain starts from: remembered for this publisher's own
+   * versions, else read from its stored manifest; a delta whose manifest is not readable gives 0
+   * (keep everything older), a version with only a full blob (or none) is its own start.
+   */
+  private async chainStart(objects: ObjectStore, names: string[], v: number): Promise<number> {
+    const own = this.chainStarts.get(v);
+    if (own !== undefined) return own;
+    const mine = names.filter((n) => weightsObjectVersion(n) === v);
+    if (!mine.some((n) => n.endsWith(".delta"))) return v;
+    let start = v;
+    for (const name of mine.filter((n) => n.endsWith(".manifest"))) {
+      try {
+        const m = fromBinary(WeightsManifestSchema, await objects.get(name));
+        start = Math.min(start, Number(m.fullVersion));
+      } catch {
+        return 0;
+      }
+    }
+    return start === v ? 0 : start;
   }
 }
 
