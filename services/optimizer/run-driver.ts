@@ -393,9 +393,9 @@ export class RunDriver {
     this.published = { bytes: this.published.bytes + bytes, delta };
     const what = isAdapterBlob(blob) ? "adapters" : "full weights";
     const how = delta
-      ? `delta on v${m.baseVersion}: ${m.tensors.filter((t) => !t.unchanged).length} of ${m.tensors.length} tensors, ${bytes} of ${blob.length} bytes`
-      : `${bytes} bytes`;
-    this.opts.log?.(`optimizer: published weights v${m.version} (step ${m.step}, ${what}, ${how})`);
+      ? `, a delta on v${m.baseVersion}: ${m.tensors.filter((t) => !t.unchanged).length} of ${m.tensors.length} tensors of the ${blob.length}-byte blob`
+      : "";
+    this.opts.log?.(`optimizer: published weights v${m.version} (step ${m.step}, ${what}, ${bytes} bytes${how})`);
   }
 
   /** Counts the step, builds its metrics and hands them on (history, KV run state, onMetrics). */
