@@ -605,7 +605,7 @@ const SERVICES = {
   /**
    * 10: a chain is a full version and up to 9 deltas, so a replica that missed versions reads at
    * most 10 blobs to catch up, and retention keeps at most that many besides its newest. 1 turns
-   * deltas off (every version full, as before issue 11).
+   * deltas off (every version full).
    */
   weightsFullEvery: int({
     flag: "weights-full-every",
