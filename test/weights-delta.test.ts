@@ -7,6 +7,7 @@
  * by its blob's SHA-256, so "serving v" means "serving these exact bytes".
  */
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
+import { MessageChannel } from "node:worker_threads";
 import { toBinary } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -14,10 +15,16 @@ import {
   WeightsManifestSchema,
 } from "../services/core/gen/rlaif/common/v1/types_pb.js";
 import { MemoryBus } from "../services/core/src/bus/memory-bus.js";
-import { weightsObjectName, weightsObjectVersion } from "../services/core/src/bus/subjects.js";
+import { PortBus, serveBusOverPort } from "../services/core/src/bus/port-bus.js";
+import {
+  LATEST_WEIGHTS_KEY,
+  weightsObjectName,
+  weightsObjectVersion,
+} from "../services/core/src/bus/subjects.js";
 import { ObjectIntegrityError, ValidationError, WeightsError } from "../services/core/src/errors.js";
 import type { WeightMap } from "../services/core/src/model/causal-lm.js";
 import { encodeSafetensors } from "../services/core/src/model/safetensors-bytes.js";
+import { manifestObjectNames } from "../services/core/src/weights/weights-channel.js";
 import { generateWeightsKeyPair } from "../services/core/src/weights/weights-keys.js";
 import {
   type PublishWeightsInput,
@@ -294,5 +301,35 @@ describe("weights delta", () => {
     await publishOne(bus, publisher, blobs[4] as Uint8Array, 4, ref);
     await poll("v5", () => late.serving.version === 5);
     expect(nameOf(late.serving.model)).toBe(sha256(blobs[4] as Uint8Array));
+  });
+
+  it("weights delta - a replica behind the Policy thread's bus bridge follows deltas and, started late, catches up", async () => {
+    const bus = newBus();
+    const publisher = new WeightsPublisher({ signer, fullEvery: 10 });
+    const blobs = onlyB(5);
+    const [m1] = await publishRun(bus, publisher, blobs.slice(0, 3));
+    // What embedded mode does (cluster/policy-thread.ts): the bus over a MessagePort, the
+    // entry's blobs sent with it.
+    const { port1, port2 } = new MessageChannel();
+    const stop = serveBusOverPort(bus, port1, {
+      sendWithEntry: (key, value) => (key === LATEST_WEIGHTS_KEY ? manifestObjectNames(value) : []),
+    });
+    const remote = new PortBus(port2);
+    try {
+      const replica = newReplica();
+      await replica.follow(remote);
+      await poll("v3 over the bridge", () => replica.serving.version === 3);
+      for (const [i, blob] of blobs.slice(3).entries()) {
+        const m = await publishOne(bus, publisher, blob, 3 + i, referenceOf(m1 as WeightsManifest));
+        expect(m.baseVersion).toBe(BigInt(3 + i));
+        await poll(`v${m.version} over the bridge`, () => replica.serving.version === Number(m.version));
+      }
+      expect(replica.lastSwapError).toBe("");
+      expect(nameOf(replica.serving.model)).toBe(sha256(blobs[4] as Uint8Array));
+    } finally {
+      await remote.close();
+      stop();
+      port1.close();
+    }
   });
 });

@@ -205,8 +205,10 @@ export class WeightsPublisher {
     delta: DeltaPlan | null,
   ): Promise<void> {
     const version = Number(manifest.version);
-    this.chainStarts.set(version, Number(manifest.fullVersion));
     if (this.fullEvery === 1) return;
+    // Retention asks only for the newest `retention` versions' chain starts.
+    this.chainStarts.set(version, Number(manifest.fullVersion));
+    for (const v of this.chainStarts.keys()) if (v < version - (this.retention ?? 1)) this.chainStarts.delete(v);
     let manifestStored = true;
     try {
       await objects.put(
