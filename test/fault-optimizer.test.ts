@@ -1,7 +1,7 @@
 /**
  * Faults of `rlaif up`'s cluster, with real processes and a real nats-server on the small
  * byte-level Transformer: the Optimizer killed mid-run (SIGKILL, or SIGTERM: a drain) is restarted on its port,
- * resumes the run from its last checkpoint by itself, and the client follows the same run to
+ * resumes the run from its last checkpoint by itself (or, killed before the first, starts it over from step 0), and the client follows the same run to
  * its end with every trajectory applied once; SIGTERM to `rlaif up` drains every service (each
  * exits 0) and leaves no process behind.
  */
@@ -38,15 +38,24 @@ function appliedPerStep(dir: string): Map<number, { lines: number; trajectories:
 }
 
 describe.skipIf(!hasNats)("fault optimizer", () => {
+  const resumed = "did not finish; resuming it at step [24]";
   it.each([
-    ["SIGKILL", /died \(signal SIGKILL\); restarting/],
+    ["SIGKILL", 2, /died \(signal SIGKILL\); restarting/, resumed],
     // A drain (Kubernetes evicting the pod): the run stops at a step boundary, the watch ends
     // UNAVAILABLE, and the process exits 0.
-    ["SIGTERM", /(died \(exit code 0\); restarting|is unreachable \(.*shutting down.*\))/],
+    ["SIGTERM", 2, /(died \(exit code 0\); restarting|is unreachable \(.*shutting down.*\))/, resumed],
+    // Killed before its first step checkpoint: started over from step 0 under the same id, the
+    // dead attempt's trajectories still queued in JetStream dropped, not applied.
+    [
+      "SIGKILL",
+      10,
+      /died \(signal SIGKILL\); restarting/,
+      "did not finish and wrote no step checkpoint; restarting it from step 0",
+    ],
   ] as const)(
-    "fault optimizer - %s mid-run: restarted on its port, it resumes, and the run completes once",
-    async (signal, why) => {
-      const config = tinyRunConfig(CHECKPOINT, { steps: 6, checkpointEvery: 2, ...RUN });
+    "fault optimizer - %s mid-run (checkpoint every %i steps): restarted on its port, it resumes, and the run completes once",
+    async (signal, checkpointEvery, why, resumes) => {
+      const config = tinyRunConfig(CHECKPOINT, { steps: 6, checkpointEvery, ...RUN });
       const lines: string[] = [];
       const log = (line: string) => lines.push(line);
       const cluster = await startLocalCluster(config, log, { restartPolicy: { firstDelayMs: 200 } });
@@ -66,9 +75,7 @@ describe.skipIf(!hasNats)("fault optimizer", () => {
         const text = lines.join("\n");
         expect(cluster.pids.optimizer).not.toBe(killed);
         expect(text).toMatch(new RegExp(`rlaif up: the Optimizer \\(pid ${killed}\\) ${why.source}`));
-        expect(text).toMatch(
-          new RegExp(`resume-unfinished: run ${run.runId} did not finish; resuming it at step [24]`),
-        );
+        expect(text).toMatch(new RegExp(`resume-unfinished: run ${run.runId} ${resumes}`));
         expect(text).toMatch(
           new RegExp(`run ${run.runId} is back: (RUNNING|SUCCEEDED) at step \\d+; following it again`),
         );

@@ -55,7 +55,11 @@ describe("lora run", () => {
     final = summary.checkpointPath;
     // Bytes per version: the reference is the full model, every update's version its adapters.
     const published = lines
-      .map((l) => /published weights v(\d+) \(step (\d+), (adapters|full weights), (\d+) bytes(, a delta[^)]*)?\)/.exec(l))
+      .map((l) =>
+        /published weights v(\d+) \(step (\d+), (adapters|full weights), (\d+) bytes(, a delta[^)]*)?\)/.exec(
+          l,
+        ),
+      )
       .filter((m) => m !== null)
       .map((m) => ({ version: Number(m[1]), what: m[3], bytes: Number(m[4]), delta: m[5] !== undefined }));
     expect(published.map((p) => p.what)).toEqual(["full weights", "adapters", "adapters", "adapters"]);

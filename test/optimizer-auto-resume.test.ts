@@ -1,9 +1,19 @@
 /**
  * `--resume-unfinished`: which run a starting Optimizer resumes (only the newest, only when it
  * did not end), and that a crashed run resumed that way ends once, with its ended.json, while a
- * cancelled run or one without a checkpoint yet is left alone.
+ * cancelled run is left alone. A run that died before its first step checkpoint is started over
+ * from step 0 (the same weights as an uninterrupted run at the end), unless the checkpoint it
+ * started from changed.
  */
-import { mkdirSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -16,7 +26,7 @@ import {
   RUN_END_FILE,
   resumeUnfinishedRun,
 } from "../services/optimizer/auto-resume.js";
-import { runAndCrash } from "./helpers/resume-runs.js";
+import { differingTensors, runAndCrash, runToEnd, tensorBytes } from "./helpers/resume-runs.js";
 import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
 /** A run directory `name` under `out` whose config.json (and metrics.jsonl) were last written at `at` s. */
@@ -101,7 +111,7 @@ describe("optimizer auto-resume", () => {
     expect((await resumeInFreshCluster(config, start)).run).toBeNull();
   }, 120_000);
 
-  it("auto-resume - a run cancelled with CancelRun, or one without a checkpoint yet, is not resumed", async () => {
+  it("auto-resume - a run cancelled with CancelRun is not resumed", async () => {
     const start = await writeTinyCheckpoint(9);
     const cancelled = tinyRunConfig(start, { steps: 4, checkpointEvery: 1 });
     const cluster = await startEmbeddedCluster(cancelled);
@@ -117,13 +127,52 @@ describe("optimizer auto-resume", () => {
       await cluster.close();
     }
     expect((await resumeInFreshCluster(cancelled, start)).run).toBeNull();
+  }, 120_000);
 
+  it("auto-resume - a run that died before its first checkpoint restarts from step 0 under its id and seed and ends with the weights of an uninterrupted run", async () => {
+    const start = await writeTinyCheckpoint(9);
+    const early = tinyRunConfig(start, { steps: 4, checkpointEvery: 10, seed: 6 });
+    const dir = await runAndCrash(early, 1);
+    expect(readdirSync(dir).filter((n) => n.startsWith("step-"))).toEqual([]);
+    const { run, summary, lines } = await resumeInFreshCluster(early, start);
+    expect(run?.runId).toBe(basename(dir));
+    expect(run?.dir).toBe(dir);
+    expect(run?.resumedFromStep).toBe(0);
+    expect(run?.settings.seed).toBe(6);
+    expect(lines).toContain(
+      `optimizer: --resume-unfinished: run ${basename(dir)} did not finish and wrote no step checkpoint; restarting it from step 0 (seed 6)`,
+    );
+    expect(summary?.steps).toBe(4);
+    expect(summary?.trajectories).toBe(4 * 4 * 2);
+    const steps = readFileSync(join(dir, "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => Number(JSON.parse(l).step));
+    expect(steps, "the dead attempt's step 1 line is not kept twice").toEqual([1, 2, 3, 4]);
+    expect(endOf(dir)).toMatchObject({ state: "SUCCEEDED", step: 4 });
+
+    const uninterrupted = await runToEnd(early);
+    const restarted = await tensorBytes(join(dir, "final.safetensors"));
+    expect(restarted.size).toBeGreaterThan(0);
+    expect(differingTensors(restarted, await tensorBytes(join(uninterrupted, "final.safetensors")))).toEqual(
+      [],
+    );
+  }, 180_000);
+
+  it("auto-resume - a run without a checkpoint is not restarted when its starting checkpoint changed", async () => {
+    const start = await writeTinyCheckpoint(9);
     const early = tinyRunConfig(start, { steps: 4, checkpointEvery: 10 });
     const dir = await runAndCrash(early, 1);
+    const recorded = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")).provenance.model.sha256;
+    // The file the run started from is replaced by other weights of the same model.
+    copyFileSync(await writeTinyCheckpoint(10), start);
     const { run, lines } = await resumeInFreshCluster(early, start);
     expect(run).toBeNull();
     expect(lines.at(-1)).toMatch(
-      new RegExp(`the unfinished run ${dir} is not resumed: .*holds no step-<n>\\.safetensors checkpoint`),
+      new RegExp(
+        `the unfinished run ${dir} is not resumed: run ${basename(dir)} started from .* with SHA-256 ${recorded}, but this Optimizer's checkpoint .* has SHA-256 [0-9a-f]{64}: the starting weights changed`,
+      ),
     );
+    expect(() => endOf(dir), "it stays unfinished").toThrow();
   }, 120_000);
 });

@@ -121,4 +121,43 @@ describe("optimizer ledger", () => {
     expect(summary.steps).toBe(6);
     expect(summary.trajectories).toBe(24);
   });
+
+  it("ledger - a run started over from step 0 drops the dead attempt's queued trajectories as in flight and applies only its own", async () => {
+    const { bus, learner } = setup({ ackWaitMs: 100 });
+    const runSettings = settings({ steps: 2 });
+    // The dead attempt (bus run id = the run id) left step 1's samples and two of step 2's queued.
+    const queue = await bus.queue("trajectories");
+    const leftovers = [
+      trajectory(RUN, 1, 0, 0),
+      trajectory(RUN, 1, 0, 1),
+      trajectory(RUN, 1, 1, 0),
+      trajectory(RUN, 1, 1, 1),
+      trajectory(RUN, 2, 0, 0),
+      trajectory(RUN, 2, 1, 1),
+    ];
+    for (const t of leftovers) await queue.publish(toBinary(TrajectorySchema, t), { msgId: t.id });
+    rollout(bus);
+    const lines: string[] = [];
+    const restarted = new RunDriver(bus, learner, {
+      runId: RUN,
+      settings: runSettings,
+      prompts: ["p0", "p1"],
+      stepTimeoutMs: 10_000,
+      mode: "embedded",
+      log: (l) => lines.push(l),
+      restarted: true,
+    });
+    expect(restarted.busRunId).toMatch(new RegExp(`^${RUN}-resume0-[0-9a-f]{4}$`));
+    const summary = await restarted.run();
+    expect(summary.steps).toBe(2);
+    expect(summary.droppedInFlight).toBe(leftovers.length);
+    expect(restarted.ledger.drops).toEqual({ inFlight: leftovers.length, alreadyApplied: 0, settled: 0 });
+    expect(learner.applied.every(({ t }) => t.runId === restarted.busRunId)).toBe(true);
+    expect(learner.steps.flat().map(logical).sort()).toEqual(
+      [1, 2].flatMap((st) => [0, 1].flatMap((p) => [0, 1].map((k) => `${st}.${p}.${k}`))).sort(),
+    );
+    expect(lines.filter((l) => l.includes(`in flight when attempt ${RUN} died`))).toHaveLength(
+      leftovers.length,
+    );
+  });
 });

@@ -137,6 +137,41 @@ describe("weights publisher - a bad pointer never blocks the Optimizer", () => {
     expect((await foreign.publish(bus, input("x", 0))).version).toBe(1n);
   });
 
+  it("weights publisher - a staged version is stored but unseen until its commit moves the pointer", async () => {
+    const bus = new MemoryBus();
+    closers.push(() => bus.close());
+    const publisher = new WeightsPublisher({ signer: newSigner() });
+    await publisher.publish(bus, input("v1", 1));
+    const staged = await publisher.stage(bus, input("v2", 2));
+    expect(staged.version).toBe(2);
+    expect(Number((await readLatestWeights(bus))?.manifest.version)).toBe(1);
+    const manifest = await publisher.commit(bus, staged);
+    expect(Number(manifest.version)).toBe(2);
+    expect(manifest.objectName).toBe(staged.objectName);
+    expect(new TextDecoder().decode(await fetchWeightsBlob(bus, manifest.objectName, manifest.sha256))).toBe(
+      "v2",
+    );
+  });
+
+  it("weights publisher - a version taken between stage and commit renumbers the staged blob and drops its old name", async () => {
+    const bus = new MemoryBus();
+    closers.push(() => bus.close());
+    const signer = newSigner();
+    const publisher = new WeightsPublisher({ signer });
+    await publisher.publish(bus, input("v1", 1));
+    const staged = await publisher.stage(bus, input("mine", 2));
+    // another Optimizer with the same key publishes v2 first
+    await new WeightsPublisher({ signer }).publish(bus, input("theirs", 2));
+    const manifest = await publisher.commit(bus, staged);
+    expect(Number(manifest.version)).toBe(3);
+    expect(Number(manifest.parentVersion)).toBe(2);
+    expect(new TextDecoder().decode(await fetchWeightsBlob(bus, manifest.objectName, manifest.sha256))).toBe(
+      "mine",
+    );
+    const names = (await (await bus.objects()).list()).map((o) => o.name);
+    expect(names).not.toContain(staged.objectName);
+  });
+
   it("weights publisher - a retention below 1 is refused naming the setting", () => {
     expect(() => new WeightsPublisher({ retention: 0 })).toThrow(ValidationError);
     expect(() => new WeightsPublisher({ retention: 0 })).toThrow(

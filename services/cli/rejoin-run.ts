@@ -47,7 +47,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /**
  * After `drop`: log why, then poll GetStatus for `runId` until an Optimizer answers (within
  * `rejoin.waitMs`) and resolve with the run's status there. RunFailedError when the Optimizer
- * came back without the run (it had no checkpoint to resume from); RlaifError when it did not
+ * came back without the run (not resumed: see the Optimizer's log); RlaifError when it did not
  * come back in time; the `abandoned` error when its supervisor gave up.
  */
 export async function rejoinRun(
@@ -70,7 +70,7 @@ export async function rejoinRun(
     } catch (err) {
       if (err instanceof RpcError && err.code === status.NOT_FOUND) {
         throw new RunFailedError(
-          `run ${runId} is gone: the Optimizer came back without it. A restarted Optimizer resumes a run by itself only with --resume-unfinished and only from a step checkpoint (written every --checkpoint-every steps); none was written yet, it could not be read, or the run ended while the Optimizer was away (see the Optimizer's log)`,
+          `run ${runId} is gone: the Optimizer came back without it. A restarted Optimizer resumes a run by itself only with --resume-unfinished: from its newest step checkpoint (written every --checkpoint-every steps), or from step 0 when it wrote none yet; the checkpoint could not be read, was of another model, or the starting checkpoint changed (see the Optimizer's log)`,
           { cause: err },
         );
       }

@@ -12,28 +12,15 @@
  */
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { RUN_END_FILE } from "./ended-runs.js";
 import { planResume } from "./run-api.js";
+import { listRunCheckpoints } from "./run-checkpoint.js";
 import type { RunController, RunRecord } from "./run-controller.js";
-import { CONFIG_FILE, FINAL_CHECKPOINT, METRICS_FILE, writeFileAtomic } from "./run-files.js";
+import { CONFIG_FILE, FINAL_CHECKPOINT, METRICS_FILE } from "./run-files.js";
+import { readStartRecord, unchangedStart } from "./run-restart.js";
 
-/** The file that says a run has ended and is not to be resumed by a restart. */
-export const RUN_END_FILE = "ended.json";
-
-/**
- * Record in `dir` that its run ended (`state` as RunState's name). Never throws: a run's outcome
- * must not turn into a failure for want of this file (`log` says it could not be written).
- */
-export function markRunEnded(
-  dir: string,
-  end: { state: string; step: number; error: string },
-  log?: (line: string) => void,
-): void {
-  try {
-    writeFileAtomic(join(dir, RUN_END_FILE), `${JSON.stringify({ ...end, endedUnixMs: Date.now() })}\n`);
-  } catch (err) {
-    log?.(`optimizer: cannot write ${join(dir, RUN_END_FILE)}: ${(err as Error).message}`);
-  }
-}
+/** Where a run's end is recorded (ended-runs.ts); re-exported for the callers of this module. */
+export { markRunEnded, RUN_END_FILE } from "./ended-runs.js";
 
 async function mtimeMs(path: string): Promise<number> {
   return (await stat(path).catch(() => null))?.mtimeMs ?? 0;
@@ -90,8 +77,10 @@ export interface AutoResumeOptions {
 
 /**
  * Resume the unfinished run of `outDir` on `runs`, if there is one; resolves with its record,
- * or null (the reason logged) when there is none or it cannot be resumed — no step checkpoint
- * yet, a damaged one, another model. The Optimizer serves either way.
+ * or null (the reason logged) when there is none or it cannot be resumed — a damaged
+ * checkpoint, another model. A run that died before its first step checkpoint is started over
+ * from step 0 under its id, settings and seed ({@link restartFromStart}). The Optimizer serves
+ * either way.
  */
 export async function resumeUnfinishedRun(
   runs: RunController,
@@ -100,6 +89,7 @@ export async function resumeUnfinishedRun(
   const dir = await findUnfinishedRun(opts.outDir, opts.log);
   if (!dir) return null;
   try {
+    if ((await listRunCheckpoints(dir)).length === 0) return await restartFromStart(runs, dir, opts);
     const plan = await planResume(
       dir,
       {},
@@ -119,4 +109,24 @@ export async function resumeUnfinishedRun(
     );
     return null;
   }
+}
+
+/**
+ * The run of `dir` died before its first step checkpoint: nothing it did was kept (its updates
+ * lived only in the dead process), so starting it again from step 0 with the settings, prompts
+ * and seed its config.json records gives the run an uninterrupted one gives. Only from the same
+ * starting weights: the SHA-256 recorded when it started must be that of this Optimizer's
+ * checkpoint, else it is refused (thrown, and logged by the caller).
+ */
+async function restartFromStart(
+  runs: RunController,
+  dir: string,
+  opts: AutoResumeOptions,
+): Promise<RunRecord> {
+  const record = readStartRecord(dir);
+  await unchangedStart(record, opts.checkpoint);
+  opts.log?.(
+    `optimizer: --resume-unfinished: run ${record.runId} did not finish and wrote no step checkpoint; restarting it from step 0 (seed ${record.settings.seed})`,
+  );
+  return runs.restart(record);
 }

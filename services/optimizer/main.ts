@@ -115,6 +115,8 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
   });
   // Before the server listens: whoever asks for the run once it answers finds it running.
   let stopping = false;
+  const ended = await runs.loadEnded();
+  if (ended > 0) opts.log?.(`optimizer: ${ended} ended run(s) under ${opts.outDir} are listed`);
   if (opts.resumeUnfinished)
     await resumeUnfinishedRun(runs, { outDir: opts.outDir, checkpoint: opts.checkpoint, ...logOpt });
   const server = await startServer({

@@ -90,12 +90,12 @@ export function optimizerService(
       return { runId: run.runId, resumedFromStep: 0 };
     },
     getStatus(req) {
-      const run = runs.get(req.runId);
+      const run = runs.view(req.runId);
       const last = runs.lastMetrics(run);
       return {
         runId: run.runId,
         state: run.state,
-        step: run.driver.step,
+        step: run.step,
         error: run.error,
         ...(last ? { lastMetrics: last } : {}),
         ...(run.summary ? { summary: run.summary } : {}),
@@ -122,8 +122,8 @@ export function optimizerService(
         runs: all.slice(start, end).map((r) => ({
           runId: r.runId,
           state: r.state,
-          step: r.driver.step,
-          steps: r.settings.steps,
+          step: r.step,
+          steps: r.steps,
           startedUnixMs: BigInt(r.startedUnixMs),
           error: r.error,
         })),
@@ -138,7 +138,7 @@ export function optimizerService(
     },
     async cancelRun(req) {
       const run = await runs.cancel(req.runId);
-      return { state: run.state, step: run.driver.step };
+      return { state: run.state, step: run.step };
     },
   };
 }

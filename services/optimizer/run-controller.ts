@@ -18,7 +18,7 @@ import type { RunSettings } from "../core/src/config/settings.js";
 import { NotFoundError, PreconditionError, RunCancelledError } from "../core/src/errors.js";
 import { tokenizerOfDescription } from "../core/src/model/hf-origin.js";
 import type { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
-import { markRunEnded } from "./auto-resume.js";
+import { type EndedRun, loadEndedRuns, markRunEnded } from "./ended-runs.js";
 import {
   pruneRunCheckpoints,
   type RunCheckpoint,
@@ -36,8 +36,11 @@ import {
 } from "./run-files.js";
 import { checkPromptsFit, newRunId } from "./run-helpers.js";
 import { type ProvenanceContext, recordScorers, runProvenance } from "./run-provenance.js";
+import type { StartRecord } from "./run-restart.js";
+import { endedView, liveView, type RunView } from "./run-view.js";
+import { watchRun } from "./run-watch.js";
 
-export { checkPromptsFit, newRunId };
+export { checkPromptsFit, newRunId, type RunView };
 
 /**
  * Builds the learner of a run: from the configured starting checkpoint, or, with `resumeFrom`,
@@ -92,6 +95,8 @@ export interface RunControllerOptions {
 export class RunController {
   private readonly runs = new Map<string, RunRecord>();
   private latest: RunRecord | null = null;
+  /** Runs that ended before this controller started (their ended.json), not run here since. */
+  private readonly ended = new Map<string, EndedRun>();
 
   constructor(private readonly opts: RunControllerOptions) {}
 
@@ -100,11 +105,43 @@ export class RunController {
     return this.opts.outDir;
   }
 
-  /** The run with this id, or the most recent one for "". */
+  /**
+   * Learn the runs that ended under the output directory before this controller started, so
+   * GetStatus, ListRuns and WatchMetrics answer for them too; resolves with how many.
+   */
+  async loadEnded(): Promise<number> {
+    const found = await loadEndedRuns(this.opts.outDir, this.opts.log);
+    for (const run of found) if (!this.runs.has(run.runId)) this.ended.set(run.runId, run);
+    return found.length;
+  }
+
+  /**
+   * The run with this id, or the most recent one for "", run here: NotFoundError when there is
+   * none, PreconditionError when it ended before this controller started (it can only be read).
+   */
   get(runId: string): RunRecord {
     const run = runId ? this.runs.get(runId) : this.latest;
-    if (!run) throw new NotFoundError(runId ? `no run with id "${runId}"` : "no run has been started");
-    return run;
+    if (run) return run;
+    const ended = runId ? this.ended.get(runId) : this.newestEnded();
+    if (ended) {
+      throw new PreconditionError(
+        `run ${ended.runId} ended (${RunState[ended.state]}) before this Optimizer started; its files are in ${ended.dir}`,
+      );
+    }
+    throw new NotFoundError(runId ? `no run with id "${runId}"` : "no run has been started");
+  }
+
+  /** The run with this id (the most recent for ""), run here or ended earlier, as the RPCs report it. */
+  view(runId: string): RunView {
+    const run = runId ? this.runs.get(runId) : this.latest;
+    if (run) return liveView(run);
+    const ended = runId ? this.ended.get(runId) : this.newestEnded();
+    if (ended) return endedView(ended);
+    throw new NotFoundError(runId ? `no run with id "${runId}"` : "no run has been started");
+  }
+
+  private newestEnded(): EndedRun | undefined {
+    return [...this.ended.values()].sort((a, b) => b.endedUnixMs - a.endedUnixMs)[0];
   }
 
   /** Start a run; refuses while another is running or paused. */
@@ -116,6 +153,23 @@ export class RunController {
     mkdirSync(dir, { recursive: true });
     const provenance = this.opts.provenance && (await runProvenance(this.opts.provenance, dir));
     return this.launch(runId, { ...settings, prompts }, learner, dir, provenance);
+  }
+
+  /**
+   * Start over, from step 0, a run that died before its first step checkpoint (`record`, from
+   * its config.json: same id, directory, settings and seed; its starting weights checked by the
+   * caller). What the dead attempt left is cleared: metrics lines, temp files. Its jobs go out
+   * under a fresh bus run id, so any of the dead attempt's trajectories still queued are dropped
+   * as a crashed attempt's (counted in dropped_in_flight), never applied.
+   */
+  async restart(record: StartRecord): Promise<RunRecord> {
+    this.checkIdle(record.runId, true);
+    const learner = await this.newLearner(record.settings);
+    metricsUpTo(record.dir, 0);
+    await pruneRunCheckpoints(record.dir, 0, 0);
+    this.opts.log?.(`optimizer: restarting run ${record.runId} from step 0`);
+    const provenance = this.opts.provenance && (await runProvenance(this.opts.provenance, record.dir));
+    return this.launch(record.runId, record.settings, learner, record.dir, provenance, undefined, true);
   }
 
   /**
@@ -152,7 +206,7 @@ export class RunController {
       );
     }
     // A resumed run may take over the record of its own earlier, ended attempt.
-    if (this.runs.has(runId) && !resuming) {
+    if ((this.runs.has(runId) || this.ended.has(runId)) && !resuming) {
       throw new PreconditionError(`a run with id "${runId}" already exists`);
     }
   }
@@ -178,6 +232,7 @@ export class RunController {
     dir: string,
     provenance: RunProvenance | undefined,
     resume?: ResumePoint,
+    restarted = false,
   ): RunRecord {
     writeRunConfig(dir, runId, settings, settings.prompts, provenance);
     // The scorers of the trajectories each update uses go into config.json as they appear.
@@ -216,11 +271,13 @@ export class RunController {
             await this.writeCheckpoint(record);
         },
         ...(resume ? { resume } : {}),
+        ...(restarted ? { restarted } : {}),
         ...(this.opts.weights ? { weights: this.opts.weights } : {}),
         ...(this.opts.log ? { log: this.opts.log } : {}),
       }),
     };
     record.done = this.drive(record);
+    this.ended.delete(runId);
     this.runs.set(runId, record);
     this.latest = record;
     return record;
@@ -265,8 +322,18 @@ export class RunController {
       return null;
     } finally {
       if (!stopped) {
-        const end = { state: RunState[run.state], step: run.driver.step, error: run.error };
-        markRunEnded(run.dir, end, this.opts.log);
+        markRunEnded(
+          run.dir,
+          {
+            state: RunState[run.state],
+            step: run.driver.step,
+            error: run.error,
+            steps: run.settings.steps,
+            startedUnixMs: run.startedUnixMs,
+            summary: run.summary,
+          },
+          this.opts.log,
+        );
       }
       for (const w of run.watchers) w(null);
     }
@@ -274,40 +341,12 @@ export class RunController {
 
   /** Every step's metrics from `fromStep` (1-based; 0 = the first), then live ones, until the run ends. */
   async *watch(runId: string, signal: AbortSignal, fromStep = 0): AsyncGenerator<StepMetrics> {
-    const run = this.get(runId);
-    const pending: (StepMetrics | null)[] = [];
-    let wake: (() => void) | null = null;
-    const push = (m: StepMetrics | null) => {
-      pending.push(m);
-      wake?.();
-    };
-    run.watchers.add(push);
-    signal.addEventListener("abort", () => wake?.(), { once: true });
-    try {
-      let sent = Math.max(0, fromStep - 1);
-      for (const m of run.driver.history) {
-        if (m.step <= sent) continue;
-        sent = m.step;
-        yield m;
-      }
-      if (run.state !== RunState.RUNNING && run.state !== RunState.PAUSED) return;
-      while (!signal.aborted) {
-        const m = pending.shift();
-        if (m === undefined) {
-          await new Promise<void>((r) => {
-            wake = r;
-          });
-          continue;
-        }
-        if (m === null) return;
-        if (m.step > sent) {
-          sent = m.step;
-          yield m;
-        }
-      }
-    } finally {
-      run.watchers.delete(push);
+    if (!(runId ? this.runs.has(runId) : this.latest)) {
+      // Ended before this controller started: its recorded steps, and the stream ends.
+      for (const m of this.view(runId).history()) if (m.step >= fromStep) yield m;
+      return;
     }
+    yield* watchRun(this.get(runId), signal, fromStep);
   }
 
   /**
@@ -333,21 +372,24 @@ export class RunController {
   /**
    * Stop a run for good (CancelRun): the step in progress is abandoned and the run ends
    * CANCELLED with its last completed step checkpointed. Resolves once it has ended; a run that
-   * had already ended is left as it was.
+   * had already ended (here or before this controller started) is left as it was.
    */
-  async cancel(runId: string): Promise<RunRecord> {
+  async cancel(runId: string): Promise<RunView> {
+    const known = runId ? this.runs.has(runId) : this.latest !== null;
+    if (!known) return this.view(runId);
     const run = this.get(runId);
     if (run.state === RunState.RUNNING || run.state === RunState.PAUSED) {
       run.cancelRequested = true;
       run.driver.cancel();
       await run.done;
     }
-    return run;
+    return liveView(run);
   }
 
-  /** Runs known here, newest first. */
-  list(): RunRecord[] {
-    return [...this.runs.values()].sort((a, b) => b.startedUnixMs - a.startedUnixMs);
+  /** Runs known here (run here, or ended before this controller started), newest first. */
+  list(): RunView[] {
+    const views = [...[...this.runs.values()].map(liveView), ...[...this.ended.values()].map(endedView)];
+    return views.sort((a, b) => b.startedUnixMs - a.startedUnixMs);
   }
 
   /** Cancel the latest run if it is still going, wait for it to end, and free its model. */
@@ -360,8 +402,8 @@ export class RunController {
   }
 
   /** Last metrics of a run, as a fresh message (or undefined before the first step). */
-  lastMetrics(run: RunRecord): StepMetrics | undefined {
-    const m = run.driver.history.at(-1);
+  lastMetrics(run: RunView): StepMetrics | undefined {
+    const m = run.history().at(-1);
     return m ? create(StepMetricsSchema, m) : undefined;
   }
 }

@@ -26,7 +26,6 @@
  * only loses unacked work: jobs and trajectories of later steps die with the attempt's bus id.
  */
 
-import type { EventLoopUtilization } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
   type RunSummary,
@@ -40,66 +39,18 @@ import type { Bus } from "../core/src/bus/bus.js";
 import { runStateKey } from "../core/src/bus/subjects.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { RunCancelledError, RunFailedError } from "../core/src/errors.js";
-import type { WeightMap } from "../core/src/model/causal-lm.js";
-import type { CheckpointTokenizer } from "../core/src/model/checkpoint.js";
 import { isAdapterBlob } from "../core/src/model/lora-files.js";
-import type { ThreadMemory } from "../core/src/thread/memory-probe.js";
-import { WeightsPublisher } from "../core/src/weights/weights-publisher.js";
-import { jobSeed, meanStaleness, meanStd, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
+import { type StagedWeights, WeightsPublisher } from "../core/src/weights/weights-publisher.js";
+import { jobSeed, meanStaleness, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
+import type { Learner, LearnerStepResult, ResumePoint } from "./run-types.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
-import { BusyClock, excludedByCause, stalenessHistogram, tokensPerSecondByWorker } from "./step-stats.js";
-import { type LedgerRecord, TrajectoryLedger } from "./trajectory-ledger.js";
+import { completionTokens, type PipelineStats, queueDepths, stepMetrics } from "./step-metrics.js";
+import { BusyClock, excludedByCause, stalenessHistogram } from "./step-stats.js";
+import { TrajectoryLedger } from "./trajectory-ledger.js";
 
+/** The loop's contracts (run-types.ts), re-exported for the modules that import them from here. */
+export type { Learner, LearnerStepResult, ResumePoint };
 export { jobSeed, sampleKl };
-
-/** What one update reports (the optional parts default to 0 in the metrics). */
-export interface LearnerStepResult {
-  loss: number;
-  gradNorm: number;
-  entropy: number;
-  /** Share of completion tokens whose importance ratio was clipped/truncated. */
-  clipFraction?: number;
-  /** β of the KL penalty used by the update. */
-  klCoef?: number;
-  /** Learning rate used by the update. */
-  learningRate?: number;
-  /** True when the gradient was not finite and nothing was updated (weights, Adam, baseline, β). */
-  updateSkipped?: boolean;
-}
-
-/** What the run loop needs from the learning side (model + optimiser). */
-export interface Learner {
-  readonly modelKind: string;
-  /** Tokens the model reads at most (BOS + prompt + completion). */
-  readonly contextLength: number;
-  /** The model's tokenizer, so prompts are measured in its tokens (absent: the byte tokenizer). */
-  readonly tokenizer?: CheckpointTokenizer;
-  /** One policy-gradient update on these trajectories. */
-  step(trajectories: Trajectory[]): Promise<LearnerStepResult>;
-  /** Current weights in the safetensors layout published to replicas. */
-  weightsBlob(): Promise<Uint8Array>;
-  /**
-   * Write a checkpoint file (atomically); resolves with its SHA-256. With `resumable`, the file
-   * also carries the optimiser state and these extra tensors, so a run can continue from it.
-   */
-  saveCheckpoint(
-    path: string,
-    metadata: Record<string, string>,
-    resumable?: { tensors: WeightMap },
-  ): Promise<string>;
-  /** Free the model and optimiser state. */
-  dispose(): void;
-  /**
-   * Where the learner computes in a thread of its own: that thread's event-loop utilisation, so
-   * a bench can tell whether updates overlapped sampling.
-   */
-  eventLoopUtilization?(prev?: EventLoopUtilization): EventLoopUtilization;
-  /**
-   * Where the learner computes in a thread of its own: that thread's memory and live tensors
-   * (memory-probe.ts), so a soak can tell a leak in the learner from one elsewhere.
-   */
-  memory?(): Promise<ThreadMemory>;
-}
 
 /** Options of one run. */
 export interface RunOptions {
@@ -116,36 +67,15 @@ export interface RunOptions {
   onStepEnd?: (step: number) => Promise<void>;
   /** Continue from a checkpoint instead of starting at step 1. */
   resume?: ResumePoint;
+  /**
+   * A run started over from step 0 after its Optimizer died before its first checkpoint: it
+   * takes a fresh bus run id, as a resumed run does, so the dead attempt's trajectories still
+   * queued are dropped (and counted) by its ledger, never applied.
+   */
+  restarted?: boolean;
   /** Publishes the weights (signed, old versions collected); absent: an unsigned one of its own. */
   weights?: WeightsPublisher;
   log?: (line: string) => void;
-}
-
-/** Where a resumed run picks up (read from a resumable checkpoint by run-checkpoint.ts). */
-export interface ResumePoint {
-  /** Steps already applied. */
-  step: number;
-  /** The run's frozen reference weights (its first version), as a weights blob. */
-  referenceBlob: Uint8Array;
-  /** The weights the replicas served after `step` (the last publish) and the step they are from. */
-  servedBlob: Uint8Array;
-  servedStep: number;
-  /** Metrics of the steps before (for WatchMetrics and the summary; may be incomplete). */
-  history: StepMetrics[];
-  /** Totals of the steps before, for the summary. */
-  trajectories: number;
-  tokens: number;
-  wallSeconds: number;
-  /** The checkpoint's trajectory ledger (trajectory-ledger.ts); null when it predates ledgers. */
-  ledger?: LedgerRecord | null;
-}
-
-/** What a step's metrics say about the pipeline, besides the update's own figures (step-stats.ts). */
-interface PipelineStats {
-  staleness: number;
-  stalenessHistogram: number[];
-  excludedByCause: Record<string, number>;
-  droppedByCause: Record<string, number>;
 }
 
 /** Drives one run; `paused` is polled between steps. */
@@ -169,6 +99,8 @@ export class RunDriver {
   readonly ledger: TrajectoryLedger;
   private readonly lock = new StepLock();
   private readonly weights: WeightsPublisher;
+  /** With overlap: the last update's weights, uploaded but not yet pointed to (see run()). */
+  private staged: StagedWeights | null = null;
   private wallBefore = 0;
   private started = performance.now();
   /** Times every learner call, for StepMetrics.optimizer_busy_fraction. */
@@ -185,11 +117,12 @@ export class RunDriver {
   ) {
     this.weights = opts.weights ?? new WeightsPublisher();
     const r = opts.resume;
-    this.busRunId = r
-      ? `${opts.runId}-resume${r.step}-${Math.floor(Math.random() * 0x10000)
-          .toString(16)
-          .padStart(4, "0")}`
-      : opts.runId;
+    this.busRunId =
+      r || opts.restarted
+        ? `${opts.runId}-resume${r?.step ?? 0}-${Math.floor(Math.random() * 0x10000)
+            .toString(16)
+            .padStart(4, "0")}`
+        : opts.runId;
     this.ledger = new TrajectoryLedger(opts.runId, this.busRunId, r?.ledger ?? null, r?.step ?? 0, opts.log);
     if (r) {
       this.history.push(...r.history);
@@ -287,7 +220,11 @@ export class RunDriver {
           // The previous update's weights go out only now that this step's samples are all in,
           // so every one of them was drawn by the same version: a run with overlap is exactly
           // as reproducible (and resumable) as a synchronous one, each sample one version old.
-          await this.lock.run(async () => this.publish(await this.weightsBlob(), step - 1, reference));
+          await this.lock.run(async () => {
+            const staged = this.staged?.input.step === step - 1 ? this.staged : null;
+            this.staged = null;
+            await this.publish(staged?.input.blob ?? (await this.weightsBlob()), step - 1, reference, staged);
+          });
         }
         // With staleness allowed, a sample older than the bound is refused too (defence in depth
         // behind the jobs' min_weights_version); at 0 every error-free sample is used, as always.
@@ -316,6 +253,18 @@ export class RunDriver {
           }
           await this.record(step, stepStart, arrived.length, trajs, result, pipeline);
           await this.opts.onStepEnd?.(step);
+          if (lag > 0 && step < settings.steps && due(step)) {
+            // Upload this step's weights now, while the replicas still sample the next step with
+            // the old ones; the pointer moves (fast) once that step's samples are all in.
+            const input = {
+              blob: await this.weightsBlob(),
+              runId,
+              step,
+              modelKind: this.learner.modelKind,
+              reference,
+            };
+            this.staged = await this.weights.stage(this.bus, input);
+          }
         });
         if (lag === 0) await update;
         else pending = update;
@@ -348,35 +297,22 @@ export class RunDriver {
     return this.busy.time(() => this.learner.weightsBlob());
   }
 
-  /**
-   * Queue depths for the metrics (StepMetrics.queue_depths). A bus that cannot say leaves its
-   * entry out and logs why: a depth is a report, never a reason to fail the step.
-   */
-  private async queueDepths(): Promise<Record<string, number>> {
-    const depths: Record<string, number> = { trajectories_held: this.inbox?.held() ?? 0 };
-    for (const name of ["jobs", "trajectories"] as const) {
-      try {
-        depths[name] = await (await this.bus.queue(name)).pending();
-      } catch (err) {
-        this.opts.log?.(`optimizer: could not read the ${name} queue's depth: ${(err as Error).message}`);
-      }
-    }
-    return depths;
-  }
-
   private async publish(
     blob: Uint8Array,
     step: number,
     reference: { objectName: string; sha256: string; version: number },
+    staged: StagedWeights | null = null,
   ): Promise<void> {
     const { runId } = this.opts;
-    const manifest = await this.weights.publish(this.bus, {
-      blob,
-      runId,
-      step,
-      modelKind: this.learner.modelKind,
-      reference,
-    });
+    const manifest = staged
+      ? await this.weights.commit(this.bus, staged)
+      : await this.weights.publish(this.bus, {
+          blob,
+          runId,
+          step,
+          modelKind: this.learner.modelKind,
+          reference,
+        });
     this.weightsVersion = Number(manifest.version);
     this.servedBlob = blob;
     this.servedStep = step;
@@ -395,7 +331,9 @@ export class RunDriver {
     const how = delta
       ? `, a delta on v${m.baseVersion}: ${m.tensors.filter((t) => !t.unchanged).length} of ${m.tensors.length} tensors of the ${blob.length}-byte blob`
       : "";
-    this.opts.log?.(`optimizer: published weights v${m.version} (step ${m.step}, ${what}, ${bytes} bytes${how})`);
+    this.opts.log?.(
+      `optimizer: published weights v${m.version} (step ${m.step}, ${what}, ${bytes} bytes${how})`,
+    );
   }
 
   /** Counts the step, builds its metrics and hands them on (history, KV run state, onMetrics). */
@@ -409,38 +347,21 @@ export class RunDriver {
   ): Promise<void> {
     const { runId } = this.opts;
     const lap = this.busy.lap();
-    const stepTokens = trajs.reduce((s, t) => s + t.completionTokens.length, 0);
     this.trajectories += trajs.length;
-    this.tokens += stepTokens;
-    const [meanReward, stdReward] = meanStd(trajs.map((t) => t.reward));
-    const metrics = create(StepMetricsSchema, {
+    this.tokens += completionTokens(trajs);
+    const metrics = await stepMetrics({
       runId,
       step,
-      meanReward,
-      stdReward,
-      kl: sampleKl(trajs),
-      entropy: update.entropy,
-      gradNorm: update.gradNorm,
-      loss: update.loss,
-      trajectories: trajs.length,
-      excluded: arrived - trajs.length,
-      tokensPerSecond: stepTokens / ((performance.now() - stepStart) / 1000),
-      clipFraction: update.clipFraction ?? 0,
-      klCoef: update.klCoef ?? 0,
-      learningRate: update.learningRate ?? 0,
-      updateSkipped: update.updateSkipped ?? false,
-      sampleStaleness: pipeline.staleness,
-      deadLettered: pipeline.excludedByCause.dead_lettered ?? 0,
-      weightsVersion: BigInt(this.weightsVersion),
-      wallSeconds: this.wallSeconds,
-      optimizerBusyFraction: lap.busyFraction,
-      rolloutTokensPerSecond: tokensPerSecondByWorker(trajs, lap.seconds),
-      stalenessHistogram: pipeline.stalenessHistogram,
-      queueDepths: await this.queueDepths(),
-      excludedByCause: pipeline.excludedByCause,
-      droppedByCause: pipeline.droppedByCause,
-      weightsBytesPublished: BigInt(this.published.bytes),
-      weightsDelta: this.published.delta,
+      stepStart,
+      arrived,
+      trajs,
+      update,
+      pipeline,
+      lap,
+      weightsVersion: this.weightsVersion,
+      wallSeconds: () => this.wallSeconds,
+      queueDepths: () => queueDepths(this.bus, this.inbox, this.opts.log),
+      published: this.published,
     });
     this.published = { bytes: 0, delta: false };
     if (metrics.updateSkipped) {

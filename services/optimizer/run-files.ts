@@ -4,7 +4,16 @@
  * one metrics line may be cut by a kill, which {@link metricsUpTo} tolerates.
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fromJsonString } from "@bufbuild/protobuf";
 import { type StepMetrics, StepMetricsSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
@@ -94,16 +103,14 @@ export function metricsLine(m: StepMetrics): string {
 }
 
 /**
- * The metrics of steps 1..`step` from `<dir>/metrics.jsonl`, and the file rewritten to hold
- * exactly those lines. Why: a run resumed from step k re-runs k + 1.., whose lines the crashed
- * attempt may have written already; dropping them keeps one line per step. A torn last line (a
- * kill mid-append) and repeated steps are dropped too. A missing file gives [] and is left alone.
+ * The metrics of steps 1..`step` in `<dir>/metrics.jsonl`, one per step, oldest first; the file
+ * is only read. A torn last line (a kill mid-append) and repeated steps are skipped; a missing
+ * file gives []. Why: an ended run's recorded history, for WatchMetrics after a restart.
  */
-export function metricsUpTo(dir: string, step: number): StepMetrics[] {
-  const file = join(dir, METRICS_FILE);
+export function readMetrics(dir: string, step = Number.MAX_SAFE_INTEGER): StepMetrics[] {
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
+    text = readFileSync(join(dir, METRICS_FILE), "utf8");
   } catch {
     return [];
   }
@@ -119,7 +126,18 @@ export function metricsUpTo(dir: string, step: number): StepMetrics[] {
     const n = Number(m.step);
     if (n >= 1 && n <= step && !byStep.has(n)) byStep.set(n, m);
   }
-  const kept = [...byStep.values()].sort((a, b) => Number(a.step) - Number(b.step));
-  writeFileAtomic(file, kept.map(metricsLine).join(""));
+  return [...byStep.values()].sort((a, b) => Number(a.step) - Number(b.step));
+}
+
+/**
+ * The metrics of steps 1..`step` from `<dir>/metrics.jsonl` ({@link readMetrics}), and the file
+ * rewritten to hold exactly those lines. Why: a run resumed from step k re-runs k + 1.., whose
+ * lines the crashed attempt may have written already; dropping them keeps one line per step. A
+ * missing file gives [] and is left alone.
+ */
+export function metricsUpTo(dir: string, step: number): StepMetrics[] {
+  if (!existsSync(join(dir, METRICS_FILE))) return [];
+  const kept = readMetrics(dir, step);
+  writeFileAtomic(join(dir, METRICS_FILE), kept.map(metricsLine).join(""));
   return kept;
 }

@@ -31,9 +31,10 @@ export interface ProvenanceContext {
 
 /**
  * A checkpoint file's path and SHA-256; for a Hugging Face model directory, the SHA-256 of its
- * files' names and hashes (sorted), so a changed weight or tokenizer file changes it too.
+ * files' names and hashes (sorted), so a changed weight or tokenizer file changes it too. Also
+ * what a run restarted from step 0 checks its starting weights against (run-restart.ts).
  */
-async function fileRef(path: string): Promise<{ path: string; sha256: string }> {
+export async function fileRef(path: string): Promise<{ path: string; sha256: string }> {
   const abs = resolve(path);
   if (!(await stat(abs)).isDirectory()) return { path: abs, sha256: sha256Hex(await readFile(abs)) };
   const lines: string[] = [];

@@ -101,6 +101,8 @@ export class PolicyReplica {
   private current: VersionedModel;
   private reference: VersionedModel;
   private readonly leases = new Leases();
+  /** Callbacks of `waitForVersion` calls, run after every swap. */
+  private readonly swapped = new Set<() => void>();
   private unwatch: (() => void) | null = null;
   /** Last swap failure, for GetInfo/logs; a failed swap keeps the previous weights. */
   lastSwapError = "";
@@ -123,6 +125,27 @@ export class PolicyReplica {
   /** The reference model and version. */
   get referenceModel(): VersionedModel {
     return this.reference;
+  }
+
+  /**
+   * Resolves true once the serving version is `min` or newer, false if `signal` fires first.
+   * Why: a request that needs the version just published waits for the swap already under way
+   * instead of being sampled with weights its caller must discard.
+   */
+  async waitForVersion(min: number, signal: AbortSignal): Promise<boolean> {
+    while (this.current.version < min) {
+      if (signal.aborted) return false;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          signal.removeEventListener("abort", done);
+          this.swapped.delete(done);
+          resolve();
+        };
+        this.swapped.add(done);
+        signal.addEventListener("abort", done, { once: true });
+      });
+    }
+    return true;
   }
 
   /** Run model work against one consistent (current, reference) pair, leased until it settles. */
@@ -186,6 +209,7 @@ export class PolicyReplica {
     }
     const live = new Set([this.current.model, this.reference.model]);
     for (const m of new Set(old)) if (!live.has(m)) this.leases.retire(m);
+    for (const wake of [...this.swapped]) wake();
   }
 
   /**

@@ -7,8 +7,8 @@ import type { MessageShape } from "@bufbuild/protobuf";
 import type { SamplingParamsSchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { FinishReason } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { type PolicyService, WeightsSelector } from "../core/gen/rlaif/policy/v1/policy_pb.js";
-import { ValidationError } from "../core/src/errors.js";
-import type { ServiceImpl } from "../core/src/grpc/adapter.js";
+import { PreconditionError, ValidationError } from "../core/src/errors.js";
+import type { CallContext, ServiceImpl } from "../core/src/grpc/adapter.js";
 import { completionText, stopBytes, stopHoldback, textLength } from "../core/src/model/sampling.js";
 import type { Tokenizer } from "../core/src/model/tokenizer-types.js";
 import { RowGate } from "./batcher.js";
@@ -81,6 +81,25 @@ async function admitted<T>(gate: RowGate, n: number, work: () => Promise<T>): Pr
   }
 }
 
+/** Longest a Generate call waits for its min_weights_version (policy.proto). */
+export const MAX_VERSION_WAIT_MS = 10_000;
+/** Time left before the caller's deadline to answer why, rather than run into it. */
+const VERSION_ANSWER_MARGIN_MS = 50;
+
+/**
+ * Waits (MAX_VERSION_WAIT_MS at most, never past the call's deadline) until the replica serves
+ * version `min` or newer; PreconditionError (FAILED_PRECONDITION) if it does not get there.
+ */
+async function versionAtLeast(replica: PolicyReplica, min: number, ctx: CallContext): Promise<void> {
+  if (replica.serving.version >= min) return;
+  const waitMs = Math.min(MAX_VERSION_WAIT_MS, ctx.timeRemainingMs() - VERSION_ANSWER_MARGIN_MS);
+  const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(Math.max(0, waitMs))]);
+  if (await replica.waitForVersion(min, signal)) return;
+  throw new PreconditionError(
+    `this replica serves weights v${replica.serving.version}; the request needs v${min} or newer`,
+  );
+}
+
 /** The PolicyService handlers. */
 export function policyService(
   replica: PolicyReplica,
@@ -92,6 +111,7 @@ export function policyService(
     async generate(req, ctx) {
       const params = samplingOptions(req.sampling);
       const samples = req.samplesPerPrompt || 1;
+      await versionAtLeast(replica, Number(req.minWeightsVersion ?? 0n), ctx);
       return admitted(rowGate, req.prompts.length * samples, () =>
         replica.withModels(async ({ model, version }) => {
           const encoded = req.prompts.map((p) => model.tokenizer.encode(p));

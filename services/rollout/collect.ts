@@ -189,15 +189,32 @@ export async function collectPrompt(
     try {
       return await call();
     } catch (cause) {
-      if (cause instanceof ScorerTimeoutError) throw cause;
+      if (cause instanceof ScorerTimeoutError || cause instanceof StaleWeightsError) throw cause;
       if (cause instanceof RpcError && !isRetryable(cause)) throw cause;
       throw new PeerError(`${what} failed: ${(cause as Error).message}`, { cause });
     }
   };
   // 1. Sample G completions with their behaviour log-probs and the weights version.
-  const gen = await peer("Policy.Generate", () =>
-    policy.generate({ prompts: [job.prompt], samplesPerPrompt: job.samples, sampling: job.sampling }, opts),
-  );
+  // The replica waits for the job's version itself (a replica that ignores the field is caught
+  // by the check below); one that does not get there in time refuses without sampling.
+  const gen = await peer("Policy.Generate", async () => {
+    try {
+      return await policy.generate(
+        {
+          prompts: [job.prompt],
+          samplesPerPrompt: job.samples,
+          sampling: job.sampling,
+          ...(job.minWeightsVersion > 0 ? { minWeightsVersion: BigInt(job.minWeightsVersion) } : {}),
+        },
+        opts,
+      );
+    } catch (err) {
+      if (err instanceof RpcError && err.code === status.FAILED_PRECONDITION && job.minWeightsVersion > 0) {
+        throw new StaleWeightsError(`Policy.Generate: ${err.details}`, { cause: err });
+      }
+      throw err;
+    }
+  });
   const version = Number(gen.weightsVersion);
   if (version < job.minWeightsVersion) {
     throw new StaleWeightsError(`policy serves v${version}, job needs v${job.minWeightsVersion} or newer`);

@@ -43,6 +43,24 @@ export interface PublishWeightsInput {
   reference?: { objectName: string; sha256: string; version: number };
 }
 
+/** A blob stored under its expected version, its pointer not moved yet (WeightsPublisher.stage). */
+export interface StagedWeights {
+  readonly input: PublishWeightsInput;
+  /** The version it was stored for. */
+  readonly version: number;
+  /** Its object: the full blob, or a delta on `delta.base` (weights-delta.ts). */
+  readonly objectName: string;
+  /** SHA-256 and size of the full blob. */
+  readonly sha256: string;
+  readonly size: number;
+  /** Every tensor of the full blob, as digested. */
+  readonly tensors: WeightsTensor[];
+  /** The delta stored instead of the full blob, and the version it is on; null: stored full. */
+  readonly delta: { plan: DeltaPlan; base: { version: number; sha256: string; fullVersion: number } } | null;
+  /** Bytes of the stored object. */
+  readonly storedBytes: number;
+}
+
 /** Options of a {@link WeightsPublisher}. */
 export interface WeightsPublisherOptions {
   /** Signs every manifest; without it manifests go out unsigned (replicas with a verify key refuse them). */
@@ -109,52 +127,87 @@ export class WeightsPublisher {
   }
 
   /**
-   * Store `input.blob` as the next version and move the latest pointer to its manifest. The
-   * version follows the pointer when this publisher trusts it (see {@link distrust}), else its own
-   * last version; on a lost compare-and-set the next number is tried. Blob names carry the
-   * content hash, so concurrent publishers never overwrite each other.
+   * Store `input.blob` as the next version and move the latest pointer to its manifest: a
+   * {@link stage} followed at once by its {@link commit}.
    */
   async publish(bus: Bus, input: PublishWeightsInput): Promise<WeightsManifest> {
-    const kv = await bus.kv();
+    return this.commit(bus, await this.stage(bus, input));
+  }
+
+  /**
+   * Hash and store `input.blob` under the version this publisher expects to number it (one past
+   * its own last one, or past a trusted pointer), without moving the pointer: replicas do not see
+   * it yet. Why: an Optimizer that overlaps sampling with learning uploads a version while the
+   * replicas still sample the previous step with the old one, and only moves the pointer (fast)
+   * once that step's samples are all in, so the upload is off the pipeline's critical path.
+   */
+  async stage(bus: Bus, input: PublishWeightsInput): Promise<StagedWeights> {
     const objects = await bus.objects();
     // One pass over the bytes for both digests; the put then streams views of the same memory.
     const digest = digestBlob(input.blob);
     const { sha256, tensors } = digest;
+    const latest = await readPointer(bus);
+    const version = this.nextVersion(latest?.manifest ?? null);
+    const base = this.deltaBase(version - 1, version, input);
+    const plan = base ? planDelta(input.blob, digest, base.tensors) : null;
+    const delta = plan && base ? { plan, base } : null;
+    // A name no other publisher can use (version + the full blob's hash).
+    const objectName = weightsObjectName(version, sha256, delta ? "delta" : "safetensors");
+    const info = await objects.putStream(objectName, () => (plan ? plan.chunks() : blobChunks(input.blob)));
+    const size = input.blob.length;
+    return { input, version, objectName, sha256, size, tensors, delta, storedBytes: info.size };
+  }
+
+  /**
+   * Sign the staged version's manifest and move the latest pointer to it by compare-and-set. The
+   * version follows the pointer when this publisher trusts it (see {@link distrust}), else its own
+   * last version; when that is no longer the staged number (another writer moved the pointer, or
+   * a lost compare-and-set), the blob is stored again, full, under the next free number (a delta
+   * is only ever on this publisher's own previous version). Blob names carry the content hash,
+   * so concurrent publishers never overwrite each other.
+   */
+  async commit(bus: Bus, staged: StagedWeights): Promise<WeightsManifest> {
+    const kv = await bus.kv();
+    const objects = await bus.objects();
+    const { input } = staged;
+    let { objectName, delta, storedBytes } = staged;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const latest = await readPointer(bus);
       const why = latest ? this.distrust(latest.manifest) : null;
-      const trusted = latest && why === null ? (latest.manifest as WeightsManifest) : null;
-      const parent = Math.max(trusted ? Number(trusted.version) : 0, this.lastVersion);
+      const parent = this.nextVersion(latest?.manifest ?? null) - 1;
       const version = parent + 1;
       if (why !== null) {
         this.log(`weights: the latest-weights pointer held ${why}; replacing it with v${version}`);
       }
-      const base = this.deltaBase(parent, version, input);
-      const delta = base ? planDelta(input.blob, digest, base.tensors) : null;
-      // 1. Store the blob (or the delta) under a name no other publisher can use (version +
-      //    the full blob's hash).
-      const objectName = weightsObjectName(version, sha256, delta ? "delta" : "safetensors");
-      const info = await objects.putStream(objectName, () =>
-        delta ? delta.chunks() : blobChunks(input.blob),
-      );
+      // 1. The blob under a name no other publisher can use (version + content hash).
+      if (version !== staged.version || objectName === "") {
+        // (the staged blob goes unless the pointer itself names it: an identical blob, published)
+        const named = latest && !(latest.manifest instanceof WeightsError) ? latest.manifest : null;
+        if (objectName && ![named?.objectName, named?.referenceObjectName].includes(objectName)) {
+          await objects.delete(objectName);
+        }
+        objectName = weightsObjectName(version, staged.sha256);
+        delta = null;
+        storedBytes = (await objects.putStream(objectName, () => blobChunks(input.blob))).size;
+      }
       const unsigned = create(WeightsManifestSchema, {
         version: BigInt(version),
         runId: input.runId,
         step: input.step,
         objectName,
-        sha256,
-        sizeBytes: BigInt(input.blob.length),
+        sha256: staged.sha256,
+        sizeBytes: BigInt(staged.size),
         referenceObjectName: input.reference?.objectName ?? objectName,
-        referenceSha256: input.reference?.sha256 ?? sha256,
+        referenceSha256: input.reference?.sha256 ?? staged.sha256,
         referenceVersion: BigInt(input.reference?.version ?? version),
         modelKind: input.modelKind,
         createdUnixMs: BigInt(Date.now()),
         parentVersion: BigInt(parent),
-        tensors: delta ? delta.tensors : tensors,
-        baseVersion: BigInt(delta && base ? base.version : 0),
-        baseSha256: delta && base ? base.sha256 : "",
-        fullVersion: BigInt(delta && base ? base.fullVersion : version),
-        blobSizeBytes: BigInt(info.size),
+        tensors: delta ? delta.plan.tensors : staged.tensors,
+        baseVersion: BigInt(delta ? delta.base.version : 0),
+        baseSha256: delta ? delta.base.sha256 : "",
+        fullVersion: BigInt(delta ? delta.base.fullVersion : version),
+        blobSizeBytes: BigInt(storedBytes),
       });
       const manifest = this.signer ? signManifest(unsigned, this.signer) : unsigned;
       // 2. Move the pointer only if nobody else did since we read it.
@@ -169,16 +222,23 @@ export class WeightsPublisher {
         if (![winner?.objectName, winner?.referenceObjectName].includes(objectName)) {
           await objects.delete(objectName);
         }
+        objectName = "";
         continue;
       }
       this.lastVersion = version;
-      await this.remember(objects, manifest, tensors, delta);
+      await this.remember(objects, manifest, staged.tensors);
       await this.collect(objects, manifest);
       return manifest;
     }
     throw new KvConflictError(
       `could not move the latest-weights pointer after ${MAX_ATTEMPTS} attempts (too many publishers?)`,
     );
+  }
+
+  /** The number the next version takes after the pointer's manifest `m` (null: no pointer). */
+  private nextVersion(m: WeightsManifest | WeightsError | null): number {
+    const trusted = m !== null && this.distrust(m) === null ? (m as WeightsManifest) : null;
+    return Math.max(trusted ? Number(trusted.version) : 0, this.lastVersion) + 1;
   }
 
   /**
@@ -202,13 +262,13 @@ export class WeightsPublisher {
     objects: ObjectStore,
     manifest: WeightsManifest,
     tensors: WeightsTensor[],
-    delta: DeltaPlan | null,
   ): Promise<void> {
     const version = Number(manifest.version);
     if (this.fullEvery === 1) return;
     // Retention asks only for the newest `retention` versions' chain starts.
     this.chainStarts.set(version, Number(manifest.fullVersion));
-    for (const v of this.chainStarts.keys()) if (v < version - (this.retention ?? 1)) this.chainStarts.delete(v);
+    for (const v of this.chainStarts.keys())
+      if (v < version - (this.retention ?? 1)) this.chainStarts.delete(v);
     let manifestStored = true;
     try {
       await objects.put(
@@ -223,7 +283,7 @@ export class WeightsPublisher {
     this.last = {
       version,
       sha256: manifest.sha256,
-      fullVersion: delta ? Number(manifest.fullVersion) : version,
+      fullVersion: Number(manifest.fullVersion),
       tensors: new Map(tensors.map((t) => [t.name, t])),
       manifestStored,
     };

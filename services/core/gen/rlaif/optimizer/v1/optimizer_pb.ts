@@ -605,7 +605,8 @@ export const OptimizerService: GenService<{
     output: typeof GetStatusResponseSchema;
   },
   /**
-   * Runs this Optimizer knows (started or resumed since it started), newest first, paged.
+   * Runs this Optimizer knows (started or resumed since it started, and those that ended under
+   * its output directory before it started), newest first, paged.
    *
    * @generated from rpc rlaif.optimizer.v1.OptimizerService.ListRuns
    */
