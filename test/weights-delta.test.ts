@@ -332,4 +332,34 @@ describe("weights delta", () => {
       port1.close();
     }
   });
+
+  it("weights delta - a staged delta whose number another writer took is stored again in full under the next one", async () => {
+    const bus = newBus();
+    const publisher = new WeightsPublisher({ signer, fullEvery: 10 });
+    const blobs = onlyB(3);
+    const [m1] = await publishRun(bus, publisher, blobs.slice(0, 2));
+    const reference = referenceOf(m1 as WeightsManifest);
+    const staged = await publisher.stage(bus, {
+      blob: blobs[2] as Uint8Array,
+      runId: "delta",
+      step: 2,
+      modelKind: "fake",
+      reference,
+    });
+    expect(staged.delta?.base.version).toBe(2);
+    // Another Optimizer with the same key moves the pointer to v3 first.
+    await publishOne(
+      bus,
+      new WeightsPublisher({ signer }),
+      weightsAt(50, () => true),
+      9,
+    );
+    const m = await publisher.commit(bus, staged);
+    expect([m.version, m.baseVersion, m.parentVersion]).toEqual([4n, 0n, 3n]);
+    expect(m.blobSizeBytes).toBe(m.sizeBytes);
+    expect((await (await bus.objects()).list()).map((o) => o.name)).not.toContain(staged.objectName);
+    const replica = newReplica();
+    await replica.apply(bus, m);
+    expect(nameOf(replica.serving.model)).toBe(sha256(blobs[2] as Uint8Array));
+  });
 });
