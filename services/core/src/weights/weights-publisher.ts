@@ -18,18 +18,19 @@
  * overwritten with its own next version, with a warning naming what it replaced. A bad pointer
  * therefore never blocks the next real publish.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import {
   type WeightsManifest,
   WeightsManifestSchema,
   type WeightsTensor,
 } from "../../gen/rlaif/common/v1/types_pb.js";
 import type { Bus, ObjectStore } from "../bus/bus.js";
-import { LATEST_WEIGHTS_KEY, weightsObjectName, weightsObjectVersion } from "../bus/subjects.js";
+import { LATEST_WEIGHTS_KEY, weightsObjectName } from "../bus/subjects.js";
 import { KvConflictError, ValidationError, WeightsError } from "../errors.js";
 import { type DeltaPlan, planDelta } from "./weights-delta.js";
 import { MAX_VERSION_JUMP, MAX_WEIGHTS_VERSION } from "./weights-manifest.js";
 import { readPointer } from "./weights-pointer.js";
+import { collectWeights } from "./weights-retention.js";
 import { signatureProblem, signManifest, type WeightsSigner } from "./weights-signing.js";
 import { blobChunks, digestBlob } from "./weights-stream.js";
 
@@ -227,7 +228,9 @@ export class WeightsPublisher {
       }
       this.lastVersion = version;
       await this.remember(objects, manifest, staged.tensors);
-      await this.collect(objects, manifest);
+      if (this.retention !== undefined) {
+        await collectWeights(objects, manifest, this.retention, this.chainStarts, this.log);
+      }
       return manifest;
     }
     throw new KvConflictError(
@@ -303,55 +306,6 @@ export class WeightsPublisher {
     }
     const problem = this.signer ? signatureProblem(m, this.signer) : null;
     return problem ? `v${v} (run "${m.runId}"), but ${problem}` : null;
-  }
-
-  /**
-   * Delete weights blobs of versions older than the newest `retention` (counting from the one
-   * just published), except the blobs the new manifest names (it and its run's reference,
-   * pinned). Best effort: the publish has succeeded, so a failure is logged, not thrown.
-   */
-  private async collect(objects: ObjectStore, manifest: WeightsManifest): Promise<void> {
-    if (this.retention === undefined) return;
-    const newest = Number(manifest.version);
-    let keepFrom = newest - this.retention + 1;
-    const pinned = new Set([manifest.objectName, manifest.referenceObjectName]);
-    try {
-      const names = (await objects.list()).map((o) => o.name);
-      // A retained delta needs its chain back to its full version: keep from the oldest start.
-      for (let v = Math.max(1, keepFrom); v <= newest; v++) {
-        keepFrom = Math.min(keepFrom, await this.chainStart(objects, names, v));
-      }
-      for (const name of names) {
-        const version = weightsObjectVersion(name);
-        if (version === null || version >= keepFrom || pinned.has(name)) continue;
-        await objects.delete(name);
-      }
-      for (const v of this.chainStarts.keys()) if (v < keepFrom) this.chainStarts.delete(v);
-    } catch (err) {
-      this.log(`weights: could not delete blobs older than v${keepFrom}: ${(err as Error).message}`);
-    }
-  }
-
-  /**
-   * The full version version `v`'s chain starts from: remembered for this publisher's own
-   * versions, else read from its stored manifest; a delta whose manifest is not readable gives 0
-   * (keep everything older), a version with only a full blob (or none) is its own start.
-   */
-  private async chainStart(objects: ObjectStore, names: string[], v: number): Promise<number> {
-    const own = this.chainStarts.get(v);
-    if (own !== undefined) return own;
-    const mine = names.filter((n) => weightsObjectVersion(n) === v);
-    if (!mine.some((n) => n.endsWith(".delta"))) return v;
-    let start = v;
-    for (const name of mine.filter((n) => n.endsWith(".manifest"))) {
-      try {
-        const m = fromBinary(WeightsManifestSchema, await objects.get(name));
-        start = Math.min(start, Number(m.fullVersion));
-      } catch {
-        return 0;
-      }
-    }
-    return start === v ? 0 : start;
   }
 }
 
