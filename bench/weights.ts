@@ -11,8 +11,12 @@
  * tensor and swap. Their loader builds no tensors (a model that is only its version), so the
  * figure is the distribution cost, not model construction. "Raw" is `put` of the blob and one
  * `get` per replica (concurrently) through the same bus implementation. Each cell is the median
- * of `--repeats` rounds; the ratio is weights / raw (target ≤ 1.5). The last stdout line is the
- * JSON report. Figures depend on the machine's load; compare the two paths from the same run.
+ * of `--repeats` rounds; the ratio is weights / raw (target ≤ 1.5). "Delta" is a third path in
+ * the same rounds: the next version changes one of the 12 layers only, so the publisher stores a
+ * per-tensor delta (weights-delta.ts) and each replica rebuilds and verifies the full blob from
+ * the one it serves; the cell reports its publish → serving time and the bytes it put
+ * (`deltaBytes`, against `sizeBytes`). The last stdout line is the JSON report. Figures depend on
+ * the machine's load; compare the paths from the same run.
  */
 import { generateKeyPairSync } from "node:crypto";
 import { parseArgs } from "node:util";
@@ -66,20 +70,38 @@ const loader: ModelLoader = {
   fromBlob: (blob) => stubModel(blob.length),
 };
 
-/** A safetensors blob of about `mb` MB: 12 "layers" of F32 tensors with random values. */
-function weightsOf(mb: number, seed: number): Uint8Array {
-  const floats = Math.round((mb * 1e6) / 4 / 12);
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+type Layers = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** `n` floats of a seeded generator in [-0.5, 0.5). */
+function randomFloats(n: number, seed: number): Float32Array {
+  const data = new Float32Array(n);
   let x = seed;
-  for (let layer = 0; layer < 12; layer++) {
-    const data = new Float32Array(floats);
-    for (let i = 0; i < floats; i++) {
-      x = (x * 1103515245 + 12345) >>> 0;
-      data[i] = x / 2 ** 32 - 0.5;
-    }
-    tensors.set(`h.${layer}.weight`, { shape: [floats], data });
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    data[i] = x / 2 ** 32 - 0.5;
   }
-  return encodeSafetensors(tensors, { format: "bench" });
+  return data;
+}
+
+/** About `mb` MB of weights: 12 "layers" of F32 tensors with random values. */
+function layersOf(mb: number, seed: number): Layers {
+  const floats = Math.round((mb * 1e6) / 4 / 12);
+  const tensors: Layers = new Map();
+  for (let layer = 0; layer < 12; layer++) {
+    tensors.set(`h.${layer}.weight`, { shape: [floats], data: randomFloats(floats, seed * 12 + layer) });
+  }
+  return tensors;
+}
+
+/** The safetensors blob of `layers`. */
+const blobOf = (layers: Layers) => encodeSafetensors(layers, { format: "bench" });
+
+/** `layers` with layer 0 given new values (the other 11 unchanged): the delta path's version. */
+function oneLayerMoved(layers: Layers, seed: number): Layers {
+  const moved: Layers = new Map(layers);
+  const first = layers.get("h.0.weight") as { shape: number[]; data: Float32Array };
+  moved.set("h.0.weight", { shape: first.shape, data: randomFloats(first.data.length, seed) });
+  return moved;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
@@ -98,11 +120,16 @@ interface Cell {
   rawMs: number;
   weightsMs: number;
   ratio: number;
+  /** Publish → serving of a version with one layer of 12 changed (a per-tensor delta). */
+  deltaMs: number;
+  /** Bytes that delta version put into the Object Store (a full version puts `sizeBytes`). */
+  deltaBytes: number;
 }
 const cells: Cell[] = [];
 try {
   const optimizer = await connect("bench-optimizer");
-  const publisher = new WeightsPublisher({ signer, retention: 2 });
+  // Deltas on: a chain never restarts within a cell (each full round starts one anyway).
+  const publisher = new WeightsPublisher({ signer, retention: 2, fullEvery: 1000 });
   const maxReplicas = Math.max(...replicaCounts);
   const replicaBuses = await Promise.all(
     Array.from({ length: maxReplicas }, (_, i) => connect(`bench-policy-${i}`)),
@@ -112,6 +139,8 @@ try {
     for (const n of replicaCounts) {
       const raw: number[] = [];
       const weights: number[] = [];
+      const deltas: number[] = [];
+      let deltaBytes = 0;
       // Replicas of this cell follow the pointer; each resolves `served` when it swaps.
       const waiting = new Map<number, () => void>();
       const replicas = replicaBuses.slice(0, n).map(
@@ -128,14 +157,20 @@ try {
           ),
       );
       // A first publish (not timed) so every replica is past its catch-up.
-      let blob = weightsOf(mb, ++round);
-      await publisher.publish(optimizer, { blob, runId: "bench", step: 0, modelKind: "bench" });
+      let blob = blobOf(layersOf(mb, ++round));
+      const first = await publisher.publish(optimizer, { blob, runId: "bench", step: 0, modelKind: "bench" });
+      const reference = {
+        objectName: first.objectName,
+        sha256: first.sha256,
+        version: Number(first.version),
+      };
       await Promise.all(replicas.map((r, i) => r.follow(replicaBuses[i] as NatsBus)));
       const target = Number(publisher.lastVersion);
       while (replicas.some((r) => r.serving.version < target)) await new Promise((r) => setTimeout(r, 5));
       const objects = await optimizer.objects();
       for (let rep = 0; rep < repeats; rep++) {
-        blob = weightsOf(mb, ++round);
+        const layers = layersOf(mb, ++round);
+        blob = blobOf(layers);
         // Raw: put, then every replica's connection gets the bytes.
         let t0 = performance.now();
         const name = `bench/raw-${round}`;
@@ -146,9 +181,32 @@ try {
         // Weights: publish, then every replica verified and swapped.
         const served = replicas.map((_, i) => new Promise<void>((resolve) => waiting.set(i, resolve)));
         t0 = performance.now();
-        await publisher.publish(optimizer, { blob, runId: "bench", step: rep + 1, modelKind: "bench" });
+        const step = 2 * rep + 1;
+        const full = await publisher.publish(optimizer, {
+          blob,
+          runId: "bench",
+          step,
+          modelKind: "bench",
+          reference,
+        });
         await Promise.all(served);
+        if (full.baseVersion !== 0n) throw new Error(`v${full.version} went out as a delta, not full`);
         weights.push(performance.now() - t0);
+        // Delta: the next version moves one layer; replicas rebuild it on the blob they serve.
+        const next = blobOf(oneLayerMoved(layers, ++round));
+        const swapped = replicas.map((_, i) => new Promise<void>((resolve) => waiting.set(i, resolve)));
+        t0 = performance.now();
+        const m = await publisher.publish(optimizer, {
+          blob: next,
+          runId: "bench",
+          step: step + 1,
+          modelKind: "bench",
+          reference,
+        });
+        await Promise.all(swapped);
+        deltas.push(performance.now() - t0);
+        if (m.baseVersion === 0n) throw new Error(`v${m.version} went out full, not as a delta`);
+        deltaBytes = Number(m.blobSizeBytes);
       }
       for (const r of replicas) await r.close();
       const cell = {
@@ -158,11 +216,13 @@ try {
         rawMs: Math.round(median(raw) * 10) / 10,
         weightsMs: Math.round(median(weights) * 10) / 10,
         ratio: Math.round((median(weights) / median(raw)) * 100) / 100,
+        deltaMs: Math.round(median(deltas) * 10) / 10,
+        deltaBytes,
       };
       cells.push(cell);
       if (!values.json) {
         process.stdout.write(
-          `${mb} MB × ${n} replica(s): raw put+get ${cell.rawMs} ms, publish→serving ${cell.weightsMs} ms, ratio ${cell.ratio}\n`,
+          `${mb} MB × ${n} replica(s): raw put+get ${cell.rawMs} ms, publish→serving ${cell.weightsMs} ms, ratio ${cell.ratio}; delta (1 of 12 layers, ${cell.deltaBytes} of ${cell.sizeBytes} bytes) ${cell.deltaMs} ms\n`,
         );
       }
     }

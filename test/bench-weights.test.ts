@@ -1,7 +1,7 @@
 /**
  * The weights distribution benchmark, shortened for CI: the documented command, on a real
- * nats-server, at 1 MB and 1–2 replicas, reports both paths and their ratio for every cell (no
- * timing is asserted). The full run is `npx tsx bench/weights.ts` (5 and 50 MB, 1, 2, 4 replicas).
+ * nats-server, at 1 MB and 1–2 replicas, reports both paths and their ratio for every cell, and
+ * the delta path's time and bytes (one layer of 12; no timing is asserted). The full run is `npx tsx bench/weights.ts` (5 and 50 MB, 1, 2, 4 replicas).
  */
 import { describe, expect, it } from "vitest";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
@@ -21,6 +21,10 @@ describe.skipIf(!hasNatsServer)("weights benchmark", () => {
       expect(c.sizeBytes).toBeGreaterThan(1_000_000);
       expect(c.rawMs > 0 && c.weightsMs > 0).toBe(true);
       expect(c.ratio).toBeCloseTo(c.weightsMs / c.rawMs, 1);
+      // The delta version carries one layer of 12 (plus the header), not the blob.
+      expect(c.deltaMs).toBeGreaterThan(0);
+      expect(c.deltaBytes).toBeGreaterThan(c.sizeBytes / 12);
+      expect(c.deltaBytes).toBeLessThan(c.sizeBytes / 6);
     }
   }, 180_000);
 

@@ -251,8 +251,9 @@ describe("cli", () => {
       expect(m.runId).toBe(summary.runId);
       expect(m.updateSkipped).toBe(false);
       for (const f of StepMetricsSchema.fields) {
-        if (f.fieldKind === "scalar" && f.jsonName !== "runId" && f.jsonName !== "updateSkipped")
-          expect(typeof m[f.jsonName], f.jsonName).toBe("number");
+        if (f.fieldKind !== "scalar" || f.jsonName === "runId") continue;
+        const flag = ["updateSkipped", "weightsDelta"].includes(f.jsonName);
+        expect(typeof m[f.jsonName], f.jsonName).toBe(flag ? "boolean" : "number");
       }
     });
   });

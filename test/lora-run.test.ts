@@ -55,13 +55,26 @@ describe("lora run", () => {
     final = summary.checkpointPath;
     // Bytes per version: the reference is the full model, every update's version its adapters.
     const published = lines
-      .map((l) => /published weights v(\d+) \(step (\d+), (adapters|full weights), (\d+) bytes\)/.exec(l))
+      .map((l) =>
+        /published weights v(\d+) \(step (\d+), (adapters|full weights), (\d+) bytes(, a delta[^)]*)?\)/.exec(
+          l,
+        ),
+      )
       .filter((m) => m !== null)
-      .map((m) => ({ version: Number(m[1]), what: m[3], bytes: Number(m[4]) }));
+      .map((m) => ({ version: Number(m[1]), what: m[3], bytes: Number(m[4]), delta: m[5] !== undefined }));
     expect(published.map((p) => p.what)).toEqual(["full weights", "adapters", "adapters", "adapters"]);
     const [full, ...adapters] = published.map((p) => p.bytes) as [number, ...number[]];
     for (const b of adapters) expect(b).toBeLessThan(full / 5);
-    process.stdout.write(`lora run: full version ${full} B, adapter versions ${adapters.join(", ")} B\n`);
+    process.stdout.write(
+      `lora run: full version ${full} B, adapter versions ${adapters.join(", ")} B (deltas: ${published.map((p) => p.delta)})\n`,
+    );
+    // StepMetrics record the same bytes: the reference and step 1's version in step 1's metrics.
+    const metrics = run.driver.history;
+    expect(metrics.map((m) => Number(m.weightsBytesPublished))).toEqual([
+      published[0] && published[1] ? published[0].bytes + published[1].bytes : -1,
+      ...published.slice(2).map((p) => p.bytes),
+    ]);
+    expect(metrics.map((m) => m.weightsDelta)).toEqual(published.slice(1).map((p) => p.delta));
     // The Policy follows to the last adapter version without a failed swap.
     let info = await policy.getInfo({});
     for (let i = 0; i < 100 && info.weightsVersion !== summary.finalWeightsVersion; i++) {

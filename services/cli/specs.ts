@@ -18,9 +18,9 @@ const TIMEOUT_FLAGS = ["rpc-timeout-ms", "feedback-timeout-ms", "step-timeout-ms
 /** How much work a Policy replica batches and queues. */
 const POLICY_FLAGS = ["policy-batch-rows", "policy-queue-rows"] as const;
 
-// --- Signed weights: flags of the Optimizer (signing key, retention) and the Policy (verify key) ---
-/** The Optimizer's: the key that signs each weights manifest, and how many versions stay stored. */
-const WEIGHTS_SIGN_FLAGS = ["weights-signing-key", "weights-retention"] as const;
+// --- Signed weights: flags of the Optimizer (signing key, retention, full every) and the Policy (verify key) ---
+/** The Optimizer's: the key that signs each weights manifest, how many versions stay stored, how often one is full. */
+const WEIGHTS_SIGN_FLAGS = ["weights-signing-key", "weights-retention", "weights-full-every"] as const;
 /** The Policy's: the public key weights must be signed with. */
 const WEIGHTS_VERIFY_FLAGS = ["weights-verify-key"] as const;
 // --- end of signed weights ---

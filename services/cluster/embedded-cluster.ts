@@ -124,6 +124,7 @@ export async function startEmbeddedCluster(
       learnerIn: services.learnerIn,
       weightsSigningKey: keys.signingKey,
       weightsRetention: services.weightsRetention,
+      weightsFullEvery: services.weightsFullEvery,
       mode: "embedded",
       provenance: {
         bus: services.natsUrl || "embedded",

@@ -222,6 +222,7 @@ export async function startLocalCluster(
           ...["--feedback-address", feedbackAddress],
           ...["--weights-signing-key", keys.signingKey],
           ...["--weights-retention", String(s.weightsRetention)],
+          ...["--weights-full-every", String(s.weightsFullEvery)],
           ...tls,
         ],
         // A restarted Optimizer continues the run this cluster was training. Not at the first

@@ -41,6 +41,8 @@ export interface OptimizerServerOptions {
   weightsSigningKey?: string;
   /** Weights versions kept in the Object Store after each publish (absent: the setting's default). */
   weightsRetention?: number;
+  /** Every how many versions a full one is published, deltas between (absent: the setting's default). */
+  weightsFullEvery?: number;
   mode: string;
   /**
    * What each run's config.json records about its surroundings: the bus ("embedded" or the NATS
@@ -71,6 +73,7 @@ export async function startOptimizerServer(opts: OptimizerServerOptions): Promis
   const weights = new WeightsPublisher({
     ...(signer ? { signer } : {}),
     retention: opts.weightsRetention ?? defaultConfig().services.weightsRetention,
+    fullEvery: opts.weightsFullEvery ?? defaultConfig().services.weightsFullEvery,
     ...(opts.log ? { log: opts.log } : {}),
   });
   opts.log?.(

@@ -33,6 +33,7 @@ import {
   type StepMetrics,
   StepMetricsSchema,
   type Trajectory,
+  type WeightsManifest,
 } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { runStateKey } from "../core/src/bus/subjects.js";
@@ -106,6 +107,8 @@ export class RunDriver {
   private readonly busy = new BusyClock();
   /** The run's trajectory inbox once the loop runs (queue depths read how much it holds). */
   private inbox: TrajectoryInbox | null = null;
+  /** Bytes published since the last step's metrics, and whether the last version was a delta. */
+  private published = { bytes: 0, delta: false };
 
   constructor(
     private readonly bus: Bus,
@@ -163,7 +166,7 @@ export class RunDriver {
       step: 0,
       modelKind: this.learner.modelKind,
     });
-    this.logPublished(first.version, 0, this.referenceBlob);
+    this.logPublished(first, this.referenceBlob);
     const reference = { objectName: first.objectName, sha256: first.sha256, version: Number(first.version) };
     this.weightsVersion = Number(first.version);
     this.servedBlob = this.referenceBlob;
@@ -320,13 +323,24 @@ export class RunDriver {
     this.weightsVersion = Number(manifest.version);
     this.servedBlob = blob;
     this.servedStep = step;
-    this.logPublished(manifest.version, step, blob);
+    this.logPublished(manifest, blob);
   }
 
-  /** Bytes per version: a LoRA run's adapter-only versions against the full weights of its first. */
-  private logPublished(version: bigint, step: number, blob: Uint8Array): void {
+  /**
+   * Bytes per version (also counted for the next StepMetrics): a LoRA run's adapter-only versions
+   * against the full weights of its first, and a delta's changed tensors against the full blob.
+   */
+  private logPublished(m: WeightsManifest, blob: Uint8Array): void {
+    const delta = m.baseVersion > 0n;
+    const bytes = Number(m.blobSizeBytes);
+    this.published = { bytes: this.published.bytes + bytes, delta };
     const what = isAdapterBlob(blob) ? "adapters" : "full weights";
-    this.opts.log?.(`optimizer: published weights v${version} (step ${step}, ${what}, ${blob.length} bytes)`);
+    const how = delta
+      ? `, a delta on v${m.baseVersion}: ${m.tensors.filter((t) => !t.unchanged).length} of ${m.tensors.length} tensors of the ${blob.length}-byte blob`
+      : "";
+    this.opts.log?.(
+      `optimizer: published weights v${m.version} (step ${m.step}, ${what}, ${bytes} bytes${how})`,
+    );
   }
 
   /** Counts the step, builds its metrics and hands them on (history, KV run state, onMetrics). */
@@ -354,7 +368,9 @@ export class RunDriver {
       weightsVersion: this.weightsVersion,
       wallSeconds: () => this.wallSeconds,
       queueDepths: () => queueDepths(this.bus, this.inbox, this.opts.log),
+      published: this.published,
     });
+    this.published = { bytes: 0, delta: false };
     if (metrics.updateSkipped) {
       this.opts.log?.(`optimizer: step ${step}: the gradient was not finite, so the update was skipped`);
     }

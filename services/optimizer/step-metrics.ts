@@ -45,6 +45,8 @@ export interface StepFigures {
   /** Seconds the run has trained, read when the metrics are built. */
   wallSeconds: () => number;
   queueDepths: () => Promise<Record<string, number>>;
+  /** Bytes the weights publishes since the previous step's metrics put, and whether the last was a delta. */
+  published: { bytes: number; delta: boolean };
 }
 
 /** The step's metrics message. */
@@ -77,6 +79,8 @@ export async function stepMetrics(f: StepFigures): Promise<StepMetrics> {
     queueDepths: await f.queueDepths(),
     excludedByCause: pipeline.excludedByCause,
     droppedByCause: pipeline.droppedByCause,
+    weightsBytesPublished: BigInt(f.published.bytes),
+    weightsDelta: f.published.delta,
   });
 }
 

@@ -10,6 +10,10 @@
  * reference's weights, one copy of the base for both. An adapted model is only ever paired with
  * the reference it shares, so a call's lease on the pair keeps the base alive as long as it runs.
  *
+ * A delta version (weights-delta.ts) is applied on the served blob, which the replica keeps for
+ * that (one more copy of the served weights in memory); a replica not serving a delta's base
+ * rebuilds it from the stored chain (weights-resolve.ts), and verifies the result either way.
+ *
  * Anyone who can write to NATS can move the pointer, so every manifest is checked before any
  * blob is read (weights-channel.ts `checkManifest`): with a verify key, it must be signed by that
  * key; always, its version must be a safe integer newer than the served one and not absurdly far
@@ -23,6 +27,7 @@ import { WeightsError } from "../core/src/errors.js";
 import { checkAdapterBase, decodeAdapterBlob, isAdapterBlob } from "../core/src/model/lora-files.js";
 import { checkManifest, fetchWeightsBlob, watchLatestWeights } from "../core/src/weights/weights-channel.js";
 import { versionProblem } from "../core/src/weights/weights-manifest.js";
+import { fetchVersionBlob } from "../core/src/weights/weights-resolve.js";
 import type { WeightsVerifier } from "../core/src/weights/weights-signing.js";
 import type { LoadedModel, ModelLoader } from "./loaded-model.js";
 
@@ -34,6 +39,11 @@ export interface VersionedModel {
   objectName: string;
   /** SHA-256 of the weights blob it was built from ("" for a local checkpoint): adapters name it. */
   sha256: string;
+  /**
+   * The full blob it was built from, kept while it is served so a delta version on it needs only
+   * the changed tensors (null for a local checkpoint, and on the reference).
+   */
+  blob: Uint8Array | null;
 }
 
 /**
@@ -103,7 +113,7 @@ export class PolicyReplica {
     private readonly log: (line: string) => void = () => {},
     private readonly opts: PolicyReplicaOptions = {},
   ) {
-    this.current = { model: initial, version: 0, objectName: "", sha256: "" };
+    this.current = { model: initial, version: 0, objectName: "", sha256: "", blob: null };
     this.reference = this.current;
   }
 
@@ -159,13 +169,8 @@ export class PolicyReplica {
   async apply(bus: Bus, manifest: WeightsManifest): Promise<void> {
     checkManifest(manifest, this.current.version, this.opts.verifier);
     const version = Number(manifest.version);
-    const blob = await fetchWeightsBlob(
-      bus,
-      manifest.objectName,
-      manifest.sha256,
-      manifest.tensors,
-      Number(manifest.sizeBytes),
-    );
+    // Full, or a delta applied on the served blob (or on its chain rebuilt from the store).
+    const blob = await fetchVersionBlob(bus, manifest, this.current, this.opts.verifier);
     const needRef = manifest.referenceObjectName !== this.reference.objectName;
     const refBlob =
       !needRef || manifest.referenceObjectName === manifest.objectName
@@ -192,13 +197,14 @@ export class PolicyReplica {
       throw new WeightsError(`refusing weights v${version}: ${late}`);
     }
     const old = [this.current.model, this.reference.model];
-    this.current = { model, version, objectName: manifest.objectName, sha256: manifest.sha256 };
+    this.current = { model, version, objectName: manifest.objectName, sha256: manifest.sha256, blob };
     if (needRef) {
       this.reference = {
         model: refModel ?? model,
         version: Number(manifest.referenceVersion),
         objectName: manifest.referenceObjectName,
         sha256: manifest.referenceSha256,
+        blob: null,
       };
     }
     const live = new Set([this.current.model, this.reference.model]);

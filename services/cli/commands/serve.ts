@@ -143,6 +143,7 @@ async function startService(
     learnerIn: s.learnerIn,
     weightsSigningKey: s.weightsSigningKey,
     weightsRetention: s.weightsRetention,
+    weightsFullEvery: s.weightsFullEvery,
     mode: "distributed",
     provenance: { bus: s.natsUrl, feedbackAddress: s.feedbackAddress, feedbackInProcess: false },
     resumeUnfinished: flags["resume-unfinished"] === true,

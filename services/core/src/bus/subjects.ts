@@ -113,21 +113,33 @@ export function runStateKey(runId: string): string {
 }
 
 /**
- * Object Store name of weights version `version` with content hash `sha256`. Zero-padded so names
- * sort by version, ending in `.safetensors` because that is the layout (readable from Python),
- * and carrying the hash so two publishers racing for one version never overwrite each other's
- * blob (the loser of the pointer's compare-and-set deletes its own).
+ * What a weights object of one version holds: the full blob (`safetensors`), a delta on the
+ * parent's blob (`delta`: the header and the changed tensors, not a valid safetensors file) or
+ * the version's signed manifest (`manifest`, read by a replica rebuilding a delta chain).
  */
-export function weightsObjectName(version: number, sha256: string): string {
+export type WeightsObjectKind = "safetensors" | "delta" | "manifest";
+
+/**
+ * Object Store name of weights version `version` with content hash `sha256` (of the full blob).
+ * Zero-padded so names sort by version, ending in `.safetensors` for the full layout (readable
+ * from Python), and carrying the hash so two publishers racing for one version never overwrite
+ * each other's blob (the loser of the pointer's compare-and-set deletes its own). A delta and a
+ * manifest of the same version differ only in the ending (`kind`).
+ */
+export function weightsObjectName(
+  version: number,
+  sha256: string,
+  kind: WeightsObjectKind = "safetensors",
+): string {
   if (!Number.isSafeInteger(version) || version < 0) {
     throw new ValidationError("version", `${version} must be a non-negative integer`);
   }
   if (!/^[0-9a-f]{64}$/.test(sha256)) throw new ValidationError("sha256", "must be 64 lower-case hex digits");
-  return `weights/v${String(version).padStart(8, "0")}-${sha256.slice(0, 16)}.safetensors`;
+  return `weights/v${String(version).padStart(8, "0")}-${sha256.slice(0, 16)}.${kind}`;
 }
 
 /** What {@link weightsObjectName} writes, with the version's digits captured. */
-const WEIGHTS_OBJECT_RE = /^weights\/v(\d{8,16})-[0-9a-f]{16}\.safetensors$/;
+const WEIGHTS_OBJECT_RE = /^weights\/v(\d{8,16})-[0-9a-f]{16}\.(safetensors|delta|manifest)$/;
 
 /**
  * The version of a weights object name written by {@link weightsObjectName}, or null for any

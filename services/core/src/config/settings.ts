@@ -601,6 +601,20 @@ const SERVICES = {
     help: "Optimizer: weights versions kept in the Object Store after each publish (the run's reference is always kept)",
   }),
   // --- end of signed weights ---
+  // --- delta ---
+  /**
+   * 10: a chain is a full version and up to 9 deltas, so a replica that missed versions reads at
+   * most 10 blobs to catch up, and retention keeps at most that many besides its newest. 1 turns
+   * deltas off (every version full).
+   */
+  weightsFullEvery: int({
+    flag: "weights-full-every",
+    default: 10,
+    min: 1,
+    max: 1000,
+    unit: "versions",
+    help: "Optimizer: every how many versions the weights are published in full; in between, a version stores only the tensors that changed from its parent (1: always full)",
+  }),
   // --- Security: gRPC TLS/mTLS, control-RPC tokens, NATS credentials (grpc/credentials.ts,
   // grpc/control-token.ts, bus/nats-auth.ts). Every default is "off": plaintext on loopback. ---
   /** PEM files, as Kubernetes mounts them from Secrets; one pair serves both server and client roles. */

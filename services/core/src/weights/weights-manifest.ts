@@ -65,11 +65,24 @@ export interface ChainFields {
   version: bigint;
   parentVersion: bigint;
   referenceVersion: bigint;
+  /** Delta fields (0 / "" for a full version). */
+  baseVersion: bigint;
+  baseSha256: string;
+  fullVersion: bigint;
+  tensors: readonly { unchanged: boolean }[];
 }
 
 /**
+ * Most versions a replica walks back from a delta to its full version (the `weightsFullEvery`
+ * setting's own maximum), so a signed but absurd chain cannot make it read without end.
+ */
+export const MAX_DELTA_CHAIN = 1000;
+
+/**
  * Why a manifest's place in the log is inconsistent, or null: its parent must be older than it,
- * and its run's reference must be no newer than it (the reference is a run's first version).
+ * and its run's reference must be no newer than it (the reference is a run's first version). A
+ * delta must be on its parent, name the base's SHA-256, and start from a full version no more
+ * than {@link MAX_DELTA_CHAIN} back; a full version marks no tensor unchanged.
  */
 export function chainProblem(m: ChainFields): string | null {
   if (m.parentVersion >= m.version) {
@@ -77,6 +90,21 @@ export function chainProblem(m: ChainFields): string | null {
   }
   if (m.referenceVersion > m.version) {
     return `reference version ${m.referenceVersion} is newer than version ${m.version}`;
+  }
+  if (m.baseVersion === 0n) {
+    if (m.tensors.some((t) => t.unchanged)) return "a full version marks tensors unchanged";
+    return null;
+  }
+  // A delta: on its parent, with the base's digest, after a full version not too far back.
+  if (m.baseVersion !== m.parentVersion) {
+    return `delta base version ${m.baseVersion} is not its parent version ${m.parentVersion}`;
+  }
+  if (!/^[0-9a-f]{64}$/.test(m.baseSha256)) return "delta base SHA-256 is not 64 lower-case hex digits";
+  if (m.fullVersion < 1n || m.fullVersion > m.baseVersion) {
+    return `full version ${m.fullVersion} is not in 1..${m.baseVersion} (its delta base)`;
+  }
+  if (m.version - m.fullVersion > BigInt(MAX_DELTA_CHAIN)) {
+    return `its delta chain back to v${m.fullVersion} is longer than ${MAX_DELTA_CHAIN} versions`;
   }
   return null;
 }

@@ -4,6 +4,14 @@
  * The blob is hashed in one pass (whole and per tensor, weights-stream.ts) and streamed to the
  * Object Store as views of its own memory: the publisher never makes a second copy of it.
  *
+ * With `fullEvery` > 1 a version whose tensors partly equal its parent's (the publisher's own
+ * previous version) is stored as a delta: the header and the changed tensors only
+ * (weights-delta.ts), its manifest still describing the full blob. Every `fullEvery`-th version
+ * of a chain, a run's first version, and any version after a pointer this publisher did not write
+ * is full, so a replica rebuilding from scratch never reads more than `fullEvery` blobs; each
+ * version's signed manifest is stored too (`.manifest`), for that rebuild. Retention keeps every
+ * blob a retained version's chain needs.
+ *
  * The pointer is writable by anyone holding NATS, so the publisher never trusts its version
  * blindly: it remembers the last version it published itself, and a pointer that is undecodable,
  * not signed by its own key, or holds an absurd version (2^53 + 10, a jump of millions) is
@@ -11,12 +19,18 @@
  * therefore never blocks the next real publish.
  */
 import { create, toBinary } from "@bufbuild/protobuf";
-import { type WeightsManifest, WeightsManifestSchema } from "../../gen/rlaif/common/v1/types_pb.js";
+import {
+  type WeightsManifest,
+  WeightsManifestSchema,
+  type WeightsTensor,
+} from "../../gen/rlaif/common/v1/types_pb.js";
 import type { Bus, ObjectStore } from "../bus/bus.js";
-import { LATEST_WEIGHTS_KEY, weightsObjectName, weightsObjectVersion } from "../bus/subjects.js";
+import { LATEST_WEIGHTS_KEY, weightsObjectName } from "../bus/subjects.js";
 import { KvConflictError, ValidationError, WeightsError } from "../errors.js";
+import { type DeltaPlan, planDelta } from "./weights-delta.js";
 import { MAX_VERSION_JUMP, MAX_WEIGHTS_VERSION } from "./weights-manifest.js";
 import { readPointer } from "./weights-pointer.js";
+import { collectWeights } from "./weights-retention.js";
 import { signatureProblem, signManifest, type WeightsSigner } from "./weights-signing.js";
 import { blobChunks, digestBlob } from "./weights-stream.js";
 
@@ -35,10 +49,17 @@ export interface StagedWeights {
   readonly input: PublishWeightsInput;
   /** The version it was stored for. */
   readonly version: number;
+  /** Its object: the full blob, or a delta on `delta.base` (weights-delta.ts). */
   readonly objectName: string;
+  /** SHA-256 and size of the full blob. */
   readonly sha256: string;
   readonly size: number;
-  readonly tensors: ReturnType<typeof digestBlob>["tensors"];
+  /** Every tensor of the full blob, as digested. */
+  readonly tensors: WeightsTensor[];
+  /** The delta stored instead of the full blob, and the version it is on; null: stored full. */
+  readonly delta: { plan: DeltaPlan; base: { version: number; sha256: string; fullVersion: number } } | null;
+  /** Bytes of the stored object. */
+  readonly storedBytes: number;
 }
 
 /** Options of a {@link WeightsPublisher}. */
@@ -50,8 +71,26 @@ export interface WeightsPublisherOptions {
    * weights blobs are deleted after each publish. Omitted: nothing is deleted.
    */
   retention?: number;
+  /**
+   * Every how many versions a chain of deltas starts over with a full version (1: every version
+   * full, no deltas; the default here, for tools and tests; the Optimizer passes
+   * `weightsFullEvery`). A replica that does not hold a delta's base rebuilds from at most this
+   * many blobs.
+   */
+  fullEvery?: number;
   /** Warnings: a replaced pointer, a failed collection. */
   log?: (line: string) => void;
+}
+
+/** What the publisher remembers of its last version, to publish the next one as a delta on it. */
+interface LastPublished {
+  version: number;
+  sha256: string;
+  /** The full version its chain starts from (itself when full). */
+  fullVersion: number;
+  tensors: Map<string, WeightsTensor>;
+  /** False when its manifest could not be stored: a delta on it could not be rebuilt from scratch. */
+  manifestStored: boolean;
 }
 
 /** Most compare-and-set attempts of one publish before giving up (too many writers). */
@@ -63,14 +102,23 @@ export class WeightsPublisher {
   lastVersion = 0;
   private readonly signer: WeightsSigner | undefined;
   private readonly retention: number | undefined;
+  private readonly fullEvery: number;
   private readonly log: (line: string) => void;
+  private last: LastPublished | null = null;
+  /** The chain start (full version) of each version this publisher wrote and still retains. */
+  private readonly chainStarts = new Map<number, number>();
 
   constructor(opts: WeightsPublisherOptions = {}) {
     if (opts.retention !== undefined && (!Number.isSafeInteger(opts.retention) || opts.retention < 1)) {
       throw new ValidationError("weightsRetention", `${opts.retention} must be a whole number >= 1`);
     }
+    const fullEvery = opts.fullEvery ?? 1;
+    if (!Number.isSafeInteger(fullEvery) || fullEvery < 1) {
+      throw new ValidationError("weightsFullEvery", `${opts.fullEvery} must be a whole number >= 1`);
+    }
     this.signer = opts.signer;
     this.retention = opts.retention;
+    this.fullEvery = fullEvery;
     this.log = opts.log ?? (() => {});
   }
 
@@ -97,26 +145,33 @@ export class WeightsPublisher {
   async stage(bus: Bus, input: PublishWeightsInput): Promise<StagedWeights> {
     const objects = await bus.objects();
     // One pass over the bytes for both digests; the put then streams views of the same memory.
-    const { sha256, tensors } = digestBlob(input.blob);
+    const digest = digestBlob(input.blob);
+    const { sha256, tensors } = digest;
     const latest = await readPointer(bus);
     const version = this.nextVersion(latest?.manifest ?? null);
-    const objectName = weightsObjectName(version, sha256);
-    const info = await objects.putStream(objectName, () => blobChunks(input.blob));
-    return { input, version, objectName, sha256: info.sha256, size: info.size, tensors };
+    const base = this.deltaBase(version - 1, version, input);
+    const plan = base ? planDelta(input.blob, digest, base.tensors) : null;
+    const delta = plan && base ? { plan, base } : null;
+    // A name no other publisher can use (version + the full blob's hash).
+    const objectName = weightsObjectName(version, sha256, delta ? "delta" : "safetensors");
+    const info = await objects.putStream(objectName, () => (plan ? plan.chunks() : blobChunks(input.blob)));
+    const size = input.blob.length;
+    return { input, version, objectName, sha256, size, tensors, delta, storedBytes: info.size };
   }
 
   /**
    * Sign the staged version's manifest and move the latest pointer to it by compare-and-set. The
    * version follows the pointer when this publisher trusts it (see {@link distrust}), else its own
    * last version; when that is no longer the staged number (another writer moved the pointer, or
-   * a lost compare-and-set), the blob is stored again under the next free number. Blob names
-   * carry the content hash, so concurrent publishers never overwrite each other.
+   * a lost compare-and-set), the blob is stored again, full, under the next free number (a delta
+   * is only ever on this publisher's own previous version). Blob names carry the content hash,
+   * so concurrent publishers never overwrite each other.
    */
   async commit(bus: Bus, staged: StagedWeights): Promise<WeightsManifest> {
     const kv = await bus.kv();
     const objects = await bus.objects();
     const { input } = staged;
-    let { objectName } = staged;
+    let { objectName, delta, storedBytes } = staged;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const latest = await readPointer(bus);
       const why = latest ? this.distrust(latest.manifest) : null;
@@ -126,14 +181,15 @@ export class WeightsPublisher {
         this.log(`weights: the latest-weights pointer held ${why}; replacing it with v${version}`);
       }
       // 1. The blob under a name no other publisher can use (version + content hash).
-      if (objectName !== weightsObjectName(version, staged.sha256)) {
+      if (version !== staged.version || objectName === "") {
         // (the staged blob goes unless the pointer itself names it: an identical blob, published)
         const named = latest && !(latest.manifest instanceof WeightsError) ? latest.manifest : null;
         if (objectName && ![named?.objectName, named?.referenceObjectName].includes(objectName)) {
           await objects.delete(objectName);
         }
         objectName = weightsObjectName(version, staged.sha256);
-        await objects.putStream(objectName, () => blobChunks(input.blob));
+        delta = null;
+        storedBytes = (await objects.putStream(objectName, () => blobChunks(input.blob))).size;
       }
       const unsigned = create(WeightsManifestSchema, {
         version: BigInt(version),
@@ -148,7 +204,11 @@ export class WeightsPublisher {
         modelKind: input.modelKind,
         createdUnixMs: BigInt(Date.now()),
         parentVersion: BigInt(parent),
-        tensors: staged.tensors,
+        tensors: delta ? delta.plan.tensors : staged.tensors,
+        baseVersion: BigInt(delta ? delta.base.version : 0),
+        baseSha256: delta ? delta.base.sha256 : "",
+        fullVersion: BigInt(delta ? delta.base.fullVersion : version),
+        blobSizeBytes: BigInt(storedBytes),
       });
       const manifest = this.signer ? signManifest(unsigned, this.signer) : unsigned;
       // 2. Move the pointer only if nobody else did since we read it.
@@ -167,7 +227,10 @@ export class WeightsPublisher {
         continue;
       }
       this.lastVersion = version;
-      await this.collect(objects, manifest);
+      await this.remember(objects, manifest, staged.tensors);
+      if (this.retention !== undefined) {
+        await collectWeights(objects, manifest, this.retention, this.chainStarts, this.log);
+      }
       return manifest;
     }
     throw new KvConflictError(
@@ -179,6 +242,54 @@ export class WeightsPublisher {
   private nextVersion(m: WeightsManifest | WeightsError | null): number {
     const trusted = m !== null && this.distrust(m) === null ? (m as WeightsManifest) : null;
     return Math.max(trusted ? Number(trusted.version) : 0, this.lastVersion) + 1;
+  }
+
+  /**
+   * The version the next one may be a delta on, or null for a full version: deltas are on
+   * (`fullEvery` > 1), this is not a run's first version (`reference` given: a reference is
+   * always a full blob), the parent is this publisher's own last version with its manifest
+   * stored, and the chain from its full version stays shorter than `fullEvery`.
+   */
+  private deltaBase(parent: number, version: number, input: PublishWeightsInput): LastPublished | null {
+    const last = this.last;
+    if (this.fullEvery === 1 || input.reference === undefined || last === null) return null;
+    if (last.version !== parent || !last.manifestStored) return null;
+    return version - last.fullVersion < this.fullEvery ? last : null;
+  }
+
+  /**
+   * After a won compare-and-set: store the signed manifest (a replica rebuilding a later delta
+   * reads it) and remember this version as the next one's possible base.
+   */
+  private async remember(
+    objects: ObjectStore,
+    manifest: WeightsManifest,
+    tensors: WeightsTensor[],
+  ): Promise<void> {
+    const version = Number(manifest.version);
+    if (this.fullEvery === 1) return;
+    // Retention asks only for the newest `retention` versions' chain starts.
+    this.chainStarts.set(version, Number(manifest.fullVersion));
+    for (const v of this.chainStarts.keys())
+      if (v < version - (this.retention ?? 1)) this.chainStarts.delete(v);
+    let manifestStored = true;
+    try {
+      await objects.put(
+        weightsObjectName(version, manifest.sha256, "manifest"),
+        toBinary(WeightsManifestSchema, manifest),
+      );
+    } catch (err) {
+      // The next version is then full: no replica could rebuild a delta on this one from scratch.
+      manifestStored = false;
+      this.log(`weights: could not store the manifest of v${version}: ${(err as Error).message}`);
+    }
+    this.last = {
+      version,
+      sha256: manifest.sha256,
+      fullVersion: Number(manifest.fullVersion),
+      tensors: new Map(tensors.map((t) => [t.name, t])),
+      manifestStored,
+    };
   }
 
   /**
@@ -195,26 +306,6 @@ export class WeightsPublisher {
     }
     const problem = this.signer ? signatureProblem(m, this.signer) : null;
     return problem ? `v${v} (run "${m.runId}"), but ${problem}` : null;
-  }
-
-  /**
-   * Delete weights blobs of versions older than the newest `retention` (counting from the one
-   * just published), except the blobs the new manifest names (it and its run's reference,
-   * pinned). Best effort: the publish has succeeded, so a failure is logged, not thrown.
-   */
-  private async collect(objects: ObjectStore, manifest: WeightsManifest): Promise<void> {
-    if (this.retention === undefined) return;
-    const keepFrom = Number(manifest.version) - this.retention + 1;
-    const pinned = new Set([manifest.objectName, manifest.referenceObjectName]);
-    try {
-      for (const { name } of await objects.list()) {
-        const version = weightsObjectVersion(name);
-        if (version === null || version >= keepFrom || pinned.has(name)) continue;
-        await objects.delete(name);
-      }
-    } catch (err) {
-      this.log(`weights: could not delete blobs older than v${keepFrom}: ${(err as Error).message}`);
-    }
   }
 }
 

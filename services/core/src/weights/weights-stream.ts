@@ -25,10 +25,13 @@ import { looksLikeSafetensors, safetensorsHeaderLength } from "./weights-manifes
 export const WEIGHTS_CHUNK_BYTES = 128 * 1024;
 
 /** Largest blob a replica assembles: Node's largest typed array (a bigger manifest is refused). */
-const MAX_BLOB_BYTES = 2 ** 32;
+export const MAX_BLOB_BYTES = 2 ** 32;
 
-/** The tensor entries of safetensors bytes, in byte order ([] when the blob is not safetensors). */
-function entriesOf(blob: Uint8Array, where: string): Entry[] {
+/**
+ * The tensor entries of safetensors bytes (name, dtype, shape, byte range), in byte order ([]
+ * when the blob is not safetensors): where a delta finds the parent's bytes of a tensor.
+ */
+export function entriesOf(blob: Uint8Array, where: string): Entry[] {
   if (!looksLikeSafetensors(blob)) return [];
   const n = safetensorsHeaderLength(blob);
   const json = new TextDecoder().decode(blob.subarray(8, 8 + n));
@@ -41,6 +44,8 @@ export interface BlobDigest {
   sha256: string;
   /** Every tensor (name, shape, dtype, SHA-256), in byte order; [] when the blob is not safetensors. */
   tensors: WeightsTensor[];
+  /** The same tensors' byte ranges in the blob, in the same order (what a delta streams). */
+  entries: Entry[];
 }
 
 /**
@@ -51,8 +56,9 @@ export interface BlobDigest {
 export function digestBlob(blob: Uint8Array, where = "weights blob"): BlobDigest {
   const total = createHash("sha256");
   const tensors: WeightsTensor[] = [];
+  const entries = entriesOf(blob, where);
   let at = 0;
-  for (const e of entriesOf(blob, where)) {
+  for (const e of entries) {
     if (e.begin > at) total.update(blob.subarray(at, e.begin));
     const own = createHash("sha256");
     for (let p = e.begin; p < e.end; p += WEIGHTS_CHUNK_BYTES) {
@@ -71,7 +77,7 @@ export function digestBlob(blob: Uint8Array, where = "weights blob"): BlobDigest
     );
   }
   if (at < blob.length) total.update(blob.subarray(at));
-  return { sha256: total.digest("hex"), tensors };
+  return { sha256: total.digest("hex"), tensors, entries };
 }
 
 /**
