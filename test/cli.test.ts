@@ -69,7 +69,7 @@ describe("cli", () => {
       "tls-client-auth",
     ];
     const natsAuth = ["nats-user", "nats-password", "nats-creds"];
-    expect([...flagsOf("feedback")].sort()).toEqual([...common].sort());
+    expect([...flagsOf("feedback")].sort()).toEqual([...common, "feedback-rules"].sort());
     expect([...flagsOf("policy")].sort()).toEqual(
       [
         ...common,
