@@ -37,30 +37,6 @@
 
 #define MAX_ARGS 16
 
-static napi_value range_error(napi_env env, const char *msg) {
-  napi_throw_range_error(env, NULL, msg);
-  return NULL;
-}
-
-static napi_value type_error(napi_env env, const char *msg) {
-  napi_throw_type_error(env, NULL, msg);
-  return NULL;
-}
-
-/* Reads argc arguments into argv; false (with a TypeError thrown) when fewer were passed. */
-static bool args(napi_env env, napi_callback_info info, size_t argc, napi_value *argv, const char *fn) {
-  size_t got = argc;
-  if (napi_get_cb_info(env, info, &got, argv, NULL, NULL) != napi_ok || got != argc) {
-    type_error(env, fn);
-    return false;
-  }
-  return true;
-}
-
-static bool count_arg(napi_env env, napi_value v, int64_t *out) {
-  return napi_get_value_int64(env, v, out) == napi_ok && *out >= 0 && *out <= INT32_MAX;
-}
-
 /*
  * The span of `count` floats at (array, offset) given as two arguments; NULL (with an error
  * thrown) when the array is not a Float32Array or the span leaves it.
