@@ -5,7 +5,6 @@
  * timing is asserted: times on a shared machine say nothing about correctness. The full run is
  * `npx tsx bench/hf-size.ts`.
  */
-import { spawnSync } from "node:child_process";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,8 +20,7 @@ import {
 import { initBackend } from "../services/core/src/model/backend.js";
 import { parseHfConfig } from "../services/core/src/model/hf-config.js";
 import { loadHfModel } from "../services/core/src/model/hf-model-dir.js";
-
-const ROOT = join(import.meta.dirname, "..");
+import { runBench } from "./helpers/run-bench.js";
 
 describe("hf size benchmark", () => {
   it("hf size benchmark - the real shapes have the published parameter counts", () => {
@@ -59,12 +57,7 @@ describe("hf size benchmark", () => {
     ["full fine-tuning", []],
     ["LoRA rank 2", ["--lora", "2"]],
   ])("hf size benchmark - a smoke run with %s reports every figure for every architecture", (_, extra) => {
-    const args = ["--import", "tsx", "bench/hf-size.ts", "--smoke", "--json", ...extra];
-    const r = spawnSync(process.execPath, args, {
-      cwd: ROOT,
-      encoding: "utf8",
-      timeout: 120_000,
-    });
+    const r = runBench("hf-size.ts", ["--smoke", "--json", ...extra], 120_000);
     expect(r.stderr).not.toMatch(/Error/);
     expect(r.status).toBe(0);
     const report = JSON.parse(r.stdout.trim().split("\n").at(-1) as string);
@@ -84,11 +77,7 @@ describe("hf size benchmark", () => {
   });
 
   it("hf size benchmark - an unknown architecture is a usage error naming the flag", () => {
-    const r = spawnSync(process.execPath, ["--import", "tsx", "bench/hf-size.ts", "--only", "gpt5"], {
-      cwd: ROOT,
-      encoding: "utf8",
-      timeout: 60_000,
-    });
+    const r = runBench("hf-size.ts", ["--only", "gpt5"], 60_000);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/--only: unknown gpt5/);
   });

@@ -3,26 +3,19 @@
  * default checkpoint (train a few steps, measure held-out samples before and after) and reports
  * every figure the README table quotes. The full run (minutes) is `npx tsx bench/learning.ts`.
  */
-import { spawnSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-
-const ROOT = join(import.meta.dirname, "..");
+import { runBench } from "./helpers/run-bench.js";
 
 describe("learning benchmark", () => {
   it("learning benchmark - a shortened run reports before/after figures and moves the policy", () => {
     const out = mkdtempSync(join(tmpdir(), "rlaif-bench-"));
-    const r = spawnSync(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        "bench/learning.ts",
-        ...["--steps", "3", "--eval-prompts", "8", "--samples", "2", "--out", out, "--json"],
-      ],
-      { cwd: ROOT, encoding: "utf8", timeout: 300_000 },
+    const r = runBench(
+      "learning.ts",
+      ["--steps", "3", "--eval-prompts", "8", "--samples", "2", "--out", out, "--json"],
+      300_000,
     );
     expect(r.stderr).not.toMatch(/Error/);
     expect(r.status).toBe(0);

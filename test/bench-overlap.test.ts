@@ -3,14 +3,12 @@
  * max_staleness 1 end to end and reports every figure the README table quotes (no timing is
  * asserted). The full run is `npx tsx bench/overlap.ts --steps 10 [flags]`.
  */
-import { spawnSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { runBench } from "./helpers/run-bench.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
-
-const ROOT = join(import.meta.dirname, "..");
 
 describe("overlap benchmark", () => {
   it("overlap benchmark - a shortened run reports steps/s, cpu/wall and both threads' busy shares", async () => {
@@ -27,11 +25,7 @@ describe("overlap benchmark", () => {
       "off-policy": "ppo-clip",
       out,
     };
-    const r = spawnSync(
-      process.execPath,
-      ["--import", "tsx", "bench/overlap.ts", ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])],
-      { cwd: ROOT, encoding: "utf8", timeout: 300_000 },
-    );
+    const r = runBench("overlap.ts", flags, 300_000);
     expect(r.stderr).not.toMatch(/Error/);
     expect(r.status).toBe(0);
     const report = JSON.parse(r.stdout.trim().split("\n").at(-1) as string);

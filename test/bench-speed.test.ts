@@ -8,12 +8,10 @@
  * Needs `/usr/bin/python3` with Debian's python3-torch (see .ci/run); skipped with a warning
  * where it is missing, a failure when CI is set (test/helpers/require-tool.ts).
  */
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
+import { runBench } from "./helpers/run-bench.js";
 
-const ROOT = join(import.meta.dirname, "..");
 const KINDS = ["transformer", "gru", "lstm", "seq2seq"];
 /** float32 on both sides: observed ≤ 2e-5 (relative) and ≤ 5e-6 nats; a modelling mismatch is ≥ 1e-2. */
 const TOLERANCE = 1e-4;
@@ -29,11 +27,7 @@ const hasTorch = requireTool(TOOLS.pythonTorch);
 
 describe.skipIf(!hasTorch)("speed benchmark", () => {
   it("speed benchmark - a smoke run reports every figure, finite, with rlaif and PyTorch agreeing", () => {
-    const r = spawnSync(process.execPath, ["--import", "tsx", "bench/speed.ts", "--smoke", "--json"], {
-      cwd: ROOT,
-      encoding: "utf8",
-      timeout: 300_000,
-    });
+    const r = runBench("speed.ts", ["--smoke", "--json"], 300_000);
     expect(r.stderr).not.toMatch(/Error/);
     expect(r.status).toBe(0);
     const report = JSON.parse(r.stdout.trim().split("\n").at(-1) as string);
