@@ -28,7 +28,8 @@ export { type PublishWeightsInput, publishWeights, WeightsPublisher } from "./we
  * rest is read), then the size and the whole blob's SHA-256. The chunks go straight into one
  * buffer of `sizeBytes` (0: unknown, grown as needed), never held twice. The bus verifies its own
  * digest too; these checks bind the blob to the (signed) manifest, so a blob replaced under the
- * same name (with a fresh store digest) is still refused.
+ * same name (with a fresh store digest) is still refused. With the manifest's `headerSha256` the
+ * header's digest stands in for the whole blob's (every byte is still checked, hashed once).
  */
 export async function fetchWeightsBlob(
   bus: Bus,
@@ -36,8 +37,9 @@ export async function fetchWeightsBlob(
   sha256: string,
   tensors: WeightsManifest["tensors"] = [],
   sizeBytes = 0,
+  headerSha256 = "",
 ): Promise<Uint8Array> {
-  const assembler = new VerifyingAssembler({ objectName, sha256, sizeBytes, tensors });
+  const assembler = new VerifyingAssembler({ objectName, sha256, sizeBytes, tensors, headerSha256 });
   for await (const chunk of (await bus.objects()).getStream(objectName)) assembler.push(chunk);
   return assembler.finish();
 }

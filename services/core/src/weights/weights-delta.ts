@@ -91,6 +91,8 @@ export interface DeltaExpectation {
   sizeBytes: number;
   /** Every tensor of the full blob, unchanged ones marked. */
   tensors: readonly WeightsTensor[];
+  /** The manifest's `headerSha256` of the full blob ("" or absent: check the whole SHA-256). */
+  headerSha256?: string;
 }
 
 /**
@@ -126,6 +128,7 @@ export function applyDelta(parentBlob: Uint8Array, delta: Uint8Array, expect: De
     sha256: expect.sha256,
     sizeBytes: expect.sizeBytes,
     tensors: expect.tensors,
+    headerSha256: expect.headerSha256 ?? "",
   });
   out.push(delta.subarray(0, prefix));
   let at = prefix;

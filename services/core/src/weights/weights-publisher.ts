@@ -54,6 +54,8 @@ export interface StagedWeights {
   /** SHA-256 and size of the full blob. */
   readonly sha256: string;
   readonly size: number;
+  /** SHA-256 of the full blob's header when its tensors follow it with no gap, else "". */
+  readonly headerSha256: string;
   /** Every tensor of the full blob, as digested. */
   readonly tensors: WeightsTensor[];
   /** The delta stored instead of the full blob, and the version it is on; null: stored full. */
@@ -146,7 +148,7 @@ export class WeightsPublisher {
     const objects = await bus.objects();
     // One pass over the bytes for both digests; the put then streams views of the same memory.
     const digest = digestBlob(input.blob);
-    const { sha256, tensors } = digest;
+    const { sha256, tensors, headerSha256 } = digest;
     const latest = await readPointer(bus);
     const version = this.nextVersion(latest?.manifest ?? null);
     const base = this.deltaBase(version - 1, version, input);
@@ -156,7 +158,7 @@ export class WeightsPublisher {
     const objectName = weightsObjectName(version, sha256, delta ? "delta" : "safetensors");
     const info = await objects.putStream(objectName, () => (plan ? plan.chunks() : blobChunks(input.blob)));
     const size = input.blob.length;
-    return { input, version, objectName, sha256, size, tensors, delta, storedBytes: info.size };
+    return { input, version, objectName, sha256, size, headerSha256, tensors, delta, storedBytes: info.size };
   }
 
   /**
@@ -209,6 +211,7 @@ export class WeightsPublisher {
         baseSha256: delta ? delta.base.sha256 : "",
         fullVersion: BigInt(delta ? delta.base.fullVersion : version),
         blobSizeBytes: BigInt(storedBytes),
+        headerSha256: staged.headerSha256,
       });
       const manifest = this.signer ? signManifest(unsigned, this.signer) : unsigned;
       // 2. Move the pointer only if nobody else did since we read it.
@@ -227,10 +230,17 @@ export class WeightsPublisher {
         continue;
       }
       this.lastVersion = version;
-      await this.remember(objects, manifest, staged.tensors);
-      if (this.retention !== undefined) {
-        await collectWeights(objects, manifest, this.retention, this.chainStarts, this.log);
-      }
+      // Storing this manifest and collecting old blobs are independent (collection never touches
+      // the newest version), so they overlap: one round of Object Store waits, not two, before
+      // the publish returns. `remember` records the chain start before its first await, so the
+      // collection already sees it.
+      const retention = this.retention;
+      await Promise.all([
+        this.remember(objects, manifest, staged.tensors),
+        retention === undefined
+          ? null
+          : collectWeights(objects, manifest, retention, this.chainStarts, this.log),
+      ]);
       return manifest;
     }
     throw new KvConflictError(

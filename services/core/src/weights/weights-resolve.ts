@@ -120,7 +120,14 @@ export async function fetchVersionBlob(
   }
   if (start === null) {
     const full = chain.pop() as WeightsManifest;
-    start = await fetchWeightsBlob(bus, full.objectName, full.sha256, full.tensors, Number(full.sizeBytes));
+    start = await fetchWeightsBlob(
+      bus,
+      full.objectName,
+      full.sha256,
+      full.tensors,
+      Number(full.sizeBytes),
+      full.headerSha256,
+    );
   }
   let blob = start;
   for (const m of chain.reverse()) {
@@ -130,6 +137,7 @@ export async function fetchVersionBlob(
       sha256: m.sha256,
       sizeBytes: Number(m.sizeBytes),
       tensors: m.tensors,
+      headerSha256: m.headerSha256,
     });
   }
   return blob;

@@ -9,7 +9,10 @@
  * writes each into one buffer of the manifest's size (no list of chunks concatenated at the end),
  * and hashes them on the way in: the header is checked against the manifest's tensor list as
  * soon as it is complete, and each tensor as soon as its last byte is in, so a tampered chunk is
- * refused naming its tensor without reading the rest.
+ * refused naming its tensor without reading the rest. When the manifest carries the header's
+ * digest (`headerSha256`: the tensors fill the blob after the header, no gap), the header and
+ * the tensors' digests cover every byte exactly once, and the assembler hashes each byte once
+ * instead of also re-hashing the whole blob (the fixed cost measured in docs/weights-latency.md).
  */
 import { createHash, type Hash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
@@ -42,6 +45,11 @@ export function entriesOf(blob: Uint8Array, where: string): Entry[] {
 export interface BlobDigest {
   /** Lower-case hex SHA-256 of the whole blob. */
   sha256: string;
+  /**
+   * SHA-256 of the bytes before the first tensor when the tensors fill the rest of the blob with
+   * no gap ({@link gaplessHeaderEnd}); "" otherwise (the whole-blob digest must then be checked).
+   */
+  headerSha256: string;
   /** Every tensor (name, shape, dtype, SHA-256), in byte order; [] when the blob is not safetensors. */
   tensors: WeightsTensor[];
   /** The same tensors' byte ranges in the blob, in the same order (what a delta streams). */
@@ -77,7 +85,25 @@ export function digestBlob(blob: Uint8Array, where = "weights blob"): BlobDigest
     );
   }
   if (at < blob.length) total.update(blob.subarray(at));
-  return { sha256: total.digest("hex"), tensors, entries };
+  const headerEnd = gaplessHeaderEnd(entries, blob.length);
+  const headerSha256 = headerEnd > 0 ? createHash("sha256").update(blob.subarray(0, headerEnd)).digest("hex") : "";
+  return { sha256: total.digest("hex"), headerSha256, tensors, entries };
+}
+
+/**
+ * Where the header ends when the tensors (`entries`, in byte order) tile the rest of a blob of
+ * `size` bytes exactly, with no gap between or after them; 0 when they do not (or there are
+ * none). Only then do the header's and the tensors' digests together cover every byte.
+ */
+export function gaplessHeaderEnd(entries: readonly Entry[], size: number): number {
+  const first = entries[0];
+  if (first === undefined) return 0;
+  let at = first.begin;
+  for (const e of entries) {
+    if (e.begin !== at) return 0;
+    at = e.end;
+  }
+  return at === size ? first.begin : 0;
 }
 
 /**
@@ -96,18 +122,22 @@ export interface ExpectedBlob {
   /** Size the manifest promises; 0 (unknown) grows the buffer as chunks arrive. */
   sizeBytes: number;
   tensors: readonly WeightsTensor[];
+  /** The manifest's `headerSha256` ("" or absent: verify the whole blob's SHA-256 as well). */
+  headerSha256?: string;
 }
 
 /**
  * Builds a blob from streamed chunks into one buffer and checks it against its manifest on the
  * way: header against the tensor list, each tensor's SHA-256 when its last byte arrives, the
  * size and the whole blob's SHA-256 at {@link finish}. Every failure is an ObjectIntegrityError
- * naming the object (and the tensor).
+ * naming the object (and the tensor). With a header digest (and a known size and tensor list)
+ * the header's digest replaces the whole-blob one: each byte is hashed once.
  */
 export class VerifyingAssembler {
   private buf: Uint8Array;
   private length = 0;
-  private readonly total: Hash = createHash("sha256");
+  /** The whole-blob hash; null when the header's and tensors' digests cover every byte. */
+  private readonly total: Hash | null;
   /** Tensors of the parsed header still to check, in byte order; null until the header is in. */
   private pending: Entry[] | null = null;
   private current: { entry: Entry; hash: Hash } | null = null;
@@ -119,6 +149,8 @@ export class VerifyingAssembler {
     }
     this.buf = new Uint8Array(expect.sizeBytes > 0 ? expect.sizeBytes : WEIGHTS_CHUNK_BYTES);
     this.promised = new Map(expect.tensors.map((t) => [t.name, t]));
+    const onePass = (expect.headerSha256 ?? "") !== "" && expect.tensors.length > 0 && expect.sizeBytes > 0;
+    this.total = onePass ? null : createHash("sha256");
   }
 
   private fail(why: string): never {
@@ -143,7 +175,7 @@ export class VerifyingAssembler {
     this.buf.set(chunk, this.length);
     const start = this.length;
     this.length = end;
-    this.total.update(chunk);
+    this.total?.update(chunk);
     if (this.expect.tensors.length === 0) return;
     if (this.pending === null) this.readHeader();
     this.hashTensors(start);
@@ -184,7 +216,21 @@ export class VerifyingAssembler {
     }
     const missing = [...left.keys()];
     if (missing.length > 0) this.fail(`tensor '${missing[0]}' of the manifest is missing from the blob`);
+    if (this.total === null) this.checkHeaderDigest(8 + n, entries);
     this.pending = entries;
+  }
+
+  /**
+   * One-pass mode: the header bytes must have the manifest's digest (which also fixes every
+   * tensor's byte range) and the tensors must fill the rest of the blob, so that the tensors'
+   * digests cover every other byte. Checked before any tensor is hashed.
+   */
+  private checkHeaderDigest(headerEnd: number, entries: readonly Entry[]): void {
+    const got = createHash("sha256").update(this.buf.subarray(0, headerEnd)).digest("hex");
+    if (got !== this.expect.headerSha256)
+      this.fail(`header has SHA-256 ${got}, the manifest says ${this.expect.headerSha256} (tampered)`);
+    if (gaplessHeaderEnd(entries, this.expect.sizeBytes) !== headerEnd)
+      this.fail("leaves bytes outside its tensors, but the manifest's digests cover none there");
   }
 
   /** Feed the bytes from `from` on to the tensors they belong to; check each tensor that completes. */
@@ -224,7 +270,8 @@ export class VerifyingAssembler {
     ) {
       this.fail("ended before its last tensor");
     }
-    const actual = this.total.digest("hex");
+    // One-pass mode: every byte was already checked (header, then each tensor, no gap).
+    const actual = this.total?.digest("hex") ?? this.expect.sha256;
     if (actual !== this.expect.sha256) {
       this.fail(`SHA-256 ${actual} does not match the manifest's ${this.expect.sha256}`);
     }
