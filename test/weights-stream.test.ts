@@ -143,3 +143,93 @@ describe("weights stream - replica", () => {
     ).rejects.toThrow(/tensor 'c\.bias' has SHA-256/);
   });
 });
+
+/** Safetensors bytes whose two tensors leave an 8-byte gap between them (legal, but not tiled). */
+function gappedBlob(): Uint8Array {
+  const json = JSON.stringify({
+    a: { dtype: "F32", shape: [2], data_offsets: [0, 8] },
+    b: { dtype: "F32", shape: [2], data_offsets: [16, 24] },
+  });
+  const header = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + header.length + 24);
+  new DataView(out.buffer).setBigUint64(0, BigInt(header.length), true);
+  out.set(header, 8);
+  for (let i = 8 + header.length; i < out.length; i++) out[i] = i & 255;
+  return out;
+}
+
+describe("weights stream - one hashing pass", () => {
+  const onePass = (b: Uint8Array) => {
+    const d = digestBlob(b);
+    return {
+      objectName: "w",
+      sha256: d.sha256,
+      sizeBytes: b.length,
+      tensors: d.tensors,
+      headerSha256: d.headerSha256,
+    };
+  };
+
+  it("weights stream - a gapless blob's digest holds its header's SHA-256; a blob with a gap gets none", () => {
+    const b = blob(8);
+    const headerEnd = b.length - 40 - 400_000 - 400;
+    expect(digestBlob(b).headerSha256).toBe(sha256(b.subarray(0, headerEnd)));
+    expect(digestBlob(gappedBlob()).headerSha256).toBe("");
+    expect(digestBlob(new TextEncoder().encode("plain bytes")).headerSha256).toBe("");
+  });
+
+  it("weights stream - a published manifest carries the header digest, and the fetch verifies with it", async () => {
+    const bus = new MemoryBus();
+    const b = blob(9);
+    const m = await publishWeights(bus, { blob: b, runId: "r", step: 1, modelKind: "test" });
+    expect(m.headerSha256).toBe(digestBlob(b).headerSha256);
+    const back = await fetchWeightsBlob(
+      bus,
+      m.objectName,
+      m.sha256,
+      m.tensors,
+      Number(m.sizeBytes),
+      m.headerSha256,
+    );
+    expect(Buffer.compare(back, b)).toBe(0);
+  });
+
+  it("weights stream - a header byte changed with every tensor intact is refused at the header", async () => {
+    const bus = new MemoryBus();
+    const b = blob(10);
+    const m = await publishWeights(bus, { blob: b, runId: "r", step: 1, modelKind: "test" });
+    // Same length, same tensor list: only the metadata differs, which no tensor digest covers.
+    const text = new TextDecoder().decode(b);
+    const at = text.indexOf('"test"') + 1;
+    expect(at).toBeGreaterThan(0);
+    const replaced = b.slice();
+    replaced[at] = "b".charCodeAt(0);
+    await (await bus.objects()).put(m.objectName, replaced);
+    await expect(
+      fetchWeightsBlob(bus, m.objectName, m.sha256, m.tensors, Number(m.sizeBytes), m.headerSha256),
+    ).rejects.toThrow(/header has SHA-256 [0-9a-f]{64}, the manifest says [0-9a-f]{64} \(tampered\)/);
+  });
+
+  it("weights stream - a manifest whose header digest is not the blob's is refused before any tensor", () => {
+    const b = blob(11);
+    const a = new VerifyingAssembler({ ...onePass(b), headerSha256: sha256(new Uint8Array(1)) });
+    expect(() => a.push(b.subarray(0, 4096))).toThrow(/header has SHA-256 .* \(tampered\)/);
+  });
+
+  it("weights stream - a header digest over a blob with gaps is refused: the gap bytes would go unchecked", () => {
+    const g = gappedBlob();
+    const n = Number(new DataView(g.buffer).getBigUint64(0, true));
+    const a = new VerifyingAssembler({ ...onePass(g), headerSha256: sha256(g.subarray(0, 8 + n)) });
+    expect(() => a.push(g)).toThrow(/leaves bytes outside its tensors/);
+  });
+
+  it("weights stream - without a header digest a changed gap byte is still caught by the whole-blob SHA-256", () => {
+    const g = gappedBlob();
+    const tampered = g.slice();
+    const gapAt = g.length - 24 + 8 + 3; // inside the 8 bytes between the two tensors
+    tampered[gapAt] = (tampered[gapAt] as number) ^ 1;
+    const a = new VerifyingAssembler(onePass(g));
+    a.push(tampered);
+    expect(() => a.finish()).toThrow(/SHA-256 [0-9a-f]{64} does not match the manifest's/);
+  });
+});

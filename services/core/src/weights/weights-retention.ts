@@ -59,11 +59,12 @@ export async function collectWeights(
     for (let v = Math.max(1, keepFrom); v <= newest; v++) {
       keepFrom = Math.min(keepFrom, await chainStart(objects, names, v, chainStarts));
     }
-    for (const name of names) {
+    const old = names.filter((name) => {
       const version = weightsObjectVersion(name);
-      if (version === null || version >= keepFrom || pinned.has(name)) continue;
-      await objects.delete(name);
-    }
+      return version !== null && version < keepFrom && !pinned.has(name);
+    });
+    // Independent deletes (a version's blob and its manifest, often): one round of waits, not one each.
+    await Promise.all(old.map((name) => objects.delete(name)));
     for (const v of chainStarts.keys()) if (v < keepFrom) chainStarts.delete(v);
   } catch (err) {
     log(`weights: could not delete blobs older than v${keepFrom}: ${(err as Error).message}`);

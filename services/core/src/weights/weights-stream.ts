@@ -86,7 +86,8 @@ export function digestBlob(blob: Uint8Array, where = "weights blob"): BlobDigest
   }
   if (at < blob.length) total.update(blob.subarray(at));
   const headerEnd = gaplessHeaderEnd(entries, blob.length);
-  const headerSha256 = headerEnd > 0 ? createHash("sha256").update(blob.subarray(0, headerEnd)).digest("hex") : "";
+  const headerSha256 =
+    headerEnd > 0 ? createHash("sha256").update(blob.subarray(0, headerEnd)).digest("hex") : "";
   return { sha256: total.digest("hex"), headerSha256, tensors, entries };
 }
 
