@@ -5,7 +5,7 @@
  * old blobs are collected after the retention count with the run's reference kept, on the
  * memory bus and on a real nats-server.
  */
-import { generateKeyPairSync } from "node:crypto";
+import { createHash, generateKeyPairSync } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -18,12 +18,14 @@ import { NatsBus } from "../services/core/src/bus/nats-bus.js";
 import { type NatsServerHandle, startNatsServer } from "../services/core/src/bus/nats-server.js";
 import { LATEST_WEIGHTS_KEY, weightsObjectName } from "../services/core/src/bus/subjects.js";
 import { ValidationError } from "../services/core/src/errors.js";
+import { encodeSafetensors } from "../services/core/src/model/safetensors-bytes.js";
 import {
   fetchWeightsBlob,
   readLatestWeights,
   WeightsPublisher,
 } from "../services/core/src/weights/weights-channel.js";
 import { signerOf, type WeightsSigner } from "../services/core/src/weights/weights-signing.js";
+import { contentIdOf, digestBlob } from "../services/core/src/weights/weights-stream.js";
 import { PolicyReplica } from "../services/policy/policy-replica.js";
 import { FakeModel, fakeLoader, nameOf, poll } from "./helpers/fake-model.js";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
@@ -222,5 +224,50 @@ describe("weights publisher - retention", () => {
       expect(latest?.manifest.version).toBe(5n);
       expect(latest?.manifest.signature).toHaveLength(64);
     });
+
+    it("weights publisher - on nats, the manifest's SHA-256 taken from the put is the whole blob's", async () => {
+      const bus = await NatsBus.connect(server.url, { namespace: "whole-sha" });
+      closers.push(() => bus.close());
+      await expectWholeDigests(bus);
+    });
+  });
+
+  it("weights publisher - full and delta manifests carry the whole blob's SHA-256 though it is hashed per tensor", async () => {
+    await expectWholeDigests(new MemoryBus());
   });
 });
+
+/**
+ * Publish a gapless safetensors blob, a delta on it and the first one again under a new number:
+ * each manifest's `sha256` is the full blob's real SHA-256 (from the put for a full version,
+ * hashed for a delta), its header digest is set, and object names follow the content.
+ */
+async function expectWholeDigests(bus: Bus): Promise<void> {
+  const layers = (seed: number) =>
+    new Map(
+      ["a", "b", "c"].map((n, i) => [
+        `${n}.weight`,
+        { shape: [64], data: Float32Array.from({ length: 64 }, (_, k) => (k + 1) * (i + seed)) },
+      ]),
+    );
+  const one = encodeSafetensors(layers(1), { format: "test" });
+  const moved = layers(1);
+  moved.set("b.weight", { shape: [64], data: new Float32Array(64).fill(7) });
+  const two = encodeSafetensors(moved, { format: "test" });
+  const publisher = new WeightsPublisher({ signer: newSigner(), fullEvery: 5 });
+  const m1 = await publisher.publish(bus, { blob: one, runId: "r", step: 0, modelKind: "test" });
+  const reference = { objectName: m1.objectName, sha256: m1.sha256, version: 1 };
+  const m2 = await publisher.publish(bus, { blob: two, runId: "r", step: 1, modelKind: "test", reference });
+  expect(m2.baseVersion).toBe(1n);
+  for (const [m, blob] of [
+    [m1, one],
+    [m2, two],
+  ] as const) {
+    expect(m.sha256).toBe(createHash("sha256").update(blob).digest("hex"));
+    expect(m.headerSha256).toMatch(/^[0-9a-f]{64}$/);
+  }
+  const id = (b: Uint8Array) => contentIdOf(digestBlob(b, "test", false));
+  expect(m1.objectName).toBe(weightsObjectName(1, id(one)));
+  expect(m2.objectName).toBe(weightsObjectName(2, id(two), "delta"));
+  expect(id(one)).not.toBe(id(two));
+}

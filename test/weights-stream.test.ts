@@ -175,6 +175,9 @@ describe("weights stream - one hashing pass", () => {
     const headerEnd = b.length - 40 - 400_000 - 400;
     expect(digestBlob(b).headerSha256).toBe(sha256(b.subarray(0, headerEnd)));
     expect(digestBlob(gappedBlob()).headerSha256).toBe("");
+    // Asked for the tensors' digests only: skipped for the gapless blob, still made for the other.
+    expect(digestBlob(b, "t", false).sha256).toBe("");
+    expect(digestBlob(gappedBlob(), "t", false).sha256).toBe(sha256(gappedBlob()));
     expect(digestBlob(new TextEncoder().encode("plain bytes")).headerSha256).toBe("");
   });
 

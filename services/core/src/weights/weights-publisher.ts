@@ -1,8 +1,9 @@
 /**
  * The Optimizer's side of the weights log: store a blob as the next version, sign its manifest,
  * move the latest pointer by compare-and-set, then collect blobs older than the retention count.
- * The blob is hashed in one pass (whole and per tensor, weights-stream.ts) and streamed to the
- * Object Store as views of its own memory: the publisher never makes a second copy of it.
+ * The blob is hashed once per byte: per tensor and its header here (weights-stream.ts), the whole
+ * blob by the Object Store put that streams it as views of its own memory (the publisher never
+ * makes a second copy of it); objects are named by a content id of those digests.
  *
  * With `fullEvery` > 1 a version whose tensors partly equal its parent's (the publisher's own
  * previous version) is stored as a delta: the header and the changed tensors only
@@ -27,12 +28,13 @@ import {
 import type { Bus, ObjectStore } from "../bus/bus.js";
 import { LATEST_WEIGHTS_KEY, weightsObjectName } from "../bus/subjects.js";
 import { KvConflictError, ValidationError, WeightsError } from "../errors.js";
+import { sha256Hex } from "../hash.js";
 import { type DeltaPlan, planDelta } from "./weights-delta.js";
 import { MAX_VERSION_JUMP, MAX_WEIGHTS_VERSION } from "./weights-manifest.js";
 import { readPointer } from "./weights-pointer.js";
 import { collectWeights } from "./weights-retention.js";
 import { signatureProblem, signManifest, type WeightsSigner } from "./weights-signing.js";
-import { blobChunks, digestBlob } from "./weights-stream.js";
+import { blobChunks, contentIdOf, digestBlob } from "./weights-stream.js";
 
 /** What the Optimizer says about a blob it publishes. */
 export interface PublishWeightsInput {
@@ -53,6 +55,8 @@ export interface StagedWeights {
   readonly objectName: string;
   /** SHA-256 and size of the full blob. */
   readonly sha256: string;
+  /** The content id its object names carry (weights-stream.ts `contentIdOf`). */
+  readonly contentId: string;
   readonly size: number;
   /** SHA-256 of the full blob's header when its tensors follow it with no gap, else "". */
   readonly headerSha256: string;
@@ -146,19 +150,36 @@ export class WeightsPublisher {
    */
   async stage(bus: Bus, input: PublishWeightsInput): Promise<StagedWeights> {
     const objects = await bus.objects();
-    // One pass over the bytes for both digests; the put then streams views of the same memory.
-    const digest = digestBlob(input.blob);
-    const { sha256, tensors, headerSha256 } = digest;
+    // One hash per byte: the tensors' (and header's) digests here; the whole blob's SHA-256 is
+    // the one the full put computes anyway (a blob with gaps is hashed whole here as well).
+    const digest = digestBlob(input.blob, "weights blob", false);
+    const { tensors, headerSha256 } = digest;
+    const contentId = contentIdOf(digest);
     const latest = await readPointer(bus);
     const version = this.nextVersion(latest?.manifest ?? null);
     const base = this.deltaBase(version - 1, version, input);
     const plan = base ? planDelta(input.blob, digest, base.tensors) : null;
     const delta = plan && base ? { plan, base } : null;
-    // A name no other publisher can use (version + the full blob's hash).
-    const objectName = weightsObjectName(version, sha256, delta ? "delta" : "safetensors");
+    // A name no other publisher can use (version + the content's hash).
+    const objectName = weightsObjectName(version, contentId, delta ? "delta" : "safetensors");
     const info = await objects.putStream(objectName, () => (plan ? plan.chunks() : blobChunks(input.blob)));
+    // The full put hashed exactly these bytes (the store's own digest); a delta's put hashed the
+    // delta, not the full blob, so that one pass is made here then.
+    const fromPut = !delta && info.size === input.blob.length && /^[0-9a-f]{64}$/.test(info.sha256);
+    const sha256 = digest.sha256 || (fromPut ? info.sha256 : sha256Hex(input.blob));
     const size = input.blob.length;
-    return { input, version, objectName, sha256, size, headerSha256, tensors, delta, storedBytes: info.size };
+    return {
+      input,
+      version,
+      objectName,
+      sha256,
+      contentId,
+      size,
+      headerSha256,
+      tensors,
+      delta,
+      storedBytes: info.size,
+    };
   }
 
   /**
@@ -189,7 +210,7 @@ export class WeightsPublisher {
         if (objectName && ![named?.objectName, named?.referenceObjectName].includes(objectName)) {
           await objects.delete(objectName);
         }
-        objectName = weightsObjectName(version, staged.sha256);
+        objectName = weightsObjectName(version, staged.contentId);
         delta = null;
         storedBytes = (await objects.putStream(objectName, () => blobChunks(input.blob))).size;
       }

@@ -43,7 +43,10 @@ export function entriesOf(blob: Uint8Array, where: string): Entry[] {
 
 /** The whole-blob and per-tensor digests of a blob, from one pass over its bytes. */
 export interface BlobDigest {
-  /** Lower-case hex SHA-256 of the whole blob. */
+  /**
+   * Lower-case hex SHA-256 of the whole blob; "" when the caller asked for the tensors' digests
+   * only (`whole: false`) and the header's and tensors' digests cover every byte.
+   */
   sha256: string;
   /**
    * SHA-256 of the bytes before the first tensor when the tensors fill the rest of the blob with
@@ -58,21 +61,25 @@ export interface BlobDigest {
 
 /**
  * SHA-256 of `blob` and of each of its tensors in one pass: every slice of a tensor updates both
- * hashes while it is in cache, instead of reading the blob once per digest. A blob that looks like
- * safetensors but has a broken header throws CheckpointError naming `where`.
+ * hashes while it is in cache, instead of reading the blob once per digest. With `whole: false`
+ * the whole-blob hash is skipped when the header's and tensors' digests cover every byte (the
+ * publisher then takes it from the Object Store put, which computes it anyway): one hash per byte
+ * instead of two. A blob that looks like safetensors but has a broken header throws
+ * CheckpointError naming `where`.
  */
-export function digestBlob(blob: Uint8Array, where = "weights blob"): BlobDigest {
-  const total = createHash("sha256");
+export function digestBlob(blob: Uint8Array, where = "weights blob", whole = true): BlobDigest {
   const tensors: WeightsTensor[] = [];
   const entries = entriesOf(blob, where);
+  const headerEnd = gaplessHeaderEnd(entries, blob.length);
+  const total = whole || headerEnd === 0 ? createHash("sha256") : null;
   let at = 0;
   for (const e of entries) {
-    if (e.begin > at) total.update(blob.subarray(at, e.begin));
+    if (e.begin > at) total?.update(blob.subarray(at, e.begin));
     const own = createHash("sha256");
     for (let p = e.begin; p < e.end; p += WEIGHTS_CHUNK_BYTES) {
       const slice = blob.subarray(p, Math.min(e.end, p + WEIGHTS_CHUNK_BYTES));
       own.update(slice);
-      total.update(slice);
+      total?.update(slice);
     }
     at = e.end;
     tensors.push(
@@ -84,11 +91,24 @@ export function digestBlob(blob: Uint8Array, where = "weights blob"): BlobDigest
       }),
     );
   }
-  if (at < blob.length) total.update(blob.subarray(at));
-  const headerEnd = gaplessHeaderEnd(entries, blob.length);
+  if (at < blob.length) total?.update(blob.subarray(at));
   const headerSha256 =
     headerEnd > 0 ? createHash("sha256").update(blob.subarray(0, headerEnd)).digest("hex") : "";
-  return { sha256: total.digest("hex"), headerSha256, tensors, entries };
+  return { sha256: total?.digest("hex") ?? "", headerSha256, tensors, entries };
+}
+
+/**
+ * A name-safe id of a blob's content before its whole SHA-256 is known (that SHA-256 itself when
+ * the digest has it): else the SHA-256 of its header digest and its tensors' digests in order.
+ * Those fix every byte of a gapless blob (the header fixes each tensor's range, the tensors tile
+ * the rest), so two blobs share the id only if they are byte-identical, which is all a weights
+ * object's name needs (weights-publisher.ts).
+ */
+export function contentIdOf(digest: BlobDigest): string {
+  if (digest.sha256 !== "") return digest.sha256;
+  const h = createHash("sha256").update(digest.headerSha256);
+  for (const t of digest.tensors) h.update(`\n${t.name}\n${t.sha256}`);
+  return h.digest("hex");
 }
 
 /**
