@@ -34,7 +34,7 @@ import { MAX_VERSION_JUMP, MAX_WEIGHTS_VERSION } from "./weights-manifest.js";
 import { readPointer } from "./weights-pointer.js";
 import { collectWeights } from "./weights-retention.js";
 import { signatureProblem, signManifest, type WeightsSigner } from "./weights-signing.js";
-import { blobChunks, contentIdOf, digestBlob } from "./weights-stream.js";
+import { blobChunks, contentIdOf, digestBlob, WEIGHTS_PUT_VIEW_BYTES } from "./weights-stream.js";
 
 /** What the Optimizer says about a blob it publishes. */
 export interface PublishWeightsInput {
@@ -162,7 +162,9 @@ export class WeightsPublisher {
     const delta = plan && base ? { plan, base } : null;
     // A name no other publisher can use (version + the content's hash).
     const objectName = weightsObjectName(version, contentId, delta ? "delta" : "safetensors");
-    const info = await objects.putStream(objectName, () => (plan ? plan.chunks() : blobChunks(input.blob)));
+    const info = await objects.putStream(objectName, () =>
+      plan ? plan.chunks() : blobChunks(input.blob, WEIGHTS_PUT_VIEW_BYTES),
+    );
     // The full put hashed exactly these bytes (the store's own digest); a delta's put hashed the
     // delta, not the full blob, so that one pass is made here then.
     const fromPut = !delta && info.size === input.blob.length && /^[0-9a-f]{64}$/.test(info.sha256);
@@ -212,7 +214,9 @@ export class WeightsPublisher {
         }
         objectName = weightsObjectName(version, staged.contentId);
         delta = null;
-        storedBytes = (await objects.putStream(objectName, () => blobChunks(input.blob))).size;
+        storedBytes = (
+          await objects.putStream(objectName, () => blobChunks(input.blob, WEIGHTS_PUT_VIEW_BYTES))
+        ).size;
       }
       const unsigned = create(WeightsManifestSchema, {
         version: BigInt(version),

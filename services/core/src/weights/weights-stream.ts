@@ -22,10 +22,19 @@ import { type Entry, parseHeader } from "../model/safetensors.js";
 import { looksLikeSafetensors, safetensorsHeaderLength } from "./weights-manifest.js";
 
 /**
- * Largest chunk handed to the Object Store: the JetStream Object Store's own chunk size (128 KiB),
- * so the client never has to cut or join much larger pieces.
+ * The JetStream Object Store's own chunk size (128 KiB): the slice size of the digest pass (each
+ * slice feeds two hashes while it is in cache) and the default size of {@link blobChunks}.
  */
 export const WEIGHTS_CHUNK_BYTES = 128 * 1024;
+
+/**
+ * Largest view of a full blob handed to one Object Store put. The NATS client cuts its own
+ * 128 KiB chunks out of each view without copying, but joins (copies) the buffered remainder with
+ * every new view; views of {@link WEIGHTS_CHUNK_BYTES} made it copy each byte twice (measured:
+ * +55 ms on a 50 MB put, docs/weights-latency.md). A blob of up to 16 MiB goes as one view, a
+ * larger one with one join per 16 MiB; either way no view is a copy of the caller's blob.
+ */
+export const WEIGHTS_PUT_VIEW_BYTES = 16 * 1024 * 1024;
 
 /** Largest blob a replica assembles: Node's largest typed array (a bigger manifest is refused). */
 export const MAX_BLOB_BYTES = 2 ** 32;
