@@ -199,8 +199,9 @@ export class WeightsPublisher {
     let { objectName, delta, storedBytes } = staged;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const latest = await readPointer(bus);
+      // One signature check of the pointer per attempt (it used to be checked twice here).
       const why = latest ? this.distrust(latest.manifest) : null;
-      const parent = this.nextVersion(latest?.manifest ?? null) - 1;
+      const parent = this.nextVersion(latest?.manifest ?? null, why) - 1;
       const version = parent + 1;
       if (why !== null) {
         this.log(`weights: the latest-weights pointer held ${why}; replacing it with v${version}`);
@@ -273,9 +274,15 @@ export class WeightsPublisher {
     );
   }
 
-  /** The number the next version takes after the pointer's manifest `m` (null: no pointer). */
-  private nextVersion(m: WeightsManifest | WeightsError | null): number {
-    const trusted = m !== null && this.distrust(m) === null ? (m as WeightsManifest) : null;
+  /**
+   * The number the next version takes after the pointer's manifest `m` (null: no pointer); `why`
+   * is what {@link distrust} says of `m`, checked here when the caller has not already.
+   */
+  private nextVersion(
+    m: WeightsManifest | WeightsError | null,
+    why: string | null = m === null ? null : this.distrust(m),
+  ): number {
+    const trusted = m !== null && why === null ? (m as WeightsManifest) : null;
     return Math.max(trusted ? Number(trusted.version) : 0, this.lastVersion) + 1;
   }
 
