@@ -17,8 +17,9 @@
  * Anyone who can write to NATS can move the pointer, so every manifest is checked before any
  * blob is read (weights-channel.ts `checkManifest`): with a verify key, it must be signed by that
  * key; always, its version must be a safe integer newer than the served one and not absurdly far
- * ahead, and its parent chain must hold. Its blob must then match each tensor's and the whole
- * blob's SHA-256. A refused version is logged and recorded in `lastSwapError`; the replica keeps
+ * ahead, and its parent chain must hold. Its blob must then match each tensor's SHA-256 and the
+ * header's (a manifest with `headerSha256`: together they cover every byte, one hashing pass) or
+ * else the whole blob's SHA-256. A refused version is logged and recorded in `lastSwapError`; the replica keeps
  * serving what it has, and takes the next good version.
  */
 import type { WeightsManifest } from "../core/gen/rlaif/common/v1/types_pb.js";
