@@ -291,8 +291,10 @@ describe("weights delta", () => {
     const [m1] = await publishRun(bus, publisher, blobs.slice(0, 3));
     const ref = referenceOf(m1 as WeightsManifest);
     // v3 is a delta on v2 on v1 (full): all three are kept although retention is 1.
+    await publisher.settled();
     expect(await versions()).toEqual([1, 2, 3]);
     await publishOne(bus, publisher, blobs[3] as Uint8Array, 3, ref);
+    await publisher.settled();
     // v4 is full (a chain of 3): v2 and v3 go; v1 stays as the run's reference.
     expect(await versions()).toEqual([1, 4]);
     const late = newReplica();

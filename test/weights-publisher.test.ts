@@ -189,12 +189,51 @@ async function retentionRun(bus: Bus, n: number) {
   const reference = { objectName: first.objectName, sha256: first.sha256, version: Number(first.version) };
   const later: WeightsManifest[] = [];
   for (let i = 1; i <= n; i++) later.push(await publisher.publish(bus, input(`w${i}`, i, reference)));
+  // `publish` returns once the pointer moved; the collection runs after it.
+  await publisher.settled();
   const objects = await bus.objects();
   const names = (await objects.list()).map((o) => o.name).filter((x) => x.startsWith("weights/"));
   return { first, later, names: names.sort() };
 }
 
 describe("weights publisher - retention", () => {
+  it("weights publisher - publish returns once the pointer moved; settled() waits for the collection, the next publish too", async () => {
+    const bus = new MemoryBus();
+    closers.push(() => bus.close());
+    const publisher = new WeightsPublisher({ signer: newSigner(), retention: 1 });
+    const first = await publisher.publish(bus, input("ref", 0));
+    const reference = { objectName: first.objectName, sha256: first.sha256, version: 1 };
+    const v2 = await publisher.publish(bus, input("w2", 1, reference));
+    const objects = await bus.objects();
+    // Hold every delete until released: the collection after v3 cannot finish.
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const remove = objects.delete.bind(objects);
+    objects.delete = async (name: string) => {
+      await gate;
+      return remove(name);
+    };
+    const v3 = await publisher.publish(bus, input("w3", 2, reference));
+    expect((await readLatestWeights(bus))?.manifest.version).toBe(3n);
+    expect(await objects.info(v2.objectName)).not.toBeNull(); // not collected yet
+    let next = false;
+    const v4 = publisher.publish(bus, input("w4", 3, reference)).then((m) => {
+      next = true;
+      return m;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(next).toBe(false); // the next publish waits for the clean-up before it stages
+    release();
+    await publisher.settled();
+    expect(await objects.info(v2.objectName)).toBeNull();
+    expect((await v4).version).toBe(4n);
+    await publisher.settled();
+    expect(await objects.info(v3.objectName)).toBeNull();
+    expect(await objects.info(first.objectName)).not.toBeNull(); // the reference stays
+  });
+
   it("weights publisher - retention keeps the newest versions and the run's reference on the memory bus", async () => {
     const bus = new MemoryBus();
     closers.push(() => bus.close());

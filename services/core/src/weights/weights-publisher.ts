@@ -111,6 +111,8 @@ export class WeightsPublisher {
   private readonly fullEvery: number;
   private readonly log: (line: string) => void;
   private last: LastPublished | null = null;
+  /** The last commit's clean-up (manifest store, retention), still running or done; never rejects. */
+  private housekeeping: Promise<void> = Promise.resolve();
   /** The chain start (full version) of each version this publisher wrote and still retains. */
   private readonly chainStarts = new Map<number, number>();
 
@@ -149,6 +151,8 @@ export class WeightsPublisher {
    * once that step's samples are all in, so the upload is off the pipeline's critical path.
    */
   async stage(bus: Bus, input: PublishWeightsInput): Promise<StagedWeights> {
+    // The previous version's manifest must be stored (and `last` set) before a delta is planned on it.
+    await this.housekeeping;
     const objects = await bus.objects();
     // One hash per byte: the tensors' (and header's) digests here; the whole blob's SHA-256 is
     // the one the full put computes anyway (a blob with gaps is hashed whole here as well).
@@ -193,6 +197,7 @@ export class WeightsPublisher {
    * so concurrent publishers never overwrite each other.
    */
   async commit(bus: Bus, staged: StagedWeights): Promise<WeightsManifest> {
+    await this.housekeeping;
     const kv = await bus.kv();
     const objects = await bus.objects();
     const { input } = staged;
@@ -256,22 +261,36 @@ export class WeightsPublisher {
         continue;
       }
       this.lastVersion = version;
-      // Storing this manifest and collecting old blobs are independent (collection never touches
-      // the newest version), so they overlap: one round of Object Store waits, not two, before
-      // the publish returns. `remember` records the chain start before its first await, so the
-      // collection already sees it.
+      // The pointer has moved: the version is published. Storing its manifest (read only when a
+      // later delta is rebuilt from scratch) and collecting old blobs run after this returns, so
+      // neither the caller nor the replicas' first fetch waits on that clean-up; the next stage or
+      // commit waits for it, and {@link settled} exposes it. Both overlap (collection never touches
+      // the newest version); `remember` records the chain start before its first await, so the
+      // collection already sees it. Neither rejects: a failure is logged, as before.
       const retention = this.retention;
-      await Promise.all([
+      this.housekeeping = Promise.all([
         this.remember(objects, manifest, staged.tensors),
         retention === undefined
           ? null
           : collectWeights(objects, manifest, retention, this.chainStarts, this.log),
-      ]);
+      ]).then(
+        () => {},
+        (err: Error) => this.log(`weights: clean-up after v${version} failed: ${err.message}`),
+      );
       return manifest;
     }
     throw new KvConflictError(
       `could not move the latest-weights pointer after ${MAX_ATTEMPTS} attempts (too many publishers?)`,
     );
+  }
+
+  /**
+   * Resolves once the last publish's clean-up (its manifest stored, older blobs collected) is
+   * done. Why: `publish` returns as soon as the pointer moved; a caller about to exit, or a test
+   * that lists the store, waits for the clean-up here.
+   */
+  settled(): Promise<void> {
+    return this.housekeeping;
   }
 
   /**
