@@ -24,6 +24,8 @@ import { plainJson } from "../core/src/plain-json.js";
 export const CONFIG_FILE = "config.json";
 export const METRICS_FILE = "metrics.jsonl";
 export const FINAL_CHECKPOINT = "final.safetensors";
+/** The held-out before/after evaluation `rlaif train` writes (services/cli/held-out-eval.ts). */
+export const HELD_OUT_FILE = "held-out.json";
 
 /** Write `text` to `file` atomically: temp file in the same directory, fsync, rename. */
 export function writeFileAtomic(file: string, text: string): void {
