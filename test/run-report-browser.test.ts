@@ -100,13 +100,15 @@ describe.skipIf(!hasChromium)("run report in chromium", () => {
     expect(await page.locator("#samples tr.pick-best").count()).toBe(STEPS);
     expect(await page.locator("#extremes tbody tr").count()).toBe(2);
     // The <script> of the prompt is shown as text and never ran.
-    expect(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned)).toBeUndefined();
+    expect(await page.evaluate(() => (globalThis as { pwned?: number }).pwned)).toBeUndefined();
     expect(await page.locator("#samples td.text", { hasText: EVIL }).count()).toBeGreaterThan(0);
     expect(await page.locator("#prompts li", { hasText: EVIL }).count()).toBe(1);
     // Held-out before/after and provenance.
     expect(await page.locator("#held-out-summary tbody tr").count()).toBe(2);
     expect(await page.locator("#held-out-samples tbody tr").count()).toBeGreaterThan(0);
-    expect(await page.locator("#provenance").innerText()).toMatch(/model\s+\S+tiny\.safetensors \(sha256 [0-9a-f]{64}\)/);
+    expect(await page.locator("#provenance").textContent()).toMatch(
+      /model\s*\S+tiny\.safetensors \(sha256 [0-9a-f]{64}\)/,
+    );
     const shot = join(tmp, "report.png");
     await page.screenshot({ path: shot, fullPage: true });
     const png = readFileSync(shot);
@@ -133,7 +135,9 @@ describe.skipIf(!hasChromium)("run report in chromium", () => {
       await page.waitForSelector("body[data-charts-ready=true]", { timeout: 30_000 });
       expect(errors).toEqual([]);
       for (const id of CHARTS)
-        expect(await page.locator(`#chart-${id}`).getAttribute("data-rendered-points"), id).toBe(String(STEPS));
+        expect(await page.locator(`#chart-${id}`).getAttribute("data-rendered-points"), id).toBe(
+          String(STEPS),
+        );
       await page.close();
     } finally {
       await new Promise<void>((r) => server.close(() => r()));

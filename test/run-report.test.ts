@@ -14,7 +14,12 @@ import { afterAll, describe, expect, it } from "vitest";
 import { StepMetricsSchema, TrajectorySchema } from "../services/core/gen/rlaif/common/v1/types_pb.js";
 import { escapeHtml, renderReportHtml, reportCharts, scriptJson } from "../services/optimizer/report-html.js";
 import { REPORT_PATH, reportRoutes } from "../services/optimizer/report-live.js";
-import { FINAL_CHECKPOINT, METRICS_FILE, metricsLine, writeFileAtomic } from "../services/optimizer/run-files.js";
+import {
+  FINAL_CHECKPOINT,
+  METRICS_FILE,
+  metricsLine,
+  writeFileAtomic,
+} from "../services/optimizer/run-files.js";
 import { loadRunReport } from "../services/optimizer/run-report.js";
 import {
   readSamples,
@@ -47,7 +52,12 @@ function fixtureRun(steps: number, ended: boolean): string {
     JSON.stringify({ runId: "run-fixture", steps, learningRate: 0.001, prompts: [EVIL, "fine"] }),
   );
   for (let s = 1; s <= steps; s++) {
-    const m = create(StepMetricsSchema, { runId: "run-fixture", step: s, meanReward: s / 10, stdReward: 0.2 });
+    const m = create(StepMetricsSchema, {
+      runId: "run-fixture",
+      step: s,
+      meanReward: s / 10,
+      stdReward: 0.2,
+    });
     appendFileSync(join(dir, METRICS_FILE), metricsLine(m));
     const trajs = [traj(`${s}a`, 1, 4, EVIL), traj(`${s}b`, -1, 2), traj(`${s}c`, 0)];
     appendFileSync(join(dir, SAMPLES_FILE), samplesLine(stepSamples(s, trajs)));
@@ -76,7 +86,10 @@ describe("run report", () => {
 
   it("run report - a resumed run's samples.jsonl is cut back to its step, torn and repeated lines dropped", () => {
     const dir = fixtureRun(4, false);
-    appendFileSync(join(dir, SAMPLES_FILE), `${samplesLine(stepSamples(2, [traj("again", 5)]))}{"step":5,"sam`);
+    appendFileSync(
+      join(dir, SAMPLES_FILE),
+      `${samplesLine(stepSamples(2, [traj("again", 5)]))}{"step":5,"sam`,
+    );
     expect(readSamples(dir).map((s) => s.step)).toEqual([1, 2, 3, 4]);
     const kept = samplesUpTo(dir, 2);
     expect(kept.map((s) => s.step)).toEqual([1, 2]);

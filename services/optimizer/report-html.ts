@@ -207,7 +207,7 @@ const CLIENT = `(function(){var d=JSON.parse(document.getElementById("report-dat
 var colors=["#1f77b4","#ff7f0e","#2ca02c"];d.charts.forEach(function(c){var el=document.getElementById("chart-"+c.id);
 if(!c.steps.length){el.querySelector(".plot").textContent="no data yet";el.setAttribute("data-rendered-points","0");return;}
 var series=[{label:"step"}];c.series.forEach(function(s,i){series.push({label:s.label,stroke:c.band&&i>0?"rgba(31,119,180,0.4)":colors[i%3],width:c.band&&i>0?1:2,points:{show:c.steps.length<60}});});
-var opts={width:Math.max(320,el.clientWidth-10),height:220,series:series,scales:{x:{time:false}},axes:[{label:"step"},{}]};
+var opts={width:Math.max(320,el.clientWidth-10),height:220,series:series,scales:{x:{time:false}},axes:[{label:"step",incrs:[1,2,5,10,20,50,100,200,500,1000,2000,5000]},{size:70,values:function(u,vs){return vs.map(function(v){return String(+v.toPrecision(3));});}}]};
 if(c.band)opts.bands=[{series:[3,2],fill:"rgba(31,119,180,0.15)"}];
 var u=new uPlot(opts,[c.steps].concat(c.series.map(function(s){return s.values;})),el.querySelector(".plot"));
 el.setAttribute("data-rendered-points",String(u.data[0].length));el.setAttribute("data-rendered-series",String(u.series.length-1));});
