@@ -33,9 +33,10 @@ import { RLAIF_BIN } from "./helpers/spawn-rlaif.js";
 const EVIL = "<script>window.pwned=1</script>";
 
 /** A trajectory of `reward` with `tokens` completion tokens, each 0.1 nats off the reference. */
-const traj = (id: string, reward: number, tokens = 3, completion = `c-${id}`) =>
+const traj = (id: string, reward: number, tokens = 3, completion = `c-${id}`, sampleIndex = 0) =>
   create(TrajectorySchema, {
     id,
+    sampleIndex,
     prompt: `p-${id}`,
     completion,
     reward,
@@ -59,7 +60,11 @@ function fixtureRun(steps: number, ended: boolean): string {
       stdReward: 0.2,
     });
     appendFileSync(join(dir, METRICS_FILE), metricsLine(m));
-    const trajs = [traj(`${s}a`, 1, 4, EVIL), traj(`${s}b`, -1, 2), traj(`${s}c`, 0)];
+    const trajs = [
+      traj(`${s}a`, 1, 4, EVIL, 0),
+      traj(`${s}b`, -1, 2, `c${s}b`, 1),
+      traj(`${s}c`, 0, 3, `c${s}c`, 2),
+    ];
     appendFileSync(join(dir, SAMPLES_FILE), samplesLine(stepSamples(s, trajs)));
   }
   if (ended) writeFileSync(join(dir, FINAL_CHECKPOINT), "weights");
@@ -68,7 +73,7 @@ function fixtureRun(steps: number, ended: boolean): string {
 
 describe("run report", () => {
   it("run report - a step's line keeps the best, the worst and 3 others in a stable order, with completion lengths", () => {
-    const trajs = [0.2, 0.9, -0.5, 0.1, 0.3, 0.0, 0.4].map((r, i) => traj(`t${i}`, r, i + 1));
+    const trajs = [0.2, 0.9, -0.5, 0.1, 0.3, 0.0, 0.4].map((r, i) => traj(`t${i}`, r, i + 1, `c${i}`, i));
     const line = stepSamples(4, trajs);
     expect(line.samples.map((s) => s.pick)).toEqual(["best", "worst", "random", "random", "random"]);
     expect(line.samples[0]?.reward).toBe(0.9);
@@ -78,8 +83,16 @@ describe("run report", () => {
     expect(line.maxCompletionTokens).toBe(7);
     // KL of one sample: 3 tokens × 0.1 nats (float32 log-probs)
     expect(line.samples[0]?.kl).toBeCloseTo(0.2, 5);
-    // The same trajectories in another order pick the same samples (a re-run step writes the same line).
-    expect(stepSamples(4, [...trajs].reverse())).toEqual(line);
+    // The same trajectories in another order, under other ids (a resumed run's bus run id), pick
+    // the same samples: a re-run step writes the same line.
+    const rerun = [...trajs].reverse().map((t) => ({ ...t, id: `resumed-${t.id}` }));
+    expect(stepSamples(4, rerun)).toEqual(line);
+    // Ties go to the first job.
+    const tied = stepSamples(2, [traj("b", 1, 3, "second", 1), traj("a", 1, 3, "first", 0)]);
+    expect(tied.samples.map((s) => [s.pick, s.completion])).toEqual([
+      ["best", "first"],
+      ["random", "second"],
+    ]);
     // One trajectory is both the best and the worst: listed once.
     expect(stepSamples(1, [traj("x", 0)]).samples.map((s) => s.pick)).toEqual(["best"]);
   });

@@ -7,8 +7,8 @@
  *
  * It is appended like metrics.jsonl (one line per step, after the step's update) and cut back
  * with it when a run is resumed or restarted (run-files.ts: stepLinesUpTo), so a resumed run
- * keeps exactly one line per step. The "random" picks hash the trajectory ids, so a step re-run
- * from the same seeds picks the same samples.
+ * keeps exactly one line per step. Trajectories are taken in job order and the "random" picks
+ * hash the step and job, so a step re-run from the same seeds writes the same line.
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
@@ -70,15 +70,21 @@ function stored(t: Trajectory, pick: SamplePick): StoredSample {
   };
 }
 
-/** A stable pseudo-random order key of a trajectory (the same on a re-run of the step). */
-const orderKey = (t: Trajectory) => createHash("sha256").update(t.id).digest("hex");
+/**
+ * A stable pseudo-random order key of a trajectory: of its step and job, not of its id, which
+ * names the bus run id and so differs when a resumed run re-runs the step.
+ */
+const orderKey = (step: number, t: Trajectory) =>
+  createHash("sha256").update(`${step}.${t.promptIndex}.${t.sampleIndex}`).digest("hex");
 
 /**
- * The table line of one step: the best and the worst of `trajs` by reward (the first on a tie),
+ * The table line of one step: the best and the worst of `arrived` by reward (the first job on a tie),
  * then up to {@link RANDOM_SAMPLES_PER_STEP} others in a stable pseudo-random order.
  */
-export function stepSamples(step: number, trajs: Trajectory[]): StepSamples {
-  if (trajs.length === 0) throw new ValidationError("trajectories", `step ${step} applied no trajectory`);
+export function stepSamples(step: number, arrived: Trajectory[]): StepSamples {
+  if (arrived.length === 0) throw new ValidationError("trajectories", `step ${step} applied no trajectory`);
+  // In job order, whatever order they arrived in, so ties and the line are the same on a re-run.
+  const trajs = [...arrived].sort((a, b) => a.promptIndex - b.promptIndex || a.sampleIndex - b.sampleIndex);
   let best = 0;
   let worst = 0;
   trajs.forEach((t, i) => {
@@ -89,7 +95,7 @@ export function stepSamples(step: number, trajs: Trajectory[]): StepSamples {
   if (worst !== best) picked.push(stored(trajs[worst] as Trajectory, "worst"));
   const rest = trajs
     .filter((_, i) => i !== best && i !== worst)
-    .map((t) => ({ t, key: orderKey(t) }))
+    .map((t) => ({ t, key: orderKey(step, t) }))
     .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     .slice(0, RANDOM_SAMPLES_PER_STEP);
   for (const { t } of rest) picked.push(stored(t, "random"));
