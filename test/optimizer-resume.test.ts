@@ -20,6 +20,7 @@ import {
   openResumeCheckpoint,
   pruneRunCheckpoints,
 } from "../services/optimizer/run-checkpoint.js";
+import { readSamples, SAMPLES_FILE } from "../services/optimizer/step-samples.js";
 import { PYTHON, requireTool, TOOLS } from "./helpers/require-tool.js";
 import { differingTensors, resumeToEnd, runAndCrash, runToEnd, tensorBytes } from "./helpers/resume-runs.js";
 import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
@@ -80,8 +81,15 @@ describe("optimizer resume", () => {
     expect(metricSteps(dir)).toEqual([1, 2, 3]);
     expect((await listRunCheckpoints(dir)).map((f) => f.step)).toEqual([2]);
 
+    expect(readSamples(dir).map((s) => s.step)).toEqual([1, 2, 3]);
+
     expect(await resumeToEnd(crashed, dir)).toEqual({ dir, step: 2 });
     expect(metricSteps(dir)).toEqual([1, 2, 3, 4]);
+    // The sample table too: step 3 once, re-run from the same seeds, as the uninterrupted run wrote it.
+    expect(readFileSync(join(dir, SAMPLES_FILE), "utf8")).toBe(
+      readFileSync(join(fullDir, SAMPLES_FILE), "utf8"),
+    );
+    expect(readSamples(dir).map((s) => s.step)).toEqual([1, 2, 3, 4]);
     await expectSameEnd(fullDir, dir, 4);
     // β did adapt, so the restored learner state mattered.
     const state = JSON.parse(

@@ -14,14 +14,14 @@ import { loadModel } from "../core/src/model/model-source.js";
 import { promptRow } from "../core/src/model/sampling.js";
 import { tokenizerOf } from "../core/src/model/tokenizer.js";
 import { DEFAULT_PROMPT_COUNT } from "../optimizer/main.js";
-import { writeFileAtomic } from "../optimizer/run-files.js";
+import { HELD_OUT_FILE, writeFileAtomic } from "../optimizer/run-files.js";
 import { measureSamples, type SampleExample, type SampleQuality } from "./sample-quality.js";
 import { DEFAULT_EVAL_PROMPTS, EVAL_SAMPLES, MAX_EVAL_PROMPTS } from "./specs.js";
 
 /** Sampler seed of the evaluation, fixed so that two runs' reports are measured alike. */
 export const EVAL_SEED = 20261129;
-/** File name of the report inside the run's directory. */
-export const HELD_OUT_FILE = "held-out.json";
+/** File name of the report inside the run's directory (run-files.ts, where the run report reads it). */
+export { HELD_OUT_FILE };
 
 /** `--eval-prompts`: a whole number in 0..MAX_EVAL_PROMPTS (0 skips the evaluation). */
 export function parseEvalPrompts(raw: string | string[] | boolean | undefined): number {

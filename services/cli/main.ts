@@ -11,6 +11,7 @@ import {
   exportSpec,
   keygenSpec,
   pretrainSpec,
+  reportSpec,
   runSpec,
   sampleSpec,
   serveSpec,
@@ -30,6 +31,7 @@ const COMMANDS: readonly Command[] = [
   { spec: sampleSpec, load: async () => (await import("./commands/sample.js")).sampleCommand },
   { spec: exportSpec, load: async () => (await import("./commands/export.js")).exportCommand },
   { spec: keygenSpec, load: async () => (await import("./commands/keygen.js")).keygenCommand },
+  { spec: reportSpec, load: async () => (await import("./commands/run-report.js")).runReportCommand },
 ];
 
 function usage(): string {

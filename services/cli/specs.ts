@@ -385,3 +385,21 @@ export const keygenSpec: CommandSpec = {
     "rlaif serve policy    --port 50062 --nats nats://127.0.0.1:4222 --weights-verify-key keys/weights-verify.pem",
   ],
 };
+
+/** `rlaif report` (commands/run-report.ts; commands/report.ts prints a RunSummary, a different thing). */
+export const reportSpec: CommandSpec = {
+  name: "report",
+  summary:
+    "Write a run's report: one self-contained HTML page of its curves, samples, held-out results and provenance",
+  usage: "rlaif report <run dir> [--out file.html]",
+  settings: [],
+  positionals: 1,
+  flags: [
+    {
+      name: "out",
+      type: "string",
+      help: "HTML file to write (default <run dir>/report.html); opens offline, nothing is fetched",
+    },
+  ],
+  examples: ["rlaif report runs/<run id>", "rlaif report runs/<run id> --out /tmp/run.html"],
+};

@@ -39,6 +39,7 @@ import { type ProvenanceContext, recordScorers, runProvenance } from "./run-prov
 import type { StartRecord } from "./run-restart.js";
 import { endedView, liveView, type RunView } from "./run-view.js";
 import { watchRun } from "./run-watch.js";
+import { SAMPLES_FILE, samplesLine, samplesUpTo, stepSamples } from "./step-samples.js";
 
 export { checkPromptsFit, newRunId, type RunView };
 
@@ -166,6 +167,7 @@ export class RunController {
     this.checkIdle(record.runId, true);
     const learner = await this.newLearner(record.settings);
     metricsUpTo(record.dir, 0);
+    samplesUpTo(record.dir, 0);
     await pruneRunCheckpoints(record.dir, 0, 0);
     this.opts.log?.(`optimizer: restarting run ${record.runId} from step 0`);
     const provenance = this.opts.provenance && (await runProvenance(this.opts.provenance, record.dir));
@@ -183,6 +185,7 @@ export class RunController {
     const learner = await this.newLearner(settings, checkpoint.path);
     const dir = dirname(checkpoint.path);
     const history = metricsUpTo(dir, checkpoint.step);
+    samplesUpTo(dir, checkpoint.step);
     // Temp files of a killed write, and step files past the resume point (unreadable, or of an
     // attempt not continued), which the resumed steps would overwrite anyway.
     await pruneRunCheckpoints(dir, 0, checkpoint.step);
@@ -261,6 +264,9 @@ export class RunController {
         prompts: settings.prompts,
         stepTimeoutMs: this.opts.stepTimeoutMs,
         mode: this.opts.mode,
+        onSamples: (step, trajs) => {
+          appendFileSync(join(dir, SAMPLES_FILE), samplesLine(stepSamples(step, trajs)));
+        },
         onMetrics: (m) => {
           appendFileSync(join(dir, METRICS_FILE), metricsLine(m));
           for (const w of record.watchers) w(m);

@@ -63,6 +63,8 @@ export interface RunOptions {
   /** "embedded" or "distributed", for the summary. */
   mode: string;
   onMetrics?: (m: StepMetrics) => void;
+  /** The trajectories a step applied, just before its onMetrics (the sample table, step-samples.ts). */
+  onSamples?: (step: number, trajs: Trajectory[]) => void;
   /** Awaited after each step's metrics, still inside the step lock (periodic checkpoints). */
   onStepEnd?: (step: number) => Promise<void>;
   /** Continue from a checkpoint instead of starting at step 1. */
@@ -380,6 +382,7 @@ export class RunDriver {
     this.step = step;
     this.history.push(metrics);
     await (await this.bus.kv()).put(runStateKey(runId), toBinary(StepMetricsSchema, metrics));
+    this.opts.onSamples?.(step, trajs);
     this.opts.onMetrics?.(metrics);
   }
 }

@@ -24,6 +24,8 @@ import { plainJson } from "../core/src/plain-json.js";
 export const CONFIG_FILE = "config.json";
 export const METRICS_FILE = "metrics.jsonl";
 export const FINAL_CHECKPOINT = "final.safetensors";
+/** The held-out before/after evaluation `rlaif train` writes (services/cli/held-out-eval.ts). */
+export const HELD_OUT_FILE = "held-out.json";
 
 /** Write `text` to `file` atomically: temp file in the same directory, fsync, rename. */
 export function writeFileAtomic(file: string, text: string): void {
@@ -103,41 +105,72 @@ export function metricsLine(m: StepMetrics): string {
 }
 
 /**
- * The metrics of steps 1..`step` in `<dir>/metrics.jsonl`, one per step, oldest first; the file
- * is only read. A torn last line (a kill mid-append) and repeated steps are skipped; a missing
- * file gives []. Why: an ended run's recorded history, for WatchMetrics after a restart.
+ * The records of steps 1..`step` in the JSON-lines file `file`, one per step, oldest first; the
+ * file is only read. A torn last line (a kill mid-append), a line `parse` rejects (throws) and
+ * repeated steps are skipped; a missing file gives []. Why: metrics.jsonl and samples.jsonl are
+ * both appended once per step and read back alike.
  */
-export function readMetrics(dir: string, step = Number.MAX_SAFE_INTEGER): StepMetrics[] {
+export function readStepLines<T>(
+  file: string,
+  parse: (line: string) => T,
+  stepOf: (record: T) => number,
+  step = Number.MAX_SAFE_INTEGER,
+): T[] {
   let text: string;
   try {
-    text = readFileSync(join(dir, METRICS_FILE), "utf8");
+    text = readFileSync(file, "utf8");
   } catch {
     return [];
   }
-  const byStep = new Map<number, StepMetrics>();
+  const byStep = new Map<number, T>();
   for (const line of text.split("\n")) {
     if (!line.trim()) continue;
-    let m: StepMetrics;
+    let record: T;
     try {
-      m = fromJsonString(StepMetricsSchema, line);
+      record = parse(line);
     } catch {
       continue;
     }
-    const n = Number(m.step);
-    if (n >= 1 && n <= step && !byStep.has(n)) byStep.set(n, m);
+    const n = stepOf(record);
+    if (n >= 1 && n <= step && !byStep.has(n)) byStep.set(n, record);
   }
-  return [...byStep.values()].sort((a, b) => Number(a.step) - Number(b.step));
+  return [...byStep.entries()].sort((a, b) => a[0] - b[0]).map(([, r]) => r);
 }
 
 /**
- * The metrics of steps 1..`step` from `<dir>/metrics.jsonl` ({@link readMetrics}), and the file
- * rewritten to hold exactly those lines. Why: a run resumed from step k re-runs k + 1.., whose
- * lines the crashed attempt may have written already; dropping them keeps one line per step. A
- * missing file gives [] and is left alone.
+ * {@link readStepLines} of steps 1..`step`, and the file rewritten to hold exactly those lines
+ * (written back by `toLine`). Why: a run resumed from step k re-runs k + 1.., whose lines the
+ * crashed attempt may have written already; dropping them keeps one line per step. A missing
+ * file gives [] and is left alone.
+ */
+export function stepLinesUpTo<T>(
+  file: string,
+  parse: (line: string) => T,
+  stepOf: (record: T) => number,
+  toLine: (record: T) => string,
+  step: number,
+): T[] {
+  if (!existsSync(file)) return [];
+  const kept = readStepLines(file, parse, stepOf, step);
+  writeFileAtomic(file, kept.map(toLine).join(""));
+  return kept;
+}
+
+const parseMetrics = (line: string) => fromJsonString(StepMetricsSchema, line);
+const metricsStep = (m: StepMetrics) => Number(m.step);
+
+/**
+ * The metrics of steps 1..`step` in `<dir>/metrics.jsonl` ({@link readStepLines}). Why: an ended
+ * run's recorded history, for WatchMetrics after a restart.
+ */
+export function readMetrics(dir: string, step = Number.MAX_SAFE_INTEGER): StepMetrics[] {
+  return readStepLines(join(dir, METRICS_FILE), parseMetrics, metricsStep, step);
+}
+
+/**
+ * The metrics of steps 1..`step` from `<dir>/metrics.jsonl`, the file cut back to them
+ * ({@link stepLinesUpTo}): what a resumed run starts from.
  */
 export function metricsUpTo(dir: string, step: number): StepMetrics[] {
-  if (!existsSync(join(dir, METRICS_FILE))) return [];
-  const kept = readMetrics(dir, step);
-  writeFileAtomic(join(dir, METRICS_FILE), kept.map(metricsLine).join(""));
-  return kept;
+  return stepLinesUpTo(join(dir, METRICS_FILE), parseMetrics, metricsStep, metricsLine, step);
 }

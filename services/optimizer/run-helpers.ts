@@ -35,12 +35,14 @@ export function meanStd(xs: number[]): [number, number] {
   return [mean, Math.sqrt(variance)];
 }
 
-/** Mean over samples of Σ_t (log π_behaviour − log π_ref): the k1 KL estimate in nats per sample. */
+/** Σ_t (log π_behaviour − log π_ref) of one sample: its k1 KL estimate in nats (the sample table shows it). */
+export function trajectoryKl(t: Trajectory): number {
+  return t.behaviourLogprobs.reduce((s, lp, i) => s + lp - (t.referenceLogprobs[i] ?? lp), 0);
+}
+
+/** Mean over samples of {@link trajectoryKl}: the k1 KL estimate in nats per sample. */
 export function sampleKl(trajs: Trajectory[]): number {
-  const per = trajs.map((t) =>
-    t.behaviourLogprobs.reduce((s, lp, i) => s + lp - (t.referenceLogprobs[i] ?? lp), 0),
-  );
-  return meanStd(per)[0];
+  return meanStd(trajs.map(trajectoryKl))[0];
 }
 
 /**

@@ -76,6 +76,12 @@ export const TOOLS = {
     args: ["-r", "/usr/share/dict/american-english"],
     install: "apt-get install wamerican",
   },
+  chromium: {
+    name: "Debian's chromium (driven by playwright-core)",
+    command: "chromium",
+    args: ["--version"],
+    install: "apt-get install chromium",
+  },
   blasAddon: {
     name: "the OpenBLAS addon (native/blas)",
     command: process.execPath,

@@ -3,7 +3,8 @@
  * gRPC servers on loopback over the in-memory bus (or NATS with --nats). With `--resume` it
  * continues a run from its checkpoint instead. It drives the run through the Optimizer's run
  * API (services/optimizer/run-api.ts) only. A run that succeeds ends with the held-out report
- * (held-out-eval.ts): the starting and the final policy sampled on prompts the run never saw.
+ * (held-out-eval.ts): the starting and the final policy sampled on prompts the run never saw,
+ * then the run report (report.html in the run directory, optimizer/run-report.ts).
  */
 import { startEmbeddedCluster } from "../../cluster/embedded-cluster.js";
 import { explicitSettings } from "../../core/src/config/load-config.js";
@@ -11,11 +12,13 @@ import type { RlaifConfig, RunSettings } from "../../core/src/config/settings.js
 import { SETTINGS } from "../../core/src/config/settings.js";
 import { CheckpointError, ConfigError } from "../../core/src/errors.js";
 import { planResume, type ResumePlan, startRun } from "../../optimizer/run-api.js";
+import { writeRunReport } from "../../optimizer/run-report.js";
 import type { CommandRun } from "../args.js";
 import { followRun } from "../follow-run.js";
 import { type FinishedRun, parseEvalPrompts, reportHeldOut } from "../held-out-eval.js";
 import { checkFeedback } from "../preflight.js";
 import { createProgress } from "../progress.js";
+import { kilobytes } from "./run-report.js";
 import { requireModel } from "./shared-flags.js";
 
 function flagOf(key: keyof RunSettings): string {
@@ -108,5 +111,8 @@ export const trainCommand: CommandRun = {
     }
     // After the cluster is gone: its threads' memory and cores are free for the two models.
     if (evalPrompts > 0) await reportHeldOut(finished, evalPrompts, (line) => progress.log(line));
+    // Last, so that it shows the held-out samples too (docs/run-report.md).
+    const report = writeRunReport(finished.dir);
+    progress.log(`run report: ${report.path} (${kilobytes(report.bytes)})`);
   },
 };
