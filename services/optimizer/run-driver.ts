@@ -44,6 +44,7 @@ import { type StagedWeights, WeightsPublisher } from "../core/src/weights/weight
 import { jobSeed, meanStaleness, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import type { Learner, LearnerStepResult, ResumePoint } from "./run-types.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
+import { recordStep, recordWeightsPublish } from "../core/src/ops/metrics.js";
 import { completionTokens, type PipelineStats, queueDepths, stepMetrics } from "./step-metrics.js";
 import { BusyClock, type ExclusionCause, excludedByCause, stalenessHistogram } from "./step-stats.js";
 import { TrajectoryLedger } from "./trajectory-ledger.js";
@@ -311,6 +312,7 @@ export class RunDriver {
     staged: StagedWeights | null = null,
   ): Promise<void> {
     const { runId } = this.opts;
+    const t0 = performance.now();
     const manifest = staged
       ? await this.weights.commit(this.bus, staged)
       : await this.weights.publish(this.bus, {
@@ -320,6 +322,7 @@ export class RunDriver {
           modelKind: this.learner.modelKind,
           reference,
         });
+    recordWeightsPublish(runId, (performance.now() - t0) / 1000);
     this.weightsVersion = Number(manifest.version);
     this.servedBlob = blob;
     this.servedStep = step;
@@ -371,6 +374,7 @@ export class RunDriver {
       published: this.published,
     });
     this.published = { bytes: 0, delta: false };
+    recordStep(metrics, (performance.now() - stepStart) / 1000);
     if (metrics.updateSkipped) {
       this.opts.log?.(`optimizer: step ${step}: the gradient was not finite, so the update was skipped`);
     }
