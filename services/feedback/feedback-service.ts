@@ -57,7 +57,9 @@ export function scorerFeedbackService(
         const s = fresh[k] as ScoreInit;
         cache.store(item.idempotencyKey, item.prompt, item.completion, s);
         out[i] = s;
-        counter("feedbackItems").inc({ status: ScoreStatus[s.status ?? ScoreStatus.UNSPECIFIED].toLowerCase() });
+        counter("feedbackItems").inc({
+          status: ScoreStatus[s.status ?? ScoreStatus.UNSPECIFIED].toLowerCase(),
+        });
       });
       return {
         scores: out.map((s, i) => ({ ...s, idempotencyKey: (req.items[i] as ScoreItem).idempotencyKey })),
