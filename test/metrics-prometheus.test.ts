@@ -13,6 +13,7 @@ import { type LocalCluster, startLocalCluster } from "../services/cluster/local-
 import { OptimizerService } from "../services/core/gen/rlaif/optimizer/v1/optimizer_pb.js";
 import { freePort } from "../services/core/src/bus/nats-server.js";
 import { runConfigFromSettings } from "../services/core/src/config/run-config.js";
+import { REPO_ROOT } from "../services/core/src/config/settings.js";
 import { createClient } from "../services/core/src/grpc/client.js";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
 import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
@@ -88,7 +89,7 @@ describe.skipIf(!hasTools)("metrics(prometheus)", () => {
     rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 
-  it("metrics(prometheus) - a real Prometheus scrapes all four services and finds the run's step count and reward", async () => {
+  it("metrics(prometheus) - a real Prometheus scrapes all four services and finds the run's step count and reward, and answers every dashboard query", async () => {
     expect(Object.keys(cluster.metricsAddresses).sort()).toEqual([
       "feedback",
       "optimizer",
@@ -152,5 +153,23 @@ describe.skipIf(!hasTools)("metrics(prometheus)", () => {
     console.log(
       `prometheus: policy v${version[0]?.value[1]}, rollout jobs completed ${jobs[0]?.value[1]}, feedback items ok ${scored[0]?.value[1]}, rpc calls by job ${rpcJobs.map((s) => `${s.metric.job}=${s.value[1]}`).join(" ")}, weights publishes ${publishes[0]?.value[1]}`,
     );
+
+    // Every query of the Grafana dashboard is PromQL this Prometheus accepts, over the run's data.
+    const dash = JSON.parse(readFileSync(join(REPO_ROOT, "deploy/grafana/rlaif.json"), "utf8")) as {
+      panels: { title: string; targets: { expr: string }[] }[];
+    };
+    // Series that exist only once something fails (exclusions, drops, dead letters, scorer
+    // timeouts are absent from a healthy run); every other query has data once rate() has two
+    // scrapes of each series.
+    const onFailure = /excluded|dropped|dead_letters|scorer_timeouts/;
+    const empty: string[] = [];
+    for (const panel of dash.panels) {
+      for (const { expr } of panel.targets) {
+        const q = expr.replaceAll("$run_id", runId);
+        const r = onFailure.test(expr) ? await query(q) : await until(q, (x) => x.length > 0, 15_000);
+        if (r.length === 0 && !onFailure.test(expr)) empty.push(`${panel.title}: ${expr}`);
+      }
+    }
+    expect(empty).toEqual([]);
   }, 180_000);
 });
