@@ -67,6 +67,7 @@ describe("cli", () => {
       "tls-key",
       "tls-ca",
       "tls-client-auth",
+      "metrics-port",
     ];
     const natsAuth = ["nats-user", "nats-password", "nats-creds"];
     expect([...flagsOf("feedback")].sort()).toEqual([...common, "feedback-rules"].sort());

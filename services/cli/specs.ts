@@ -114,7 +114,9 @@ function serveVariant(
     name: `serve ${name}`,
     summary,
     usage: `rlaif serve ${name} --port <n> ${usage}`,
-    settings,
+    // --- metrics --- every service serves /metrics on --metrics-port (core/src/ops/ops-http.ts)
+    settings: [...settings, "metrics-port"],
+    // --- end of metrics ---
     flags: [...LISTEN_FLAGS, ...flags],
     positionals: 1,
   };

@@ -13,7 +13,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NATS_PASSWORD_ENV, NATS_USER_ENV, type NatsUser, serviceUsers } from "../core/src/bus/nats-auth.js";
-import { startNatsServer } from "../core/src/bus/nats-server.js";
+import { freePort, startNatsServer } from "../core/src/bus/nats-server.js";
 import type { RlaifConfig } from "../core/src/config/settings.js";
 import { RlaifError } from "../core/src/errors.js";
 import { CONTROL_TOKEN_ENV, resolveControlToken } from "../core/src/grpc/control-token.js";
@@ -37,6 +37,8 @@ export interface LocalCluster {
   natsUrl: string;
   /** host:port of each service ("feedback" is the external one when configured). */
   addresses: { policy: string; rollout: string; feedback: string; optimizer: string };
+  /** host:port of each service process's ops HTTP server (/metrics, /healthz; docs/metrics.md). */
+  metricsAddresses: Record<string, string>;
   /** Process ids of the service processes now, by service (a restart changes its pid). */
   readonly pids: Record<string, number>;
   /** The supervisor of each process: "nats" and each service started. */
@@ -163,16 +165,22 @@ export async function startLocalCluster(
     env: Readonly<Record<string, string>> = {},
   ) => {
     let port = 0;
+    // A metrics port of its own, the same on restarts, so a scraper's target stays put.
+    const metrics = freePort().then((p) => {
+      metricsAddresses[name] = `127.0.0.1:${p}`;
+      return ["--metrics-port", String(p)];
+    });
     return supervise<ServiceInstance>(name, {
       name,
       start: async (restart) => {
-        const extra = restart > 0 ? restartArgs : [];
+        const extra = [...(restart > 0 ? restartArgs : []), ...(await metrics)];
         const s = await startServiceProcess(name, port, [...args, ...extra], log, stopping.signal, env);
         port = s.port;
         return s;
       },
     });
   };
+  const metricsAddresses: Record<string, string> = {};
   const s = config.services;
   const tls = tlsFlags(s);
   const token = resolveControlToken(s);
@@ -242,6 +250,7 @@ export async function startLocalCluster(
         feedback: feedbackAddress,
         optimizer: optimizer.address,
       },
+      metricsAddresses,
       get pids() {
         return Object.fromEntries(services.map((k) => [k, supervisors[k]?.pid ?? 0]));
       },

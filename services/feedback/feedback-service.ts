@@ -5,10 +5,11 @@
  * from a cache, and GetInfo. Request validation (1..1024 items, sizes, key length) happens in the
  * shared gRPC layer before `score` runs; this file maps items to scores.
  */
-import { FeedbackService, type ScoreItem } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
+import { FeedbackService, type ScoreItem, ScoreStatus } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { ValidationError } from "../core/src/errors.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
 import { MAX_SCORE_ITEMS } from "../core/src/grpc/rules.js";
+import { counter } from "../core/src/ops/metrics.js";
 import { IdempotencyCache, type ScoreInit } from "./idempotency.js";
 import { type ItemScorer, ruleScorer } from "./item-scorer.js";
 
@@ -56,6 +57,9 @@ export function scorerFeedbackService(
         const s = fresh[k] as ScoreInit;
         cache.store(item.idempotencyKey, item.prompt, item.completion, s);
         out[i] = s;
+        counter("feedbackItems").inc({
+          status: ScoreStatus[s.status ?? ScoreStatus.UNSPECIFIED].toLowerCase(),
+        });
       });
       return {
         scores: out.map((s, i) => ({ ...s, idempotencyKey: (req.items[i] as ScoreItem).idempotencyKey })),

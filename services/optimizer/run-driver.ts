@@ -40,6 +40,7 @@ import { runStateKey } from "../core/src/bus/subjects.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { RunCancelledError, RunFailedError } from "../core/src/errors.js";
 import { isAdapterBlob } from "../core/src/model/lora-files.js";
+import { recordStep, recordWeightsPublish } from "../core/src/ops/metrics.js";
 import { type StagedWeights, WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import { jobSeed, meanStaleness, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import type { Learner, LearnerStepResult, ResumePoint } from "./run-types.js";
@@ -313,6 +314,7 @@ export class RunDriver {
     staged: StagedWeights | null = null,
   ): Promise<void> {
     const { runId } = this.opts;
+    const t0 = performance.now();
     const manifest = staged
       ? await this.weights.commit(this.bus, staged)
       : await this.weights.publish(this.bus, {
@@ -322,6 +324,7 @@ export class RunDriver {
           modelKind: this.learner.modelKind,
           reference,
         });
+    recordWeightsPublish(runId, (performance.now() - t0) / 1000);
     this.weightsVersion = Number(manifest.version);
     this.servedBlob = blob;
     this.servedStep = step;
@@ -373,6 +376,7 @@ export class RunDriver {
       published: this.published,
     });
     this.published = { bytes: 0, delta: false };
+    recordStep(metrics, (performance.now() - stepStart) / 1000);
     if (metrics.updateSkipped) {
       this.opts.log?.(`optimizer: step ${step}: the gradient was not finite, so the update was skipped`);
     }

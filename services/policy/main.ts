@@ -10,6 +10,7 @@ import type { GrpcSecurity } from "../core/src/grpc/credentials.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
 import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import { isModelDir } from "../core/src/model/model-source.js";
+import { observeAtScrape } from "../core/src/ops/metrics.js";
 import { loadVerifyKey } from "../core/src/weights/weights-signing.js";
 import { type OpenAiHttpOptions, type OpenAiHttpServer, startOpenAiServer } from "./openai-http.js";
 import { createPolicyModelLoader } from "./policy-model.js";
@@ -86,6 +87,9 @@ export async function startPolicyServer(opts: PolicyServerOptions): Promise<Poli
     ...(opts.security ? { security: opts.security } : {}),
     ...(opts.log ? { log: opts.log } : {}),
   });
+  const unobserve = observeAtScrape("policyVersion", () => [
+    [{ replica: server.address }, replica.serving.version],
+  ]);
   const promptTokens = (text: string) =>
     replica.withModels(async ({ model }) => model.tokenizer.encode(text).length);
   const openai = opts.openai
@@ -104,6 +108,7 @@ export async function startPolicyServer(opts: PolicyServerOptions): Promise<Poli
     ...(openai ? { openai } : {}),
     async close() {
       await Promise.all([openai?.close(2000), server.shutdown(2000)]);
+      unobserve();
       await replica.close();
     },
   };

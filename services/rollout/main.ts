@@ -11,6 +11,7 @@ import { defaultConfig } from "../core/src/config/settings.js";
 import { createClient } from "../core/src/grpc/client.js";
 import type { GrpcSecurity } from "../core/src/grpc/credentials.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
+import { observeAtScrape } from "../core/src/ops/metrics.js";
 import { RolloutService, rolloutService } from "./rollout-service.js";
 import { RolloutWorker } from "./rollout-worker.js";
 
@@ -101,11 +102,23 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
     ...(opts.log ? { log: opts.log } : {}),
   });
   worker?.start();
+  const c = worker?.counters;
+  const unobserve = c
+    ? [
+        observeAtScrape("rolloutJobs", () => [
+          [{ outcome: "completed" }, c.jobsCompleted],
+          [{ outcome: "failed" }, c.jobsFailed],
+        ]),
+        observeAtScrape("rolloutTrajectories", () => [[{}, c.trajectoriesPublished]]),
+        observeAtScrape("scorerTimeouts", () => [[{}, c.scorerTimeouts]]),
+      ]
+    : [];
   return {
     server,
     worker,
     async close() {
       await worker?.stop();
+      for (const stop of unobserve) stop();
       await server.shutdown(2000);
       policy.close();
       feedback.close();

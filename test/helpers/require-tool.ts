@@ -33,6 +33,12 @@ export const TOOLS = {
     args: ["--version"],
     install: "apt-get install nats-server",
   },
+  prometheus: {
+    name: "prometheus",
+    command: "prometheus",
+    args: ["--version"],
+    install: "apt-get install prometheus",
+  },
   openssl: {
     name: "openssl",
     command: "openssl",

@@ -15,6 +15,7 @@ import type { RlaifConfig } from "../../core/src/config/settings.js";
 import { ConfigError, RlaifError } from "../../core/src/errors.js";
 import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
+import { metricsRoutes, startOpsHttp } from "../../core/src/ops/ops-http.js";
 import { compositeScorer } from "../../feedback/composite-scorer.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
@@ -158,6 +159,26 @@ async function startService(
   };
 }
 
+/**
+ * With `--metrics-port` set, serve the ops HTTP routes (/metrics, /healthz) next to the started
+ * service, on the same host, closed after it drains.
+ */
+async function withOps(name: string, served: Served, host: string, port: number): Promise<Served> {
+  if (!port) return served;
+  const ops = await startOpsHttp({ host, port, routes: metricsRoutes(), log }).catch(async (err: unknown) => {
+    await served.close();
+    throw /EADDRINUSE/.test(String((err as Error).message)) ? portInUse(port, err, "metrics-port") : err;
+  });
+  log(`${name}: metrics on http://${ops.address}/metrics`);
+  return {
+    address: served.address,
+    close: async () => {
+      await served.close();
+      await ops.close();
+    },
+  };
+}
+
 /** What `rlaif serve` does (its command line is declared in specs.ts). */
 export const serveCommand: CommandRun = {
   async run({ config, flags, positionals }) {
@@ -176,16 +197,20 @@ export const serveCommand: CommandRun = {
     // minute of loading.
     const security = grpcSecurity(config.services, resolveControlToken(config.services));
     await checkPortFree(port, host);
+    const metricsPort = config.services.metricsPort;
+    if (metricsPort) await checkPortFree(metricsPort, host, "metrics-port");
     // From here on a SIGTERM (Kubernetes stopping the pod) or SIGINT drains instead of killing,
     // also one that arrives while the model still loads.
     const stop = Promise.race([once(process, "SIGTERM"), once(process, "SIGINT")]).then(
       ([signal]) => signal as string,
     );
-    const starting = startService(name, config, host, port, security, flags).catch((err: unknown) => {
-      // Taken between the check and the bind (another process was quicker).
-      if (/EADDRINUSE/.test(String((err as Error).message))) throw portInUse(port, err);
-      throw err;
-    });
+    const starting = startService(name, config, host, port, security, flags)
+      .catch((err: unknown) => {
+        // Taken between the check and the bind (another process was quicker).
+        if (/EADDRINUSE/.test(String((err as Error).message))) throw portInUse(port, err);
+        throw err;
+      })
+      .then((served) => withOps(name, served, host, metricsPort));
     const first = await Promise.race([starting, stop]);
     if (typeof first === "string") {
       log(`${name}: ${first} while starting; stopping once it has started`);

@@ -92,6 +92,7 @@ export const upCommand: CommandRun = {
       log(
         `rlaif up: nats ${cluster.natsUrl}; ${JSON.stringify(cluster.addresses)}; pids ${JSON.stringify(pids)}`,
       );
+      log(`rlaif up: metrics (Prometheus targets) ${JSON.stringify(cluster.metricsAddresses)}`);
       const every = config.run.checkpointEvery;
       const first = every > 0 ? Math.min(every, config.run.steps) : config.run.steps;
       log(

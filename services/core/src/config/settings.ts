@@ -716,6 +716,22 @@ const SERVICES = {
     help: "built-in feedback as weighted rules rule:weight,… of afinn, length(MIN-MAX), repetition, keyword(a|b), regex(RE) (empty = afinn:1)",
   }),
   // --- end of contract ---
+  // --- metrics ---
+  /**
+   * The ops HTTP port of `rlaif serve` (core/src/ops/ops-http.ts: /metrics for Prometheus,
+   * /healthz). 0 = off, as `--openai-port`: a port opened by default would collide when several
+   * services share a host (tests, `rlaif up`, which gives each process a free one). A pod passes a
+   * fixed port (k8s/base: 9464, the OpenTelemetry Prometheus exporter's registered default), the
+   * same in every pod since each has its own network namespace. See docs/metrics.md.
+   */
+  metricsPort: int({
+    flag: "metrics-port",
+    default: 0,
+    min: 0,
+    max: 65_535,
+    help: "port of the ops HTTP server (/metrics for Prometheus, /healthz) on --host (0 = off)",
+  }),
+  // --- end of metrics ---
 };
 
 const OUT = text({

@@ -25,6 +25,7 @@ import {
 } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { RpcError } from "../errors.js";
+import { timedUnary, timeStream } from "../ops/rpc-metrics.js";
 import { REQUEST_RULES } from "./rules.js";
 import { toStatus } from "./status.js";
 import { type RuleSet, validate } from "./validation.js";
@@ -225,8 +226,9 @@ export function buildServiceDefinition(
     if (method.methodKind === "unary") {
       implementation[method.name] = (
         call: grpc.ServerUnaryCall<Buffer, Buffer>,
-        callback: grpc.sendUnaryData<Buffer>,
+        answer: grpc.sendUnaryData<Buffer>,
       ) => {
+        const callback = timedUnary(path, answer);
         const ctx = openContext(call);
         (async () => {
           ctx.refuseExpired();
@@ -243,6 +245,7 @@ export function buildServiceDefinition(
       };
     } else {
       implementation[method.name] = (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+        timeStream(path, call);
         const ctx = openContext(call);
         const { signal } = ctx.context;
         (async () => {
