@@ -171,5 +171,11 @@ describe.skipIf(!hasTools)("metrics(prometheus)", () => {
       }
     }
     expect(empty).toEqual([]);
+
+    // The Optimizer's ops port also serves the run's live report page (report-live.ts).
+    const page = await fetch(`http://${cluster.metricsAddresses.optimizer}/report`);
+    const html = await page.text();
+    expect(page.status, html.slice(0, 200)).toBe(200);
+    expect(html).toContain(runId);
   }, 180_000);
 });

@@ -5,13 +5,14 @@
  * HTTP server (its metrics port) mounts these routes beside its others, and a test mounts them
  * on a plain node:http server.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ServerResponse } from "node:http";
 import { ConfigError } from "../core/src/errors.js";
+import type { OpsRoute } from "../core/src/ops/ops-http.js";
 import { renderReportHtml } from "./report-html.js";
 import { loadRunReport } from "./run-report.js";
 
-/** A request handler of node:http. */
-export type RouteHandler = (req: IncomingMessage, res: ServerResponse) => void;
+/** A request handler of node:http (the ops server's route type). */
+export type RouteHandler = OpsRoute;
 
 /** Where the routes find the run to show. */
 export interface ReportRouteOptions {

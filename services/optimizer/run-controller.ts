@@ -141,6 +141,14 @@ export class RunController {
     throw new NotFoundError(runId ? `no run with id "${runId}"` : "no run has been started");
   }
 
+  /**
+   * The directory of the most recent run (run here, else ended before this controller started),
+   * or null before any: what the live report page (report-live.ts) shows.
+   */
+  latestDir(): string | null {
+    return this.latest?.dir ?? this.newestEnded()?.dir ?? null;
+  }
+
   private newestEnded(): EndedRun | undefined {
     return [...this.ended.values()].sort((a, b) => b.endedUnixMs - a.endedUnixMs)[0];
   }

@@ -15,10 +15,11 @@ import type { RlaifConfig } from "../../core/src/config/settings.js";
 import { ConfigError, RlaifError } from "../../core/src/errors.js";
 import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
-import { metricsRoutes, startOpsHttp } from "../../core/src/ops/ops-http.js";
+import { metricsRoutes, type OpsRoute, startOpsHttp } from "../../core/src/ops/ops-http.js";
 import { compositeScorer } from "../../feedback/composite-scorer.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
+import { reportRoutes } from "../../optimizer/report-live.js";
 import { startPolicyServer } from "../../policy/main.js";
 import { resolveOpenAiToken } from "../../policy/openai-http.js";
 import { startRolloutServer } from "../../rollout/main.js";
@@ -35,6 +36,8 @@ function log(line: string): void {
 interface Served {
   address: string;
   close(): Promise<void>;
+  /** Pages of this service on the ops HTTP port besides /metrics and /healthz (the Optimizer's live report). */
+  routes?: Readonly<Record<string, OpsRoute>>;
 }
 
 /** This service's connection to NATS, as its own user when the settings name one. */
@@ -156,19 +159,22 @@ async function startService(
       await optimizer.close();
       await bus.close();
     },
+    routes: reportRoutes({ runDir: () => optimizer.runs.latestDir() }),
   };
 }
 
 /**
- * With `--metrics-port` set, serve the ops HTTP routes (/metrics, /healthz) next to the started
- * service, on the same host, closed after it drains.
+ * With `--metrics-port` set, serve the ops HTTP routes (/metrics, /healthz, and the service's own
+ * pages: the Optimizer's live run report at /report) next to the started service, on the same host, closed after it drains.
  */
 async function withOps(name: string, served: Served, host: string, port: number): Promise<Served> {
   if (!port) return served;
-  const ops = await startOpsHttp({ host, port, routes: metricsRoutes(), log }).catch(async (err: unknown) => {
-    await served.close();
-    throw /EADDRINUSE/.test(String((err as Error).message)) ? portInUse(port, err, "metrics-port") : err;
-  });
+  const ops = await startOpsHttp({ host, port, routes: { ...metricsRoutes(), ...served.routes }, log }).catch(
+    async (err: unknown) => {
+      await served.close();
+      throw /EADDRINUSE/.test(String((err as Error).message)) ? portInUse(port, err, "metrics-port") : err;
+    },
+  );
   log(`${name}: metrics on http://${ops.address}/metrics`);
   return {
     address: served.address,
