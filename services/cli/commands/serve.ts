@@ -16,6 +16,7 @@ import { ConfigError, RlaifError } from "../../core/src/errors.js";
 import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
 import { compositeScorer } from "../../feedback/composite-scorer.js";
+import { judgeOptionsFrom, judgeScorer } from "../../feedback/judge-scorer.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
 import { startPolicyServer } from "../../policy/main.js";
@@ -58,7 +59,7 @@ async function startService(
 ): Promise<Served> {
   const s = config.services;
   if (name === "feedback") {
-    const scorer = compositeScorer(s.feedbackRules);
+    const scorer = s.judgeUrl ? judgeScorer(judgeOptionsFrom(s)) : compositeScorer(s.feedbackRules);
     const server = await startFeedbackServer({ host, port, scorer, security, log });
     return { address: server.address, close: () => server.shutdown(5000) };
   }
