@@ -376,6 +376,21 @@ export const sampleSpec: CommandSpec = {
   ],
 };
 
+/** `rlaif feedback-check`: the conformance suite of docs/feedback-contract.md. */
+export const feedbackCheckSpec: CommandSpec = {
+  name: "feedback-check",
+  summary: "Check a FeedbackService against the feedback contract (a PASS/FAIL row per rule)",
+  usage:
+    "rlaif feedback-check <host:port> [--tls-ca file [--tls-cert file --tls-key file]] [--json] [--timeout-ms n]",
+  settings: [...TLS_CLIENT_FLAGS],
+  flags: [
+    { name: "json", type: "boolean", help: "print the rows as JSON on stdout" },
+    { name: "timeout-ms", type: "string", help: "deadline of each call in ms, 1..600000 (default 10000)" },
+  ],
+  positionals: 1,
+  examples: ["rlaif feedback-check 127.0.0.1:50053"],
+};
+
 /** `rlaif keygen`. */
 export const keygenSpec: CommandSpec = {
   name: "keygen",
