@@ -70,7 +70,17 @@ describe("cli", () => {
       "metrics-port",
     ];
     const natsAuth = ["nats-user", "nats-password", "nats-creds"];
-    expect([...flagsOf("feedback")].sort()).toEqual([...common, "feedback-rules"].sort());
+    const judge = [
+      "judge-url",
+      "judge-model",
+      "judge-mode",
+      "judge-rubric-file",
+      "judge-api-key-env",
+      "judge-api-key-file",
+      "judge-timeout-ms",
+      "judge-temperature",
+    ];
+    expect([...flagsOf("feedback")].sort()).toEqual([...common, "feedback-rules", ...judge].sort());
     expect([...flagsOf("policy")].sort()).toEqual(
       [
         ...common,

@@ -37,6 +37,7 @@ SCORER_VERSION = "2"
 MAX_BATCH_ITEMS = 256
 MAX_CHARS = 4000
 MAX_KEY_BYTES = 256
+MAX_TEXT_BYTES = 16384  # the contract's limit on a prompt and on a completion (INVALID_ARGUMENT past it)
 CACHE_KEYS = 4096
 
 
@@ -132,6 +133,13 @@ def main():
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"items: has {n} items, at most {MAX_BATCH_ITEMS}")
             scores, seen = [], {}
             for i, item in enumerate(request.items):
+                for name in ("prompt", "completion"):
+                    size = len(getattr(item, name).encode())
+                    if size > MAX_TEXT_BYTES:
+                        context.abort(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"items[{i}].{name}: has {size} bytes, at most {MAX_TEXT_BYTES}",
+                        )
                 key, digest = item.idempotency_key, digest_of(item)
                 field = f"items[{i}].idempotency_key"
                 if len(key.encode()) > MAX_KEY_BYTES:

@@ -9,6 +9,7 @@ import { type Command, helpText, parseCommand } from "./args.js";
 import {
   cancelSpec,
   exportSpec,
+  feedbackCheckSpec,
   keygenSpec,
   pretrainSpec,
   reportSpec,
@@ -30,6 +31,10 @@ const COMMANDS: readonly Command[] = [
   { spec: pretrainSpec, load: async () => (await import("./commands/pretrain.js")).pretrainCommand },
   { spec: sampleSpec, load: async () => (await import("./commands/sample.js")).sampleCommand },
   { spec: exportSpec, load: async () => (await import("./commands/export.js")).exportCommand },
+  {
+    spec: feedbackCheckSpec,
+    load: async () => (await import("./commands/feedback-check.js")).feedbackCheckCommand,
+  },
   { spec: keygenSpec, load: async () => (await import("./commands/keygen.js")).keygenCommand },
   { spec: reportSpec, load: async () => (await import("./commands/run-report.js")).runReportCommand },
 ];

@@ -28,6 +28,17 @@ const WEIGHTS_VERIFY_FLAGS = ["weights-verify-key"] as const;
 const OPENAI_FLAGS = ["openai-port", "openai-token", "openai-token-file", "openai-model"] as const;
 /** TLS of a gRPC server (and of its clients): PEM files, mTLS. */
 const TLS_FLAGS = ["tls-cert", "tls-key", "tls-ca", "tls-client-auth"] as const;
+/** The LLM judge as the Feedback's scorer (feedback/judge-scorer.ts). */
+const JUDGE_FLAGS = [
+  "judge-url",
+  "judge-model",
+  "judge-mode",
+  "judge-rubric-file",
+  "judge-api-key-env",
+  "judge-api-key-file",
+  "judge-timeout-ms",
+  "judge-temperature",
+] as const;
 
 /** TLS of a client of the Optimizer (a CLI command): the CA to check it, a certificate under mTLS. */
 const TLS_CLIENT_FLAGS = ["tls-ca", "tls-cert", "tls-key"] as const;
@@ -163,9 +174,9 @@ export const serveSpec: CommandSpec = {
     ),
     feedback: serveVariant(
       "feedback",
-      "Serve the built-in rule-based FeedbackService (AFINN-165 scorer, or weighted rules with --feedback-rules)",
-      "[--host address] [--feedback-rules rule:weight,…]",
-      ["feedback-rules", ...TLS_FLAGS],
+      "Serve the built-in FeedbackService (AFINN-165 scorer, weighted rules with --feedback-rules, or an LLM judge with --judge-url)",
+      "[--host address] [--feedback-rules rule:weight,…] [--judge-url url --judge-model m [--judge-mode completions|chat] [--judge-rubric-file f] [--judge-api-key-env VAR | --judge-api-key-file f]]",
+      ["feedback-rules", ...JUDGE_FLAGS, ...TLS_FLAGS],
     ),
     optimizer: serveVariant(
       "optimizer",
@@ -365,6 +376,21 @@ export const sampleSpec: CommandSpec = {
     "rlaif sample --prompts examples/prompts.txt",
     "rlaif sample --checkpoint runs/<run id>/final.safetensors --prompts examples/prompts.txt --json",
   ],
+};
+
+/** `rlaif feedback-check`: the conformance suite of docs/feedback-contract.md. */
+export const feedbackCheckSpec: CommandSpec = {
+  name: "feedback-check",
+  summary: "Check a FeedbackService against the feedback contract (a PASS/FAIL row per rule)",
+  usage:
+    "rlaif feedback-check <host:port> [--tls-ca file [--tls-cert file --tls-key file]] [--json] [--timeout-ms n]",
+  settings: [...TLS_CLIENT_FLAGS],
+  flags: [
+    { name: "json", type: "boolean", help: "print the rows as JSON on stdout" },
+    { name: "timeout-ms", type: "string", help: "deadline of each call in ms, 1..600000 (default 10000)" },
+  ],
+  positionals: 1,
+  examples: ["rlaif feedback-check 127.0.0.1:50053"],
 };
 
 /** `rlaif keygen`. */

@@ -14,7 +14,7 @@
  * jitter (a Retry-After header, capped, is honoured); other failures (4xx, a timeout, a refused
  * connection) are reported at once, since repeating them would only add latency.
  *
- * Standalone: the FeedbackService does not call it yet (it will, as one scorer of the contract).
+ * Served as a FeedbackService scorer by judge-scorer.ts (`rlaif serve feedback --judge-url …`).
  */
 import { readFileSync } from "node:fs";
 import { ConfigError } from "../core/src/errors.js";

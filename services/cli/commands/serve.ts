@@ -17,6 +17,7 @@ import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
 import { metricsRoutes, type OpsRoute, startOpsHttp } from "../../core/src/ops/ops-http.js";
 import { compositeScorer } from "../../feedback/composite-scorer.js";
+import { judgeOptionsFrom, judgeScorer } from "../../feedback/judge-scorer.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
 import { reportRoutes } from "../../optimizer/report-live.js";
@@ -62,7 +63,7 @@ async function startService(
 ): Promise<Served> {
   const s = config.services;
   if (name === "feedback") {
-    const scorer = compositeScorer(s.feedbackRules);
+    const scorer = s.judgeUrl ? judgeScorer(judgeOptionsFrom(s)) : compositeScorer(s.feedbackRules);
     const server = await startFeedbackServer({ host, port, scorer, security, log });
     return { address: server.address, close: () => server.shutdown(5000) };
   }

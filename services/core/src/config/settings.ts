@@ -732,6 +732,59 @@ const SERVICES = {
     help: "port of the ops HTTP server (/metrics for Prometheus, /healthz) on --host (0 = off)",
   }),
   // --- end of metrics ---
+  // --- judgecheck ---
+  // The LLM judge as the built-in Feedback's scorer (services/feedback/judge-scorer.ts); off
+  // while judgeUrl is empty, and then the rule scorers serve as before.
+  /** Base URL including /v1 of any OpenAI-compatible API (another rlaif Policy's --openai-port works). */
+  judgeUrl: text({
+    flag: "judge-url",
+    default: "",
+    help: "Feedback: judge items with an LLM at this OpenAI-compatible base URL incl. /v1 (empty = rule scorers)",
+  }),
+  judgeModel: text({
+    flag: "judge-model",
+    default: "",
+    help: "Feedback: model id the judge API is asked for (required with --judge-url)",
+  }),
+  judgeMode: choice(["completions", "chat"] as const, {
+    flag: "judge-mode",
+    default: "completions",
+    help: "Feedback: judge endpoint, /v1/completions or /v1/chat/completions",
+  }),
+  judgeRubricFile: text({
+    flag: "judge-rubric-file",
+    default: "",
+    isPath: true,
+    help: "Feedback: rubric file with {prompt} and {completion}, asking for 'Score: N' in 0-10 (empty = built-in rubric)",
+  }),
+  /** A key in a flag would show in `ps`: only where to find it is configured. */
+  judgeApiKeyEnv: text({
+    flag: "judge-api-key-env",
+    default: "",
+    help: "Feedback: environment variable holding the judge API's bearer key",
+  }),
+  judgeApiKeyFile: text({
+    flag: "judge-api-key-file",
+    default: "",
+    isPath: true,
+    help: "Feedback: file whose first line is the judge API's bearer key",
+  }),
+  judgeTimeoutMs: int({
+    flag: "judge-timeout-ms",
+    default: 30_000,
+    min: 1,
+    max: 600_000,
+    help: "Feedback: deadline of each judge request in ms (a late answer is an ERROR item)",
+  }),
+  /** 0 by default: GetInfo can then say deterministic, and a retried item gets the same score. */
+  judgeTemperature: num({
+    flag: "judge-temperature",
+    default: 0,
+    min: 0,
+    max: 2,
+    help: "Feedback: sampling temperature of the judge (0 = deterministic)",
+  }),
+  // --- end of judgecheck ---
 };
 
 const OUT = text({
