@@ -64,6 +64,7 @@ export const trainSpec: CommandSpec = {
     ...NATS_AUTH_FLAGS,
     "feedback-address",
     "feedback-rules",
+    "reward-model",
     "policy-in",
     "learner-in",
     ...WEIGHTS_SIGN_FLAGS,
@@ -163,7 +164,7 @@ export const serveSpec: CommandSpec = {
       "feedback",
       "Serve the built-in rule-based FeedbackService (AFINN-165 scorer, or weighted rules with --feedback-rules)",
       "[--host address] [--feedback-rules rule:weight,…]",
-      ["feedback-rules", ...TLS_FLAGS],
+      ["feedback-rules", "reward-model", "backend", ...TLS_FLAGS],
     ),
     optimizer: serveVariant(
       "optimizer",

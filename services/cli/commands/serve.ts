@@ -17,6 +17,7 @@ import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
 import { compositeScorer } from "../../feedback/composite-scorer.js";
 import { startFeedbackServer } from "../../feedback/main.js";
+import { rewardModelScorer } from "../../feedback/reward-model-scorer.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
 import { startPolicyServer } from "../../policy/main.js";
 import { resolveOpenAiToken } from "../../policy/openai-http.js";
@@ -58,7 +59,9 @@ async function startService(
 ): Promise<Served> {
   const s = config.services;
   if (name === "feedback") {
-    const scorer = compositeScorer(s.feedbackRules);
+    const scorer = s.rewardModel
+      ? await rewardModelScorer(s.rewardModel, s.backend)
+      : compositeScorer(s.feedbackRules);
     const server = await startFeedbackServer({ host, port, scorer, security, log });
     return { address: server.address, close: () => server.shutdown(5000) };
   }

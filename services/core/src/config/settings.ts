@@ -716,6 +716,19 @@ const SERVICES = {
     help: "built-in feedback as weighted rules rule:weight,… of afinn, length(MIN-MAX), repetition, keyword(a|b), regex(RE) (empty = afinn:1)",
   }),
   // --- end of contract ---
+  // --- rm ---
+  /**
+   * A reward model (services/core/src/model/reward-model.ts, made by `rlaif train-rm`) as the
+   * built-in Feedback: `serve feedback` serves it and `train` scores with it alone, so an RLAIF
+   * run's only feedback is a model learned from AI labels. "" keeps the rule scorers.
+   */
+  rewardModel: text({
+    flag: "reward-model",
+    default: "",
+    isPath: true,
+    help: "reward-model directory (rlaif train-rm --out) to serve as the built-in feedback instead of the rules",
+  }),
+  // --- end of rm ---
 };
 
 const OUT = text({
