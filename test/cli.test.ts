@@ -80,7 +80,9 @@ describe("cli", () => {
       "judge-timeout-ms",
       "judge-temperature",
     ];
-    expect([...flagsOf("feedback")].sort()).toEqual([...common, "feedback-rules", ...judge].sort());
+    expect([...flagsOf("feedback")].sort()).toEqual(
+      [...common, "feedback-rules", "reward-model", "backend", ...judge].sort(),
+    );
     expect([...flagsOf("policy")].sort()).toEqual(
       [
         ...common,

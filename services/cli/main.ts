@@ -6,6 +6,7 @@ import { didYouMean } from "../core/src/config/did-you-mean.js";
 import { ConfigError, StoppedBySignalError, ValidationError } from "../core/src/errors.js";
 import { RLAIF_VERSION } from "../core/src/version.js";
 import { type Command, helpText, parseCommand } from "./args.js";
+import { labelSpec, trainRmSpec } from "./rm-specs.js";
 import {
   cancelSpec,
   exportSpec,
@@ -37,6 +38,8 @@ const COMMANDS: readonly Command[] = [
   },
   { spec: keygenSpec, load: async () => (await import("./commands/keygen.js")).keygenCommand },
   { spec: reportSpec, load: async () => (await import("./commands/run-report.js")).runReportCommand },
+  { spec: labelSpec, load: async () => (await import("./commands/label.js")).labelCommand },
+  { spec: trainRmSpec, load: async () => (await import("./commands/train-rm.js")).trainRmCommand },
 ];
 
 function usage(): string {

@@ -75,6 +75,7 @@ export const trainSpec: CommandSpec = {
     ...NATS_AUTH_FLAGS,
     "feedback-address",
     "feedback-rules",
+    "reward-model",
     "policy-in",
     "learner-in",
     ...WEIGHTS_SIGN_FLAGS,
@@ -174,9 +175,9 @@ export const serveSpec: CommandSpec = {
     ),
     feedback: serveVariant(
       "feedback",
-      "Serve the built-in FeedbackService (AFINN-165 scorer, weighted rules with --feedback-rules, or an LLM judge with --judge-url)",
-      "[--host address] [--feedback-rules rule:weight,…] [--judge-url url --judge-model m [--judge-mode completions|chat] [--judge-rubric-file f] [--judge-api-key-env VAR | --judge-api-key-file f]]",
-      ["feedback-rules", ...JUDGE_FLAGS, ...TLS_FLAGS],
+      "Serve the built-in FeedbackService (AFINN-165 scorer, weighted rules with --feedback-rules, a learned reward model with --reward-model, or an LLM judge with --judge-url)",
+      "[--host address] [--feedback-rules rule:weight,… | --reward-model dir | --judge-url url --judge-model m [--judge-mode completions|chat] [--judge-rubric-file f] [--judge-api-key-env VAR | --judge-api-key-file f]]",
+      ["feedback-rules", "reward-model", "backend", ...JUDGE_FLAGS, ...TLS_FLAGS],
     ),
     optimizer: serveVariant(
       "optimizer",

@@ -19,6 +19,7 @@ import { metricsRoutes, type OpsRoute, startOpsHttp } from "../../core/src/ops/o
 import { compositeScorer } from "../../feedback/composite-scorer.js";
 import { judgeOptionsFrom, judgeScorer } from "../../feedback/judge-scorer.js";
 import { startFeedbackServer } from "../../feedback/main.js";
+import { rewardModelScorer } from "../../feedback/reward-model-scorer.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
 import { reportRoutes } from "../../optimizer/report-live.js";
 import { startPolicyServer } from "../../policy/main.js";
@@ -63,7 +64,14 @@ async function startService(
 ): Promise<Served> {
   const s = config.services;
   if (name === "feedback") {
-    const scorer = s.judgeUrl ? judgeScorer(judgeOptionsFrom(s)) : compositeScorer(s.feedbackRules);
+    if (s.judgeUrl && s.rewardModel) {
+      throw new ConfigError("--judge-url and --reward-model each name the scorer to serve: give one of them");
+    }
+    const scorer = s.judgeUrl
+      ? judgeScorer(judgeOptionsFrom(s))
+      : s.rewardModel
+        ? await rewardModelScorer(s.rewardModel, s.backend)
+        : compositeScorer(s.feedbackRules);
     const server = await startFeedbackServer({ host, port, scorer, security, log });
     return { address: server.address, close: () => server.shutdown(5000) };
   }

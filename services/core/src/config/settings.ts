@@ -785,6 +785,19 @@ const SERVICES = {
     help: "Feedback: sampling temperature of the judge (0 = deterministic)",
   }),
   // --- end of judgecheck ---
+  // --- rm ---
+  /**
+   * A reward model (services/core/src/model/reward-model.ts, made by `rlaif train-rm`) as the
+   * built-in Feedback: `serve feedback` serves it and `train` scores with it alone, so an RLAIF
+   * run's only feedback is a model learned from AI labels. "" keeps the rule scorers.
+   */
+  rewardModel: text({
+    flag: "reward-model",
+    default: "",
+    isPath: true,
+    help: "reward-model directory (rlaif train-rm --out) to serve as the built-in feedback instead of the rules",
+  }),
+  // --- end of rm ---
 };
 
 const OUT = text({
