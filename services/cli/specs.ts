@@ -114,7 +114,7 @@ function serveVariant(
     name: `serve ${name}`,
     summary,
     usage: `rlaif serve ${name} --port <n> ${usage}`,
-    settings,
+    settings: [...settings, "log-format"],
     flags: [...LISTEN_FLAGS, ...flags],
     positionals: 1,
   };

@@ -15,6 +15,7 @@ import type { RlaifConfig } from "../../core/src/config/settings.js";
 import { ConfigError, RlaifError } from "../../core/src/errors.js";
 import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
+import { lineLogger } from "../../core/src/telemetry/log-format.js";
 import { compositeScorer } from "../../feedback/composite-scorer.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
@@ -26,9 +27,12 @@ import { checkPortFree, portInUse } from "../preflight.js";
 import { SERVICE_NAMES } from "../specs.js";
 import { requireModel } from "./shared-flags.js";
 
-function log(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
+/** This process's log: stderr, as plain lines until `run` applies `--log-format`. */
+let log: (line: string) => void = lineLogger({
+  format: "text",
+  service: "rlaif",
+  write: (t) => process.stderr.write(t),
+});
 
 /** A started service: where it listens and how to stop it. */
 interface Served {
@@ -172,6 +176,8 @@ export const serveCommand: CommandRun = {
       throw new ConfigError(`--port must be a whole number in 0..65535, got "${String(rawPort)}"`);
     }
     const host = typeof flags.host === "string" ? flags.host : "127.0.0.1";
+    const format = config.services.logFormat;
+    log = lineLogger({ format, service: name, write: (t) => process.stderr.write(t) });
     // Before any model loads: a taken port or an unreadable certificate is a one-line fix, not a
     // minute of loading.
     const security = grpcSecurity(config.services, resolveControlToken(config.services));

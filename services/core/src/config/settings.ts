@@ -716,6 +716,19 @@ const SERVICES = {
     help: "built-in feedback as weighted rules rule:weight,… of afinn, length(MIN-MAX), repetition, keyword(a|b), regex(RE) (empty = afinn:1)",
   }),
   // --- end of contract ---
+  // --- otel ---
+  /**
+   * How the services write their log lines (telemetry/log-format.ts): `text` is the plain line as
+   * always; `json` is one object per line (time, level, service, msg) for a log shipper (Loki,
+   * Elasticsearch, CloudWatch). Text by default, also when stderr is not a terminal: a pod's
+   * collector decides what it parses, and an unexpected format change breaks existing greps.
+   */
+  logFormat: choice(["text", "json"] as const, {
+    flag: "log-format",
+    default: "text",
+    help: "log line format of the services: text (plain lines) or json (one object per line: time, level, service, msg)",
+  }),
+  // --- end of otel ---
 };
 
 const OUT = text({
