@@ -114,7 +114,7 @@ function serveVariant(
     name: `serve ${name}`,
     summary,
     usage: `rlaif serve ${name} --port <n> ${usage}`,
-    settings: [...settings, "log-format"],
+    settings: [...settings, "log-format", "otlp-endpoint", "otlp-headers"],
     flags: [...LISTEN_FLAGS, ...flags],
     positionals: 1,
   };

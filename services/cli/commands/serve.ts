@@ -16,6 +16,7 @@ import { ConfigError, RlaifError } from "../../core/src/errors.js";
 import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
 import { lineLogger } from "../../core/src/telemetry/log-format.js";
+import { tracingFromSettings } from "../../core/src/telemetry/tracing.js";
 import { compositeScorer } from "../../feedback/composite-scorer.js";
 import { startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
@@ -187,6 +188,8 @@ export const serveCommand: CommandRun = {
     const stop = Promise.race([once(process, "SIGTERM"), once(process, "SIGINT")]).then(
       ([signal]) => signal as string,
     );
+    // Before the service starts, so its first calls are traced; flushed after the drain.
+    const tracing = tracingFromSettings(config.services, `rlaif-${name}`);
     const starting = startService(name, config, host, port, security, flags).catch((err: unknown) => {
       // Taken between the check and the bind (another process was quicker).
       if (/EADDRINUSE/.test(String((err as Error).message))) throw portInUse(port, err);
@@ -195,12 +198,12 @@ export const serveCommand: CommandRun = {
     const first = await Promise.race([starting, stop]);
     if (typeof first === "string") {
       log(`${name}: ${first} while starting; stopping once it has started`);
-      await drain(name, starting);
+      await drain(name, starting).finally(() => tracing?.shutdown());
       return;
     }
     process.stdout.write(`${name} listening on ${first.address}\n`);
     log(`${name}: ${await stop}: draining (at most ${DRAIN_MS / 1000} s)`);
-    await drain(name, Promise.resolve(first));
+    await drain(name, Promise.resolve(first)).finally(() => tracing?.shutdown());
   },
 };
 

@@ -728,6 +728,24 @@ const SERVICES = {
     default: "text",
     help: "log line format of the services: text (plain lines) or json (one object per line: time, level, service, msg)",
   }),
+  /**
+   * Tracing is off unless an OTLP/HTTP endpoint is named (here or by the standard
+   * OTEL_EXPORTER_OTLP_ENDPOINT): off costs nothing, and nothing is sent anywhere by surprise.
+   */
+  otlpEndpoint: text({
+    flag: "otlp-endpoint",
+    default: "",
+    pattern: /^(https?:\/\/[^\s]+)?$/,
+    patternHelp: "an http:// or https:// URL",
+    help: "OTLP/HTTP base URL the services send trace spans to, e.g. http://127.0.0.1:4318 (/v1/traces is added; empty = OTEL_EXPORTER_OTLP_ENDPOINT, else tracing off)",
+  }),
+  otlpHeaders: text({
+    flag: "otlp-headers",
+    default: "",
+    pattern: /^([^=,\s]+=[^,]*(,[^=,\s]+=[^,]*)*)?$/,
+    patternHelp: "k=v pairs separated by commas",
+    help: "headers of every OTLP export as k=v,… e.g. an API key (empty = OTEL_EXPORTER_OTLP_HEADERS)",
+  }),
   // --- end of otel ---
 };
 

@@ -25,6 +25,7 @@ import {
 } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { RpcError } from "../errors.js";
+import { serverSpan } from "../telemetry/spans.js";
 import { REQUEST_RULES } from "./rules.js";
 import { toStatus } from "./status.js";
 import { type RuleSet, validate } from "./validation.js";
@@ -228,6 +229,7 @@ export function buildServiceDefinition(
         callback: grpc.sendUnaryData<Buffer>,
       ) => {
         const ctx = openContext(call);
+        const span = serverSpan(path, ctx.context.metadata);
         (async () => {
           ctx.refuseExpired();
           const req = decode(method.input, call.request, rules);
@@ -235,8 +237,8 @@ export function buildServiceDefinition(
           return encodeMessage(method.output, res as MessageInitShape<DescMessage>);
         })()
           .then(
-            (bytes) => callback(null, bytes),
-            (err: unknown) => callback(fail(err, ctx.state())),
+            (bytes) => (span.ok(), callback(null, bytes)),
+            (err: unknown) => callback(span.failed(fail(err, ctx.state()))),
           )
           .catch(lastResort)
           .finally(ctx.close);
@@ -244,6 +246,7 @@ export function buildServiceDefinition(
     } else {
       implementation[method.name] = (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
         const ctx = openContext(call);
+        const span = serverSpan(path, ctx.context.metadata);
         const { signal } = ctx.context;
         (async () => {
           ctx.refuseExpired();
@@ -259,8 +262,8 @@ export function buildServiceDefinition(
           if (signal.aborted) throw signal.reason;
         })()
           .then(
-            () => call.end(),
-            (err: unknown) => call.emit("error", fail(err, ctx.state())),
+            () => (span.ok(), call.end()),
+            (err: unknown) => call.emit("error", span.failed(fail(err, ctx.state()))),
           )
           .catch(lastResort)
           .finally(ctx.close);
