@@ -237,7 +237,10 @@ export function buildServiceDefinition(
           return encodeMessage(method.output, res as MessageInitShape<DescMessage>);
         })()
           .then(
-            (bytes) => (span.ok(), callback(null, bytes)),
+            (bytes) => {
+              span.ok();
+              callback(null, bytes);
+            },
             (err: unknown) => callback(span.failed(fail(err, ctx.state()))),
           )
           .catch(lastResort)
@@ -262,7 +265,10 @@ export function buildServiceDefinition(
           if (signal.aborted) throw signal.reason;
         })()
           .then(
-            () => (span.ok(), call.end()),
+            () => {
+              span.ok();
+              call.end();
+            },
             (err: unknown) => call.emit("error", span.failed(fail(err, ctx.state()))),
           )
           .catch(lastResort)

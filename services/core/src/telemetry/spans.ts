@@ -74,17 +74,15 @@ export function startSpan(name: string, traceparent: string | undefined, opts: S
     const sc = trace.getSpanContext(contextOf(tp));
     if (sc) links.push({ context: sc });
   }
-  return trace
-    .getTracer(TRACER)
-    .startSpan(
-      name,
-      {
-        kind: opts.kind ?? SpanKind.INTERNAL,
-        ...(opts.attributes ? { attributes: opts.attributes } : {}),
-        links,
-      },
-      contextOf(traceparent),
-    );
+  return trace.getTracer(TRACER).startSpan(
+    name,
+    {
+      kind: opts.kind ?? SpanKind.INTERNAL,
+      ...(opts.attributes ? { attributes: opts.attributes } : {}),
+      links,
+    },
+    contextOf(traceparent),
+  );
 }
 
 /** End `span`, marked as an error with `err`'s message when given. */
