@@ -127,8 +127,8 @@ function serveVariant(
     summary,
     usage: `rlaif serve ${name} --port <n> ${usage}`,
     // --- metrics --- every service serves /metrics on --metrics-port (core/src/ops/ops-http.ts)
-    settings: [...settings, "metrics-port"],
-    // --- end of metrics ---
+    // --- otel --- log format and OTLP tracing (core/src/telemetry/)
+    settings: [...settings, "metrics-port", "log-format", "otlp-endpoint", "otlp-headers"],
     flags: [...LISTEN_FLAGS, ...flags],
     positionals: 1,
   };

@@ -16,6 +16,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PromptJobSchema, type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, Queue, QueueMessage } from "../core/src/bus/bus.js";
 import { DEAD_LETTERED, ValidationError } from "../core/src/errors.js";
+import { ATTR, endSpan, SpanKind, startSpan, traceparentOf } from "../core/src/telemetry/spans.js";
 import {
   type CollectJob,
   collectPrompt,
@@ -215,7 +216,31 @@ export class RolloutWorker {
       await msg.ack();
       return;
     }
-    const traceparent = msg.headers.traceparent ?? newTraceparent();
+    const span = startSpan("rollout.job", msg.headers.traceparent, {
+      kind: SpanKind.CONSUMER,
+      attributes: { [ATTR.runId]: job.runId, [ATTR.step]: Number(job.step), [ATTR.promptIndex]: job.index },
+    });
+    try {
+      await this.handleJob(
+        msg,
+        job,
+        traceparentOf(span) || msg.headers.traceparent || newTraceparent(),
+        out,
+        deadLetters,
+      );
+    } finally {
+      endSpan(span);
+    }
+  }
+
+  /** {@link handle} of a decoded job inside its span (`traceparent` names that span). */
+  private async handleJob(
+    msg: QueueMessage,
+    job: ReturnType<typeof fromBinary<typeof PromptJobSchema>>,
+    traceparent: string,
+    out: Queue,
+    deadLetters: Queue,
+  ): Promise<void> {
     const collectJob: CollectJob = {
       runId: job.runId,
       step: Number(job.step),
@@ -274,13 +299,15 @@ export class RolloutWorker {
     out: Queue,
     traceparent: string,
   ): Promise<void> {
+    const span = startSpan("trajectories publish", traceparent, { kind: SpanKind.PRODUCER });
+    const headers = { traceparent: traceparentOf(span) || traceparent };
     try {
       for (const t of trajs) {
         t.rolloutWorker = this.opts.workerId ?? `${hostname()}-${process.pid}`;
         t.policyReplica = this.opts.policyReplica ?? "";
         const ack = await out.publish(toBinary(TrajectorySchema, t), {
           msgId: t.id,
-          headers: { traceparent },
+          headers,
         });
         if (!ack.duplicate) this.counters.trajectoriesPublished++;
         if (!t.error) this.counters.lastWeightsVersion = Number(t.weightsVersion);
@@ -290,6 +317,8 @@ export class RolloutWorker {
     } catch (err) {
       this.log(`rollout: publishing job ${msg.msgId} failed, will retry: ${(err as Error).message}`);
       await msg.nak(1000);
+    } finally {
+      endSpan(span);
     }
   }
 }

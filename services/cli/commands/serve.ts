@@ -16,6 +16,8 @@ import { ConfigError, RlaifError } from "../../core/src/errors.js";
 import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
 import { metricsRoutes, type OpsRoute, startOpsHttp } from "../../core/src/ops/ops-http.js";
+import { lineLogger } from "../../core/src/telemetry/log-format.js";
+import { tracingFromSettings } from "../../core/src/telemetry/tracing.js";
 import { compositeScorer } from "../../feedback/composite-scorer.js";
 import { judgeOptionsFrom, judgeScorer } from "../../feedback/judge-scorer.js";
 import { startFeedbackServer } from "../../feedback/main.js";
@@ -30,9 +32,12 @@ import { checkPortFree, portInUse } from "../preflight.js";
 import { SERVICE_NAMES } from "../specs.js";
 import { requireModel } from "./shared-flags.js";
 
-function log(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
+/** This process's log: stderr, as plain lines until `run` applies `--log-format`. */
+let log: (line: string) => void = lineLogger({
+  format: "text",
+  service: "rlaif",
+  write: (t) => process.stderr.write(t),
+});
 
 /** A started service: where it listens and how to stop it. */
 interface Served {
@@ -208,6 +213,8 @@ export const serveCommand: CommandRun = {
       throw new ConfigError(`--port must be a whole number in 0..65535, got "${String(rawPort)}"`);
     }
     const host = typeof flags.host === "string" ? flags.host : "127.0.0.1";
+    const format = config.services.logFormat;
+    log = lineLogger({ format, service: name, write: (t) => process.stderr.write(t) });
     // Before any model loads: a taken port or an unreadable certificate is a one-line fix, not a
     // minute of loading.
     const security = grpcSecurity(config.services, resolveControlToken(config.services));
@@ -219,6 +226,8 @@ export const serveCommand: CommandRun = {
     const stop = Promise.race([once(process, "SIGTERM"), once(process, "SIGINT")]).then(
       ([signal]) => signal as string,
     );
+    // Before the service starts, so its first calls are traced; flushed after the drain.
+    const tracing = tracingFromSettings(config.services, `rlaif-${name}`);
     const starting = startService(name, config, host, port, security, flags)
       .catch((err: unknown) => {
         // Taken between the check and the bind (another process was quicker).
@@ -229,12 +238,12 @@ export const serveCommand: CommandRun = {
     const first = await Promise.race([starting, stop]);
     if (typeof first === "string") {
       log(`${name}: ${first} while starting; stopping once it has started`);
-      await drain(name, starting);
+      await drain(name, starting).finally(() => tracing?.shutdown());
       return;
     }
     process.stdout.write(`${name} listening on ${first.address}\n`);
     log(`${name}: ${await stop}: draining (at most ${DRAIN_MS / 1000} s)`);
-    await drain(name, Promise.resolve(first));
+    await drain(name, Promise.resolve(first)).finally(() => tracing?.shutdown());
   },
 };
 

@@ -798,6 +798,37 @@ const SERVICES = {
     help: "reward-model directory (rlaif train-rm --out) to serve as the built-in feedback instead of the rules",
   }),
   // --- end of rm ---
+  // --- otel ---
+  /**
+   * How the services write their log lines (telemetry/log-format.ts): `text` is the plain line as
+   * always; `json` is one object per line (time, level, service, msg) for a log shipper (Loki,
+   * Elasticsearch, CloudWatch). Text by default, also when stderr is not a terminal: a pod's
+   * collector decides what it parses, and an unexpected format change breaks existing greps.
+   */
+  logFormat: choice(["text", "json"] as const, {
+    flag: "log-format",
+    default: "text",
+    help: "log line format of the services: text (plain lines) or json (one object per line: time, level, service, msg)",
+  }),
+  /**
+   * Tracing is off unless an OTLP/HTTP endpoint is named (here or by the standard
+   * OTEL_EXPORTER_OTLP_ENDPOINT): off costs nothing, and nothing is sent anywhere by surprise.
+   */
+  otlpEndpoint: text({
+    flag: "otlp-endpoint",
+    default: "",
+    pattern: /^(https?:\/\/[^\s]+)?$/,
+    patternHelp: "an http:// or https:// URL",
+    help: "OTLP/HTTP base URL the services send trace spans to, e.g. http://127.0.0.1:4318 (/v1/traces is added; empty = OTEL_EXPORTER_OTLP_ENDPOINT, else tracing off)",
+  }),
+  otlpHeaders: text({
+    flag: "otlp-headers",
+    default: "",
+    pattern: /^([^=,\s]+=[^,]*(,[^=,\s]+=[^,]*)*)?$/,
+    patternHelp: "k=v pairs separated by commas",
+    help: "headers of every OTLP export as k=v,… e.g. an API key (empty = OTEL_EXPORTER_OTLP_HEADERS)",
+  }),
+  // --- end of otel ---
 };
 
 const OUT = text({

@@ -26,6 +26,7 @@ import {
 import * as grpc from "@grpc/grpc-js";
 import { RpcError } from "../errors.js";
 import { timedUnary, timeStream } from "../ops/rpc-metrics.js";
+import { serverSpan } from "../telemetry/spans.js";
 import { REQUEST_RULES } from "./rules.js";
 import { toStatus } from "./status.js";
 import { type RuleSet, validate } from "./validation.js";
@@ -230,6 +231,7 @@ export function buildServiceDefinition(
       ) => {
         const callback = timedUnary(path, answer);
         const ctx = openContext(call);
+        const span = serverSpan(path, ctx.context.metadata);
         (async () => {
           ctx.refuseExpired();
           const req = decode(method.input, call.request, rules);
@@ -237,8 +239,11 @@ export function buildServiceDefinition(
           return encodeMessage(method.output, res as MessageInitShape<DescMessage>);
         })()
           .then(
-            (bytes) => callback(null, bytes),
-            (err: unknown) => callback(fail(err, ctx.state())),
+            (bytes) => {
+              span.ok();
+              callback(null, bytes);
+            },
+            (err: unknown) => callback(span.failed(fail(err, ctx.state()))),
           )
           .catch(lastResort)
           .finally(ctx.close);
@@ -247,6 +252,7 @@ export function buildServiceDefinition(
       implementation[method.name] = (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
         timeStream(path, call);
         const ctx = openContext(call);
+        const span = serverSpan(path, ctx.context.metadata);
         const { signal } = ctx.context;
         (async () => {
           ctx.refuseExpired();
@@ -262,8 +268,11 @@ export function buildServiceDefinition(
           if (signal.aborted) throw signal.reason;
         })()
           .then(
-            () => call.end(),
-            (err: unknown) => call.emit("error", fail(err, ctx.state())),
+            () => {
+              span.ok();
+              call.end();
+            },
+            (err: unknown) => call.emit("error", span.failed(fail(err, ctx.state()))),
           )
           .catch(lastResort)
           .finally(ctx.close);

@@ -20,6 +20,7 @@ import {
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { ConfigError, RpcError, ValidationError } from "../errors.js";
+import { clientSpan } from "../telemetry/spans.js";
 import { encodeMessage, methodPath } from "./adapter.js";
 
 /** Per-call options. */
@@ -121,15 +122,17 @@ function unaryCall(client: grpc.Client, method: DescMethod, defaultTimeoutMs: nu
       const { signal } = opts;
       if (signal?.aborted)
         throw new RpcError(grpc.status.CANCELLED, "cancelled before start", { method: path });
+      const span = clientSpan(path, opts.metadata);
       const call = client.makeUnaryRequest(
         path,
         (m: MessageInitShape<DescMessage>) => encodeMessage(method.input, m),
         (b: Buffer) => fromBinary(method.output, b),
         req,
-        metadataOf(opts),
+        metadataOf({ ...opts, ...(span.metadata ? { metadata: span.metadata } : {}) }),
         { deadline: deadlineOf(opts.timeoutMs ?? defaultTimeoutMs) },
         (err, res) => {
           signal?.removeEventListener("abort", onAbort);
+          span.end(err?.code ?? 0, err ?? undefined);
           if (err || !res) reject(toRpcError(err, path));
           else resolve(res);
         },
