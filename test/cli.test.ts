@@ -68,6 +68,9 @@ describe("cli", () => {
       "tls-ca",
       "tls-client-auth",
       "metrics-port",
+      "log-format",
+      "otlp-endpoint",
+      "otlp-headers",
     ];
     const natsAuth = ["nats-user", "nats-password", "nats-creds"];
     const judge = [
