@@ -19,6 +19,7 @@ import {
   MAX_SCORE_ITEMS,
   MAX_SCORED_TEXT_BYTES,
   scoreResponseRules,
+  tokenRewardMismatch,
 } from "../core/src/grpc/rules.js";
 import { validate } from "../core/src/grpc/validation.js";
 
@@ -57,13 +58,11 @@ function responseProblem(res: ScoreResponse, sent: readonly { completion: string
     if (err instanceof ValidationError) return err.message;
     throw err;
   }
-  for (const [i, s] of res.scores.entries()) {
-    const bytes = Buffer.byteLength((sent[i] as { completion: string }).completion, "utf8");
-    const n = s.tokenRewards.length;
-    if (isOkScore(s) && n !== 0 && n !== bytes)
-      return `scores[${i}].token_rewards: has ${n} entries for ${bytes} UTF-8 bytes`;
-  }
-  return "";
+  const bad = tokenRewardMismatch(
+    res.scores,
+    sent.map((x) => x.completion),
+  );
+  return bad ? `${bad.field}: ${bad.reason}` : "";
 }
 
 /** Whether a call was refused with INVALID_ARGUMENT, as a row. */

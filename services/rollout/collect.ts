@@ -34,7 +34,7 @@ import {
   ValidationError,
 } from "../core/src/errors.js";
 import { isRetryable } from "../core/src/grpc/client.js";
-import { isOkScore, scoreResponseRules } from "../core/src/grpc/rules.js";
+import { isOkScore, scoreResponseRules, tokenRewardMismatch } from "../core/src/grpc/rules.js";
 import { validate } from "../core/src/grpc/validation.js";
 
 /** Options every outgoing call takes (the deadline in particular). */
@@ -96,17 +96,13 @@ export function checkScores(res: ScoreResponse, sent: readonly SentItem[]): void
     if (err instanceof ValidationError) throw new ScorerResponseError(scorer, err.field, err.reason);
     throw err;
   }
+  const bad = tokenRewardMismatch(
+    res.scores,
+    sent.map((x) => x.completion),
+  );
+  if (bad) throw new ScorerResponseError(scorer, bad.field, bad.reason);
   res.scores.forEach((s, i) => {
     const item = sent[i] as SentItem;
-    const n = s.tokenRewards.length;
-    const bytes = Buffer.byteLength(item.completion, "utf8");
-    if (isOkScore(s) && n !== 0 && n !== bytes) {
-      throw new ScorerResponseError(
-        scorer,
-        `scores[${i}].token_rewards`,
-        `has ${n} entries for ${bytes} UTF-8 bytes`,
-      );
-    }
     if (s.idempotencyKey !== "" && s.idempotencyKey !== item.idempotencyKey) {
       throw new ScorerResponseError(
         scorer,

@@ -265,6 +265,26 @@ export const scoreRules = defineRules(ScoreSchema, {
 });
 
 /**
+ * The per-byte rule only a caller can check, since it needs the texts it sent: an OK score's
+ * per-byte rewards have one entry per UTF-8 byte of its item's completion, or none. Shared by
+ * the Rollout (collect.ts) and `rlaif feedback-check`, so both hold a scorer to the same rule.
+ * Returns the first offending field and why, or undefined.
+ */
+export function tokenRewardMismatch(
+  scores: readonly Score[],
+  completions: readonly string[],
+): { field: string; reason: string } | undefined {
+  for (const [i, s] of scores.entries()) {
+    const n = s.tokenRewards.length;
+    const bytes = Buffer.byteLength(completions[i] ?? "", "utf8");
+    if (isOkScore(s) && n !== 0 && n !== bytes) {
+      return { field: `scores[${i}].token_rewards`, reason: `has ${n} entries for ${bytes} UTF-8 bytes` };
+    }
+  }
+  return undefined;
+}
+
+/**
  * What an external Feedback service returns for `itemCount` items: exactly one score per item,
  * each with a known status and, when OK, finite rewards. The Rollout applies it to every answer,
  * since an external scorer is untrusted input just like a request (a NaN reward would poison the
