@@ -234,31 +234,18 @@ describe("feedback judge scorer", () => {
         timeout: 60_000,
         env: { ...process.env, JUDGE_KEY_UNSET_T: "" },
       });
-    const noModel = run("--judge-url", "http://127.0.0.1:1/v1");
-    expect(noModel.status).toBe(2);
-    expect(noModel.stderr).toContain("--judge-model");
-    const badMode = run(
-      "--judge-url",
-      "http://127.0.0.1:1/v1",
-      "--judge-model",
-      "m",
-      "--judge-mode",
-      "embed",
-    );
-    expect(badMode.status).toBe(2);
-    expect(badMode.stderr).toContain("judge-mode");
-    const noKey = run(
-      "--judge-url",
-      "http://127.0.0.1:1/v1",
-      "--judge-model",
-      "m",
-      "--judge-api-key-env",
-      "JUDGE_KEY_UNSET_T",
-    );
-    expect(noKey.status).toBe(2);
-    expect(noKey.stderr).toContain("JUDGE_KEY_UNSET_T");
-    const badUrl = run("--judge-url", "not a url", "--judge-model", "m");
-    expect(badUrl.status).toBe(2);
-    expect(badUrl.stderr).toContain("judge base URL");
+    const url = ["--judge-url", "http://127.0.0.1:1/v1"];
+    // Each bad command line, and what its message must name.
+    const cases: [string[], string][] = [
+      [url, "--judge-model"],
+      [[...url, "--judge-model", "m", "--judge-mode", "embed"], "judge-mode"],
+      [[...url, "--judge-model", "m", "--judge-api-key-env", "JUDGE_KEY_UNSET_T"], "JUDGE_KEY_UNSET_T"],
+      [["--judge-url", "not a url", "--judge-model", "m"], "judge base URL"],
+    ];
+    for (const [args, named] of cases) {
+      const r = run(...args);
+      expect(r.status, args.join(" ")).toBe(2);
+      expect(r.stderr).toContain(named);
+    }
   }, 120_000);
 });
