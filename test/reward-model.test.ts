@@ -42,14 +42,14 @@ describe("reward model", () => {
     });
   });
 
-  it("reward model - trained on a rule's labels it ranks held-out pairs as the rule does far above chance and serves it over gRPC", async () => {
+  it("reward model - trained on a rule's labels it ranks at least 90% of held-out pairs as the rule does and serves it over gRPC", async () => {
     const model = await loadModel(BACKBONE);
     const dir = mkdtempSync(path.join(tmpdir(), "rlaif-rm-"));
     const run = { maxNewTokens: 24, temperature: 1, topK: 0, topP: 1, seed: 1 };
     const res = await labelPairs(
       model,
-      heldOutPrompts(256, 1),
-      2000,
+      heldOutPrompts(1024, 1),
+      8000,
       run,
       scorerLabeller(compositeScorer("length(4-6):1")),
     );
@@ -64,8 +64,8 @@ describe("reward model", () => {
       log: () => {},
     });
     model.dispose();
-    // measured 84.3% (the issue asks 90%: not reached yet, see docs/reward-model.md); chance is 50%
-    expect(trained.heldOutAccuracy).toBeGreaterThanOrEqual(0.8);
+    // measured 94.5% on 655 held-out pairs (the target is 90%, docs/reward-model.md); chance is 50%
+    expect(trained.heldOutAccuracy).toBeGreaterThanOrEqual(0.9);
     const scorer = await rewardModelScorer(dir);
     const server = await startFeedbackServer({ port: 0, scorer });
     const client = createClient(FeedbackService, server.address, { defaultTimeoutMs: 30_000 });

@@ -206,12 +206,14 @@ export interface FinishedRun {
   feedbackAddress: string;
   /** The built-in scorer's weighted rules (`--feedback-rules`), "" for the AFINN scorer alone. */
   feedbackRules: string;
+  /** The reward-model directory that scored the run (`--reward-model`), "" for the rules. */
+  rewardModel: string;
 }
 
 /**
  * Evaluate a finished run on `count` held-out prompts, print the report through `log` and write
  * held-out.json. Two runs get one line saying why not instead: one scored by an external
- * FeedbackService (the report scores with the built-in rule scorer, whose figures would not
+ * FeedbackService or by a reward model (the report scores with the built-in rule scorer, whose figures would not
  * say whether the run learnt what its own scorer asked for), and a resumed run whose resumed-from
  * checkpoint its own pruning has deleted by now (there is no "before" left to measure).
  */
@@ -223,6 +225,12 @@ export async function reportHeldOut(
   if (run.feedbackAddress) {
     log(
       `held-out report skipped: it scores with the built-in rule scorer, and this run was scored by the FeedbackService at ${run.feedbackAddress} (--eval-prompts 0 drops this line)`,
+    );
+    return;
+  }
+  if (run.rewardModel) {
+    log(
+      `held-out report skipped: it scores with the AFINN rule scorer, and this run was scored by the reward model ${run.rewardModel} alone (bench/rm-learning.ts compares with the labelling rule; --eval-prompts 0 drops this line)`,
     );
     return;
   }

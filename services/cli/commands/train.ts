@@ -104,6 +104,7 @@ export const trainCommand: CommandRun = {
         backend: config.services.backend,
         feedbackAddress: config.services.feedbackAddress,
         feedbackRules: config.services.feedbackRules,
+        rewardModel: config.services.rewardModel,
       };
     } finally {
       progress.done();

@@ -123,7 +123,7 @@ export function trainRewardModel(
     head: {
       type: "linear",
       pooling: "mean-over-completion",
-      input: "logits+token-shares+log-length",
+      input: "logits+token-shares+log-length+count-steps",
       features: head.weight.length,
     },
     tokenizer: tokenizerOf(o.backbone).describe(),

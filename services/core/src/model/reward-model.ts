@@ -25,7 +25,7 @@ export const RM_CONFIG_FILE = "reward-model.json";
 export const RM_HEAD_FILE = "reward-head.safetensors";
 /** `format` of reward-model.json; bump `version` when its meaning changes. */
 export const RM_FORMAT = "rlaif-reward-model";
-export const RM_FORMAT_VERSION = 1;
+export const RM_FORMAT_VERSION = 2;
 
 /** What reward-model.json holds. */
 export interface RewardModelConfig {
@@ -41,7 +41,7 @@ export interface RewardModelConfig {
   head: {
     type: "linear";
     pooling: "mean-over-completion";
-    input: "logits+token-shares+log-length";
+    input: "logits+token-shares+log-length+count-steps";
     features: number;
   };
   tokenizer: string;
