@@ -169,13 +169,14 @@ describe.skipIf(!hasScript)("cli progress (pseudo-terminal)", () => {
       "step 6/6",
     ]);
     expect(shown.some((l) => l.includes("█") || l.includes("░"))).toBe(false);
-    // After the bar has gone: the summary, then the held-out report.
-    expect(shown.at(-6)).toMatch(/^run run-\S+ \(embedded\): 6 steps/);
-    expect(shown.slice(-4)).toEqual([
+    // After the bar has gone: the summary, then the held-out report, then the run report's path.
+    expect(shown.at(-7)).toMatch(/^run run-\S+ \(embedded\): 6 steps/);
+    expect(shown.slice(-5)).toEqual([
       expect.stringMatching(/^held-out reward \(16 prompts × 4 samples\): /),
       expect.stringMatching(/^ {2}before: "/),
       expect.stringMatching(/^ {2}after: {2}"/),
       expect.stringMatching(/^held-out report: \S+held-out\.json$/),
+      expect.stringMatching(/^run report: \S+report\.html \(\d+(\.\d)? kB\)$/),
     ]);
   }, 150_000);
 });
