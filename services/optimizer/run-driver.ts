@@ -255,7 +255,12 @@ export class RunDriver {
           // One step consumes many samples' traces: its span starts a trace of its own and
           // links to each trajectory's consume span; its weight publish is its child.
           const span = startSpan("optimizer.step", undefined, {
-            attributes: { [ATTR.runId]: runId, [ATTR.step]: step },
+            // The version in force while its samples were drawn; the publish span names the new one.
+            attributes: {
+              [ATTR.runId]: runId,
+              [ATTR.step]: step,
+              [ATTR.weightsVersion]: this.weightsVersion,
+            },
             links: contexts,
           });
           this.stepTraceparent = traceparentOf(span);
@@ -271,7 +276,6 @@ export class RunDriver {
             endSpan(span, err);
             throw err;
           }
-          span.setAttribute(ATTR.weightsVersion, this.weightsVersion);
           endSpan(span);
           await this.record(step, stepStart, arrived.length, trajs, result, pipeline);
           await this.opts.onStepEnd?.(step);
