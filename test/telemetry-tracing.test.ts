@@ -3,7 +3,6 @@
  * client and server spans over real OTLP/HTTP (a node:http receiver on /v1/traces decoding the
  * OTLP/JSON body) under one trace id, each the child of the one before.
  */
-import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FeedbackService } from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { defaultConfig } from "../services/core/src/config/settings.js";
@@ -13,48 +12,16 @@ import type { RunningServer } from "../services/core/src/grpc/server.js";
 import { endSpan, startSpan, traceparentOf } from "../services/core/src/telemetry/spans.js";
 import { startTracing, type Tracing, tracingConfig } from "../services/core/src/telemetry/tracing.js";
 import { startFeedbackServer } from "../services/feedback/main.js";
-
-interface OtlpSpan {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  name: string;
-  kind: number;
-}
+import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "./helpers/otlp-receiver.js";
 
 describe("telemetry tracing", () => {
-  let receiver: Server;
+  let receiver: OtlpReceiver;
   let url: string;
-  const spans: OtlpSpan[] = [];
-  const services: string[] = [];
+  let spans: ReceivedSpan[];
   beforeAll(async () => {
-    receiver = createServer((req, res) => {
-      let body = "";
-      req.on("data", (d) => {
-        body += d;
-      });
-      req.on("end", () => {
-        if (req.url === "/v1/traces") {
-          const doc = JSON.parse(body) as {
-            resourceSpans: {
-              resource: { attributes: { key: string; value: { stringValue?: string } }[] };
-              scopeSpans: { spans: OtlpSpan[] }[];
-            }[];
-          };
-          for (const rs of doc.resourceSpans) {
-            const name = rs.resource.attributes.find((a) => a.key === "service.name")?.value.stringValue;
-            for (const ss of rs.scopeSpans)
-              for (const s of ss.spans) {
-                spans.push(s);
-                services.push(name ?? "");
-              }
-          }
-        }
-        res.writeHead(200, { "content-type": "application/json" }).end("{}");
-      });
-    });
-    await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
-    url = `http://127.0.0.1:${(receiver.address() as { port: number }).port}`;
+    receiver = await startOtlpReceiver();
+    url = receiver.url;
+    spans = receiver.spans;
   });
   afterAll(() => receiver?.close());
 
@@ -106,6 +73,6 @@ describe("telemetry tracing", () => {
     const serverSide = rpc.find((s) => s.parentSpanId === clientSide?.spanId);
     expect(serverSide).toBeDefined();
     expect(new Set([root?.traceId, clientSide?.traceId, serverSide?.traceId]).size).toBe(1);
-    expect(new Set(services)).toEqual(new Set(["rlaif-test"]));
+    expect(new Set(spans.map((s) => s.service))).toEqual(new Set(["rlaif-test"]));
   });
 });

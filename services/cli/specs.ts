@@ -231,6 +231,10 @@ export const upSpec: CommandSpec = {
     "out",
     ...TLS_FLAGS,
     ...TOKEN_FLAGS,
+    // --- otel2 --- handed to every process it starts (cluster/local-cluster.ts)
+    "log-format",
+    "otlp-endpoint",
+    "otlp-headers",
   ],
   flags: [{ name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" }],
 };

@@ -75,6 +75,16 @@ function tlsFlags(s: RlaifConfig["services"]): string[] {
   return given.flatMap(([flag, value]) => (value ? [flag, value] : []));
 }
 
+/**
+ * The log format and OTLP endpoint every service gets, so `rlaif up --log-format json
+ * --otlp-endpoint …` applies to its processes as `rlaif serve` applies them to itself; the
+ * OTLP headers (an API key) travel in the environment, never on a command line.
+ */
+function telemetry(s: RlaifConfig["services"]): { flags: string[]; env: Record<string, string> } {
+  const flags = ["--log-format", s.logFormat, ...(s.otlpEndpoint ? ["--otlp-endpoint", s.otlpEndpoint] : [])];
+  return { flags, env: s.otlpHeaders ? { OTEL_EXPORTER_OTLP_HEADERS: s.otlpHeaders } : {} };
+}
+
 /** Start NATS and the four services (three when the feedback service is external). */
 export async function startLocalCluster(
   config: RlaifConfig,
@@ -174,7 +184,8 @@ export async function startLocalCluster(
       name,
       start: async (restart) => {
         const extra = [...(restart > 0 ? restartArgs : []), ...(await metrics)];
-        const s = await startServiceProcess(name, port, [...args, ...extra], log, stopping.signal, env);
+        const argv = [...args, ...otel.flags, ...extra];
+        const s = await startServiceProcess(name, port, argv, log, stopping.signal, { ...otel.env, ...env });
         port = s.port;
         return s;
       },
@@ -183,6 +194,7 @@ export async function startLocalCluster(
   const metricsAddresses: Record<string, string> = {};
   const s = config.services;
   const tls = tlsFlags(s);
+  const otel = telemetry(s);
   const token = resolveControlToken(s);
   // Each service gets the flags its own `rlaif serve <service>` takes.
   const natsFlags = ["--nats", natsUrl];

@@ -41,6 +41,7 @@ import type { RunSettings } from "../core/src/config/settings.js";
 import { RunCancelledError, RunFailedError } from "../core/src/errors.js";
 import { isAdapterBlob } from "../core/src/model/lora-files.js";
 import { recordStep, recordWeightsPublish } from "../core/src/ops/metrics.js";
+import { ATTR, endSpan, SpanKind, startSpan, traceparentOf } from "../core/src/telemetry/spans.js";
 import { type StagedWeights, WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import { jobSeed, meanStaleness, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import type { Learner, LearnerStepResult, ResumePoint } from "./run-types.js";
@@ -110,6 +111,8 @@ export class RunDriver {
   private readonly busy = new BusyClock();
   /** The run's trajectory inbox once the loop runs (queue depths read how much it holds). */
   private inbox: TrajectoryInbox | null = null;
+  /** `traceparent` of the last step's span: the parent of its weights' publish span. */
+  private stepTraceparent = "";
   /** Bytes published since the last step's metrics, and whether the last version was a delta. */
   private published = { bytes: 0, delta: false };
 
@@ -218,7 +221,7 @@ export class RunDriver {
         await pending;
         // A step boundary: a cancel during the previous update stops the run here.
         this.checkCancelled();
-        const { trajs: arrived, msgs, dropped } = await gathering;
+        const { trajs: arrived, msgs, contexts, dropped } = await gathering;
         if (lag > 0 && step - 1 > this.servedStep && due(step - 1)) {
           // The previous update's weights go out only now that this step's samples are all in,
           // so every one of them was drawn by the same version: a run with overlap is exactly
@@ -226,7 +229,8 @@ export class RunDriver {
           await this.lock.run(async () => {
             const staged = this.staged?.input.step === step - 1 ? this.staged : null;
             this.staged = null;
-            await this.publish(staged?.input.blob ?? (await this.weightsBlob()), step - 1, reference, staged);
+            const blob = staged?.input.blob ?? (await this.weightsBlob());
+            await this.publish(blob, step - 1, reference, staged, this.stepTraceparent);
           });
         }
         // With staleness allowed, a sample older than the bound is refused too (defence in depth
@@ -248,12 +252,31 @@ export class RunDriver {
           droppedByCause: dropped,
         };
         const update = this.lock.run(async () => {
-          const result = await this.busy.time(() => this.learner.step(trajs));
-          this.ledger.stepApplied(step, trajs);
-          for (const m of msgs) await m.ack();
-          if ((lag === 0 || step === settings.steps) && due(step)) {
-            await this.publish(await this.weightsBlob(), step, reference);
+          // One step consumes many samples' traces: its span starts a trace of its own and
+          // links to each trajectory's consume span; its weight publish is its child.
+          const span = startSpan("optimizer.step", undefined, {
+            // The version in force while its samples were drawn; the publish span names the new one.
+            attributes: {
+              [ATTR.runId]: runId,
+              [ATTR.step]: step,
+              [ATTR.weightsVersion]: this.weightsVersion,
+            },
+            links: contexts,
+          });
+          this.stepTraceparent = traceparentOf(span);
+          let result: LearnerStepResult;
+          try {
+            result = await this.busy.time(() => this.learner.step(trajs));
+            this.ledger.stepApplied(step, trajs);
+            for (const m of msgs) await m.ack();
+            if ((lag === 0 || step === settings.steps) && due(step)) {
+              await this.publish(await this.weightsBlob(), step, reference, null, this.stepTraceparent);
+            }
+          } catch (err) {
+            endSpan(span, err);
+            throw err;
           }
+          endSpan(span);
           await this.record(step, stepStart, arrived.length, trajs, result, pipeline);
           await this.opts.onStepEnd?.(step);
           if (lag > 0 && step < settings.steps && due(step)) {
@@ -312,18 +335,34 @@ export class RunDriver {
     step: number,
     reference: { objectName: string; sha256: string; version: number },
     staged: StagedWeights | null = null,
+    stepTraceparent = "",
   ): Promise<void> {
     const { runId } = this.opts;
     const t0 = performance.now();
-    const manifest = staged
-      ? await this.weights.commit(this.bus, staged)
-      : await this.weights.publish(this.bus, {
-          blob,
-          runId,
-          step,
-          modelKind: this.learner.modelKind,
-          reference,
-        });
+    // A child of its step's span (none for the reference and resume publishes before step 1).
+    const span = stepTraceparent
+      ? startSpan("weights publish", stepTraceparent, {
+          kind: SpanKind.PRODUCER,
+          attributes: { [ATTR.runId]: runId, [ATTR.step]: step },
+        })
+      : null;
+    let manifest: WeightsManifest;
+    try {
+      manifest = staged
+        ? await this.weights.commit(this.bus, staged)
+        : await this.weights.publish(this.bus, {
+            blob,
+            runId,
+            step,
+            modelKind: this.learner.modelKind,
+            reference,
+          });
+    } catch (err) {
+      if (span) endSpan(span, err);
+      throw err;
+    }
+    span?.setAttribute(ATTR.weightsVersion, Number(manifest.version));
+    if (span) endSpan(span);
     recordWeightsPublish(runId, (performance.now() - t0) / 1000);
     this.weightsVersion = Number(manifest.version);
     this.servedBlob = blob;

@@ -8,6 +8,7 @@ import type { Bus, QueueMessage } from "../core/src/bus/bus.js";
 import { OPTIMIZER_CONSUMER } from "../core/src/bus/subjects.js";
 import type { RunSettings } from "../core/src/config/settings.js";
 import { RunFailedError } from "../core/src/errors.js";
+import { ATTR, endSpan, SpanKind, startSpan, traceparentOf } from "../core/src/telemetry/spans.js";
 import { jobSeed } from "./run-helpers.js";
 
 /** What both halves need to know about the run. */
@@ -61,10 +62,31 @@ export async function queueJobs(
  */
 export type DropCause = "other_run" | "applied_before" | "not_queued" | "duplicate" | "undecodable";
 
-/** One step's trajectories as they arrive: the first copy of each id, and every delivery to ack. */
+/**
+ * One step's trajectories as they arrive: the first copy of each id, every delivery to ack, and
+ * the `traceparent` of each applied copy's consume span (the step span links to them).
+ */
 interface StepArrivals {
   byId: Map<string, Trajectory>;
   msgs: QueueMessage[];
+  contexts: string[];
+}
+
+/**
+ * The "trajectory consume" span of an applied trajectory, a child of the trajectory message's
+ * `traceparent` (the Rollout's publish span), so the sample's trace ends in the Optimizer. Its
+ * `traceparent`, or "" when the message carried none or tracing is off.
+ */
+function consumeSpan(msg: QueueMessage, t: Trajectory): string {
+  const parent = msg.headers.traceparent;
+  if (!parent) return "";
+  const span = startSpan("trajectory consume", parent, {
+    kind: SpanKind.CONSUMER,
+    attributes: { [ATTR.runId]: t.runId, [ATTR.step]: Number(t.step), [ATTR.trajectoryId]: t.id },
+  });
+  const tp = traceparentOf(span);
+  endSpan(span);
+  return tp === parent ? "" : tp;
 }
 
 /**
@@ -90,7 +112,12 @@ export class TrajectoryInbox {
     queuedThrough: number,
     stepTimeoutMs: number,
     checkCancelled: () => void,
-  ): Promise<{ trajs: Trajectory[]; msgs: QueueMessage[]; dropped: Record<string, number> }> {
+  ): Promise<{
+    trajs: Trajectory[];
+    msgs: QueueMessage[];
+    contexts: string[];
+    dropped: Record<string, number>;
+  }> {
     const { settings, busRunId: runId } = this.io;
     const need = settings.promptsPerStep * settings.samplesPerPrompt;
     const queue = await this.io.bus.queue("trajectories");
@@ -128,7 +155,11 @@ export class TrajectoryInbox {
           const into = tStep === step ? current : this.arrivals(tStep);
           // The first copy of an id is the one applied; a duplicate is only acked with the step.
           if (into.byId.has(t.id)) dropped.duplicate = (dropped.duplicate ?? 0) + 1;
-          else into.byId.set(t.id, t);
+          else {
+            into.byId.set(t.id, t);
+            const tp = consumeSpan(msg, t);
+            if (tp) into.contexts.push(tp);
+          }
           into.msgs.push(msg);
         }
       }
@@ -136,7 +167,7 @@ export class TrajectoryInbox {
     const trajs = [...current.byId.values()].sort(
       (a, b) => a.promptIndex - b.promptIndex || a.sampleIndex - b.sampleIndex,
     );
-    return { trajs, msgs: current.msgs, dropped };
+    return { trajs, msgs: current.msgs, contexts: current.contexts, dropped };
   }
 
   /** Trajectory messages held (unacked) for steps after the one last gathered. */
@@ -149,7 +180,7 @@ export class TrajectoryInbox {
   private arrivals(step: number): StepArrivals {
     let a = this.early.get(step);
     if (!a) {
-      a = { byId: new Map(), msgs: [] };
+      a = { byId: new Map(), msgs: [], contexts: [] };
       this.early.set(step, a);
     }
     return a;
