@@ -126,8 +126,8 @@ function serveVariant(
     name: `serve ${name}`,
     summary,
     usage: `rlaif serve ${name} --port <n> ${usage}`,
-    // --- metrics --- every service serves /metrics on --metrics-port (core/src/ops/ops-http.ts)
-    // --- otel --- log format and OTLP tracing (core/src/telemetry/)
+    // Every service: the ops HTTP port (core/src/ops/ops-http.ts), log format and OTLP tracing
+    // (core/src/telemetry/).
     settings: [...settings, "metrics-port", "log-format", "otlp-endpoint", "otlp-headers"],
     flags: [...LISTEN_FLAGS, ...flags],
     positionals: 1,
@@ -231,7 +231,7 @@ export const upSpec: CommandSpec = {
     "out",
     ...TLS_FLAGS,
     ...TOKEN_FLAGS,
-    // --- otel2 --- handed to every process it starts (cluster/local-cluster.ts)
+    // Log format and tracing, handed to every process it starts (cluster/local-cluster.ts).
     "log-format",
     "otlp-endpoint",
     "otlp-headers",

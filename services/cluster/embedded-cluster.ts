@@ -11,9 +11,7 @@ import { type NatsCredentialSources, natsClientAuth } from "../core/src/bus/nats
 import { NatsBus } from "../core/src/bus/nats-bus.js";
 import type { RlaifConfig } from "../core/src/config/settings.js";
 import { clusterWeightsKeys } from "../core/src/weights/weights-keys.js";
-import { compositeScorer } from "../feedback/composite-scorer.js";
-import { startFeedbackServer } from "../feedback/main.js";
-import { rewardModelScorer } from "../feedback/reward-model-scorer.js";
+import { scorerFromSettings, startFeedbackServer } from "../feedback/main.js";
 import { type OptimizerServer, startOptimizerServer } from "../optimizer/main.js";
 import { startPolicyServer } from "../policy/main.js";
 import { type RolloutServer, startRolloutServer } from "../rollout/main.js";
@@ -94,9 +92,7 @@ export async function startEmbeddedCluster(
     closers.push(() => keys.dispose());
     let feedbackAddress = services.feedbackAddress;
     if (!feedbackAddress) {
-      const scorer = services.rewardModel
-        ? await rewardModelScorer(services.rewardModel, services.backend)
-        : compositeScorer(services.feedbackRules);
+      const scorer = await scorerFromSettings(services);
       const feedback = await startFeedbackServer({ host, port: 0, scorer, ...logOpt });
       closers.push(() => feedback.shutdown(1000));
       feedbackAddress = feedback.address;

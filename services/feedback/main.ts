@@ -2,9 +2,29 @@
  * Starts the Feedback service as a gRPC server (health and reflection included), on its own or
  * inside the embedded cluster.
  */
+import type { ServiceSettings } from "../core/src/config/settings.js";
+import { ConfigError } from "../core/src/errors.js";
 import type { GrpcSecurity } from "../core/src/grpc/credentials.js";
 import { implement, type RunningServer, startServer } from "../core/src/grpc/server.js";
+import { compositeScorer } from "./composite-scorer.js";
 import { FeedbackService, type ItemScorer, ruleScorer, scorerFeedbackService } from "./feedback-service.js";
+import { judgeOptionsFrom, judgeScorer } from "./judge-scorer.js";
+import { rewardModelScorer } from "./reward-model-scorer.js";
+
+/**
+ * The scorer the settings name: the LLM judge (`--judge-url`), a learned reward model
+ * (`--reward-model`), or the weighted rules (`--feedback-rules`, default AFINN). One place, so
+ * `rlaif serve feedback` and the embedded cluster choose alike; naming two scorers is a
+ * ConfigError rather than one silently winning.
+ */
+export async function scorerFromSettings(s: ServiceSettings): Promise<ItemScorer> {
+  if (s.judgeUrl && s.rewardModel) {
+    throw new ConfigError("--judge-url and --reward-model each name the scorer to serve: give one of them");
+  }
+  if (s.judgeUrl) return judgeScorer(judgeOptionsFrom(s));
+  if (s.rewardModel) return rewardModelScorer(s.rewardModel, s.backend);
+  return compositeScorer(s.feedbackRules);
+}
 
 /** Where to listen, and what to serve. */
 export interface FeedbackServerOptions {

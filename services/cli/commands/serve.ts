@@ -18,10 +18,7 @@ import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials
 import { metricsRoutes, type OpsRoute, startOpsHttp } from "../../core/src/ops/ops-http.js";
 import { lineLogger } from "../../core/src/telemetry/log-format.js";
 import { tracingFromSettings } from "../../core/src/telemetry/tracing.js";
-import { compositeScorer } from "../../feedback/composite-scorer.js";
-import { judgeOptionsFrom, judgeScorer } from "../../feedback/judge-scorer.js";
-import { startFeedbackServer } from "../../feedback/main.js";
-import { rewardModelScorer } from "../../feedback/reward-model-scorer.js";
+import { scorerFromSettings, startFeedbackServer } from "../../feedback/main.js";
 import { startOptimizerServer } from "../../optimizer/main.js";
 import { reportRoutes } from "../../optimizer/report-live.js";
 import { startPolicyServer } from "../../policy/main.js";
@@ -69,14 +66,7 @@ async function startService(
 ): Promise<Served> {
   const s = config.services;
   if (name === "feedback") {
-    if (s.judgeUrl && s.rewardModel) {
-      throw new ConfigError("--judge-url and --reward-model each name the scorer to serve: give one of them");
-    }
-    const scorer = s.judgeUrl
-      ? judgeScorer(judgeOptionsFrom(s))
-      : s.rewardModel
-        ? await rewardModelScorer(s.rewardModel, s.backend)
-        : compositeScorer(s.feedbackRules);
+    const scorer = await scorerFromSettings(s);
     const server = await startFeedbackServer({ host, port, scorer, security, log });
     return { address: server.address, close: () => server.shutdown(5000) };
   }
