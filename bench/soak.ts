@@ -10,7 +10,9 @@
  *
  * PASS needs both: RSS within ±10% of the steady-state sample (`--tolerance`), and every
  * thread's live tensor count (`tf.memory().numTensors`) at the end no higher than at the steady
- * state. Why from a steady state and not from the start: the first steps grow the wasm heaps to
+ * state. The end is the sample of the last step trained; one more is taken after the run has
+ * ended (final checkpoint, held-out evaluation, report) and printed apart, not judged.
+ * Why from a steady state and not from the start: the first steps grow the wasm heaps to
  * their high-water mark (the largest batch, the KV caches, the Adam moments), which the heap keeps
  * and reuses; a leak is what grows after that. The wasm heap size per thread is printed so a
  * growing RSS can be told apart: wasm heap flat and tensors flat but RSS growing is the JS side
@@ -103,6 +105,8 @@ const row = (s: Sample) => {
 const started = performance.now();
 const cluster = await startEmbeddedCluster(config, () => {});
 const samples: Sample[] = [];
+/** A sample after the run ended (final save and report done), printed but not judged. */
+let afterRun: Sample | null = null;
 let summaryError: string | null = null;
 try {
   const run = await cluster.optimizer.runs.start(config.run);
@@ -121,23 +125,31 @@ try {
       process.stdout.write(`${row(s)}\n`);
     });
   };
-  let timer: NodeJS.Timeout | undefined;
-  if (!fixedSteps)
-    timer = setTimeout(
-      () => void cluster.optimizer.runs.cancel(run.runId).catch(() => undefined),
-      minutes * 60_000,
-    );
   let last = 0;
+  let timeUp = false;
+  const timer = fixedSteps ? undefined : setTimeout(() => (timeUp = true), minutes * 60_000);
   run.watchers.add((m) => {
     if (!m) return;
     last = m.step;
-    if (m.step === 1 || m.step === steadyStep || m.step % every === 0) record(m.step);
+    const final = m.step === config.run.steps || timeUp;
+    if (m.step === 1 || m.step === steadyStep || m.step % every === 0 || final) record(m.step);
+    // The last training sample is taken when its step is reported, like every other one, and
+    // only then is the run cancelled: what the run does after its last step (the final
+    // checkpoint, the held-out evaluation, the report) is not a training step, and is printed
+    // apart below.
+    if (timeUp && !run.cancelRequested)
+      probing = probing.then(() =>
+        cluster.optimizer.runs.cancel(run.runId).then(
+          () => undefined,
+          () => undefined,
+        ),
+      );
   });
   const summary = await run.done;
   clearTimeout(timer);
   if (!summary && !run.cancelRequested) summaryError = run.error || "the run failed";
-  if (samples.at(-1)?.step !== last && last > 0) record(last);
   await probing;
+  if (last > 0) afterRun = await probe(last);
 } finally {
   await cluster.close();
 }
@@ -162,6 +174,10 @@ process.stdout.write(
     `${threads.map((t) => `${t} ${tensors[t]?.steady ?? "-"}→${tensors[t]?.end ?? "-"}`).join(", ")}: ` +
     `${pass ? "PASS" : "FAIL"} (±${tolerance}% RSS, tensors not growing)\n`,
 );
+if (afterRun)
+  process.stdout.write(
+    `after the run ended (final checkpoint, held-out evaluation and report written): rss ${mb(afterRun.main.rss)} MB, not judged\n`,
+  );
 process.stdout.write(
   `${JSON.stringify({
     checkpoint: config.services.checkpoint,
@@ -171,6 +187,7 @@ process.stdout.write(
     rssMb: samples.map((s) => [s.step, mb(s.main.rss)]),
     rssSteadyMb: mb(steady.main.rss),
     rssEndMb: mb(end.main.rss),
+    rssAfterRunMb: afterRun ? mb(afterRun.main.rss) : null,
     rssGrowthPercent: Number(rssGrowth.toFixed(2)),
     rssMbPerStep: Number(perStep.toFixed(3)),
     wasmHeapMb: Object.fromEntries(
