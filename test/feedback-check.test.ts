@@ -1,8 +1,8 @@
 /**
  * `rlaif feedback-check` (services/cli/feedback-conformance.ts): every row passes against the
  * built-in rule service and the Python example, and the right rows fail against misbehaving
- * servers started here: one that hangs, one answering NaN, one with the wrong count, one whose
- * process exits mid-call. Exit codes 0 / 1 / 2 through the CLI.
+ * servers started here: one that hangs, one answering NaN, one with the wrong count, one that
+ * keeps working through abandoned calls, one whose process exits mid-call. Exit codes 0 / 1 / 2 through the CLI.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -130,7 +130,31 @@ describe("feedback check", () => {
         expect(rows.get(name)?.reason).toMatch(/DEADLINE_EXCEEDED/);
       }
       expect(rows.get("getinfo")?.pass).toBe(true);
-      expect(rows.get("deadline")?.pass).toBe(true);
+      expect(rows.get("deadline")?.pass).toBe(false);
+      expect(rows.get("deadline")?.reason).toMatch(/the next call failed: .*DEADLINE_EXCEEDED/);
+    } finally {
+      await server.shutdown(100);
+    }
+  }, 60_000);
+
+  it("feedback check - a scorer that keeps working through abandoned calls fails the deadline row only", async () => {
+    // One call at a time, 250 ms each, whether or not its caller is still waiting: the four
+    // calls the row abandons queue a second of work ahead of the one it then waits for.
+    let queue = Promise.resolve();
+    const rules = ruleFeedbackService();
+    const server = await misbehaving((req, ctx) => {
+      const turn = queue.then(() => new Promise<void>((resolve) => setTimeout(resolve, 250)));
+      queue = turn;
+      return turn.then(() => rules.score(req, ctx));
+    });
+    try {
+      const rows = await check(server.address, 800);
+      expect(rows.get("score-shape")?.pass).toBe(true);
+      expect(rows.get("idempotency")?.pass).toBe(true);
+      expect(rows.get("deadline")?.pass).toBe(false);
+      expect(rows.get("deadline")?.reason).toMatch(
+        /after 4 calls abandoned at 20 ms the next call failed: .*DEADLINE_EXCEEDED/,
+      );
     } finally {
       await server.shutdown(100);
     }
