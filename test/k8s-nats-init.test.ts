@@ -1,0 +1,171 @@
+/**
+ * The NATS init Job of k8s/base/nats-init.yaml against a real `nats-server` with the deployed
+ * users (one per service, nats-auth.ts): its two steps run as the Job runs them (streams and
+ * buckets as the `optimizer` user, then the Rollout's durable consumer as the `rollout` user),
+ * and then again through the real `rlaif nats-init` command. The second run must change nothing
+ * (every stream's and the consumer's config, creation time and messages are as before) and end
+ * without an error. The server's monitoring endpoint is read the way KEDA's nats-jetstream scaler
+ * reads it (/jsz), so the test also shows the premise of scale to zero: with no Rollout running,
+ * queued jobs show as the `rollout` consumer's lag.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type NatsRole, natsClientAuth, serviceUsers } from "../services/core/src/bus/nats-auth.js";
+import { NatsBus } from "../services/core/src/bus/nats-bus.js";
+import { initNats, type NatsInitPart } from "../services/core/src/bus/nats-init.js";
+import { freePort, type NatsServerHandle, startNatsServer } from "../services/core/src/bus/nats-server.js";
+import { ROLLOUT_CONSUMER, subjectsFor } from "../services/core/src/bus/subjects.js";
+import { requireTool, TOOLS } from "./helpers/require-tool.js";
+import { startRlaif } from "./helpers/spawn-rlaif.js";
+
+const hasNats = requireTool(TOOLS.natsServer);
+
+/** What /jsz says about one stream (and its consumers), minus what moves by itself (timestamps of "now"). */
+interface StreamView {
+  name: string;
+  created: string;
+  config: Record<string, unknown>;
+  state: { messages: number; last_seq: number; consumer_count: number };
+  consumers: { name: string; created: string; config: Record<string, unknown>; num_pending: number }[];
+}
+
+describe.skipIf(!hasNats)("k8s nats-init", () => {
+  const users = serviceUsers();
+  const names = subjectsFor();
+  let server: NatsServerHandle;
+  let monitorPort: number;
+
+  beforeAll(async () => {
+    monitorPort = await freePort();
+    server = await startNatsServer({ users: Object.values(users), monitorPort });
+  }, 30_000);
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  /** The environment the Job's container gets for `role` (user from the manifest, password from the Secret). */
+  const envOf = (role: NatsRole) => ({
+    RLAIF_NATS_USER: users[role].user,
+    RLAIF_NATS_PASSWORD: users[role].password,
+  });
+  const authOf = (role: NatsRole) =>
+    natsClientAuth({ natsUser: "", natsPassword: "", natsCreds: "" }, envOf(role));
+
+  /** Every stream of the global account as KEDA's scaler fetches it. */
+  async function jsz(): Promise<StreamView[]> {
+    const res = await fetch(`http://127.0.0.1:${monitorPort}/jsz?acc=%24G&consumers=true&config=true`);
+    const body = (await res.json()) as {
+      account_details?: {
+        name: string;
+        stream_detail?: {
+          name: string;
+          created: string;
+          config: Record<string, unknown>;
+          state: { messages: number; last_seq: number; consumer_count: number };
+          consumer_detail?: {
+            name: string;
+            created: string;
+            config: Record<string, unknown>;
+            num_pending: number;
+          }[];
+        }[];
+      }[];
+    };
+    const account = (body.account_details ?? []).find((a) => a.name === "$G");
+    return (account?.stream_detail ?? [])
+      .map((s) => ({
+        name: s.name,
+        created: s.created,
+        config: s.config,
+        state: {
+          messages: s.state.messages,
+          last_seq: s.state.last_seq,
+          consumer_count: s.state.consumer_count,
+        },
+        consumers: (s.consumer_detail ?? [])
+          .map((c) => ({ name: c.name, created: c.created, config: c.config, num_pending: c.num_pending }))
+          .sort((a, b) => a.name.localeCompare(b.name)),
+      }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** The Job's two containers, in order, as library calls. */
+  async function runJob(): Promise<void> {
+    const steps: [NatsInitPart, NatsRole][] = [
+      ["streams", "optimizer"],
+      ["consumer", "rollout"],
+    ];
+    for (const [part, role] of steps) {
+      await initNats({ url: server.url, part, auth: authOf(role), replicas: part === "streams" ? 1 : undefined });
+    }
+  }
+
+  const allStreams = [
+    names.queues.jobs.stream,
+    names.queues.trajectories.stream,
+    names.queues.deadLetters.stream,
+    `KV_${names.kvBucket}`,
+    `OBJ_${names.objectBucket}`,
+  ].sort();
+
+  it("nats-init - creates every stream, both buckets and the rollout consumer, and queued jobs show as its lag", async () => {
+    expect(await jsz()).toEqual([]);
+    await runJob();
+    const views = await jsz();
+    expect(views.map((v) => v.name)).toEqual(allStreams);
+    for (const v of views) {
+      expect(v.config.storage, v.name).toBe("file");
+      expect(v.config.num_replicas, v.name).toBe(1);
+    }
+    const jobs = views.find((v) => v.name === names.queues.jobs.stream) as StreamView;
+    expect(jobs.config.retention).toBe("workqueue");
+    expect(jobs.consumers.map((c) => c.name)).toEqual([ROLLOUT_CONSUMER]);
+    expect(jobs.consumers[0]?.config.ack_policy).toBe("explicit");
+
+    // The Optimizer queues jobs while no Rollout runs: KEDA's scaler sees them as lag.
+    const bus = await NatsBus.connect(server.url, { name: "optimizer", auth: authOf("optimizer") });
+    try {
+      const q = await bus.queue("jobs");
+      for (let i = 0; i < 3; i++) await q.publish(new TextEncoder().encode(`job ${i}`), { msgId: `job-${i}` });
+    } finally {
+      await bus.close();
+    }
+    const after = (await jsz()).find((v) => v.name === names.queues.jobs.stream) as StreamView;
+    expect(after.consumers[0]?.num_pending).toBe(3);
+  }, 60_000);
+
+  it("nats-init - a second run (library, then the rlaif command as the Job runs it) changes nothing and succeeds", async () => {
+    const before = await jsz();
+    expect(before.map((v) => v.name)).toEqual(allStreams);
+    await runJob();
+    expect(await jsz()).toEqual(before);
+
+    const streams = await startRlaif(
+      ["nats-init", "--nats", server.url, "--part", "streams", "--replicas", "1"],
+      envOf("optimizer"),
+    ).done;
+    expect(streams.stderr).toBe("");
+    expect(streams.code).toBe(0);
+    for (const s of allStreams) expect(streams.stdout).toContain(`stream ${s} (R1) ready`);
+    const consumer = await startRlaif(["nats-init", "--nats", server.url, "--part", "consumer"], envOf("rollout"))
+      .done;
+    expect(consumer.stderr).toBe("");
+    expect(consumer.code).toBe(0);
+    expect(consumer.stdout).toContain(`consumer ${names.queues.jobs.stream}/${ROLLOUT_CONSUMER} ready`);
+    // Same configs, same creation times, the three queued jobs still there and still pending.
+    expect(await jsz()).toEqual(before);
+  }, 120_000);
+
+  it("nats-init - each part is refused what its user may not do, and bad flags exit 2 saying what to fix", async () => {
+    // Replicas belong to the streams part: the Rollout's user may not update streams.
+    await expect(
+      initNats({ url: server.url, part: "consumer", auth: authOf("rollout"), replicas: 3 }),
+    ).rejects.toThrow(/replicas/);
+    // The streams part as the Rollout's user: its user may not open the KV bucket.
+    await expect(initNats({ url: server.url, part: "streams", auth: authOf("rollout") })).rejects.toThrow(
+      /permission/i,
+    );
+    const bad = await startRlaif(["nats-init", "--nats", server.url, "--replicas", "7"], envOf("optimizer")).done;
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--replicas 7: must be a whole number from 1 to 5/);
+  }, 60_000);
+});
