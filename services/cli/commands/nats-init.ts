@@ -14,7 +14,9 @@ function replicasFlag(value: unknown): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (typeof value !== "string" || !/^\d+$/.test(value) || n < 1 || n > 5) {
-    throw new ConfigError(`--replicas ${String(value)}: must be a whole number from 1 to 5 (JetStream's limit)`);
+    throw new ConfigError(
+      `--replicas ${String(value)}: must be a whole number from 1 to 5 (JetStream's limit)`,
+    );
   }
   return n;
 }
@@ -46,7 +48,8 @@ export const natsInitCommand: CommandRun = {
       log: (line) => process.stderr.write(`${line}\n`),
     });
     const r = replicas === undefined ? "" : ` (R${replicas})`;
-    for (const stream of report.streams) process.stdout.write(`rlaif nats-init: stream ${stream}${r} ready\n`);
+    for (const stream of report.streams)
+      process.stdout.write(`rlaif nats-init: stream ${stream}${r} ready\n`);
     for (const c of report.consumers) process.stdout.write(`rlaif nats-init: consumer ${c} ready\n`);
   },
 };

@@ -28,15 +28,7 @@ import {
   RlaifError,
   ValidationError,
 } from "../errors.js";
-import type {
-  Bus,
-  ChunkSource,
-  KeyValue,
-  KvEntry,
-  ObjectInfo,
-  ObjectStore,
-  QueueName,
-} from "./bus.js";
+import type { Bus, ChunkSource, KeyValue, KvEntry, ObjectInfo, ObjectStore, QueueName } from "./bus.js";
 import { DEFAULT_ACK_WAIT_MS, DEFAULT_DEDUP_WINDOW_MS } from "./memory-bus.js";
 import type { NatsClientAuth } from "./nats-auth.js";
 import { NatsQueue } from "./nats-queue.js";

@@ -61,7 +61,10 @@ export async function initNats(opts: NatsInitOptions): Promise<NatsInitReport> {
   }
   if (opts.part === "consumer" && opts.replicas !== undefined) {
     // The Rollout's user may not update streams: replicas belong to the `streams` part.
-    throw new ValidationError("replicas", "applies to the streams part only (the consumer takes its stream's)");
+    throw new ValidationError(
+      "replicas",
+      "applies to the streams part only (the consumer takes its stream's)",
+    );
   }
   const bus = await NatsBus.connect(opts.url, {
     name: `rlaif-nats-init-${opts.part}`,
