@@ -7,7 +7,18 @@
  * without an error. The server's monitoring endpoint is read the way KEDA's nats-jetstream scaler
  * reads it (/jsz), so the test also shows the premise of scale to zero: with no Rollout running,
  * queued jobs show as the `rollout` consumer's lag.
+ *
+ * A second suite starts a 3-server JetStream cluster (as in the gpu-pool overlay, on loopback
+ * ports): a service that came up first created its streams with one replica; the Job's
+ * `--replicas 3` moves every stream and bucket to three, and a second run changes nothing.
  */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type NatsRole, natsClientAuth, serviceUsers } from "../services/core/src/bus/nats-auth.js";
 import { NatsBus } from "../services/core/src/bus/nats-bus.js";
@@ -174,4 +185,129 @@ describe.skipIf(!hasNats)("k8s nats-init", () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--replicas 7: must be a whole number from 1 to 5/);
   }, 180_000);
+});
+
+/** Three nats-servers with JetStream routed into one cluster on loopback, and how to stop them. */
+async function startCluster(): Promise<{ urls: string[]; stop(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), "rlaif-nats-cluster-"));
+  const ports = await Promise.all(
+    [0, 1, 2].map(async () => ({ client: await freePort(), route: await freePort() })),
+  );
+  const routes = ports.map((p) => `nats://127.0.0.1:${p.route}`).join(",");
+  // Named like the StatefulSet's pods; each routes to all three (itself included, as in cluster.conf).
+  const servers: ChildProcess[] = ports.map((p, i) =>
+    spawn(
+      "nats-server",
+      [
+        ...["-a", "127.0.0.1", "-p", String(p.client), "-js", "-sd", join(dir, `s${i}`), "-n", `nats-${i}`],
+        ...["--cluster_name", "rlaif", "--cluster", `nats://127.0.0.1:${p.route}`, "--routes", routes],
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    ),
+  );
+  // A test runner that dies without stop() must not leave the servers running.
+  process.once("exit", () => {
+    for (const c of servers) c.kill("SIGKILL");
+  });
+  await Promise.all(
+    servers.map(
+      (c) =>
+        new Promise<void>((resolve, reject) => {
+          let out = "";
+          const timer = setTimeout(() => reject(new Error(`nats-server did not start: ${out}`)), 20_000);
+          const seen = (d: Buffer) => {
+            out += d.toString();
+            if (out.includes("Server is ready")) {
+              clearTimeout(timer);
+              resolve();
+            }
+          };
+          c.stdout?.on("data", seen);
+          c.stderr?.on("data", seen);
+        }),
+    ),
+  );
+  return {
+    urls: ports.map((p) => `nats://127.0.0.1:${p.client}`),
+    async stop() {
+      for (const c of servers) c.kill("SIGTERM");
+      await Promise.all(servers.map((c) => (c.exitCode === null ? once(c, "exit") : undefined)));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe.skipIf(!hasNats)("k8s nats-init on a 3-server cluster", () => {
+  let cluster: Awaited<ReturnType<typeof startCluster>>;
+  const names = subjectsFor();
+  const streams = [
+    names.queues.jobs.stream,
+    names.queues.trajectories.stream,
+    names.queues.deadLetters.stream,
+    `KV_${names.kvBucket}`,
+    `OBJ_${names.objectBucket}`,
+  ];
+  beforeAll(async () => {
+    cluster = await startCluster();
+  }, 60_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  /** Replica count, peers and creation time of every stream, and the consumer's peers. */
+  async function layout(): Promise<Record<string, { replicas: number; peers: number; created: string }>> {
+    const nc = await connect({ servers: cluster.urls[2] });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const out: Record<string, { replicas: number; peers: number; created: string }> = {};
+      for (const s of streams) {
+        const info = await jsm.streams.info(s).catch(() => null);
+        if (info)
+          out[s] = {
+            replicas: info.config.num_replicas,
+            peers: info.cluster?.replicas?.length ?? 0,
+            created: info.created,
+          };
+      }
+      const c = await jsm.consumers.info(names.queues.jobs.stream, ROLLOUT_CONSUMER).catch(() => null);
+      if (c)
+        out.consumer = {
+          replicas: c.config.num_replicas ?? 0,
+          peers: c.cluster?.replicas?.length ?? 0,
+          created: c.created,
+        };
+      return out;
+    } finally {
+      await nc.close();
+    }
+  }
+
+  it("nats-init - --replicas 3 moves the streams a service created with one replica to three; a rerun changes nothing", async () => {
+    // A Rollout that came up before the Job: its streams and the KV bucket are R1.
+    const svc = await NatsBus.connect(cluster.urls[0] as string, { name: "rollout" });
+    try {
+      await svc.queue("jobs");
+      await svc.kv();
+    } finally {
+      await svc.close();
+    }
+    const early = await layout();
+    expect(early[names.queues.jobs.stream]?.replicas).toBe(1);
+    expect(early[`KV_${names.kvBucket}`]?.replicas).toBe(1);
+
+    await initNats({ url: cluster.urls[1] as string, part: "all", replicas: 3 });
+    const after = await layout();
+    for (const s of streams) {
+      // Three copies: the stream's leader and two peers.
+      expect(after[s]?.replicas, s).toBe(3);
+      expect(after[s]?.peers, s).toBe(2);
+    }
+    // Moved, not recreated: the stream the service made is the same one.
+    expect(after[names.queues.jobs.stream]?.created).toBe(early[names.queues.jobs.stream]?.created);
+    // The consumer follows its stream (replicas 0: the stream's count) onto all three servers.
+    expect(after.consumer?.peers).toBe(2);
+
+    await initNats({ url: cluster.urls[2] as string, part: "all", replicas: 3 });
+    expect(await layout()).toEqual(after);
+  }, 120_000);
 });

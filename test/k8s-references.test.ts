@@ -7,6 +7,8 @@
  *   (`rlaif.io/secret-keys`); the templates themselves carry no data, so no key is committed;
  * - every containerPort is admitted by some NetworkPolicy ingress rule that selects its pod,
  *   except the ports listed here with the reason nothing may reach them;
+ * - the nats-init Job's two steps parse with the real `rlaif nats-init` parser, reach the NATS
+ *   Service, and each logs in as the user whose grant its part needs;
  * - the gpu-pool NATS cluster block is a configuration nats-server accepts (`nats-server -t`).
  *
  * test/k8s-manifests.test.ts holds the schemas and the platform lint; this file the wiring.
@@ -17,6 +19,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { parseCommand } from "../services/cli/args.js";
+import { natsInitSpec } from "../services/cli/specs.js";
+import { NATS_USER_ENV } from "../services/core/src/bus/nats-auth.js";
 import { type LabelSelector, matchesSelector, type NetworkPolicyLike } from "./helpers/k8s-lint.js";
 import { containersOf, type KObject, objectId, renderKustomize } from "./helpers/kustomize.js";
 import { requireTool, TOOLS } from "./helpers/require-tool.js";
@@ -222,6 +227,40 @@ describe.skipIf(!hasKustomize)("k8s references", () => {
         }
       }
       expect(uncovered, name).toEqual([]);
+    }
+  });
+
+  it("nats-init - the Job's steps parse with `rlaif nats-init`, dial the NATS Service, streams as optimizer then consumer as rollout", () => {
+    for (const [name, objs] of Object.entries(RENDERED)) {
+      const job = objs.find((o) => o.kind === "Job" && o.metadata.name === "nats-init") as KObject;
+      const ps = (job.spec as { template: { spec: { initContainers?: Obj[]; containers: Obj[] } } }).template
+        .spec;
+      type C = {
+        name: string;
+        args?: string[];
+        command?: string[];
+        env?: { name: string; value?: string }[];
+      };
+      const steps = [...(ps.initContainers ?? []), ...ps.containers] as unknown as C[];
+      const want = [
+        ["streams", "optimizer"],
+        ["consumer", "rollout"],
+      ];
+      expect(steps.length, name).toBe(want.length);
+      steps.forEach((c, i) => {
+        const where = `${name} nats-init/${c.name}`;
+        expect(c.command, `${where}: the image's ENTRYPOINT runs bin/rlaif.js`).toBeUndefined();
+        expect(c.args?.[0], where).toBe("nats-init");
+        const parsed = parseCommand(natsInitSpec, (c.args ?? []).slice(1));
+        expect(parsed.flags.part, where).toBe(want[i]?.[0]);
+        expect(c.env?.find((e) => e.name === NATS_USER_ENV)?.value, where).toBe(want[i]?.[1]);
+        const u = new URL(parsed.config.services.natsUrl);
+        const svc = objs.find((o) => o.kind === "Service" && o.metadata.name === u.hostname);
+        const ports = ((svc?.spec as { ports?: { port: number }[] } | undefined)?.ports ?? []).map(
+          (p) => p.port,
+        );
+        expect(ports, `${where} --nats ${u.href}`).toContain(Number(u.port));
+      });
     }
   });
 
