@@ -20,9 +20,17 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1";
 import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
+import { Job } from "kubernetes-models/batch/v1";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
-import { ConfigMap, Namespace, PersistentVolumeClaim, Service, ServiceAccount } from "kubernetes-models/v1";
+import {
+  ConfigMap,
+  Namespace,
+  PersistentVolumeClaim,
+  Secret,
+  Service,
+  ServiceAccount,
+} from "kubernetes-models/v1";
 import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { parseCommand } from "../services/cli/args.js";
@@ -81,6 +89,8 @@ const MODELS: Record<string, { model: new (data: never) => { validate(): void };
   "v1/ServiceAccount": { model: ServiceAccount, module: "kubernetes-models/v1/ServiceAccount" },
   "v1/Service": { model: Service, module: "kubernetes-models/v1/Service" },
   "v1/ConfigMap": { model: ConfigMap, module: "kubernetes-models/v1/ConfigMap" },
+  "v1/Secret": { model: Secret, module: "kubernetes-models/v1/Secret" },
+  "batch/v1/Job": { model: Job, module: "kubernetes-models/batch/v1/Job" },
   "v1/PersistentVolumeClaim": {
     model: PersistentVolumeClaim,
     module: "kubernetes-models/v1/PersistentVolumeClaim",
@@ -144,6 +154,11 @@ function workloads(objs: readonly KObject[]): KObject[] {
   return objs.filter((o) => o.kind === "Deployment" || o.kind === "StatefulSet");
 }
 
+/** Everything that runs pods: the workloads and the Jobs (nats-init), for the rules every pod obeys. */
+function podOwners(objs: readonly KObject[]): KObject[] {
+  return objs.filter((o) => o.kind === "Deployment" || o.kind === "StatefulSet" || o.kind === "Job");
+}
+
 function spec(o: KObject): Obj {
   return o.spec as Obj;
 }
@@ -200,9 +215,15 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
         else expect(o.metadata.namespace, `${name} ${objectId(o)}`).toBe(NAMESPACE);
       }
     }
-    expect(ofKind(TREES.base, "ScaledObject")).toHaveLength(1);
-    expect(ofKind(TREES["gpu-pool"], "ScaledObject")).toHaveLength(1);
-    expect(ofKind(TREES["cpu-local"], "ScaledObject")).toHaveLength(0);
+    const scaled = (name: TreeName) => ofKind(TREES[name], "ScaledObject").map((o) => o.metadata.name);
+    expect(scaled("base").sort()).toEqual(["feedback", "rollout"]);
+    expect(scaled("gpu-pool").sort()).toEqual(["feedback", "rollout"]);
+    expect(scaled("cpu-local")).toEqual([]);
+    for (const name of TREE_NAMES)
+      expect(
+        ofKind(TREES[name], "Job").map((o) => o.metadata.name),
+        name,
+      ).toEqual(["nats-init"]);
   });
 
   it("kustomize - every images and replicas rule of an overlay takes effect (kustomize ignores a typo)", () => {
@@ -278,7 +299,7 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
 
   it("resources - every container requests and limits cpu and memory, with requests <= limits", () => {
     for (const name of TREE_NAMES) {
-      for (const w of workloads(TREES[name])) {
+      for (const w of podOwners(TREES[name])) {
         for (const c of containersOf(w) as unknown as Container[]) {
           const where = `${name} ${w.metadata.name}/${c.name}`;
           const { requests = {}, limits = {} } = c.resources ?? {};
@@ -295,7 +316,7 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
 
   it("gpu - GPU requests equal limits, and only the gpu-pool Optimizer gets one (Guaranteed QoS)", () => {
     for (const name of TREE_NAMES) {
-      for (const w of workloads(TREES[name])) {
+      for (const w of podOwners(TREES[name])) {
         for (const c of containersOf(w) as unknown as Container[]) {
           const req = c.resources?.requests?.["nvidia.com/gpu"];
           const lim = c.resources?.limits?.["nvidia.com/gpu"];
@@ -339,7 +360,7 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
     for (const name of TREE_NAMES) {
       const ns = byName(TREES[name], "Namespace", NAMESPACE);
       expect(ns.metadata.labels).toMatchObject({ "pod-security.kubernetes.io/enforce": "restricted" });
-      for (const w of workloads(TREES[name])) {
+      for (const w of podOwners(TREES[name])) {
         const ps = podSpec(w);
         const pod = ps.securityContext ?? {};
         for (const c of containersOf(w) as unknown as Container[]) {
@@ -354,7 +375,7 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
           expect(sc.readOnlyRootFilesystem, `${where} readOnlyRootFilesystem`).toBe(true);
           expect(sc.capabilities, `${where} capabilities`).toEqual({ drop: ["ALL"] });
           expect(sc.privileged, `${where} privileged`).not.toBe(true);
-          if ((RLAIF_SERVICES as readonly string[]).includes(appOf(w))) {
+          if ([...RLAIF_SERVICES, "nats-init"].includes(appOf(w))) {
             const tmp = c.volumeMounts?.find((m) => m.mountPath === "/tmp");
             expect(tmp, `${where} /tmp mount`).toBeDefined();
             const vol = ps.volumes?.find((v) => v.name === tmp?.name) as {
@@ -391,7 +412,7 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
 
   it("workloads - each runs as its own ServiceAccount without an API token", () => {
     for (const name of TREE_NAMES) {
-      for (const w of workloads(TREES[name])) {
+      for (const w of podOwners(TREES[name])) {
         const ps = podSpec(w);
         const where = `${name} ${w.metadata.name}`;
         expect(ps.serviceAccountName, where).toBe(w.metadata.name);
@@ -404,7 +425,7 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
 
   it("images - every image is pinned to a version, never :latest, and rlaif images carry the package version", () => {
     for (const name of TREE_NAMES) {
-      for (const w of workloads(TREES[name])) {
+      for (const w of podOwners(TREES[name])) {
         for (const c of containersOf(w) as unknown as Container[]) {
           const img = parseImage(c.image);
           const where = `${name} ${w.metadata.name}/${c.name}: ${c.image}`;
@@ -453,7 +474,7 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
       const pols = ofKind(TREES[name], "NetworkPolicy") as unknown as NetworkPolicyLike[];
       const deny = pols.find((p) => p.metadata.name === "default-deny-all");
       expect(deny?.spec).toEqual({ podSelector: {}, policyTypes: ["Ingress", "Egress"] });
-      for (const w of workloads(TREES[name])) {
+      for (const w of podOwners(TREES[name])) {
         const own = pols.filter(
           (p) =>
             p.spec.podSelector.matchLabels?.[APP] === appOf(w) &&
@@ -473,7 +494,7 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
         "kubernetes.io/metadata.name": NAMESPACE,
       };
       const pols = ofKind(objs, "NetworkPolicy") as unknown as NetworkPolicyLike[];
-      const inside: PodEndpoint[] = workloads(objs).map((w) => ({
+      const inside: PodEndpoint[] = podOwners(objs).map((w) => ({
         name: appOf(w),
         namespace: NAMESPACE,
         namespaceLabels: nsLabels,
@@ -488,8 +509,16 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
         ports,
       });
       const web = [{ containerPort: 8080 }];
+      const clustered = spec(byName(objs, "StatefulSet", "nats")).replicas !== 1;
+      // A second NATS server: the routes of a cluster run between two pods of the same StatefulSet.
+      const natsPod = inside.find((e) => e.name === "nats") as PodEndpoint;
+      const peers = clustered ? [{ ...natsPod, name: "nats-peer" }] : [];
       const all: PodEndpoint[] = [
         ...inside,
+        ...peers,
+        ext("prometheus", "monitoring", { [APP]: "prometheus" }, web),
+        ext("grafana-in-monitoring", "monitoring", { [APP]: "grafana" }, web),
+        ext("prometheus-elsewhere", "other", { [APP]: "prometheus" }, web),
         ext("kube-dns", "kube-system", { "k8s-app": "kube-dns" }, [
           { containerPort: 53, protocol: "UDP" },
           { containerPort: 53, protocol: "TCP" },
@@ -512,6 +541,18 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
         }
       }
       const dns = (n: string) => [`${n}->kube-dns:53/UDP`, `${n}->kube-dns:53/TCP`];
+      const routes = clustered
+        ? [
+            "nats->nats-peer:6222/TCP",
+            "nats-peer->nats:6222/TCP",
+            "nats-peer->kube-dns:53/UDP",
+            "nats-peer->kube-dns:53/TCP",
+            ...dns("nats"),
+            // The peer is a NATS pod too: the KEDA rule admits it like the first one.
+            "keda-operator->nats-peer:8222/TCP",
+            ...["policy", "rollout", "optimizer", "nats-init"].map((c) => `${c}->nats-peer:4222/TCP`),
+          ]
+        : [];
       expect(open.sort(), name).toEqual(
         [
           "rollout->policy:50051/TCP",
@@ -519,13 +560,17 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
           "policy->nats:4222/TCP",
           "rollout->nats:4222/TCP",
           "optimizer->nats:4222/TCP",
+          "nats-init->nats:4222/TCP",
           "keda-operator->nats:8222/TCP",
           "client-elsewhere->optimizer:50051/TCP",
           "client-inside->optimizer:50051/TCP",
+          ...RLAIF_SERVICES.map((svc) => `prometheus->${svc}:9464/TCP`),
           ...dns("policy"),
           ...dns("rollout"),
           ...dns("optimizer"),
+          ...dns("nats-init"),
           ...dns("client-inside"),
+          ...routes,
         ].sort(),
       );
     }
@@ -593,36 +638,51 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
     }
   });
 
-  it("keda - the ScaledObject scales Rollout on the lag of the code's `rollout` consumer of the jobs stream", () => {
+  it("keda - Rollout and Feedback scale to zero on the lag of the code's `rollout` consumer of the jobs stream", () => {
     const group = ROLLOUT_CONSUMER;
     expect(group).toBe("rollout");
     for (const name of ["base", "gpu-pool"] as const) {
       const objs = TREES[name];
-      const so = spec(byName(objs, "ScaledObject", "rollout")) as {
-        scaleTargetRef: { kind?: string; name: string };
-        minReplicaCount: number;
-        maxReplicaCount: number;
-        triggers: { type: string; metadata: Record<string, string> }[];
-      };
-      expect(so.scaleTargetRef.kind ?? "Deployment").toBe("Deployment");
-      expect(so.scaleTargetRef.name).toBe("rollout");
-      byName(objs, "Deployment", "rollout");
-      // The worker creates the consumer; at zero replicas KEDA could never see its lag.
-      expect(so.minReplicaCount).toBeGreaterThanOrEqual(1);
-      expect(so.maxReplicaCount).toBeGreaterThan(so.minReplicaCount);
-      expect(so.triggers).toHaveLength(1);
-      const t = so.triggers[0] as (typeof so.triggers)[number];
-      expect(t.type).toBe("nats-jetstream");
-      expect(t.metadata.stream).toBe(subjectsFor().queues.jobs.stream);
-      expect(t.metadata.consumer).toBe(group);
-      expect(Number(t.metadata.lagThreshold)).toBeGreaterThan(0);
-      const [host, port] = (t.metadata.natsServerMonitoringEndpoint as string).split(":");
-      expect(host).toBe(`nats.${NAMESPACE}.svc.cluster.local`);
-      const natsSvc = spec(byName(objs, "Service", "nats")).ports as { name: string; port: number }[];
-      expect(natsSvc.find((p) => p.name === "monitor")?.port).toBe(Number(port));
-      // A fixed replica count would fight the autoscaler on every apply.
-      expect(spec(byName(objs, "Deployment", "rollout")).replicas).toBeUndefined();
+      for (const target of ["rollout", "feedback"] as const) {
+        const where = `${name} ${target}`;
+        const so = spec(byName(objs, "ScaledObject", target)) as {
+          scaleTargetRef: { kind?: string; name: string };
+          minReplicaCount: number;
+          maxReplicaCount: number;
+          cooldownPeriod: number;
+          triggers: { type: string; metadata: Record<string, string> }[];
+        };
+        expect(so.scaleTargetRef.kind ?? "Deployment", where).toBe("Deployment");
+        expect(so.scaleTargetRef.name, where).toBe(target);
+        byName(objs, "Deployment", target);
+        // Zero when nothing is queued: the nats-init Job creates the consumer, so KEDA can read
+        // its lag while no worker runs.
+        expect(so.minReplicaCount, where).toBe(0);
+        expect(so.maxReplicaCount, where).toBeGreaterThan(0);
+        expect(so.cooldownPeriod, where).toBeGreaterThanOrEqual(60);
+        expect(so.triggers, where).toHaveLength(1);
+        const t = so.triggers[0] as (typeof so.triggers)[number];
+        expect(t.type).toBe("nats-jetstream");
+        expect(t.metadata.stream).toBe(subjectsFor().queues.jobs.stream);
+        expect(t.metadata.consumer).toBe(group);
+        expect(t.metadata.activationLagThreshold, `${where}: the first queued job wakes it`).toBe("0");
+        expect(Number(t.metadata.lagThreshold)).toBeGreaterThan(0);
+        // The headless Service: on a cluster KEDA asks each server by name for the consumer's leader.
+        const [host, port] = (t.metadata.natsServerMonitoringEndpoint as string).split(":");
+        expect(host).toBe(`nats-headless.${NAMESPACE}.svc.cluster.local`);
+        const natsSvc = spec(byName(objs, "Service", "nats-headless")).ports as {
+          name: string;
+          port: number;
+        }[];
+        expect(natsSvc.find((p) => p.name === "monitor")?.port).toBe(Number(port));
+        // A fixed replica count would fight the autoscaler on every apply.
+        expect(spec(byName(objs, "Deployment", target)).replicas, where).toBeUndefined();
+      }
     }
+    // The consumer KEDA reads is the one the init Job creates (as the Rollout's user).
+    const job = byName(TREES.base, "Job", "nats-init");
+    const consumer = podSpec(job).containers.find((c) => flag(c.args ?? [], "part") === "consumer");
+    expect(consumer?.env?.find((e) => e.name === NATS_USER_ENV)?.value).toBe("rollout");
   });
 
   it("nats - nats-server >= 2.10.23 with JetStream fsync-per-ack on its own volume", () => {
@@ -644,8 +704,53 @@ describe.skipIf(!hasKustomize)("k8s manifests", () => {
         (t) => t.metadata.name,
       );
       expect(claims, `${name}: store_dir ${storeDir} on a claim`).toContain(mount?.name);
-      expect(spec(sts).replicas).toBe(1);
+      expect(spec(sts).replicas).toBe(name === "gpu-pool" ? 3 : 1);
+      // The init Job creates every stream with one replica per server.
+      const init = containersOf(byName(objs, "Job", "nats-init")) as unknown as Container[];
+      const streams = init.find((x) => flag(x.args ?? [], "part") === "streams");
+      expect(flag(streams?.args ?? [], "replicas"), `${name} nats-init --replicas`).toBe(
+        String(spec(sts).replicas),
+      );
+      expect(
+        streams?.env?.find((e) => e.name === NATS_USER_ENV)?.value,
+        `${name}: streams as optimizer`,
+      ).toBe("optimizer");
     }
+  });
+
+  it("nats - gpu-pool runs a 3-server cluster: routes to every pod by its headless name, one server per node", () => {
+    const objs = TREES["gpu-pool"];
+    const sts = byName(objs, "StatefulSet", "nats");
+    const n = spec(sts).replicas as number;
+    const conf =
+      (byName(objs, "ConfigMap", "nats-config").data as Record<string, string>)["cluster.conf"] ?? "";
+    const port = Number(/port:\s*(\d+)/.exec(conf)?.[1]);
+    const routes = [...conf.matchAll(/nats:\/\/([\w.-]+):(\d+)/g)].map((m) => `${m[1]}:${m[2]}`);
+    const headless = spec(sts).serviceName as string;
+    expect(routes).toEqual(Array.from({ length: n }, (_, i) => `nats-${i}.${headless}:${port}`));
+    const c = mainContainer(sts);
+    expect(c.ports?.find((p) => p.name === "cluster")?.containerPort).toBe(port);
+    const svcPorts = spec(byName(objs, "Service", headless)).ports as { name: string; port: number }[];
+    expect(svcPorts.find((p) => p.name === "cluster")?.port).toBe(port);
+    expect(spec(byName(objs, "Service", headless)).publishNotReadyAddresses).toBe(true);
+    const anti = (podSpec(sts) as unknown as { affinity?: { podAntiAffinity?: Obj } }).affinity
+      ?.podAntiAffinity;
+    const required = (anti?.requiredDuringSchedulingIgnoredDuringExecution ?? []) as {
+      topologyKey: string;
+      labelSelector: LabelSelector;
+    }[];
+    expect(required.map((r) => r.topologyKey)).toEqual(["kubernetes.io/hostname"]);
+    expect(matchesSelector(podLabels(sts), (required[0] as (typeof required)[number]).labelSelector)).toBe(
+      true,
+    );
+    // A drain may take one server: the other two keep the JetStream quorum.
+    const pdb = spec(byName(objs, "PodDisruptionBudget", "nats"));
+    expect(pdb.maxUnavailable).toBeLessThan(Math.ceil((n + 1) / 2));
+    // The base stays one server without a cluster block.
+    const baseConf = (byName(TREES.base, "ConfigMap", "nats-config").data as Record<string, string>)[
+      "cluster.conf"
+    ];
+    expect(baseConf?.split("\n").filter((l) => l.trim() && !l.trim().startsWith("#"))).toEqual([]);
   });
 
   it("nats - clients log in, each service as its own user with the code's permissions, passwords from a Secret", () => {
@@ -796,8 +901,13 @@ describe("docker images", () => {
       expect(m, `${kind}: final stage USER is numeric`).not.toBeNull();
       expect(Number(m?.[1]), kind).toBeGreaterThan(0);
       expect(Number(m?.[1]), `${kind}: USER matches runAsUser in k8s/`).toBe(runAsUser);
+      // tini as PID 1 (installed in the final stage), which forwards SIGTERM to node and reaps zombies.
       const entry = ins.filter((i) => i.op === "ENTRYPOINT").at(-1)?.rest ?? "";
-      expect(JSON.parse(entry), kind).toEqual(["node", "bin/rlaif.js"]);
+      expect(JSON.parse(entry), kind).toEqual(["/usr/bin/tini", "--", "node", "bin/rlaif.js"]);
+      expect(
+        ins.slice(lastFrom).some((i) => i.op === "RUN" && /apt-get install\b[^&]*\btini\b/.test(i.rest)),
+        `${kind}: tini installed in the runtime stage`,
+      ).toBe(true);
       expect(
         ins.some((i) => i.op === "RUN" && /npm ci\b.*--omit=dev/.test(i.rest)),
         `${kind}: npm ci --omit=dev`,
@@ -805,9 +915,9 @@ describe("docker images", () => {
     }
   });
 
-  it("docker - the CPU image is node:20-bookworm-slim; the GPU image is CUDA with tfjs-node-gpu at the project's tfjs version", () => {
+  it("docker - the CPU image is node:20.x.y-bookworm-slim; the GPU image is CUDA with tfjs-node-gpu at the project's tfjs version", () => {
     const cpu = readFileSync(files.cpu, "utf8");
-    expect(cpu).toMatch(/^ARG NODE_IMAGE=node:20-bookworm-slim$/m);
+    expect(cpu).toMatch(/^ARG NODE_IMAGE=node:20\.\d+\.\d+-bookworm-slim$/m);
     const gpu = readFileSync(files.gpu, "utf8");
     expect(gpu).toMatch(/^ARG CUDA_IMAGE=nvidia\/cuda:11\.\d+\.\d+-cudnn8-runtime-ubuntu\d+\.\d+$/m);
     expect(gpu).toMatch(/^FROM \$\{CUDA_IMAGE\} AS runtime$/m);
@@ -815,6 +925,48 @@ describe("docker images", () => {
     // tfjs-node-gpu must register its backend in the same tfjs the services import.
     expect(version).toBe(PACKAGE.dependencies["@tensorflow/tfjs"]);
     expect(gpu).toContain(`"@tensorflow/tfjs-node-gpu@\${TFJS_NODE_GPU_VERSION}"`);
+  });
+
+  it("docker - every base image is pinned to a full version or a digest, never latest", () => {
+    for (const [kind, file] of Object.entries(files)) {
+      const ins = instructions(file);
+      const args = new Map(
+        ins
+          .filter((i) => i.op === "ARG" && i.rest.includes("="))
+          .map((i) => i.rest.split("=", 2) as [string, string]),
+      );
+      const stages = new Set(
+        ins.filter((i) => i.op === "FROM").map((i) => /\bAS\s+(\S+)/i.exec(i.rest)?.[1] ?? ""),
+      );
+      for (const from of ins.filter((i) => i.op === "FROM")) {
+        const ref = (from.rest.split(/\s+/).find((w) => !w.startsWith("--")) ?? "").replace(
+          /^\$\{?(\w+)\}?$/,
+          (_, name: string) => args.get(name) ?? `unset ${name}`,
+        );
+        if (stages.has(ref)) continue;
+        const img = parseImage(ref);
+        const where = `${kind}: FROM ${from.rest} (${ref})`;
+        expect(
+          img.tag !== "latest" && (img.digest !== undefined || /\d+\.\d+\.\d+/.test(img.tag ?? "")),
+          where,
+        ).toBe(true);
+      }
+    }
+  });
+
+  it("docker - health is the gRPC probe: no Docker HEALTHCHECK, the README says so, the manifests probe grpc.health.v1", () => {
+    const readme = readFileSync(path.join(ROOT, "deploy/README.md"), "utf8");
+    for (const [kind, file] of Object.entries(files)) {
+      const checks = instructions(file).filter((i) => i.op === "HEALTHCHECK");
+      expect(
+        checks.map((i) => i.rest),
+        kind,
+      ).toEqual(["NONE"]);
+      expect(instructions(file).some((i) => i.op === "EXPOSE" && /\b50051\b/.test(i.rest))).toBe(true);
+    }
+    expect(readme).toMatch(/^## Health$/m);
+    expect(readme).toContain("grpc.health.v1");
+    // The probes themselves: "probes - rlaif containers have native gRPC ..." above.
   });
 
   it("docker - .dockerignore keeps local state out while every path the images COPY stays in the context", () => {

@@ -419,6 +419,32 @@ export const keygenSpec: CommandSpec = {
   ],
 };
 
+/** `rlaif nats-init` (commands/nats-init.ts): the streams, buckets and consumer of a deployment, ahead of the services. */
+export const natsInitSpec: CommandSpec = {
+  name: "nats-init",
+  summary:
+    "Create (idempotently) the JetStream streams, KV and Object Store buckets and the Rollout's consumer on a NATS server",
+  usage: "rlaif nats-init --nats <url> [--part streams|consumer|all] [--replicas n]",
+  settings: ["nats", ...NATS_AUTH_FLAGS],
+  flags: [
+    {
+      name: "part",
+      type: "string",
+      help: "streams (as the optimizer user: streams and buckets), consumer (as the rollout user: its durable consumer) or all (default; needs both grants)",
+    },
+    {
+      name: "replicas",
+      type: "string",
+      help: "JetStream replicas of every stream and bucket, 1-5 (3 on a 3-server cluster); existing ones are updated to it. Default: the server's (1)",
+    },
+  ],
+  examples: [
+    "rlaif nats-init --nats nats://127.0.0.1:4222",
+    "RLAIF_NATS_USER=optimizer RLAIF_NATS_PASSWORD=... rlaif nats-init --nats nats://nats:4222 --part streams --replicas 3",
+    "RLAIF_NATS_USER=rollout RLAIF_NATS_PASSWORD=... rlaif nats-init --nats nats://nats:4222 --part consumer",
+  ],
+};
+
 /** `rlaif report` (commands/run-report.ts; commands/report.ts prints a RunSummary, a different thing). */
 export const reportSpec: CommandSpec = {
   name: "report",

@@ -28,16 +28,7 @@ import {
   RlaifError,
   ValidationError,
 } from "../errors.js";
-import type {
-  Bus,
-  ChunkSource,
-  KeyValue,
-  KvEntry,
-  ObjectInfo,
-  ObjectStore,
-  Queue,
-  QueueName,
-} from "./bus.js";
+import type { Bus, ChunkSource, KeyValue, KvEntry, ObjectInfo, ObjectStore, QueueName } from "./bus.js";
 import { DEFAULT_ACK_WAIT_MS, DEFAULT_DEDUP_WINDOW_MS } from "./memory-bus.js";
 import type { NatsClientAuth } from "./nats-auth.js";
 import { NatsQueue } from "./nats-queue.js";
@@ -68,7 +59,17 @@ export interface NatsBusOptions {
   log?: (line: string) => void;
   /** This service's NATS user (or creds) and inbox prefix (nats-auth.ts); default: none. */
   auth?: NatsClientAuth;
+  /**
+   * Servers each stream and bucket is stored on (JetStream `num_replicas`, 1-5). Set, it is used
+   * on create and an existing stream with another count is updated to it (`rlaif nats-init` on a
+   * 3-server cluster: R3). Unset (the services), streams are created with the server's default
+   * (1) and an existing stream keeps whatever count it has.
+   */
+  replicas?: number;
 }
+
+/** JetStream's bounds on a stream's replica count. */
+const MAX_REPLICAS = 5;
 
 /** Default wait between reconnect attempts: a restarted server is found within about a second. */
 const DEFAULT_RECONNECT_WAIT_MS = 1_000;
@@ -87,6 +88,7 @@ export class NatsBus implements Bus {
   readonly #dedupWindowMs: number;
   readonly #retry: RetryContext;
   readonly #log: (line: string) => void;
+  readonly #replicas: number | undefined;
   /** Streams and buckets opened so far, by kind (`queue:<name>`, `objects`, `kv`). */
   readonly #opened = new Map<string, Promise<unknown>>();
 
@@ -104,6 +106,7 @@ export class NatsBus implements Bus {
     this.#ackWaitMs = opts.ackWaitMs ?? DEFAULT_ACK_WAIT_MS;
     this.#dedupWindowMs = opts.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS;
     this.#log = opts.log ?? stderrLog;
+    this.#replicas = opts.replicas;
     this.#retry = {
       server: url,
       retryMs: opts.retryMs ?? DEFAULT_NATS_RETRY_MS,
@@ -140,6 +143,9 @@ export class NatsBus implements Bus {
       if (v !== undefined && !(Number.isFinite(v) && v > 0))
         throw new ValidationError(field, `${v} must be > 0`);
     }
+    const r = opts.replicas;
+    if (r !== undefined && !(Number.isInteger(r) && r >= 1 && r <= MAX_REPLICAS))
+      throw new ValidationError("replicas", `${r} must be an integer from 1 to ${MAX_REPLICAS}`);
     // Node's crypto is ~5x faster than the client's pure-JS SHA-256 on MB-sized weight blobs.
     setSha256Backend("native");
     let nc: NatsConnection;
@@ -165,7 +171,7 @@ export class NatsBus implements Bus {
     }
   }
 
-  queue(name: QueueName): Promise<Queue> {
+  queue(name: QueueName): Promise<NatsQueue> {
     const ctx = {
       nc: this.#nc,
       js: this.#js,
@@ -174,6 +180,7 @@ export class NatsBus implements Bus {
       dedupWindowMs: this.#dedupWindowMs,
       retry: this.#retry,
       log: this.#log,
+      ...(this.#replicas === undefined ? {} : { replicas: this.#replicas }),
     };
     return this.#once(`queue:${name}`, () => NatsQueue.open(name, this.#subjects.queues[name], ctx));
   }
@@ -181,9 +188,11 @@ export class NatsBus implements Bus {
   objects(): Promise<ObjectStore> {
     return this.#once("objects", async () => {
       const bucket = this.#subjects.objectBucket;
+      const replicas = this.#replicas === undefined ? {} : { replicas: this.#replicas };
       const os = await retryTransient(`opening object store ${bucket}`, this.#retry, () =>
-        new Objm(this.#js).create(bucket, { storage: StorageType.File }),
+        new Objm(this.#js).create(bucket, { storage: StorageType.File, ...replicas }),
       );
+      await this.#alignReplicas(`OBJ_${bucket}`);
       return new NatsObjects(os, this.#retry);
     });
   }
@@ -191,10 +200,27 @@ export class NatsBus implements Bus {
   kv(): Promise<KeyValue> {
     return this.#once("kv", async () => {
       const bucket = this.#subjects.kvBucket;
+      const replicas = this.#replicas === undefined ? {} : { replicas: this.#replicas };
       const kv = await retryTransient(`opening KV ${bucket}`, this.#retry, () =>
-        new Kvm(this.#js).create(bucket),
+        new Kvm(this.#js).create(bucket, replicas),
       );
+      await this.#alignReplicas(`KV_${bucket}`);
       return new NatsKeyValue(kv, this.#retry, this.#log);
+    });
+  }
+
+  /**
+   * Update a bucket's stream to the configured replica count when it was created with another
+   * (by a service that came up first); no-op without `replicas` or when it already matches. The
+   * KV and Object Store clients only create: they leave an existing bucket's stream as it is.
+   */
+  async #alignReplicas(stream: string): Promise<void> {
+    const want = this.#replicas;
+    if (want === undefined) return;
+    await retryTransient(`aligning replicas of ${stream}`, this.#retry, async () => {
+      const info = await this.#jsm.streams.info(stream);
+      if ((info.config.num_replicas || 1) !== want)
+        await this.#jsm.streams.update(stream, { ...info.config, num_replicas: want });
     });
   }
 

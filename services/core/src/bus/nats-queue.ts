@@ -66,6 +66,8 @@ export interface NatsQueueContext {
   /** Server address and deadline for riding out a disconnect. */
   retry: RetryContext;
   log: (line: string) => void;
+  /** Replica count a stream is created with and aligned to (`NatsBusOptions.replicas`); unset: left as is. */
+  replicas?: number;
 }
 
 /** `Queue` on a JetStream work-queue stream; create with `NatsQueue.open`. */
@@ -90,6 +92,7 @@ export class NatsQueue implements Queue {
       retention: RetentionPolicy.Workqueue,
       storage: StorageType.File,
       duplicate_window: nanos(ctx.dedupWindowMs),
+      ...(ctx.replicas === undefined ? {} : { num_replicas: ctx.replicas }),
     };
     await retryTransient(`opening stream ${names.stream}`, ctx.retry, async () => {
       const existing = await ctx.jsm.streams.info(names.stream).catch((err: unknown) => {
@@ -100,7 +103,8 @@ export class NatsQueue implements Queue {
         await ctx.jsm.streams.add(wanted);
       } else if (
         existing.config.duplicate_window !== wanted.duplicate_window ||
-        existing.config.subjects?.join() !== wanted.subjects.join()
+        existing.config.subjects?.join() !== wanted.subjects.join() ||
+        (ctx.replicas !== undefined && (existing.config.num_replicas || 1) !== ctx.replicas)
       ) {
         await ctx.jsm.streams.update(names.stream, { ...existing.config, ...wanted });
       }
@@ -157,6 +161,15 @@ export class NatsQueue implements Queue {
       if (out.length === 0) await new Promise((r) => setTimeout(r, Math.min(expires, 1_000)));
       return out;
     }
+  }
+
+  /**
+   * Create (or align) the durable consumer `group` without pulling anything: what the first
+   * `pull` does, done ahead by `rlaif nats-init` so that the consumer exists, and its lag can be
+   * read (KEDA), while no worker runs.
+   */
+  async ensureConsumer(group: string): Promise<void> {
+    await this.#consumer(consumerName(group));
   }
 
   async pending(): Promise<number> {
