@@ -11,7 +11,11 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FeedbackService, type ScoreItem, ScoreStatus } from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
+import {
+  FeedbackService,
+  type ScoreItem,
+  ScoreStatus,
+} from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
 import { defaultConfig, type ServiceSettings } from "../services/core/src/config/settings.js";
 import { ConfigError } from "../services/core/src/errors.js";
 import { createClient } from "../services/core/src/grpc/client.js";
@@ -20,8 +24,8 @@ import type { ScoreInit } from "../services/feedback/idempotency.js";
 import type { ItemScorer } from "../services/feedback/item-scorer.js";
 import { JUDGE_SCORER_ID } from "../services/feedback/judge-scorer.js";
 import { scorerFromSettings, startFeedbackServer } from "../services/feedback/main.js";
-import { RULE_SCORER_ID, RULE_SCORER_VERSION } from "../services/feedback/scorer.js";
 import { MIXED_SCORER_ID, mixedScorer } from "../services/feedback/mixed-scorer.js";
+import { RULE_SCORER_ID, RULE_SCORER_VERSION } from "../services/feedback/scorer.js";
 import { runToEnd } from "./helpers/resume-runs.js";
 import { tinyRunConfig, writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
@@ -45,7 +49,9 @@ async function openAiJudge(): Promise<{ url: string; calls: () => number; close(
           ? "I would rather not say"
           : `Score: ${1 + (prompt.length % 8)}`;
       res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ id: "c", object: "text_completion", model: "m", choices: [{ index: 0, text }] }));
+      res.end(
+        JSON.stringify({ id: "c", object: "text_completion", model: "m", choices: [{ index: 0, text }] }),
+      );
     });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -69,7 +75,8 @@ function fake(id: string, answer: (item: ScoreItem) => ScoreInit, tokenRewards =
   };
 }
 
-const item = (completion: string): ScoreItem => ({ prompt: "p", completion, idempotencyKey: "" }) as ScoreItem;
+const item = (completion: string): ScoreItem =>
+  ({ prompt: "p", completion, idempotencyKey: "" }) as ScoreItem;
 
 describe("feedback mix", () => {
   let judge: Awaited<ReturnType<typeof openAiJudge>>;
@@ -94,7 +101,11 @@ describe("feedback mix", () => {
       expect(info.rewardRange?.max).toBeCloseTo(6, 9);
       const completions = ["a superb good film", "mumble mumble", "bad"];
       const res = await client.score({
-        items: completions.map((c, i) => ({ prompt: "The film was", completion: c, idempotencyKey: `k${i}` })),
+        items: completions.map((c, i) => ({
+          prompt: "The film was",
+          completion: c,
+          idempotencyKey: `k${i}`,
+        })),
       });
       expect(res.scorerId).toBe(MIXED_SCORER_ID);
       expect(res.modelHash).toBe(info.modelHash);
@@ -106,7 +117,10 @@ describe("feedback mix", () => {
       const bytes = a?.tokenRewards ?? [];
       expect(bytes).toHaveLength(Buffer.byteLength("a superb good film"));
       expect(bytes.reduce((x, y) => x + y, 0)).toBeCloseTo(a?.reward ?? Number.NaN, 4);
-      expect((bytes.at(-1) as number) - ((alone[0]?.tokenRewards ?? []).at(-1) as number)).toBeCloseTo(4.5, 4);
+      expect((bytes.at(-1) as number) - ((alone[0]?.tokenRewards ?? []).at(-1) as number)).toBeCloseTo(
+        4.5,
+        4,
+      );
       // The judge could not be parsed: the item is an ERROR naming the judge, not a reward.
       expect(b?.status).toBe(ScoreStatus.ERROR);
       expect(b?.error).toMatch(/^judge: /);
@@ -131,7 +145,11 @@ describe("feedback mix", () => {
   it("feedback mix - status: OK only when every part is; a part's ERROR (or a throw) wins with its reason, then ABSTAIN", async () => {
     const rules = fake(
       "rules",
-      (i) => ({ reward: i.completion.length, tokenRewards: [...i.completion].map(() => 1), status: ScoreStatus.OK }),
+      (i) => ({
+        reward: i.completion.length,
+        tokenRewards: [...i.completion].map(() => 1),
+        status: ScoreStatus.OK,
+      }),
       true,
     );
     const model = fake("model", (i) =>
@@ -142,7 +160,9 @@ describe("feedback mix", () => {
           : { reward: 2 },
     );
     const judgeAbstains = fake("judge", (i) =>
-      i.completion === "ea" ? { reward: 0, status: ScoreStatus.ERROR, error: "judge late" } : { reward: 1, status: ScoreStatus.OK },
+      i.completion === "ea"
+        ? { reward: 0, status: ScoreStatus.ERROR, error: "judge late" }
+        : { reward: 1, status: ScoreStatus.OK },
     );
     const mix = mixedScorer([
       { scorer: rules, weight: 1 },
@@ -179,24 +199,35 @@ describe("feedback mix", () => {
     expect(scaled.info.scorerId).toBe(MIXED_SCORER_ID);
     expect(scaled.info.scorerVersion).toBe(`1:${JUDGE_SCORER_ID}@1`);
     expect(scaled.info.rewardRange).toMatchObject({ min: 0, max: 20 });
-    const [s] = await scaled.score([{ prompt: "a superb", completion: "x", idempotencyKey: "" } as ScoreItem]);
+    const [s] = await scaled.score([
+      { prompt: "a superb", completion: "x", idempotencyKey: "" } as ScoreItem,
+    ]);
     expect(s).toMatchObject({ status: ScoreStatus.OK, reward: 18, tokenRewards: [] });
     await expect(scorerFromSettings(settings(judge.url, { judgeWeight: 0 }))).rejects.toThrow(
       /--judge-weight is 0/,
     );
-    await expect(scorerFromSettings(settings(judge.url, { judgeWeight: 0 }))).rejects.toBeInstanceOf(ConfigError);
+    await expect(scorerFromSettings(settings(judge.url, { judgeWeight: 0 }))).rejects.toBeInstanceOf(
+      ConfigError,
+    );
   });
 
   it("feedback mix - the embedded cluster (rlaif train) scores with the mix and normalises per scorer", async () => {
-    const config = tinyRunConfig(await writeTinyCheckpoint(4), { steps: 2, rewardNorm: "per-scorer", rewardClip: 2 });
+    const config = tinyRunConfig(await writeTinyCheckpoint(4), {
+      steps: 2,
+      rewardNorm: "per-scorer",
+      rewardClip: 2,
+    });
     Object.assign(config.services, { judgeUrl: judge.url, judgeModel: "m", feedbackRules: "afinn:1" });
     const dir = await runToEnd(config);
     const saved = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
     expect(saved.provenance.feedback.scorers).toEqual([
       { id: MIXED_SCORER_ID, version: `1:${JUDGE_SCORER_ID}@1+${RULE_SCORER_ID}@${RULE_SCORER_VERSION}` },
     ]);
-    const lines = readFileSync(join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const lines = readFileSync(join(dir, "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(lines.map((m) => Object.keys(m.rewardNormMean))).toEqual([[MIXED_SCORER_ID], [MIXED_SCORER_ID]]);
     for (const m of lines) expect(m.rewardNormStd[MIXED_SCORER_ID]).toBeGreaterThan(0);
-  }, 180_000);
+  }, 300_000);
 });

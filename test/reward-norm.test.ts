@@ -36,7 +36,10 @@ describe("reward normalisation", () => {
     const b = [7, 9, 3];
     const first = norm.prepare([ok("judge", b[0] as number), ...a.slice(0, 3).map((r) => ok("afinn", r))]);
     norm.commit(first);
-    const second = norm.prepare([...a.slice(3).map((r) => ok("afinn", r)), ...b.slice(1).map((r) => ok("judge", r))]);
+    const second = norm.prepare([
+      ...a.slice(3).map((r) => ok("afinn", r)),
+      ...b.slice(1).map((r) => ok("judge", r)),
+    ]);
     norm.commit(second);
     const s = norm.summary();
     const [ma, sa] = moments(a);
@@ -122,7 +125,10 @@ describe("reward normalisation", () => {
   it("reward norm - the learner writes no normaliser state when it is off (checkpoints as before) and its moments when on", async () => {
     const path = await writeTinyCheckpoint(3);
     const off = await ReinforceLearner.fromCheckpoint(path, defaultConfig().run);
-    const on = await ReinforceLearner.fromCheckpoint(path, { ...defaultConfig().run, rewardNorm: "per-scorer" });
+    const on = await ReinforceLearner.fromCheckpoint(path, {
+      ...defaultConfig().run,
+      rewardNorm: "per-scorer",
+    });
     try {
       expect(Object.keys(off.getState()).sort()).toEqual(["baseline", "kl"]);
       expect(on.getState().rewardNorm).toEqual({});

@@ -92,7 +92,9 @@ export async function startEmbeddedCluster(
     const keys = await clusterWeightsKeys(services);
     closers.push(() => keys.dispose());
     let feedbackAddress = services.feedbackAddress;
-    const inProcess = [services.judgeUrl && "--judge-url", services.rewardModel && "--reward-model"].filter(Boolean);
+    const inProcess = [services.judgeUrl && "--judge-url", services.rewardModel && "--reward-model"].filter(
+      Boolean,
+    );
     if (feedbackAddress && inProcess.length > 0) {
       throw new ConfigError(
         `--feedback-address names an external FeedbackService, and ${inProcess.join(" and ")} a built-in scorer: give one of them`,
