@@ -82,9 +82,10 @@ describe("cli", () => {
       "judge-api-key-file",
       "judge-timeout-ms",
       "judge-temperature",
+      "judge-weight",
     ];
     expect([...flagsOf("feedback")].sort()).toEqual(
-      [...common, "feedback-rules", "reward-model", "backend", ...judge].sort(),
+      [...common, "feedback-rules", "reward-model", "reward-model-weight", "backend", ...judge].sort(),
     );
     expect([...flagsOf("policy")].sort()).toEqual(
       [

@@ -208,6 +208,8 @@ export interface FinishedRun {
   feedbackRules: string;
   /** The reward-model directory that scored the run (`--reward-model`), "" for the rules. */
   rewardModel: string;
+  /** The LLM judge's base URL that scored the run, alone or mixed (`--judge-url`), "" for none. */
+  judgeUrl: string;
 }
 
 /**
@@ -225,6 +227,12 @@ export async function reportHeldOut(
   if (run.feedbackAddress) {
     log(
       `held-out report skipped: it scores with the built-in rule scorer, and this run was scored by the FeedbackService at ${run.feedbackAddress} (--eval-prompts 0 drops this line)`,
+    );
+    return;
+  }
+  if (run.judgeUrl) {
+    log(
+      `held-out report skipped: it scores with the AFINN rule scorer, and this run was scored by the LLM judge at ${run.judgeUrl}${run.rewardModel || run.feedbackRules ? " in a mix" : ""} (--eval-prompts 0 drops this line)`,
     );
     return;
   }

@@ -38,6 +38,7 @@ const JUDGE_FLAGS = [
   "judge-api-key-file",
   "judge-timeout-ms",
   "judge-temperature",
+  "judge-weight",
 ] as const;
 
 /** TLS of a client of the Optimizer (a CLI command): the CA to check it, a certificate under mTLS. */
@@ -76,6 +77,8 @@ export const trainSpec: CommandSpec = {
     "feedback-address",
     "feedback-rules",
     "reward-model",
+    "reward-model-weight",
+    ...JUDGE_FLAGS,
     "policy-in",
     "learner-in",
     ...WEIGHTS_SIGN_FLAGS,
@@ -175,9 +178,9 @@ export const serveSpec: CommandSpec = {
     ),
     feedback: serveVariant(
       "feedback",
-      "Serve the built-in FeedbackService (AFINN-165 scorer, weighted rules with --feedback-rules, a learned reward model with --reward-model, or an LLM judge with --judge-url)",
-      "[--host address] [--feedback-rules rule:weight,… | --reward-model dir | --judge-url url --judge-model m [--judge-mode completions|chat] [--judge-rubric-file f] [--judge-api-key-env VAR | --judge-api-key-file f]]",
-      ["feedback-rules", "reward-model", "backend", ...JUDGE_FLAGS, ...TLS_FLAGS],
+      "Serve the built-in FeedbackService (AFINN-165 scorer, weighted rules with --feedback-rules, a learned reward model with --reward-model, an LLM judge with --judge-url, or a weighted mix of them)",
+      "[--host address] [--feedback-rules rule:weight,…] [--reward-model dir [--reward-model-weight w]] [--judge-url url --judge-model m [--judge-weight w] [--judge-mode completions|chat] [--judge-rubric-file f] [--judge-api-key-env VAR | --judge-api-key-file f]]",
+      ["feedback-rules", "reward-model", "reward-model-weight", "backend", ...JUDGE_FLAGS, ...TLS_FLAGS],
     ),
     optimizer: serveVariant(
       "optimizer",

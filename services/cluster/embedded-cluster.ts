@@ -10,6 +10,7 @@ import { MemoryBus } from "../core/src/bus/memory-bus.js";
 import { type NatsCredentialSources, natsClientAuth } from "../core/src/bus/nats-auth.js";
 import { NatsBus } from "../core/src/bus/nats-bus.js";
 import type { RlaifConfig } from "../core/src/config/settings.js";
+import { ConfigError } from "../core/src/errors.js";
 import { clusterWeightsKeys } from "../core/src/weights/weights-keys.js";
 import { scorerFromSettings, startFeedbackServer } from "../feedback/main.js";
 import { type OptimizerServer, startOptimizerServer } from "../optimizer/main.js";
@@ -91,6 +92,14 @@ export async function startEmbeddedCluster(
     const keys = await clusterWeightsKeys(services);
     closers.push(() => keys.dispose());
     let feedbackAddress = services.feedbackAddress;
+    const inProcess = [services.judgeUrl && "--judge-url", services.rewardModel && "--reward-model"].filter(
+      Boolean,
+    );
+    if (feedbackAddress && inProcess.length > 0) {
+      throw new ConfigError(
+        `--feedback-address names an external FeedbackService, and ${inProcess.join(" and ")} a built-in scorer: give one of them`,
+      );
+    }
     if (!feedbackAddress) {
       const scorer = await scorerFromSettings(services);
       const feedback = await startFeedbackServer({ host, port: 0, scorer, ...logOpt });

@@ -9,21 +9,37 @@ import { implement, type RunningServer, startServer } from "../core/src/grpc/ser
 import { compositeScorer } from "./composite-scorer.js";
 import { FeedbackService, type ItemScorer, ruleScorer, scorerFeedbackService } from "./feedback-service.js";
 import { judgeOptionsFrom, judgeScorer } from "./judge-scorer.js";
+import { mixedScorer, type WeightedScorer } from "./mixed-scorer.js";
 import { rewardModelScorer } from "./reward-model-scorer.js";
 
 /**
  * The scorer the settings name: the LLM judge (`--judge-url`), a learned reward model
- * (`--reward-model`), or the weighted rules (`--feedback-rules`, default AFINN). One place, so
- * `rlaif serve feedback` and the embedded cluster choose alike; naming two scorers is a
- * ConfigError rather than one silently winning.
+ * (`--reward-model`) and the weighted rules (`--feedback-rules`), each with its weight
+ * (`--judge-weight`, `--reward-model-weight`; the rules carry theirs in the spec), combined into
+ * one scorer "composite" (mixed-scorer.ts) when more than one is named. The rules take part when
+ * no model scorer is named (AFINN by default, as always) or when `--feedback-rules` is given
+ * beside one; a scorer named alone with weight 1 is served as itself. One place, so
+ * `rlaif serve feedback` and the embedded cluster choose alike.
  */
 export async function scorerFromSettings(s: ServiceSettings): Promise<ItemScorer> {
-  if (s.judgeUrl && s.rewardModel) {
-    throw new ConfigError("--judge-url and --reward-model each name the scorer to serve: give one of them");
+  const weights = [
+    ["--judge-weight", s.judgeUrl, s.judgeWeight],
+    ["--reward-model-weight", s.rewardModel, s.rewardModelWeight],
+  ] as const;
+  for (const [flag, named, weight] of weights) {
+    if (named && weight === 0) {
+      throw new ConfigError(`${flag} is 0: give a non-zero weight, or leave that scorer out`);
+    }
   }
-  if (s.judgeUrl) return judgeScorer(judgeOptionsFrom(s));
-  if (s.rewardModel) return rewardModelScorer(s.rewardModel, s.backend);
-  return compositeScorer(s.feedbackRules);
+  const parts: WeightedScorer[] = [];
+  if (s.judgeUrl) parts.push({ scorer: judgeScorer(judgeOptionsFrom(s)), weight: s.judgeWeight });
+  if (s.rewardModel) {
+    parts.push({ scorer: await rewardModelScorer(s.rewardModel, s.backend), weight: s.rewardModelWeight });
+  }
+  if (parts.length === 0 || s.feedbackRules.trim() !== "") {
+    parts.push({ scorer: compositeScorer(s.feedbackRules), weight: 1 });
+  }
+  return mixedScorer(parts);
 }
 
 /** Where to listen, and what to serve. */

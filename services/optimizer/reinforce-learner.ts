@@ -25,6 +25,7 @@ import { KlController, type KlControllerState } from "../core/src/learn/kl-contr
 import { trainStep } from "../core/src/learn/optimizer.js";
 import { buildPgBatch, disposePgBatch } from "../core/src/learn/reinforce.js";
 import { tokenRewards } from "../core/src/learn/returns.js";
+import { adjustTokenRewards, RewardNormalizer, type RewardNormState } from "../core/src/learn/reward-norm.js";
 import { runLearningRate } from "../core/src/learn/schedule.js";
 import type { CausalLM, WeightMap } from "../core/src/model/causal-lm.js";
 import {
@@ -80,6 +81,8 @@ export interface OptimizerInfo {
 export interface LearnerState {
   baseline: BaselineState;
   kl: KlControllerState;
+  /** The reward normaliser's running moments per scorer; absent when normalisation is off. */
+  rewardNorm?: RewardNormState;
 }
 
 /** REINFORCE-family learner on a policy model (forward(tokens) → logits [B, T, V]). */
@@ -92,6 +95,8 @@ export class ReinforceLearner implements Learner {
   private readonly adam: Adam;
   private baseline: MovingAverageBaseline;
   private kl: KlController;
+  /** Reward normalisation and clipping (identity unless the run turns them on). */
+  private rewardNorm: RewardNormalizer;
   /** tf variable name → parameter name (variable names carry a per-process model counter). */
   private readonly paramOf: Map<string, string>;
   /** A LoRA run's adapters (the only variables Adam trains), or null for full fine-tuning. */
@@ -116,6 +121,7 @@ export class ReinforceLearner implements Learner {
     this.adam = new Adam({ learningRate: settings.learningRate, weightDecay: settings.weightDecay });
     this.baseline = new MovingAverageBaseline(settings.baselineDecay);
     this.kl = new KlController(settings.klCoef, settings.klTarget, settings.klHorizon);
+    this.rewardNorm = newRewardNormalizer(settings);
     const spec = loraSpecOf(settings);
     this.lora = spec === null ? null : (loraOf(model) ?? attachLora(model, spec, adapters ?? settings.seed));
     this.trained = this.lora?.variables() ?? model.variables();
@@ -173,22 +179,30 @@ export class ReinforceLearner implements Learner {
 
   /** Baseline and β, to save with a checkpoint. */
   getState(): LearnerState {
-    return { baseline: this.baseline.toState(), kl: this.kl.toState() };
+    const state: LearnerState = { baseline: this.baseline.toState(), kl: this.kl.toState() };
+    // Only when on: a run without normalisation writes the same learner state as before it existed.
+    if (this.rewardNorm.enabled) state.rewardNorm = this.rewardNorm.toState();
+    return state;
   }
 
   /** Restores {@link getState}'s output. */
   setState(state: LearnerState): void {
     this.baseline = MovingAverageBaseline.fromState(state.baseline);
     this.kl = KlController.fromState(state.kl);
+    this.rewardNorm = newRewardNormalizer(this.settings, state.rewardNorm);
   }
 
   async step(trajectories: Trajectory[]): Promise<LearnerStepResult> {
     const s = this.settings;
     const beta = this.kl.beta;
     const inReward = s.klIn === "reward";
+    // 0. Reward normalisation per scorer and clipping (when on), from statistics with this batch counted.
+    const norm = this.rewardNorm.enabled ? this.rewardNorm.prepare(trajectories) : null;
     // 1. Per-token rewards r_t (a scalar goes to the last token); KL in the reward: r_t − β·KL_t.
-    const pg = trajectories.map((t) => {
-      const rewards = tokenRewards(t.completionTokens.length, t.reward, t.tokenRewards);
+    const pg = trajectories.map((t, i) => {
+      const raw = tokenRewards(t.completionTokens.length, t.reward, t.tokenRewards);
+      const adjust = norm?.adjustments[i];
+      const rewards = adjust ? adjustTokenRewards(raw, adjust) : raw;
       return {
         promptTokens: t.promptTokens,
         completionTokens: t.completionTokens,
@@ -246,6 +260,8 @@ export class ReinforceLearner implements Learner {
         this.baseline.update(built.returns);
         // 6. Adaptive β from the batch's KL in nats per sample (no-op when β is fixed).
         this.kl.update(sampleKl(trajectories), trajectories.length);
+        // 7. The reward statistics with this batch counted become the run's.
+        if (norm) this.rewardNorm.commit(norm);
       }
       return {
         updateSkipped: !res.applied,
@@ -255,6 +271,7 @@ export class ReinforceLearner implements Learner {
         clipFraction: res.clipFraction,
         klCoef: beta,
         learningRate: lr,
+        ...(norm ? { rewardNorm: { ...this.rewardNorm.summary(norm.next), clipped: norm.clipped } } : {}),
       };
     } finally {
       if (this.lora) this.lora.dropoutSeed = null;
@@ -312,4 +329,9 @@ export class ReinforceLearner implements Learner {
     this.lora?.dispose();
     this.model.dispose();
   }
+}
+
+/** The run's reward normaliser (settings.rewardNorm, rewardClip), from saved moments on resume. */
+function newRewardNormalizer(settings: RunSettings, state?: RewardNormState): RewardNormalizer {
+  return new RewardNormalizer(settings.rewardNorm === "per-scorer", settings.rewardClip, state);
 }

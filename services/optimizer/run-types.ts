@@ -23,6 +23,8 @@ export interface LearnerStepResult {
   learningRate?: number;
   /** True when the gradient was not finite and nothing was updated (weights, Adam, baseline, β). */
   updateSkipped?: boolean;
+  /** With reward normalisation or clipping on: the running μ and σ per scorer, and the samples clipped. */
+  rewardNorm?: { mean: Record<string, number>; std: Record<string, number>; clipped: number };
 }
 
 /** What the run loop needs from the learning side (model + optimiser). */

@@ -81,6 +81,9 @@ export async function stepMetrics(f: StepFigures): Promise<StepMetrics> {
     droppedByCause: pipeline.droppedByCause,
     weightsBytesPublished: BigInt(f.published.bytes),
     weightsDelta: f.published.delta,
+    rewardNormMean: update.rewardNorm?.mean ?? {},
+    rewardNormStd: update.rewardNorm?.std ?? {},
+    rewardsClipped: update.rewardNorm?.clipped ?? 0,
   });
 }
 

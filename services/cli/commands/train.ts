@@ -105,6 +105,7 @@ export const trainCommand: CommandRun = {
         feedbackAddress: config.services.feedbackAddress,
         feedbackRules: config.services.feedbackRules,
         rewardModel: config.services.rewardModel,
+        judgeUrl: config.services.judgeUrl,
       };
     } finally {
       progress.done();

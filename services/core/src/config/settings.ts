@@ -16,6 +16,7 @@ import {
   KlInSchema,
   LrDecaySchema,
   OffPolicySchema,
+  RewardNormSchema,
 } from "../../gen/rlaif/common/v1/types_pb.js";
 import { setPath } from "./object-path.js";
 
@@ -417,7 +418,28 @@ const RUN = {
     max: 10_000,
     help: "newest step checkpoints kept (0 = all)",
     proto: "checkpointKeep",
+  }), // --- fbmix ---
+  /**
+   * Reward normalisation in the Optimizer (core/src/learn/reward-norm.ts): off by default, so a
+   * run's rewards reach the learner as the scorer gave them, bitwise as before.
+   */
+  rewardNorm: choice(["off", "per-scorer"] as const, {
+    flag: "reward-norm",
+    default: "off",
+    help: "reward normalisation before each update: off, or per-scorer (r − μ)/(σ + 1e-8) with a running mean/std per scorer_id",
+    proto: "rewardNorm",
+    protoEnum: RewardNormSchema,
   }),
+  /** 0 = off: a clip is a choice of scale, meaningful only once that scale is known (e.g. normalised). */
+  rewardClip: num({
+    flag: "reward-clip",
+    default: 0,
+    min: 0,
+    max: 1e6,
+    help: "clip each sample's (normalised) reward to ±c before the update (0 = off)",
+    proto: "rewardClip",
+  }),
+  // --- end of fbmix ---
 };
 
 /** Where the services are and what they load (`services.*`; CLI and config file only). */
@@ -828,7 +850,27 @@ const SERVICES = {
     patternHelp: "k=v pairs separated by commas",
     help: "headers of every OTLP export as k=v,… e.g. an API key (empty = OTEL_EXPORTER_OTLP_HEADERS)",
   }),
-  // --- end of otel ---
+  // --- end of otel ---  // --- fbmix ---
+  /**
+   * Weights of the model scorers when the built-in Feedback mixes scorers
+   * (services/feedback/mixed-scorer.ts): reward = w_judge·judge + w_rm·rm + rules. 1 by default,
+   * so a scorer named alone is served as itself; 0 is refused (leave the scorer out instead).
+   */
+  judgeWeight: num({
+    flag: "judge-weight",
+    default: 1,
+    min: -1e6,
+    max: 1e6,
+    help: "Feedback: weight of the LLM judge's score in the reward when it is mixed with other scorers (non-zero)",
+  }),
+  rewardModelWeight: num({
+    flag: "reward-model-weight",
+    default: 1,
+    min: -1e6,
+    max: 1e6,
+    help: "Feedback: weight of the reward model's score in the reward when it is mixed with other scorers (non-zero)",
+  }),
+  // --- end of fbmix ---
 };
 
 const OUT = text({
