@@ -106,16 +106,18 @@ describe("train telemetry", () => {
   });
 
   it("train telemetry - --log-format json makes every stderr line one JSON object, step lines included", () => {
-    const records = result.stderr
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l) as Record<string, string>);
+    const lines = result.stderr.trim().split("\n");
+    expect(lines.filter((l) => !l.startsWith("{"))).toEqual([]);
+    const records = lines.map((l) => JSON.parse(l) as Record<string, string>);
     for (const r of records) expect(r.service).toBe("rlaif-train");
     const msgs = records.map((r) => r.msg);
     expect(msgs).toContainEqual(
       expect.stringMatching(/^rlaif train: metrics on http:\/\/127\.0\.0\.1:\d+\/metrics$/),
     );
     expect(msgs).toContainEqual(expect.stringMatching(new RegExp(`^step ${STEPS}/${STEPS} reward`)));
+    expect(msgs).toContainEqual(
+      expect.stringMatching(new RegExp(`^run run-\\S+ \\(embedded\\): ${STEPS} steps`)),
+    );
     // The Policy thread's swap line carries its swap span's trace id (forwarded with the line).
     const swap = records.find((r) => /^policy: now serving weights v2 /.test(r.msg ?? ""));
     expect(swap?.trace_id).toMatch(/^[0-9a-f]{32}$/);

@@ -8,6 +8,7 @@
  * scrape time. See docs/metrics.md and docs/observability.md.
  */
 
+import { Writable } from "node:stream";
 import type { EmbeddedCluster } from "../cluster/embedded-cluster.js";
 import type { RlaifConfig } from "../core/src/config/settings.js";
 import { METRICS_REGISTRY } from "../core/src/ops/metrics.js";
@@ -28,6 +29,8 @@ export const TRAIN_SERVICE = "rlaif-train";
 export interface TrainTelemetry {
   /** Steps and log lines: the progress bar and plain lines, or one JSON object per line. */
   readonly progress: ProgressReporter;
+  /** Where the run's human summary goes: stderr, or (JSON format) a stream writing it as JSON lines. */
+  readonly summaryOut: NodeJS.WritableStream;
   /** Tracing for the Policy's worker thread (its own OTel globals); absent when tracing is off. */
   readonly policyTracing?: TracingConfig;
   /** With `--metrics-port`, serve /metrics (every service of the cluster), /healthz and /report. */
@@ -54,21 +57,32 @@ function jsonProgress(log: (line: string) => void): ProgressReporter {
   };
 }
 
+/** A stream whose text goes to `log` line by line (the run summary as JSON log lines). */
+function linesTo(log: (line: string) => void): Writable {
+  return new Writable({
+    write(chunk: Buffer | string, _encoding, done) {
+      for (const line of String(chunk).trimEnd().split("\n")) log(line);
+      done();
+    },
+  });
+}
+
 /** Check the metrics port, start tracing and pick the progress format, from the settings. */
 export async function startTrainTelemetry(config: RlaifConfig): Promise<TrainTelemetry> {
   const s = config.services;
   // Before any model loads: a taken port is a one-line fix, not a minute of loading.
   await checkPortFree(s.metricsPort, METRICS_HOST, "metrics-port");
-  const progress =
-    s.logFormat === "json"
-      ? jsonProgress(
-          lineLogger({ format: "json", service: TRAIN_SERVICE, write: (t) => process.stderr.write(t) }),
-        )
-      : createProgress();
+  const json = s.logFormat === "json";
+  const progress = json
+    ? jsonProgress(
+        lineLogger({ format: "json", service: TRAIN_SERVICE, write: (t) => process.stderr.write(t) }),
+      )
+    : createProgress();
   const tracing = tracingFromSettings(s, TRAIN_SERVICE);
   let ops: OpsHttpServer | undefined;
   return {
     progress,
+    summaryOut: json ? linesTo(progress.log) : process.stderr,
     ...(tracing ? { policyTracing: { ...tracing.config, serviceName: `${TRAIN_SERVICE}-policy` } } : {}),
     async serve(cluster) {
       if (!s.metricsPort) return;

@@ -113,6 +113,7 @@ async function train(
         result: run.result,
       },
       flags.json === true,
+      telemetry.summaryOut,
     );
     finished = {
       dir: run.dir,
