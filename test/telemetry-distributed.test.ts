@@ -152,10 +152,14 @@ describe.skipIf(!hasNats)("telemetry(distributed)", () => {
     const lines = [...trace]
       .sort((a, b) => (BigInt(a.startTimeUnixNano) < BigInt(b.startTimeUnixNano) ? -1 : 1))
       .map((s) => `${"  ".repeat(depth(s))}${s.name} [${s.service}] ${durationMs(s).toFixed(1)} ms`);
-    const stepTrace = spans
-      .filter((s) => s.traceId === step?.traceId)
+    const inStep = spans.filter((s) => s.traceId === step?.traceId);
+    const stepDepth = (s: ReceivedSpan): number => {
+      const p = inStep.find((x) => x.spanId === s.parentSpanId);
+      return p ? 1 + stepDepth(p) : 0;
+    };
+    const stepTrace = inStep
       .sort((a, b) => (BigInt(a.startTimeUnixNano) < BigInt(b.startTimeUnixNano) ? -1 : 1))
-      .map((s) => `  ${s.name} [${s.service}] ${durationMs(s).toFixed(1)} ms`);
+      .map((s) => `  ${"  ".repeat(stepDepth(s))}${s.name} [${s.service}] ${durationMs(s).toFixed(1)} ms`);
     console.log(
       `one sample's trace ${consume?.traceId} (${trace.length} spans; step ${attributeOf(step as ReceivedSpan, ATTR.step)} links ${step?.links?.length}, publishes v${version}, swapped by ${swap?.service}):\n${lines.join("\n")}\n` +
         `its step's trace ${step?.traceId}:\n${stepTrace.join("\n")}\nlog line in the swap: ${JSON.stringify(swapped)}`,
