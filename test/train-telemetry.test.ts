@@ -128,6 +128,19 @@ describe("train telemetry", () => {
     expect(swap?.trace_id).toBe(span?.traceId);
   });
 
+  it("train telemetry - a --metrics-port in use is refused with exit 2 before any model loads", async () => {
+    const held = createServer();
+    await new Promise<void>((r) => held.listen(0, "127.0.0.1", r));
+    const { port } = held.address() as { port: number };
+    try {
+      const r = await startRlaif(["train", "--metrics-port", String(port), "--steps", "1"]).done;
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`port ${port} is in use: choose another --metrics-port`);
+    } finally {
+      await new Promise((r) => held.close(r));
+    }
+  });
+
   it("train telemetry - one sample's trace runs from the prompt job to the Policy thread's Generate", () => {
     const { spans } = receiver;
     const job = spans.find((s) => s.name === "rollout.job");
