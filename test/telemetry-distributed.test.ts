@@ -128,9 +128,9 @@ describe.skipIf(!hasNats)("telemetry(distributed)", () => {
     expect(weights?.traceId).toBe(step?.traceId);
 
     // JSON log lines written inside a span carry that span's ids, as the receiver got them.
-    const records = logs.flatMap((l) => {
+    const records = logs.flatMap((l): Record<string, string>[] => {
       const m = /^\[(\w+)\] (\{.*\})$/.exec(l);
-      return m ? [{ proc: m[1], ...(JSON.parse(m[2] as string) as Record<string, string>) }] : [];
+      return m ? [{ proc: m[1] as string, ...(JSON.parse(m[2] as string) as Record<string, string>) }] : [];
     });
     const swapped = records.find(
       (r) => r.proc === "policy" && r.msg?.includes(`now serving weights v${version} `),
