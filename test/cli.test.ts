@@ -41,6 +41,9 @@ describe("cli", () => {
     }
     const train = rlaif("train", "--help").stdout;
     expect(train).toContain("--feedback-address");
+    // The embedded run's telemetry, as `rlaif serve` has it (cli/train-telemetry.ts).
+    for (const f of ["--metrics-port", "--log-format", "--otlp-endpoint", "--otlp-headers"])
+      expect(train, f).toContain(f);
     expect(train).toMatch(/rlaif train --resume runs\/<run id> --steps 40/);
     expect(train).toMatch(/--config <file> .*relative paths in it .*resolve against the file's folder/i);
     expect(rlaif("up", "--help").stdout).toContain("--feedback-address");
@@ -161,6 +164,8 @@ describe("cli", () => {
         /--policy-address is not a flag of serve policy; serve rollout takes it/,
       ],
       [["train", "--backend", "tpu"], /--backend: must be one of auto, tensorflow, wasm, cpu/],
+      [["train", "--log-format", "xml"], /--log-format: must be one of text, json/],
+      [["train", "--metrics-port", "http"], /--metrics-port/],
       [["train", "--feedback-address", "nohost"], /--feedback-address: must look like host:port/],
       [["train", "--config", join(dir, "missing.yaml")], /cannot read config file/],
       [["train", "--checkpoint", join(dir, "none.safetensors")], /does not exist: pass --checkpoint/],

@@ -1,13 +1,17 @@
 /**
  * `--log-format`: text lines stay as they were; json gives one object per line with time, level,
  * service, run id, trace/span id and msg — checked on the formatter and on a real
- * `rlaif serve feedback --log-format json` process.
+ * `rlaif serve feedback --log-format json` process. A line written inside a span names it while
+ * tracing is on (checked against a real OTLP/HTTP receiver), and names none while it is off.
  */
 import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { describe, expect, it } from "vitest";
 import { defaultConfig } from "../services/core/src/config/settings.js";
 import { formatLine, levelOf, lineLogger } from "../services/core/src/telemetry/log-format.js";
+import { endSpan, inSpan, startSpan, traceparentOf } from "../services/core/src/telemetry/spans.js";
+import { startTracing } from "../services/core/src/telemetry/tracing.js";
+import { startOtlpReceiver } from "./helpers/otlp-receiver.js";
 import { startRlaif } from "./helpers/spawn-rlaif.js";
 
 const T = new Date("2026-12-03T11:30:00.123Z");
@@ -58,6 +62,52 @@ describe("log format", () => {
     expect(words.run_id).toBeUndefined();
   });
 
+  it("log format - a line logged inside a span (across awaits) names that span while tracing is on", async () => {
+    const receiver = await startOtlpReceiver();
+    const tracing = startTracing({
+      url: `${receiver.url}/v1/traces`,
+      headers: {},
+      serviceName: "rlaif-test",
+    });
+    try {
+      const out: string[] = [];
+      const log = lineLogger({ format: "json", service: "rollout", write: (t) => out.push(t) });
+      const span = startSpan("rollout.job", undefined);
+      await inSpan(span, async () => {
+        await new Promise((r) => setTimeout(r, 5));
+        log("rollout: job 3 scored");
+      });
+      endSpan(span);
+      log("rollout: idle");
+      await tracing.flush();
+      const [inside, outside] = out.map((l) => JSON.parse(l) as Record<string, string>);
+      const got = receiver.spans.find((x) => x.name === "rollout.job");
+      expect(got, "the receiver got the span").toBeDefined();
+      expect(inside?.trace_id).toBe(got?.traceId);
+      expect(inside?.span_id).toBe(got?.spanId);
+      expect(outside?.trace_id).toBeUndefined();
+    } finally {
+      await tracing.shutdown();
+      await receiver.close();
+    }
+  });
+
+  it("log format - with tracing off a line logged inside a span carries no trace or span id", async () => {
+    const out: string[] = [];
+    const log = lineLogger({ format: "json", service: "rollout", write: (t) => out.push(t) });
+    // A job whose header names a trace: the no-op tracer passes it through, but no backend has it.
+    const parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const span = startSpan("rollout.job", parent);
+    expect(traceparentOf(span)).toBe(parent);
+    await inSpan(span, async () => {
+      await new Promise((r) => setTimeout(r, 1));
+      log("rollout: job 3 scored");
+    });
+    endSpan(span);
+    const record = JSON.parse(out[0] as string) as Record<string, string>;
+    expect(Object.keys(record)).toEqual(["time", "level", "service", "msg"]);
+  });
+
   it("log format - level follows the words of the line", () => {
     expect(levelOf("optimizer: cannot write run-end.json: EACCES")).toBe("error");
     expect(levelOf("rollout: Feedback timed out; retrying job 3 in 500 ms")).toBe("warn");
@@ -84,6 +134,8 @@ describe("log format", () => {
     expect(records.length).toBeGreaterThanOrEqual(2);
     for (const rec of records) {
       expect(rec.service).toBe("feedback");
+      // Tracing is off: no line names a trace.
+      expect(rec.trace_id).toBeUndefined();
       expect(Number.isNaN(Date.parse(rec.time as string))).toBe(false);
     }
     expect(records.map((x) => x.msg)).toContainEqual(expect.stringMatching(/^feedback: SIGTERM: draining/));

@@ -2,9 +2,11 @@
  * The tracing acceptance test: a short distributed run (nats-server + one `rlaif serve` process
  * per service, as `rlaif up` starts them) with `--otlp-endpoint` at a real OTLP/HTTP receiver
  * shows, for one sample, spans from all four services under one trace id, each the child of the
- * span before: rollout.job → Generate client → Generate server (policy), Score client → server
- * (feedback), Logprobs, trajectories publish → trajectory consume (optimizer); the step span
- * links to the consume spans, the weight publish is its child, and each swap carries a version.
+ * span before: prompt job publish (optimizer) → rollout.job → Generate client → Generate server
+ * (policy), Score client → server (feedback), Logprobs, trajectories publish → trajectory consume
+ * (optimizer); the step span links to the consume spans, the weight publish is its child and
+ * each replica's swap the publish's child. With `--log-format json` the log lines written inside
+ * the publish and the swap carry those spans' trace and span ids.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type LocalCluster, startLocalCluster } from "../services/cluster/local-cluster.js";
@@ -32,12 +34,15 @@ describe.skipIf(!hasNats)("telemetry(distributed)", () => {
   let cluster: LocalCluster | undefined;
   let runId = "";
   const config = tinyRunConfig("");
+  /** The processes' stderr lines, `[service] {json}`. */
+  const logs: string[] = [];
 
   beforeAll(async () => {
     receiver = await startOtlpReceiver();
     const cfg = tinyRunConfig(await writeTinyCheckpoint());
     cfg.services.otlpEndpoint = receiver.url;
-    cluster = await startLocalCluster(cfg, () => {});
+    cfg.services.logFormat = "json";
+    cluster = await startLocalCluster(cfg, (line) => logs.push(line));
     const optimizer = createClient(OptimizerService, cluster.addresses.optimizer, {
       defaultTimeoutMs: 30_000,
     });
@@ -77,7 +82,14 @@ describe.skipIf(!hasNats)("telemetry(distributed)", () => {
     const job = parentOf(publish);
     expect(job?.name).toBe("rollout.job");
     expect(job?.service).toBe("rlaif-rollout");
-    expect(job?.parentSpanId ?? "").toBe("");
+    // The trace starts where the job was queued: the Optimizer's producer span is its root.
+    const queued = parentOf(job);
+    expect(queued?.name).toBe("prompt job publish");
+    expect(queued?.service).toBe("rlaif-optimizer");
+    expect(queued?.parentSpanId ?? "").toBe("");
+    expect(attributeOf(queued as ReceivedSpan, ATTR.promptIndex)).toBe(
+      attributeOf(job as ReceivedSpan, ATTR.promptIndex),
+    );
     const generate = one(`${POLICY}/Generate`, "rlaif-rollout", job);
     one(`${POLICY}/Generate`, "rlaif-policy", generate);
     const score = one(FEEDBACK, "rlaif-rollout", job);
@@ -110,13 +122,47 @@ describe.skipIf(!hasNats)("telemetry(distributed)", () => {
       (s) => s.name === "weights swap" && attributeOf(s, ATTR.weightsVersion) === version,
     );
     expect(swap?.service).toBe("rlaif-policy");
+    // The swap is a span of the step: the manifest's traceparent names the publish span.
+    expect(swap?.parentSpanId).toBe(weights?.spanId);
+    expect(swap?.traceId).toBe(step?.traceId);
+    expect(weights?.traceId).toBe(step?.traceId);
+
+    // JSON log lines written inside a span carry that span's ids, as the receiver got them.
+    const records = logs.flatMap((l): Record<string, string>[] => {
+      const m = /^\[(\w+)\] (\{.*\})$/.exec(l);
+      return m ? [{ proc: m[1] as string, ...(JSON.parse(m[2] as string) as Record<string, string>) }] : [];
+    });
+    const swapped = records.find(
+      (r) => r.proc === "policy" && r.msg?.includes(`now serving weights v${version} `),
+    );
+    expect(swapped, "the replica's swap line").toBeDefined();
+    expect(swapped?.trace_id).toBe(swap?.traceId);
+    expect(swapped?.span_id).toBe(swap?.spanId);
+    const published = records.find(
+      (r) => r.proc === "optimizer" && r.msg?.includes(`published weights v${version} `),
+    );
+    expect(published?.trace_id).toBe(step?.traceId);
+    expect(published?.span_id).toBe(weights?.spanId);
+    // Lines outside any span (start-up, drain) name none.
+    const listening = records.filter((r) => /draining|drained in/.test(r.msg ?? ""));
+    expect(listening.length).toBeGreaterThan(0);
+    for (const r of listening) expect(r.trace_id).toBeUndefined();
 
     const depth = (s: ReceivedSpan): number => (parentOf(s) ? 1 + depth(parentOf(s) as ReceivedSpan) : 0);
     const lines = [...trace]
       .sort((a, b) => (BigInt(a.startTimeUnixNano) < BigInt(b.startTimeUnixNano) ? -1 : 1))
       .map((s) => `${"  ".repeat(depth(s))}${s.name} [${s.service}] ${durationMs(s).toFixed(1)} ms`);
+    const inStep = spans.filter((s) => s.traceId === step?.traceId);
+    const stepDepth = (s: ReceivedSpan): number => {
+      const p = inStep.find((x) => x.spanId === s.parentSpanId);
+      return p ? 1 + stepDepth(p) : 0;
+    };
+    const stepTrace = inStep
+      .sort((a, b) => (BigInt(a.startTimeUnixNano) < BigInt(b.startTimeUnixNano) ? -1 : 1))
+      .map((s) => `  ${"  ".repeat(stepDepth(s))}${s.name} [${s.service}] ${durationMs(s).toFixed(1)} ms`);
     console.log(
-      `one sample's trace ${consume?.traceId} (${trace.length} spans; step ${attributeOf(step as ReceivedSpan, ATTR.step)} links ${step?.links?.length}, publishes v${version}, swapped by ${swap?.service}):\n${lines.join("\n")}`,
+      `one sample's trace ${consume?.traceId} (${trace.length} spans; step ${attributeOf(step as ReceivedSpan, ATTR.step)} links ${step?.links?.length}, publishes v${version}, swapped by ${swap?.service}):\n${lines.join("\n")}\n` +
+        `its step's trace ${step?.traceId}:\n${stepTrace.join("\n")}\nlog line in the swap: ${JSON.stringify(swapped)}`,
     );
   });
 });

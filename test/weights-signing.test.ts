@@ -29,6 +29,7 @@ import {
   loadSigningKey,
   loadVerifyKey,
   signatureProblem,
+  signedBytes,
   signerOf,
   signManifest,
   type WeightsSigner,
@@ -90,6 +91,23 @@ describe("weights signing - signatures and keys", () => {
     expect(signatureProblem(altered, signer)).toMatch(/does not verify/);
     expect(signatureProblem(signed, newSigner())).toMatch(/signed by key .* not the trusted key/);
     expect(signatureProblem(m, signer)).toMatch(/unsigned/);
+  });
+
+  it("weights signing - the publish's traceparent is signed; a manifest without it signs the same bytes as before", async () => {
+    const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const { bus, publisher, signer } = setup();
+    const m = await publisher.publish(bus, input(text("w1"), 0), tp);
+    expect(m.traceparent).toBe(tp);
+    expect(signatureProblem(m, signer)).toBeNull();
+    const altered = clone(WeightsManifestSchema, m);
+    altered.traceparent = tp.replace("b7ad", "0000");
+    expect(signatureProblem(altered, signer)).toMatch(/does not verify/);
+    // Left empty, the field is not encoded: the signed bytes are those of the schema without it.
+    const old = create(WeightsManifestSchema, { version: 3n, runId: "r", step: 2, sha256: "ab".repeat(32) });
+    expect(signedBytes(old)).toEqual(signedBytes(create(WeightsManifestSchema, { ...old, traceparent: "" })));
+    const withTp = signedBytes(create(WeightsManifestSchema, { ...old, traceparent: tp }));
+    expect(withTp.length).toBeGreaterThan(signedBytes(old).length);
+    expect(signatureProblem(signManifest(old, signer), signer)).toBeNull();
   });
 
   it("weights signing - a reader that does not know a newer field still verifies the manifest", () => {

@@ -20,11 +20,15 @@ export interface FollowedRun {
   result(): Promise<RunSummary>;
 }
 
-/** Show the run's progress until it ends, report its summary, and return it. */
+/**
+ * Show the run's progress until it ends, report its summary (the human one to `human`, stderr by
+ * default: `rlaif train --log-format json` passes a stream that writes JSON lines), and return it.
+ */
 export async function followRun(
   progress: ProgressReporter,
   run: FollowedRun,
   json: boolean,
+  human?: NodeJS.WritableStream,
 ): Promise<RunSummary> {
   progress.begin(run.steps, run.fromStep);
   try {
@@ -35,6 +39,6 @@ export async function followRun(
     progress.done();
   }
   const summary = await run.result();
-  reportSummary(summary, json);
+  reportSummary(summary, json, human);
   return summary;
 }

@@ -84,6 +84,12 @@ export const trainSpec: CommandSpec = {
     ...WEIGHTS_SIGN_FLAGS,
     ...WEIGHTS_VERIFY_FLAGS,
     "out",
+    // The process's ops HTTP port (one /metrics for all four services), log format and OTLP
+    // tracing, as `rlaif serve` has them (cli/train-telemetry.ts).
+    "metrics-port",
+    "log-format",
+    "otlp-endpoint",
+    "otlp-headers",
   ],
   flags: [
     { name: "json", type: "boolean", help: "print the RunSummary as JSON on stdout's last line" },

@@ -11,6 +11,7 @@ import { type NatsCredentialSources, natsClientAuth } from "../core/src/bus/nats
 import { NatsBus } from "../core/src/bus/nats-bus.js";
 import type { RlaifConfig } from "../core/src/config/settings.js";
 import { ConfigError } from "../core/src/errors.js";
+import type { TracingConfig } from "../core/src/telemetry/tracing.js";
 import { clusterWeightsKeys } from "../core/src/weights/weights-keys.js";
 import { scorerFromSettings, startFeedbackServer } from "../feedback/main.js";
 import { type OptimizerServer, startOptimizerServer } from "../optimizer/main.js";
@@ -44,12 +45,22 @@ export interface EmbeddedCluster {
   close(): Promise<void>;
 }
 
+/** What {@link startEmbeddedCluster} may be given besides the configuration. */
+export interface EmbeddedClusterOptions {
+  /**
+   * Tracing of the Policy's worker thread, which has OTel globals of its own (the main thread's
+   * is started by the caller, `rlaif train`); absent: the thread records no spans.
+   */
+  policyTracing?: TracingConfig;
+}
+
 /** The Policy in its own thread, or on this one (`services.policyIn`). */
 async function startPolicy(
   config: RlaifConfig,
   bus: Bus,
   log: ((line: string) => void) | undefined,
   weightsVerifyKey: string,
+  tracing: TracingConfig | undefined,
 ): Promise<{ address: string; thread: PolicyThread | null; close(): Promise<void> }> {
   const { services } = config;
   const opts = {
@@ -68,6 +79,7 @@ async function startPolicy(
   const thread = await startPolicyThread({
     ...opts,
     ...(log ? { log } : {}),
+    ...(tracing ? { tracing } : {}),
     // The Rollout's retries would hide a dead Policy behind UNAVAILABLE: say what happened.
     onFailure: (err) => (log ?? console.error)(`policy: ${err.message}`),
   });
@@ -78,6 +90,7 @@ async function startPolicy(
 export async function startEmbeddedCluster(
   config: RlaifConfig,
   log?: (line: string) => void,
+  opts: EmbeddedClusterOptions = {},
 ): Promise<EmbeddedCluster> {
   const { services } = config;
   const host = "127.0.0.1";
@@ -106,7 +119,7 @@ export async function startEmbeddedCluster(
       closers.push(() => feedback.shutdown(1000));
       feedbackAddress = feedback.address;
     }
-    const policy = await startPolicy(config, bus, log, keys.verifyKey);
+    const policy = await startPolicy(config, bus, log, keys.verifyKey, opts.policyTracing);
     closers.push(() => policy.close());
     const rollout = await startRolloutServer({
       host,

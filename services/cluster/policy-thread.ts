@@ -18,6 +18,9 @@ import { serveBusOverPort } from "../core/src/bus/port-bus.js";
 import { LATEST_WEIGHTS_KEY } from "../core/src/bus/subjects.js";
 import { WorkerThreadError } from "../core/src/errors.js";
 import type { BackendName } from "../core/src/model/backend.js";
+import type { MetricsSnapshot } from "../core/src/ops/ops-http.js";
+import { inSpanOf } from "../core/src/telemetry/spans.js";
+import type { TracingConfig } from "../core/src/telemetry/tracing.js";
 import type { ThreadMemory } from "../core/src/thread/memory-probe.js";
 import { startModuleWorker, threadExited, threadFailed } from "../core/src/thread/worker-rpc.js";
 import { manifestObjectNames } from "../core/src/weights/weights-channel.js";
@@ -34,12 +37,15 @@ export interface PolicyThreadInit {
   weightsVerifyKey?: string;
   /** The thread's end of the bus bridge. */
   busPort: MessagePort;
+  /** Export the thread's spans (its own OTel globals) here; absent: tracing off. */
+  tracing?: TracingConfig;
 }
 
 /** Messages from the thread to the main thread. */
 export type ThreadMessage =
   | { type: "ready"; address: string }
-  | { type: "log"; line: string }
+  | { type: "log"; line: string; traceId?: string; spanId?: string }
+  | { type: "metrics"; metrics: MetricsSnapshot }
   | { type: "failed"; name: string; message: string }
   | { type: "memory"; memory: ThreadMemory }
   | { type: "closed" };
@@ -56,7 +62,10 @@ export interface PolicyThreadOptions {
   weightsVerifyKey?: string;
   /** The bus the replica follows (read through the bridge). */
   bus: Bus;
+  /** Gets the thread's log lines, called inside the span each was written in (its ids). */
   log?: (line: string) => void;
+  /** The thread's tracing (service name included); absent: its spans are not recorded. */
+  tracing?: TracingConfig;
   /** Called once if the thread dies after it started (not on close()). */
   onFailure?: (err: WorkerThreadError) => void;
 }
@@ -72,6 +81,8 @@ export interface PolicyThread {
   eventLoopUtilization(prev?: EventLoopUtilization): EventLoopUtilization;
   /** The thread's memory and live tensors (memory-probe.ts), so a soak can tell which thread grows. */
   memory(): Promise<ThreadMemory>;
+  /** The thread's Prometheus metrics (its own registry), so the process's /metrics has the Policy's too. */
+  metrics(): Promise<MetricsSnapshot>;
   /** Shut the server down, then end the thread; idempotent. */
   close(): Promise<void>;
 }
@@ -94,6 +105,7 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
     ...(opts.batchRows !== undefined ? { batchRows: opts.batchRows } : {}),
     ...(opts.queueRows !== undefined ? { queueRows: opts.queueRows } : {}),
     ...(opts.weightsVerifyKey ? { weightsVerifyKey: opts.weightsVerifyKey } : {}),
+    ...(opts.tracing ? { tracing: opts.tracing } : {}),
     busPort: channel.port2,
   };
   const worker = startModuleWorker(new URL("./policy-thread-entry.ts", import.meta.url), init, [
@@ -105,6 +117,7 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
     closed = r;
   });
   const memoryWaiters: ((m: ThreadMemory) => void)[] = [];
+  const metricsWaiters: ((m: MetricsSnapshot) => void)[] = [];
   const release = () => {
     stopServing();
     channel.port1.close();
@@ -118,9 +131,10 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
       failed = true;
     };
     worker.on("message", (m: ThreadMessage) => {
-      if (m.type === "log") opts.log?.(m.line);
+      if (m.type === "log") inSpanOf(m, () => opts.log?.(m.line));
       else if (m.type === "closed") closed();
       else if (m.type === "memory") memoryWaiters.shift()?.(m.memory);
+      else if (m.type === "metrics") metricsWaiters.shift()?.(m.metrics);
       else if (m.type === "ready") {
         started = true;
         resolve(m.address);
@@ -145,6 +159,13 @@ export async function startPolicyThread(opts: PolicyThreadOptions): Promise<Poli
       return new Promise<ThreadMemory>((resolve) => {
         memoryWaiters.push(resolve);
         worker.postMessage("memory");
+      });
+    },
+    metrics() {
+      if (closing) return Promise.resolve([]);
+      return new Promise<MetricsSnapshot>((resolve) => {
+        metricsWaiters.push(resolve);
+        worker.postMessage("metrics");
       });
     },
     async close() {

@@ -41,7 +41,7 @@ import type { RunSettings } from "../core/src/config/settings.js";
 import { RunCancelledError, RunFailedError } from "../core/src/errors.js";
 import { isAdapterBlob } from "../core/src/model/lora-files.js";
 import { recordStep, recordWeightsPublish } from "../core/src/ops/metrics.js";
-import { ATTR, endSpan, SpanKind, startSpan, traceparentOf } from "../core/src/telemetry/spans.js";
+import { ATTR, endSpan, inSpan, SpanKind, startSpan, traceparentOf } from "../core/src/telemetry/spans.js";
 import { type StagedWeights, WeightsPublisher } from "../core/src/weights/weights-publisher.js";
 import { jobSeed, meanStaleness, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import type { Learner, LearnerStepResult, ResumePoint } from "./run-types.js";
@@ -266,12 +266,16 @@ export class RunDriver {
           this.stepTraceparent = traceparentOf(span);
           let result: LearnerStepResult;
           try {
-            result = await this.busy.time(() => this.learner.step(trajs));
-            this.ledger.stepApplied(step, trajs);
-            for (const m of msgs) await m.ack();
-            if ((lag === 0 || step === settings.steps) && due(step)) {
-              await this.publish(await this.weightsBlob(), step, reference, null, this.stepTraceparent);
-            }
+            // In the step's span: its log lines carry the step's trace id (telemetry/log-format.ts).
+            result = await inSpan(span, async () => {
+              const stepped = await this.busy.time(() => this.learner.step(trajs));
+              this.ledger.stepApplied(step, trajs);
+              for (const m of msgs) await m.ack();
+              if ((lag === 0 || step === settings.steps) && due(step)) {
+                await this.publish(await this.weightsBlob(), step, reference, null, this.stepTraceparent);
+              }
+              return stepped;
+            });
           } catch (err) {
             endSpan(span, err);
             throw err;
@@ -346,28 +350,32 @@ export class RunDriver {
           attributes: { [ATTR.runId]: runId, [ATTR.step]: step },
         })
       : null;
+    // The manifest names the publish span, so each replica's swap span is its child.
+    const traceparent = span ? traceparentOf(span) : "";
+    const commit = async (): Promise<WeightsManifest> => {
+      const manifest = staged
+        ? await this.weights.commit(this.bus, staged, traceparent)
+        : await this.weights.publish(
+            this.bus,
+            { blob, runId, step, modelKind: this.learner.modelKind, reference },
+            traceparent,
+          );
+      span?.setAttribute(ATTR.weightsVersion, Number(manifest.version));
+      this.logPublished(manifest, blob);
+      return manifest;
+    };
     let manifest: WeightsManifest;
     try {
-      manifest = staged
-        ? await this.weights.commit(this.bus, staged)
-        : await this.weights.publish(this.bus, {
-            blob,
-            runId,
-            step,
-            modelKind: this.learner.modelKind,
-            reference,
-          });
+      manifest = span ? await inSpan(span, commit) : await commit();
     } catch (err) {
       if (span) endSpan(span, err);
       throw err;
     }
-    span?.setAttribute(ATTR.weightsVersion, Number(manifest.version));
     if (span) endSpan(span);
     recordWeightsPublish(runId, (performance.now() - t0) / 1000);
     this.weightsVersion = Number(manifest.version);
     this.servedBlob = blob;
     this.servedStep = step;
-    this.logPublished(manifest, blob);
   }
 
   /**

@@ -24,7 +24,9 @@ export interface StepIo {
 
 /**
  * Publish the step's prompt jobs, `Nats-Msg-Id` = busRunId.step.index (a re-publish is dropped);
- * prompts are taken cyclically and every job's sampler seed is jobSeed(seed, step, index).
+ * prompts are taken cyclically and every job's sampler seed is jobSeed(seed, step, index). Each
+ * job's `prompt job publish` span starts its samples' trace; its `traceparent` goes in the
+ * job's headers (none while tracing is off: the Rollout then makes one per job).
  */
 export async function queueJobs(
   io: StepIo,
@@ -51,7 +53,22 @@ export async function queueJobs(
       },
       minWeightsVersion: BigInt(minWeightsVersion),
     });
-    await jobs.publish(toBinary(PromptJobSchema, job), { msgId: `${runId}.${step}.${i}` });
+    // The root of the sample's trace: the Rollout's job span is its child (via the header).
+    const span = startSpan("prompt job publish", undefined, {
+      kind: SpanKind.PRODUCER,
+      attributes: { [ATTR.runId]: runId, [ATTR.step]: step, [ATTR.promptIndex]: i },
+    });
+    const traceparent = traceparentOf(span);
+    try {
+      await jobs.publish(toBinary(PromptJobSchema, job), {
+        msgId: `${runId}.${step}.${i}`,
+        ...(traceparent ? { headers: { traceparent } } : {}),
+      });
+      endSpan(span);
+    } catch (err) {
+      endSpan(span, err);
+      throw err;
+    }
   }
 }
 

@@ -26,7 +26,7 @@ import type { WeightsManifest } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus } from "../core/src/bus/bus.js";
 import { WeightsError } from "../core/src/errors.js";
 import { checkAdapterBase, decodeAdapterBlob, isAdapterBlob } from "../core/src/model/lora-files.js";
-import { ATTR, endSpan, startSpan } from "../core/src/telemetry/spans.js";
+import { ATTR, endSpan, inSpan, startSpan } from "../core/src/telemetry/spans.js";
 import { checkManifest, fetchWeightsBlob, watchLatestWeights } from "../core/src/weights/weights-channel.js";
 import { versionProblem } from "../core/src/weights/weights-manifest.js";
 import { fetchVersionBlob } from "../core/src/weights/weights-resolve.js";
@@ -242,27 +242,31 @@ export class PolicyReplica {
         chain = chain.then(async () => {
           const served = this.current;
           if (Number(manifest.version) === served.version && manifest.sha256 === served.sha256) return;
-          // Its own trace: the manifest has no field for the publish's traceparent, so the swap
-          // is found by its version (rlaif.weights_version), as the publish span carries it.
-          const span = startSpan("weights swap", undefined, {
+          // A child of the Optimizer's publish span (the manifest's traceparent), so the swap is
+          // part of the step's trace; a trace of its own when the manifest names none.
+          const span = startSpan("weights swap", manifest.traceparent || undefined, {
             attributes: {
               [ATTR.runId]: manifest.runId,
               [ATTR.step]: Number(manifest.step),
               [ATTR.weightsVersion]: Number(manifest.version),
             },
           });
-          try {
-            await this.apply(bus, manifest);
-            endSpan(span);
-            this.lastSwapError = "";
-            const signed = manifest.signature.length > 0 ? `, signed by key ${manifest.keyId}` : ", unsigned";
-            this.log(
-              `policy: now serving weights v${manifest.version} (run ${manifest.runId}, step ${manifest.step}${signed})`,
-            );
-          } catch (err) {
-            endSpan(span, err);
-            refuse(`v${manifest.version}`, (err as Error).message);
-          }
+          // In the span: the swap's log lines (taken or refused) carry its trace id.
+          await inSpan(span, async () => {
+            try {
+              await this.apply(bus, manifest);
+              this.lastSwapError = "";
+              const signed =
+                manifest.signature.length > 0 ? `, signed by key ${manifest.keyId}` : ", unsigned";
+              this.log(
+                `policy: now serving weights v${manifest.version} (run ${manifest.runId}, step ${manifest.step}${signed})`,
+              );
+              endSpan(span);
+            } catch (err) {
+              refuse(`v${manifest.version}`, (err as Error).message);
+              endSpan(span, err);
+            }
+          });
         });
       },
       (err) => {

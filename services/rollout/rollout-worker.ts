@@ -16,7 +16,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PromptJobSchema, type Trajectory, TrajectorySchema } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { Bus, Queue, QueueMessage } from "../core/src/bus/bus.js";
 import { DEAD_LETTERED, ValidationError } from "../core/src/errors.js";
-import { ATTR, endSpan, SpanKind, startSpan, traceparentOf } from "../core/src/telemetry/spans.js";
+import { ATTR, endSpan, inSpan, SpanKind, startSpan, traceparentOf } from "../core/src/telemetry/spans.js";
 import {
   type CollectJob,
   collectPrompt,
@@ -220,14 +220,10 @@ export class RolloutWorker {
       kind: SpanKind.CONSUMER,
       attributes: { [ATTR.runId]: job.runId, [ATTR.step]: Number(job.step), [ATTR.promptIndex]: job.index },
     });
+    const traceparent = traceparentOf(span) || msg.headers.traceparent || newTraceparent();
     try {
-      await this.handleJob(
-        msg,
-        job,
-        traceparentOf(span) || msg.headers.traceparent || newTraceparent(),
-        out,
-        deadLetters,
-      );
+      // In the job's span: the lines it logs carry its trace id (telemetry/log-format.ts).
+      await inSpan(span, () => this.handleJob(msg, job, traceparent, out, deadLetters));
     } finally {
       endSpan(span);
     }

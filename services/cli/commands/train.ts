@@ -13,11 +13,11 @@ import { SETTINGS } from "../../core/src/config/settings.js";
 import { CheckpointError, ConfigError } from "../../core/src/errors.js";
 import { planResume, type ResumePlan, startRun } from "../../optimizer/run-api.js";
 import { writeRunReport } from "../../optimizer/run-report.js";
-import type { CommandRun } from "../args.js";
+import type { CommandRun, ParsedCommand } from "../args.js";
 import { followRun } from "../follow-run.js";
 import { type FinishedRun, parseEvalPrompts, reportHeldOut } from "../held-out-eval.js";
 import { checkFeedback } from "../preflight.js";
-import { createProgress } from "../progress.js";
+import { startTrainTelemetry, type TrainTelemetry } from "../train-telemetry.js";
 import { kilobytes } from "./run-report.js";
 import { requireModel } from "./shared-flags.js";
 
@@ -62,59 +62,82 @@ export async function resumeTarget(
 export const trainCommand: CommandRun = {
   async run({ config, flags }) {
     const evalPrompts = parseEvalPrompts(flags["eval-prompts"]);
-    const progress = createProgress();
-    const resume = typeof flags.resume === "string" ? await resumeTarget(config, flags.resume) : null;
-    // A resumed run's Policy starts from the run's own weights (same model as the learner's).
-    if (resume && config.services.model)
-      throw new ConfigError("--resume continues the run's own model: drop --model");
-    if (resume) config.services.checkpoint = resume.path;
-    else requireModel(config);
-    if (config.services.feedbackAddress)
-      await checkFeedback(config.services.feedbackAddress, "--feedback-address");
-    const settings = resume?.settings ?? config.run;
-    const cluster = await startEmbeddedCluster(config, (line) => progress.log(line));
-    let finished: FinishedRun;
+    // --log-format, --otlp-endpoint and --metrics-port, as `rlaif serve` has them (train-telemetry.ts).
+    const telemetry = await startTrainTelemetry(config);
     try {
-      progress.log(
-        `rlaif train: ${resume ? `resuming ${resume.runId} at step ${resume.step} of ` : ""}` +
-          `${settings.steps} steps × ${settings.promptsPerStep} prompts × ${settings.samplesPerPrompt} samples, ` +
-          `feedback at ${cluster.feedbackAddress}, bus ${config.services.natsUrl || "in-memory"}`,
-      );
-      const run = await startRun(cluster.optimizer, resume ? { resume } : { settings: config.run });
-      const summary = await followRun(
-        progress,
-        {
-          runId: run.runId,
-          steps: run.settings.steps,
-          fromStep: run.resumedFromStep,
-          metrics: run.metrics(),
-          result: run.result,
-        },
-        flags.json === true,
-      );
-      finished = {
-        dir: run.dir,
-        seed: run.settings.seed,
-        maxNewTokens: run.settings.maxNewTokens,
-        // For --resume the run's first starting model may be long gone or changed: the resumed-from
-        // checkpoint is the "before" (and the KL reference) the report names by its step.
-        startModel: config.services.checkpoint,
-        startStep: run.resumedFromStep,
-        finalModel: summary.checkpointPath,
-        backend: config.services.backend,
-        feedbackAddress: config.services.feedbackAddress,
-        feedbackRules: config.services.feedbackRules,
-        rewardModel: config.services.rewardModel,
-        judgeUrl: config.services.judgeUrl,
-      };
+      await train(config, flags, evalPrompts, telemetry);
     } finally {
-      progress.done();
-      await cluster.close();
+      await telemetry.shutdown();
     }
-    // After the cluster is gone: its threads' memory and cores are free for the two models.
-    if (evalPrompts > 0) await reportHeldOut(finished, evalPrompts, (line) => progress.log(line));
-    // Last, so that it shows the held-out samples too (docs/run-report.md).
-    const report = writeRunReport(finished.dir);
-    progress.log(`run report: ${report.path} (${kilobytes(report.bytes)})`);
   },
 };
+
+/** The run itself, reporting through `telemetry`. */
+async function train(
+  config: RlaifConfig,
+  flags: ParsedCommand["flags"],
+  evalPrompts: number,
+  telemetry: TrainTelemetry,
+): Promise<void> {
+  const { progress } = telemetry;
+  const resume = typeof flags.resume === "string" ? await resumeTarget(config, flags.resume) : null;
+  // A resumed run's Policy starts from the run's own weights (same model as the learner's).
+  if (resume && config.services.model)
+    throw new ConfigError("--resume continues the run's own model: drop --model");
+  if (resume) config.services.checkpoint = resume.path;
+  else requireModel(config);
+  if (config.services.feedbackAddress)
+    await checkFeedback(config.services.feedbackAddress, "--feedback-address");
+  const settings = resume?.settings ?? config.run;
+  const cluster = await startEmbeddedCluster(
+    config,
+    (line) => progress.log(line),
+    telemetry.policyTracing ? { policyTracing: telemetry.policyTracing } : {},
+  );
+  let finished: FinishedRun;
+  try {
+    await telemetry.serve(cluster);
+    progress.log(
+      `rlaif train: ${resume ? `resuming ${resume.runId} at step ${resume.step} of ` : ""}` +
+        `${settings.steps} steps × ${settings.promptsPerStep} prompts × ${settings.samplesPerPrompt} samples, ` +
+        `feedback at ${cluster.feedbackAddress}, bus ${config.services.natsUrl || "in-memory"}`,
+    );
+    const run = await startRun(cluster.optimizer, resume ? { resume } : { settings: config.run });
+    const summary = await followRun(
+      progress,
+      {
+        runId: run.runId,
+        steps: run.settings.steps,
+        fromStep: run.resumedFromStep,
+        metrics: run.metrics(),
+        result: run.result,
+      },
+      flags.json === true,
+      telemetry.summaryOut,
+    );
+    finished = {
+      dir: run.dir,
+      seed: run.settings.seed,
+      maxNewTokens: run.settings.maxNewTokens,
+      // For --resume the run's first starting model may be long gone or changed: the resumed-from
+      // checkpoint is the "before" (and the KL reference) the report names by its step.
+      startModel: config.services.checkpoint,
+      startStep: run.resumedFromStep,
+      finalModel: summary.checkpointPath,
+      backend: config.services.backend,
+      feedbackAddress: config.services.feedbackAddress,
+      feedbackRules: config.services.feedbackRules,
+      rewardModel: config.services.rewardModel,
+      judgeUrl: config.services.judgeUrl,
+    };
+  } finally {
+    progress.done();
+    await telemetry.closeOps();
+    await cluster.close();
+  }
+  // After the cluster is gone: its threads' memory and cores are free for the two models.
+  if (evalPrompts > 0) await reportHeldOut(finished, evalPrompts, (line) => progress.log(line));
+  // Last, so that it shows the held-out samples too (docs/run-report.md).
+  const report = writeRunReport(finished.dir);
+  progress.log(`run report: ${report.path} (${kilobytes(report.bytes)})`);
+}

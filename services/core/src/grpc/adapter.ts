@@ -232,12 +232,13 @@ export function buildServiceDefinition(
         const callback = timedUnary(path, answer);
         const ctx = openContext(call);
         const span = serverSpan(path, ctx.context.metadata);
-        (async () => {
-          ctx.refuseExpired();
-          const req = decode(method.input, call.request, rules);
-          const res = await fn.call(impl, req, ctx.context);
-          return encodeMessage(method.output, res as MessageInitShape<DescMessage>);
-        })()
+        span
+          .run(async () => {
+            ctx.refuseExpired();
+            const req = decode(method.input, call.request, rules);
+            const res = await fn.call(impl, req, ctx.context);
+            return encodeMessage(method.output, res as MessageInitShape<DescMessage>);
+          })
           .then(
             (bytes) => {
               span.ok();
@@ -254,19 +255,20 @@ export function buildServiceDefinition(
         const ctx = openContext(call);
         const span = serverSpan(path, ctx.context.metadata);
         const { signal } = ctx.context;
-        (async () => {
-          ctx.refuseExpired();
-          const req = decode(method.input, call.request, rules);
-          const stream = fn.call(impl, req, ctx.context) as AsyncIterable<MessageInitShape<DescMessage>>;
-          for await (const item of stream) {
-            if (signal.aborted) break;
-            // Respect back-pressure: a slow reader must not make us buffer a whole stream.
-            if (!call.write(encodeMessage(method.output, item))) await once(call, "drain", { signal });
-          }
-          // A stream cut short by the deadline or the client did not complete: never answer OK,
-          // or a caller racing its own deadline timer would read a truncated stream as whole.
-          if (signal.aborted) throw signal.reason;
-        })()
+        span
+          .run(async () => {
+            ctx.refuseExpired();
+            const req = decode(method.input, call.request, rules);
+            const stream = fn.call(impl, req, ctx.context) as AsyncIterable<MessageInitShape<DescMessage>>;
+            for await (const item of stream) {
+              if (signal.aborted) break;
+              // Respect back-pressure: a slow reader must not make us buffer a whole stream.
+              if (!call.write(encodeMessage(method.output, item))) await once(call, "drain", { signal });
+            }
+            // A stream cut short by the deadline or the client did not complete: never answer OK,
+            // or a caller racing its own deadline timer would read a truncated stream as whole.
+            if (signal.aborted) throw signal.reason;
+          })
           .then(
             () => {
               span.ok();

@@ -6,7 +6,12 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Registry } from "prom-client";
+import {
+  AggregatorRegistry,
+  type MetricObjectWithValues,
+  type MetricValue,
+  type Registry,
+} from "prom-client";
 import { METRICS_REGISTRY } from "./metrics.js";
 
 /** A route's handler: plain node:http, so any page or exporter can be mounted. */
@@ -78,13 +83,29 @@ export async function startOpsHttp(opts: OpsHttpOptions): Promise<OpsHttpServer>
 }
 
 /**
- * The routes every service mounts: `/metrics` (Prometheus text format of `registry`) and
- * `/healthz` (200 while the process serves; gRPC health stays the readiness signal).
+ * A registry's metrics as prom-client JSON (`Registry.getMetricsAsJSON`): what another thread of
+ * the process (the embedded run's Policy thread, with registries of its own) hands over.
  */
-export function metricsRoutes(registry: Registry = METRICS_REGISTRY): Record<string, OpsRoute> {
+export type MetricsSnapshot = MetricObjectWithValues<MetricValue<string>>[];
+
+/**
+ * The routes every service mounts: `/metrics` (Prometheus text format of `registry`) and
+ * `/healthz` (200 while the process serves; gRPC health stays the readiness signal). `threads`
+ * adds other threads' metrics to `/metrics` (each thread has a registry of its own), merged per
+ * metric and label set, so one process serves one page with every service it runs.
+ */
+export function metricsRoutes(
+  registry: Registry = METRICS_REGISTRY,
+  threads: readonly (() => Promise<MetricsSnapshot>)[] = [],
+): Record<string, OpsRoute> {
   return {
     "/metrics": async (_req, res) => {
-      const body = await registry.metrics();
+      const body = threads.length
+        ? await AggregatorRegistry.aggregate([
+            await registry.getMetricsAsJSON(),
+            ...(await Promise.all(threads.map((t) => t()))),
+          ]).metrics()
+        : await registry.metrics();
       answer(res, 200, body, { "content-type": registry.contentType });
     },
     "/healthz": (_req, res) => answer(res, 200, "ok\n"),

@@ -5,6 +5,7 @@
  * a log shipper (Loki, Elasticsearch, CloudWatch) indexes fields such as `level` and `run_id`
  * without a regex per message.
  */
+import { activeSpanIds } from "./spans.js";
 
 /** The formats `--log-format` offers. */
 export type LogFormat = "text" | "json";
@@ -28,7 +29,10 @@ export interface LineLoggerOptions {
   write: (text: string) => void;
   /** Clock, for tests; defaults to `new Date()`. */
   now?: () => Date;
-  /** Context of the moment of logging (run id, trace/span id); fields left out stay out. */
+  /**
+   * Context of the moment of logging (run id, trace/span id); fields left out stay out. Default:
+   * the active span's ids ({@link spanLogContext}).
+   */
   context?: () => LogContext;
 }
 
@@ -78,12 +82,23 @@ export function formatLine(
 }
 
 /**
+ * The trace and span id of the span active where the line is logged (a rollout job, an RPC
+ * handler, an optimizer step, a weights swap), so a log search jumps to the trace; none outside
+ * a span or while tracing is off.
+ */
+export function spanLogContext(): LogContext {
+  const ids = activeSpanIds();
+  return ids ? { traceId: ids.traceId, spanId: ids.spanId } : {};
+}
+
+/**
  * The `log` function to hand a service: each call writes one formatted line. A multi-line
  * message stays one JSON object (its newlines escaped), so a shipper never splits a record.
  */
 export function lineLogger(opts: LineLoggerOptions): (line: string) => void {
   const now = opts.now ?? (() => new Date());
+  const context = opts.context ?? spanLogContext;
   return (line) => {
-    opts.write(`${formatLine(opts.format, opts.service, line, now(), opts.context?.() ?? {})}\n`);
+    opts.write(`${formatLine(opts.format, opts.service, line, now(), context())}\n`);
   };
 }

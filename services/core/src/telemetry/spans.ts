@@ -8,11 +8,13 @@
 import {
   type Attributes,
   context,
+  isSpanContextValid,
   type Link,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
   SpanStatusCode,
+  TraceFlags,
   trace,
 } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
@@ -85,6 +87,38 @@ export function startSpan(name: string, traceparent: string | undefined, opts: S
   );
 }
 
+/**
+ * Run `body` with `span` as the active span, so what it does (the log lines it writes, see
+ * {@link activeSpanIds}) belongs to that span; the span itself is ended by the caller. Why a
+ * context and not only the `traceparent` argument: the log lines sit far from the span's code.
+ * While tracing is off the no-op context manager makes this a plain call.
+ */
+export function inSpan<T>(span: Span, body: () => T): T {
+  return context.with(trace.setSpan(context.active(), span), body);
+}
+
+/**
+ * The trace and span id (lower-case hex) of the active span, for the log lines written inside it
+ * (log-format.ts); `undefined` outside a span, and always while tracing is off (no context
+ * manager then), so a log line never names a trace that no backend received.
+ */
+export function activeSpanIds(): { traceId: string; spanId: string } | undefined {
+  const sc = trace.getActiveSpan()?.spanContext();
+  if (!sc || !isSpanContextValid(sc)) return undefined;
+  return { traceId: sc.traceId, spanId: sc.spanId };
+}
+
+/**
+ * Run `body` as if inside the span with these ids, which another thread reported (a worker
+ * thread's log line, see cluster/policy-thread.ts), so this thread's logger names that span;
+ * a plain call when either id is missing or tracing is off here.
+ */
+export function inSpanOf<T>(ids: { traceId?: string; spanId?: string }, body: () => T): T {
+  if (!ids.traceId || !ids.spanId) return body();
+  const sc = { traceId: ids.traceId, spanId: ids.spanId, traceFlags: TraceFlags.SAMPLED };
+  return context.with(trace.setSpanContext(context.active(), sc), body);
+}
+
 /** End `span`, marked as an error with `err`'s message when given. */
 export function endSpan(span: Span, err?: unknown): void {
   if (err !== undefined) {
@@ -125,12 +159,14 @@ export function clientSpan(
 
 /** What the gRPC adapter does with a call's server span: end it OK, or with the failed status. */
 export interface ServerSpan {
+  /** Run the call's handler inside the span (see {@link inSpan}). */
+  run<T>(body: () => T): T;
   ok(): void;
   /** End with the status the call answers, and return that status (to answer with). */
   failed<T extends { code: number; details: string }>(status: T): T;
 }
 
-const NO_SERVER_SPAN: ServerSpan = { ok: () => {}, failed: (s) => s };
+const NO_SERVER_SPAN: ServerSpan = { run: (body) => body(), ok: () => {}, failed: (s) => s };
 
 /** The server span of an incoming call that carries a `traceparent`: a child of it. */
 export function serverSpan(path: string, metadata: Readonly<Record<string, string>>): ServerSpan {
@@ -140,6 +176,7 @@ export function serverSpan(path: string, metadata: Readonly<Record<string, strin
     attributes: rpcAttributes(path),
   });
   return {
+    run: (body) => inSpan(span, body),
     ok: () => {
       span.setAttribute(ATTR.rpcCode, 0);
       endSpan(span);

@@ -5,7 +5,8 @@
  * not one passed around: the hooks sit deep in the gRPC adapter, the client and the workers,
  * and the OTel API's no-op default keeps every hook free when tracing is off.
  */
-import { trace } from "@opentelemetry/api";
+import { context, trace } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
@@ -99,12 +100,19 @@ export function startTracing(config: TracingConfig, exporter?: SpanExporter): Tr
     spanProcessors: [processor],
   });
   trace.setGlobalTracerProvider(provider);
+  // The active span follows the async work it started (AsyncLocalStorage), so a span helper's
+  // body and the log lines it writes see that span (spans.ts inSpan, log-format.ts). Only while
+  // tracing is on: off, the API's no-op context manager keeps every context the root one.
+  const contexts = new AsyncLocalStorageContextManager().enable();
+  context.setGlobalContextManager(contexts);
   return {
     config,
     flush: () => provider.forceFlush(),
     shutdown: async () => {
       await provider.shutdown();
       trace.disable();
+      context.disable();
+      contexts.disable();
     },
   };
 }

@@ -137,10 +137,10 @@ export class WeightsPublisher {
 
   /**
    * Store `input.blob` as the next version and move the latest pointer to its manifest: a
-   * {@link stage} followed at once by its {@link commit}.
+   * {@link stage} followed at once by its {@link commit} (`traceparent` as there).
    */
-  async publish(bus: Bus, input: PublishWeightsInput): Promise<WeightsManifest> {
-    return this.commit(bus, await this.stage(bus, input));
+  async publish(bus: Bus, input: PublishWeightsInput, traceparent = ""): Promise<WeightsManifest> {
+    return this.commit(bus, await this.stage(bus, input), traceparent);
   }
 
   /**
@@ -194,9 +194,11 @@ export class WeightsPublisher {
    * last version; when that is no longer the staged number (another writer moved the pointer, or
    * a lost compare-and-set), the blob is stored again, full, under the next free number (a delta
    * is only ever on this publisher's own previous version). Blob names carry the content hash,
-   * so concurrent publishers never overwrite each other.
+   * so concurrent publishers never overwrite each other. `traceparent` (W3C) names the publish's
+   * span, signed with the rest of the manifest, so each replica's swap span is its child ("" =
+   * none, and the manifest's signed bytes are those of a manifest without the field).
    */
-  async commit(bus: Bus, staged: StagedWeights): Promise<WeightsManifest> {
+  async commit(bus: Bus, staged: StagedWeights, traceparent = ""): Promise<WeightsManifest> {
     await this.housekeeping;
     const kv = await bus.kv();
     const objects = await bus.objects();
@@ -243,6 +245,7 @@ export class WeightsPublisher {
         fullVersion: BigInt(delta ? delta.base.fullVersion : version),
         blobSizeBytes: BigInt(storedBytes),
         headerSha256: staged.headerSha256,
+        traceparent,
       });
       const manifest = this.signer ? signManifest(unsigned, this.signer) : unsigned;
       // 2. Move the pointer only if nobody else did since we read it.
