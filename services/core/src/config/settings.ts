@@ -751,7 +751,7 @@ const SERVICES = {
     default: 0,
     min: 0,
     max: 65_535,
-    help: "port of the ops HTTP server (/metrics for Prometheus, /healthz) on --host (0 = off)",
+    help: "port of the ops HTTP server (/metrics for Prometheus, /healthz; rlaif train also /report) on --host, 127.0.0.1 for rlaif train (0 = off)",
   }),
   // --- end of metrics ---
   // --- judgecheck ---
@@ -830,7 +830,7 @@ const SERVICES = {
   logFormat: choice(["text", "json"] as const, {
     flag: "log-format",
     default: "text",
-    help: "log line format of the services: text (plain lines) or json (one object per line: time, level, service, msg)",
+    help: "log line format of the services: text (plain lines) or json (one object per line: time, level, service, run_id, trace_id/span_id inside a traced span, msg)",
   }),
   /**
    * Tracing is off unless an OTLP/HTTP endpoint is named (here or by the standard
