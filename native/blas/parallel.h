@@ -1,8 +1,8 @@
 /*
  * A parallel for over [0, n) for the addon's own kernels (attention, GELU, LayerNorm, softmax,
  * Adam, Add/Sub/Multiply) and its large products (gemm.h), as many ways as the addon has threads
- * (`setThreads`; OpenBLAS itself runs one thread per call, see gemm.h). Why: with two OpenBLAS threads (an Optimizer with a node of its own) the
- * products take half their time, and the kernels around them, one-threaded, become ~45% of a
+ * (`setThreads`; OpenBLAS itself runs one thread per call, see gemm.h). Why: with two threads (an
+ * Optimizer with a node of its own) the products take half their time, and the kernels around them, one-threaded, become ~45% of a
  * learner step. Each chunk writes only its own outputs, so the results are bitwise those of one
  * thread whatever the split.
  */

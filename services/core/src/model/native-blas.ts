@@ -294,6 +294,10 @@ export interface BlasAddon {
   ): void;
   /** y = tanh x = 2σ(2x) − 1 over n floats (decoder-attention.c), element offsets on `heap`. */
   tanh(heap: Float32Array, x: number, y: number, n: number): void;
+  /**
+   * The addon's thread count: its large products (split into independent one-thread OpenBLAS
+   * calls, native/blas/gemm.h) and its kernels (parallel.h) run on n threads.
+   */
   setThreads(n: number): void;
   info(): { threads: number; corename: string; config: string };
 }
@@ -302,11 +306,11 @@ export interface BlasAddon {
 export const BLAS_ENV = "RLAIF_BLAS";
 
 /**
- * OpenBLAS threads used unless `OPENBLAS_NUM_THREADS` is set. One: embedded, or with every service
+ * The addon's threads (OpenBLAS's count at load, then `setThreads`) unless `OPENBLAS_NUM_THREADS` is set. One: embedded, or with every service
  * on one machine, the learner shares the cores with the Policy, and the second core is worth more
  * to sampling than to the learner's products. An Optimizer with cores of its own sets the variable
  * to its core count (k8s/base/optimizer.yaml: 2); the addon's attention, GELU, LayerNorm,
- * softmax, Adam and Add/Sub/Multiply kernels then split over as many threads too (docs/platform-notes.md#native-blas).
+ * softmax, Adam and Add/Sub/Multiply kernels and its large products then split over as many threads (docs/platform-notes.md#native-blas).
  */
 export const DEFAULT_BLAS_THREADS = 1;
 
