@@ -21,7 +21,8 @@
  * and the fused kernels of fused.c (Adam, GRU factors), layer-norm.c (LayerNorm forward and
  * backward), attention.c (causal attention), gelu.c (GELU forward and backward),
  * elementwise.c (Add, Sub, Multiply with broadcasting), softmax.c (row softmax with its log-normaliser),
- * decoder-attention.c (the Seq2Seq decoder's attention and tanh) and the recurrent layers of
+ * decoder-attention.c (the Seq2Seq decoder's attention and tanh), segment-sum.c (the embeddings'
+ * gradient) and the recurrent layers of
  * recurrent.c (GRU, LSTM).
  */
 #include <cblas.h>
@@ -37,6 +38,7 @@
 #include "gelu.h"
 #include "layer-norm.h"
 #include "parallel.h"
+#include "segment-sum.h"
 #include "softmax.h"
 #include "recurrent.h"
 
@@ -159,5 +161,6 @@ NAPI_MODULE_INIT() {
   if (softmax_define(env, exports) != napi_ok) return NULL;
   if (recurrent_define(env, exports) != napi_ok) return NULL;
   if (decoder_attention_define(env, exports) != napi_ok) return NULL;
+  if (segment_sum_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

@@ -16,7 +16,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
 /**
- * The addon's exports (native/blas/blas.c, fused.c, layer-norm.c, elementwise.c, recurrent.c,
+ * The addon's exports (native/blas/blas.c, fused.c, layer-norm.c, elementwise.c, segment-sum.c, recurrent.c,
  * attention.c, gelu.c, softmax.c and decoder-attention.c document each argument).
  */
 export interface BlasAddon {
@@ -294,6 +294,22 @@ export interface BlasAddon {
   ): void;
   /** y = tanh x = 2σ(2x) − 1 over n floats (decoder-attention.c), element offsets on `heap`. */
   tanh(heap: Float32Array, x: number, y: number, n: number): void;
+  /**
+   * out[s, :] = Σ_{i: ids[i] = s} x[i, :] over n rows of `width` floats, `segments` output rows
+   * (segment-sum.c); `ids` is an int32 tensor seen through a Float32Array view of the same heap.
+   * Optional: builds before it lack it.
+   */
+  segmentSum?(
+    x: Float32Array,
+    xOffset: number,
+    ids: Float32Array,
+    idsOffset: number,
+    out: Float32Array,
+    outOffset: number,
+    n: number,
+    width: number,
+    segments: number,
+  ): void;
   /**
    * The addon's thread count: its large products (split into independent one-thread OpenBLAS
    * calls, native/blas/gemm.h) and its kernels (parallel.h) run on n threads.
