@@ -15,7 +15,8 @@
  * variants `base nT` in the same rounds, so a kernel change is measured against the kernels it
  * replaces under the same machine load (kernels the older build lacks fall back to tfjs's).
  * With `--profile`, per-kernel time and call counts of one learner step on the first BLAS variant
- * (tf.profile), to show what to fuse next. Needs the addon (`npm run build:native`).
+ * (tf.profile), to show what to fuse next; `--shapes` groups it by kernel and input shapes too
+ * (which products run below peak). Needs the addon (`npm run build:native`).
  */
 import { createRequire } from "node:module";
 import { resolve } from "node:path";
@@ -38,6 +39,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "5" },
     threads: { type: "string", default: "1,2" },
     profile: { type: "boolean", default: false },
+    shapes: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
     baseline: { type: "string" },
   },
@@ -153,14 +155,17 @@ if (values.profile) {
   });
   const byKernel = new Map<string, { ms: number; calls: number }>();
   for (const k of info.kernels) {
-    // customGrad wrappers: their time is their inner kernels', which are listed too.
-    if (k.name === "unnamed scope") continue;
-    const e = byKernel.get(k.name) ?? { ms: 0, calls: 0 };
+    // customGrad wrappers (tf.fused.matMul's is "fusedMatMul__op"): their time is their inner
+    // kernels', which are listed too.
+    if (k.name === "unnamed scope" || k.name.endsWith("__op")) continue;
+    const key = values.shapes ? `${k.name} ${k.inputShapes.map((s) => `[${s}]`).join(" ")}` : k.name;
+    const e = byKernel.get(key) ?? { ms: 0, calls: 0 };
     e.ms += typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
     e.calls += 1;
-    byKernel.set(k.name, e);
+    byKernel.set(key, e);
   }
-  profile = [...byKernel].map(([kernel, e]) => ({ kernel, ms: Math.round(e.ms), calls: e.calls }));
+  const round = (ms: number) => Math.round(ms * 10) / 10;
+  profile = [...byKernel].map(([kernel, e]) => ({ kernel, ms: round(e.ms), calls: e.calls }));
   profile.sort((a, b) => b.ms - a.ms);
 }
 learner.dispose();
@@ -178,6 +183,6 @@ if (values.json) {
     console.log(
       `learner step kernels (${variants[1]?.name}): ${total} ms in ${profile.reduce((s, p) => s + p.calls, 0)} calls`,
     );
-    console.table(profile.slice(0, 15));
+    console.table(profile.slice(0, values.shapes ? 40 : 15));
   }
 }

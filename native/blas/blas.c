@@ -14,12 +14,15 @@
  *     m x k (A_i stored k x m when transA), op(B_i) is k x n (stored n x k when transB), C_i m x n.
  *     Every matrix must lie inside its array: out-of-range arguments throw a RangeError instead of
  *     touching memory outside the array.
- *   setThreads(n)  openblas_set_num_threads(n)
- *   info()         { threads, corename, config } of the OpenBLAS in use
+ *     Large products are split over the addon's threads (gemm.h), bitwise as one call.
+ *   setThreads(n)  the addon's thread count: its products (gemm.h) and kernels (parallel.h) run on
+ *                  n threads, each OpenBLAS call on one
+ *   info()         { threads (the addon's), corename, config } of the OpenBLAS in use
  * and the fused kernels of fused.c (Adam, GRU factors), layer-norm.c (LayerNorm forward and
  * backward), attention.c (causal attention), gelu.c (GELU forward and backward),
  * elementwise.c (Add, Sub, Multiply with broadcasting), softmax.c (row softmax with its log-normaliser),
- * decoder-attention.c (the Seq2Seq decoder's attention and tanh) and the recurrent layers of
+ * decoder-attention.c (the Seq2Seq decoder's attention and tanh), segment-sum.c (the embeddings'
+ * gradient) and the recurrent layers of
  * recurrent.c (GRU, LSTM).
  */
 #include <cblas.h>
@@ -30,9 +33,12 @@
 #include "attention.h"
 #include "decoder-attention.h"
 #include "fused.h"
+#include "gemm.h"
 #include "elementwise.h"
 #include "gelu.h"
 #include "layer-norm.h"
+#include "parallel.h"
+#include "segment-sum.h"
 #include "softmax.h"
 #include "recurrent.h"
 
@@ -102,8 +108,6 @@ static napi_value sgemm(napi_env env, napi_callback_info info) {
   if (m == 0 || n == 0) return NULL;
   const int lda = transA ? (int)m : (int)k;
   const int ldb = transB ? (int)k : (int)n;
-  const enum CBLAS_TRANSPOSE ta = transA ? CblasTrans : CblasNoTrans;
-  const enum CBLAS_TRANSPOSE tb = transB ? CblasTrans : CblasNoTrans;
   for (int64_t i = 0; i < batch; i++) {
     float *ci = c + cOff + i * cStride;
     if (k == 0) {
@@ -111,8 +115,8 @@ static napi_value sgemm(napi_env env, napi_callback_info info) {
       for (int64_t j = 0; j < m * n; j++) ci[j] = beta == 0 ? 0.0f : (float)beta * ci[j];
       continue;
     }
-    cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, (float)alpha, a + aOff + i * aStride, lda,
-                b + bOff + i * bStride, ldb, (float)beta, ci, (int)n);
+    gemm(transA, transB, (int)m, (int)n, (int)k, (float)alpha, a + aOff + i * aStride, lda, b + bOff + i * bStride,
+         ldb, (float)beta, ci, (int)n);
   }
   return NULL;
 }
@@ -124,7 +128,7 @@ static napi_value set_threads(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1 ||
       napi_get_value_int32(env, argv[0], &threads) != napi_ok || threads < 1)
     return throw_error(env, false, "setThreads: expected a thread count >= 1");
-  openblas_set_num_threads(threads);
+  parallel_set_threads(threads);
   return NULL;
 }
 
@@ -132,7 +136,7 @@ static napi_value blas_info(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out, threads, corename, config;
   napi_create_object(env, &out);
-  napi_create_int32(env, openblas_get_num_threads(), &threads);
+  napi_create_int32(env, parallel_threads(), &threads);
   napi_create_string_utf8(env, openblas_get_corename(), NAPI_AUTO_LENGTH, &corename);
   napi_create_string_utf8(env, openblas_get_config(), NAPI_AUTO_LENGTH, &config);
   napi_set_named_property(env, out, "threads", threads);
@@ -142,6 +146,7 @@ static napi_value blas_info(napi_env env, napi_callback_info info) {
 }
 
 NAPI_MODULE_INIT() {
+  gemm_init();
   napi_property_descriptor props[] = {
       {"sgemm", NULL, sgemm, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
@@ -156,5 +161,6 @@ NAPI_MODULE_INIT() {
   if (softmax_define(env, exports) != napi_ok) return NULL;
   if (recurrent_define(env, exports) != napi_ok) return NULL;
   if (decoder_attention_define(env, exports) != napi_ok) return NULL;
+  if (segment_sum_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

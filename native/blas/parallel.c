@@ -9,7 +9,6 @@
  */
 #include "parallel.h"
 
-#include <cblas.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -48,8 +47,14 @@ static void *helper(void *arg) {
   return NULL;
 }
 
+static atomic_int threads = 1;
+
+int parallel_threads(void) { return atomic_load(&threads); }
+
+void parallel_set_threads(int n) { atomic_store(&threads, n < 1 ? 1 : n); }
+
 int64_t parallel_parts(int64_t n, int64_t grain) {
-  int64_t parts = openblas_get_num_threads();
+  int64_t parts = parallel_threads();
   if (grain < 1) grain = 1;
   if (parts > n / grain) parts = n / grain;
   if (parts > MAX_PARTS) parts = MAX_PARTS;
@@ -57,10 +62,21 @@ int64_t parallel_parts(int64_t n, int64_t grain) {
 }
 
 void parallel_for(int64_t n, int64_t grain, range_fn fn, void *ctx) {
-  const int64_t parts = parallel_parts(n, grain);
-  struct shared *s = parts <= 1 ? NULL : malloc(sizeof *s);
-  if (s == NULL) {
+  parallel_run(n, parallel_parts(n, grain), fn, ctx);
+}
+
+void parallel_run(int64_t n, int64_t parts, range_fn fn, void *ctx) {
+  if (parts > n) parts = n;
+  if (parts > MAX_PARTS) parts = MAX_PARTS;
+  int64_t helpers = parallel_threads() - 1;
+  if (helpers > parts - 1) helpers = parts - 1;
+  if (parts <= 1) {
     if (n > 0) fn(ctx, 0, n);
+    return;
+  }
+  struct shared *s = helpers < 1 ? NULL : malloc(sizeof *s);
+  if (s == NULL) {
+    for (int64_t i = 0; i < parts; i++) fn(ctx, n * i / parts, n * (i + 1) / parts);
     return;
   }
   s->fn = fn;
@@ -73,7 +89,7 @@ void parallel_for(int64_t n, int64_t grain, range_fn fn, void *ctx) {
   pthread_attr_t attr;
   const bool have_attr = pthread_attr_init(&attr) == 0;
   const bool detached = have_attr && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0;
-  for (int64_t i = 1; detached && i < parts; i++) {
+  for (int64_t i = 0; detached && i < helpers; i++) {
     pthread_t t;
     atomic_fetch_add(&s->refs, 1);
     if (pthread_create(&t, &attr, helper, s) != 0) atomic_fetch_sub(&s->refs, 1);

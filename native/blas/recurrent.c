@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "gate-math.h"
+#include "gemm.h"
 #include "recurrent.h"
 #include "row-kernel.h"
 
@@ -230,10 +231,8 @@ static float *step_scratch(int batch, int n, int k, int block) {
  */
 static int weight_grads(int steps, int batch, int hidden, int n, const float *h0, const float *hs,
                         const float *dp, float *dw, float *db) {
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hidden, n, batch, 1.0f, h0, hidden, dp, n, 0.0f, dw, n);
-  if (steps > 1)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hidden, n, (steps - 1) * batch, 1.0f, hs, hidden,
-                dp + (size_t)batch * n, n, 1.0f, dw, n);
+  gemm(true, false, hidden, n, batch, 1.0f, h0, hidden, dp, n, 0.0f, dw, n);
+  if (steps > 1) gemm(true, false, hidden, n, (steps - 1) * batch, 1.0f, hs, hidden, dp + (size_t)batch * n, n, 1.0f, dw, n);
   double *acc = calloc((size_t)n, sizeof(double));
   if (acc == NULL) return -1;
   const int64_t rows = (int64_t)steps * batch;

@@ -16,7 +16,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
 /**
- * The addon's exports (native/blas/blas.c, fused.c, layer-norm.c, elementwise.c, recurrent.c,
+ * The addon's exports (native/blas/blas.c, fused.c, layer-norm.c, elementwise.c, segment-sum.c, recurrent.c,
  * attention.c, gelu.c, softmax.c and decoder-attention.c document each argument).
  */
 export interface BlasAddon {
@@ -294,6 +294,26 @@ export interface BlasAddon {
   ): void;
   /** y = tanh x = 2σ(2x) − 1 over n floats (decoder-attention.c), element offsets on `heap`. */
   tanh(heap: Float32Array, x: number, y: number, n: number): void;
+  /**
+   * out[s, :] = Σ_{i: ids[i] = s} x[i, :] over n rows of `width` floats, `segments` output rows
+   * (segment-sum.c); `ids` is an int32 tensor seen through a Float32Array view of the same heap.
+   * Optional: builds before it lack it.
+   */
+  segmentSum?(
+    x: Float32Array,
+    xOffset: number,
+    ids: Float32Array,
+    idsOffset: number,
+    out: Float32Array,
+    outOffset: number,
+    n: number,
+    width: number,
+    segments: number,
+  ): void;
+  /**
+   * The addon's thread count: its large products (split into independent one-thread OpenBLAS
+   * calls, native/blas/gemm.h) and its kernels (parallel.h) run on n threads.
+   */
   setThreads(n: number): void;
   info(): { threads: number; corename: string; config: string };
 }
@@ -302,11 +322,11 @@ export interface BlasAddon {
 export const BLAS_ENV = "RLAIF_BLAS";
 
 /**
- * OpenBLAS threads used unless `OPENBLAS_NUM_THREADS` is set. One: embedded, or with every service
+ * The addon's threads (OpenBLAS's count at load, then `setThreads`) unless `OPENBLAS_NUM_THREADS` is set. One: embedded, or with every service
  * on one machine, the learner shares the cores with the Policy, and the second core is worth more
  * to sampling than to the learner's products. An Optimizer with cores of its own sets the variable
  * to its core count (k8s/base/optimizer.yaml: 2); the addon's attention, GELU, LayerNorm,
- * softmax, Adam and Add/Sub/Multiply kernels then split over as many threads too (docs/platform-notes.md#native-blas).
+ * softmax, Adam and Add/Sub/Multiply kernels and its large products then split over as many threads (docs/platform-notes.md#native-blas).
  */
 export const DEFAULT_BLAS_THREADS = 1;
 

@@ -17,7 +17,7 @@
  *
  * Where the OpenBLAS addon is built, `BatchMatMul` and `_FusedMatMul` come from blas-kernels.ts
  * instead (3–10x faster again, transpose flags included), and so do column sums (`Sum` over the
- * leading axes, the bias gradients), the fused LayerNorm/GELU/softmax kernels of fused-kernels.ts,
+ * leading axes, the bias gradients), the embeddings' row segment sums (segment-kernels.ts), the fused LayerNorm/GELU/softmax kernels of fused-kernels.ts,
  * the causal attention of attention-kernels.ts, the whole-sequence GRU/LSTM kernels of
  * recurrent-kernels.ts and the Add, Sub and Multiply of elementwise-kernels.ts;
  * `setWasmMatMul` switches between the three matmul
@@ -34,6 +34,7 @@ import { setElementwiseKernels } from "./elementwise-kernels.js";
 import { FUSED, setFusedKernels } from "./fused-kernels.js";
 import type { BlasAddon } from "./native-blas.js";
 import { RECURRENT, setRecurrentKernels } from "./recurrent-kernels.js";
+import { makeBlasSegmentSum } from "./segment-kernels.js";
 import { setWasmDataKernels } from "./wasm-data-kernels.js";
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
@@ -296,6 +297,11 @@ export function setWasmMatMul(kind: WasmMatMul, blas: BlasAddon | null = null): 
     kind === "blas" ? makeBlasFusedMatMul(blas as BlasAddon, stock.fused) : stock.fused.kernelFunc,
   );
   replace("Sum", kind === "blas" ? makeBlasSum(blas as BlasAddon, stock.sum) : stock.sum.kernelFunc);
+  const segmentSum = unsortedSegmentSumKernel as tf.KernelFunc;
+  replace(
+    "UnsortedSegmentSum",
+    kind === "blas" ? makeBlasSegmentSum(blas as BlasAddon, segmentSum) : segmentSum,
+  );
   setFusedKernels(kind === "blas" ? blas : null);
   setAttentionKernels(kind === "blas" ? blas : null);
   setRecurrentKernels(kind === "blas" ? blas : null);
