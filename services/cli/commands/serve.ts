@@ -16,6 +16,7 @@ import { ConfigError, RlaifError } from "../../core/src/errors.js";
 import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
 import { metricsRoutes, type OpsRoute, startOpsHttp } from "../../core/src/ops/ops-http.js";
+import { bootstrapPhaseLine, type StartPhase, startPhaseLine } from "../../core/src/ops/start-phases.js";
 import { lineLogger } from "../../core/src/telemetry/log-format.js";
 import { tracingFromSettings } from "../../core/src/telemetry/tracing.js";
 import { scorerFromSettings, startFeedbackServer } from "../../feedback/main.js";
@@ -65,8 +66,10 @@ async function startService(
   flags: ParsedCommand["flags"],
 ): Promise<Served> {
   const s = config.services;
+  const phase = (p: StartPhase) => log(startPhaseLine(name, p));
   if (name === "feedback") {
     const scorer = await scorerFromSettings(s);
+    phase("model");
     const server = await startFeedbackServer({ host, port, scorer, security, log });
     return { address: server.address, close: () => server.shutdown(5000) };
   }
@@ -86,6 +89,7 @@ async function startService(
       queueRows: s.policyQueueRows,
       weightsVerifyKey: s.weightsVerifyKey,
       log,
+      onPhase: phase,
       ...(bus ? { bus } : {}),
       ...(s.openaiPort
         ? {
@@ -205,6 +209,10 @@ export const serveCommand: CommandRun = {
     const host = typeof flags.host === "string" ? flags.host : "127.0.0.1";
     const format = config.services.logFormat;
     log = lineLogger({ format, service: name, write: (t) => process.stderr.write(t) });
+    // The cold start's phases (start-phases.ts), read by bench/cold-start.ts and by whoever
+    // wonders why a replica took long to come back.
+    log(bootstrapPhaseLine(name));
+    log(startPhaseLine(name, "modules"));
     // Before any model loads: a taken port or an unreadable certificate is a one-line fix, not a
     // minute of loading.
     const security = grpcSecurity(config.services, resolveControlToken(config.services));
@@ -231,6 +239,7 @@ export const serveCommand: CommandRun = {
       await drain(name, starting).finally(() => tracing?.shutdown());
       return;
     }
+    log(startPhaseLine(name, "serving"));
     process.stdout.write(`${name} listening on ${first.address}\n`);
     log(`${name}: ${await stop}: draining (at most ${DRAIN_MS / 1000} s)`);
     await drain(name, Promise.resolve(first)).finally(() => tracing?.shutdown());
