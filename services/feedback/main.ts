@@ -9,7 +9,6 @@ import { implement, type RunningServer, startServer } from "../core/src/grpc/ser
 import { compositeScorer } from "./composite-scorer.js";
 import { FeedbackService, type ItemScorer, ruleScorer, scorerFeedbackService } from "./feedback-service.js";
 import { judgeOptionsFrom, judgeScorer } from "./judge-scorer.js";
-import { rewardModelScorer } from "./reward-model-scorer.js";
 
 /**
  * The scorer the settings name: the LLM judge (`--judge-url`), a learned reward model
@@ -22,7 +21,9 @@ export async function scorerFromSettings(s: ServiceSettings): Promise<ItemScorer
     throw new ConfigError("--judge-url and --reward-model each name the scorer to serve: give one of them");
   }
   if (s.judgeUrl) return judgeScorer(judgeOptionsFrom(s));
-  if (s.rewardModel) return rewardModelScorer(s.rewardModel, s.backend);
+  // Imported only here: the reward model needs tfjs, which a rule or judge scorer never loads.
+  if (s.rewardModel)
+    return (await import("./reward-model-scorer.js")).rewardModelScorer(s.rewardModel, s.backend);
   return compositeScorer(s.feedbackRules);
 }
 
