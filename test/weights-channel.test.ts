@@ -321,6 +321,35 @@ describe("weights channel - policy replica", () => {
     expect(nameOf(replica.serving.model)).toBe("w2");
   });
 
+  it("policy replica - follow resolves once the version published before it is served (a cold start serves the run's weights)", async () => {
+    const bus = newBus();
+    await publishWeights(bus, { blob: text("w1"), runId: "r", step: 0, modelKind: "fake" });
+    const logs: string[] = [];
+    const replica = newReplica((l) => logs.push(l));
+    const before = loaded.length;
+    expect(await replica.follow(bus)).toBe(true);
+    // No polling: the catch-up is done when follow resolves.
+    expect(replica.serving.version).toBe(1);
+    expect(nameOf(replica.serving.model)).toBe("w1");
+    // The watch's first delivery is the same manifest: not built again, not logged again.
+    await new Promise((r) => setTimeout(r, 20));
+    expect(loaded.length - before).toBe(1);
+    expect(logs.filter((l) => l.includes("now serving weights v1"))).toHaveLength(1);
+  });
+
+  it("policy replica - follow resolves false with nothing published, or with a refused version it logs once", async () => {
+    const bus = newBus();
+    expect(await newReplica().follow(bus)).toBe(false);
+    await publishByHand(bus, 1, text("w1"), { corrupt: true });
+    const logs: string[] = [];
+    const replica = newReplica((l) => logs.push(l));
+    expect(await replica.follow(bus)).toBe(false);
+    expect(replica.serving.version).toBe(0);
+    expect(replica.lastSwapError).toMatch(/SHA-256/);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(logs.filter((l) => l.includes("could not swap"))).toHaveLength(1);
+  });
+
   it("policy replica - a following replica keeps the old version when a published blob is corrupt", async () => {
     const bus = newBus();
     const logs: string[] = [];

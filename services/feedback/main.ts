@@ -10,7 +10,6 @@ import { compositeScorer } from "./composite-scorer.js";
 import { FeedbackService, type ItemScorer, ruleScorer, scorerFeedbackService } from "./feedback-service.js";
 import { judgeOptionsFrom, judgeScorer } from "./judge-scorer.js";
 import { mixedScorer, type WeightedScorer } from "./mixed-scorer.js";
-import { rewardModelScorer } from "./reward-model-scorer.js";
 
 /**
  * The scorer the settings name: the LLM judge (`--judge-url`), a learned reward model
@@ -34,6 +33,8 @@ export async function scorerFromSettings(s: ServiceSettings): Promise<ItemScorer
   const parts: WeightedScorer[] = [];
   if (s.judgeUrl) parts.push({ scorer: judgeScorer(judgeOptionsFrom(s)), weight: s.judgeWeight });
   if (s.rewardModel) {
+    // Imported only here: the reward model needs tfjs, which a rule or judge scorer never loads.
+    const { rewardModelScorer } = await import("./reward-model-scorer.js");
     parts.push({ scorer: await rewardModelScorer(s.rewardModel, s.backend), weight: s.rewardModelWeight });
   }
   if (parts.length === 0 || s.feedbackRules.trim() !== "") {

@@ -11,6 +11,7 @@ import { implement, type RunningServer, startServer } from "../core/src/grpc/ser
 import { type BackendName, describeBackend, startBackend } from "../core/src/model/backend.js";
 import { isModelDir } from "../core/src/model/model-source.js";
 import { observeAtScrape } from "../core/src/ops/metrics.js";
+import type { StartPhase } from "../core/src/ops/start-phases.js";
 import { loadVerifyKey } from "../core/src/weights/weights-signing.js";
 import { type OpenAiHttpOptions, type OpenAiHttpServer, startOpenAiServer } from "./openai-http.js";
 import { createPolicyModelLoader } from "./policy-model.js";
@@ -43,6 +44,11 @@ export interface PolicyServerOptions {
    */
   openai?: Omit<OpenAiHttpOptions, "host" | "log">;
   log?: (line: string) => void;
+  /**
+   * Called as the start passes `backend`, `model` and (with a bus and published weights)
+   * `weights`: `rlaif serve` logs them as the cold start's phases (start-phases.ts).
+   */
+  onPhase?: (phase: StartPhase) => void;
 }
 
 /** A running Policy server and its replica. */
@@ -59,6 +65,7 @@ export async function startPolicyServer(opts: PolicyServerOptions): Promise<Poli
   // Before the backend and the model: a wrong key path is a one-line fix.
   const verifier = opts.weightsVerifyKey ? await loadVerifyKey(opts.weightsVerifyKey) : undefined;
   await startBackend(opts.backend);
+  opts.onPhase?.("backend");
   opts.log?.(`policy: compute backend ${describeBackend()}`);
   const defaults = defaultConfig().services;
   const limits = {
@@ -70,6 +77,7 @@ export async function startPolicyServer(opts: PolicyServerOptions): Promise<Poli
     loader.fromDir && isModelDir(opts.checkpoint)
       ? await loader.fromDir(opts.checkpoint)
       : loader.fromFile(opts.checkpoint);
+  opts.onPhase?.("model");
   const replica = new PolicyReplica(first, loader, opts.log, verifier ? { verifier } : {});
   if (opts.bus) {
     opts.log?.(
@@ -77,7 +85,9 @@ export async function startPolicyServer(opts: PolicyServerOptions): Promise<Poli
         ? `policy: taking only weights signed by key ${verifier.keyId}`
         : "policy: no weights verify key: taking unsigned weights (anyone who can write to NATS can replace them)",
     );
-    await replica.follow(opts.bus);
+    // Resolves once the weights published before this start are served (or refused), so the
+    // server below never reports SERVING with an older version than the run's.
+    if (await replica.follow(opts.bus)) opts.onPhase?.("weights");
   }
   const handlers = policyService(replica, limits);
   const server = await startServer({

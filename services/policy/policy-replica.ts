@@ -29,6 +29,7 @@ import { checkAdapterBase, decodeAdapterBlob, isAdapterBlob } from "../core/src/
 import { ATTR, endSpan, inSpan, startSpan } from "../core/src/telemetry/spans.js";
 import { checkManifest, fetchWeightsBlob, watchLatestWeights } from "../core/src/weights/weights-channel.js";
 import { versionProblem } from "../core/src/weights/weights-manifest.js";
+import { readPointer } from "../core/src/weights/weights-pointer.js";
 import { fetchVersionBlob } from "../core/src/weights/weights-resolve.js";
 import type { WeightsVerifier } from "../core/src/weights/weights-signing.js";
 import type { LoadedModel, ModelLoader } from "./loaded-model.js";
@@ -229,50 +230,69 @@ export class PolicyReplica {
    * Follow the latest-weights pointer on `bus`, starting with its current value (so a replica
    * that starts late, or was down, catches up at once); refusals and failures are logged and the
    * old weights kept. Only a redelivery of the manifest already served is skipped silently.
+   * Resolves once that current value has been taken (true) or refused, or there is none (false):
+   * a replica that starts while a run is under way serves the run's weights from its first call.
    */
-  async follow(bus: Bus): Promise<void> {
+  async follow(bus: Bus): Promise<boolean> {
     let chain = Promise.resolve();
-    const refuse = (what: string, why: string) => {
-      this.lastSwapError = why;
-      this.log(`policy: kept v${this.current.version}, could not swap to ${what}: ${why}`);
-    };
+    // The catch-up, before watching: the watch's first delivery is then the same manifest again.
+    const now = await readPointer(bus);
+    let caughtUp: WeightsManifest | null = null;
+    let took = false;
+    if (now?.manifest instanceof WeightsError) this.refuse("the latest pointer", now.manifest.message);
+    else if (now) {
+      caughtUp = now.manifest;
+      await this.take(bus, now.manifest);
+      took = this.current.version === Number(now.manifest.version);
+    }
     this.unwatch = await watchLatestWeights(
       bus,
       (manifest) => {
-        chain = chain.then(async () => {
-          const served = this.current;
-          if (Number(manifest.version) === served.version && manifest.sha256 === served.sha256) return;
-          // A child of the Optimizer's publish span (the manifest's traceparent), so the swap is
-          // part of the step's trace; a trace of its own when the manifest names none.
-          const span = startSpan("weights swap", manifest.traceparent || undefined, {
-            attributes: {
-              [ATTR.runId]: manifest.runId,
-              [ATTR.step]: Number(manifest.step),
-              [ATTR.weightsVersion]: Number(manifest.version),
-            },
-          });
-          // In the span: the swap's log lines (taken or refused) carry its trace id.
-          await inSpan(span, async () => {
-            try {
-              await this.apply(bus, manifest);
-              this.lastSwapError = "";
-              const signed =
-                manifest.signature.length > 0 ? `, signed by key ${manifest.keyId}` : ", unsigned";
-              this.log(
-                `policy: now serving weights v${manifest.version} (run ${manifest.runId}, step ${manifest.step}${signed})`,
-              );
-              endSpan(span);
-            } catch (err) {
-              refuse(`v${manifest.version}`, (err as Error).message);
-              endSpan(span, err);
-            }
-          });
-        });
+        const again = caughtUp && sameManifest(manifest, caughtUp);
+        caughtUp = null;
+        if (!again) chain = chain.then(() => this.take(bus, manifest));
       },
       (err) => {
-        chain = chain.then(() => refuse("the latest pointer", err.message));
+        chain = chain.then(() => this.refuse("the latest pointer", err.message));
       },
     );
+    return took;
+  }
+
+  /** Record and log why the replica kept what it serves instead of `what`. */
+  private refuse(what: string, why: string): void {
+    this.lastSwapError = why;
+    this.log(`policy: kept v${this.current.version}, could not swap to ${what}: ${why}`);
+  }
+
+  /** Apply one manifest from the pointer (in its own span), logging the swap or the refusal. */
+  private async take(bus: Bus, manifest: WeightsManifest): Promise<void> {
+    const served = this.current;
+    if (Number(manifest.version) === served.version && manifest.sha256 === served.sha256) return;
+    // A child of the Optimizer's publish span (the manifest's traceparent), so the swap is part
+    // of the step's trace; a trace of its own when the manifest names none.
+    const span = startSpan("weights swap", manifest.traceparent || undefined, {
+      attributes: {
+        [ATTR.runId]: manifest.runId,
+        [ATTR.step]: Number(manifest.step),
+        [ATTR.weightsVersion]: Number(manifest.version),
+      },
+    });
+    // In the span: the swap's log lines (taken or refused) carry its trace id.
+    await inSpan(span, async () => {
+      try {
+        await this.apply(bus, manifest);
+        this.lastSwapError = "";
+        const signed = manifest.signature.length > 0 ? `, signed by key ${manifest.keyId}` : ", unsigned";
+        this.log(
+          `policy: now serving weights v${manifest.version} (run ${manifest.runId}, step ${manifest.step}${signed})`,
+        );
+        endSpan(span);
+      } catch (err) {
+        this.refuse(`v${manifest.version}`, (err as Error).message);
+        endSpan(span, err);
+      }
+    });
   }
 
   /** Stop following and free the models once the calls using them have ended. */
@@ -282,4 +302,9 @@ export class PolicyReplica {
     for (const m of new Set([this.current.model, this.reference.model])) this.leases.retire(m);
     await this.leases.drain();
   }
+}
+
+/** Whether two pointer values are the same manifest (version, blob and signature). */
+function sameManifest(a: WeightsManifest, b: WeightsManifest): boolean {
+  return a.version === b.version && a.sha256 === b.sha256 && Buffer.compare(a.signature, b.signature) === 0;
 }

@@ -9,21 +9,13 @@
  */
 import { once } from "node:events";
 import type { Bus } from "../../core/src/bus/bus.js";
-import { natsClientAuth } from "../../core/src/bus/nats-auth.js";
-import { NatsBus } from "../../core/src/bus/nats-bus.js";
 import type { RlaifConfig } from "../../core/src/config/settings.js";
 import { ConfigError, RlaifError } from "../../core/src/errors.js";
 import { resolveControlToken } from "../../core/src/grpc/control-token.js";
 import { type GrpcSecurity, grpcSecurity } from "../../core/src/grpc/credentials.js";
 import { metricsRoutes, type OpsRoute, startOpsHttp } from "../../core/src/ops/ops-http.js";
+import { bootstrapPhaseLine, type StartPhase, startPhaseLine } from "../../core/src/ops/start-phases.js";
 import { lineLogger } from "../../core/src/telemetry/log-format.js";
-import { tracingFromSettings } from "../../core/src/telemetry/tracing.js";
-import { scorerFromSettings, startFeedbackServer } from "../../feedback/main.js";
-import { startOptimizerServer } from "../../optimizer/main.js";
-import { reportRoutes } from "../../optimizer/report-live.js";
-import { startPolicyServer } from "../../policy/main.js";
-import { resolveOpenAiToken } from "../../policy/openai-http.js";
-import { startRolloutServer } from "../../rollout/main.js";
 import type { CommandRun, ParsedCommand } from "../args.js";
 import { checkPortFree, portInUse } from "../preflight.js";
 import { SERVICE_NAMES } from "../specs.js";
@@ -44,9 +36,17 @@ interface Served {
   routes?: Readonly<Record<string, OpsRoute>>;
 }
 
+/*
+ * Each service's modules (and the NATS client, and the OTLP exporter) are imported when that
+ * service starts, not with this command: a Feedback or Rollout replica then never loads tfjs, and
+ * every replica's cold start skips the code of the three services it is not (docs/cold-start.md).
+ */
+
 /** This service's connection to NATS, as its own user when the settings name one. */
-function openBus(name: string, config: RlaifConfig): Promise<Bus> {
+async function openBus(name: string, config: RlaifConfig): Promise<Bus> {
   const s = config.services;
+  const { NatsBus } = await import("../../core/src/bus/nats-bus.js");
+  const { natsClientAuth } = await import("../../core/src/bus/nats-auth.js");
   return NatsBus.connect(s.natsUrl, { name: `rlaif-${name}`, auth: natsClientAuth(s) });
 }
 
@@ -65,13 +65,20 @@ async function startService(
   flags: ParsedCommand["flags"],
 ): Promise<Served> {
   const s = config.services;
+  const phase = (p: StartPhase) => log(startPhaseLine(name, p));
   if (name === "feedback") {
+    const { scorerFromSettings, startFeedbackServer } = await import("../../feedback/main.js");
+    phase("modules");
     const scorer = await scorerFromSettings(s);
+    phase("model");
     const server = await startFeedbackServer({ host, port, scorer, security, log });
     return { address: server.address, close: () => server.shutdown(5000) };
   }
   if (name === "policy") {
     requireModel(config);
+    const { startPolicyServer } = await import("../../policy/main.js");
+    const { resolveOpenAiToken } = await import("../../policy/openai-http.js");
+    phase("modules");
     // --openai-port 0 (the default) is off; a token file that cannot be read fails before loading
     const openaiToken = s.openaiPort ? resolveOpenAiToken(s) : undefined;
     if (s.openaiPort) await checkPortFree(s.openaiPort, host, "openai-port");
@@ -86,6 +93,7 @@ async function startService(
       queueRows: s.policyQueueRows,
       weightsVerifyKey: s.weightsVerifyKey,
       log,
+      onPhase: phase,
       ...(bus ? { bus } : {}),
       ...(s.openaiPort
         ? {
@@ -114,6 +122,8 @@ async function startService(
       );
     }
     const bus = await needBus(name, config, "to pull prompt jobs and publish trajectories");
+    const { startRolloutServer } = await import("../../rollout/main.js");
+    phase("modules");
     const rollout = await startRolloutServer({
       host,
       port,
@@ -138,6 +148,9 @@ async function startService(
   }
   requireModel(config);
   const bus = await needBus(name, config, "to queue jobs, consume trajectories and publish weights");
+  const { startOptimizerServer } = await import("../../optimizer/main.js");
+  const { reportRoutes } = await import("../../optimizer/report-live.js");
+  phase("modules");
   const optimizer = await startOptimizerServer({
     host,
     port,
@@ -189,6 +202,15 @@ async function withOps(name: string, served: Served, host: string, port: number)
   };
 }
 
+/**
+ * Whether tracing may be on (an OTLP endpoint in the settings or the OpenTelemetry environment):
+ * only then is tracing.ts, with the OTLP exporter, loaded; it decides whether it really is.
+ */
+function mayTrace(s: RlaifConfig["services"]): boolean {
+  const env = process.env;
+  return Boolean(s.otlpEndpoint || env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
+}
+
 /** What `rlaif serve` does (its command line is declared in specs.ts). */
 export const serveCommand: CommandRun = {
   async run({ config, flags, positionals }) {
@@ -205,6 +227,9 @@ export const serveCommand: CommandRun = {
     const host = typeof flags.host === "string" ? flags.host : "127.0.0.1";
     const format = config.services.logFormat;
     log = lineLogger({ format, service: name, write: (t) => process.stderr.write(t) });
+    // The cold start's phases (start-phases.ts), read by bench/cold-start.ts and by whoever
+    // wonders why a replica took long to come back.
+    log(bootstrapPhaseLine(name));
     // Before any model loads: a taken port or an unreadable certificate is a one-line fix, not a
     // minute of loading.
     const security = grpcSecurity(config.services, resolveControlToken(config.services));
@@ -217,7 +242,12 @@ export const serveCommand: CommandRun = {
       ([signal]) => signal as string,
     );
     // Before the service starts, so its first calls are traced; flushed after the drain.
-    const tracing = tracingFromSettings(config.services, `rlaif-${name}`);
+    const tracing = mayTrace(config.services)
+      ? (await import("../../core/src/telemetry/tracing.js")).tracingFromSettings(
+          config.services,
+          `rlaif-${name}`,
+        )
+      : undefined;
     const starting = startService(name, config, host, port, security, flags)
       .catch((err: unknown) => {
         // Taken between the check and the bind (another process was quicker).
@@ -231,6 +261,7 @@ export const serveCommand: CommandRun = {
       await drain(name, starting).finally(() => tracing?.shutdown());
       return;
     }
+    log(startPhaseLine(name, "serving"));
     process.stdout.write(`${name} listening on ${first.address}\n`);
     log(`${name}: ${await stop}: draining (at most ${DRAIN_MS / 1000} s)`);
     await drain(name, Promise.resolve(first)).finally(() => tracing?.shutdown());
