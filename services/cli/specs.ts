@@ -3,6 +3,7 @@
  * `rlaif --help`, `--help` and flag errors answer without loading TensorFlow.js, gRPC or NATS.
  */
 
+import { SCORER_FLAGS } from "../core/src/config/scorer-flags.js";
 import { RUN_FLAGS } from "../core/src/config/settings.js";
 import { DEFAULT_RNN_CONFIG } from "../core/src/model/rnn-config.js";
 import { DEFAULT_SEQ2SEQ_CONFIG } from "../core/src/model/seq2seq-config.js";
@@ -28,18 +29,6 @@ const WEIGHTS_VERIFY_FLAGS = ["weights-verify-key"] as const;
 const OPENAI_FLAGS = ["openai-port", "openai-token", "openai-token-file", "openai-model"] as const;
 /** TLS of a gRPC server (and of its clients): PEM files, mTLS. */
 const TLS_FLAGS = ["tls-cert", "tls-key", "tls-ca", "tls-client-auth"] as const;
-/** The LLM judge as the Feedback's scorer (feedback/judge-scorer.ts). */
-const JUDGE_FLAGS = [
-  "judge-url",
-  "judge-model",
-  "judge-mode",
-  "judge-rubric-file",
-  "judge-api-key-env",
-  "judge-api-key-file",
-  "judge-timeout-ms",
-  "judge-temperature",
-  "judge-weight",
-] as const;
 
 /** TLS of a client of the Optimizer (a CLI command): the CA to check it, a certificate under mTLS. */
 const TLS_CLIENT_FLAGS = ["tls-ca", "tls-cert", "tls-key"] as const;
@@ -75,10 +64,7 @@ export const trainSpec: CommandSpec = {
     "nats",
     ...NATS_AUTH_FLAGS,
     "feedback-address",
-    "feedback-rules",
-    "reward-model",
-    "reward-model-weight",
-    ...JUDGE_FLAGS,
+    ...SCORER_FLAGS,
     "policy-in",
     "learner-in",
     ...WEIGHTS_SIGN_FLAGS,
@@ -186,7 +172,7 @@ export const serveSpec: CommandSpec = {
       "feedback",
       "Serve the built-in FeedbackService (AFINN-165 scorer, weighted rules with --feedback-rules, a learned reward model with --reward-model, an LLM judge with --judge-url, or a weighted mix of them)",
       "[--host address] [--feedback-rules rule:weight,…] [--reward-model dir [--reward-model-weight w]] [--judge-url url --judge-model m [--judge-weight w] [--judge-mode completions|chat] [--judge-rubric-file f] [--judge-api-key-env VAR | --judge-api-key-file f]]",
-      ["feedback-rules", "reward-model", "reward-model-weight", "backend", ...JUDGE_FLAGS, ...TLS_FLAGS],
+      [...SCORER_FLAGS, "backend", ...TLS_FLAGS],
     ),
     optimizer: serveVariant(
       "optimizer",
@@ -234,7 +220,8 @@ export const upSpec: CommandSpec = {
     ...POLICY_FLAGS,
     "rollout-concurrency",
     "feedback-address",
-    "feedback-rules",
+    // Handed to the Feedback process it starts (cluster/local-cluster.ts).
+    ...SCORER_FLAGS,
     ...WEIGHTS_SIGN_FLAGS,
     ...WEIGHTS_VERIFY_FLAGS,
     "out",

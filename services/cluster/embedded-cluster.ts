@@ -9,8 +9,8 @@ import type { Bus } from "../core/src/bus/bus.js";
 import { MemoryBus } from "../core/src/bus/memory-bus.js";
 import { type NatsCredentialSources, natsClientAuth } from "../core/src/bus/nats-auth.js";
 import { NatsBus } from "../core/src/bus/nats-bus.js";
+import { checkOneFeedback } from "../core/src/config/scorer-flags.js";
 import type { RlaifConfig } from "../core/src/config/settings.js";
-import { ConfigError } from "../core/src/errors.js";
 import type { TracingConfig } from "../core/src/telemetry/tracing.js";
 import { clusterWeightsKeys } from "../core/src/weights/weights-keys.js";
 import { scorerFromSettings, startFeedbackServer } from "../feedback/main.js";
@@ -104,15 +104,8 @@ export async function startEmbeddedCluster(
     // Signed weights: the configured key pair, or one made for this run (removed on close).
     const keys = await clusterWeightsKeys(services);
     closers.push(() => keys.dispose());
+    checkOneFeedback(services);
     let feedbackAddress = services.feedbackAddress;
-    const inProcess = [services.judgeUrl && "--judge-url", services.rewardModel && "--reward-model"].filter(
-      Boolean,
-    );
-    if (feedbackAddress && inProcess.length > 0) {
-      throw new ConfigError(
-        `--feedback-address names an external FeedbackService, and ${inProcess.join(" and ")} a built-in scorer: give one of them`,
-      );
-    }
     if (!feedbackAddress) {
       const scorer = await scorerFromSettings(services);
       const feedback = await startFeedbackServer({ host, port: 0, scorer, ...logOpt });

@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NATS_PASSWORD_ENV, NATS_USER_ENV, type NatsUser, serviceUsers } from "../core/src/bus/nats-auth.js";
 import { freePort, startNatsServer } from "../core/src/bus/nats-server.js";
+import { changedSettingArgs, checkOneFeedback, SCORER_FLAGS } from "../core/src/config/scorer-flags.js";
 import type { RlaifConfig } from "../core/src/config/settings.js";
 import { RlaifError } from "../core/src/errors.js";
 import { CONTROL_TOKEN_ENV, resolveControlToken } from "../core/src/grpc/control-token.js";
@@ -91,6 +92,7 @@ export async function startLocalCluster(
   log: (line: string) => void,
   opts: LocalClusterOptions = {},
 ): Promise<LocalCluster> {
+  checkOneFeedback(config.services);
   // Signed weights: the configured key pair, or one made for this cluster (removed on close).
   const keys = await clusterWeightsKeys(config.services);
   const users = serviceUsers();
@@ -201,7 +203,9 @@ export async function startLocalCluster(
   const model = ["--checkpoint", s.checkpoint, "--backend", s.backend];
   try {
     const [feedback, policy] = await Promise.all([
-      s.feedbackAddress ? null : service("feedback", [...tls, "--feedback-rules", s.feedbackRules]),
+      s.feedbackAddress
+        ? null
+        : service("feedback", [...tls, ...changedSettingArgs(s, [...SCORER_FLAGS, "backend"])]),
       service(
         "policy",
         [

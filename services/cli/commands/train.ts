@@ -8,6 +8,7 @@
  */
 import { startEmbeddedCluster } from "../../cluster/embedded-cluster.js";
 import { explicitSettings } from "../../core/src/config/load-config.js";
+import { checkOneFeedback } from "../../core/src/config/scorer-flags.js";
 import type { RlaifConfig, RunSettings } from "../../core/src/config/settings.js";
 import { SETTINGS } from "../../core/src/config/settings.js";
 import { CheckpointError, ConfigError } from "../../core/src/errors.js";
@@ -86,6 +87,8 @@ async function train(
     throw new ConfigError("--resume continues the run's own model: drop --model");
   if (resume) config.services.checkpoint = resume.path;
   else requireModel(config);
+  // A conflict in the flags is told before any peer is dialled.
+  checkOneFeedback(config.services);
   if (config.services.feedbackAddress)
     await checkFeedback(config.services.feedbackAddress, "--feedback-address");
   const settings = resume?.settings ?? config.run;

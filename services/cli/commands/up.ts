@@ -9,6 +9,7 @@
  */
 import { type LocalCluster, startLocalCluster } from "../../cluster/local-cluster.js";
 import { describeExit } from "../../cluster/supervisor.js";
+import { checkOneFeedback } from "../../core/src/config/scorer-flags.js";
 import { RlaifError, StoppedBySignalError } from "../../core/src/errors.js";
 import type { CommandRun } from "../args.js";
 import { followRun } from "../follow-run.js";
@@ -70,6 +71,8 @@ export const upCommand: CommandRun = {
   async run({ config, flags }) {
     requireModel(config);
     const access = optimizerAccess(config);
+    // A conflict in the flags is told before any peer is dialled.
+    checkOneFeedback(config.services);
     if (config.services.feedbackAddress)
       await checkFeedback(
         config.services.feedbackAddress,
