@@ -2,8 +2,8 @@
  * When a step has lost too many of its samples to train on (docs/feedback-contract.md#resilience).
  * Why a rule of its own: a broken scorer excludes samples instead of rewarding them 0, so a run
  * would otherwise go on learning from a small, biased rest (or from nothing) without a word. The
- * run fails instead, with a message that says why: no scorer is left (every sample refused by an
- * open circuit), every sample failed, or more than `run.maxExcludedShare` of them were excluded.
+ * run fails instead, with a message that says why: no scorer is left (no sample usable and the
+ * scorer's circuit open), every sample failed, or more than `run.maxExcludedShare` of them were excluded.
  */
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
 import { CIRCUIT_OPEN } from "../core/src/errors.js";
@@ -23,8 +23,9 @@ export function exclusionFailure(
   const n = arrived.length;
   if (n === 0) return null;
   const first = arrived.find((t) => t.error)?.error ?? "";
-  if (usable === 0 && arrived.every((t) => t.error.includes(CIRCUIT_OPEN))) {
-    return `step ${step}: no scorer is left: every sample was refused without a call; ${first}`;
+  const refused = arrived.find((t) => t.error.includes(CIRCUIT_OPEN));
+  if (usable === 0 && refused) {
+    return `step ${step}: no scorer is left, no sample could be scored: ${refused.error}`;
   }
   if (usable === 0) return `step ${step}: every sample failed; the first error: ${first}`;
   const excluded = n - usable;

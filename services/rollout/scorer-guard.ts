@@ -49,6 +49,13 @@ export const DEFAULT_BREAKER_FAILURES = 5;
 /** Default time an open circuit refuses calls before one probe is let through. */
 export const DEFAULT_BREAKER_COOL_DOWN_MS = 10_000;
 
+/**
+ * Codes of a call the scorer broke on (a crash mid-call, an unhandled exception): retried like a
+ * timeout, a few attempts, then its items fail. Other non-retryable codes (INVALID_ARGUMENT, …)
+ * refuse the request itself and are passed on.
+ */
+const BROKEN_CODES: readonly number[] = [status.INTERNAL, status.UNKNOWN, status.CANCELLED, status.DATA_LOSS];
+
 /** A ScorerGuard's tuning. */
 export interface ScorerGuardOptions {
   /** Names the scorer in errors, logs and the breaker (its address, or "in-process"). */
@@ -203,11 +210,17 @@ export class ScorerGuard {
           this.breaker.failure(err.message);
           return err.message;
         }
-        if (err instanceof ScorerTimeoutError) {
+        const broken = err instanceof RpcError && BROKEN_CODES.includes(err.code);
+        if (err instanceof ScorerTimeoutError || broken) {
           if (attempt >= this.attempts) {
-            const why = `scorer ${this.opts.name} timed out after ${this.attempts} attempts (${this.opts.timeoutMs} ms each)`;
-            this.counters.timedOut++;
-            this.opts.onTimedOut?.();
+            const why = broken
+              ? `scorer ${this.opts.name} failed ${this.attempts} attempts: ${(err as Error).message}`
+              : `scorer ${this.opts.name} timed out after ${this.attempts} attempts (${this.opts.timeoutMs} ms each)`;
+            if (broken) this.counters.badAnswers++;
+            else {
+              this.counters.timedOut++;
+              this.opts.onTimedOut?.();
+            }
             this.breaker.failure(why);
             return why;
           }
