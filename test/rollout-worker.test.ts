@@ -429,7 +429,7 @@ describe("rollout worker", () => {
       .map((l) => Number(/retry \d+ in (\d+) ms/.exec(l)?.[1] ?? Number.NaN))
       .filter((w) => w >= 0);
     expect(waits).toHaveLength(3);
-    waits.forEach((w, i) => expect(w).toBeLessThanOrEqual(200 * 2 ** i));
+    for (const [i, w] of waits.entries()) expect(w).toBeLessThanOrEqual(200 * 2 ** i);
     expect(logs.some((l) => l.includes("given back"))).toBe(false);
     expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
   });

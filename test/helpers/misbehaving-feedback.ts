@@ -86,7 +86,20 @@ function misbehave(
   items: readonly ScoreItem[],
   hung: (() => void)[],
 ): MessageInitShape<typeof ScoreResponseSchema> | Promise<never> {
-  const scores = [...(answer.scores ?? [])];
+  // plain copies (no message type), so each mode may change any field
+  const scores = (answer.scores ?? []).map((x) => ({
+    reward: x.reward ?? 0,
+    tokenRewards: [...(x.tokenRewards ?? [])],
+    rationale: x.rationale ?? "",
+    status: x.status ?? 0,
+    error: x.error ?? "",
+    idempotencyKey: x.idempotencyKey ?? "",
+  }));
+  const plain = {
+    scorerId: answer.scorerId ?? "",
+    scorerVersion: answer.scorerVersion ?? "",
+    modelHash: answer.modelHash ?? "",
+  };
   switch (mode) {
     case "ok":
       return answer;
@@ -97,17 +110,17 @@ function misbehave(
     case "nan":
     case "inf":
       return {
-        ...answer,
-        scores: scores.map((s) => ({ ...s, reward: mode === "nan" ? Number.NaN : -Infinity })),
+        ...plain,
+        scores: scores.map((x) => ({ ...x, reward: mode === "nan" ? Number.NaN : -Infinity })),
       };
     case "wrong-count":
-      return { ...answer, scores: scores.slice(1) };
+      return { ...plain, scores: scores.slice(1) };
     case "wrong-length":
       return {
-        ...answer,
-        scores: scores.map((s, i) => ({
-          ...s,
-          tokenRewards: new Array(Buffer.byteLength((items[i] as ScoreItem).completion) + 1).fill(0),
+        ...plain,
+        scores: scores.map((x, i) => ({
+          ...x,
+          tokenRewards: new Array<number>(Buffer.byteLength((items[i] as ScoreItem).completion) + 1).fill(0),
         })),
       };
   }
