@@ -13,6 +13,7 @@ import { createClient } from "../services/core/src/grpc/client.js";
 import { publishWeights } from "../services/core/src/weights/weights-publisher.js";
 import { type PolicyServer, startPolicyServer } from "../services/policy/main.js";
 import { collectPrompt } from "../services/rollout/collect.js";
+import { ScorerGuard } from "../services/rollout/scorer-guard.js";
 import { writeTinyCheckpoint } from "./helpers/tiny-model.js";
 
 describe("policy min weights version", () => {
@@ -78,7 +79,8 @@ describe("policy min weights version", () => {
       minWeightsVersion: 9,
     };
     const feedback = { score: async () => ({ scores: [], scorerId: "none", scorerVersion: "" }) };
-    const err = await collectPrompt(pc, feedback as never, job, 600).catch((e: unknown) => e);
+    const scorer = new ScorerGuard(feedback as never, { name: "none", timeoutMs: 600, retryMs: 0 });
+    const err = await collectPrompt(pc, scorer, job, 600).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StaleWeightsError);
     expect((err as Error).message).toMatch(/needs v9 or newer/);
   });

@@ -16,6 +16,7 @@ import {
 import {
   type ScoreResponse,
   ScoreResponseSchema,
+  ScoreStatus,
 } from "../services/core/gen/rlaif/feedback/v1/feedback_pb.js";
 import {
   type GenerateResponse,
@@ -171,6 +172,17 @@ async function drain(bus: MemoryBus): Promise<{ msg: QueueMessage; t: Trajectory
   return msgs.map((msg) => ({ msg, t: fromBinary(TrajectorySchema, msg.data) }));
 }
 
+/** The job's 3 samples, once published: each failed by the scorer (ERROR), its tokens kept. */
+async function failedSamples(bus: MemoryBus): Promise<Trajectory[]> {
+  await until("the failed samples", async () => (await (await bus.queue("trajectories")).pending()) === 3);
+  const out = (await drain(bus)).map((o) => o.t);
+  for (const t of out) {
+    expect(t.scoreStatus).toBe(ScoreStatus.ERROR);
+    expect(t.reward).toBe(0);
+  }
+  return out;
+}
+
 describe("rollout worker", () => {
   it("rollout worker - a job becomes G trajectories published under their ids, then the job is acked", async () => {
     const { bus, policy, feedback, worker } = setup();
@@ -225,18 +237,19 @@ describe("rollout worker", () => {
     expect(policy.metadata[0]?.traceparent).toBe(tp);
   });
 
-  it("rollout worker - a feedback failure is retried within the job's delivery, which then publishes once", async () => {
-    const { bus, feedback, worker, logs } = setup();
+  it("rollout worker - a feedback failure is retried within the job's delivery (only the Score call), which then publishes once", async () => {
+    const { bus, policy, feedback, worker, logs } = setup();
     feedback.failFirst(1, "scorer down");
     const jobs = await bus.queue("jobs");
     await jobs.publish(job(), { msgId: "run-w.3.1" });
     worker.start();
     await until("the job to complete", () => worker.counters.jobsCompleted === 1);
     expect(feedback.calls).toBe(2);
-    expect(worker.counters.jobsFailed).toBe(1);
+    expect(policy.generateCalls).toBe(1);
+    expect(worker.counters.jobsFailed).toBe(0);
     expect(worker.counters.trajectoriesPublished).toBe(3);
     expect(
-      logs.some((l) => l.includes("run-w.3.1") && l.includes("attempt 1") && l.includes("scorer down")),
+      logs.some((l) => l.includes("Score to feedback failed (retry 1") && l.includes("scorer down")),
     ).toBe(true);
     expect(await jobs.pending()).toBe(0);
     const out = await drain(bus);
@@ -293,55 +306,51 @@ describe("rollout worker", () => {
     expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
   });
 
-  it("rollout worker - a scorer answer with the wrong number of scores publishes nothing and keeps the job", async () => {
-    const { bus, feedback, worker, logs } = setup();
+  it("rollout worker - a scorer answer with the wrong number of scores fails the job's samples once (no retry, no redelivery)", async () => {
+    const { bus, feedback, worker } = setup();
     feedback.answer = (items) => ({ scores: Array.from({ length: items - 1 }, () => ({ reward: 0.1 })) });
     const jobs = await bus.queue("jobs");
     await jobs.publish(job(), { msgId: "run-w.3.1" });
     worker.start();
-    await until("the failure", () => worker.counters.jobsFailed >= 1);
+    const out = await failedSamples(bus);
     expect(worker.counters.jobsCompleted).toBe(0);
-    expect(worker.counters.trajectoriesPublished).toBe(0);
-    expect(await (await bus.queue("trajectories")).pending()).toBe(0);
-    expect(await jobs.pending()).toBe(1);
-    expect(logs.some((l) => l.includes("scores") && l.includes("exactly 3"))).toBe(true);
+    expect(feedback.calls).toBe(1);
+    for (const t of out)
+      expect(t.error).toMatch(/scorer "\(no scorer_id\)" answered badly: scores.*exactly 3/);
+    await until("the ack", async () => (await jobs.pending()) === 0);
   });
 
-  it("rollout worker - a NaN reward or NaN per-token reward publishes nothing and keeps the job", async () => {
+  it("rollout worker - a NaN reward or NaN per-token reward fails the job's samples, and the job is acked", async () => {
     for (const bad of [
       { reward: Number.NaN },
       { reward: Number.POSITIVE_INFINITY },
       { reward: 0.2, tokenRewards: [0, Number.NaN, 0] },
     ]) {
-      const { bus, feedback, worker, logs } = setup();
+      const { bus, feedback, worker } = setup();
       feedback.answer = (items) => ({
         scores: Array.from({ length: items }, (_, i) => (i === 1 ? bad : { reward: 0.3 })),
       });
       const jobs = await bus.queue("jobs");
       await jobs.publish(job(), { msgId: "run-w.3.1" });
       worker.start();
-      await until("the failure", () => worker.counters.jobsFailed >= 1);
-      expect(worker.counters.jobsCompleted).toBe(0);
-      expect(worker.counters.trajectoriesPublished).toBe(0);
-      expect(await (await bus.queue("trajectories")).pending()).toBe(0);
-      expect(await jobs.pending()).toBe(1);
-      expect(logs.some((l) => l.includes("scores[1]") && l.includes("finite"))).toBe(true);
+      const out = await failedSamples(bus);
+      expect(feedback.calls).toBe(1);
+      for (const t of out) expect(t.error).toMatch(/answered badly: scores\[1\].*finite/);
+      await until("the ack", async () => (await jobs.pending()) === 0);
       const stopped = worker.stop();
       await bus.close();
       await stopped;
     }
   });
 
-  it("rollout worker - per-token rewards of the wrong length are refused", async () => {
-    const { bus, feedback, worker, logs } = setup();
+  it("rollout worker - per-token rewards of the wrong length are refused: the samples fail", async () => {
+    const { bus, feedback, worker } = setup();
     feedback.answer = (items) => ({
       scores: Array.from({ length: items }, () => ({ reward: 0.3, tokenRewards: [0.1, 0.2] })),
     });
     await (await bus.queue("jobs")).publish(job(), { msgId: "run-w.3.1" });
     worker.start();
-    await until("the failure", () => worker.counters.jobsFailed >= 1);
-    expect(worker.counters.trajectoriesPublished).toBe(0);
-    expect(logs.some((l) => l.includes("scores[0].token_rewards"))).toBe(true);
+    for (const t of await failedSamples(bus)) expect(t.error).toMatch(/scores\[0\]\.token_rewards/);
   });
 
   it("rollout worker - a job held past the ack wait by a slow peer is not lost", async () => {
@@ -408,16 +417,19 @@ describe("rollout worker", () => {
   });
 
   it("rollout worker - failures are retried by time: a scorer down for three tries is ridden out in one delivery", async () => {
-    const { bus, feedback, worker, logs } = setup({ retryMs: 60_000 });
+    const { bus, policy, feedback, worker, logs } = setup({ retryMs: 60_000 });
     feedback.failFirst(3, "scorer restarting");
     await (await bus.queue("jobs")).publish(job(), { msgId: "run-w.3.1" });
     worker.start();
     await until("the job to complete", () => worker.counters.jobsCompleted === 1, 15_000);
     expect(feedback.calls).toBe(4);
-    expect(worker.counters.jobsFailed).toBe(3);
-    // Backoff grows (250, 500, 1000 ms) and the job never left this delivery.
-    const waits = logs.map((l) => /delivery 1\), retrying in (\d+) ms/.exec(l)?.[1]).filter(Boolean);
-    expect(waits).toEqual(["250", "500", "1000"]);
+    expect(policy.generateCalls).toBe(1);
+    // Full-jitter backoff: each wait is drawn below its cap (200, 400, 800 ms); the job never left.
+    const waits = logs
+      .map((l) => Number(/retry \d+ in (\d+) ms/.exec(l)?.[1] ?? Number.NaN))
+      .filter((w) => w >= 0);
+    expect(waits).toHaveLength(3);
+    for (const [i, w] of waits.entries()) expect(w).toBeLessThanOrEqual(200 * 2 ** i);
     expect(logs.some((l) => l.includes("given back"))).toBe(false);
     expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
   });
@@ -491,9 +503,9 @@ describe("rollout worker", () => {
     expect((await drain(bus)).length).toBe(15);
   });
 
-  it("rollout worker - a scorer that never answers costs one feedback deadline per delivery, then the job is dead-lettered", async () => {
-    // A retry budget of an hour: were a hung scorer retried within the delivery, as a failing one
-    // is, this job would be held for the hour; instead each delivery ends at the scorer's deadline.
+  it("rollout worker - a scorer that never answers costs its attempts' deadlines, then the job's samples fail (not redelivered)", async () => {
+    // A retry budget of an hour: were a hung scorer retried like an unreachable one, this job
+    // would be held for the hour; instead it ends after 3 attempts of the scorer's deadline.
     const { bus, policy, feedback, worker, logs } = setup({
       retryMs: 3_600_000,
       maxDeliver: 3,
@@ -503,26 +515,23 @@ describe("rollout worker", () => {
     const jobs = await bus.queue("jobs");
     await jobs.publish(job(), { msgId: "run-w.3.1" });
     worker.start();
-    await until("the failed samples", async () => (await (await bus.queue("trajectories")).pending()) === 3);
-    // One scorer call per delivery, each given the feedback deadline (not the Policy's 1000 ms).
+    const out = await failedSamples(bus);
+    // Each attempt given the feedback deadline (not the Policy's 1000 ms); the Policy sampled once.
     expect(feedback.calls).toBe(3);
     expect(feedback.timeouts).toEqual([50, 50, 50]);
-    expect(policy.generateCalls).toBe(3);
-    expect(worker.counters.scorerTimeouts).toBe(3);
-    expect(worker.counters.jobsFailed).toBe(3);
-    const givenBack = logs.filter((l) => l.includes("given back for redelivery"));
-    expect(givenBack).toHaveLength(2);
-    expect(givenBack[0]).toContain("hung scorer: Feedback.Score did not answer within 50 ms");
-    expect(logs.some((l) => l.includes("retrying in"))).toBe(false);
-    for (const { t } of await drain(bus)) {
-      expect(t.error).toMatch(/^dead-lettered after 3 deliveries: hung scorer: .*within 50 ms/);
+    expect(policy.generateCalls).toBe(1);
+    expect(worker.counters.scorerTimeouts).toBe(1);
+    expect(logs.some((l) => l.includes("given back for redelivery"))).toBe(false);
+    for (const t of out) {
+      expect(t.error).toBe("scorer feedback timed out after 3 attempts (50 ms each)");
+      expect(t.completionTokens.length).toBeGreaterThan(0);
     }
     await until("the ack", async () => (await jobs.pending()) === 0);
-    expect(await (await bus.queue("deadLetters")).pending()).toBe(1);
+    expect(await (await bus.queue("deadLetters")).pending()).toBe(0);
   });
 
-  it("rollout worker - a scorer that hangs once is given back and the redelivery publishes every sample once", async () => {
-    const { bus, feedback, worker } = setup({ feedbackTimeoutMs: 50 });
+  it("rollout worker - a scorer that hangs once is retried and the job publishes every sample once", async () => {
+    const { bus, policy, feedback, worker } = setup({ feedbackTimeoutMs: 50 });
     const score = feedback.score.bind(feedback);
     let first = true;
     feedback.score = (req, opts) => {
@@ -536,7 +545,8 @@ describe("rollout worker", () => {
     await jobs.publish(job(), { msgId: "run-w.3.1" });
     worker.start();
     await until("the job to complete", () => worker.counters.jobsCompleted === 1);
-    expect(worker.counters.scorerTimeouts).toBe(1);
+    expect(worker.counters.scorerTimeouts).toBe(0);
+    expect(policy.generateCalls).toBe(1);
     expect((await drain(bus)).map((o) => o.t.id)).toEqual(["run-w.3.1.0", "run-w.3.1.1", "run-w.3.1.2"]);
     expect(await jobs.pending()).toBe(0);
   });

@@ -123,6 +123,7 @@ export async function startEmbeddedCluster(
       feedbackTimeoutMs: services.feedbackTimeoutMs,
       bus,
       concurrency: services.rolloutConcurrency,
+      scorer: services,
       ...logOpt,
     });
     closers.push(() => rollout.close());

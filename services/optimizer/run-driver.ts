@@ -43,6 +43,7 @@ import { isAdapterBlob } from "../core/src/model/lora-files.js";
 import { recordStep, recordWeightsPublish } from "../core/src/ops/metrics.js";
 import { ATTR, endSpan, inSpan, SpanKind, startSpan, traceparentOf } from "../core/src/telemetry/spans.js";
 import { type StagedWeights, WeightsPublisher } from "../core/src/weights/weights-publisher.js";
+import { exclusionFailure } from "./exclusion-limit.js";
 import { jobSeed, meanStaleness, StepLock, sampleKl, usableTrajectories } from "./run-helpers.js";
 import type { Learner, LearnerStepResult, ResumePoint } from "./run-types.js";
 import { queueJobs, type StepIo, TrajectoryInbox } from "./step-io.js";
@@ -237,11 +238,9 @@ export class RunDriver {
         // behind the jobs' min_weights_version); at 0 every error-free sample is used, as always.
         const floor = lag > 0 ? this.weightsVersion - lag : 0;
         const trajs = usableTrajectories(arrived, floor, this.opts.log);
-        if (trajs.length === 0) {
-          throw new RunFailedError(
-            `step ${step}: every sample failed; the first error: ${arrived[0]?.error}`,
-          );
-        }
+        const failure = exclusionFailure(step, arrived, trajs.length, floor, settings.maxExcludedShare);
+        if (failure || trajs.length === 0)
+          throw new RunFailedError(failure ?? `step ${step}: no sample arrived`);
         // Overlap: the next steps' jobs go out before this update, so the Policy samples them
         // while the learner (in its own thread) updates on this step.
         if (lag > 0) await queueThrough(step + lag);

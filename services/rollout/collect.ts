@@ -13,6 +13,8 @@ import {
   TrajectorySchema,
 } from "../core/gen/rlaif/common/v1/types_pb.js";
 import {
+  type GetInfoRequestSchema,
+  type GetInfoResponse,
   type Score,
   type ScoreRequestSchema,
   type ScoreResponse,
@@ -30,12 +32,14 @@ import {
   RpcError,
   ScorerResponseError,
   ScorerTimeoutError,
+  ScorerUnavailableError,
   StaleWeightsError,
   ValidationError,
 } from "../core/src/errors.js";
 import { isRetryable } from "../core/src/grpc/client.js";
 import { isOkScore, scoreResponseRules, tokenRewardMismatch } from "../core/src/grpc/rules.js";
 import { validate } from "../core/src/grpc/validation.js";
+import type { ScorerGuard } from "./scorer-guard.js";
 
 /** Options every outgoing call takes (the deadline in particular). */
 export interface CallOptions {
@@ -55,9 +59,13 @@ export interface PolicyCaller {
   ): Promise<LogprobsResponse>;
 }
 
-/** The part of a FeedbackService client the pipeline uses. */
+/**
+ * The part of a FeedbackService client the pipeline uses. GetInfo is optional: without it (an
+ * in-process fake) the batch limit is the contract's 1024 items.
+ */
 export interface FeedbackCaller {
   score(req: MessageInitShape<typeof ScoreRequestSchema>, opts?: CallOptions): Promise<ScoreResponse>;
+  getInfo?(req: MessageInitShape<typeof GetInfoRequestSchema>, opts?: CallOptions): Promise<GetInfoResponse>;
 }
 
 /** One prompt to collect for. */
@@ -222,18 +230,19 @@ export async function scoreWithin<T>(ms: number, call: () => Promise<T>): Promis
 
 /**
  * Sample, score and reference-score the completions of one prompt. Policy calls get `timeoutMs`;
- * the Feedback call gets `feedbackTimeoutMs` (default the same), since a scorer answers in
- * milliseconds to seconds while a large sampling call may take a minute.
+ * the Feedback calls go through `scorer` (scorer-guard.ts: their own deadline, retries, batch
+ * limit and circuit breaker), and samples the scorer failed on (hung past its attempts, a bad
+ * answer, an open circuit) come back as SCORE_STATUS_ERROR trajectories with the reason, which
+ * the Optimizer excludes and counts: the step goes on with the rest.
  * Throws StaleWeightsError when the Policy's version is older than `job.minWeightsVersion`,
- * ScorerTimeoutError when the scorer does not answer in time, and PeerError when a peer fails
- * (the caller gives the job back for redelivery: nothing is lost).
+ * ScorerUnavailableError when the scorer stays unreachable for the retry budget, and PeerError
+ * when a Policy call fails (the caller gives the job back for redelivery: nothing is lost).
  */
 export async function collectPrompt(
   policy: PolicyCaller,
-  feedback: FeedbackCaller,
+  scorer: ScorerGuard,
   job: CollectJob,
   timeoutMs: number,
-  feedbackTimeoutMs = timeoutMs,
 ): Promise<Trajectory[]> {
   const opts: CallOptions = { timeoutMs, metadata: job.traceparent ? { traceparent: job.traceparent } : {} };
   // A peer's refusal of the request itself (INVALID_ARGUMENT, …) is passed on unchanged: retrying
@@ -242,7 +251,12 @@ export async function collectPrompt(
     try {
       return await call();
     } catch (cause) {
-      if (cause instanceof ScorerTimeoutError || cause instanceof StaleWeightsError) throw cause;
+      if (
+        cause instanceof ScorerTimeoutError ||
+        cause instanceof ScorerUnavailableError ||
+        cause instanceof StaleWeightsError
+      )
+        throw cause;
       if (cause instanceof RpcError && !isRetryable(cause)) throw cause;
       throw new PeerError(`${what} failed: ${(cause as Error).message}`, { cause });
     }
@@ -278,12 +292,8 @@ export async function collectPrompt(
     completion: c.text,
     idempotencyKey: scoreKey(trajectoryId(job.runId, job.step, job.index, c.sampleIndex), job.prompt, c.text),
   }));
-  const scores = await peer("Feedback.Score", () =>
-    scoreWithin(feedbackTimeoutMs, () =>
-      feedback.score({ items }, { ...opts, timeoutMs: feedbackTimeoutMs }),
-    ),
-  );
-  checkScores(scores, items);
+  const { res: scores, failures } = await peer("Feedback.Score", () => scorer.score(items, opts));
+  const scorerId = scores.scorerId || scorer.name;
   // 3. Log-probs of the same tokens under the frozen reference policy (for the KL penalty).
   const ref = await peer("Policy.Logprobs", () =>
     policy.logprobs(
@@ -322,7 +332,7 @@ export async function collectPrompt(
       scorerVersion: scores.scorerVersion,
       scorerModelHash: scores.modelHash,
       scoreStatus: ok ? ScoreStatus.OK : score.status,
-      error: scoreExclusion(score, scores.scorerId),
+      error: failures[i] || scoreExclusion(score, scorerId),
       rationale: score.rationale,
       finishReason: c.finishReason,
     });

@@ -4,19 +4,20 @@
  * the policy is where the failure cases live (a restarting peer, a Policy on old weights, a hung
  * scorer), and it can be read and tested without the loop around it.
  *
- * - A failing Policy or Feedback call is retried with backoff for up to `retryMs` of failing time
- *   (long enough to ride out a service restart); the job is held meanwhile (in-progress signals
+ * - A failing Policy call is retried with backoff for up to `retryMs` of failing time (long
+ *   enough to ride out a service restart); the job is held meanwhile (in-progress signals
  *   restart its ack wait).
  * - A Policy on older weights than the job needs is waited for, for at most `staleWaitMs`,
  *   without spending that budget.
- * - A scorer that does not answer within its own deadline (`feedbackTimeoutMs`) gives the job
- *   back at once, counted: retrying the same hung scorer inside this delivery would hold the lane
- *   for the whole budget, while a redelivery may reach another scorer replica or worker, and after
- *   `maxDeliver` of them the job is dead-lettered. A hung scorer costs one deadline per delivery.
+ * - Feedback calls are retried inside the job by its ScorerGuard (scorer-guard.ts), so the
+ *   Policy's sampling is not redone: a hung scorer or a bad answer fails the job's samples
+ *   (SCORE_STATUS_ERROR, excluded and counted) and the job is published; a scorer unreachable for
+ *   the whole budget (ScorerUnavailableError) gives the job back at once, since its retries are
+ *   spent, and after `maxDeliver` deliveries the job is dead-lettered.
  */
 import type { Trajectory } from "../core/gen/rlaif/common/v1/types_pb.js";
 import type { QueueMessage } from "../core/src/bus/bus.js";
-import { PeerError, ScorerTimeoutError, StaleWeightsError, ValidationError } from "../core/src/errors.js";
+import { PeerError, ScorerUnavailableError, StaleWeightsError, ValidationError } from "../core/src/errors.js";
 
 /** Default time a failing job is retried before it is given back for redelivery. */
 export const DEFAULT_ROLLOUT_RETRY_MS = 30_000;
@@ -47,7 +48,6 @@ export type Outcome =
 /** Failure counters the attempts add to (the worker's RolloutCounters). */
 export interface AttemptCounters {
   jobsFailed: number;
-  scorerTimeouts: number;
 }
 
 /** What the attempts need from the worker that runs them. */
@@ -94,10 +94,7 @@ export async function attemptJob(
           continue;
         }
         ctx.counters.jobsFailed++;
-        if (err instanceof ScorerTimeoutError) {
-          ctx.counters.scorerTimeouts++;
-          return { kind: "giveBack", error: `hung scorer: ${error}` };
-        }
+        if (err instanceof ScorerUnavailableError) return { kind: "giveBack", error };
         if (!(err instanceof PeerError || err instanceof ValidationError)) return { kind: "refused", error };
         failingSince ??= started;
         const delay = retryBackoffMs(++failures);

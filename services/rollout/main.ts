@@ -14,6 +14,15 @@ import { implement, type RunningServer, startServer } from "../core/src/grpc/ser
 import { observeAtScrape } from "../core/src/ops/metrics.js";
 import { RolloutService, rolloutService } from "./rollout-service.js";
 import { RolloutWorker } from "./rollout-worker.js";
+import { ScorerGuard } from "./scorer-guard.js";
+
+/** How Score calls are retried and when a scorer's circuit opens (the `services.scorer*` settings). */
+export interface ScorerRetrySettings {
+  scorerAttempts: number;
+  scorerBackoffMs: number;
+  scorerBreakerFailures: number;
+  scorerBreakerCoolDownMs: number;
+}
 
 /** Options of a Rollout server. */
 export interface RolloutServerOptions {
@@ -35,6 +44,8 @@ export interface RolloutServerOptions {
   retryMs?: number;
   /** Deliveries of a job before it is dead-lettered (default: `services.rolloutMaxDeliver`'s). */
   maxDeliver?: number;
+  /** Score retries and circuit breaker (default: the `services.scorer*` settings'). */
+  scorer?: ScorerRetrySettings;
   log?: (line: string) => void;
 }
 
@@ -65,18 +76,42 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
   const policy = createClient(PolicyService, opts.policyAddress, clientOptions);
   const feedback = createClient(FeedbackService, opts.feedbackAddress, clientOptions);
   const defaults = defaultConfig().services;
+  const scorer = opts.scorer ?? defaults;
+  const feedbackTimeoutMs = opts.feedbackTimeoutMs ?? defaults.feedbackTimeoutMs;
+  const retryMs = opts.retryMs ?? defaults.rolloutRetryMs;
+  const guard = {
+    scorerAttempts: scorer.scorerAttempts,
+    scorerBackoffMs: scorer.scorerBackoffMs,
+    breakerFailures: scorer.scorerBreakerFailures,
+    breakerCoolDownMs: scorer.scorerBreakerCoolDownMs,
+    feedbackName: opts.feedbackAddress,
+  };
   const worker = opts.bus
     ? new RolloutWorker(opts.bus, policy, feedback, {
         group: ROLLOUT_CONSUMER,
         rpcTimeoutMs: opts.rpcTimeoutMs,
-        feedbackTimeoutMs: opts.feedbackTimeoutMs ?? defaults.feedbackTimeoutMs,
+        feedbackTimeoutMs,
         concurrency: opts.concurrency ?? defaults.rolloutConcurrency,
-        retryMs: opts.retryMs ?? defaults.rolloutRetryMs,
+        retryMs,
         maxDeliver: opts.maxDeliver ?? defaults.rolloutMaxDeliver,
         policyReplica: opts.policyAddress,
+        ...guard,
         ...(opts.log ? { log: opts.log } : {}),
       })
     : null;
+  // The Collect rpc shares the worker's guard (one circuit per scorer address), or has its own.
+  const scorerGuard =
+    worker?.scorer ??
+    new ScorerGuard(feedback, {
+      name: opts.feedbackAddress,
+      timeoutMs: feedbackTimeoutMs,
+      retryMs,
+      attempts: guard.scorerAttempts,
+      backoffMs: guard.scorerBackoffMs,
+      breakerFailures: guard.breakerFailures,
+      breakerCoolDownMs: guard.breakerCoolDownMs,
+      ...(opts.log ? { log: opts.log } : {}),
+    });
   const server = await startServer({
     ...(opts.host ? { host: opts.host } : {}),
     port: opts.port,
@@ -85,7 +120,7 @@ export async function startRolloutServer(opts: RolloutServerOptions): Promise<Ro
         RolloutService,
         rolloutService({
           policy,
-          feedback,
+          scorer: scorerGuard,
           policyAddress: opts.policyAddress,
           feedbackAddress: opts.feedbackAddress,
           counters: worker?.counters ?? {

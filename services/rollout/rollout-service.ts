@@ -4,13 +4,15 @@
  */
 import { RolloutService } from "../core/gen/rlaif/rollout/v1/rollout_pb.js";
 import type { ServiceImpl } from "../core/src/grpc/adapter.js";
-import { collectPrompt, type FeedbackCaller, type PolicyCaller } from "./collect.js";
+import { collectPrompt, type PolicyCaller } from "./collect.js";
 import type { RolloutCounters } from "./rollout-worker.js";
+import type { ScorerGuard } from "./scorer-guard.js";
 
 /** What the handlers need. */
 export interface RolloutServiceDeps {
   policy: PolicyCaller;
-  feedback: FeedbackCaller;
+  /** The Feedback client behind its guard (the worker's, so both share one circuit breaker). */
+  scorer: ScorerGuard;
   policyAddress: string;
   feedbackAddress: string;
   /** Counters of the queue worker (all zero when this process runs no worker). */
@@ -26,7 +28,7 @@ export function rolloutService(deps: RolloutServiceDeps): ServiceImpl<typeof Rol
         req.prompts.map((prompt, index) =>
           collectPrompt(
             deps.policy,
-            deps.feedback,
+            deps.scorer,
             {
               runId: "collect",
               step: 0,

@@ -4,8 +4,9 @@
  * redelivered; trajectories are published with their id as `Nats-Msg-Id`, so a redelivered job
  * that had already published them produces duplicates the bus drops. Nothing is lost or doubled.
  *
- * How each delivery is tried (retries by time, waiting for a stale Policy, a hung scorer's own
- * deadline) is job-attempts.ts. When a delivery ends without trajectories the job is given back
+ * How each delivery is tried (retries by time, waiting for a stale Policy) is job-attempts.ts;
+ * how its Score calls are tried (deadline, bounded retries, batch limit, circuit breaker) is
+ * scorer-guard.ts. When a delivery ends without trajectories the job is given back
  * for redelivery (to another lane, worker or replica); its `maxDeliver`-th delivery instead goes
  * to the dead-letter queue, and its samples are published as failed (the error says
  * "dead-lettered"), so the Optimizer excludes and counts them instead of waiting for them.
@@ -31,16 +32,17 @@ import {
   DEFAULT_STALE_WAIT_MS,
   retryBackoffMs,
 } from "./job-attempts.js";
+import { ScorerGuard } from "./scorer-guard.js";
 
 export { DEFAULT_ROLLOUT_RETRY_MS, DEFAULT_STALE_WAIT_MS, retryBackoffMs };
 
-/** Counters reported by RolloutService.GetStatus (scorerTimeouts only in the worker's log for now). */
+/** Counters reported by RolloutService.GetStatus (scorerTimeouts only in the metrics for now). */
 export interface RolloutCounters {
   jobsCompleted: number;
   trajectoriesPublished: number;
   jobsFailed: number;
   lastWeightsVersion: number;
-  /** Deliveries given back because the scorer did not answer within feedbackTimeoutMs. */
+  /** Score operations whose samples were failed because the scorer timed out on every attempt. */
   scorerTimeouts: number;
 }
 
@@ -54,10 +56,20 @@ export interface RolloutWorkerOptions {
   /** Deadline of each Policy call (and of each Feedback call unless `feedbackTimeoutMs` is set). */
   rpcTimeoutMs: number;
   /**
-   * Deadline of each Feedback call: a scorer that does not answer in time gives the job back for
-   * redelivery at once (counted in `scorerTimeouts`) instead of holding it for the retry budget.
+   * Deadline of each Feedback call attempt: a scorer that misses it on `scorerAttempts` attempts
+   * has the job's samples failed (counted in `scorerTimeouts`) instead of holding the job.
    */
   feedbackTimeoutMs?: number;
+  /** Attempts of a Score call that times out (default 3). */
+  scorerAttempts?: number;
+  /** First backoff between Score attempts (doubling, full jitter; default 200 ms). */
+  scorerBackoffMs?: number;
+  /** Consecutive failed Score operations that open the scorer's circuit (default 5). */
+  breakerFailures?: number;
+  /** Cool-down of an open circuit before one probe call (default 10 s). */
+  breakerCoolDownMs?: number;
+  /** Names the scorer in errors and logs (its address; default "feedback"). */
+  feedbackName?: string;
   /** Called with a line to log (failures, malformed jobs). */
   log?: (line: string) => void;
   /**
@@ -96,7 +108,8 @@ export class RolloutWorker {
   };
   private running = false;
   private readonly maxDeliver: number;
-  private readonly feedbackTimeoutMs: number;
+  /** Every Score call of this worker (and of the Collect rpc beside it) goes through it. */
+  readonly scorer: ScorerGuard;
   /** What job-attempts.ts needs of this worker: its budgets, its pause, its counters. */
   private readonly attempts: AttemptContext;
   private loop: Promise<void> | null = null;
@@ -106,16 +119,16 @@ export class RolloutWorker {
   constructor(
     private readonly bus: Bus,
     private readonly policy: PolicyCaller,
-    private readonly feedback: FeedbackCaller,
+    feedback: FeedbackCaller,
     private readonly opts: RolloutWorkerOptions,
   ) {
     const retryMs = opts.retryMs ?? DEFAULT_ROLLOUT_RETRY_MS;
     const staleWaitMs = opts.staleWaitMs ?? DEFAULT_STALE_WAIT_MS;
     this.maxDeliver = opts.maxDeliver ?? DEFAULT_ROLLOUT_MAX_DELIVER;
-    this.feedbackTimeoutMs = opts.feedbackTimeoutMs ?? opts.rpcTimeoutMs;
+    const feedbackTimeoutMs = opts.feedbackTimeoutMs ?? opts.rpcTimeoutMs;
     if (!(retryMs >= 0)) throw new ValidationError("retryMs", `${opts.retryMs} must be >= 0`);
     if (!(staleWaitMs >= 0)) throw new ValidationError("staleWaitMs", `${opts.staleWaitMs} must be >= 0`);
-    if (!(this.feedbackTimeoutMs > 0))
+    if (!(feedbackTimeoutMs > 0))
       throw new ValidationError("feedbackTimeoutMs", `${opts.feedbackTimeoutMs} must be > 0`);
     if (!(Number.isInteger(this.maxDeliver) && this.maxDeliver >= 1)) {
       throw new ValidationError("maxDeliver", `${opts.maxDeliver} must be a positive integer`);
@@ -128,6 +141,21 @@ export class RolloutWorker {
       log: (line) => this.log(line),
       counters: this.counters,
     };
+    this.scorer = new ScorerGuard(feedback, {
+      name: opts.feedbackName ?? "feedback",
+      timeoutMs: feedbackTimeoutMs,
+      retryMs,
+      ...(opts.scorerAttempts !== undefined ? { attempts: opts.scorerAttempts } : {}),
+      ...(opts.scorerBackoffMs !== undefined ? { backoffMs: opts.scorerBackoffMs } : {}),
+      ...(opts.breakerFailures !== undefined ? { breakerFailures: opts.breakerFailures } : {}),
+      ...(opts.breakerCoolDownMs !== undefined ? { breakerCoolDownMs: opts.breakerCoolDownMs } : {}),
+      log: (line) => this.log(line),
+      pause: (ms) => this.pause(ms),
+      running: () => this.running,
+      onTimedOut: () => {
+        this.counters.scorerTimeouts++;
+      },
+    });
   }
 
   /** Start the pull loop (idempotent). */
@@ -252,8 +280,7 @@ export class RolloutWorker {
       // Its earlier holders died or gave it back without an answer: stop the redeliveries here.
       trajs = await this.deadLetter(msg, collectJob, deadLetters, "no delivery produced trajectories");
     } else {
-      const collect = () =>
-        collectPrompt(this.policy, this.feedback, collectJob, this.opts.rpcTimeoutMs, this.feedbackTimeoutMs);
+      const collect = () => collectPrompt(this.policy, this.scorer, collectJob, this.opts.rpcTimeoutMs);
       const outcome = await attemptJob(msg, collect, this.attempts);
       if (outcome.kind === "collected") trajs = outcome.trajs;
       else if (outcome.kind === "refused") {

@@ -135,6 +135,7 @@ async function startService(
       concurrency: s.rolloutConcurrency,
       retryMs: s.rolloutRetryMs,
       maxDeliver: s.rolloutMaxDeliver,
+      scorer: s,
       bus,
       log,
     });

@@ -60,10 +60,18 @@ export class PeerError extends RlaifError {}
 export class ScorerTimeoutError extends PeerError {}
 
 /**
+ * The Feedback service stayed unreachable (UNAVAILABLE and the like: down, restarting) for the
+ * Rollout's whole retry budget of one job. Distinct so the Rollout worker gives the job back for
+ * redelivery at once (its Score calls were already retried) instead of resampling it.
+ */
+export class ScorerUnavailableError extends PeerError {}
+
+/**
  * A scorer's answer breaks the feedback contract (the wrong number of scores, a NaN or infinite
- * reward, per-token rewards of the wrong length, an idempotency key echoed out of order). A
- * ValidationError, so the Rollout retries and redelivers the job as for any bad answer, with the
- * scorer named in the message: which of several services misbehaves is the first thing to know.
+ * reward, per-token rewards of the wrong length, an idempotency key echoed out of order), with
+ * the scorer named in the message: which of several services misbehaves is the first thing to
+ * know. The Rollout fails the call's items with it (excluded, counted) instead of retrying: a
+ * deterministic scorer bug answers the same every time.
  */
 export class ScorerResponseError extends ValidationError {
   constructor(
@@ -198,6 +206,12 @@ export function rpcCodeName(code: number): string {
  * and the Optimizer counts it (StepMetrics.dead_lettered), so both spell it from here.
  */
 export const DEAD_LETTERED = "dead-lettered";
+
+/**
+ * Marks the error of a sample the Rollout did not send to its scorer because that scorer's circuit
+ * breaker is open, so the Optimizer can tell "no scorer is left" from ordinary scorer errors.
+ */
+export const CIRCUIT_OPEN = "circuit open";
 
 /**
  * The message bus (NATS) stayed unreachable past an operation's retry deadline. The message names

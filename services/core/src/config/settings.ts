@@ -418,7 +418,8 @@ const RUN = {
     max: 10_000,
     help: "newest step checkpoints kept (0 = all)",
     proto: "checkpointKeep",
-  }), // --- fbmix ---
+  }),
+  // --- fbmix ---
   /**
    * Reward normalisation in the Optimizer (core/src/learn/reward-norm.ts): off by default, so a
    * run's rewards reach the learner as the scorer gave them, bitwise as before.
@@ -440,6 +441,21 @@ const RUN = {
     proto: "rewardClip",
   }),
   // --- end of fbmix ---
+  // --- fbres ---
+  /**
+   * 0.5: a step that loses more than half its samples to a broken scorer learns from a biased
+   * rest; failing the run says so, where training on would hide it. 1 never fails on the share
+   * (a step with no sample left still fails).
+   */
+  maxExcludedShare: num({
+    flag: "max-excluded-share",
+    default: 0.5,
+    min: 0,
+    max: 1,
+    help: "the run fails when more than this share of one step's samples is excluded (scorer errors, abstentions, dead letters)",
+    proto: "maxExcludedShare",
+  }),
+  // --- end of fbres ---
 };
 
 /** Where the services are and what they load (`services.*`; CLI and config file only). */
@@ -850,7 +866,8 @@ const SERVICES = {
     patternHelp: "k=v pairs separated by commas",
     help: "headers of every OTLP export as k=v,… e.g. an API key (empty = OTEL_EXPORTER_OTLP_HEADERS)",
   }),
-  // --- end of otel ---  // --- fbmix ---
+  // --- end of otel ---
+  // --- fbmix ---
   /**
    * Weights of the model scorers when the built-in Feedback mixes scorers
    * (services/feedback/mixed-scorer.ts): reward = w_judge·judge + w_rm·rm + rules. 1 by default,
@@ -871,6 +888,47 @@ const SERVICES = {
     help: "Feedback: weight of the reward model's score in the reward when it is mixed with other scorers (non-zero)",
   }),
   // --- end of fbmix ---
+  // --- fbres ---
+  /**
+   * 3: a scorer that misses its deadline twice in a row is likely hung, and each attempt costs a
+   * whole feedback-timeout-ms, so more attempts only lengthen the worst-case step.
+   */
+  scorerAttempts: int({
+    flag: "scorer-attempts",
+    default: 3,
+    min: 1,
+    max: 20,
+    unit: "attempts",
+    help: "attempts of a Score call that times out before its samples are failed (excluded, counted)",
+  }),
+  /** 200 ms: doubled per retry up to 2 s and drawn with full jitter, so retries of many jobs spread out. */
+  scorerBackoffMs: int({
+    flag: "scorer-backoff-ms",
+    default: 200,
+    min: 0,
+    max: 60_000,
+    unit: "ms",
+    help: "first backoff between Score retries (doubling up to 2 s, full jitter)",
+  }),
+  /** 5: a few failures in a row rule out a blip, yet stop a broken scorer within one step's jobs. */
+  scorerBreakerFailures: int({
+    flag: "scorer-breaker-failures",
+    default: 5,
+    min: 1,
+    max: 10_000,
+    unit: "failures",
+    help: "consecutive failed Score calls that open a scorer's circuit (its samples then fail without a call)",
+  }),
+  /** 10 s: long enough to spare a struggling scorer, short enough that a recovered one is back within a step. */
+  scorerBreakerCoolDownMs: int({
+    flag: "scorer-breaker-cool-down-ms",
+    default: 10_000,
+    min: 1,
+    max: 3_600_000,
+    unit: "ms",
+    help: "how long an open scorer circuit waits before one probe call",
+  }),
+  // --- end of fbres ---
 };
 
 const OUT = text({
