@@ -9,6 +9,8 @@
  * - rejects a bad answer (NaN/±Inf, the wrong count, per-token rewards of the wrong length) with
  *   the ScorerResponseError naming the scorer, failing those items at once: a deterministic
  *   scorer bug would answer the same on every retry, so retrying only loops;
+ * - retries a call the scorer broke on (INTERNAL, UNKNOWN, CANCELLED, DATA_LOSS: a crash
+ *   mid-call) like a timeout, then fails its items;
  * - rides out an unreachable scorer (UNAVAILABLE: a restart) for `retryMs` of failing time, then
  *   throws ScorerUnavailableError so the job is given back for redelivery, as before;
  * - keeps a circuit breaker per address: after K failed operations in a row it fails items at
