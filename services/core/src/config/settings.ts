@@ -587,9 +587,9 @@ const SERVICES = {
   // --- scale ---
   /**
    * 15 s: the built-in scorer answers in milliseconds and an LLM judge on a few completions in
-   * seconds, while a Policy call may take the whole rpc-timeout-ms. A scorer that misses it has
-   * the job given back at once, so a hung scorer costs one such deadline per delivery (at most
-   * rollout-max-deliver of them before the job is dead-lettered), not a minute.
+   * seconds, while a Policy call may take the whole rpc-timeout-ms. A Score call that misses it
+   * is retried (scorer-attempts in all, rollout/scorer-guard.ts) and then its samples are ERROR,
+   * so a hung scorer costs a step at most scorer-attempts such deadlines (45 s), not minutes.
    */
   feedbackTimeoutMs: int({
     flag: "feedback-timeout-ms",
@@ -597,7 +597,7 @@ const SERVICES = {
     min: 1,
     max: 3_600_000,
     unit: "ms",
-    help: "deadline of each Rollout call to the Feedback service; past it the job is given back for redelivery",
+    help: "deadline of each Rollout call to the Feedback service; past it the call is retried (--scorer-attempts), then its samples are ERROR",
   }),
   // --- end of scale ---
   stepTimeoutMs: int({
