@@ -227,8 +227,28 @@ async function startCluster(): Promise<{ urls: string[]; stop(): Promise<void> }
         }),
     ),
   );
+  const urls = ports.map((p) => `nats://127.0.0.1:${p.client}`);
+  // "Server is ready" comes before the three have elected a JetStream meta leader: until then
+  // every JetStream request times out. Wait until each server answers one (on a loaded machine
+  // the election takes seconds).
+  for (const url of urls) {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const nc = await connect({ servers: url });
+      try {
+        await (await jetstreamManager(nc, { timeout: 2000 })).getAccountInfo();
+        break;
+      } catch (err) {
+        if (Date.now() > deadline)
+          throw new Error(`the cluster's JetStream did not come up at ${url}`, { cause: err });
+        await new Promise((r) => setTimeout(r, 250));
+      } finally {
+        await nc.close();
+      }
+    }
+  }
   return {
-    urls: ports.map((p) => `nats://127.0.0.1:${p.client}`),
+    urls,
     async stop() {
       for (const c of servers) c.kill("SIGTERM");
       await Promise.all(servers.map((c) => (c.exitCode === null ? once(c, "exit") : undefined)));
@@ -249,7 +269,7 @@ describe.skipIf(!hasNats)("k8s nats-init on a 3-server cluster", () => {
   ];
   beforeAll(async () => {
     cluster = await startCluster();
-  }, 60_000);
+  }, 120_000);
   afterAll(async () => {
     await cluster?.stop();
   });
