@@ -17,6 +17,7 @@
  * Served as a FeedbackService scorer by judge-scorer.ts (`rlaif serve feedback --judge-url …`).
  */
 import { readFileSync } from "node:fs";
+import { fullJitterMs } from "../core/src/backoff.js";
 import { ConfigError } from "../core/src/errors.js";
 import { sha256Hex } from "../core/src/hash.js";
 
@@ -281,8 +282,7 @@ export class Judge {
   /** Full jitter: uniform in [0, min(cap, base·2^attempt)]; a Retry-After (seconds) raises the floor, capped. */
   private backoff(attempt: number, retryAfter: string | null): number {
     const cap = this.opts.maxBackoffMs ?? 5000;
-    const ceiling = Math.min(cap, (this.opts.backoffMs ?? 250) * 2 ** attempt);
-    const jitter = Math.random() * ceiling;
+    const jitter = fullJitterMs(attempt + 1, this.opts.backoffMs ?? 250, cap);
     const asked = retryAfter !== null && /^\d+(\.\d+)?$/.test(retryAfter) ? Number(retryAfter) * 1000 : 0;
     return Math.min(cap, Math.max(jitter, asked));
   }

@@ -18,6 +18,7 @@
  * Why here and not around the whole job: only the Score call is retried, so the Policy's
  * sampling of the job is not redone per retry.
  */
+
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import {
@@ -28,6 +29,7 @@ import {
   ScoreSchema,
   ScoreStatus,
 } from "../core/gen/rlaif/feedback/v1/feedback_pb.js";
+import { fullJitterMs } from "../core/src/backoff.js";
 import {
   RpcError,
   ScorerResponseError,
@@ -93,7 +95,7 @@ export interface GuardedScores {
 
 /** Full-jitter exponential backoff before retry `n` (1-based): uniform in [0, min(cap, base·2^(n-1))). */
 export function jitteredBackoffMs(n: number, baseMs: number, random: () => number = Math.random): number {
-  return random() * Math.min(SCORER_BACKOFF_CAP_MS, baseMs * 2 ** Math.max(0, n - 1));
+  return fullJitterMs(n, baseMs, SCORER_BACKOFF_CAP_MS, random);
 }
 
 /** Guards every Score call to one scorer address; share one instance per connection. */
